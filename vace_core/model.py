@@ -59,11 +59,15 @@ class CausalWanModel(nn.Module):
     def has_vace(self) -> bool:
         return self.config.has_vace
 
-    def attach_vace(self, num_vace_blocks: int, vace_in_dim: int = 96) -> None:
-        """Create (uninitialised) VACE modules on the model's device, in its dtype policy."""
+    def attach_vace(self, num_vace_blocks: int, vace_in_dim: int = 96,
+                    device: torch.device | str | None = None) -> None:
+        """Create VACE modules in the model's dtype policy, on `device` (default: the model's).
+
+        A loader that assigns real weights right after passes device="meta": no storage, no init.
+        """
         config = self.config.with_vace(num_vace_blocks, vace_in_dim)
         reference = self.blocks[0].self_attn.q.weight
-        with torch.device(reference.device):
+        with torch.device(device if device is not None else reference.device):
             patch_embedding, blocks = build_vace_modules(config)
         for name, param in list(patch_embedding.named_parameters()) + list(blocks.named_parameters()):
             param.data = param.data.to(param_dtype(name, reference.dtype))

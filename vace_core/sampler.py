@@ -265,17 +265,21 @@ class _Run:
         frame_mask = torch.zeros(frames, frames, dtype=torch.bool)
         vace_mask = torch.zeros(frames, frames, dtype=torch.bool)
         hint_weight = torch.zeros(frames)
+        # A ramp gives each block its own scale and the cached loop kept every earlier block's K/V
+        # at the scale that block ran at, so fold the scale into the per-frame hint weight.
+        per_block_scale = isinstance(self.vace_scale, VaceScaleRamp)
         for earlier in self.blocks[:block.index + 1]:
             rows = slice(earlier.start, earlier.end)
             frame_mask[rows, self.layout.visible_frames(earlier.end)] = True
             vace_mask[rows, rows] = True
             current = earlier is block
             with_hints = self.has_hints(earlier) and (current or self.settings.hints_in_clean_pass)
-            hint_weight[rows] = float(with_hints)
+            hint_weight[rows] = float(with_hints) * (self.scale(earlier) if per_block_scale else 1.0)
         context = None
         if self.vace is not None and hint_weight.any():
             context = self.vace.frames(0, frames)
-        flow = self.model.forward_block(sequence, timesteps, text, 0, None, context, self.scale(block),
+        scale = 1.0 if per_block_scale else self.scale(block)
+        flow = self.model.forward_block(sequence, timesteps, text, 0, None, context, scale,
                                         frame_mask=frame_mask, vace_frame_mask=vace_mask,
                                         vace_frame_weight=hint_weight)
         return flow[:, :, block.start:]
