@@ -55,10 +55,11 @@ class RotaryEmbedding:
 
     Each head's `head_dim / 2` rotation pairs are split between the three axes like upstream Wan:
     time gets `hd/2 - 2*(hd//6)` pairs, rows and columns `hd//6` each. Tables are cached per grid,
-    so the passes of one chunk share them.
+    so the passes of one chunk share them; only a few are kept, because every chunk starts at a new
+    frame position and a large cache would grow with the video (2.4 MB per chunk at 480x832).
     """
 
-    def __init__(self, head_dim: int, theta: float = 10000.0, max_cached: int = 64) -> None:
+    def __init__(self, head_dim: int, theta: float = 10000.0, max_cached: int = 4) -> None:
         third = head_dim // 6
         self.axis_dims = (head_dim - 4 * third, 2 * third, 2 * third)
         self.theta = theta
@@ -77,15 +78,18 @@ class RotaryEmbedding:
         cached = self._tables.get(key)
         if cached is not None:
             return cached
-        t = self._axis_angles(0, torch.arange(start_frame, start_frame + frames))
-        h = self._axis_angles(1, torch.arange(height))
-        w = self._axis_angles(2, torch.arange(width))
-        angles = torch.cat([
-            t[:, None, None, :].expand(frames, height, width, -1),
-            h[None, :, None, :].expand(frames, height, width, -1),
-            w[None, None, :, :].expand(frames, height, width, -1),
-        ], dim=-1).reshape(frames * height * width, 1, -1)
-        result = (torch.cos(angles).float().to(device), torch.sin(angles).float().to(device))
+        # built as normal tensors even under inference mode (the sampler's), so a cached table can
+        # later serve a forward that autograd tracks
+        with torch.inference_mode(False):
+            t = self._axis_angles(0, torch.arange(start_frame, start_frame + frames))
+            h = self._axis_angles(1, torch.arange(height))
+            w = self._axis_angles(2, torch.arange(width))
+            angles = torch.cat([
+                t[:, None, None, :].expand(frames, height, width, -1),
+                h[None, :, None, :].expand(frames, height, width, -1),
+                w[None, None, :, :].expand(frames, height, width, -1),
+            ], dim=-1).reshape(frames * height * width, 1, -1)
+            result = (torch.cos(angles).float().to(device), torch.sin(angles).float().to(device))
         if len(self._tables) >= self.max_cached:
             self._tables.clear()
         self._tables[key] = result

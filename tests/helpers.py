@@ -1,0 +1,95 @@
+"""Shared test helpers: a seeded tiny model, random conditioning and a linear stand-in VAE.
+
+Imported by test modules as `from helpers import ...` (pytest puts tests/ on sys.path).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from vace_core.config import preset
+from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
+from vace_core.model import CausalWanModel
+
+NORM_WEIGHT_SUFFIXES = ("norm_q.weight", "norm_k.weight", "norm3.weight")
+
+
+def tiny_model(name: str = "tiny-vace", seed: int = 0, modulation_std: float = 0.3,
+               bias_std: float = 0.02) -> CausalWanModel:
+    """A float32 model of preset `name` with seeded random weights that keep activations O(1).
+
+    Weight matrices and kernels get std 1/sqrt(fan_in): the released model's ~0.02 is that rule at
+    width 1536, and at the tiny width of 256 a flat 0.02 would shrink every linear map 3x, leaving
+    the text and attention paths to move outputs by ~1e-3, too little to test anything. Biases get
+    `bias_std`, norm weights 1 + `bias_std` * noise, and the modulation vectors (which hold the
+    residual gates) `modulation_std`.
+    """
+    model = CausalWanModel(preset(name))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param_name, param in sorted(model.named_parameters()):
+            if param_name.endswith("modulation"):  # [1, 6 or 2, dim]
+                spread = modulation_std
+            elif param.ndim >= 2:  # [out, in, ...]: fan_in = everything but the output axis
+                spread = 1.0 / math.sqrt(param[0].numel())
+            else:
+                spread = bias_std
+            values = torch.randn(param.shape, generator=generator) * spread
+            if param_name.endswith(NORM_WEIGHT_SUFFIXES):
+                values += 1.0
+            param.copy_(values)
+    return model.eval()
+
+
+def randn(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def random_text(seed: int, length: int = 7, text_dim: int = 64) -> torch.Tensor:
+    """A stand-in for umT5 conditioning: [1, length, text_dim] (the model pads it to 512)."""
+    return randn(1, length, text_dim, seed=seed)
+
+
+def random_vace_context(ref_frames: int, latent_frames: int, height: int, width: int,
+                        seed: int) -> VaceContext:
+    """A VaceContext laid out like `encode_vace_context` makes it, with random values: reference
+    frames carry their latent in the inactive half and zeros elsewhere; generated frames carry a
+    random control signal (all 96 channels), so hints differ from frame to frame."""
+    h, w = height // 8, width // 8
+    refs = randn(1, LATENT_CHANNELS, ref_frames, h, w, seed=seed)
+    ref_part = torch.cat([refs, torch.zeros(1, CONTEXT_CHANNELS - LATENT_CHANNELS, ref_frames, h, w)], dim=1)
+    video_part = randn(1, CONTEXT_CHANNELS, latent_frames, h, w, seed=seed + 1)
+    return VaceContext(context=torch.cat([ref_part, video_part], dim=2), ref_latents=refs,
+                       ref_frames=ref_frames, latent_frames=latent_frames,
+                       video_frames=video_frames_for(latent_frames), height=height, width=width)
+
+
+class LinearFakeVAE:
+    """ComfyUI Wan-VAE conventions with trivial maths, recording what it is given.
+
+    encode: pixels [T, H, W, 3] -> [1, 16, (T-1)//4+1, H/8, W/8]: every 4th frame (from 0),
+    8x8 mean-pooled, mixed 3 -> 16 channels by a fixed matrix.
+    decode: [1, 16, t, h, w] -> [1, 4t-3, 8h, 8w, 3]: video frame j shows channels 0..2 of
+    latent frame ceil(j/4), upsampled by repetition.
+    """
+
+    def __init__(self, seed: int = 7) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.mix = torch.randn(LATENT_CHANNELS, 3, generator=generator)
+        self.decoded: list[torch.Tensor] = []
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        kept = pixels[0::4].permute(0, 3, 1, 2).float()  # [t, 3, H, W]
+        pooled = F.avg_pool2d(kept, 8)  # [t, 3, h, w]
+        return torch.einsum("lc,tchw->lthw", self.mix, pooled).unsqueeze(0)
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        self.decoded.append(raw.clone())
+        t = raw.shape[2]
+        source = torch.tensor([-(-j // 4) for j in range(4 * t - 3)])
+        frames = raw[0, :3, source]  # [3, 4t-3, h, w]
+        frames = frames.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
+        return frames.permute(1, 2, 3, 0).unsqueeze(0)

@@ -1,0 +1,59 @@
+"""Test-only ComfyUI node pack for the integration tests. Never install it for real use.
+
+The real Wan text encoder (umT5-XXL, about 5.7B parameters) cannot be built at random inside a
+test, and no weights can be downloaded here, so the integration tests feed the LongLive sampler
+from this stand-in instead of CLIPLoader + CLIPTextEncode. (ComfyUI's own execution tests load
+small test node packs into a real server the same way.)
+
+`LongLiveTestConditioning` returns a CONDITIONING shaped like the umT5 one, `[[tensor [1, 512, dim],
+{}]]`: rows for the prompt's tokens are pseudo-random, seeded from a hash of the text (so the same
+text always gives the same tensor, in every process), and the rows after the token count are zero,
+as ComfyUI's umT5 zeroes padded positions.
+"""
+import hashlib
+
+import torch
+
+TEXT_LEN = 512  # umT5 pads (and the Wan DiT expects) 512 text tokens
+
+
+def _token_count(text: str) -> int:
+    """A rough stand-in for the tokenizer: one token per word plus the end-of-text token."""
+    return min(TEXT_LEN, len(text.split()) + 1)
+
+
+def _seed(text: str) -> int:
+    # hashlib, not hash(): Python salts str hashes per process
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
+
+
+def fake_umt5_embedding(text: str, dim: int) -> torch.Tensor:
+    """[1, 512, dim] float32: seeded rows for the tokens, zeros after them."""
+    gen = torch.Generator().manual_seed(_seed(text))
+    out = torch.zeros((1, TEXT_LEN, dim))
+    n = _token_count(text)
+    out[:, :n] = torch.randn((1, n, dim), generator=gen)
+    return out
+
+
+class LongLiveTestConditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "text": ("STRING", {"multiline": True, "default": "a cat"}),
+                "dim": ("INT", {"default": 4096, "min": 1, "max": 8192}),
+            }
+        }
+
+    RETURN_TYPES = ("CONDITIONING",)
+    FUNCTION = "encode"
+    CATEGORY = "LongLive/testing"
+    DESCRIPTION = "TEST ONLY: deterministic fake umT5 conditioning for integration tests."
+
+    def encode(self, text: str, dim: int):
+        return ([[fake_umt5_embedding(text, dim), {}]],)
+
+
+NODE_CLASS_MAPPINGS = {"LongLiveTestConditioning": LongLiveTestConditioning}
+NODE_DISPLAY_NAME_MAPPINGS = {"LongLiveTestConditioning": "LongLive Test Conditioning (test only)"}
