@@ -93,3 +93,33 @@ class LinearFakeVAE:
         frames = raw[0, :3, source]  # [3, 4t-3, h, w]
         frames = frames.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)
         return frames.permute(1, 2, 3, 0).unsqueeze(0)
+
+
+PACK = "longlive_vace_under_test"
+
+
+def load_pack_standalone():
+    """Import the repository as ComfyUI imports a custom-node pack (a package named after its path,
+    relative imports inside), forcing the standalone host. The host decides when it is imported;
+    the variable is restored so subprocesses of other tests still find a real ComfyUI."""
+    import importlib.util
+    import os
+    import sys
+    from pathlib import Path
+
+    if PACK not in sys.modules:
+        root = Path(__file__).resolve().parents[1]
+        spec = importlib.util.spec_from_file_location(PACK, root / "__init__.py",
+                                                      submodule_search_locations=[str(root)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        before = os.environ.get("LONGLIVE_STANDALONE")
+        os.environ["LONGLIVE_STANDALONE"] = "1"
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            if before is None:
+                del os.environ["LONGLIVE_STANDALONE"]
+            else:
+                os.environ["LONGLIVE_STANDALONE"] = before
+    return sys.modules[PACK]

@@ -11,6 +11,7 @@ from vace_core.encoding import (
     decode_without_references,
     denormalize_latents,
     encode_vace_context,
+    TAIL_PROBE_LATENT_FRAMES,
     fold_mask,
     latent_frames_for,
     normalize_latents,
@@ -374,3 +375,72 @@ def test_decode_drops_references_before_decoding(batched):
     assert video[:, 0, 0, 0].tolist() == [2.0] + [3.0] * 4 + [4.0] * 4
     via_norm = decode_normalized_without_references(vae, normalize_latents(raw), ref_frames=2)
     torch.testing.assert_close(via_norm, video)
+
+
+class SettlingVAE(LinearVAE):
+    """Causal stand-in whose latent frame i mixes input frames 4i and 4(i-1), 4(i-2): a constant
+    input gives a constant latent only from latent frame 2 on (like the Wan VAE's receptive field)."""
+
+    def raw(self, pixels: torch.Tensor) -> torch.Tensor:
+        lat = super().raw(pixels)                               # [1, 16, t, h, w]
+        shifted1 = torch.cat([torch.zeros_like(lat[:, :, :1]), lat[:, :, :-1]], dim=2)
+        shifted2 = torch.cat([torch.zeros_like(lat[:, :, :2]), lat[:, :, :-2]], dim=2)
+        return lat + 0.5 * shifted1 + 0.25 * shifted2
+
+
+class NeverSettlingVAE(LinearVAE):
+    def raw(self, pixels: torch.Tensor) -> torch.Tensor:
+        lat = super().raw(pixels)
+        ramp = torch.arange(lat.shape[2], dtype=lat.dtype).view(1, 1, -1, 1, 1)
+        return lat + 0.01 * ramp
+
+
+def _full_length_expectation(vae, pixels, mask, latent_frames):
+    # the whole clip encoded at once, computed without the encoder's tail shortcut
+    x = pixels * 2 - 1
+    m = mask.unsqueeze(-1)
+    inactive = norm(vae.raw((x * (1 - m) + 1) / 2))
+    reactive = norm(vae.raw((x * m + 1) / 2))
+    return torch.cat([inactive, reactive, fold_mask(mask, latent_frames).unsqueeze(0)], dim=1)
+
+
+@pytest.mark.parametrize("refs", [0, 2])
+def test_long_gray_video_stores_a_short_context_that_equals_the_full_one(refs):
+    vae = SettlingVAE()
+    video_frames = 4 * 59 + 1                                   # 60 latent frames
+    images = [torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(i)) for i in range(refs)]
+    ctx = encode_vace_context(vae, 16, 16, video_frames, reference_images=images or None)
+    assert ctx.latent_frames == 60 and ctx.total_frames == 60 + refs
+    stored = 1 + TAIL_PROBE_LATENT_FRAMES
+    assert ctx.context.shape[2] == refs + stored and ctx.repeated_tail == 60 - stored
+    assert max(shape[0] for shape in vae.encode_shapes) == 4 * stored - 3   # never the 237-frame clip
+    expected = _full_length_expectation(vae, torch.full((video_frames, 16, 16, 3), 0.5),
+                                        torch.ones(video_frames, 16, 16), 60)
+    torch.testing.assert_close(ctx.frames(refs, refs + 60), expected, rtol=0, atol=1e-6)
+    for start, stop in ((refs + 3, refs + 9), (refs + 40, refs + 60), (0, refs + 1)):
+        torch.testing.assert_close(ctx.frames(start, stop), torch.cat(
+            [ctx.context[:, :, :refs], expected], dim=2)[:, :, start:stop], rtol=0, atol=1e-6)
+
+
+def test_short_control_clip_in_a_long_video_keeps_its_frames_and_repeats_the_gray_tail():
+    vae = SettlingVAE()
+    first = torch.rand(5, 16, 16, 3, generator=torch.Generator().manual_seed(9))
+    keep = torch.zeros(5, 16, 16)
+    video_frames = 4 * 59 + 1
+    ctx = encode_vace_context(vae, 16, 16, video_frames, control_video=first, control_masks=keep)
+    assert ctx.repeated_tail > 0
+    pixels = torch.cat([first, torch.full((video_frames - 5, 16, 16, 3), 0.5)])
+    mask = torch.cat([keep, torch.ones(video_frames - 5, 16, 16)])
+    expected = _full_length_expectation(vae, pixels, mask, 60)
+    torch.testing.assert_close(ctx.frames(0, 60), expected, rtol=0, atol=1e-6)
+
+
+def test_a_vae_that_never_settles_is_encoded_in_full():
+    vae = NeverSettlingVAE()
+    latent_frames = TAIL_PROBE_LATENT_FRAMES + 10
+    video_frames = 4 * (latent_frames - 1) + 1
+    ctx = encode_vace_context(vae, 16, 16, video_frames)
+    assert ctx.repeated_tail == 0 and ctx.context.shape[2] == latent_frames
+    expected = _full_length_expectation(vae, torch.full((video_frames, 16, 16, 3), 0.5),
+                                        torch.ones(video_frames, 16, 16), latent_frames)
+    torch.testing.assert_close(ctx.frames(0, latent_frames), expected, rtol=0, atol=1e-6)

@@ -42,6 +42,13 @@ class CacheLayout:
         return list(range(min(self.sink_end, end))) + list(range(low, end))
 
 
+def kv_cache_bytes(config, *, tokens_per_frame: int, ref_frames: int, window_frames: int,
+                   element_size: int) -> int:
+    """Memory of the cache a run allocates: keys and values of every main block for the references
+    plus the window (all heads together span `dim` channels)."""
+    return config.num_layers * 2 * (ref_frames + window_frames) * tokens_per_frame * config.dim * element_size
+
+
 class KVCache:
     """Keys and values of every main block, for the frames the next block may see."""
 

@@ -26,6 +26,10 @@ MASK_CHANNELS = VAE_STRIDE_S * VAE_STRIDE_S  # one channel per pixel of an 8x8 p
 CONTEXT_CHANNELS = 2 * LATENT_CHANNELS + MASK_CHANNELS  # 96
 SIZE_MULTIPLE = VAE_STRIDE_S * 2  # VAE stride 8 times the DiT's 2x2 patch
 REFERENCE_FITS = ("pad", "crop", "stretch")
+# Constant latent frames encoded after the informative ones: the Wan 2.1 VAE encoder's causal
+# convolutions see about 28 latent frames back (measured: a constant clip's latents are exactly
+# constant from latent frame 29 on), so 32 reach its steady state with a margin.
+TAIL_PROBE_LATENT_FRAMES = 32
 
 # Wan 2.1 VAE latent statistics (ComfyUI latent format Wan21; the same numbers as Wan2.1's vae.py).
 WAN21_LATENTS_MEAN: tuple[float, ...] = (
@@ -166,15 +170,26 @@ def fold_mask(mask: torch.Tensor, latent_frames: int) -> torch.Tensor:
     """
     if mask.ndim != 3:
         raise ValueError(f"mask must be [T, H, W], got {tuple(mask.shape)}")
+    return _fold_patches(mask[mask_sources(mask.shape[0], latent_frames)])
+
+
+def mask_sources(video_frames: int, latent_frames: int) -> torch.Tensor:
+    """The video frame whose mask each latent frame takes: nearest-exact resampling of the time
+    axis (spatial folding does not mix frames, so folding then resampling equals this selection)."""
+    positions = torch.arange(video_frames, dtype=torch.float32).view(1, 1, video_frames)
+    picked = F.interpolate(positions, size=latent_frames, mode="nearest-exact")
+    return picked.view(latent_frames).long()
+
+
+def _fold_patches(mask: torch.Tensor) -> torch.Tensor:
+    # [t, H, W] -> [64, t, H/8, W/8], binarised
     t, hh, ww = mask.shape
     if hh % VAE_STRIDE_S or ww % VAE_STRIDE_S:
         raise ValueError(f"mask size {ww}x{hh} is not a multiple of {VAE_STRIDE_S}")
     h, w = hh // VAE_STRIDE_S, ww // VAE_STRIDE_S
     m = (mask > 0.5).float()
-    m = m.view(t, h, VAE_STRIDE_S, w, VAE_STRIDE_S)    # [T, h, dy, w, dx]
-    m = m.permute(2, 4, 0, 1, 3).reshape(MASK_CHANNELS, t, h, w)  # [64, T, h, w]
-    m = F.interpolate(m.unsqueeze(0), size=(latent_frames, h, w), mode="nearest-exact")
-    return m.squeeze(0)
+    m = m.view(t, h, VAE_STRIDE_S, w, VAE_STRIDE_S)    # [t, h, dy, w, dx]
+    return m.permute(2, 4, 0, 1, 3).reshape(MASK_CHANNELS, t, h, w)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,8 +201,10 @@ class VaceContext:
     """Normalised VACE context for `ref_frames` reference frames followed by `latent_frames`
     generated frames (latent positions 0..ref_frames-1 are the references).
 
-    context:     [1, 96, ref_frames + latent_frames, h, w]
-    ref_latents: [1, 16, ref_frames, h, w], the references' clean latents (== context[:, :16, :ref])
+    context:      [1, 96, ref_frames + latent_frames - repeated_tail, h, w]
+    ref_latents:  [1, 16, ref_frames, h, w], the references' clean latents (== context[:, :16, :ref])
+    repeated_tail: latent frames after the stored ones that equal the last stored frame (a long
+                  gray / mask-1 stretch is stored once, so a minutes-long R2V context stays small).
     video_frames is always video_frames_for(latent_frames), the length the frames decode to.
     """
 
@@ -198,10 +215,13 @@ class VaceContext:
     video_frames: int
     height: int
     width: int
+    repeated_tail: int = 0
 
     def __post_init__(self) -> None:
         h, w = self.height // VAE_STRIDE_S, self.width // VAE_STRIDE_S
-        want = (1, CONTEXT_CHANNELS, self.ref_frames + self.latent_frames, h, w)
+        if not 0 <= self.repeated_tail < self.latent_frames:
+            raise ValueError(f"repeated_tail {self.repeated_tail} must lie in 0..{self.latent_frames - 1}")
+        want = (1, CONTEXT_CHANNELS, self.ref_frames + self.latent_frames - self.repeated_tail, h, w)
         if tuple(self.context.shape) != want:
             raise ValueError(f"VACE context has shape {tuple(self.context.shape)}, expected {want}")
         want_ref = (1, LATENT_CHANNELS, self.ref_frames, h, w)
@@ -222,7 +242,12 @@ class VaceContext:
         if not 0 <= start < stop <= self.total_frames:
             raise IndexError(f"frame range {start}..{stop} outside the context's "
                              f"{self.total_frames} frames")
-        return self.context[:, :, start:stop]
+        stored = self.context.shape[2]
+        if stop <= stored:
+            return self.context[:, :, start:stop]
+        head = self.context[:, :, min(start, stored):stored]
+        tail = self.context[:, :, -1:].expand(-1, -1, stop - max(start, stored), -1, -1)
+        return torch.cat([head, tail], dim=2)
 
     def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "VaceContext":
         return replace(self, context=self.context.to(device=device, dtype=dtype),
@@ -328,17 +353,8 @@ def encode_vace_context(
         raise ValueError("R2V needs at least one reference image: connect reference_images")
     if reference_fit not in REFERENCE_FITS:
         raise ValueError(f"reference_fit {reference_fit!r}: expected one of {', '.join(REFERENCE_FITS)}")
-    pixels = _control_pixels(control_video, video_frames, width, height)   # [T, H, W, 3]
-    mask = _control_mask(control_masks, video_frames, width, height)       # [T, H, W]
     prepared = [prepare_reference(img, width, height, reference_fit) for img in refs]
-
-    x = pixels * 2 - 1                               # [-1, 1], VACE's pixel space
-    m = mask.unsqueeze(-1)
-    inactive = _encode(vae, (x * (1 - m) + 1) / 2)  # [1, 16, latent_frames, h, w]
-    reactive = _encode(vae, (x * m + 1) / 2)
-    del x, pixels                                    # a full-length clip is large; free it early
-    folded = fold_mask(mask, latent_frames).unsqueeze(0).to(inactive.device)  # [1, 64, lat, h, w]
-    video_ctx = torch.cat([inactive, reactive, folded], dim=1)
+    video_ctx, repeated_tail = _encode_video_part(vae, width, height, video_frames, control_video, control_masks)
 
     h, w = height // VAE_STRIDE_S, width // VAE_STRIDE_S
     ref_latents = torch.cat([_encode(vae, img.unsqueeze(0)) for img in prepared], dim=2) if prepared \
@@ -354,7 +370,45 @@ def encode_vace_context(
         video_frames=video_frames_for(latent_frames),
         height=height,
         width=width,
+        repeated_tail=repeated_tail,
     )
+
+
+def _encode_video_part(vae: Any, width: int, height: int, video_frames: int, control_video: torch.Tensor | None,
+                       control_masks: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+    """VACE context of the video frames: [1, 96, stored, h, w] and how many latent frames repeat
+    the last stored one.
+
+    Frames after the control video / per-frame masks are constant (gray, a fixed mask), and the
+    causal Wan VAE maps a constant input to a constant latent once its temporal receptive field
+    has passed. So only the informative frames plus `TAIL_PROBE_LATENT_FRAMES` are encoded, and
+    the rest repeats the last latent frame; if the probe's last two frames differ (a VAE that
+    never settles) the whole length is encoded instead.
+    """
+    latent_frames = latent_frames_for(video_frames)
+    sources = mask_sources(video_frames, latent_frames)
+    informative = control_video.shape[0] if control_video is not None else 0
+    if control_masks is not None and control_masks.ndim == 3:
+        informative = max(informative, control_masks.shape[0])
+    stored = min(latent_frames, latent_frames_for(max(informative, 1)) + TAIL_PROBE_LATENT_FRAMES)
+    while True:
+        encoded_frames = video_frames_for(stored)
+        mask_frames = max(encoded_frames, int(sources[stored - 1]) + 1)
+        pixels = _control_pixels(control_video, encoded_frames, width, height)   # [T', H, W, 3]
+        mask = _control_mask(control_masks, mask_frames, width, height)          # [T'', H, W]
+        x = pixels * 2 - 1                               # [-1, 1], VACE's pixel space
+        m = mask[:encoded_frames].unsqueeze(-1)
+        inactive = _encode(vae, (x * (1 - m) + 1) / 2)  # [1, 16, stored, h, w]
+        reactive = _encode(vae, (x * m + 1) / 2)
+        del x, pixels
+        folded = _fold_patches(mask[sources[:stored]]).unsqueeze(0).to(inactive.device)  # [1, 64, stored, h, w]
+        video_ctx = torch.cat([inactive, reactive, folded], dim=1)
+        if stored == latent_frames:
+            return video_ctx, 0
+        last, before = video_ctx[:, :, -1], video_ctx[:, :, -2]
+        if torch.allclose(last, before, rtol=1e-5, atol=1e-5):
+            return video_ctx, latent_frames - stored
+        stored = latent_frames
 
 
 # ---------------------------------------------------------------------------------------------

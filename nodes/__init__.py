@@ -1,0 +1,33 @@
+"""ComfyUI node classes of the pack, one module per step; `host` adapts them to ComfyUI."""
+
+from .decode import LongLiveDecode
+from .loader import LongLiveLoraLoader, LongLiveModelLoader
+from .prompts import LongLivePromptSchedule
+from .sampler import LongLiveSampler
+from .vace_encode import LongLiveVaceEncode
+from .vace_graft import LongLiveVaceGraft
+from .video import LongLiveSampleToVideo, LongLiveSaveVideo
+
+NODE_CLASS_MAPPINGS = {
+    "LongLiveModelLoader": LongLiveModelLoader,
+    "LongLiveLoraLoader": LongLiveLoraLoader,
+    "LongLiveVaceGraft": LongLiveVaceGraft,
+    "LongLiveVaceEncode": LongLiveVaceEncode,
+    "LongLivePromptSchedule": LongLivePromptSchedule,
+    "LongLiveSampler": LongLiveSampler,
+    "LongLiveDecode": LongLiveDecode,
+    "LongLiveSaveVideo": LongLiveSaveVideo,
+    "LongLiveSampleToVideo": LongLiveSampleToVideo,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LongLiveModelLoader": "Load LongLive Model",
+    "LongLiveLoraLoader": "LongLive Extra LoRA",
+    "LongLiveVaceGraft": "Load VACE Weights (graft)",
+    "LongLiveVaceEncode": "VACE Encode References",
+    "LongLivePromptSchedule": "LongLive Prompt Schedule",
+    "LongLiveSampler": "LongLive Sampler",
+    "LongLiveDecode": "Decode (strip references)",
+    "LongLiveSaveVideo": "Save Video (streaming decode)",
+    "LongLiveSampleToVideo": "LongLive Sampler -> Video (streaming)",
+}

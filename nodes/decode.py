@@ -1,0 +1,35 @@
+"""Decode (strip references): LATENT -> IMAGE without the leading reference frames."""
+
+from __future__ import annotations
+
+import torch
+
+from ..vace_core.encoding import decode_without_references
+from .common import CATEGORY, REF_FRAMES_KEY
+
+
+class LongLiveDecode:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "samples": ("LATENT", {"tooltip": "Latents from the LongLive Sampler (any Wan 2.1 LATENT works; "
+                                                  "one without reference frames decodes whole)."}),
+                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE (the one used to encode the references)."}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("images",)
+    OUTPUT_TOOLTIPS = ("The video frames [frames, height, width, 3], reference frames removed.",)
+    FUNCTION = "decode"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Decodes the sampler's latents with the Wan VAE, dropping the reference frames first "
+                   "(the VAE is causal in time, so they must not be decoded with the video).")
+
+    def decode(self, samples: dict, vae) -> tuple[torch.Tensor]:
+        latents = samples["samples"]
+        if latents.ndim != 5:
+            raise ValueError(f"samples: expected video latents [1, 16, frames, h, w], got {tuple(latents.shape)}")
+        ref_frames = int(samples.get(REF_FRAMES_KEY, 0))
+        return (decode_without_references(vae, latents, ref_frames).float(),)

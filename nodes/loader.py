@@ -1,0 +1,87 @@
+"""Load LongLive Model / LongLive Extra LoRA: build a LONGLIVE_MODEL from model-folder files."""
+
+from __future__ import annotations
+
+from . import host
+from .common import CATEGORY, MODEL_TYPE
+from .model_ref import DTYPES, FileRef, LongLiveModel, Step, build
+
+NO_LORA = "none"
+DEFAULT_BASE = "longlive_base.pt"
+DEFAULT_LORA = "lora.pt"
+
+
+def _default(names: list[str], preferred: str) -> dict:
+    # ComfyUI shows the first entry when the default is absent; name it only when it exists
+    return {"default": preferred} if preferred in names else {}
+
+
+class LongLiveModelLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        bases = host.list_models("diffusion_models")
+        loras = [NO_LORA] + host.list_models("loras")
+        return {
+            "required": {
+                "base_checkpoint": (bases, {
+                    **_default(bases, DEFAULT_BASE),
+                    "tooltip": "LongLive base weights in models/diffusion_models (longlive_base.pt, or any "
+                               "Wan2.1-T2V-1.3B layout: original, ComfyUI-prefixed or diffusers)."}),
+                "lora": (loras, {
+                    **_default(loras, DEFAULT_LORA),
+                    "tooltip": "LoRA in models/loras merged into the base at load time (LongLive ships "
+                               "lora.pt, rank 256). 'none' loads the base alone."}),
+                "lora_strength": ("FLOAT", {
+                    "default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                    "tooltip": "Multiplier of the LoRA update (1.0 = as trained; 0 = no LoRA)."}),
+                "dtype": (list(DTYPES), {
+                    "default": "bf16",
+                    "tooltip": "Compute precision of the weights. bf16 is what LongLive runs in; fp32 for "
+                               "CPU or debugging; fp16 may overflow on some prompts."}),
+            }
+        }
+
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The LongLive causal Wan2.1 model (no VACE yet: add 'Load VACE Weights').",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Loads the LongLive causal Wan2.1-T2V-1.3B generator and merges its LoRA. The weights "
+                   "stay cached between runs; LoRA and VACE nodes further down extend them in place.")
+
+    def load(self, base_checkpoint: str, lora: str, lora_strength: float, dtype: str) -> tuple[LongLiveModel]:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        base = FileRef.resolve("diffusion_models", base_checkpoint)
+        steps: tuple[Step, ...] = ()
+        if lora != NO_LORA and lora_strength != 0:
+            steps = (Step("lora", FileRef.resolve("loras", lora), float(lora_strength)),)
+        return (build(base, dtype, steps),)
+
+
+class LongLiveLoraLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The LongLive model to add a LoRA to (left unchanged; "
+                                                  "a new model is returned)."}),
+                "lora": (host.list_models("loras"), {
+                    "tooltip": "Wan2.1-1.3B LoRA in models/loras (PEFT, ComfyUI, kohya or diffusers names). "
+                               "Merged into the main blocks only; VACE blocks get no LoRA."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": -2.0, "max": 2.0, "step": 0.05,
+                                       "tooltip": "Multiplier of the LoRA update (0 = no change)."}),
+            }
+        }
+
+    RETURN_TYPES = (MODEL_TYPE,)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with this LoRA merged as well.",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+    DESCRIPTION = "Stacks one more LoRA (e.g. a style LoRA) on a LongLive model."
+
+    def load(self, model: LongLiveModel, lora: str, strength: float) -> tuple[LongLiveModel]:
+        if strength == 0:
+            return (model,)
+        return (model.extend(Step("lora", FileRef.resolve("loras", lora), float(strength))),)

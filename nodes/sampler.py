@@ -1,0 +1,204 @@
+"""LongLive Sampler: causal chunk-by-chunk generation with optional VACE context and prompt switches."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..vace_core.cache import kv_cache_bytes
+from ..vace_core.encoding import (SIZE_MULTIPLE, VaceContext, check_size, denormalize_latents, latent_frames_for,
+                                 video_frames_for)
+from ..vace_core.sampler import (GenerationCancelled, PromptSegment, SamplerSettings, StepInfo, VaceScaleRamp,
+                                 generate)
+from ..vace_core.scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, parse_steps
+from . import host
+from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, VACE_TYPE
+from .model_ref import LongLiveModel
+from .prompts import conditioning_tensor
+
+DEFAULTS = SamplerSettings()
+NO_RAMP = -1.0
+
+
+class LongLiveSampler:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (MODEL_TYPE, {"tooltip": "The LongLive model (with VACE weights when a vace_context "
+                                                  "is connected)."}),
+                "positive": ("CONDITIONING", {
+                    "tooltip": "The prompt, from CLIPTextEncode with the umT5 'wan' text encoder. LongLive is "
+                               "distilled without CFG, so there is no negative prompt."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
+                                 "control_after_generate": True,
+                                 "tooltip": "Seed of the noise; the same seed gives the same video on any device."}),
+                "length": ("INT", {"default": 81, "min": 1, "max": MAX_VIDEO_FRAMES, "step": 4,
+                                   "tooltip": "Video frames to generate (4k+1: 81 = 21 latent frames, 5 s at "
+                                              "16 fps). Must match the VACE context's length."}),
+                "width": ("INT", {"default": 832, "min": 16, "max": MAX_RESOLUTION, "step": 16,
+                                  "tooltip": "Video width in pixels, a multiple of 16 (LongLive: 832)."}),
+                "height": ("INT", {"default": 480, "min": 16, "max": MAX_RESOLUTION, "step": 16,
+                                   "tooltip": "Video height in pixels, a multiple of 16 (LongLive: 480)."}),
+                "vace_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                         "tooltip": "Strength of the VACE hints (0 = plain text-to-video). "
+                                                    "Ignored without a vace_context."}),
+                "chunk_frames": ("INT", {"default": DEFAULTS.chunk_frames, "min": 1, "max": 64,
+                                         "tooltip": "Latent frames generated per causal chunk (LongLive: 3 = "
+                                                    "12 video frames)."}),
+                "window_frames": ("INT", {"default": DEFAULTS.window_frames, "min": 1, "max": 1024,
+                                          "tooltip": "Self-attention window in latent frames, sink included, "
+                                                     "references not counted (LongLive: 12). Must hold "
+                                                     "sink_frames + chunk_frames."}),
+                "sink_frames": ("INT", {"default": DEFAULTS.sink_frames, "min": 0, "max": 1024,
+                                        "tooltip": "First generated latent frames kept in attention for the "
+                                                   "whole video (LongLive's frame sink: 3)."}),
+                "steps": ("STRING", {"default": ",".join(str(s) for s in DEFAULT_STEPS),
+                                     "tooltip": "Denoising steps, strictly decreasing in 1..1000 (LongLive is "
+                                                "distilled for 1000,750,500,250)."}),
+                "shift": ("FLOAT", {"default": DEFAULT_SHIFT, "min": 0.1, "max": 20.0, "step": 0.1,
+                                    "tooltip": "Timestep shift of the flow-matching schedule (LongLive: 5.0)."}),
+            },
+            "optional": {
+                "vace_context": (VACE_TYPE, {"tooltip": "Reference / control conditioning from 'VACE Encode "
+                                                        "References' (same width, height and length)."}),
+                "prompt_schedule": (PROMPTS_TYPE, {
+                    "tooltip": "Prompt switches from 'LongLive Prompt Schedule'; positive runs until the first "
+                               "switch (a scheduled prompt at frame 0 replaces it)."}),
+                "vace_scale_end": ("FLOAT", {"default": NO_RAMP, "min": NO_RAMP, "max": 2.0, "step": 0.05,
+                                             "tooltip": "VACE strength at the last chunk, ramping linearly from "
+                                                        "vace_scale at the first; -1 = constant vace_scale."}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("Raw Wan 2.1 latents, reference frames first; decode with 'Decode (strip references)'.",)
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Generates a video chunk by chunk with LongLive's KV cache (flat cost per chunk), "
+                   "following the VACE references and switching prompts on schedule.")
+
+    def sample(self, model: LongLiveModel, positive, seed: int, length: int, width: int, height: int,
+               vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
+               shift: float, vace_context: VaceContext | None = None,
+               prompt_schedule: Sequence[PromptSegment] | None = None,
+               vace_scale_end: float = NO_RAMP) -> tuple[dict]:
+        plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
+                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end)
+        progress = _Progress()
+        with on_compute_device(model, plan) as network:
+            try:
+                result = generate(network, plan.prompts, video_frames=length, height=height, width=width,
+                                  seed=seed, vace=vace_context, vace_scale=plan.vace_scale,
+                                  settings=plan.settings, callback=progress, should_cancel=host.is_interrupted)
+            except GenerationCancelled:
+                host.raise_interrupted()
+        samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
+        return ({"samples": samples, REF_FRAMES_KEY: result.ref_frames},)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A sampler run's validated settings, shared by the sampler nodes."""
+    settings: SamplerSettings
+    prompts: list[PromptSegment]
+    vace_scale: float | VaceScaleRamp
+    ref_frames: int
+    width: int
+    height: int
+
+
+def plan_run(model: LongLiveModel, positive, length: int, width: int, height: int, vace_scale: float,
+             chunk_frames: int, window_frames: int, sink_frames: int, steps: str, shift: float,
+             vace_context: VaceContext | None, prompt_schedule: Sequence[PromptSegment] | None,
+             vace_scale_end: float) -> RunPlan:
+    """Every check of the sampler inputs, run before the model moves or anything is computed."""
+    check_size(width, height)
+    settings = SamplerSettings(chunk_frames=chunk_frames, window_frames=window_frames,
+                               sink_frames=sink_frames, denoising_steps=parse_steps(steps), shift=shift)
+    settings.validate()
+    prompts = _prompt_segments(model, positive, prompt_schedule, length)
+    _check_vace(model, vace_context, length, width, height)
+    ref_frames = vace_context.ref_frames if vace_context is not None else 0
+    _check_rope(model, ref_frames, length)
+    scale = VaceScaleRamp(vace_scale, vace_scale_end) if vace_scale_end >= 0 else vace_scale
+    return RunPlan(settings, prompts, scale, ref_frames, width, height)
+
+
+@contextmanager
+def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[torch.nn.Module]:
+    """The network on ComfyUI's compute device for the run (room made for weights and KV cache),
+    offloaded afterwards whatever happens."""
+    network = model.model()
+    device = host.compute_device()
+    cache = kv_cache_bytes(network.config, tokens_per_frame=(plan.height // SIZE_MULTIPLE) * (plan.width // SIZE_MULTIPLE),
+                           ref_frames=plan.ref_frames, window_frames=plan.settings.window_frames,
+                           element_size=network.blocks[0].self_attn.k.weight.element_size())
+    host.free_memory_for(model.facts.param_bytes + cache, device)
+    try:
+        network.to(device)
+        yield network
+    finally:
+        network.to(host.offload_device())
+        host.soft_empty_cache()
+
+
+class _Progress:
+    """One progress tick per model pass, with a latent preview of each denoising pass."""
+
+    def __init__(self) -> None:
+        self.bar = None
+        self.preview = host.make_previewer()
+
+    def __call__(self, info: StepInfo) -> None:
+        if self.bar is None:
+            self.bar = host.progress_bar(info.total_passes)
+        image = None
+        if self.preview is not None and info.x0 is not None:
+            image = self.preview(info.x0)
+        self.bar.update_absolute(info.pass_index, max(info.total_passes, info.pass_index), image)
+
+
+def _prompt_segments(model: LongLiveModel, positive, schedule, length: int) -> list[PromptSegment]:
+    first = conditioning_tensor(positive, "positive")
+    segments = {0: PromptSegment(0, first)}
+    for entry in schedule or ():
+        if entry.start_frame >= length:
+            raise ValueError(f"prompt_schedule: a prompt starts at frame {entry.start_frame}, at or after the "
+                             f"end of the video (length {length}); shorten the schedule or raise length")
+        segments[entry.start_frame] = entry  # a scheduled prompt at frame 0 replaces positive
+    for segment in segments.values():
+        width = segment.context.shape[-1]
+        if width != model.facts.text_dim:
+            name = "positive" if segment.context is first else f"prompt_schedule (frame {segment.start_frame})"
+            raise ValueError(f"{name}: the conditioning has {width} channels but the model expects "
+                             f"{model.facts.text_dim}: encode the prompt with CLIPLoader type 'wan' (umT5-XXL)")
+    return [segments[start] for start in sorted(segments)]
+
+
+def _check_vace(model: LongLiveModel, vace: VaceContext | None, length: int, width: int, height: int) -> None:
+    if vace is None:
+        return
+    if not model.has_vace:
+        raise ValueError("vace_context is connected but the model has no VACE weights: put a "
+                         "'Load VACE Weights (graft)' node between the model loader and the sampler's model "
+                         "input (or disconnect vace_context for plain text-to-video)")
+    if (vace.width, vace.height) != (width, height):
+        raise ValueError(f"vace_context was encoded at {vace.width}x{vace.height} but the sampler's width x "
+                         f"height is {width}x{height}: set the same size on 'VACE Encode References'")
+    if vace.latent_frames != latent_frames_for(length):
+        raise ValueError(f"vace_context covers {vace.video_frames} video frames but the sampler's length is "
+                         f"{length}: set the same length on 'VACE Encode References' and the sampler")
+
+
+def _check_rope(model: LongLiveModel, ref_frames: int, length: int) -> None:
+    limit = model.facts.rope_max_frames
+    total = ref_frames + latent_frames_for(length)
+    if total > limit:
+        raise ValueError(f"length {length} with {ref_frames} reference frames needs {total} latent frame "
+                         f"positions; the model's RoPE table has {limit}: generate at most "
+                         f"{video_frames_for(limit - ref_frames)} frames")

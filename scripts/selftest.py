@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Self-test of the node pack without downloads or ComfyUI.
+
+Writes tiny random checkpoints in the real file formats (vace_core.fixtures) to a temporary
+models folder, loads the pack the way ComfyUI loads a custom node folder, and runs the whole node
+chain in-process through the standalone host:
+
+    Load LongLive Model (+ LoRA) -> Extra LoRA -> Load VACE Weights -> VACE Encode References
+    (tiny stand-in VAE) -> Prompt Schedule -> LongLive Sampler -> Decode (strip references) -> mp4
+
+Each step is printed with its time; the last line is "OK ..." and the exit status is 0, or the
+error is printed and the status is 1. The video is noise-like (random weights): the point is that
+every step runs and every shape is right. About half a minute on 2 CPU cores.
+
+    python3 scripts/selftest.py [--out selftest_output.mp4] [--keep-models DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = "longlive_vace_selftest"
+
+# latent frames = (FRAMES - 1) // 4 + 1 = 9: three chunks of 3 behind one reference frame; a window
+# of 6 (3 sink + 3 rolling) makes the KV cache roll, and the prompt switch at frame 16 re-caches it
+WIDTH, HEIGHT, FRAMES, FPS = 64, 48, 33, 16
+SWITCH_FRAME = 16
+
+
+class StandInVAE:
+    """Deterministic stand-in with the ComfyUI Wan VAE's interface and shapes (no learned weights):
+    encode(pixels [T,H,W,3] in 0..1) -> raw latents [1,16,(T-1)//4+1,H/8,W/8] (8x8 block means,
+    colours spread over the 16 channels); decode(raw [1,16,t,h,w]) -> pixels [1,4t-3,H,W,3]."""
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        picked = pixels[::4]  # frames 0, 4, 8, ...: one per latent frame
+        blocks = F.avg_pool2d(picked.permute(0, 3, 1, 2).float(), 8)  # [t, 3, h, w]
+        spread = blocks.repeat(1, 6, 1, 1)[:, :16] * 2 - 1  # [t, 16, h, w]
+        return spread.permute(1, 0, 2, 3).unsqueeze(0)
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        rgb = (raw[0, :3].permute(1, 0, 2, 3) + 1) / 2  # [t, 3, h, w]
+        repeats = torch.tensor([1] + [4] * (rgb.shape[0] - 1))
+        frames = F.interpolate(rgb.repeat_interleave(repeats, dim=0), scale_factor=8, mode="bilinear")
+        return frames.permute(0, 2, 3, 1).unsqueeze(0).clamp(0, 1)  # [1, 4t-3, H, W, 3]
+
+
+def load_pack():
+    """Import the repository as a package the way ComfyUI imports custom_nodes/<pack>/__init__.py."""
+    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class Steps:
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def run(self, label: str, action):
+        began = time.perf_counter()
+        result = action()
+        print(f"[{time.perf_counter() - began:6.2f}s] {label}", flush=True)
+        return result
+
+
+def write_models(folder: Path, fixtures, config) -> None:
+    diffusion, loras = folder / "diffusion_models", folder / "loras"
+    diffusion.mkdir(parents=True, exist_ok=True)
+    loras.mkdir(parents=True, exist_ok=True)
+    state = fixtures.make_state_dict(config, seed=0)
+    fixtures.write_longlive_pt(diffusion / "longlive_base.pt", fixtures.main_only(state))
+    fixtures.write_vace_module(diffusion / "Wan2_1-VACE_module_1_3B_bf16.safetensors", state)
+    fixtures.write_peft_lora(loras / "lora.pt", fixtures.make_lora(config, rank=4, seed=1), wrapped=True)
+    fixtures.write_comfy_lora(loras / "style.safetensors", fixtures.make_lora(config, rank=2, seed=2), "kohya")
+
+
+def write_mp4(path: Path, video: torch.Tensor, fps: int) -> None:
+    import av
+
+    frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # [T, H, W, 3]
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def count_frames(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def selftest(out: Path, models: Path) -> str:
+    steps = Steps()
+    os.environ["LONGLIVE_STANDALONE"] = "1"
+    os.environ["LONGLIVE_MODELS_DIR"] = str(models)
+    pack = steps.run("import the pack as ComfyUI does", load_pack)
+    nodes = pack.NODE_CLASS_MAPPINGS
+    fixtures = importlib.import_module(f"{PACK}.vace_core.fixtures")
+    config = importlib.import_module(f"{PACK}.vace_core.config").preset("tiny-vace")
+
+    def node(name: str, **inputs):
+        cls = nodes[name]
+        return getattr(cls(), cls.FUNCTION)(**inputs)[0]
+
+    steps.run(f"write tiny checkpoints to {models}", lambda: write_models(models, fixtures, config))
+    model = steps.run("Load LongLive Model (longlive_base.pt + lora.pt)", lambda: node(
+        "LongLiveModelLoader", base_checkpoint="longlive_base.pt", lora="lora.pt", lora_strength=1.0, dtype="fp32"))
+    model = steps.run("LongLive Extra LoRA (style.safetensors @ 0.5)", lambda: node(
+        "LongLiveLoraLoader", model=model, lora="style.safetensors", strength=0.5))
+    model = steps.run("Load VACE Weights (graft)", lambda: node(
+        "LongLiveVaceGraft", model=model, vace_checkpoint="Wan2_1-VACE_module_1_3B_bf16.safetensors"))
+    print(f"         model: {model.describe()}")
+
+    vae = StandInVAE()
+    generator = torch.Generator().manual_seed(0)
+    reference = torch.rand(1, 40, 40, 3, generator=generator)  # square image: padded onto white
+    context = steps.run("VACE Encode References (stand-in VAE)", lambda: node(
+        "LongLiveVaceEncode", vae=vae, width=WIDTH, height=HEIGHT, length=FRAMES, reference_fit="pad",
+        reference_images=reference))
+    first = [[torch.randn(1, 16, config.text_dim, generator=generator), {}]]
+    second = [[torch.randn(1, 16, config.text_dim, generator=generator), {}]]
+    schedule = steps.run(f"LongLive Prompt Schedule (switch at frame {SWITCH_FRAME})", lambda: node(
+        "LongLivePromptSchedule", conditioning=second, start_frame=SWITCH_FRAME))
+    latent = steps.run("LongLive Sampler", lambda: node(
+        "LongLiveSampler", model=model, positive=first, seed=42, length=FRAMES, width=WIDTH, height=HEIGHT,
+        vace_scale=1.0, chunk_frames=3, window_frames=6, sink_frames=3, steps="1000,750,500,250", shift=5.0,
+        vace_context=context, prompt_schedule=schedule))
+    samples, refs = latent["samples"], latent["longlive_ref_frames"]
+    expect = (1, 16, 1 + (FRAMES - 1) // 4 + 1, HEIGHT // 8, WIDTH // 8)
+    _require(tuple(samples.shape) == expect, f"latents {tuple(samples.shape)}, expected {expect}")
+    _require(refs == 1, f"{refs} reference frames, expected 1")
+    _require(bool(torch.isfinite(samples).all()), "latents contain NaN or inf")
+
+    video = steps.run("Decode (strip references)", lambda: node("LongLiveDecode", samples=latent, vae=vae))
+    _require(tuple(video.shape) == (FRAMES, HEIGHT, WIDTH, 3), f"video {tuple(video.shape)}")
+    steps.run(f"write {out}", lambda: write_mp4(out, video, FPS))
+    written = count_frames(out)
+    _require(written == FRAMES, f"the mp4 holds {written} frames, expected {FRAMES}")
+    total = time.perf_counter() - steps.start
+    return f"OK selftest: {FRAMES} frames {WIDTH}x{HEIGHT} -> {out} in {total:.1f}s"
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise AssertionError(message)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("selftest_output.mp4"), help="mp4 to write")
+    parser.add_argument("--keep-models", type=Path, default=None,
+                        help="write the tiny checkpoints here and keep them (default: a temporary folder)")
+    args = parser.parse_args()
+    try:
+        if args.keep_models is not None:
+            print(selftest(args.out.resolve(), args.keep_models.resolve()))
+        else:
+            with tempfile.TemporaryDirectory(prefix="longlive_selftest_") as folder:
+                print(selftest(args.out.resolve(), Path(folder)))
+    except Exception:
+        traceback.print_exc()
+        print("FAILED selftest", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""The node pack through the standalone host on the CPU: every node's function, with tiny real-format
+checkpoints (vace_core.fixtures), a small stand-in VAE with ComfyUI's conventions, and real tensors.
+
+The pack is imported the way ComfyUI imports a custom node folder (a package named by its path,
+loaded from its __init__.py), so the relative imports are exercised as they run in ComfyUI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import PACK, load_pack_standalone
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+pack = load_pack_standalone()
+host = importlib.import_module(f"{PACK}.nodes.host")
+model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
+fx = importlib.import_module(f"{PACK}.vace_core.fixtures")
+ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
+core_sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
+encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
+config_mod = importlib.import_module(f"{PACK}.vace_core.config")
+
+NODES = pack.NODE_CLASS_MAPPINGS
+TINY = config_mod.preset("tiny-vace")
+SIZE = 64
+FRAMES = 9  # 3 latent frames = one chunk of 3
+SAMPLER_DEFAULTS = dict(seed=7, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, chunk_frames=3,
+                        window_frames=12, sink_frames=3, steps="1000,750,500,250", shift=5.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory) -> Path:
+    """models/diffusion_models + models/loras with one set of tiny weights in real layouts."""
+    root = tmp_path_factory.mktemp("models")
+    diffusion, loras = root / "diffusion_models", root / "loras"
+    diffusion.mkdir()
+    loras.mkdir()
+    state = fx.make_state_dict(TINY, seed=0)
+    fx.write_longlive_pt(diffusion / "longlive_base.pt", fx.main_only(state))
+    fx.write_vace_module(diffusion / "vace_module.safetensors", state)
+    fx.write_peft_lora(loras / "lora.pt", fx.make_lora(TINY, rank=4, seed=1), wrapped=True)
+    fx.write_comfy_lora(loras / "style.safetensors", fx.make_lora(TINY, rank=2, seed=2), "down_up")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def standalone_host(models_dir, monkeypatch):
+    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(models_dir))
+    model_ref.clear_cache()
+    host.request_interrupt(False)
+    yield
+    host.request_interrupt(False)
+
+
+class TinyVAE:
+    """Stand-in for ComfyUI's Wan VAE object: encode(pixels [T,H,W,3] in 0..1) -> raw latents
+    [1,16,(T-1)//4+1,H/8,W/8] and decode(raw [1,16,t,h,w]) -> [1,4t-3,H,W,3], both deterministic.
+    Latent channel c holds colour channel c % 3 of each 8x8 block, scaled by (1 + c); decoding
+    reverses that from channels 0..2 and repeats latent frame 0 once and later ones 4 times."""
+
+    def __init__(self) -> None:
+        self.encoded: list[tuple[int, ...]] = []
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        self.encoded.append(tuple(pixels.shape))
+        t = pixels.shape[0]
+        keep = pixels[[0] + list(range(4, t, 4))] if t > 1 else pixels[:1]  # one frame per latent frame
+        x = F.avg_pool2d(keep.permute(0, 3, 1, 2).float(), 8)  # [t', 3, h, w]
+        channels = torch.stack([x[:, c % 3] * (1 + c) for c in range(16)], dim=1)  # [t', 16, h, w]
+        return channels.permute(1, 0, 2, 3).unsqueeze(0)
+
+    def decode(self, raw: torch.Tensor) -> torch.Tensor:
+        rgb = raw[0, :3].permute(1, 0, 2, 3) / torch.tensor([1.0, 2.0, 3.0]).view(1, 3, 1, 1)  # [t, 3, h, w]
+        repeats = torch.tensor([1] + [4] * (rgb.shape[0] - 1))
+        frames = rgb.repeat_interleave(repeats, dim=0)  # [4t-3, 3, h, w]
+        pixels = F.interpolate(frames, scale_factor=8, mode="nearest")
+        return pixels.permute(0, 2, 3, 1).unsqueeze(0).clamp(0, 1)
+
+
+def conditioning(seed: int, tokens: int = 12) -> list:
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, TINY.text_dim, generator=generator), {"pooled_output": None}]]
+
+
+def images(n: int, seed: int = 3, height: int = 48, width: int = 80) -> torch.Tensor:
+    return torch.rand(n, height, width, 3, generator=torch.Generator().manual_seed(seed))
+
+
+def run(name: str, **inputs):
+    """Call a node's function as ComfyUI's executor does (it runs every node under inference mode)."""
+    cls = NODES[name]
+    with torch.inference_mode():
+        return getattr(cls(), cls.FUNCTION)(**inputs)
+
+
+def load(lora: str = "none", strength: float = 1.0):
+    return run("LongLiveModelLoader", base_checkpoint="longlive_base.pt", lora=lora, lora_strength=strength,
+               dtype="fp32")[0]
+
+
+def vace_model():
+    return run("LongLiveVaceGraft", model=load("lora.pt"), vace_checkpoint="vace_module.safetensors")[0]
+
+
+def fresh(lora: str | None = None, steps=()) -> torch.nn.Module:
+    """The same weights built directly with vace_core, bypassing the nodes and their cache."""
+    loras = Path(os.environ["LONGLIVE_MODELS_DIR"]) / "loras"
+    diffusion = Path(os.environ["LONGLIVE_MODELS_DIR"]) / "diffusion_models"
+    model = ckpt.load_longlive(diffusion / "longlive_base.pt", loras / lora if lora else None, dtype=torch.float32)
+    for op, name, strength in steps:
+        if op == "lora":
+            ckpt.apply_lora(model, loras / name, strength)
+        else:
+            ckpt.graft_vace(model, diffusion / name)
+    return model
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+# ---------------------------------------------------------------------------------------------
+# registration and node definitions
+
+
+CONTRACT_NAMES = {
+    "LongLiveModelLoader": "Load LongLive Model",
+    "LongLiveLoraLoader": "LongLive Extra LoRA",
+    "LongLiveVaceGraft": "Load VACE Weights (graft)",
+    "LongLiveVaceEncode": "VACE Encode References",
+    "LongLivePromptSchedule": "LongLive Prompt Schedule",
+    "LongLiveSampler": "LongLive Sampler",
+    "LongLiveDecode": "Decode (strip references)",
+}
+
+
+def test_pack_registers_every_node_with_display_name():
+    assert set(CONTRACT_NAMES) <= set(NODES)
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(NODES)
+    for name, display in CONTRACT_NAMES.items():
+        assert pack.NODE_DISPLAY_NAME_MAPPINGS[name] == display
+
+
+@pytest.mark.parametrize("name", sorted(NODES))
+def test_node_definition_is_complete(name):
+    cls = NODES[name]
+    spec = cls.INPUT_TYPES()
+    assert set(spec) <= {"required", "optional", "hidden"}
+    inputs = {**spec["required"], **spec.get("optional", {})}
+    for input_name, entry in inputs.items():
+        assert len(entry) == 2 and entry[1].get("tooltip"), f"{name}.{input_name} has no tooltip"
+    assert cls.CATEGORY == "LongLive/VACE"
+    assert cls.DESCRIPTION
+    assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
+    parameters = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+    assert set(inputs) | set(spec.get("hidden", {})) == set(parameters) - {"self"}
+    for optional in spec.get("optional", {}):
+        assert parameters[optional].default is not inspect.Parameter.empty
+
+
+def test_widget_order_and_defaults_follow_the_contract():
+    sampler = NODES["LongLiveSampler"].INPUT_TYPES()
+    assert list(sampler["required"]) == ["model", "positive", "seed", "length", "width", "height", "vace_scale",
+                                         "chunk_frames", "window_frames", "sink_frames", "steps", "shift"]
+    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "vace_scale_end"]
+    req = sampler["required"]
+    assert req["seed"][1]["control_after_generate"] is True
+    assert (req["width"][1]["default"], req["height"][1]["default"], req["length"][1]["default"]) == (832, 480, 81)
+    assert req["length"][1]["step"] == 4
+    assert (req["vace_scale"][1]["min"], req["vace_scale"][1]["max"], req["vace_scale"][1]["step"]) == (0.0, 2.0, 0.05)
+    assert req["steps"][1]["default"] == "1000,750,500,250" and req["shift"][1]["default"] == 5.0
+    loader = NODES["LongLiveModelLoader"].INPUT_TYPES()["required"]
+    assert list(loader) == ["base_checkpoint", "lora", "lora_strength", "dtype"]
+    assert loader["base_checkpoint"][0] == ["longlive_base.pt", "vace_module.safetensors"]
+    assert loader["lora"][0] == ["none", "lora.pt", "style.safetensors"]
+    assert loader["lora"][1]["default"] == "lora.pt" and loader["dtype"][1]["default"] == "bf16"
+    encode = NODES["LongLiveVaceEncode"].INPUT_TYPES()
+    assert list(encode["required"]) == ["vae", "width", "height", "length", "reference_fit"]
+    assert list(encode["optional"]) == ["reference_images", "control_video", "control_masks"]
+
+
+# ---------------------------------------------------------------------------------------------
+# host
+
+
+def test_host_resolves_names_inside_the_model_folders(models_dir):
+    assert host.list_models("loras") == ["lora.pt", "style.safetensors"]
+    assert host.model_path("loras", "lora.pt") == str(models_dir / "loras" / "lora.pt")
+    # a name cannot climb out of its folder
+    with pytest.raises(FileNotFoundError):
+        host.model_path("loras", "../diffusion_models/longlive_base.pt")
+    with pytest.raises(FileNotFoundError):
+        host.model_path("loras", "missing.safetensors")
+    with pytest.raises(ValueError, match="unknown model folder"):
+        host.list_models("checkpoints")
+
+
+def test_host_standalone_defaults():
+    assert not host.IN_COMFYUI
+    assert host.offload_device() == torch.device("cpu")
+    bar = host.progress_bar(4)
+    bar.update(1)
+    bar.update_absolute(9)
+    assert (bar.current, bar.total) == (4, 4)
+    assert host.make_previewer() is None
+    host.request_interrupt()
+    assert host.is_interrupted()
+    with pytest.raises(host.InterruptProcessingException):
+        host.check_interrupt()
+    assert not host.is_interrupted()  # consumed, as ComfyUI does
+
+
+# ---------------------------------------------------------------------------------------------
+# loaders and graft
+
+
+def test_loader_without_lora_gives_the_base_weights():
+    ref = load()
+    assert (ref.base.name, ref.dtype, ref.loras, ref.vace, ref.has_vace) == ("longlive_base.pt", "fp32", [], None,
+                                                                             False)
+    assert_same_weights(ref.model(), fresh())
+
+
+def test_loader_with_lora_merges_it():
+    ref = load("lora.pt", 0.5)
+    assert ref.loras == [("lora.pt", 0.5)]
+    assert_same_weights(ref.model(), fresh(steps=[("lora", "lora.pt", 0.5)]))
+    base = fresh()
+    assert not torch.equal(ref.model().blocks[0].self_attn.q.weight, base.blocks[0].self_attn.q.weight)
+
+
+def test_extra_lora_extends_in_place_and_leaves_upstream_unchanged():
+    upstream = load("lora.pt")
+    resident = upstream.model()
+    described = upstream.describe()
+    extended = run("LongLiveLoraLoader", model=upstream, lora="style.safetensors", strength=0.8)[0]
+    assert extended is not upstream
+    assert extended.model() is resident  # the resident model was extended, not loaded again
+    assert_same_weights(extended.model(), fresh("lora.pt", [("lora", "style.safetensors", 0.8)]))
+    # the upstream value still describes, and rebuilds, exactly the model it stood for
+    assert upstream.describe() == described and upstream.loras == [("lora.pt", 1.0)]
+    assert_same_weights(upstream.model(), fresh("lora.pt"))
+    assert upstream.model() is not resident
+
+
+def test_extra_lora_with_strength_zero_is_the_same_model():
+    upstream = load("lora.pt")
+    assert run("LongLiveLoraLoader", model=upstream, lora="style.safetensors", strength=0.0)[0] is upstream
+
+
+def test_graft_adds_vace_and_leaves_upstream_without():
+    upstream = load("lora.pt")
+    grafted = run("LongLiveVaceGraft", model=upstream, vace_checkpoint="vace_module.safetensors")[0]
+    assert grafted.has_vace and grafted.vace == "vace_module.safetensors" and not upstream.has_vace
+    assert grafted.facts.num_vace_blocks == TINY.num_vace_blocks
+    assert_same_weights(grafted.model(), fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]))
+    assert not upstream.model().has_vace
+
+
+def test_graft_of_a_file_without_vace_fails_and_keeps_the_model():
+    upstream = load()
+    with pytest.raises(ValueError, match="No VACE-specific weights"):
+        run("LongLiveVaceGraft", model=upstream, vace_checkpoint="longlive_base.pt")
+    assert model_ref.resident_recipe() == upstream.recipe
+    assert not upstream.model().has_vace
+
+
+def test_loader_errors_name_the_file():
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        run("LongLiveModelLoader", base_checkpoint="missing.pt", lora="none", lora_strength=1.0, dtype="fp32")
+    with pytest.raises(ValueError, match="VACE"):  # a VACE module is not a base model
+        run("LongLiveModelLoader", base_checkpoint="vace_module.safetensors", lora="none", lora_strength=1.0,
+            dtype="fp32")
+
+
+def test_changed_file_on_disk_is_reloaded(tmp_path, monkeypatch):
+    diffusion = tmp_path / "diffusion_models"
+    diffusion.mkdir()
+    (tmp_path / "loras").mkdir()
+    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(tmp_path))
+    fx.write_longlive_pt(diffusion / "longlive_base.pt", fx.main_only(fx.make_state_dict(TINY, seed=0)))
+    first = load().model().blocks[0].ffn[0].weight.clone()
+    fx.write_longlive_pt(diffusion / "longlive_base.pt", fx.main_only(fx.make_state_dict(TINY, seed=5)))
+    os.utime(diffusion / "longlive_base.pt", ns=(1, 1))  # a new stamp even on coarse clocks
+    assert not torch.equal(load().model().blocks[0].ffn[0].weight, first)
+
+
+# ---------------------------------------------------------------------------------------------
+# VACE encode
+
+
+def test_vace_encode_references_prepends_one_frame_each():
+    vae = TinyVAE()
+    context = run("LongLiveVaceEncode", vae=vae, width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad",
+                  reference_images=images(2))[0]
+    assert (context.ref_frames, context.latent_frames, context.video_frames) == (2, 3, FRAMES)
+    assert tuple(context.context.shape) == (1, 96, 5, SIZE // 8, SIZE // 8)
+    # the references are fitted to the frame and each encoded alone; then the two video halves
+    assert vae.encoded == [(FRAMES, SIZE, SIZE, 3)] * 2 + [(1, SIZE, SIZE, 3)] * 2
+    # reference frames: normalised VAE latents of the fitted image, zero reactive half and mask
+    fitted = encoding.prepare_reference(images(2)[1], SIZE, SIZE, "pad")
+    expected = encoding.normalize_latents(TinyVAE().encode(fitted.unsqueeze(0)))
+    assert torch.allclose(context.context[:, :16, 1:2], expected)
+    assert torch.count_nonzero(context.context[:, 16:, :2]) == 0
+
+
+def test_vace_encode_control_video_and_masks():
+    masks = torch.zeros(FRAMES, SIZE, SIZE)
+    masks[:, :, SIZE // 2:] = 1
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES,
+                  reference_fit="crop", control_video=images(FRAMES, height=SIZE, width=SIZE),
+                  control_masks=masks)[0]
+    assert context.ref_frames == 0 and context.latent_frames == 3
+    mask_channels = context.context[0, 32:]  # [64, 3, 8, 8]
+    assert torch.all(mask_channels[..., :, :4] == 0) and torch.all(mask_channels[..., :, 4:] == 1)
+
+
+def test_vace_encode_errors():
+    with pytest.raises(ValueError, match="reference_images and/or control_video"):
+        run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad")
+    with pytest.raises(ValueError, match="width 72"):
+        run("LongLiveVaceEncode", vae=TinyVAE(), width=72, height=SIZE, length=FRAMES, reference_fit="pad",
+            reference_images=images(1))
+
+
+# ---------------------------------------------------------------------------------------------
+# prompt schedule
+
+
+def test_prompt_schedule_chains_without_changing_the_previous_value():
+    a, b = conditioning(1), conditioning(2)
+    first = run("LongLivePromptSchedule", conditioning=a, start_frame=40)[0]
+    second = run("LongLivePromptSchedule", conditioning=b, start_frame=8, previous=first)[0]
+    assert [p.start_frame for p in first] == [40]
+    assert [p.start_frame for p in second] == [8, 40]
+    assert torch.equal(second[0].context, b[0][0]) and torch.equal(second[1].context, a[0][0])
+    with pytest.raises(ValueError, match="already has a prompt starting at frame 8"):
+        run("LongLivePromptSchedule", conditioning=a, start_frame=8, previous=second)
+
+
+# ---------------------------------------------------------------------------------------------
+# sampler and decode
+
+
+def direct_generate(model, prompts, vace=None, **overrides):
+    """The same run through vace_core alone: raw (denormalised) latents."""
+    settings = core_sampler.SamplerSettings()
+    args = {**SAMPLER_DEFAULTS, **overrides}
+    result = core_sampler.generate(model, prompts, video_frames=args["length"], height=args["height"],
+                                   width=args["width"], seed=args["seed"], vace=vace,
+                                   vace_scale=args["vace_scale"], settings=settings)
+    return encoding.denormalize_latents(result.latents)
+
+
+def test_sampler_t2v_equals_the_core_and_counts_passes(monkeypatch):
+    bars = []
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(host.CountingProgressBar(total)) or bars[-1])
+    positive = conditioning(1)
+    latent = run("LongLiveSampler", model=load("lora.pt"), positive=positive, **SAMPLER_DEFAULTS)[0]
+    assert set(latent) == {"samples", "longlive_ref_frames"}
+    assert latent["longlive_ref_frames"] == 0
+    assert tuple(latent["samples"].shape) == (1, 16, 3, SIZE // 8, SIZE // 8)
+    expected = direct_generate(fresh("lora.pt"), positive[0][0])
+    assert torch.equal(latent["samples"], expected)
+    # one chunk: 4 denoising passes, no clean pass after the last block
+    assert len(bars) == 1 and (bars[0].current, bars[0].total) == (4, 4)
+
+
+def test_sampler_ticks_every_pass_and_previews_denoising_passes(monkeypatch):
+    bars, seen = [], []
+    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(host.CountingProgressBar(total)) or bars[-1])
+    monkeypatch.setattr(host, "make_previewer", lambda: lambda x0: seen.append(tuple(x0.shape)) or "preview")
+    run("LongLiveSampler", model=load(), positive=conditioning(1), **{**SAMPLER_DEFAULTS, "length": 17})
+    # chunks of 3 and 2 latent frames: 4 denoising passes each, one clean pass between them
+    assert (bars[0].current, bars[0].total, bars[0].previews) == (9, 9, 8)
+    assert seen == [(1, 16, 3, SIZE // 8, SIZE // 8)] * 4 + [(1, 16, 2, SIZE // 8, SIZE // 8)] * 4
+
+
+def test_sampler_r2v_then_decode_strips_the_references():
+    vae = TinyVAE()
+    model = vace_model()
+    context = run("LongLiveVaceEncode", vae=vae, width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad",
+                  reference_images=images(2))[0]
+    positive = conditioning(1)
+    latent = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **SAMPLER_DEFAULTS)[0]
+    assert latent["longlive_ref_frames"] == 2
+    assert tuple(latent["samples"].shape) == (1, 16, 5, SIZE // 8, SIZE // 8)
+    expected = direct_generate(fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]), positive[0][0],
+                               vace=context)
+    assert torch.equal(latent["samples"], expected)
+    # the VACE context really conditions the run
+    t2v = run("LongLiveSampler", model=model, positive=positive, **SAMPLER_DEFAULTS)[0]
+    assert not torch.allclose(t2v["samples"], latent["samples"][:, :, 2:])
+
+    video = run("LongLiveDecode", samples=latent, vae=vae)[0]
+    assert tuple(video.shape) == (FRAMES, SIZE, SIZE, 3)
+    assert torch.equal(video, vae.decode(latent["samples"][:, :, 2:])[0])
+    # a LATENT without the key (e.g. from a native node) decodes whole
+    whole = run("LongLiveDecode", samples={"samples": latent["samples"]}, vae=vae)[0]
+    assert whole.shape[0] == 4 * 5 - 3
+
+
+def test_sampler_vace_scale_zero_is_text_to_video():
+    model = vace_model()
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES,
+                  reference_fit="pad", control_video=images(FRAMES, height=SIZE, width=SIZE))[0]
+    positive = conditioning(1)
+    args = {**SAMPLER_DEFAULTS, "vace_scale": 0.0}
+    with_context = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **args)[0]
+    without = run("LongLiveSampler", model=model, positive=positive, **args)[0]
+    assert torch.equal(with_context["samples"], without["samples"])
+
+
+def test_sampler_prompt_schedule_switches_prompt():
+    positive, later = conditioning(1), conditioning(2)
+    schedule = run("LongLivePromptSchedule", conditioning=later, start_frame=12)[0]
+    args = {**SAMPLER_DEFAULTS, "length": 17}  # 5 latent frames: chunks [0,3) and [3,5)
+    switched = run("LongLiveSampler", model=load(), positive=positive, prompt_schedule=schedule, **args)[0]
+    expected = direct_generate(fresh(), [core_sampler.PromptSegment(0, positive[0][0]),
+                                         core_sampler.PromptSegment(12, later[0][0])], **args)
+    assert torch.equal(switched["samples"], expected)
+    plain = run("LongLiveSampler", model=load(), positive=positive, **args)[0]
+    assert torch.equal(plain["samples"][:, :, :3], switched["samples"][:, :, :3])  # same first chunk
+    assert not torch.equal(plain["samples"][:, :, 3:], switched["samples"][:, :, 3:])
+    # a scheduled prompt at frame 0 replaces positive
+    replaced = run("LongLiveSampler", model=load(), positive=positive,
+                   prompt_schedule=run("LongLivePromptSchedule", conditioning=later, start_frame=0)[0], **args)[0]
+    assert torch.equal(replaced["samples"], run("LongLiveSampler", model=load(), positive=later, **args)[0]["samples"])
+
+
+def test_sampler_vace_scale_ramp_reaches_the_core():
+    model = vace_model()
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=17, reference_fit="pad",
+                  reference_images=images(1))[0]
+    positive = conditioning(1)
+    args = {**SAMPLER_DEFAULTS, "length": 17}
+    ramped = run("LongLiveSampler", model=model, positive=positive, vace_context=context, vace_scale_end=0.0,
+                 **args)[0]
+    expected = direct_generate(fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]), positive[0][0],
+                               vace=context, **{**args, "vace_scale": core_sampler.VaceScaleRamp(1.0, 0.0)})
+    assert torch.equal(ramped["samples"], expected)
+
+
+def test_sampler_interrupt_raises_comfy_exception():
+    host.request_interrupt()
+    with pytest.raises(host.InterruptProcessingException):
+        run("LongLiveSampler", model=load(), positive=conditioning(1), **SAMPLER_DEFAULTS)
+    assert not host.is_interrupted()
+
+
+# ---------------------------------------------------------------------------------------------
+# clear errors, raised before any model work
+
+
+@pytest.fixture
+def no_generation(monkeypatch):
+    """Fail the test if a bad input got as far as generating."""
+    sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generate() was reached")
+
+    monkeypatch.setattr(sampler_node, "generate", refuse)
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"width": 72}, "width 72"),
+    ({"height": 40}, "height 40"),
+    ({"window_frames": 5}, "window_frames"),
+    ({"steps": "1000,1000"}, "strictly decreasing"),
+    ({"steps": "fast"}, "comma-separated integers"),
+])
+def test_sampler_rejects_bad_settings(no_generation, override, message):
+    with pytest.raises(ValueError, match=message):
+        run("LongLiveSampler", model=load(), positive=conditioning(1), **{**SAMPLER_DEFAULTS, **override})
+
+
+def test_vace_context_on_a_model_without_vace(no_generation):
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES,
+                  reference_fit="pad", reference_images=images(1))[0]
+    with pytest.raises(ValueError, match=r"vace_context is connected .*Load VACE Weights \(graft\)"):
+        run("LongLiveSampler", model=load(), positive=conditioning(1), vace_context=context, **SAMPLER_DEFAULTS)
+
+
+@pytest.mark.parametrize("encode, message", [
+    ({"length": 17}, "covers 17 video frames but the sampler's length is 9"),
+    ({"width": 128}, "encoded at 128x64"),
+])
+def test_mismatched_vace_context(no_generation, encode, message):
+    args = {"width": SIZE, "height": SIZE, "length": FRAMES, **encode}
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), reference_fit="pad", reference_images=images(1), **args)[0]
+    with pytest.raises(ValueError, match=message):
+        run("LongLiveSampler", model=vace_model(), positive=conditioning(1), vace_context=context,
+            **SAMPLER_DEFAULTS)
+
+
+def test_bad_conditioning_and_schedule(no_generation):
+    wide = [[torch.zeros(1, 8, 32), {}]]
+    with pytest.raises(ValueError, match="positive: the conditioning has 32 channels"):
+        run("LongLiveSampler", model=load(), positive=wide, **SAMPLER_DEFAULTS)
+    with pytest.raises(ValueError, match="expected a CONDITIONING"):
+        run("LongLiveSampler", model=load(), positive=None, **SAMPLER_DEFAULTS)
+    late = run("LongLivePromptSchedule", conditioning=conditioning(2), start_frame=FRAMES)[0]
+    with pytest.raises(ValueError, match="at or after the end of the video"):
+        run("LongLiveSampler", model=load(), positive=conditioning(1), prompt_schedule=late, **SAMPLER_DEFAULTS)
+
+
+def test_decode_rejects_image_latents():
+    with pytest.raises(ValueError, match="expected video latents"):
+        run("LongLiveDecode", samples={"samples": torch.zeros(1, 4, 8, 8)}, vae=TinyVAE())
