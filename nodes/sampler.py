@@ -12,7 +12,7 @@ from ..vace_core.cache import kv_cache_bytes
 from ..vace_core.encoding import (SIZE_MULTIPLE, VaceContext, check_size, denormalize_latents, latent_frames_for,
                                  video_frames_for)
 from ..vace_core.sampler import (GenerationCancelled, PromptSegment, SamplerSettings, StepInfo, VaceScaleRamp,
-                                 generate)
+                                 check_vace, generate)
 from ..vace_core.scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, parse_steps
 from . import host
 from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, VACE_TYPE
@@ -122,7 +122,8 @@ def plan_run(model: LongLiveModel, positive, length: int, width: int, height: in
                                sink_frames=sink_frames, denoising_steps=parse_steps(steps), shift=shift)
     settings.validate()
     prompts = _prompt_segments(model, positive, prompt_schedule, length)
-    _check_vace(model, vace_context, length, width, height)
+    if vace_context is not None:
+        check_vace(model, vace_context, latent_frames_for(length), height, width)
     ref_frames = vace_context.ref_frames if vace_context is not None else 0
     _check_rope(model, ref_frames, length)
     scale = VaceScaleRamp(vace_scale, vace_scale_end) if vace_scale_end >= 0 else vace_scale
@@ -178,21 +179,6 @@ def _prompt_segments(model: LongLiveModel, positive, schedule, length: int) -> l
             raise ValueError(f"{name}: the conditioning has {width} channels but the model expects "
                              f"{model.facts.text_dim}: encode the prompt with CLIPLoader type 'wan' (umT5-XXL)")
     return [segments[start] for start in sorted(segments)]
-
-
-def _check_vace(model: LongLiveModel, vace: VaceContext | None, length: int, width: int, height: int) -> None:
-    if vace is None:
-        return
-    if not model.has_vace:
-        raise ValueError("vace_context is connected but the model has no VACE weights: put a "
-                         "'Load VACE Weights (graft)' node between the model loader and the sampler's model "
-                         "input (or disconnect vace_context for plain text-to-video)")
-    if (vace.width, vace.height) != (width, height):
-        raise ValueError(f"vace_context was encoded at {vace.width}x{vace.height} but the sampler's width x "
-                         f"height is {width}x{height}: set the same size on 'VACE Encode References'")
-    if vace.latent_frames != latent_frames_for(length):
-        raise ValueError(f"vace_context covers {vace.video_frames} video frames but the sampler's length is "
-                         f"{length}: set the same length on 'VACE Encode References' and the sampler")
 
 
 def _check_rope(model: LongLiveModel, ref_frames: int, length: int) -> None:

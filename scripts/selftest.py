@@ -6,7 +6,7 @@ models folder, loads the pack the way ComfyUI loads a custom node folder, and ru
 chain in-process through the standalone host:
 
     Load LongLive Model (+ LoRA) -> Extra LoRA -> Load VACE Weights -> VACE Encode References
-    (tiny stand-in VAE) -> Prompt Schedule -> LongLive Sampler -> Decode (strip references) -> mp4
+    (tiny causal stand-in VAE) -> Prompt Schedule -> LongLive Sampler -> Decode (strip references) -> mp4
 
 Each step is printed with its time; the last line is "OK ..." and the exit status is 0, or the
 error is printed and the status is 1. The video is noise-like (random weights): the point is that
@@ -28,7 +28,6 @@ import traceback
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "longlive_vace_selftest"
@@ -37,24 +36,6 @@ PACK = "longlive_vace_selftest"
 # of 6 (3 sink + 3 rolling) makes the KV cache roll, and the prompt switch at frame 16 re-caches it
 WIDTH, HEIGHT, FRAMES, FPS = 64, 48, 33, 16
 SWITCH_FRAME = 16
-
-
-class StandInVAE:
-    """Deterministic stand-in with the ComfyUI Wan VAE's interface and shapes (no learned weights):
-    encode(pixels [T,H,W,3] in 0..1) -> raw latents [1,16,(T-1)//4+1,H/8,W/8] (8x8 block means,
-    colours spread over the 16 channels); decode(raw [1,16,t,h,w]) -> pixels [1,4t-3,H,W,3]."""
-
-    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
-        picked = pixels[::4]  # frames 0, 4, 8, ...: one per latent frame
-        blocks = F.avg_pool2d(picked.permute(0, 3, 1, 2).float(), 8)  # [t, 3, h, w]
-        spread = blocks.repeat(1, 6, 1, 1)[:, :16] * 2 - 1  # [t, 16, h, w]
-        return spread.permute(1, 0, 2, 3).unsqueeze(0)
-
-    def decode(self, raw: torch.Tensor) -> torch.Tensor:
-        rgb = (raw[0, :3].permute(1, 0, 2, 3) + 1) / 2  # [t, 3, h, w]
-        repeats = torch.tensor([1] + [4] * (rgb.shape[0] - 1))
-        frames = F.interpolate(rgb.repeat_interleave(repeats, dim=0), scale_factor=8, mode="bilinear")
-        return frames.permute(0, 2, 3, 1).unsqueeze(0).clamp(0, 1)  # [1, 4t-3, H, W, 3]
 
 
 def load_pack():
@@ -88,26 +69,6 @@ def write_models(folder: Path, fixtures, config) -> None:
     fixtures.write_comfy_lora(loras / "style.safetensors", fixtures.make_lora(config, rank=2, seed=2), "kohya")
 
 
-def write_mp4(path: Path, video: torch.Tensor, fps: int) -> None:
-    import av
-
-    frames = (video.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # [T, H, W, 3]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
-def count_frames(path: Path) -> int:
-    import av
-
-    with av.open(str(path)) as container:
-        return sum(1 for _ in container.decode(video=0))
-
-
 def selftest(out: Path, models: Path) -> str:
     steps = Steps()
     os.environ["LONGLIVE_STANDALONE"] = "1"
@@ -130,7 +91,8 @@ def selftest(out: Path, models: Path) -> str:
         "LongLiveVaceGraft", model=model, vace_checkpoint="Wan2_1-VACE_module_1_3B_bf16.safetensors"))
     print(f"         model: {model.describe()}")
 
-    vae = StandInVAE()
+    streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
+    vae = streaming.CausalStandInVAE()  # Wan 2.1 VAE interface and causal structure, random weights
     generator = torch.Generator().manual_seed(0)
     reference = torch.rand(1, 40, 40, 3, generator=generator)  # square image: padded onto white
     context = steps.run("VACE Encode References (stand-in VAE)", lambda: node(
@@ -152,9 +114,15 @@ def selftest(out: Path, models: Path) -> str:
 
     video = steps.run("Decode (strip references)", lambda: node("LongLiveDecode", samples=latent, vae=vae))
     _require(tuple(video.shape) == (FRAMES, HEIGHT, WIDTH, 3), f"video {tuple(video.shape)}")
-    steps.run(f"write {out}", lambda: write_mp4(out, video, FPS))
-    written = count_frames(out)
-    _require(written == FRAMES, f"the mp4 holds {written} frames, expected {FRAMES}")
+
+    def write_mp4() -> None:
+        with streaming.VideoWriter(out, WIDTH, HEIGHT, fps=FPS) as writer:
+            writer.write(video)
+
+    steps.run(f"write {out}", write_mp4)
+    written, width, height, _ = streaming.read_video_info(out)
+    _require((written, width, height) == (FRAMES, WIDTH, HEIGHT),
+             f"the mp4 holds {written} frames of {width}x{height}, expected {FRAMES} of {WIDTH}x{HEIGHT}")
     total = time.perf_counter() - steps.start
     return f"OK selftest: {FRAMES} frames {WIDTH}x{HEIGHT} -> {out} in {total:.1f}s"
 

@@ -494,12 +494,12 @@ def test_sampler_rejects_bad_settings(no_generation, override, message):
 def test_vace_context_on_a_model_without_vace(no_generation):
     context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES,
                   reference_fit="pad", reference_images=images(1))[0]
-    with pytest.raises(ValueError, match=r"vace_context is connected .*Load VACE Weights \(graft\)"):
+    with pytest.raises(ValueError, match=r"no VACE weights: put a 'Load VACE Weights \(graft\)'"):
         run("LongLiveSampler", model=load(), positive=conditioning(1), vace_context=context, **SAMPLER_DEFAULTS)
 
 
 @pytest.mark.parametrize("encode, message", [
-    ({"length": 17}, "covers 17 video frames but the sampler's length is 9"),
+    ({"length": 17}, "covers 17 video frames but the sampler was asked for 9"),
     ({"width": 128}, "encoded at 128x64"),
 ])
 def test_mismatched_vace_context(no_generation, encode, message):

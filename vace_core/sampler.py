@@ -303,7 +303,7 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
     segments = normalize_prompts(prompts)
     latent_frames = latent_frames_for(video_frames)
     if vace is not None:
-        _check_vace(model, vace, latent_frames, height, width)
+        check_vace(model, vace, latent_frames, height, width)
     if settings.cache_mode == "recompute":
         if len(segments) > 1:
             raise ValueError("prompt switching needs cache_mode='kv'")
@@ -356,16 +356,19 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
                         cache_bytes=run.cache.nbytes() if run.cache is not None else 0, blocks=run.blocks)
 
 
-def _check_vace(model: CausalWanModel, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:
+def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:
+    """A VACE context fits the run: the model has VACE weights (`model.has_vace`), same size, same length."""
     if not model.has_vace:
-        raise ValueError("a VACE context was given but the model has no VACE weights: "
-                         "add a 'Load VACE Weights (graft)' node before the sampler")
+        raise ValueError("a VACE context was given but the model has no VACE weights: put a 'Load VACE "
+                         "Weights (graft)' node between the model loader and the sampler (or disconnect "
+                         "vace_context for plain text-to-video)")
     if (vace.width, vace.height) != (width, height):
         raise ValueError(f"the VACE context was encoded at {vace.width}x{vace.height} but the sampler "
-                         f"generates {width}x{height}: use the same width and height on both")
+                         f"generates {width}x{height}: set the same width and height on 'VACE Encode References'")
     if vace.latent_frames != latent_frames:
         raise ValueError(f"the VACE context covers {vace.video_frames} video frames but the sampler was "
-                         f"asked for {video_frames_for(latent_frames)}: use the same length on both")
+                         f"asked for {video_frames_for(latent_frames)}: set the same length on 'VACE Encode "
+                         "References' and the sampler")
 
 
 def _remember(run: _Run, block: Block, x0: torch.Tensor) -> None:
