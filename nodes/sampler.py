@@ -11,7 +11,7 @@ import torch
 from ..vace_core.cache import kv_cache_bytes
 from ..vace_core.encoding import (SIZE_MULTIPLE, VaceContext, check_size, denormalize_latents, latent_frames_for,
                                  video_frames_for)
-from ..vace_core.sampler import (GenerationCancelled, PromptSegment, SamplerSettings, StepInfo, VaceScaleRamp,
+from ..vace_core.sampler import (HINT_CHUNKS, REFERENCE_MODES, GenerationCancelled, PromptSegment, SamplerSettings, StepInfo, VaceScaleRamp,
                                  check_vace, generate)
 from ..vace_core.scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, parse_steps
 from . import host
@@ -71,6 +71,20 @@ class LongLiveSampler:
                 "vace_scale_end": ("FLOAT", {"default": NO_RAMP, "min": NO_RAMP, "max": 2.0, "step": 0.05,
                                              "tooltip": "VACE strength at the last chunk, ramping linearly from "
                                                         "vace_scale at the first; -1 = constant vace_scale."}),
+                "reference_mode": (list(REFERENCE_MODES), {
+                    "default": DEFAULTS.reference_mode,
+                    "tooltip": "How the reference frames (the first causal block) are made: 'denoise' them "
+                               "from noise like upstream VACE, or insert their encoded latents 'clean' and "
+                               "only cache them (one pass instead of five)."}),
+                "hint_chunks": (list(HINT_CHUNKS), {
+                    "default": DEFAULTS.hint_chunks,
+                    "tooltip": "Which chunks get VACE hints: 'all' (upstream behaviour) or 'first' (the "
+                               "references and the first chunk; later chunks follow them through the KV "
+                               "cache at no VACE cost)."}),
+                "hints_in_clean_pass": ("BOOLEAN", {
+                    "default": DEFAULTS.hints_in_clean_pass,
+                    "tooltip": "Keep VACE hints in each chunk's clean cache-writing pass, so later chunks "
+                               "attend to VACE-conditioned keys (off: cheaper, as Daydream Scope does)."}),
             },
         }
 
@@ -85,10 +99,12 @@ class LongLiveSampler:
     def sample(self, model: LongLiveModel, positive, seed: int, length: int, width: int, height: int,
                vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
                shift: float, vace_context: VaceContext | None = None,
-               prompt_schedule: Sequence[PromptSegment] | None = None,
-               vace_scale_end: float = NO_RAMP) -> tuple[dict]:
+               prompt_schedule: Sequence[PromptSegment] | None = None, vace_scale_end: float = NO_RAMP,
+               reference_mode: str = DEFAULTS.reference_mode, hint_chunks: str = DEFAULTS.hint_chunks,
+               hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass) -> tuple[dict]:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
-                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end)
+                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end,
+                        reference_mode, hint_chunks, hints_in_clean_pass)
         progress = _Progress()
         with on_compute_device(model, plan) as network:
             try:
@@ -115,11 +131,15 @@ class RunPlan:
 def plan_run(model: LongLiveModel, positive, length: int, width: int, height: int, vace_scale: float,
              chunk_frames: int, window_frames: int, sink_frames: int, steps: str, shift: float,
              vace_context: VaceContext | None, prompt_schedule: Sequence[PromptSegment] | None,
-             vace_scale_end: float) -> RunPlan:
+             vace_scale_end: float, reference_mode: str = DEFAULTS.reference_mode,
+             hint_chunks: str = DEFAULTS.hint_chunks,
+             hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass) -> RunPlan:
     """Every check of the sampler inputs, run before the model moves or anything is computed."""
     check_size(width, height)
     settings = SamplerSettings(chunk_frames=chunk_frames, window_frames=window_frames,
-                               sink_frames=sink_frames, denoising_steps=parse_steps(steps), shift=shift)
+                               sink_frames=sink_frames, denoising_steps=parse_steps(steps), shift=shift,
+                               reference_mode=reference_mode, hint_chunks=hint_chunks,
+                               hints_in_clean_pass=hints_in_clean_pass)
     settings.validate()
     prompts = _prompt_segments(model, positive, prompt_schedule, length)
     if vace_context is not None:

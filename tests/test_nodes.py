@@ -178,7 +178,8 @@ def test_widget_order_and_defaults_follow_the_contract():
     sampler = NODES["LongLiveSampler"].INPUT_TYPES()
     assert list(sampler["required"]) == ["model", "positive", "seed", "length", "width", "height", "vace_scale",
                                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"]
-    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "vace_scale_end"]
+    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "vace_scale_end", "reference_mode",
+                                         "hint_chunks", "hints_in_clean_pass"]
     req = sampler["required"]
     assert req["seed"][1]["control_after_generate"] is True
     assert (req["width"][1]["default"], req["height"][1]["default"], req["length"][1]["default"]) == (832, 480, 81)
@@ -358,9 +359,9 @@ def test_prompt_schedule_chains_without_changing_the_previous_value():
 # sampler and decode
 
 
-def direct_generate(model, prompts, vace=None, **overrides):
+def direct_generate(model, prompts, vace=None, settings=None, **overrides):
     """The same run through vace_core alone: raw (denormalised) latents."""
-    settings = core_sampler.SamplerSettings()
+    settings = settings or core_sampler.SamplerSettings()
     args = {**SAMPLER_DEFAULTS, **overrides}
     result = core_sampler.generate(model, prompts, video_frames=args["length"], height=args["height"],
                                    width=args["width"], seed=args["seed"], vace=vace,
@@ -455,6 +456,21 @@ def test_sampler_vace_scale_ramp_reaches_the_core():
     expected = direct_generate(fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]), positive[0][0],
                                vace=context, **{**args, "vace_scale": core_sampler.VaceScaleRamp(1.0, 0.0)})
     assert torch.equal(ramped["samples"], expected)
+
+
+def test_sampler_departure_options_reach_the_core():
+    model = vace_model()
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=17, reference_fit="pad",
+                  reference_images=images(1))[0]
+    positive = conditioning(1)
+    args = {**SAMPLER_DEFAULTS, "length": 17}
+    options = {"reference_mode": "clean", "hint_chunks": "first", "hints_in_clean_pass": False}
+    latent = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **options, **args)[0]
+    expected = direct_generate(fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]), positive[0][0],
+                               vace=context, settings=core_sampler.SamplerSettings(**options), **args)
+    assert torch.equal(latent["samples"], expected)
+    default = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **args)[0]
+    assert not torch.equal(latent["samples"], default["samples"])
 
 
 def test_sampler_interrupt_raises_comfy_exception():

@@ -27,7 +27,8 @@ OUR_NODES = {
     "LongLivePromptSchedule": (["conditioning", "start_frame"], ["previous"], ["LONGLIVE_PROMPTS"]),
     "LongLiveSampler": (["model", "positive", "seed", "length", "width", "height", "vace_scale",
                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"],
-                        ["vace_context", "prompt_schedule", "vace_scale_end"], ["LATENT"]),
+                        ["vace_context", "prompt_schedule", "vace_scale_end", "reference_mode", "hint_chunks",
+                         "hints_in_clean_pass"], ["LATENT"]),
     "LongLiveDecode": (["samples", "vae"], [], ["IMAGE"]),
 }
 CATEGORY = "LongLive/VACE"
