@@ -124,11 +124,11 @@ class BlockCacheAccess:
     def write_and_read(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this block's k, v [B, heads, S, head_dim]; return the visible keys and values."""
         kv = self.cache.buffer[layer]  # [2, B, heads, tokens, head_dim]
-        new = torch.stack([k, v]).to(kv.dtype)
-        if self._write is not None:
-            kv[:, :, :, self._write] = new
-        else:
-            kv.index_copy_(3, self._write_index, new)
+        for stored, new in zip(kv, (k, v)):
+            if self._write is not None:
+                stored[:, :, self._write] = new
+            else:
+                stored.index_copy_(2, self._write_index, new.to(stored.dtype))
         if self._read is not None:
             visible = kv[:, :, :, self._read]
         else:

@@ -184,6 +184,7 @@ class _Run:
         self.settings = settings
         self.schedule = settings.schedule
         self.vace = vace
+        self._vace_slice: tuple[tuple[int, int], torch.Tensor] | None = None
         self.vace_scale = vace_scale
         self.ref_frames = vace.ref_frames if vace is not None else 0
         self.latent_frames = latent_frames
@@ -213,6 +214,15 @@ class _Run:
             context = self.prompts[index].context.to(self.model.device)
             self.texts = {index: self.model.encode_text(context)}  # one prompt's K/V held at a time
         return self.texts[index]
+
+    def vace_frames(self, start: int, stop: int) -> torch.Tensor:
+        """The VACE context of frames [start, stop) on the model's device. The whole context stays
+        where it was made (a long control video would not fit the GPU); one block's slice moves over
+        once and serves all its passes."""
+        key = (start, stop)
+        if self._vace_slice is None or self._vace_slice[0] != key:
+            self._vace_slice = (key, self.vace.frames(start, stop).to(self.model.device))
+        return self._vace_slice[1]
 
     def has_hints(self, block: Block) -> bool:
         if self.vace is None:
@@ -249,7 +259,7 @@ class _Run:
         hints = self.has_hints(block) and (not clean_pass or self.settings.hints_in_clean_pass)
         text = self.text(block)
         if self.cache is not None:
-            context = self.vace.frames(block.start, block.end) if hints else None
+            context = self.vace_frames(block.start, block.end) if hints else None
             return self.model.forward_block(x, timestep, text, block.start, self.cache, context,
                                             self.scale(block))
         return self._recompute(block, x, timestep, text)
@@ -277,7 +287,7 @@ class _Run:
             hint_weight[rows] = float(with_hints) * (self.scale(earlier) if per_block_scale else 1.0)
         context = None
         if self.vace is not None and hint_weight.any():
-            context = self.vace.frames(0, frames)
+            context = self.vace_frames(0, frames)
         scale = 1.0 if per_block_scale else self.scale(block)
         flow = self.model.forward_block(sequence, timesteps, text, 0, None, context, scale,
                                         frame_mask=frame_mask, vace_frame_mask=vace_mask,
@@ -310,7 +320,7 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
         if not keep_latents:
             raise ValueError("cache_mode='recompute' re-reads all earlier latents: keep_latents must be True")
     run = _Run(model, segments, latent_frames, height, width, seed,
-               vace.to(model.device) if vace is not None else None, vace_scale, settings, keep_latents)
+               vace, vace_scale, settings, keep_latents)
     device = model.device
     total = run.total_passes()
     passes = 0
@@ -331,7 +341,7 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
                 _rebuild_window(run, block, lambda b: (check_cancel(block.index), tick(b, None, None)))
             noise_draws = [run.noise(block) for _ in run.schedule]
             if block.is_reference and settings.reference_mode == "clean":
-                x0 = run.vace.ref_latents.float()
+                x0 = run.vace.ref_latents.to(device).float()
             else:
                 x = noise_draws[0].to(device)
                 for step in run.schedule:
@@ -396,6 +406,6 @@ def _rebuild_window(run: _Run, next_block: Block, on_pass: Callable[[Block], Non
         on_pass(part)
         text = run.text(next_block)  # the prompt that takes over at the switch
         hints = run.has_hints(block) and run.settings.hints_in_clean_pass
-        context = run.vace.frames(part.start, part.end) if hints else None
+        context = run.vace_frames(part.start, part.end) if hints else None
         run.model.forward_block(x0[:, :, skip:], 0.0, text, part.start, run.cache, context,
                                 run.scale(block))
