@@ -104,7 +104,9 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2).to(x.dtype)
 
 
-class SelfAttention(nn.Module):
+class _Projections(nn.Module):
+    """q, k, v, o projections with RMS norms on q and k across all heads (Wan's qk-norm)."""
+
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -115,6 +117,8 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
+
+class SelfAttention(_Projections):
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
                 cache: "BlockCacheAccess | None" = None, layer: int = 0,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,18 +134,8 @@ class SelfAttention(nn.Module):
         return linear(self.o, out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(_Projections):
     """Attention from video tokens to the (per-prompt cached) text tokens."""
-
-    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps)
-        self.norm_k = RMSNorm(dim, eps)
 
     def project_text(self, text: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Embedded text [B, L, dim] -> keys, values [B, heads, L, head_dim]."""
