@@ -234,7 +234,9 @@ def start_server(base: Path, log_path: Path) -> ComfyClient:
            "--database-url", "sqlite:///:memory:",
            # paid cloud-API nodes are useless offline and slow the start-up by a few seconds
            "--disable-api-nodes"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # one compute thread: the tiny test models are all per-op overhead, and a second thread
+    # fighting the test process for the 2 CI cores slows the server down about tenfold
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
     log = open(log_path, "wb")
     try:
         process = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,

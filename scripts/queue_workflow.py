@@ -1,0 +1,765 @@
+#!/usr/bin/env python3
+"""Queue a workflow on a running ComfyUI and fetch its results, without the editor.
+
+    python3 scripts/queue_workflow.py workflows/api/longlive_vace_r2v.json \\
+        --server http://127.0.0.1:8188 --reference me.png --prompt "a cat surfing" --out results/
+
+The workflow may be in API format (workflows/api/*.json) or UI format (a file the editor saved,
+workflows/*.json): a UI file is converted with the server's /object_info first. Before queueing,
+inputs can be changed from the command line:
+
+  --prompt TEXT      text of the prompt nodes (CLIPTextEncode and other nodes with a literal
+                     `text` input), in node-id order: repeat it for a workflow with several prompts
+  --reference PATH   upload an image (POST /upload/image) into the next Load Image node, in node-id
+                     order; repeat it for several references
+  --video PATH       upload a video into the Load Video node
+  --seed N           every `seed` input
+  --frames N         the `length` (video frames) of every LongLive node
+  --width/--height N the frame size of every LongLive node (and of ResizeAndPadImage)
+  --set ID.INPUT=VALUE   any input of any node; VALUE is read as JSON when it parses, else as text
+
+Progress comes from the server's websocket (/ws, a minimal RFC 6455 client below; falls back to
+polling /history when the websocket cannot be opened). Output files (type "output") are downloaded
+with GET /view into --out, and their paths printed on stdout, one per line.
+
+Exit status: 0 done, 1 usage or connection error, 2 the server rejected the workflow (validation;
+its messages are printed), 3 a node failed while running (the node and its error are printed),
+4 interrupted or timed out.
+
+Standard library only, so it runs with any python >= 3.10, ComfyUI's own included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import mimetypes
+import os
+import select
+import socket
+import ssl
+import struct
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 2, 3, 4
+
+
+class ClientError(Exception):
+    """A problem on our side or with the connection (exit status 1)."""
+
+
+class WorkflowRejected(Exception):
+    """POST /prompt answered 400: the workflow failed validation (exit status 2)."""
+
+    def __init__(self, message: str, response: dict):
+        super().__init__(message)
+        self.response = response
+
+
+class WorkflowFailed(Exception):
+    """The prompt ran and a node raised (exit status 3)."""
+
+    def __init__(self, message: str, entry: dict):
+        super().__init__(message)
+        self.entry = entry
+
+
+class WorkflowStopped(Exception):
+    """The prompt was interrupted, or did not finish in time (exit status 4)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# UI format -> API format
+
+EDITOR_ONLY_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
+MODE_MUTED, MODE_BYPASSED = 2, 4
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
+
+
+def is_ui_workflow(data: dict) -> bool:
+    return isinstance(data.get("nodes"), list) and "links" in data
+
+
+def widget_slots(definition: dict) -> list[str | None]:
+    """Input name of each position in a UI node's `widgets_values` (None: a slot the editor stores
+    but the server does not take: the "control after generate" mode after a seed, upload buttons).
+
+    The editor creates widgets in `input_order` (required, then optional). An INT `seed` /
+    `noise_seed`, or any input flagged `control_after_generate`, is followed by its control widget;
+    an input with an upload flag adds an upload button, which the editor lists after all inputs.
+    """
+    inputs = definition.get("input", {})
+    order = definition.get("input_order") or {section: list(inputs.get(section, {}))
+                                              for section in ("required", "optional")}
+    slots: list[str | None] = []
+    buttons = 0
+    for section in ("required", "optional"):
+        for name in order.get(section, []):
+            spec = inputs.get(section, {}).get(name)
+            if not spec:
+                continue
+            kind = spec[0]
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            type_ = "COMBO" if isinstance(kind, list) else kind
+            if type_ not in WIDGET_TYPES or options.get("forceInput"):
+                continue
+            slots.append(name)
+            if options.get("control_after_generate", type_ == "INT" and name in ("seed", "noise_seed")):
+                slots.append(None)
+            buttons += any(options.get(flag) for flag in UPLOAD_FLAGS)
+    return slots + [None] * buttons
+
+
+def _links_by_id(workflow: dict) -> dict[int, tuple[int, int, str]]:
+    """link id -> (source node, source slot, type); links are arrays in version 0.4 and objects
+    in the editor's newer schema."""
+    links = {}
+    for link in workflow.get("links") or []:
+        if isinstance(link, dict):
+            links[link["id"]] = (link["origin_id"], link["origin_slot"], link.get("type", "*"))
+        else:
+            links[link[0]] = (link[1], link[2], link[5] if len(link) > 5 else "*")
+    return links
+
+
+class _FromPrimitive:
+    """A widget fed by an editor-only Primitive node: its value is already in widgets_values."""
+
+
+FROM_PRIMITIVE = _FromPrimitive()
+
+
+def ui_to_api(workflow: dict, object_info: dict) -> dict:
+    """Convert an editor (UI format) workflow into the API graph the editor would queue.
+
+    Notes, Primitive and Reroute nodes are editor-only; a muted node is dropped with its links;
+    a bypassed node passes each linked output on from an input of the same type (the one in the
+    output's slot if it fits, else the first), as the editor does. Subgraphs are not supported (expand them in the editor first).
+    """
+    if (workflow.get("definitions") or {}).get("subgraphs"):
+        raise ClientError("the workflow contains subgraphs; unpack them in the editor (or export the API "
+                          "format with 'Export (API)') and try again")
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    links = _links_by_id(workflow)
+
+    def source_of(link_id: int, seen: frozenset = frozenset()) -> list | _FromPrimitive | None:
+        if link_id not in links or link_id in seen:
+            return None
+        src_id, src_slot, link_type = links[link_id]
+        src = nodes.get(src_id)
+        if src is None or src.get("mode") == MODE_MUTED:
+            return None
+        if src["type"] == "PrimitiveNode":
+            return FROM_PRIMITIVE
+        if src["type"] == "Reroute" or src.get("mode") == MODE_BYPASSED:
+            candidates = [i for i in src.get("inputs", []) if i.get("link") is not None
+                          and (src["type"] == "Reroute" or i.get("type") in (link_type, "*"))]
+            # a bypassed node prefers the input in the output's own slot
+            same_slot = [i for n, i in enumerate(src.get("inputs", [])) if n == src_slot and i in candidates]
+            pick = (same_slot or candidates or [None])[0]
+            return source_of(pick["link"], seen | {link_id}) if pick else None
+        return [str(src_id), src_slot]
+
+    api = {}
+    for node in sorted(nodes.values(), key=lambda n: n["id"]):
+        if node["type"] in EDITOR_ONLY_NODES or node.get("mode") in (MODE_MUTED, MODE_BYPASSED):
+            continue
+        definition = object_info.get(node["type"])
+        if definition is None:
+            raise ClientError(f"node {node['id']}: the server has no node type {node['type']!r} "
+                              "(a custom node pack missing?)")
+        values = node.get("widgets_values") or []
+        if isinstance(values, dict):  # some packs save widgets by name
+            inputs = {k: v for k, v in values.items() if k in widget_slots(definition)}
+        else:
+            inputs = {name: value for name, value in zip(widget_slots(definition), values) if name is not None}
+        for entry in node.get("inputs", []):
+            if entry.get("link") is None:
+                continue
+            name = (entry.get("widget") or {}).get("name") or entry["name"]
+            source = source_of(entry["link"])
+            if isinstance(source, list):
+                inputs[name] = source
+            elif source is None and not entry.get("widget"):
+                inputs.pop(name, None)
+        title = node.get("title") or definition.get("display_name") or node["type"]
+        api[str(node["id"])] = {"inputs": inputs, "class_type": node["type"], "_meta": {"title": title}}
+    return api
+
+
+# ---------------------------------------------------------------------------------------------
+# command-line overrides on an API graph
+
+def _is_literal(value: Any) -> bool:
+    return not (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+                and isinstance(value[1], int))
+
+
+def _ordered(api: dict) -> list[tuple[str, dict]]:
+    return sorted(api.items(), key=lambda item: (int(item[0]) if item[0].isdigit() else float("inf"), item[0]))
+
+
+def _targets(api: dict, predicate: Callable[[str, dict], bool]) -> list[str]:
+    return [node_id for node_id, node in _ordered(api) if predicate(node_id, node)]
+
+
+def _set(api: dict, node_id: str, name: str, value: Any, changes: list[str]) -> None:
+    inputs = api[node_id]["inputs"]
+    new = "" if name in inputs else " (an input the node did not have)"
+    inputs[name] = value
+    shown = value if not isinstance(value, str) or len(value) < 60 else value[:57] + "..."
+    changes.append(f"node {node_id} ({api[node_id]['class_type']}).{name} = {shown!r}{new}")
+
+
+def _assign_in_order(api: dict, targets: list[str], name: str, values: list[Any], what: str,
+                     changes: list[str]) -> None:
+    if len(values) > len(targets):
+        raise ClientError(f"{len(values)} {what} given but the workflow has only {len(targets)} node(s) to take "
+                          f"them ({', '.join(targets) or 'none'})")
+    for node_id, value in zip(targets, values):
+        _set(api, node_id, name, value, changes)
+
+
+def prompt_nodes(api: dict) -> list[str]:
+    return _targets(api, lambda _, n: isinstance(n["inputs"].get("text"), str))
+
+
+def image_nodes(api: dict) -> list[str]:
+    return _targets(api, lambda _, n: n["class_type"] == "LoadImage")
+
+
+def video_nodes(api: dict) -> list[str]:
+    return _targets(api, lambda _, n: n["class_type"] == "LoadVideo")
+
+
+def parse_set(assignment: str) -> tuple[str, str, Any]:
+    """"ID.INPUT=VALUE" -> (ID, INPUT, VALUE parsed as JSON, else the text)."""
+    target, sep, raw = assignment.partition("=")
+    node_id, dot, name = target.partition(".")
+    if not sep or not dot or not node_id or not name:
+        raise ClientError(f"--set {assignment!r}: expected NODE_ID.INPUT=VALUE, e.g. 9.seed=7")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return node_id, name, value
+
+
+@dataclass
+class Overrides:
+    prompts: list[str] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # names in the server's input folder
+    video: str | None = None
+    seed: int | None = None
+    frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    sets: list[str] = field(default_factory=list)
+
+
+def apply_overrides(api: dict, o: Overrides) -> list[str]:
+    """Change `api` in place; returns one line per changed input."""
+    changes: list[str] = []
+    _assign_in_order(api, prompt_nodes(api), "text", o.prompts, "--prompt value(s)", changes)
+    _assign_in_order(api, image_nodes(api), "image", o.images, "--reference image(s)", changes)
+    if o.video is not None:
+        _assign_in_order(api, video_nodes(api), "file", [o.video], "--video", changes)
+    longlive = {i for i, n in api.items() if n["class_type"].startswith("LongLive")}
+    for node_id, node in _ordered(api):
+        inputs = node["inputs"]
+
+        def settable(name: str) -> bool:
+            return name in inputs and _is_literal(inputs[name])
+
+        if o.seed is not None and settable("seed"):
+            _set(api, node_id, "seed", o.seed, changes)
+        if o.frames is not None and node_id in longlive and settable("length"):
+            _set(api, node_id, "length", o.frames, changes)
+        for axis, value in (("width", o.width), ("height", o.height)):
+            # our nodes' frame size, and the reference fitting of the multi-reference workflow
+            name = axis if node_id in longlive else f"target_{axis}"
+            if value is not None and (node_id in longlive or node["class_type"] == "ResizeAndPadImage") \
+                    and settable(name):
+                _set(api, node_id, name, value, changes)
+    for assignment in o.sets:
+        node_id, name, value = parse_set(assignment)
+        if node_id not in api:
+            raise ClientError(f"--set {assignment!r}: the workflow has no node {node_id!r}")
+        _set(api, node_id, name, value, changes)
+    return changes
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP
+
+
+class ComfyAPI:
+    """The few HTTP routes of a ComfyUI server a headless client needs."""
+
+    def __init__(self, server: str, timeout: float = 60):
+        if "://" not in server:
+            server = "http://" + server
+        self.url = server.rstrip("/")
+        self.timeout = timeout
+
+    def _open(self, request: urllib.request.Request):
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, OSError) as error:
+            raise ClientError(f"cannot reach ComfyUI at {self.url}: {getattr(error, 'reason', error)}") from None
+
+    def get(self, path: str, **query: str) -> bytes:
+        url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        with self._open(urllib.request.Request(url)) as response:
+            return response.read()
+
+    def get_json(self, path: str) -> Any:
+        return json.loads(self.get(path).decode("utf-8"))
+
+    def object_info(self) -> dict:
+        return self.get_json("/object_info")
+
+    def history(self, prompt_id: str) -> dict | None:
+        return self.get_json("/history/" + urllib.parse.quote(prompt_id)).get(prompt_id)
+
+    def queue(self, api: dict, client_id: str) -> str:
+        """POST /prompt; the prompt_id, or WorkflowRejected with the server's explanation."""
+        body = json.dumps({"prompt": api, "client_id": client_id}).encode("utf-8")
+        request = urllib.request.Request(self.url + "/prompt", data=body, method="POST",
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with self._open(request) as response:
+                return json.loads(response.read().decode("utf-8"))["prompt_id"]
+        except urllib.error.HTTPError as error:
+            text = error.read().decode("utf-8", "replace")
+            try:
+                answer = json.loads(text)
+            except json.JSONDecodeError:
+                raise ClientError(f"POST /prompt -> HTTP {error.code}: {text[:2000]}") from None
+            raise WorkflowRejected(describe_rejection(answer, api), answer) from None
+
+    def upload(self, path: str | Path, folder_type: str = "input") -> str:
+        """Upload a file into the server's input folder (POST /upload/image, which takes any file a
+        loader reads); returns the name to put in a loader (the server renames rather than overwrite
+        a different file of the same name)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ClientError(f"no such file: {path}")
+        boundary = uuid.uuid4().hex
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        parts = [
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\n{folder_type}\r\n".encode(),
+            (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
+             f"Content-Type: {mime}\r\n\r\n").encode() + path.read_bytes() + b"\r\n",
+            f"--{boundary}--\r\n".encode(),
+        ]
+        request = urllib.request.Request(self.url + "/upload/image", data=b"".join(parts), method="POST",
+                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        try:
+            with self._open(request) as response:
+                answer = json.loads(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as error:
+            raise ClientError(f"uploading {path} failed: HTTP {error.code}") from None
+        return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
+
+    def download(self, item: dict, out_dir: Path) -> Path:
+        """Save one output file ({"filename", "subfolder", "type"}) from GET /view into out_dir."""
+        data = self.get("/view", filename=item["filename"], subfolder=item.get("subfolder", ""),
+                        type=item.get("type", "output"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / Path(item["filename"]).name
+        target.write_bytes(data)
+        return target
+
+    def websocket(self, client_id: str) -> "WebSocket":
+        scheme = "wss" if self.url.startswith("https") else "ws"
+        return WebSocket(f"{scheme}://{self.url.split('://', 1)[1]}/ws?clientId={client_id}", self.timeout)
+
+
+def describe_rejection(answer: dict, api: dict) -> str:
+    """The server's validation errors, one line per node, with the node's title."""
+    error = answer.get("error") or {}
+    lines = [f"ComfyUI rejected the workflow: {error.get('message', 'validation failed')}"
+             + (f" ({error['details']})" if error.get("details") else "")]
+    for node_id, info in (answer.get("node_errors") or {}).items():
+        title = api.get(node_id, {}).get("_meta", {}).get("title", "")
+        label = f"node {node_id} ({info.get('class_type', '?')}{', ' + repr(title) if title else ''})"
+        for problem in info.get("errors", []):
+            details = f": {problem['details']}" if problem.get("details") else ""
+            lines.append(f"  {label}: {problem.get('message', '?')}{details}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# websocket (RFC 6455), just enough for ComfyUI's /ws progress messages
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+
+
+class WebSocketClosed(Exception):
+    pass
+
+
+class WebSocket:
+    """A blocking websocket client: opening handshake, unmasked server frames (fragmented or not),
+    ping/pong and close. Sent frames are masked, as a client's must be."""
+
+    def __init__(self, url: str, timeout: float = 30):
+        parts = urllib.parse.urlsplit(url)
+        secure = parts.scheme == "wss"
+        host = parts.hostname or "127.0.0.1"
+        port = parts.port or (443 if secure else 80)
+        self.timeout = timeout
+        self._buffer = b""
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        if secure:
+            self.sock = ssl.create_default_context().wrap_socket(self.sock, server_hostname=host)
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        request = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        self.sock.sendall(request.encode("ascii"))
+        head = self._read_until(b"\r\n\r\n").decode("latin-1")
+        status, *header_lines = head.split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines if h)}
+        expected = base64.b64encode(hashlib.sha1((key + WS_GUID).encode("ascii")).digest()).decode("ascii")
+        if status.split()[1:2] != ["101"] or headers.get("sec-websocket-accept") != expected:
+            self.sock.close()
+            raise ConnectionError(f"websocket handshake refused: {status}")
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise WebSocketClosed("connection closed by the server")
+        self._buffer += chunk
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self._buffer:
+            self._fill()
+        head, _, self._buffer = self._buffer.partition(marker)
+        return head
+
+    def _read(self, count: int) -> bytes:
+        while len(self._buffer) < count:
+            self._fill()
+        data, self._buffer = self._buffer[:count], self._buffer[count:]
+        return data
+
+    def _read_frame(self) -> tuple[bool, int, bytes]:
+        first, second = self._read(2)
+        length = second & 0x7F
+        if length == 126:
+            length = struct.unpack(">H", self._read(2))[0]
+        elif length == 127:
+            length = struct.unpack(">Q", self._read(8))[0]
+        mask = self._read(4) if second & 0x80 else None
+        payload = self._read(length)
+        if mask:
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        return bool(first & 0x80), first & 0x0F, payload
+
+    def send(self, opcode: int, payload: bytes = b"") -> None:
+        header = bytes([0x80 | opcode])
+        length = len(payload)
+        if length < 126:
+            header += bytes([0x80 | length])
+        elif length < 1 << 16:
+            header += bytes([0x80 | 126]) + struct.pack(">H", length)
+        else:
+            header += bytes([0x80 | 127]) + struct.pack(">Q", length)
+        mask = os.urandom(4)
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    def receive(self, wait: float) -> tuple[int, bytes] | None:
+        """The next whole message (OP_TEXT or OP_BINARY, payload), or None if none began within
+        `wait` seconds. Pings are answered; a close frame raises WebSocketClosed."""
+        if not self._buffer:
+            ready, _, _ = select.select([self.sock], [], [], wait)
+            if not ready:
+                return None
+        opcode, parts = None, []
+        while True:
+            fin, op, payload = self._read_frame()
+            if op == OP_PING:
+                self.send(OP_PONG, payload)
+            elif op == OP_CLOSE:
+                self.close()
+                raise WebSocketClosed("the server closed the websocket")
+            elif op in (OP_TEXT, OP_BINARY, OP_CONTINUATION):
+                opcode = op if op != OP_CONTINUATION else opcode
+                parts.append(payload)
+                if fin:
+                    return opcode, b"".join(parts)
+
+    def close(self) -> None:
+        try:
+            self.send(OP_CLOSE, struct.pack(">H", 1000))
+        except OSError:
+            pass
+        self.sock.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# running a prompt
+
+
+class Progress:
+    """Prints what the server reports, at most about once a second per node, to `stream`."""
+
+    def __init__(self, api: dict, stream=None):
+        self.api = api
+        self.stream = stream if stream is not None else sys.stderr
+        self.last_line = 0.0
+        self.node: str | None = None
+
+    def say(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def _label(self, node_id: str | None) -> str:
+        node = self.api.get(str(node_id), {})
+        return f"node {node_id} ({node.get('_meta', {}).get('title') or node.get('class_type', '?')})"
+
+    def event(self, kind: str, data: dict) -> None:
+        if kind == "execution_start":
+            self.say("started")
+        elif kind == "execution_cached" and data.get("nodes"):
+            self.say(f"cached (unchanged since the last run): {', '.join(map(str, data['nodes']))}")
+        elif kind == "executing" and data.get("node") is not None:
+            self.node = str(data["node"])
+            self.say(f"running {self._label(self.node)}")
+        elif kind == "progress":
+            value, total = data.get("value", 0), data.get("max", 0)
+            now = time.monotonic()
+            if value >= total or now - self.last_line >= 1.0:
+                self.last_line = now
+                percent = 100 * value / total if total else 0
+                self.say(f"  {self._label(data.get('node', self.node))}: {value}/{total} ({percent:.0f}%)")
+        elif kind == "executed":
+            self.say(f"done {self._label(data.get('node'))}")
+
+
+TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
+
+def wait_with_websocket(ws: WebSocket, comfy: ComfyAPI, prompt_id: str, progress: Progress,
+                        deadline: float) -> None:
+    """Follow the websocket until the prompt ends (or the deadline passes)."""
+    last_poll = time.monotonic()
+    while time.monotonic() < deadline:
+        message = ws.receive(wait=1.0)
+        if message is None:
+            # belt and braces: a message could be missed if the socket was replaced meanwhile
+            if time.monotonic() - last_poll > 10:
+                last_poll = time.monotonic()
+                if _finished(comfy.history(prompt_id)):
+                    return
+            continue
+        opcode, payload = message
+        if opcode != OP_TEXT:
+            continue  # binary frames carry preview images
+        event = json.loads(payload.decode("utf-8"))
+        kind, data = event.get("type"), event.get("data") or {}
+        if data.get("prompt_id") not in (None, prompt_id):
+            continue
+        progress.event(kind, data)
+        if kind in TERMINAL_EVENTS or (kind == "executing" and data.get("node") is None
+                                       and data.get("prompt_id") == prompt_id):
+            return
+    raise WorkflowStopped(f"prompt {prompt_id} did not finish in time")
+
+
+def _finished(entry: dict | None) -> bool:
+    if not entry:
+        return False
+    status = entry.get("status") or {}
+    return status.get("status_str") in ("success", "error") or bool(status.get("completed"))
+
+
+def wait_with_polling(comfy: ComfyAPI, prompt_id: str, progress: Progress, deadline: float) -> None:
+    progress.say("following the prompt by polling /history (no websocket)")
+    while time.monotonic() < deadline:
+        if _finished(comfy.history(prompt_id)):
+            return
+        time.sleep(0.5)
+    raise WorkflowStopped(f"prompt {prompt_id} did not finish in time")
+
+
+def finished_entry(comfy: ComfyAPI, prompt_id: str, deadline: float) -> dict:
+    """The prompt's /history entry (it is stored just after the last websocket message)."""
+    while True:
+        entry = comfy.history(prompt_id)
+        if _finished(entry):
+            return entry
+        if time.monotonic() > deadline:
+            raise WorkflowStopped(f"prompt {prompt_id} has no finished history entry")
+        time.sleep(0.2)
+
+
+def check_entry(entry: dict, api: dict) -> None:
+    """Raise WorkflowFailed / WorkflowStopped unless the history entry is a success."""
+    status = entry.get("status") or {}
+    if status.get("status_str") != "error":
+        return
+    for kind, data in status.get("messages", []):
+        if kind == "execution_error":
+            node_id = str(data.get("node_id"))
+            title = api.get(node_id, {}).get("_meta", {}).get("title", "")
+            raise WorkflowFailed(
+                f"node {node_id} ({data.get('node_type')}{', ' + repr(title) if title else ''}) failed: "
+                f"{data.get('exception_type')}: {data.get('exception_message')}", entry)
+        if kind == "execution_interrupted":
+            raise WorkflowStopped(f"interrupted at node {data.get('node_id')}")
+    raise WorkflowFailed("the prompt ended with an error but no error message", entry)
+
+
+def output_items(entry: dict, types: Iterable[str] = ("output",)) -> list[dict]:
+    """Every file a finished prompt reported ({"filename", "subfolder", "type"}), node by node."""
+    items = []
+    for node_output in (entry.get("outputs") or {}).values():
+        for values in node_output.values():
+            for item in values if isinstance(values, list) else []:
+                if isinstance(item, dict) and "filename" in item and item.get("type", "output") in types:
+                    items.append(item)
+    return items
+
+
+@dataclass
+class RunResult:
+    prompt_id: str
+    entry: dict
+    files: list[Path]
+
+
+def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: float = 3600,
+        use_websocket: bool = True, progress: Progress | None = None) -> RunResult:
+    """Queue `api`, follow it to the end, download its output files into out_dir (when given)."""
+    progress = progress or Progress(api)
+    client_id = uuid.uuid4().hex
+    deadline = time.monotonic() + timeout
+    ws = None
+    if use_websocket:
+        try:  # open before queueing, so no message of the prompt is missed
+            ws = comfy.websocket(client_id)
+        except (OSError, ConnectionError, WebSocketClosed) as error:
+            progress.say(f"websocket unavailable ({error})")
+    try:
+        prompt_id = comfy.queue(api, client_id)
+        progress.say(f"queued prompt {prompt_id}")
+        if ws is not None:
+            try:
+                wait_with_websocket(ws, comfy, prompt_id, progress, deadline)
+            except (OSError, WebSocketClosed) as error:
+                progress.say(f"websocket lost ({error})")
+                wait_with_polling(comfy, prompt_id, progress, deadline)
+        else:
+            wait_with_polling(comfy, prompt_id, progress, deadline)
+    finally:
+        if ws is not None:
+            ws.close()
+    entry = finished_entry(comfy, prompt_id, deadline + 30)
+    check_entry(entry, api)
+    files = [comfy.download(item, out_dir) for item in output_items(entry)] if out_dir is not None else []
+    return RunResult(prompt_id, entry, files)
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+def load_workflow(path: str | Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ClientError(f"cannot read workflow {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ClientError(f"{path}: not a workflow (expected a JSON object)")
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Exit status: 0 done, 1 usage/connection error, 2 rejected by "
+                                            "validation, 3 a node failed, 4 interrupted or timed out.")
+    parser.add_argument("workflow", help="workflow JSON, API format or UI format")
+    parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
+    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                        help="prompt text for the next prompt node (repeatable)")
+    parser.add_argument("--reference", action="append", default=[], metavar="PATH",
+                        help="image uploaded into the next Load Image node (repeatable)")
+    parser.add_argument("--video", metavar="PATH", help="video uploaded into the Load Video node")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--frames", type=int, help="video frames (`length`), 4k+1, e.g. 81")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
+                        help="set any input (VALUE as JSON, else text; repeatable)")
+    parser.add_argument("--out", default="comfy_outputs", help="folder for the downloaded outputs (default %(default)s)")
+    parser.add_argument("--no-download", action="store_true", help="leave the outputs on the server")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    parser.add_argument("--no-websocket", action="store_true", help="follow the prompt by polling /history")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the API workflow that would be queued and exit (no upload, no queue)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    comfy = ComfyAPI(args.server)
+    say = Progress({}).say
+    try:
+        workflow = load_workflow(args.workflow)
+        if is_ui_workflow(workflow):
+            say("UI-format workflow: converting with the server's /object_info")
+            workflow = ui_to_api(workflow, comfy.object_info())
+        if args.dry_run:
+            images = [Path(p).name for p in args.reference]
+            video = Path(args.video).name if args.video else None
+        else:
+            images = [comfy.upload(p) for p in args.reference]
+            video = comfy.upload(args.video) if args.video else None
+        overrides = Overrides(prompts=args.prompt, images=images, video=video, seed=args.seed, frames=args.frames,
+                              width=args.width, height=args.height, sets=args.set)
+        for change in apply_overrides(workflow, overrides):
+            say(f"set {change}")
+        if args.dry_run:
+            print(json.dumps(workflow, indent=2, ensure_ascii=False))
+            return EXIT_OK
+        out_dir = None if args.no_download else Path(args.out)
+        result = run(comfy, workflow, out_dir=out_dir, timeout=args.timeout, use_websocket=not args.no_websocket)
+    except WorkflowRejected as error:
+        say(str(error))
+        return EXIT_REJECTED
+    except WorkflowFailed as error:
+        say(str(error))
+        return EXIT_FAILED
+    except WorkflowStopped as error:
+        say(str(error))
+        return EXIT_STOPPED
+    except ClientError as error:
+        say(f"error: {error}")
+        return EXIT_USAGE
+    say(f"finished prompt {result.prompt_id}: {len(output_items(result.entry))} output file(s)")
+    for path in result.files:
+        print(path)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

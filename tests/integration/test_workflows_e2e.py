@@ -1,0 +1,263 @@
+"""Every shipped API workflow runs to its video on a real ComfyUI, queued through scripts/queue_workflow.py.
+
+Real weights cannot be downloaded here, so each model file a workflow names is written as a tiny
+checkpoint in the real format under that very name (vace_core.fixtures: the LongLive trainer pickle,
+a PEFT LoRA, a ComfyUI-repackaged VACE checkpoint; the tiny Wan VAE of the harness as the VAE). Two
+substitutions make the graphs runnable at that size:
+
+- the CLIPLoader + CLIPTextEncode pair becomes the test pack's LongLiveTestConditioning (umT5-shaped
+  [1, 512, text_dim] conditioning; the 5.7B encoder cannot be built in a test);
+- frame size and length shrink to 64x64 and 25 frames (prompt switches scale with the length).
+
+Also here: the UI files convert to their API twins with the LIVE server's /object_info, the core
+snapshot used by the unit tests matches the server, the command-line client runs a workflow end to
+end (upload, websocket progress, download), and bad workflows return the server's message while the
+server keeps serving.
+"""
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfy_harness import REPO_ROOT, TINY_VAE_NAME
+
+from vace_core import fixtures as fx
+from vace_core.config import preset
+
+SCRIPT = REPO_ROOT / "scripts" / "queue_workflow.py"
+WORKFLOWS = REPO_ROOT / "workflows"
+API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
+TINY = preset("tiny-vace")
+SIZE, FRAMES = 64, 25  # 25 frames = 7 latent frames: chunks of 3, 3 and 1
+RUN_TIMEOUT = 240
+
+
+def _load_client():
+    if "queue_workflow" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("queue_workflow", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["queue_workflow"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["queue_workflow"]
+
+
+qw = _load_client()
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny stand-ins under the workflows' own file names
+
+
+def _named(kind: str, key: str) -> set[str]:
+    names = set()
+    for path in API_FILES:
+        for node in json.loads(path.read_text()).values():
+            if node["class_type"] == kind and isinstance(node["inputs"].get(key), str):
+                names.add(node["inputs"][key])
+    return names
+
+
+def _write_reference(path: Path, size: tuple[int, int], seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    pixels = np.full((size[1], size[0], 3), rng.integers(0, 256, 3), dtype=np.uint8)
+    pixels[size[1] // 4: 3 * size[1] // 4, size[0] // 4: 3 * size[0] // 4] = rng.integers(0, 256, 3)
+    Image.fromarray(pixels).save(path)
+
+
+def _write_video(path: Path, frames: int, width: int, height: int) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for t in range(frames):
+            x = np.linspace(0, 255, width)[None, :, None] + 8 * t
+            frame = np.broadcast_to(x % 256, (height, width, 3)).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(comfy_server, tmp_path_factory):
+    """The session's server with every model and input file the workflows name."""
+    work = tmp_path_factory.mktemp("tiny_workflow_files")
+    state = fx.make_state_dict(TINY, seed=0)
+    for name in _named("LongLiveModelLoader", "base_checkpoint"):
+        comfy_server.add_model("diffusion_models", fx.write_longlive_pt(work / name, fx.main_only(state)))
+    for name in _named("LongLiveModelLoader", "lora"):
+        comfy_server.add_model("loras", fx.write_peft_lora(work / name, fx.make_lora(TINY, rank=4, seed=1)))
+    for name in _named("LongLiveVaceGraft", "vace_checkpoint"):
+        comfy_server.add_model("diffusion_models",
+                               fx.write_wan_safetensors(work / name, state, prefix="model.diffusion_model."))
+    for name in _named("VAELoader", "vae_name"):
+        comfy_server.add_model("vae", comfy_server.models_dir("vae") / TINY_VAE_NAME, name)
+    for n, name in enumerate(sorted(_named("LoadImage", "image"))):
+        _write_reference(work / name, ((80, 48), (48, 96))[n % 2], seed=n)  # sizes unlike the frame
+        comfy_server.add_input(work / name)
+    for name in _named("LoadVideo", "file"):
+        _write_video(work / name, 30, 96, 64)
+        comfy_server.add_input(work / name)
+    return comfy_server
+
+
+def tiny_graph(graph: dict) -> dict:
+    """The workflow at test size: fake text encoder, 64x64, 25 frames, switches scaled to fit."""
+    graph = copy.deepcopy(graph)
+    for node_id, node in list(graph.items()):
+        if node["class_type"] == "CLIPTextEncode":
+            graph[node_id] = {"inputs": {"text": node["inputs"]["text"], "dim": TINY.text_dim},
+                              "class_type": "LongLiveTestConditioning", "_meta": node["_meta"]}
+    for node_id in [i for i, n in graph.items() if n["class_type"] == "CLIPLoader"]:
+        del graph[node_id]
+    links = [v for n in graph.values() for v in n["inputs"].values() if isinstance(v, list)]
+    assert all(source in graph for source, _ in links), "a removed node is still linked"
+    length = next(n["inputs"]["length"] for n in graph.values() if n["class_type"] == "LongLiveSampler")
+    for node in graph.values():
+        if node["class_type"] == "LongLivePromptSchedule":
+            node["inputs"]["start_frame"] = max(1, round(node["inputs"]["start_frame"] * FRAMES / length))
+    qw.apply_overrides(graph, qw.Overrides(frames=FRAMES, width=SIZE, height=SIZE))
+    return graph
+
+
+def load_api(name: str) -> dict:
+    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+
+
+def video_frames(path: Path) -> tuple[int, int, int]:
+    """(frames, width, height) of an mp4, decoded."""
+    with av.open(str(path)) as container:
+        frames = [f for f in container.decode(video=0)]
+    return len(frames), frames[0].width, frames[0].height
+
+
+# ---------------------------------------------------------------------------------------------
+# the workflows run
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+def test_workflow_runs_to_a_video(tiny_server, path, tmp_path):
+    graph = tiny_graph(json.loads(path.read_text()))
+    log = io.StringIO()
+    result = qw.run(qw.ComfyAPI(tiny_server.url), graph, out_dir=tmp_path, timeout=RUN_TIMEOUT,
+                    progress=qw.Progress(graph, stream=log))
+    on_server = tiny_server.output_files(result.entry)
+    assert len(result.files) == len(on_server) == 1, log.getvalue()
+    assert on_server[0].is_file() and on_server[0].suffix == ".mp4"
+    assert result.files[0].read_bytes() == on_server[0].read_bytes()  # downloaded through /view
+    assert video_frames(result.files[0]) == (FRAMES, SIZE, SIZE)  # reference frames stripped
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    assert f"running node {sampler} (LongLive Sampler)" in log.getvalue()
+    assert "(100%)" in log.getvalue()
+
+
+def test_cli_uploads_follows_progress_and_downloads(tiny_server, tmp_path):
+    """The command line end to end on the R2V workflow: --reference upload, --prompt/--seed
+    overrides, websocket progress on stderr, the downloaded mp4 path on stdout."""
+    graph_file = tmp_path / "r2v_tiny.json"
+    graph_file.write_text(json.dumps(tiny_graph(load_api("longlive_vace_r2v"))))
+    reference = tmp_path / "my_reference.png"
+    _write_reference(reference, (40, 72), seed=9)
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, str(SCRIPT), str(graph_file), "--server", tiny_server.url,
+                           "--reference", str(reference), "--prompt", "a small test cat", "--seed", "11",
+                           "--out", str(out)], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert (tiny_server.input_dir / "my_reference.png").read_bytes() == reference.read_bytes()
+    for expected in ("image = 'my_reference.png'", "text = 'a small test cat'", "seed = 11", "queued prompt",
+                     "running node", "LongLive Sampler", "%)", "finished prompt"):
+        assert expected in done.stderr, expected
+    paths = [Path(line) for line in done.stdout.split()]
+    assert len(paths) == 1 and paths[0].parent == out
+    assert video_frames(paths[0]) == (FRAMES, SIZE, SIZE)
+
+
+@pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
+def test_ui_file_converts_with_the_live_object_info(tiny_server, path):
+    ui = json.loads((WORKFLOWS / f"{path.stem}.json").read_text())
+    assert qw.ui_to_api(ui, tiny_server.get_object_info()) == json.loads(path.read_text())
+
+
+def test_cli_dry_run_converts_a_ui_file(tiny_server):
+    done = subprocess.run([sys.executable, str(SCRIPT), str(WORKFLOWS / "longlive_prompt_switch.json"),
+                           "--server", tiny_server.url, "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == load_api("longlive_prompt_switch")
+
+
+def test_core_node_snapshot_matches_the_server(tiny_server):
+    """tests/data/comfyui_core_nodes.json (the unit tests' view of ComfyUI) is this ComfyUI."""
+    snapshot = json.loads((REPO_ROOT / "tests" / "data" / "comfyui_core_nodes.json").read_text())
+    live = tiny_server.get_object_info()
+    for name, entry in snapshot.items():
+        assert name in live, name
+        for key in ("input_order", "output", "output_name", "display_name", "output_node"):
+            assert live[name].get(key) == entry.get(key), (name, key)
+        assert qw.widget_slots(live[name]) == qw.widget_slots(entry), name
+
+
+# ---------------------------------------------------------------------------------------------
+# errors come back through the API, and the server carries on
+
+
+def test_missing_vace_file_is_a_validation_error_naming_the_input(tiny_server):
+    graph = tiny_graph(load_api("longlive_vace_r2v"))
+    graft = next(i for i, n in graph.items() if n["class_type"] == "LongLiveVaceGraft")
+    graph[graft]["inputs"]["vace_checkpoint"] = "no_such_vace.safetensors"
+    with pytest.raises(qw.WorkflowRejected) as rejected:
+        qw.run(qw.ComfyAPI(tiny_server.url), graph, timeout=60, progress=qw.Progress(graph, stream=io.StringIO()))
+    node_errors = rejected.value.response["node_errors"]
+    assert list(node_errors) == [graft]
+    message = str(rejected.value)
+    assert f"node {graft} (LongLiveVaceGraft" in message
+    assert "vace_checkpoint" in message and "no_such_vace.safetensors" in message
+
+
+def test_bad_size_fails_with_our_message_and_the_server_keeps_serving(tiny_server, tmp_path):
+    graph_file = tmp_path / "t2v_tiny.json"
+    graph_file.write_text(json.dumps(tiny_graph(load_api("longlive_t2v"))))
+    command = [sys.executable, str(SCRIPT), str(graph_file), "--server", tiny_server.url, "--out", str(tmp_path)]
+    failed = subprocess.run(command + ["--width", "100"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert failed.returncode == 3, failed.stderr
+    assert "(LongLiveSampler, 'LongLive Sampler') failed: ValueError: width 100: must be a positive multiple of 16" \
+        in failed.stderr
+    # the next prompt runs normally (a new seed, so nothing comes from ComfyUI's cache), followed
+    # by polling this time
+    done = subprocess.run(command + ["--seed", "1234", "--no-websocket"], capture_output=True, text=True,
+                          timeout=RUN_TIMEOUT)
+    assert done.returncode == 0, done.stderr
+    assert "polling /history" in done.stderr
+    assert video_frames(Path(done.stdout.split()[0])) == (FRAMES, SIZE, SIZE)
+
+
+def test_rejected_workflow_exit_status_and_message(tiny_server, tmp_path):
+    graph = tiny_graph(load_api("longlive_t2v"))
+    loader = next(i for i, n in graph.items() if n["class_type"] == "LongLiveModelLoader")
+    graph[loader]["inputs"]["base_checkpoint"] = "missing_base.pt"
+    graph_file = tmp_path / "bad.json"
+    graph_file.write_text(json.dumps(graph))
+    done = subprocess.run([sys.executable, str(SCRIPT), str(graph_file), "--server", tiny_server.url,
+                           "--no-download"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "ComfyUI rejected the workflow" in done.stderr
+    assert f"node {loader} (LongLiveModelLoader" in done.stderr and "base_checkpoint" in done.stderr
+
+
+def test_lengths_of_the_tiny_runs():
+    """25 frames are 7 latent frames: chunks of 3, 3 and 1, so the KV cache and the last short chunk
+    are exercised; the scaled prompt switches fall on different chunks."""
+    assert (FRAMES - 1) // 4 + 1 == 7
+    graph = tiny_graph(load_api("longlive_prompt_switch"))
+    starts = sorted(n["inputs"]["start_frame"] for n in graph.values() if n["class_type"] == "LongLivePromptSchedule")
+    chunks = {math.ceil(math.ceil(s / 4) / 3) for s in starts}  # first chunk starting at/after the frame
+    assert len(starts) == 2 and len(chunks) == 2 and all(s < FRAMES for s in starts)

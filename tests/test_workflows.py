@@ -1,0 +1,484 @@
+"""The shipped example workflows, checked without a server.
+
+- the committed files are what scripts/make_workflows.py generates from its definitions and our
+  nodes' current INPUT_TYPES (so a changed node interface shows up here);
+- every UI-format workflow, converted by the independent converter in scripts/queue_workflow.py
+  (positional widgets_values -> input names, links -> [node_id, slot]), equals its API twin;
+- node types exist, links join outputs and inputs of one type, inputs are valid values, and the
+  notes name every model file with its folder and download address.
+
+Interfaces come from our node classes (as ComfyUI's /object_info would show them) and from
+tests/data/comfyui_core_nodes.json, a snapshot of ComfyUI 0.8's /object_info for the core nodes the
+workflows use (the integration tests compare it with a live server).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKFLOWS = ROOT / "workflows"
+CORE_SNAPSHOT = ROOT / "tests" / "data" / "comfyui_core_nodes.json"
+PACK = "longlive_vace_workflow_test"
+EDITOR_ONLY = {"MarkdownNote", "Note"}
+# loader inputs that name a model file, and the model folder it lives in
+MODEL_FILE_INPUTS = {
+    ("LongLiveModelLoader", "base_checkpoint"): "diffusion_models",
+    ("LongLiveModelLoader", "lora"): "loras",
+    ("LongLiveLoraLoader", "lora"): "loras",
+    ("LongLiveVaceGraft", "vace_checkpoint"): "diffusion_models",
+    ("CLIPLoader", "clip_name"): "text_encoders",
+    ("VAELoader", "vae_name"): "vae",
+}
+# combo inputs whose options are the files of a folder (empty in the snapshot)
+FILE_INPUTS = set(MODEL_FILE_INPUTS) | {("LoadImage", "image"), ("LoadVideo", "file")}
+
+
+def _load_script(name: str):
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _load_pack():
+    if PACK not in sys.modules:
+        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[PACK] = module
+        before = os.environ.get("LONGLIVE_STANDALONE")
+        os.environ["LONGLIVE_STANDALONE"] = "1"
+        try:
+            spec.loader.exec_module(module)
+        finally:
+            if before is None:
+                del os.environ["LONGLIVE_STANDALONE"]
+            else:
+                os.environ["LONGLIVE_STANDALONE"] = before
+    return sys.modules[PACK]
+
+
+qw = _load_script("queue_workflow")
+mw = _load_script("make_workflows")
+pack = _load_pack()
+
+
+def object_info_entry(cls: type, display_name: str) -> dict:
+    """What ComfyUI's /object_info reports for a V1 node class (tuples arrive as JSON lists)."""
+    inputs = json.loads(json.dumps(cls.INPUT_TYPES()))
+    return {
+        "input": inputs,
+        "input_order": {section: list(entries) for section, entries in inputs.items()},
+        "output": list(cls.RETURN_TYPES),
+        "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
+        "name": cls.__name__,
+        "display_name": display_name,
+        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+    }
+
+
+OBJECT_INFO = {
+    **json.loads(CORE_SNAPSHOT.read_text()),
+    **{name: object_info_entry(cls, pack.NODE_DISPLAY_NAME_MAPPINGS[name])
+       for name, cls in pack.NODE_CLASS_MAPPINGS.items()},
+}
+NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+
+
+def ui(name: str) -> dict:
+    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+
+
+def api(name: str) -> dict:
+    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+
+
+def input_spec(class_type: str, name: str) -> tuple[list | str, dict]:
+    definition = OBJECT_INFO[class_type]["input"]
+    for section in ("required", "optional"):
+        if name in definition.get(section, {}):
+            spec = definition[section][name]
+            return spec[0], (spec[1] if len(spec) > 1 else {})
+    raise KeyError(f"{class_type} has no input {name}")
+
+
+def notes_text(workflow: dict) -> str:
+    return "\n".join(str(v) for n in workflow["nodes"] if n["type"] in EDITOR_ONLY for v in n["widgets_values"])
+
+
+# ---------------------------------------------------------------------------------------------
+# the files
+
+
+def test_five_workflows_each_in_both_formats():
+    assert NAMES == sorted(["longlive_vace_r2v", "longlive_vace_r2v_multi_ref", "longlive_t2v",
+                            "longlive_prompt_switch", "longlive_vace_v2v"])
+    assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == NAMES
+
+
+def test_committed_files_match_the_generator():
+    """Regenerating from the definitions and the nodes' current INPUT_TYPES changes nothing."""
+    stale = mw.stale_files()
+    assert not stale, f"stale workflow files {stale}: run python3 scripts/make_workflows.py"
+
+
+def test_generator_core_table_matches_comfyui_snapshot():
+    """make_workflows.CORE_NODES (positions of widget values, sockets, outputs) agrees with ComfyUI 0.8."""
+    for name, interface in mw.CORE_NODES.items():
+        info = OBJECT_INFO[name]
+        order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
+        assert [p.name for p in interface.inputs] == order, name
+        assert [n for n in qw.widget_slots(info) if n] == [p.name for p in interface.inputs if p.widget], name
+        optional = set(info["input_order"].get("optional", []))
+        assert {p.name for p in interface.inputs if p.optional} == optional, name
+        assert [t for _, t in interface.outputs] == info["output"], name
+        assert [n for n, _ in interface.outputs] == info["output_name"], name
+        assert interface.display_name == (info["display_name"] or name), name
+        assert interface.output_node == info["output_node"], name
+
+
+# ---------------------------------------------------------------------------------------------
+# UI format == API format
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_converts_to_its_api_twin(name):
+    assert qw.ui_to_api(ui(name), OBJECT_INFO) == api(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_document_structure(name):
+    workflow = ui(name)
+    assert workflow["version"] == 0.4
+    ids = [n["id"] for n in workflow["nodes"]]
+    assert len(ids) == len(set(ids)) and workflow["last_node_id"] >= max(ids)
+    link_ids = [link[0] for link in workflow["links"]]
+    assert len(link_ids) == len(set(link_ids)) and workflow["last_link_id"] >= max(link_ids)
+    assert sorted(n["order"] for n in workflow["nodes"]) == list(range(len(ids)))
+    for node in workflow["nodes"]:
+        for key in ("id", "type", "pos", "size", "flags", "order", "mode", "inputs", "outputs", "properties",
+                    "widgets_values"):
+            assert key in node, (node["id"], key)
+        if node["type"] in EDITOR_ONLY:
+            continue
+        assert node["properties"]["Node name for S&R"] == node["type"]
+        assert len(node["widgets_values"]) == len(qw.widget_slots(OBJECT_INFO[node["type"]])), node["type"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_links_agree_with_nodes_and_types(name):
+    workflow = ui(name)
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, type_ in workflow["links"]:
+        source, target = nodes[src], nodes[dst]
+        assert link_id in source["outputs"][src_slot]["links"]
+        assert target["inputs"][dst_slot]["link"] == link_id
+        assert OBJECT_INFO[source["type"]]["output"][src_slot] == type_
+        assert source["outputs"][src_slot]["type"] == type_ == target["inputs"][dst_slot]["type"]
+        declared, _ = input_spec(target["type"], target["inputs"][dst_slot]["name"])
+        assert declared == type_, (dst, target["inputs"][dst_slot]["name"])
+    linked = {link[0] for link in workflow["links"]}
+    for node in workflow["nodes"]:
+        assert {i["link"] for i in node["inputs"] if i["link"] is not None} <= linked
+        for output in node["outputs"]:
+            assert set(output["links"] or []) <= linked
+
+
+# ---------------------------------------------------------------------------------------------
+# API format: what the server will validate
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_api_nodes_exist_and_inputs_are_valid(name):
+    graph = api(name)
+    for node_id, node in graph.items():
+        class_type = node["class_type"]
+        assert class_type in OBJECT_INFO, f"node {node_id}: unknown type {class_type}"
+        info = OBJECT_INFO[class_type]
+        known = set(info["input_order"].get("required", [])) | set(info["input_order"].get("optional", []))
+        assert set(node["inputs"]) <= known, (node_id, set(node["inputs"]) - known)
+        assert set(info["input_order"].get("required", [])) <= set(node["inputs"]), node_id
+        for input_name, value in node["inputs"].items():
+            kind, options = input_spec(class_type, input_name)
+            if isinstance(value, list):  # a link: [source id, output slot] of the declared type
+                source = graph[value[0]]
+                assert OBJECT_INFO[source["class_type"]]["output"][value[1]] == kind, (node_id, input_name)
+                continue
+            if isinstance(kind, list) or kind == "COMBO":
+                choices = kind if isinstance(kind, list) else options.get("options", [])
+                if (class_type, input_name) not in FILE_INPUTS:
+                    assert value in choices, (node_id, input_name, value)
+            elif kind in ("INT", "FLOAT"):
+                assert options.get("min", value) <= value <= options.get("max", value), (node_id, input_name)
+                assert isinstance(value, int) or kind == "FLOAT"
+            elif kind == "STRING":
+                assert isinstance(value, str)
+            elif kind == "BOOLEAN":
+                assert isinstance(value, bool)
+            else:
+                pytest.fail(f"node {node_id}: socket input {input_name} ({kind}) holds a value")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notes_name_every_model_file_with_folder_and_address(name):
+    workflow, text = api(name), notes_text(ui(name))
+    files = {(node["inputs"][key], folder) for node in workflow.values()
+             for (class_type, key), folder in MODEL_FILE_INPUTS.items()
+             if node["class_type"] == class_type and key in node["inputs"]}
+    assert files, "a workflow without model files?"
+    for filename, folder in files:
+        assert f"models/{folder}/" in text, (filename, folder)
+        assert re.search(rf"\[{re.escape(filename)}\]\(https://[^)\s]+/{re.escape(filename)}\)", text), filename
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sizes_and_lengths_agree_between_nodes(name):
+    """The sampler, the VACE encoder and the reference fitting use one frame size and length, and
+    every prompt switch lies inside the video."""
+    graph = api(name)
+    sampler = next(n["inputs"] for n in graph.values() if n["class_type"] == "LongLiveSampler")
+    for node in graph.values():
+        inputs = node["inputs"]
+        if node["class_type"] == "LongLiveVaceEncode":
+            assert [inputs[k] for k in ("width", "height", "length")] == \
+                   [sampler[k] for k in ("width", "height", "length")]
+            assert "vace_context" in sampler
+        if node["class_type"] == "ResizeAndPadImage":
+            assert (inputs["target_width"], inputs["target_height"]) == (sampler["width"], sampler["height"])
+        if node["class_type"] == "LongLivePromptSchedule":
+            assert 0 < inputs["start_frame"] < sampler["length"]
+    assert sampler["width"] % 16 == 0 and sampler["height"] % 16 == 0 and sampler["length"] % 4 == 1
+    uses_vace = any(n["class_type"] == "LongLiveVaceEncode" for n in graph.values())
+    assert uses_vace == any(n["class_type"] == "LongLiveVaceGraft" for n in graph.values())
+
+
+def test_every_workflow_saves_a_video():
+    for name in NAMES:
+        types = {n["class_type"] for n in api(name).values()}
+        assert types & {"SaveVideo", "LongLiveSaveVideo", "LongLiveSampleToVideo"}, name
+
+
+# ---------------------------------------------------------------------------------------------
+# queue_workflow.py: the converter's rules on small hand-written graphs
+
+
+def test_widget_slots_skip_editor_only_values():
+    assert qw.widget_slots(OBJECT_INFO["LoadImage"]) == ["image", None]  # + the upload button
+    sampler = qw.widget_slots(OBJECT_INFO["LongLiveSampler"])
+    assert sampler[:3] == ["seed", None, "length"]  # + control_after_generate after the seed
+    assert sampler.index("vace_scale_end") > sampler.index("shift")  # optional widgets follow required ones
+    ksampler_like = {"input": {"required": {"noise_seed": ["INT", {}], "cfg": ["FLOAT", {}],
+                                            "image": ["IMAGE", {}], "n": ["INT", {"forceInput": True}]}}}
+    assert qw.widget_slots(ksampler_like) == ["noise_seed", None, "cfg"]
+
+
+def _ui_node(node_id, type_, inputs=(), widgets=(), mode=0, title=None):
+    node = {"id": node_id, "type": type_, "mode": mode, "inputs": list(inputs), "outputs": [],
+            "widgets_values": list(widgets)}
+    if title:
+        node["title"] = title
+    return node
+
+
+def test_ui_to_api_handles_bypass_mute_reroute_and_primitives():
+    info = {
+        "Src": {"input": {"required": {"v": ["INT", {}]}}, "output": ["IMAGE"], "display_name": "Source"},
+        "Filter": {"input": {"required": {"image": ["IMAGE"], "strength": ["FLOAT", {}]}}, "output": ["IMAGE"]},
+        "Sink": {"input": {"required": {"images": ["IMAGE"], "size": ["INT", {}]},
+                           "optional": {"extra": ["IMAGE"]}}, "output": []},
+    }
+    workflow = {"nodes": [
+        _ui_node(1, "Src", widgets=[5]),
+        _ui_node(2, "Filter", [{"name": "image", "type": "IMAGE", "link": 1}], [0.5], mode=4),  # bypassed
+        _ui_node(3, "Reroute", [{"name": "", "type": "*", "link": 2}]),
+        _ui_node(4, "Src", widgets=[6], mode=2),  # muted
+        _ui_node(5, "PrimitiveNode", widgets=[64, "fixed"]),
+        _ui_node(6, "Sink", [{"name": "images", "type": "IMAGE", "link": 3},
+                             {"name": "extra", "type": "IMAGE", "link": 4, "shape": 7},
+                             {"name": "size", "type": "INT", "widget": {"name": "size"}, "link": 5}], [64],
+                 title="Out"),
+        _ui_node(7, "MarkdownNote", widgets=["# notes"]),
+    ], "links": [[1, 1, 0, 2, 0, "IMAGE"], [2, 2, 0, 3, 0, "IMAGE"], [3, 3, 0, 6, 0, "IMAGE"],
+                 [4, 4, 0, 6, 1, "IMAGE"], [5, 5, 0, 6, 2, "INT"]]}
+    assert qw.ui_to_api(workflow, info) == {
+        "1": {"inputs": {"v": 5}, "class_type": "Src", "_meta": {"title": "Source"}},
+        "6": {"inputs": {"images": ["1", 0], "size": 64}, "class_type": "Sink", "_meta": {"title": "Out"}},
+    }
+
+
+def test_ui_to_api_rejects_unknown_types_and_subgraphs():
+    with pytest.raises(qw.ClientError, match="no node type 'Mystery'"):
+        qw.ui_to_api({"nodes": [_ui_node(1, "Mystery")], "links": []}, {})
+    with pytest.raises(qw.ClientError, match="subgraphs"):
+        qw.ui_to_api({"nodes": [], "links": [], "definitions": {"subgraphs": [{}]}}, {})
+
+
+def test_link_objects_of_the_newer_schema_are_read():
+    info = {"A": {"input": {}, "output": ["X"]}, "B": {"input": {"required": {"x": ["X"]}}, "output": []}}
+    workflow = {"nodes": [_ui_node(1, "A"), _ui_node(2, "B", [{"name": "x", "type": "X", "link": 9}])],
+                "links": [{"id": 9, "origin_id": 1, "origin_slot": 0, "target_id": 2, "target_slot": 0,
+                           "type": "X"}]}
+    assert qw.ui_to_api(workflow, info)["2"]["inputs"] == {"x": ["1", 0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# queue_workflow.py: command-line overrides
+
+
+def test_overrides_on_the_multi_reference_workflow():
+    graph = api("longlive_vace_r2v_multi_ref")
+    changes = qw.apply_overrides(graph, qw.Overrides(
+        prompts=["a dog"], images=["a.png", "b.png"], seed=7, frames=17, width=64, height=48,
+        sets=['5.text="second"', "12.vace_scale=0.5"]))
+    by_type = {}
+    for node_id, node in graph.items():
+        by_type.setdefault(node["class_type"], []).append((node_id, node["inputs"]))
+    assert [i["image"] for _, i in by_type["LoadImage"]] == ["a.png", "b.png"]
+    assert by_type["LongLiveSampler"][0][1]["seed"] == 7
+    for class_type in ("LongLiveSampler", "LongLiveVaceEncode"):
+        inputs = by_type[class_type][0][1]
+        assert (inputs["length"], inputs["width"], inputs["height"]) == (17, 64, 48)
+    assert all((i["target_width"], i["target_height"]) == (64, 48) for _, i in by_type["ResizeAndPadImage"])
+    assert graph["4"]["inputs"]["text"] == "a dog"
+    assert graph["12"]["inputs"]["vace_scale"] == 0.5
+    assert any("vace_scale" in line for line in changes)
+    untouched = api("longlive_vace_r2v_multi_ref")
+    assert graph["4"]["inputs"]["clip"] == untouched["4"]["inputs"]["clip"]  # links stay links
+
+
+def test_prompts_fill_prompt_nodes_in_id_order():
+    original = api("longlive_prompt_switch")
+    graph = api("longlive_prompt_switch")
+    qw.apply_overrides(graph, qw.Overrides(prompts=["one", "two"]))
+    first, second, third = qw.prompt_nodes(graph)
+    assert int(first) < int(second) < int(third)
+    assert (graph[first]["inputs"]["text"], graph[second]["inputs"]["text"]) == ("one", "two")
+    assert graph[third]["inputs"] == original[third]["inputs"]
+
+
+def test_override_errors_are_explained():
+    with pytest.raises(qw.ClientError, match="only 1 node"):
+        qw.apply_overrides(api("longlive_vace_r2v"), qw.Overrides(images=["a.png", "b.png"]))
+    with pytest.raises(qw.ClientError, match="no node '99'"):
+        qw.apply_overrides(api("longlive_vace_r2v"), qw.Overrides(sets=["99.seed=1"]))
+    with pytest.raises(qw.ClientError, match="NODE_ID.INPUT=VALUE"):
+        qw.parse_set("seed=1")
+    assert qw.parse_set("3.text=hello world") == ("3", "text", "hello world")
+    assert qw.parse_set("3.scale=0.25") == ("3", "scale", 0.25)
+
+
+def test_rejection_message_names_node_and_input():
+    graph = api("longlive_vace_r2v")
+    graft = next(i for i, n in graph.items() if n["class_type"] == "LongLiveVaceGraft")
+    answer = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                        "details": "", "extra_info": {}},
+              "node_errors": {graft: {"errors": [{"type": "value_not_in_list", "message": "Value not in list",
+                                                   "details": "vace_checkpoint: 'x' not in []", "extra_info": {}}],
+                                      "dependent_outputs": [], "class_type": "LongLiveVaceGraft"}}}
+    text = qw.describe_rejection(answer, graph)
+    assert "Prompt outputs failed validation" in text
+    assert f"node {graft} (LongLiveVaceGraft, 'Load VACE Weights (graft)'): Value not in list: vace_checkpoint" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# queue_workflow.py: the websocket client against a scripted server
+
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    length = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if length < 126:
+        head += bytes([length])
+    elif length < 1 << 16:
+        head += bytes([126]) + struct.pack(">H", length)
+    else:
+        head += bytes([127]) + struct.pack(">Q", length)
+    return head + payload  # servers never mask
+
+
+def _read_client_frame(conn: socket.socket) -> tuple[int, bytes]:
+    first, second = conn.recv(2, socket.MSG_WAITALL)
+    assert second & 0x80, "client frames must be masked"
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack(">H", conn.recv(2, socket.MSG_WAITALL))[0]
+    mask = conn.recv(4, socket.MSG_WAITALL)
+    data = conn.recv(length, socket.MSG_WAITALL) if length else b""
+    return first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def test_websocket_client_handshake_fragments_ping_and_close():
+    import base64
+    import hashlib
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: dict = {}
+    big = json.dumps({"type": "progress", "data": {"value": 1, "max": 2, "pad": "x" * 70000}}).encode()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            lines = request.decode().split("\r\n")
+            seen["request_line"] = lines[0]
+            key = next(line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("sec-websocket-key"))
+            accept = base64.b64encode(hashlib.sha1((key + qw.WS_GUID).encode()).digest()).decode()
+            conn.sendall(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+                         + _server_frame(qw.OP_TEXT, b'{"type": "status"}'))
+            conn.sendall(_server_frame(qw.OP_PING, b"hi")
+                         + _server_frame(qw.OP_TEXT, b'{"type": "exec', fin=False)
+                         + _server_frame(qw.OP_CONTINUATION, b'uting"}')
+                         + _server_frame(qw.OP_BINARY, b"\x00\x01preview")
+                         + _server_frame(qw.OP_TEXT, big))
+            seen["pong"] = _read_client_frame(conn)
+            conn.sendall(_server_frame(qw.OP_CLOSE, struct.pack(">H", 1000)))
+            seen["close"] = _read_client_frame(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ws = qw.WebSocket(f"ws://127.0.0.1:{port}/ws?clientId=abc", timeout=10)
+    assert ws.receive(wait=5) == (qw.OP_TEXT, b'{"type": "status"}')
+    assert ws.receive(wait=5) == (qw.OP_TEXT, b'{"type": "executing"}')  # ping answered on the way
+    assert ws.receive(wait=5) == (qw.OP_BINARY, b"\x00\x01preview")
+    assert ws.receive(wait=5) == (qw.OP_TEXT, big)  # 64-bit length
+    with pytest.raises(qw.WebSocketClosed):
+        ws.receive(wait=5)
+    thread.join(timeout=10)
+    listener.close()
+    assert seen["request_line"] == "GET /ws?clientId=abc HTTP/1.1"
+    assert seen["pong"] == (qw.OP_PONG, b"hi")
+    assert seen["close"][0] == qw.OP_CLOSE
+
+
+def test_websocket_handshake_refusal_is_an_error():
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with pytest.raises(ConnectionError, match="404"):
+        qw.WebSocket(f"ws://127.0.0.1:{port}/ws", timeout=10)
+    thread.join(timeout=10)
+    listener.close()
