@@ -261,3 +261,52 @@ def test_lengths_of_the_tiny_runs():
     starts = sorted(n["inputs"]["start_frame"] for n in graph.values() if n["class_type"] == "LongLivePromptSchedule")
     chunks = {math.ceil(math.ceil(s / 4) / 3) for s in starts}  # first chunk starting at/after the frame
     assert len(starts) == 2 and len(chunks) == 2 and all(s < FRAMES for s in starts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cancel (POST /interrupt) mid-video
+
+
+def _streaming_t2v(length: int, prefix: str) -> dict:
+    """The T2V workflow with its sampler, decode and save replaced by the streaming
+    'LongLive Sampler -> Video' node, at test size and `length` video frames."""
+    graph = tiny_graph(load_api("longlive_t2v"))
+    sampler_id = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    vae_id = next(i for i, n in graph.items() if n["class_type"] == "VAELoader")
+    for node_id in [i for i, n in graph.items() if n["class_type"] in ("LongLiveDecode", "CreateVideo", "SaveVideo")]:
+        del graph[node_id]
+    inputs = dict(graph[sampler_id]["inputs"], length=length, vae=[vae_id, 0], filename_prefix=prefix,
+                  fps=16, crf=23)
+    graph[sampler_id] = {"class_type": "LongLiveSampleToVideo", "inputs": inputs,
+                         "_meta": {"title": "LongLive Sampler -> Video (streaming)"}}
+    return graph
+
+
+def test_interrupt_mid_video_leaves_a_valid_shorter_file_and_the_server_carries_on(tiny_server):
+    import time
+    import urllib.request
+
+    length = 4 * 900 + 1  # 901 latent frames, 301 chunks: far longer than the test waits
+    prompt_id = tiny_server.post_prompt(_streaming_t2v(length, "interrupt_test"))
+    deadline = time.monotonic() + RUN_TIMEOUT
+    written = []
+    while not written and time.monotonic() < deadline:  # the mp4 appears with its first chunk
+        written = sorted(tiny_server.output_dir.glob("interrupt_test_*.mp4"))
+        time.sleep(0.2)
+    assert written, "the streaming node never started writing\n" + tiny_server.log_tail()
+    time.sleep(1.0)
+    asked = time.monotonic()
+    urllib.request.urlopen(urllib.request.Request(tiny_server.url + "/interrupt", data=b"{}", method="POST"),
+                           timeout=30).read()
+    entry = tiny_server.wait(prompt_id, timeout=RUN_TIMEOUT)
+    stopped_after = time.monotonic() - asked
+    events = [event for event, _ in entry["status"]["messages"]]
+    assert entry["status"]["status_str"] == "error" and "execution_interrupted" in events, events
+    assert stopped_after < 15, f"took {stopped_after:.1f} s to stop after the interrupt"
+    frames, width, height = video_frames(written[0])
+    # the first chunk makes 9 frames (3 latent frames, the first alone), every later one 12
+    assert 9 <= frames < length and (frames - 9) % 12 == 0, frames
+    assert (width, height) == (SIZE, SIZE)
+    # the next prompt runs normally
+    after = tiny_server.run(_streaming_t2v(FRAMES, "after_interrupt"), timeout=RUN_TIMEOUT)
+    assert video_frames(tiny_server.output_files(after)[0]) == (FRAMES, SIZE, SIZE)
