@@ -10,7 +10,7 @@ from .common import CATEGORY, REF_FRAMES_KEY
 
 class LongLiveDecode:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
                 "samples": ("LATENT", {"tooltip": "Latents from the LongLive Sampler (any Wan 2.1 LATENT works; "

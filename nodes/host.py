@@ -246,8 +246,8 @@ def make_previewer() -> Callable[[torch.Tensor], Any] | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# streaming video output (issue 6; added by the streaming helper): output files, VAE loading,
-# previews of decoded frames, metadata policy. The decoders themselves live in vae_stream.py.
+# streaming video output: output files, VAE loading, previews of decoded frames, metadata policy.
+# The decoders themselves live in vae_stream.py.
 
 
 def output_dir() -> Path:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import host
-from .common import CATEGORY, MODEL_TYPE
+from .common import CATEGORY, MODEL_TYPE, default_if_listed
 from .model_ref import DTYPES, FileRef, LongLiveModel, Step, build
 
 NO_LORA = "none"
@@ -11,24 +11,19 @@ DEFAULT_BASE = "longlive_base.pt"
 DEFAULT_LORA = "lora.pt"
 
 
-def _default(names: list[str], preferred: str) -> dict:
-    # ComfyUI shows the first entry when the default is absent; name it only when it exists
-    return {"default": preferred} if preferred in names else {}
-
-
 class LongLiveModelLoader:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         bases = host.list_models("diffusion_models")
         loras = [NO_LORA] + host.list_models("loras")
         return {
             "required": {
                 "base_checkpoint": (bases, {
-                    **_default(bases, DEFAULT_BASE),
+                    **default_if_listed(bases, DEFAULT_BASE),
                     "tooltip": "LongLive base weights in models/diffusion_models (longlive_base.pt, or any "
                                "Wan2.1-T2V-1.3B layout: original, ComfyUI-prefixed or diffusers)."}),
                 "lora": (loras, {
-                    **_default(loras, DEFAULT_LORA),
+                    **default_if_listed(loras, DEFAULT_LORA),
                     "tooltip": "LoRA in models/loras merged into the base at load time (LongLive ships "
                                "lora.pt, rank 256). 'none' loads the base alone."}),
                 "lora_strength": ("FLOAT", {
@@ -61,7 +56,7 @@ class LongLiveModelLoader:
 
 class LongLiveLoraLoader:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "The LongLive model to add a LoRA to (left unchanged; "

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import torch
+
 from ..vace_core.sampler import PromptSegment
 from .common import CATEGORY, MAX_VIDEO_FRAMES, PROMPTS_TYPE
 
 
-def conditioning_tensor(conditioning, input_name: str):
+def conditioning_tensor(conditioning, input_name: str) -> torch.Tensor:
     """The text tensor [1, L, dim] of a ComfyUI CONDITIONING ([[tensor, {...}], ...]); the first entry
     is used (LongLive has no notion of combined or area conditioning)."""
     try:
@@ -22,7 +24,7 @@ def conditioning_tensor(conditioning, input_name: str):
 
 class LongLivePromptSchedule:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
                 "conditioning": ("CONDITIONING", {

@@ -8,14 +8,13 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..vace_core.cache import kv_cache_bytes
-from ..vace_core.encoding import (SIZE_MULTIPLE, VaceContext, check_size, denormalize_latents, latent_frames_for,
-                                 video_frames_for)
-from ..vace_core.sampler import (HINT_CHUNKS, REFERENCE_MODES, GenerationCancelled, PromptSegment, SamplerSettings, StepInfo, VaceScaleRamp,
-                                 check_vace, generate)
+from ..vace_core.encoding import VaceContext, check_size, denormalize_latents, latent_frames_for, video_frames_for
+from ..vace_core.sampler import (HINT_CHUNKS, REFERENCE_MODES, GenerationCancelled, PromptSegment, SamplerSettings,
+                                 StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes)
 from ..vace_core.scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, parse_steps
 from . import host
-from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, VACE_TYPE
+from .common import (CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY,
+                     VACE_TYPE)
 from .model_ref import LongLiveModel
 from .prompts import conditioning_tensor
 
@@ -25,7 +24,7 @@ NO_RAMP = -1.0
 
 class LongLiveSampler:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "The LongLive model (with VACE weights when a vace_context "
@@ -156,9 +155,8 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[torch.nn.
     offloaded afterwards whatever happens."""
     network = model.model()
     device = host.compute_device()
-    cache = kv_cache_bytes(network.config, tokens_per_frame=(plan.height // SIZE_MULTIPLE) * (plan.width // SIZE_MULTIPLE),
-                           ref_frames=plan.ref_frames, window_frames=plan.settings.window_frames,
-                           element_size=network.blocks[0].self_attn.k.weight.element_size())
+    cache = run_cache_bytes(network, height=plan.height, width=plan.width, ref_frames=plan.ref_frames,
+                            settings=plan.settings)
     host.free_memory_for(model.facts.param_bytes + cache, device)
     try:
         network.to(device)

@@ -8,7 +8,7 @@ from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, VACE_TYPE
 
 class LongLiveVaceEncode:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
                 "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE (VAELoader with wan_2.1_vae.safetensors)."}),

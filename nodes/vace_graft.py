@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 from . import host
-from .common import CATEGORY, MODEL_TYPE
+from .common import CATEGORY, MODEL_TYPE, default_if_listed
 from .model_ref import FileRef, LongLiveModel, Step
 
-DEFAULT_VACE = "Wan2_1-VACE_module_1_3B_bf16.safetensors"
+# the files the README recommends, in order: ComfyUI's repackaged Wan2.1-VACE, kijai's VACE module
+DEFAULT_VACE = ("wan2.1_vace_1.3B_fp16.safetensors", "Wan2_1-VACE_module_1_3B_bf16.safetensors")
 
 
 class LongLiveVaceGraft:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         names = host.list_models("diffusion_models")
         return {
             "required": {
                 "model": (MODEL_TYPE, {"tooltip": "The LongLive model to give VACE blocks (left unchanged; "
                                                   "a new model is returned)."}),
                 "vace_checkpoint": (names, {
-                    **({"default": DEFAULT_VACE} if DEFAULT_VACE in names else {}),
+                    **default_if_listed(names, *DEFAULT_VACE),
                     "tooltip": "File in models/diffusion_models holding Wan2.1-VACE-1.3B weights: a VACE "
                                "module file (only vace_* keys) or a full VACE checkpoint, in original, "
                                "ComfyUI-prefixed or diffusers names. Only its VACE tensors are used."}),

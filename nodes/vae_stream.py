@@ -17,11 +17,10 @@ from typing import Any, Callable
 
 import torch
 
+from ..vace_core.encoding import LATENT_CHANNELS
 from ..vace_core.streaming import ChunkDecoder, OverlapChunkDecoder
 
 log = logging.getLogger("longlive_vace")
-
-WAN21_LATENT_CHANNELS = 16
 
 
 def _count_causal_convs(module: torch.nn.Module) -> int:
@@ -35,7 +34,7 @@ def is_wan21_module(model: Any) -> bool:
     return (cls.__name__ == "WanVAE" and cls.__module__.endswith("wan.vae")
             and isinstance(getattr(model, "decoder", None), torch.nn.Module)
             and isinstance(getattr(model, "conv2", None), torch.nn.Module)
-            and getattr(model, "z_dim", None) == WAN21_LATENT_CHANNELS)
+            and getattr(model, "z_dim", None) == LATENT_CHANNELS)
 
 
 class WanFeatMapDecoder:
@@ -73,7 +72,7 @@ class ComfyWanStreamingDecoder:
 
     def decode_chunk(self, latents_raw: torch.Tensor) -> torch.Tensor:
         """RAW latents [1, 16, t, h, w] -> pixels [T, 8h, 8w, 3] in 0..1 on the VAE's output device."""
-        if latents_raw.ndim != 5 or latents_raw.shape[:2] != (1, WAN21_LATENT_CHANNELS):
+        if latents_raw.ndim != 5 or latents_raw.shape[:2] != (1, LATENT_CHANNELS):
             raise ValueError(f"expected one chunk of Wan 2.1 latents [1, 16, t, h, w], got {tuple(latents_raw.shape)}")
         vae = self.vae
         if self.prepare is not None:

@@ -98,7 +98,7 @@ def _log_done(label: str, path, stats: StreamStats, seconds: float) -> None:
 
 class LongLiveSaveVideo:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
                 "samples": ("LATENT", {"tooltip": "Wan 2.1 latents, e.g. from the LongLive Sampler (its reference "
@@ -142,7 +142,7 @@ class LongLiveSaveVideo:
 
 class LongLiveSampleToVideo:
     @classmethod
-    def INPUT_TYPES(cls):
+    def INPUT_TYPES(cls) -> dict:
         inputs = LongLiveSampler.INPUT_TYPES()
         return {
             "required": {

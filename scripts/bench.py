@@ -29,7 +29,7 @@ Usage (from the repository root):
         -> bench/results-cpu.json, bench/results-cpu.md
     python3 scripts/bench.py --device cuda    # GPU: full-size wan2.1-vace-1.3B, random weights
         built on the GPU in bf16, 480x832; CUDA-synchronised timing, torch.cuda peak memory
-        -> bench/results-gpu.json, bench/results-gpu.md
+        -> bench/results-cuda.json, bench/results-cuda.md
     python3 scripts/bench.py --quick --out /tmp/bench   # smoke run, a few chunks (the unit test)
 It prints PASS/FAIL for the acceptance checks and exits 0 whatever the figures (it's a benchmark).
 """
@@ -58,7 +58,7 @@ from vace_core.config import preset
 from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
 from vace_core.layers import RotaryEmbedding
 from vace_core.model import CausalWanModel
-from vace_core.sampler import ChunkInfo, SamplerSettings, generate
+from vace_core.sampler import ChunkInfo, SamplerSettings, generate, tokens_per_frame
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FLAT_LIMIT = 1.10  # acceptance 1: late chunk / early chunk for the KV cache
@@ -191,7 +191,7 @@ class Bench:
     def sizes(self) -> dict:
         config = self.model.config
         s = self.settings
-        tokens = (self.plan.height // 16) * (self.plan.width // 16)
+        tokens = tokens_per_frame(self.plan.height, self.plan.width)
         return {"preset": self.plan.preset, "height": self.plan.height, "width": self.plan.width,
                 "dtype": self.plan.dtype, "params_m": round(sum(p.numel() for p in self.model.parameters()) / 1e6, 1),
                 "layers": config.num_layers, "vace_blocks": config.num_vace_blocks, "dim": config.dim,
@@ -448,21 +448,24 @@ def run_instrumented(bench: Bench, plan: Plan, with_profiler: bool) -> tuple[dic
     chunks = plan.profile_chunks[1] + 2
     ref_frames = 1
     first, last = plan.profile_chunks
-    prof = start_stop = None
+    prof = None
+    toggle_profiler: Callable[[ChunkInfo], None] | None = None  # on_chunk hook: profile chunks first..last
     if with_profiler:
         from torch.profiler import ProfilerActivity, profile
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if bench.device.type == "cuda" else [])
         prof = profile(activities=activities)
 
-        def start_stop(info: ChunkInfo) -> None:
+        def start_or_stop(info: ChunkInfo) -> None:
             number = info.block.chunk_index + 1
             if number == first - 1:
                 prof.start()
             elif number == last:
                 prof.stop()
 
+        toggle_profiler = start_or_stop
+
     with instrumented() as counts:
-        timed_generate(bench, chunks, s, vace=True, extra=start_stop)
+        timed_generate(bench, chunks, s, vace=True, extra=toggle_profiler)
     steady = [p for p in counts["passes"] if p[0] + s.chunk_frames - ref_frames >= s.window_frames]
     blocks = chunks + 1  # the reference block, then the chunks
     instrumentation = {

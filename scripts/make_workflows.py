@@ -32,6 +32,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,14 +170,17 @@ def interface_from_class(cls: type, display_name: str) -> Interface:
                      bool(getattr(cls, "OUTPUT_NODE", False)))
 
 
-def load_pack():
-    """Import the pack as ComfyUI does (a package from its __init__.py), with the standalone host."""
-    if PACK in sys.modules:
-        return sys.modules[PACK]
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
+def load_pack(name: str = PACK) -> ModuleType:
+    """Import the pack as ComfyUI does (a package named `name`, loaded from its __init__.py, so its
+    relative imports run as in ComfyUI), with the standalone host. The host reads
+    LONGLIVE_STANDALONE when it is imported; the variable is restored afterwards so that
+    subprocesses started later still find a real ComfyUI."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py",
                                                   submodule_search_locations=[str(ROOT)])
     module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
+    sys.modules[name] = module
     before = os.environ.get("LONGLIVE_STANDALONE")
     os.environ["LONGLIVE_STANDALONE"] = "1"
     try:

@@ -10,7 +10,7 @@ chain in-process through the standalone host:
 
 Each step is printed with its time; the last line is "OK ..." and the exit status is 0, or the
 error is printed and the status is 1. The video is noise-like (random weights): the point is that
-every step runs and every shape is right. About half a minute on 2 CPU cores.
+every step runs and every shape is right. A few seconds on a CPU.
 
     python3 scripts/selftest.py [--out selftest_output.mp4] [--keep-models DIR]
 """
@@ -26,11 +26,14 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from types import ModuleType
+from typing import Callable, TypeVar
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK = "longlive_vace_selftest"
+T = TypeVar("T")
 
 # latent frames = (FRAMES - 1) // 4 + 1 = 9: three chunks of 3 behind one reference frame; a window
 # of 6 (3 sink + 3 rolling) makes the KV cache roll, and the prompt switch at frame 16 re-caches it
@@ -38,7 +41,7 @@ WIDTH, HEIGHT, FRAMES, FPS = 64, 48, 33, 16
 SWITCH_FRAME = 16
 
 
-def load_pack():
+def load_pack() -> ModuleType:
     """Import the repository as a package the way ComfyUI imports custom_nodes/<pack>/__init__.py."""
     spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
     module = importlib.util.module_from_spec(spec)
@@ -51,7 +54,7 @@ class Steps:
     def __init__(self) -> None:
         self.start = time.perf_counter()
 
-    def run(self, label: str, action):
+    def run(self, label: str, action: Callable[[], T]) -> T:
         began = time.perf_counter()
         result = action()
         print(f"[{time.perf_counter() - began:6.2f}s] {label}", flush=True)

@@ -1,11 +1,16 @@
-"""Shared test helpers: a seeded tiny model, random conditioning and a linear stand-in VAE.
+"""Shared test helpers: a seeded tiny model, random conditioning, a linear stand-in VAE, and
+loaders for the scripts and for the pack imported the way ComfyUI imports it.
 
 Imported by test modules as `from helpers import ...` (pytest puts tests/ on sys.path).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -96,30 +101,20 @@ class LinearFakeVAE:
 
 
 PACK = "longlive_vace_under_test"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_pack_standalone():
-    """Import the repository as ComfyUI imports a custom-node pack (a package named after its path,
-    relative imports inside), forcing the standalone host. The host decides when it is imported;
-    the variable is restored so subprocesses of other tests still find a real ComfyUI."""
-    import importlib.util
-    import os
-    import sys
-    from pathlib import Path
-
-    if PACK not in sys.modules:
-        root = Path(__file__).resolve().parents[1]
-        spec = importlib.util.spec_from_file_location(PACK, root / "__init__.py",
-                                                      submodule_search_locations=[str(root)])
+def load_script(name: str) -> ModuleType:
+    """Import scripts/<name>.py as module `name` (scripts are not a package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        before = os.environ.get("LONGLIVE_STANDALONE")
-        os.environ["LONGLIVE_STANDALONE"] = "1"
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            if before is None:
-                del os.environ["LONGLIVE_STANDALONE"]
-            else:
-                os.environ["LONGLIVE_STANDALONE"] = before
-    return sys.modules[PACK]
+        sys.modules[name] = module  # dataclasses look their module up while the class is built
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def load_pack_standalone(name: str = PACK) -> ModuleType:
+    """The repository imported as ComfyUI imports a custom-node pack, under the package name
+    `name`, with the standalone host (scripts/make_workflows.py's loader)."""
+    return load_script("make_workflows").load_pack(name)

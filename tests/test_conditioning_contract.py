@@ -13,40 +13,20 @@ tokens keeps every token; a half-precision conditioning is used at its values.
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import load_pack_standalone
+
 PACK = "longlive_vace_conditioning_test"
 TEXT_LEN = 512
 SETTINGS = dict(seed=3, length=9, width=32, height=32, vace_scale=1.0, chunk_frames=3, window_frames=12,
                 sink_frames=3, steps="1000,750,500,250", shift=5.0)
 
 
-def _load_pack():
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        before = os.environ.get("LONGLIVE_STANDALONE")
-        os.environ["LONGLIVE_STANDALONE"] = "1"
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            if before is None:
-                del os.environ["LONGLIVE_STANDALONE"]
-            else:
-                os.environ["LONGLIVE_STANDALONE"] = before
-    return sys.modules[PACK]
-
-
-pack = _load_pack()
+pack = load_pack_standalone(PACK)
 fx = importlib.import_module(f"{PACK}.vace_core.fixtures")
 WanConfig = importlib.import_module(f"{PACK}.vace_core.config").WanConfig
 model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")

@@ -29,16 +29,6 @@ FP32_TOL = 1e-5
 BATCH = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """These tensors are tiny: on a small shared CI box intra-op threads only add contention
-    (measured 10x slower with 2 threads under load), so run this module on one thread."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @lru_cache(maxsize=None)
 def model_and_state(name: str) -> tuple[CausalWanModel, dict[str, torch.Tensor]]:
     """The preset's model with seeded random weights (shared, never modified) and those weights.

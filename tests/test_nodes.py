@@ -8,18 +8,16 @@ loaded from its __init__.py), so the relative imports are exercised as they run 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import os
 from pathlib import Path
 
 import pytest
 import torch
-
-from helpers import PACK, load_pack_standalone
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import PACK, load_pack_standalone
+
 pack = load_pack_standalone()
 host = importlib.import_module(f"{PACK}.nodes.host")
 model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
@@ -104,6 +102,12 @@ def run(name: str, **inputs):
     cls = NODES[name]
     with torch.inference_mode():
         return getattr(cls(), cls.FUNCTION)(**inputs)
+
+
+def reference_context(length: int = FRAMES):
+    """VACE Encode References on one random reference image (TinyVAE, pad fit)."""
+    return run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=length, reference_fit="pad",
+               reference_images=images(1))[0]
 
 
 def load(lora: str = "none", strength: float = 1.0):
@@ -302,6 +306,22 @@ def test_changed_file_on_disk_is_reloaded(tmp_path, monkeypatch):
     assert not torch.equal(load().model().blocks[0].ffn[0].weight, first)
 
 
+def test_vace_file_default_prefers_the_recommended_files(tmp_path, monkeypatch):
+    diffusion = tmp_path / "diffusion_models"
+    diffusion.mkdir()
+    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(tmp_path))
+
+    def default() -> str | None:
+        return NODES["LongLiveVaceGraft"].INPUT_TYPES()["required"]["vace_checkpoint"][1].get("default")
+
+    (diffusion / "longlive_base.pt").write_bytes(b"")
+    assert default() is None  # nothing recommended is there: ComfyUI shows the first file
+    (diffusion / "Wan2_1-VACE_module_1_3B_bf16.safetensors").write_bytes(b"")
+    assert default() == "Wan2_1-VACE_module_1_3B_bf16.safetensors"
+    (diffusion / "wan2.1_vace_1.3B_fp16.safetensors").write_bytes(b"")
+    assert default() == "wan2.1_vace_1.3B_fp16.safetensors"
+
+
 # ---------------------------------------------------------------------------------------------
 # VACE encode
 
@@ -447,8 +467,7 @@ def test_sampler_prompt_schedule_switches_prompt():
 
 def test_sampler_vace_scale_ramp_reaches_the_core():
     model = vace_model()
-    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=17, reference_fit="pad",
-                  reference_images=images(1))[0]
+    context = reference_context(length=17)
     positive = conditioning(1)
     args = {**SAMPLER_DEFAULTS, "length": 17}
     ramped = run("LongLiveSampler", model=model, positive=positive, vace_context=context, vace_scale_end=0.0,
@@ -460,8 +479,7 @@ def test_sampler_vace_scale_ramp_reaches_the_core():
 
 def test_sampler_departure_options_reach_the_core():
     model = vace_model()
-    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=17, reference_fit="pad",
-                  reference_images=images(1))[0]
+    context = reference_context(length=17)
     positive = conditioning(1)
     args = {**SAMPLER_DEFAULTS, "length": 17}
     options = {"reference_mode": "clean", "hint_chunks": "first", "hints_in_clean_pass": False}
@@ -508,8 +526,7 @@ def test_sampler_rejects_bad_settings(no_generation, override, message):
 
 
 def test_vace_context_on_a_model_without_vace(no_generation):
-    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES,
-                  reference_fit="pad", reference_images=images(1))[0]
+    context = reference_context()
     with pytest.raises(ValueError, match=r"no VACE weights: put a 'Load VACE Weights \(graft\)'"):
         run("LongLiveSampler", model=load(), positive=conditioning(1), vace_context=context, **SAMPLER_DEFAULTS)
 

@@ -49,16 +49,6 @@ TOL = 1e-4
 TWO_STEPS = (1000, 500)  # where the schedule is not the subject, half the passes
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny model's matrices are a few hundred wide: a second thread only adds overhead, and on
-    a busy 2-core machine two threads per process made each small matmul ~50x slower (measured)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def model():
     return tiny_model("tiny-vace", seed=0)

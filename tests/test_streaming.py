@@ -10,7 +10,6 @@ The pack is imported the way ComfyUI imports a custom node folder (see test_node
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 import subprocess
 import sys

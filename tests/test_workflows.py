@@ -13,17 +13,16 @@ workflows use (the integration tests compare it with a live server).
 """
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
 import socket
 import struct
-import sys
 import threading
 from pathlib import Path
 
 import pytest
+
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / "workflows"
@@ -43,36 +42,9 @@ MODEL_FILE_INPUTS = {
 FILE_INPUTS = set(MODEL_FILE_INPUTS) | {("LoadImage", "image"), ("LoadVideo", "file")}
 
 
-def _load_script(name: str):
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the class is built
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def _load_pack():
-    if PACK not in sys.modules:
-        spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[PACK] = module
-        before = os.environ.get("LONGLIVE_STANDALONE")
-        os.environ["LONGLIVE_STANDALONE"] = "1"
-        try:
-            spec.loader.exec_module(module)
-        finally:
-            if before is None:
-                del os.environ["LONGLIVE_STANDALONE"]
-            else:
-                os.environ["LONGLIVE_STANDALONE"] = before
-    return sys.modules[PACK]
-
-
-qw = _load_script("queue_workflow")
-mw = _load_script("make_workflows")
-pack = _load_pack()
+qw = load_script("queue_workflow")
+mw = load_script("make_workflows")
+pack = mw.load_pack(PACK)
 
 
 def object_info_entry(cls: type, display_name: str) -> dict:

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import WanConfig
+
 
 @dataclass(frozen=True)
 class CacheLayout:
@@ -42,7 +44,7 @@ class CacheLayout:
         return list(range(min(self.sink_end, end))) + list(range(low, end))
 
 
-def kv_cache_bytes(config, *, tokens_per_frame: int, ref_frames: int, window_frames: int,
+def kv_cache_bytes(config: WanConfig, *, tokens_per_frame: int, ref_frames: int, window_frames: int,
                    element_size: int) -> int:
     """Memory of the cache a run allocates: keys and values of every main block for the references
     plus the window (all heads together span `dim` channels)."""

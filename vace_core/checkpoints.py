@@ -6,10 +6,11 @@ Entry points
 *, lora_alpha=None, entry=None) -> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
     merge an optional LoRA. ``dtype`` is the compute dtype (torch dtype or "bf16"/"fp16"/"fp32");
-    the small time-embedding, modulation and norm parameters stay float32 (``model.param_dtype``).
-    ``entry`` picks the dict entry of a LongLive trainer checkpoint; by default the first present
-    of "generator", "generator_ema", "model". A base file that also holds VACE weights (a full
-    Wan2.1-VACE checkpoint) gives a model with VACE.
+    the small time-embedding, modulation and norm parameters stay float32
+    (``vace_core.model.param_dtype``). ``entry`` picks the dict entry of a LongLive trainer
+    checkpoint; by default the first present of "generator", "generator_ema", "model",
+    "state_dict", "module". A base file that also holds VACE weights (a full Wan2.1-VACE
+    checkpoint) gives a model with VACE.
 ``graft_vace(model, vace_path) -> model``
     Add VACE blocks to ``model`` (the same object is returned) from any VACE layout below. Only the
     ``vace_*`` tensors of the file are used. Their width and FFN size (and, for a full Wan2.1-VACE
@@ -24,7 +25,7 @@ Entry points
     Name of the key layout: "peft-lora", "comfy-lora", "diffusers", "longlive-pt", "wan-prefixed",
     "wan", "vace-module" or "unknown".
 
-Lower-level helpers (used by the tests and the self-test): ``TensorFile`` (one file's tensors,
+Lower-level helpers (the loaders' steps, also used by the tests): ``TensorFile`` (one file's tensors,
 shapes first, data per tensor), ``wan_names`` (file key -> original Wan key), ``expected_shapes``
 (key -> shape of the model for a config, via the meta device), ``plan_lora`` (match LoRA keys to
 model weights on shapes alone), ``resolve_dtype`` ("bf16" / "fp16" / "fp32" or a torch dtype).

@@ -424,8 +424,9 @@ def strip_reference_frames(latents: torch.Tensor, ref_frames: int) -> torch.Tens
     return latents[:, :, ref_frames:]
 
 
-def _as_frames(pixels: torch.Tensor) -> torch.Tensor:
-    # ComfyUI's video VAEs decode to [1, T, H, W, 3]; other callers give [T, H, W, 3]
+def as_frames(pixels: torch.Tensor) -> torch.Tensor:
+    """One video as [T, H, W, 3], from [1, T, H, W, 3] (what ComfyUI's video VAEs decode to) or
+    [T, H, W, 3] (other callers)."""
     if pixels.ndim == 5:
         if pixels.shape[0] != 1:
             raise ValueError(f"expected one decoded video, got a batch of {pixels.shape[0]}")
@@ -439,7 +440,7 @@ def decode_without_references(vae: Any, raw_latents: torch.Tensor, ref_frames: i
     """Decode RAW VAE-space latents (a ComfyUI LATENT's samples) [1, 16, ref+T, h, w] to
     [4T-3, H, W, 3] pixels, without the reference frames. They are stripped before decoding:
     the Wan VAE is causal in time, so decoding them would change the frames that follow."""
-    return _as_frames(vae.decode(strip_reference_frames(raw_latents, ref_frames)))
+    return as_frames(vae.decode(strip_reference_frames(raw_latents, ref_frames)))
 
 
 def decode_normalized_without_references(vae: Any, norm_latents: torch.Tensor,

@@ -28,7 +28,6 @@ StateDict = dict[str, torch.Tensor]
 LoraPairs = dict[str, tuple[torch.Tensor, torch.Tensor]]
 
 ATTENTION_LINEARS = ("q", "k", "v", "o")
-FFN_LINEARS = ("ffn.0", "ffn.2")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,7 +290,7 @@ def write_diffusers_lora(path: str | Path, pairs: LoraPairs) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# one call that writes everything (self-test script)
+# one call that writes everything (the loader round-trip tests)
 
 
 def write_all_formats(folder: str | Path, config: WanConfig | None = None, seed: int = 0,

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .cache import KVCache
-from .config import WanConfig
+from .config import VACE_CONTEXT_CHANNELS, WanConfig
 from .layers import Head, RotaryEmbedding, WanBlock, linear, sinusoidal_embedding
 from .vace import build_vace_modules, compute_hints, layer_scales
 
@@ -59,7 +59,7 @@ class CausalWanModel(nn.Module):
     def has_vace(self) -> bool:
         return self.config.has_vace
 
-    def attach_vace(self, num_vace_blocks: int, vace_in_dim: int = 96,
+    def attach_vace(self, num_vace_blocks: int, vace_in_dim: int = VACE_CONTEXT_CHANNELS,
                     device: torch.device | str | None = None) -> None:
         """Create VACE modules in the model's dtype policy, on `device` (default: the model's).
 
@@ -189,8 +189,11 @@ class CausalWanModel(nn.Module):
         return self.forward_block(latents, timestep, text, start_frame=0, vace_context=vace_context,
                                   vace_scale=vace_scale)
 
-    def _hints(self, x: torch.Tensor, vace_context: torch.Tensor | None, vace_scale, time_mod, text: TextState,
-               rope, vace_mask, latent_shape) -> tuple[list[torch.Tensor], list[float]]:
+    def _hints(self, x: torch.Tensor, vace_context: torch.Tensor | None, vace_scale: float | Sequence[float],
+               time_mod: torch.Tensor, text: TextState, rope: tuple[torch.Tensor, torch.Tensor],
+               vace_mask: torch.Tensor | None, latent_shape: torch.Size) -> tuple[list[torch.Tensor], list[float]]:
+        """VACE hints [B, S, dim] (one per VACE block) and their scales; no hints without a context
+        or when every scale is 0."""
         if vace_context is None:
             return [], []
         if not self.has_vace:

@@ -24,8 +24,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .cache import CacheLayout, KVCache
-from .encoding import VaceContext, check_size, latent_frames_for, video_frames_for
+from .cache import CacheLayout, KVCache, kv_cache_bytes
+from .encoding import SIZE_MULTIPLE, VaceContext, check_size, latent_frames_for, video_frames_for
 from .model import CausalWanModel, TextState
 from .scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, FewStepSchedule, renoise, x0_from_flow
 
@@ -141,6 +141,20 @@ def plan_blocks(ref_frames: int, latent_frames: int, chunk_frames: int) -> list[
     return blocks
 
 
+def tokens_per_frame(height: int, width: int) -> int:
+    """DiT tokens of one latent frame of a height x width video: VAE stride 8, then 2x2 patches
+    (1560 at 480x832)."""
+    return (height // SIZE_MULTIPLE) * (width // SIZE_MULTIPLE)
+
+
+def run_cache_bytes(model: CausalWanModel, *, height: int, width: int, ref_frames: int,
+                    settings: SamplerSettings) -> int:
+    """Memory of the KV cache `generate` allocates for such a run (what a host must make room for)."""
+    return kv_cache_bytes(model.config, tokens_per_frame=tokens_per_frame(height, width), ref_frames=ref_frames,
+                          window_frames=settings.window_frames,
+                          element_size=model.blocks[0].self_attn.k.weight.element_size())
+
+
 def switch_latent_frame(video_frame: int) -> int:
     """First latent frame whose video frames all lie at or after `video_frame`: ceil(v / 4)."""
     return -(-video_frame // 4)
@@ -178,7 +192,8 @@ class _Run:
     """State of one generation: blocks, prompts, cache, noise stream and finished latents."""
 
     def __init__(self, model: CausalWanModel, prompts: list[PromptSegment], latent_frames: int, height: int,
-                 width: int, seed: int, vace: VaceContext | None, vace_scale, settings: SamplerSettings,
+                 width: int, seed: int, vace: VaceContext | None,
+                 vace_scale: float | Sequence[float] | VaceScaleRamp, settings: SamplerSettings,
                  keep_latents: bool) -> None:
         self.model = model
         self.settings = settings
@@ -195,7 +210,7 @@ class _Run:
         self.texts: dict[int, TextState] = {}
         self.prompts = prompts
         self.generator = torch.Generator().manual_seed(seed)
-        self.layout = CacheLayout(tokens_per_frame=(self.grid[0] // 2) * (self.grid[1] // 2),
+        self.layout = CacheLayout(tokens_per_frame=tokens_per_frame(height, width),
                                   sink_end=self.ref_frames + settings.sink_frames,
                                   rolling_frames=settings.window_frames - settings.sink_frames)
         self.cache = None
@@ -229,7 +244,7 @@ class _Run:
             return False
         return self.settings.hint_chunks == "all" or block.chunk_index <= 0
 
-    def scale(self, block: Block):
+    def scale(self, block: Block) -> float | Sequence[float]:
         if isinstance(self.vace_scale, VaceScaleRamp):
             return self.vace_scale.at(max(block.chunk_index, 0), self.num_chunks)
         return self.vace_scale

@@ -30,8 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .encoding import (LATENT_CHANNELS, VAE_STRIDE_S, VAE_STRIDE_T, _as_frames, denormalize_latents,
+from .encoding import (LATENT_CHANNELS, VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, as_frames, denormalize_latents,
                        latent_frames_for, strip_reference_frames)
+from .model import CausalWanModel
 from .sampler import (Block, ChunkInfo, PromptSegment, SampleResult, SamplerSettings, StepInfo, VaceScaleRamp,
                       generate)
 
@@ -79,7 +80,7 @@ class OverlapChunkDecoder:
         _check_chunk(latents_raw)
         first = self._context is None
         sequence = latents_raw if first else torch.cat([self._context.to(latents_raw), latents_raw], dim=2)
-        pixels = _as_frames(self.vae.decode(sequence)).float()  # [4 * len - 3, H, W, 3]
+        pixels = as_frames(self.vae.decode(sequence)).float()  # [4 * len - 3, H, W, 3]
         keep = frames_for_chunk(latents_raw.shape[2], first)
         self._context = sequence[:, :, -self.context_frames:].detach().clone()
         return pixels[pixels.shape[0] - keep:]
@@ -177,7 +178,7 @@ class CausalStandInVAE(nn.Module):
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [T, H, W, 3] (or [1, T, H, W, 3]) in 0..1 -> raw latents [1, 16, (T-1)//4+1, H/8, W/8]."""
-        pixels = _as_frames(pixels)[..., :3].to(self.encoder.weight)
+        pixels = as_frames(pixels)[..., :3].to(self.encoder.weight)
         t, hh, ww = pixels.shape[:3]
         if hh % VAE_STRIDE_S or ww % VAE_STRIDE_S:
             raise ValueError(f"frame size {ww}x{hh} is not a multiple of {VAE_STRIDE_S}")
@@ -356,9 +357,9 @@ class ChunkVideoSink:
             self.on_frames(pixels, block)
 
 
-def generate_to_video(model, prompts: Sequence[PromptSegment] | torch.Tensor, *, video_frames: int,
-                      height: int, width: int, seed: int, decoder: ChunkDecoder, writer: VideoWriter,
-                      vace=None, vace_scale: float | Sequence[float] | VaceScaleRamp = 1.0,
+def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Tensor, *,
+                      video_frames: int, height: int, width: int, seed: int, decoder: ChunkDecoder,
+                      writer: VideoWriter, vace: VaceContext | None = None, vace_scale: float | Sequence[float] | VaceScaleRamp = 1.0,
                       settings: SamplerSettings = SamplerSettings(),
                       callback: Callable[[StepInfo], None] | None = None,
                       should_cancel: Callable[[], bool] | None = None,

@@ -17,7 +17,6 @@ server keeps serving.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import json
 import math
@@ -31,6 +30,7 @@ import pytest
 from PIL import Image
 
 from comfy_harness import REPO_ROOT, TINY_VAE_NAME
+from helpers import load_script
 
 from vace_core import fixtures as fx
 from vace_core.config import preset
@@ -43,16 +43,7 @@ SIZE, FRAMES = 64, 25  # 25 frames = 7 latent frames: chunks of 3, 3 and 1
 RUN_TIMEOUT = 240
 
 
-def _load_client():
-    if "queue_workflow" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("queue_workflow", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["queue_workflow"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["queue_workflow"]
-
-
-qw = _load_client()
+qw = load_script("queue_workflow")
 
 
 # ---------------------------------------------------------------------------------------------
