@@ -9,8 +9,9 @@ from typing import Iterator, Sequence
 import torch
 
 from ..vace_core.encoding import VaceContext, check_size, denormalize_latents, latent_frames_for, video_frames_for
-from ..vace_core.sampler import (HINT_CHUNKS, REFERENCE_MODES, GenerationCancelled, PromptSegment, SamplerSettings,
-                                 StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes)
+from ..vace_core.passes import VACE_ATTENTION_MODES
+from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, GenerationCancelled, PromptSegment,
+                                 SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes)
 from ..vace_core.scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, parse_steps
 from . import host
 from .common import (CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY,
@@ -70,20 +71,7 @@ class LongLiveSampler:
                 "vace_scale_end": ("FLOAT", {"default": NO_RAMP, "min": NO_RAMP, "max": 2.0, "step": 0.05,
                                              "tooltip": "VACE strength at the last chunk, ramping linearly from "
                                                         "vace_scale at the first; -1 = constant vace_scale."}),
-                "reference_mode": (list(REFERENCE_MODES), {
-                    "default": DEFAULTS.reference_mode,
-                    "tooltip": "How the reference frames (the first causal block) are made: 'denoise' them "
-                               "from noise like upstream VACE, or insert their encoded latents 'clean' and "
-                               "only cache them (one pass instead of five)."}),
-                "hint_chunks": (list(HINT_CHUNKS), {
-                    "default": DEFAULTS.hint_chunks,
-                    "tooltip": "Which chunks get VACE hints: 'all' (upstream behaviour) or 'first' (the "
-                               "references and the first chunk; later chunks follow them through the KV "
-                               "cache at no VACE cost)."}),
-                "hints_in_clean_pass": ("BOOLEAN", {
-                    "default": DEFAULTS.hints_in_clean_pass,
-                    "tooltip": "Keep VACE hints in each chunk's clean cache-writing pass, so later chunks "
-                               "attend to VACE-conditioned keys (off: cheaper, as Daydream Scope does)."}),
+                **causal_option_inputs(),
             },
         }
 
@@ -99,11 +87,9 @@ class LongLiveSampler:
                vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
                shift: float, vace_context: VaceContext | None = None,
                prompt_schedule: Sequence[PromptSegment] | None = None, vace_scale_end: float = NO_RAMP,
-               reference_mode: str = DEFAULTS.reference_mode, hint_chunks: str = DEFAULTS.hint_chunks,
-               hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass) -> tuple[dict]:
+               **causal_options) -> tuple[dict]:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
-                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end,
-                        reference_mode, hint_chunks, hints_in_clean_pass)
+                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
         progress = _Progress()
         with on_compute_device(model, plan) as network:
             try:
@@ -116,6 +102,39 @@ class LongLiveSampler:
         return ({"samples": samples, REF_FRAMES_KEY: result.ref_frames},)
 
 
+# The sampler's named departures from upstream VACE / LongLive (vace_core/sampler.py), shared by both
+# sampler nodes: (choices or "BOOLEAN", tooltip); defaults come from SamplerSettings.
+CAUSAL_OPTIONS = {
+    "reference_mode": (REFERENCE_MODES,
+                       "How the reference frames (the first causal block) are made: 'denoise' them from noise "
+                       "like upstream VACE, or insert their encoded latents 'clean' and only cache them (one "
+                       "pass instead of five)."),
+    "vace_attention": (VACE_ATTENTION_MODES,
+                       "What the VACE blocks attend to: 'causal' = the references, sink and window like the main "
+                       "blocks (through a VACE KV cache; hints of every chunk follow the references), "
+                       "'references' = the chunk plus the references (small cache), 'block' = the chunk alone "
+                       "(no cache; later chunks' hints do not see the references)."),
+    "hint_chunks": (HINT_CHUNKS,
+                    "Which chunks run VACE: 'all' (upstream behaviour) or 'first' (the references and the "
+                    "first chunk; later chunks follow them through the KV caches at no VACE cost)."),
+    "hints_in_clean_pass": ("BOOLEAN",
+                            "Keep VACE in each chunk's clean cache-writing pass, so later chunks attend to "
+                            "VACE-conditioned keys (off: cheaper, as Daydream Scope does)."),
+    "recache": (RECACHE_MODES,
+                "What a prompt switch re-encodes under the new prompt: 'longlive' = LongLive's recache (one "
+                "pass over the window before the switch; within the first window frames the sink too), "
+                "'causal' = the rolling window block by block, keeping the sink."),
+}
+
+
+def causal_option_inputs() -> dict:
+    inputs = {}
+    for name, (choices, tooltip) in CAUSAL_OPTIONS.items():
+        kind = "BOOLEAN" if choices == "BOOLEAN" else list(choices)
+        inputs[name] = (kind, {"default": getattr(DEFAULTS, name), "tooltip": tooltip})
+    return inputs
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """A sampler run's validated settings, shared by the sampler nodes."""
@@ -125,20 +144,21 @@ class RunPlan:
     ref_frames: int
     width: int
     height: int
+    uses_vace: bool
 
 
 def plan_run(model: LongLiveModel, positive, length: int, width: int, height: int, vace_scale: float,
              chunk_frames: int, window_frames: int, sink_frames: int, steps: str, shift: float,
              vace_context: VaceContext | None, prompt_schedule: Sequence[PromptSegment] | None,
-             vace_scale_end: float, reference_mode: str = DEFAULTS.reference_mode,
-             hint_chunks: str = DEFAULTS.hint_chunks,
-             hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass) -> RunPlan:
+             vace_scale_end: float, causal_options: dict | None = None) -> RunPlan:
     """Every check of the sampler inputs, run before the model moves or anything is computed."""
     check_size(width, height)
+    unknown = set(causal_options or {}) - set(CAUSAL_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown sampler option(s) {sorted(unknown)}; known: {', '.join(CAUSAL_OPTIONS)}")
     settings = SamplerSettings(chunk_frames=chunk_frames, window_frames=window_frames,
                                sink_frames=sink_frames, denoising_steps=parse_steps(steps), shift=shift,
-                               reference_mode=reference_mode, hint_chunks=hint_chunks,
-                               hints_in_clean_pass=hints_in_clean_pass)
+                               **(causal_options or {}))
     settings.validate()
     prompts = _prompt_segments(model, positive, prompt_schedule, length)
     if vace_context is not None:
@@ -146,7 +166,7 @@ def plan_run(model: LongLiveModel, positive, length: int, width: int, height: in
     ref_frames = vace_context.ref_frames if vace_context is not None else 0
     _check_rope(model, ref_frames, length)
     scale = VaceScaleRamp(vace_scale, vace_scale_end) if vace_scale_end >= 0 else vace_scale
-    return RunPlan(settings, prompts, scale, ref_frames, width, height)
+    return RunPlan(settings, prompts, scale, ref_frames, width, height, vace_context is not None)
 
 
 @contextmanager
@@ -156,7 +176,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[torch.nn.
     network = model.model()
     device = host.compute_device()
     cache = run_cache_bytes(network, height=plan.height, width=plan.width, ref_frames=plan.ref_frames,
-                            settings=plan.settings)
+                            settings=plan.settings, uses_vace=plan.uses_vace)
     host.free_memory_for(model.facts.param_bytes + cache, device)
     try:
         network.to(device)

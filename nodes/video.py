@@ -23,7 +23,7 @@ from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, l
 from . import host
 from .common import CATEGORY, REF_FRAMES_KEY
 from .model_ref import LongLiveModel
-from .sampler import DEFAULTS, NO_RAMP, LongLiveSampler, on_compute_device, plan_run
+from .sampler import NO_RAMP, LongLiveSampler, on_compute_device, plan_run
 
 log = logging.getLogger("longlive_vace")
 
@@ -169,12 +169,9 @@ class LongLiveSampleToVideo:
                  vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
                  shift: float, vae, filename_prefix: str, fps: int, crf: int, vace_context=None,
                  prompt_schedule: Sequence[PromptSegment] | None = None, vace_scale_end: float = NO_RAMP,
-                 reference_mode: str = DEFAULTS.reference_mode, hint_chunks: str = DEFAULTS.hint_chunks,
-                 hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass, prompt=None,
-                 extra_pnginfo=None) -> dict:
+                 prompt=None, extra_pnginfo=None, **causal_options) -> dict:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
-                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end,
-                        reference_mode, hint_chunks, hints_in_clean_pass)
+                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
         path, name, subfolder = host.video_output_path(filename_prefix, width, height)
         decoder = host.streaming_decoder(vae)
         progress = _ChunkProgress(-(-latent_frames_for(length) // chunk_frames), "Sampler -> Video")

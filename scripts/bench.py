@@ -416,9 +416,10 @@ def instrumented() -> Iterator[dict]:
     last_table: dict[tuple, torch.Tensor] = {}
     begin_block, encode_text, table = KVCache.begin_block, CausalWanModel.encode_text, RotaryEmbedding.table
 
-    def counting_begin_block(self, start_frame, num_frames):
-        access = begin_block(self, start_frame, num_frames)
-        counts["passes"].append((start_frame, isinstance(access._read, slice), isinstance(access._write, slice)))
+    def counting_begin_block(self, start_frame, num_frames, *args, **kwargs):
+        access = begin_block(self, start_frame, num_frames, *args, **kwargs)
+        counts["passes"].append((start_frame, isinstance(access._read, slice),
+                                 not access.writes or isinstance(access._write, slice)))
         return access
 
     def counting_encode_text(self, context):

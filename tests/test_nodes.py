@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from helpers import PACK, load_pack_standalone
 
 pack = load_pack_standalone()
+sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
 host = importlib.import_module(f"{PACK}.nodes.host")
 model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
 fx = importlib.import_module(f"{PACK}.vace_core.fixtures")
@@ -173,8 +174,12 @@ def test_node_definition_is_complete(name):
     assert cls.DESCRIPTION
     assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
     parameters = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
-    assert set(inputs) | set(spec.get("hidden", {})) == set(parameters) - {"self"}
-    for optional in spec.get("optional", {}):
+    named = {p for p, v in parameters.items() if v.kind is not inspect.Parameter.VAR_KEYWORD} - {"self"}
+    # the sampler nodes take their causal options as one group (**causal_options)
+    grouped = set(sampler_node.CAUSAL_OPTIONS) if len(named) < len(parameters) - 1 else set()
+    assert set(inputs) | set(spec.get("hidden", {})) == named | grouped
+    assert grouped <= set(spec.get("optional", {}))
+    for optional in set(spec.get("optional", {})) - grouped:
         assert parameters[optional].default is not inspect.Parameter.empty
 
 
@@ -183,7 +188,11 @@ def test_widget_order_and_defaults_follow_the_contract():
     assert list(sampler["required"]) == ["model", "positive", "seed", "length", "width", "height", "vace_scale",
                                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"]
     assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "vace_scale_end", "reference_mode",
-                                         "hint_chunks", "hints_in_clean_pass"]
+                                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache"]
+    optional = sampler["optional"]
+    assert (optional["vace_attention"][1]["default"], optional["recache"][1]["default"]) == ("causal", "longlive")
+    assert optional["vace_attention"][0] == ["causal", "references", "block"]
+    assert optional["recache"][0] == ["longlive", "causal"]
     req = sampler["required"]
     assert req["seed"][1]["control_after_generate"] is True
     assert (req["width"][1]["default"], req["height"][1]["default"], req["length"][1]["default"]) == (832, 480, 81)
