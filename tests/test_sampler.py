@@ -285,13 +285,15 @@ def test_model_still_serves_autograd_after_sampling(text):
 BIDIR_FRAMES = 5
 
 
-@pytest.mark.parametrize("conditioning, scale", [("t2v", 1.0), ("vace", 1.0), ("vace", [0.5, 1.5])])
+@pytest.mark.parametrize("conditioning, scale, vace_attention", [
+    ("t2v", 1.0, "causal"), ("vace", 1.0, "causal"), ("vace", [0.5, 1.5], "causal"),
+    ("vace", 1.0, "references"), ("vace", 1.0, "block")])
 @pytest.mark.parametrize("sink", [0, 2])
-def test_one_block_equals_bidirectional_sampling(model, text, conditioning, scale, sink):
+def test_one_block_equals_bidirectional_sampling(model, text, conditioning, scale, vace_attention, sink):
     steps = (1000, 750, 500, 250)
     vace = random_vace_context(0, BIDIR_FRAMES, HEIGHT, WIDTH, seed=51) if conditioning == "vace" else None
     config = settings(chunk_frames=BIDIR_FRAMES, window_frames=BIDIR_FRAMES + sink, sink_frames=sink,
-                      denoising_steps=steps)
+                      denoising_steps=steps, vace_attention=vace_attention)
     result = sample(model, text, BIDIR_FRAMES, config, seed=9, vace=vace, vace_scale=scale)
 
     draws = noise_draws(9, Block(0, 0, BIDIR_FRAMES, 0), 0, steps)
@@ -304,7 +306,8 @@ def test_one_block_equals_bidirectional_sampling(model, text, conditioning, scal
             if next_sigma > 0:
                 x = (1 - next_sigma) * x0 + next_sigma * draws[i + 1]
     err = max_err(result.latents, x0)
-    print(f"one block vs bidirectional [{conditioning}, scale {scale}, sink {sink}]: max abs err {err:.2e}")
+    print(f"one block vs bidirectional [{conditioning}, scale {scale}, {vace_attention}, sink {sink}]: "
+          f"max abs err {err:.2e}")
     assert len(result.blocks) == 1
     assert err <= 1e-5
 
@@ -616,13 +619,14 @@ def test_ramp_moves_linearly_from_the_first_to_the_last_chunk():
     assert ramp.at(0, 1) == 1.0
 
 
+@pytest.mark.parametrize("vace_attention", ["causal", "references", "block"])
 @pytest.mark.parametrize("scale", [0.0, [0.0, 0.0], VaceScaleRamp(0.0, 0.0)])
-def test_scale_zero_is_exactly_the_model_without_vace(model, text, scale):
+def test_scale_zero_is_exactly_the_model_without_vace(model, text, scale, vace_attention):
     """Invariant 3 in the sampler. A context with 0 references keeps the block layout of plain T2V
     (references would add a block and shift every frame), so any difference could only come from
     the hints, which scale 0 must remove exactly."""
     vace = random_vace_context(0, 5, HEIGHT, WIDTH, seed=151)
-    zero = sample(model, text, 5, settings(), vace=vace, vace_scale=scale)
+    zero = sample(model, text, 5, settings(vace_attention=vace_attention), vace=vace, vace_scale=scale)
     without = sample(model, text, 5, settings(), vace=None)
     plain = copy.deepcopy(model)
     plain.detach_vace()
@@ -630,7 +634,8 @@ def test_scale_zero_is_exactly_the_model_without_vace(model, text, scale):
     assert torch.equal(zero.latents, without.latents)
     assert torch.equal(zero.latents, detached.latents)
     # and the hints do matter at scale 1
-    assert max_err(sample(model, text, 5, settings(), vace=vace).latents, without.latents) > 1e-3
+    assert max_err(sample(model, text, 5, settings(vace_attention=vace_attention), vace=vace).latents,
+                   without.latents) > 1e-3
 
 
 def test_hand_schedule_gives_the_longlive_timesteps():
