@@ -8,7 +8,8 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..vace_core.encoding import VaceContext, check_size, denormalize_latents, latent_frames_for, video_frames_for
+from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, encode_start_frames,
+                                  latent_frames_for, video_frames_for)
 from ..vace_core.passes import VACE_ATTENTION_MODES
 from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, GenerationCancelled, PromptSegment,
                                  SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes)
@@ -68,6 +69,9 @@ class LongLiveSampler:
                 "prompt_schedule": (PROMPTS_TYPE, {
                     "tooltip": "Prompt switches from 'LongLive Prompt Schedule'; positive runs until the first "
                                "switch (a scheduled prompt at frame 0 replaces it)."}),
+                **start_image_inputs(),
+                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE, to encode start_images (needed only with "
+                                           "them)."}),
                 "vace_scale_end": ("FLOAT", {"default": NO_RAMP, "min": NO_RAMP, "max": 2.0, "step": 0.05,
                                              "tooltip": "VACE strength at the last chunk, ramping linearly from "
                                                         "vace_scale at the first; -1 = constant vace_scale."}),
@@ -86,16 +90,18 @@ class LongLiveSampler:
     def sample(self, model: LongLiveModel, positive, seed: int, length: int, width: int, height: int,
                vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
                shift: float, vace_context: VaceContext | None = None,
-               prompt_schedule: Sequence[PromptSegment] | None = None, vace_scale_end: float = NO_RAMP,
-               **causal_options) -> tuple[dict]:
+               prompt_schedule: Sequence[PromptSegment] | None = None, start_images: torch.Tensor | None = None,
+               vae=None, vace_scale_end: float = NO_RAMP, **causal_options) -> tuple[dict]:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
                         sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
-        progress = _Progress()
+        start_latents = encode_start_images(start_images, vae, plan)
+        progress = PassProgress()
         with on_compute_device(model, plan) as network:
             try:
                 result = generate(network, plan.prompts, video_frames=length, height=height, width=width,
                                   seed=seed, vace=vace_context, vace_scale=plan.vace_scale,
-                                  settings=plan.settings, callback=progress, should_cancel=host.is_interrupted)
+                                  settings=plan.settings, callback=progress, should_cancel=host.is_interrupted,
+                                  start_latents=start_latents)
             except GenerationCancelled:
                 host.raise_interrupted()
         samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
@@ -127,6 +133,26 @@ CAUSAL_OPTIONS = {
 }
 
 
+def start_image_inputs() -> dict:
+    return {"start_images": ("IMAGE", {
+        "tooltip": "Optional image(s) the video starts from (image-to-video): encoded with the vae, centre-cropped "
+                   "to the frame, they become the first output frames as they are and the video continues from "
+                   "them. One image = 1 frame; a clip of 4k+1 images = its k+1 latent frames."})}
+
+
+def encode_start_images(start_images: torch.Tensor | None, vae, plan: "RunPlan") -> torch.Tensor | None:
+    """The start images as normalised latents, checked against the run (None without them)."""
+    if start_images is None:
+        return None
+    if vae is None:
+        raise ValueError("start_images: connect the vae input too (the Wan 2.1 VAE that encodes them)")
+    frames = latent_frames_for(start_images.shape[0]) if start_images.ndim == 4 else 1
+    if frames >= plan.latent_frames:
+        raise ValueError(f"start_images: {start_images.shape[0]} image(s) make {frames} latent frame(s), leaving "
+                         f"nothing to generate in a video of {plan.latent_frames} latent frames: raise length")
+    return encode_start_frames(vae, start_images, plan.width, plan.height)
+
+
 def causal_option_inputs() -> dict:
     inputs = {}
     for name, (choices, tooltip) in CAUSAL_OPTIONS.items():
@@ -145,6 +171,7 @@ class RunPlan:
     width: int
     height: int
     uses_vace: bool
+    latent_frames: int
 
 
 def plan_run(model: LongLiveModel, positive, length: int, width: int, height: int, vace_scale: float,
@@ -166,7 +193,8 @@ def plan_run(model: LongLiveModel, positive, length: int, width: int, height: in
     ref_frames = vace_context.ref_frames if vace_context is not None else 0
     _check_rope(model, ref_frames, length)
     scale = VaceScaleRamp(vace_scale, vace_scale_end) if vace_scale_end >= 0 else vace_scale
-    return RunPlan(settings, prompts, scale, ref_frames, width, height, vace_context is not None)
+    return RunPlan(settings, prompts, scale, ref_frames, width, height, vace_context is not None,
+                   latent_frames_for(length))
 
 
 @contextmanager
@@ -186,7 +214,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[torch.nn.
         host.soft_empty_cache()
 
 
-class _Progress:
+class PassProgress:
     """One progress tick per model pass, with a latent preview of each denoising pass."""
 
     def __init__(self) -> None:

@@ -223,7 +223,7 @@ def hand_block_causal_sample(model, text, vace, seed: int, steps, case: str, vac
     text_state = model.encode_text(text)
     done = torch.zeros(1, 16, 0, LATENT_H, LATENT_W)  # finished clean latents, in time order
     for index, (start, end) in enumerate(HAND_BLOCKS):
-        block = Block(index, start, end - start, index - 1)
+        block = Block(index, start, end - start, index - 1, "reference" if index == 0 else "generated")
         draws = noise_draws(seed, block, 2, steps)
         if index == 0 and case == "departures":
             done = torch.cat([done, vace.ref_latents], dim=2)

@@ -120,12 +120,16 @@ class PromptSegment:
     context: torch.Tensor  # text conditioning [1, L, text_dim]
 
 
+BLOCK_KINDS = ("reference", "given", "generated")
+
+
 @dataclass(frozen=True)
 class Block:
     index: int
     start: int  # absolute latent frame (references count)
     frames: int
-    chunk_index: int  # among generated chunks; -1 for the reference block
+    chunk_index: int  # among the video's chunks (given and generated); -1 for the reference block
+    kind: str = "generated"  # "reference", "given" (start frames / an earlier video) or "generated"
 
     @property
     def end(self) -> int:
@@ -133,7 +137,11 @@ class Block:
 
     @property
     def is_reference(self) -> bool:
-        return self.chunk_index < 0
+        return self.kind == "reference"
+
+    @property
+    def is_given(self) -> bool:
+        return self.kind == "given"
 
 
 @dataclass
@@ -169,12 +177,16 @@ class GenerationCancelled(Exception):
         self.blocks_done = blocks_done
 
 
-def plan_blocks(ref_frames: int, latent_frames: int, chunk_frames: int) -> list[Block]:
-    """The reference block (if any) then chunks of `chunk_frames`; the last chunk may be shorter."""
-    blocks = [Block(0, 0, ref_frames, -1)] if ref_frames else []
-    for chunk, start in enumerate(range(0, latent_frames, chunk_frames)):
-        frames = min(chunk_frames, latent_frames - start)
-        blocks.append(Block(len(blocks), ref_frames + start, frames, chunk))
+def plan_blocks(ref_frames: int, latent_frames: int, chunk_frames: int, given_frames: int = 0) -> list[Block]:
+    """The reference block (if any), then chunks of `chunk_frames` over the video's latent frames:
+    first the `given_frames` that are inserted as they are (start frames, or the video a
+    continuation extends, chunked as a run from frame 0 would have chunked it), then the generated
+    ones. A chunk never straddles the two; the last chunk of each part may be shorter."""
+    blocks = [Block(0, 0, ref_frames, -1, "reference")] if ref_frames else []
+    for first, last, kind in ((0, given_frames, "given"), (given_frames, latent_frames, "generated")):
+        for start in range(first, last, chunk_frames):
+            frames = min(chunk_frames, last - start)
+            blocks.append(Block(len(blocks), ref_frames + start, frames, len(blocks) - (ref_frames > 0), kind))
     return blocks
 
 
@@ -265,7 +277,8 @@ class _Run:
     def __init__(self, model: CausalWanModel, prompts: list[PromptSegment], latent_frames: int, height: int,
                  width: int, seed: int, vace: VaceContext | None,
                  vace_scale: float | Sequence[float] | VaceScaleRamp, settings: SamplerSettings,
-                 keep_latents: bool) -> None:
+                 keep_latents: bool, start_latents: torch.Tensor | None = None,
+                 reference_latents: torch.Tensor | None = None) -> None:
         self.model = model
         self.settings = settings
         self.schedule = settings.schedule
@@ -278,7 +291,10 @@ class _Run:
         self.ref_frames = vace.ref_frames if vace is not None else 0
         self.latent_frames = latent_frames
         self.grid = (height // 8, width // 8)
-        self.blocks = plan_blocks(self.ref_frames, latent_frames, settings.chunk_frames)
+        self.start_latents = start_latents
+        self.reference_latents = reference_latents
+        given = start_latents.shape[2] if start_latents is not None else 0
+        self.blocks = plan_blocks(self.ref_frames, latent_frames, settings.chunk_frames, given)
         self.num_chunks = sum(not b.is_reference for b in self.blocks)
         self.prompt_of_block = prompt_for_blocks(prompts, self.blocks, self.ref_frames)
         self.prompts = prompts
@@ -338,9 +354,24 @@ class _Run:
             return None
         if not clean or self.settings.hints_in_clean_pass:
             return self.block_scale(block)
-        if block.is_reference and self.settings.vace_attention != "block":
-            return 0.0  # the stream runs to cache the references' VACE keys, adding no hints
+        if self.is_inserted(block) and self.settings.vace_attention != "block":
+            # a block without denoising passes: the stream runs to cache its VACE keys, adding no hints
+            return 0.0
         return None
+
+    def is_inserted(self, block: Block) -> bool:
+        """Whether the block's latents are given rather than denoised (only its clean pass runs)."""
+        if block.is_reference:
+            return self.reference_latents is not None or self.settings.reference_mode == "clean"
+        return block.is_given
+
+    def inserted_latents(self, block: Block) -> torch.Tensor:
+        if block.is_reference:
+            latents = self.reference_latents if self.reference_latents is not None else self.vace.ref_latents
+        else:
+            first = block.start - self.ref_frames
+            latents = self.start_latents[:, :, first:first + block.frames]
+        return latents.to(self.model.device).float()
 
     def hint_weights(self, blocks_and_frames: Sequence[tuple[Block, int]], clean: bool) -> torch.Tensor | None:
         weights = [self.frame_hint(block, clean) for block, _ in blocks_and_frames]
@@ -416,7 +447,7 @@ class _Run:
         steps = len(self.schedule)
         total = 0
         for block in self.blocks:
-            denoise = 0 if (block.is_reference and self.settings.reference_mode == "clean") else steps
+            denoise = 0 if self.is_inserted(block) else steps
             total += denoise
             if not self.cached:
                 continue
@@ -437,11 +468,18 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
              callback: Callable[[StepInfo], None] | None = None,
              should_cancel: Callable[[], bool] | None = None,
              on_chunk: Callable[[ChunkInfo], None] | None = None,
-             keep_latents: bool = True) -> SampleResult:
+             keep_latents: bool = True, start_latents: torch.Tensor | None = None,
+             reference_latents: torch.Tensor | None = None) -> SampleResult:
     """Generate `video_frames` frames (4k+1; others round down like the VAE) causally, chunk by chunk.
 
     prompts: a text conditioning [1, L, text_dim] or a schedule of `PromptSegment`s (video frames).
-    Returns normalised latents including the reference frames (decode drops them).
+    start_latents [1, 16, S, h, w] (normalised): the video's first S latent frames, given rather
+    than generated (encoded start images, or an earlier video to continue). They are inserted as
+    they are and cached by their clean passes, chunk by chunk as a run would have made them, and
+    generation continues after them at the next frame position with the noise a single run would
+    draw there. reference_latents [1, 16, R, h, w]: the reference block as an earlier run made it
+    (a continuation), inserted instead of denoised.
+    Returns normalised latents including the reference and given frames (decode drops the references).
     """
     settings.validate()
     check_size(width, height)
@@ -449,7 +487,9 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
     latent_frames = latent_frames_for(video_frames)
     if vace is not None:
         check_vace(model, vace, latent_frames, height, width)
-    run = _Run(model, segments, latent_frames, height, width, seed, vace, vace_scale, settings, keep_latents)
+    check_given(start_latents, reference_latents, vace, latent_frames, height, width)
+    run = _Run(model, segments, latent_frames, height, width, seed, vace, vace_scale, settings, keep_latents,
+               start_latents, reference_latents)
     device = model.device
     steps = len(run.schedule)
     total = run.total_passes()
@@ -478,10 +518,10 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
             if run.switches_before(block):
                 for covered, p in run.recache_passes(block):
                     cache_pass(covered, p, block.index)
-            noise = _to_device(block_noise(seed, block, run.ref_frames, steps, run.grid), device)
-            if block.is_reference and settings.reference_mode == "clean":
-                x0 = run.vace.ref_latents.to(device).float()
+            if run.is_inserted(block):
+                x0 = run.inserted_latents(block)
             else:
+                noise = _to_device(block_noise(seed, block, run.ref_frames, steps, run.grid), device)
                 x = noise[0]
                 for step in run.schedule:
                     check_cancel(block.index)
@@ -503,6 +543,26 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
     return SampleResult(latents=run.latents, ref_frames=run.ref_frames, latent_frames=latent_frames,
                         video_frames=video_frames_for(latent_frames), cache_bytes=run.passes.nbytes(),
                         blocks=run.blocks)
+
+
+def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Tensor | None,
+                vace: VaceContext | None, latent_frames: int, height: int, width: int) -> None:
+    """Given latents fit the run: normalised Wan latents of the run's size, leaving frames to generate."""
+    grid = (height // 8, width // 8)
+    if start_latents is not None:
+        if start_latents.ndim != 5 or start_latents.shape[:2] != (1, 16) or tuple(start_latents.shape[3:]) != grid:
+            raise ValueError(f"start latents have shape {tuple(start_latents.shape)}, expected [1, 16, frames, "
+                             f"{grid[0]}, {grid[1]}] for a {width}x{height} video")
+        if not 1 <= start_latents.shape[2] < latent_frames:
+            raise ValueError(f"{start_latents.shape[2]} given latent frames leave nothing to generate in a video of "
+                             f"{latent_frames} latent frames ({video_frames_for(latent_frames)} video frames): "
+                             "make the video longer")
+    if reference_latents is not None:
+        refs = vace.ref_frames if vace is not None else 0
+        if refs == 0 or tuple(reference_latents.shape) != (1, 16, refs, *grid):
+            raise ValueError(f"reference latents have shape {tuple(reference_latents.shape)}, but the VACE context "
+                             f"has {refs} reference frames of {width}x{height}: pass the VACE context the earlier "
+                             "video was made with")
 
 
 def _to_device(noise: torch.Tensor, device: torch.device) -> torch.Tensor:
