@@ -434,8 +434,8 @@ def instrumented() -> Iterator[dict]:
     def counting_table(self, *args, **kwargs):
         result = table(self, *args, **kwargs)
         key = tuple(map(str, args)) + tuple(f"{k}={v}" for k, v in sorted(kwargs.items()))
-        if last_table.get(key) is not result[0]:  # a cached table comes back as the same object
-            last_table[key] = result[0]
+        if last_table.get(key) is not result:  # a cached table comes back as the same object
+            last_table[key] = result
             counts["rope_tables_built"] += 1
         return result
 

@@ -12,6 +12,7 @@ absolute tolerances below are also relative ones.
 from __future__ import annotations
 
 import copy
+import math
 from functools import lru_cache
 
 import pytest
@@ -322,3 +323,32 @@ def test_bf16_forward_runs_on_cpu_close_to_fp32(name):
     assert diff.abs().max() > 0  # really computed in bf16
     assert diff.norm() / full.norm() <= 0.02
     assert diff.abs().max() <= 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# the prompt's padding, merged
+
+
+@torch.no_grad()
+def test_merged_padding_equals_attending_to_every_padded_row(monkeypatch):
+    """A 7-token prompt is padded to 512 rows; the 505 zero rows embed to one vector, kept once with
+    a logit bias of ln(505). That equals attention over all 512 rows (float32 rounding: measured
+    ~1e-6); the same merge without the bias (the padding counted once) is far off."""
+    from vace_core import model as model_module
+
+    model, _ = model_and_state("tiny-vace")
+    latents, timestep, _, vace = inputs(3, 4, 6, seed=60)
+    context = randn(BATCH, 7, 64, seed=61)
+    merged_state = model.encode_text(context)
+    assert merged_state.length == 8 and merged_state.block_kv[0][0].shape[2] == 8
+    assert torch.allclose(merged_state.bias.view(-1), torch.tensor([0.0] * 7 + [math.log(505)]))
+    merged = model.forward_full(latents, timestep, merged_state, vace_context=vace)
+
+    monkeypatch.setattr(model_module, "_merge_padding", lambda c: (c, None))
+    full_state = model.encode_text(context)
+    assert full_state.length == 512
+    full = model.forward_full(latents, timestep, full_state, vace_context=vace)
+    assert max_err(merged, full) <= FP32_TOL
+
+    unbiased = model_module.TextState(merged_state.tokens, merged_state.block_kv, merged_state.vace_kv, None)
+    assert max_err(model.forward_full(latents, timestep, unbiased, vace_context=vace), full) > 1e-3

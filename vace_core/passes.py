@@ -110,6 +110,13 @@ class CachedPasses:
         self.cache = _new_cache(model, model.config.num_layers, layout)
         vace_layout = vace_cache_layout(vace_attention, layout, ref_frames) if uses_vace else None
         self.vace_cache = _new_cache(model, model.config.num_vace_blocks, vace_layout) if vace_layout else None
+        # every block runs the same few timesteps: embed each once per run
+        self._time: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def time(self, timestep: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if timestep not in self._time:
+            self._time[timestep] = self.model.time_modulation(timestep, 1)
+        return self._time[timestep]
 
     def nbytes(self) -> int:
         return self.cache.nbytes() + (self.vace_cache.nbytes() if self.vace_cache is not None else 0)
@@ -124,4 +131,5 @@ class CachedPasses:
                 vace_access = self.vace_cache.begin_block(p.start, p.frames, p.vace_visible, write=p.vace_writes)
             weight = None if bool((p.hint_weight == 1).all()) else p.hint_weight
         return self.model.forward_block(p.latents, p.timestep, self.text(p.prompt), p.start, access, context,
-                                        self.layer_scale, vace_cache=vace_access, vace_frame_weight=weight)
+                                        self.layer_scale, vace_cache=vace_access, vace_frame_weight=weight,
+                                        time=self.time(p.timestep))

@@ -147,10 +147,9 @@ def _embed(model: CausalWanModel, records: Sequence[PassRecord], grid_h: int, gr
     device = model.device
     latents = torch.cat([r.latents for r in records], dim=2).to(device, model.patch_embedding.weight.dtype)
     x = model.patch_embedding(latents).flatten(2).transpose(1, 2).float()
-    timesteps = torch.cat([torch.full((r.frames,), float(r.timestep)) for r in records]).to(device)[None]
+    timesteps = torch.cat([torch.full((r.frames,), float(r.timestep)) for r in records])[None]
     time_emb, time_mod = model.time_modulation(timesteps, timesteps.shape[1])
-    tables = [model.rope.table(r.start, r.frames, grid_h, grid_w, device=device) for r in records]
-    rope = (torch.cat([c for c, _ in tables]), torch.cat([s for _, s in tables]))
+    rope = torch.cat([model.rope.table(r.start, r.frames, grid_h, grid_w, device=device) for r in records])
     return x, time_emb, time_mod, rope
 
 
@@ -178,18 +177,21 @@ def _joined(texts: dict[int, TextState], prompts: list[int],
 
 def _text_mask(records: Sequence[PassRecord], prompts: list[int], tokens: int, texts: dict[int, TextState],
                device: torch.device) -> torch.Tensor | None:
-    """[S, P * L]: each token reads its own record's prompt (None with a single prompt)."""
+    """[1, 1, S, sum L'] added to the cross-attention logits: each token reads its own record's
+    prompt (with that prompt's padding bias) and nothing else (-inf)."""
     if len(prompts) == 1:
-        return None
-    lengths = [texts[index].tokens.shape[1] for index in prompts]
+        return texts[prompts[0]].bias
+    lengths = [texts[index].length for index in prompts]
     starts = [sum(lengths[:i]) for i in range(len(lengths))]
-    mask = torch.zeros(sum(r.frames for r in records) * tokens, sum(lengths), dtype=torch.bool)
+    mask = torch.full((sum(r.frames for r in records) * tokens, sum(lengths)), float("-inf"))
     row = 0
     for record in records:
         i = prompts.index(record.prompt)
-        mask[row:row + record.frames * tokens, starts[i]:starts[i] + lengths[i]] = True
+        bias = texts[record.prompt].bias
+        own = bias.view(-1).cpu() if bias is not None else torch.zeros(lengths[i])
+        mask[row:row + record.frames * tokens, starts[i]:starts[i] + lengths[i]] = own
         row += record.frames * tokens
-    return mask.to(device)
+    return mask.to(device)[None, None]
 
 
 def _hint_gather(main: Sequence[PassRecord], vace: Sequence[PassRecord], tokens: int,

@@ -530,6 +530,7 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
                     tick(block, step.index, x0)
                     if step.next_sigma > 0:
                         x = renoise(x0, noise[step.index + 1], step.next_sigma)
+            check_finite(x0, block, model.compute_dtype)  # before the clean pass caches anything computed from it
             if run.latents is not None:
                 run.latents[:, :, block.start:block.end].copy_(x0, non_blocking=True)
             if block is not run.blocks[-1]:
@@ -543,6 +544,23 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
     return SampleResult(latents=run.latents, ref_frames=run.ref_frames, latent_frames=latent_frames,
                         video_frames=video_frames_for(latent_frames), cache_bytes=run.passes.nbytes(),
                         blocks=run.blocks)
+
+
+class NonFiniteError(FloatingPointError):
+    """A block's latents hold inf or NaN: the compute dtype overflowed (fp16) or the model is broken."""
+
+
+def check_finite(x0: torch.Tensor, block: Block, compute_dtype: torch.dtype) -> None:
+    """One host sync per block: a single overflow would poison the KV cache for the rest of the video."""
+    if bool(torch.isfinite(x0).all()):
+        return
+    what = "the reference block" if block.is_reference else f"chunk {block.chunk_index + 1}"
+    where = f"non-finite values (inf/NaN) in {what} (latent frames {block.start}-{block.end - 1})"
+    if compute_dtype == torch.float16:
+        raise NonFiniteError(f"fp16 overflow: {where}. float16 overflows on some prompts: choose bf16 or fp32 "
+                             "as the dtype of 'Load LongLive Model'")
+    raise NonFiniteError(f"{where} although the model computes in {str(compute_dtype).replace('torch.', '')}: "
+                         "the weights are broken (check the base checkpoint, LoRA and VACE files)")
 
 
 def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Tensor | None,

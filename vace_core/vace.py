@@ -59,7 +59,7 @@ class VaceStream:
 
     def __init__(self, patch_embedding: nn.Conv3d, blocks: nn.ModuleList, vace_context: torch.Tensor,
                  x: torch.Tensor, time_mod: torch.Tensor, text_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 rope: tuple[torch.Tensor, torch.Tensor], cache: "BlockCacheAccess | None" = None,
+                 rope: torch.Tensor, cache: "BlockCacheAccess | None" = None,
                  attn_mask: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> None:
         c = patch_embedding(vace_context.to(patch_embedding.weight.dtype))  # [B, dim, F, H/2, W/2]
         self._c = c.flatten(2).transpose(1, 2).float()  # [B, S, dim]
