@@ -117,7 +117,7 @@ class CausalWanModel(nn.Module):
                              f"{self.config.text_dim} (use the umT5-XXL 'wan' text encoder)")
         if length < self.config.text_len:
             context = torch.cat([context, context.new_zeros(batch, self.config.text_len - length, width)], dim=1)
-        context, bias = _merge_padding(context)
+        context, bias = _merge_padding(context.cpu())  # on the CPU: no device sync for a prompt's length
         first = self.text_embedding[0]
         tokens = self.text_embedding[2](self.text_embedding[1](linear(first, context.to(first.weight.device))))
         block_kv = [block.cross_attn.project_text(tokens) for block in self.blocks]

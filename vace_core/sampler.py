@@ -320,7 +320,7 @@ class _Run:
 
     def text(self, index: int) -> TextState:
         if index not in self._texts:
-            context = self.prompts[index].context.to(self.model.device)
+            context = self.prompts[index].context  # encode_text merges its padding on the CPU, then moves it
             if self.cached:
                 self._texts.clear()  # one prompt's K/V held at a time; a switch never goes back
             self._texts[index] = self.model.encode_text(context)
