@@ -46,7 +46,7 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     for key in ("long_over_short_latents_aside", "long_over_short_keep_latents",
                 "long_over_short_vace_latents_aside"):
         assert result["memory"][key] > 0
-    assert len(result["memory_runs"]) == 6
+    assert len(result["memory_runs"]) == 8
     assert all(r["rss_peak_mib"] > 0 for r in result["memory_runs"])
 
     # timing-independent facts: the cache is read as a view, the prompt embedded once,
