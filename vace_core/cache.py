@@ -126,6 +126,8 @@ class BlockCacheAccess:
             self._read = None
         self._read_index = None if self._read is not None else _token_index(read_slots, per_frame, device)
 
+    # never traced by torch.compile: the slots change every block (a compiled graph would recompile)
+    @torch.compiler.disable
     def write_and_read(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this pass's k, v [B, heads, S, head_dim] (when it writes); return the keys and
         values of every visible frame [B, heads, S_visible, head_dim]."""
