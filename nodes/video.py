@@ -23,7 +23,7 @@ from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, l
 from . import host
 from .common import CATEGORY, REF_FRAMES_KEY
 from .model_ref import LongLiveModel
-from .sampler import DEFAULTS, NO_RAMP, LongLiveSampler, on_compute_device, plan_run
+from .sampler import DEFAULT_PRESET, DEFAULTS, NO_RAMP, LongLiveSampler, on_compute_device, plan_run
 
 log = logging.getLogger("longlive_vace")
 
@@ -170,14 +170,14 @@ class LongLiveSampleToVideo:
                  shift: float, vae, filename_prefix: str, fps: int, crf: int, vace_context=None,
                  prompt_schedule: Sequence[PromptSegment] | None = None, vace_scale_end: float = NO_RAMP,
                  reference_mode: str = DEFAULTS.reference_mode, hint_chunks: str = DEFAULTS.hint_chunks,
-                 hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass, prompt=None,
-                 extra_pnginfo=None) -> dict:
+                 hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass, preset: str = DEFAULT_PRESET,
+                 prompt=None, extra_pnginfo=None) -> dict:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
                         sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end,
-                        reference_mode, hint_chunks, hints_in_clean_pass)
+                        reference_mode, hint_chunks, hints_in_clean_pass, preset)
         path, name, subfolder = host.video_output_path(filename_prefix, width, height)
         decoder = host.streaming_decoder(vae)
-        progress = _ChunkProgress(-(-latent_frames_for(length) // chunk_frames), "Sampler -> Video")
+        progress = _ChunkProgress(-(-latent_frames_for(length) // plan.settings.chunk_frames), "Sampler -> Video")
         with on_compute_device(model, plan) as network:
             try:
                 with VideoWriter(path, width, height, fps=fps, crf=crf,
