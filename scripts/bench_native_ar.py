@@ -201,13 +201,21 @@ def run_timings(ours: bench.Bench, native: Native, plan: Plan) -> dict[str, list
     return results
 
 
+BAND = 3  # chunks averaged on each side for the less noisy band ratio
+
+
 def timing_figures(curves: dict, plan: Plan) -> dict:
+    """Ratios of single chunks (the acceptance figure) and of bands of BAND chunks ending at `late`
+    and starting at `early`, which average out some of a shared machine's load changes."""
     figures = {}
     for name in CONFIGS:
         for series in bench.SERIES:
             curve = curves[name][f"{series}_s"]
             figures[f"{name}_late_over_early_{series}"] = round(bench.ratio(curve, plan.late, plan.early), 4)
             figures[f"{name}_late_over_steady_{series}"] = round(bench.ratio(curve, plan.late, plan.steady), 4)
+            late_band = statistics.mean(curve[plan.late - BAND:plan.late])
+            early_band = statistics.mean(curve[plan.early - 1:plan.early - 1 + BAND])
+            figures[f"{name}_late_band_over_early_band_{series}"] = round(late_band / early_band, 4)
         for clock in ("wall", "cpu"):
             figures[f"{name}_late_over_ours_late_{clock}"] = round(
                 curves[name][f"{clock}_s"][plan.late - 1] / curves["ours"][f"{clock}_s"][plan.late - 1], 4)
@@ -327,17 +335,19 @@ def markdown(result: dict) -> str:
          f"block) on the `CausalWanModel` ComfyUI loads for `causal_ar` metadata. Written by "
          f"`scripts/bench_native_ar.py` in {result['runtime_s']:.0f} s."),
         "",
-        (f"| path | chunk {late} / chunk {early}: wall | wall min | cpu | cpu min | chunk {late} / chunk "
-         f"{steady}: wall, cpu | chunk {late} cpu time / ours | peak RSS {long} / {short} chunks | RSS growth "
-         f"while sampling {short} → {long} chunks | KV cache {short} → {long} chunks |"),
-        "|---|---|---|---|---|---|---|---|---|---|",
+        (f"| path | chunk {late} / chunk {early}: wall | wall min | cpu | cpu min | chunks {late - BAND + 1}-{late} "
+         f"/ {early}-{early + BAND - 1}: wall, cpu | chunk {late} / chunk {steady}: wall, cpu | chunk {late} cpu "
+         f"time / ours | peak RSS {long} / {short} chunks | RSS growth while sampling {short} → {long} chunks | "
+         f"KV cache {short} → {long} chunks |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in CONFIGS:
         growth = mem[f"{name}_growth_mib"]
         kv = mem[f"{name}_kv_cache_bytes"]
         early_ratios = " | ".join(f"{t[f'{name}_late_over_early_{series}']:.3f}" for series in bench.SERIES)
         lines.append(
-            f"| {LABELS[name]} | {early_ratios} | {t[f'{name}_late_over_steady_wall']:.3f}, "
+            f"| {LABELS[name]} | {early_ratios} | {t[f'{name}_late_band_over_early_band_wall']:.3f}, "
+            f"{t[f'{name}_late_band_over_early_band_cpu']:.3f} | {t[f'{name}_late_over_steady_wall']:.3f}, "
             f"{t[f'{name}_late_over_steady_cpu']:.3f} | {t[f'{name}_late_over_ours_late_cpu']:.2f} | "
             f"{mem[f'{name}_peak_long_over_short']:.4f} | {growth[0]:.1f} → {growth[1]:.1f} MiB | "
             f"{mib(kv[0])} → {mib(kv[1])} |")
