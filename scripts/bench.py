@@ -8,8 +8,9 @@ What it measures (issue 5), with random weights (timing does not depend on their
 2. Peak memory for a short and a long video, each in a fresh subprocess so peaks do not mix:
    process RSS high-water mark (VmHWM) and, on CUDA, torch.cuda.max_memory_allocated; with
    keep_latents=False (latents aside) and True, and with VACE on (an R2V context).
-3. VACE cost: per-chunk time with hints on every chunk (hint_chunks "all") or only on the first
-   ("first") against VACE off, over the chunks after the first.
+3. VACE cost: per-chunk time with hints on every chunk (hint_chunks "all") in each VACE attention
+   mode (causal, references, block), or only on the first ("first"), against VACE off, over the
+   chunks after the first.
 4. Throughput: video frames / wall time, first-chunk latency, and which attention kernel runs.
 5. Instrumentation of one run: the KV cache is read as a contiguous view (no index_select) in
    steady state, the prompt is embedded once per run, RoPE tables are built once per block (not
@@ -66,6 +67,9 @@ FLAT_LIMIT = 1.10  # acceptance 1: late chunk / early chunk for the KV cache
 GROWTH_MIN = 1.5  # acceptance 1: the baseline's ratio must clearly grow
 MEMORY_LIMIT = 1.05  # acceptance 2: long / short peak memory
 VACE_FIRST_LIMIT = 1.10  # acceptance 3: hint_chunks="first" / VACE off
+# VACE attention modes, each timed with hints on every chunk ("vace_<mode>"); hint_chunks="first" is
+# timed in the default mode ("vace_first")
+VACE_MODES = ("causal", "references", "block")
 
 
 @dataclass(frozen=True)
@@ -284,7 +288,8 @@ def run_timings(bench: Bench, plan: Plan) -> dict[str, list[RunTimes]]:
         "kv": (plan.long_chunks, s, False, plan.repeats),
         "recompute": (plan.baseline_chunks, replace(s, cache_mode="recompute"), False, plan.baseline_repeats),
         "vace_off": (plan.vace_chunks, s, False, plan.repeats),
-        "vace_all": (plan.vace_chunks, replace(s, hint_chunks="all"), True, plan.repeats),
+        **{f"vace_{mode}": (plan.vace_chunks, replace(s, vace_attention=mode, hint_chunks="all"), True, plan.repeats)
+           for mode in VACE_MODES},
         "vace_first": (plan.vace_chunks, replace(s, hint_chunks="first"), True, plan.repeats),
     }
     timed_generate(bench, 2, s, vace=True)  # warm-up: allocator, kernels, lazy init
@@ -317,7 +322,7 @@ def vace_figures(curves: dict, plan: Plan) -> dict:
     """VACE on / off per-chunk time over chunks 2 .. n-1 (after the first; the last has no clean pass)."""
     first, last = 2, plan.vace_chunks - 1
     figures = {"chunks_compared": [first, last]}
-    for option in ("all", "first"):
+    for option in VACE_MODES + ("first",):
         for series in SERIES:
             on, off = curves[f"vace_{option}"][f"{series}_s"], curves["vace_off"][f"{series}_s"]
             figures[f"{option}_over_off_{series}"] = round(mean_ratio(on, off, first, last), 4)
@@ -422,9 +427,10 @@ def instrumented() -> Iterator[dict]:
     last_table: dict[tuple, torch.Tensor] = {}
     begin_block, encode_text, table = KVCache.begin_block, CausalWanModel.encode_text, RotaryEmbedding.table
 
-    def counting_begin_block(self, start_frame, num_frames):
-        access = begin_block(self, start_frame, num_frames)
-        counts["passes"].append((start_frame, isinstance(access._read, slice), isinstance(access._write, slice)))
+    def counting_begin_block(self, start_frame, num_frames, *args, **kwargs):
+        access = begin_block(self, start_frame, num_frames, *args, **kwargs)
+        counts["passes"].append((start_frame, isinstance(access._read, slice),
+                                 not access.writes or isinstance(access._write, slice)))
         return access
 
     def counting_encode_text(self, context):
@@ -559,8 +565,10 @@ def markdown(result: dict) -> str:
             "1_baseline_grows"),
         row(f"KV cache: chunk {bl} / chunk {e} (same index)", c, "kv_at_baseline_late_over_early"),
         row(f"recompute / KV at chunk {bl}", c, "baseline_over_kv_at_baseline_late"),
-        row(f"VACE all / off, {compared}", v, "all_over_off", "stated"),
-        row(f"VACE first / off, {compared}", v, "first_over_off", f"<= {VACE_FIRST_LIMIT}", "3_vace_first_cheap"),
+        *(row(f"VACE on every chunk / off, vace_attention={mode}, {compared}", v, f"{mode}_over_off", "stated")
+          for mode in VACE_MODES),
+        row(f"VACE on the first chunk only / off, {compared}", v, "first_over_off", f"<= {VACE_FIRST_LIMIT}",
+            "3_vace_first_cheap"),
         (f"| peak memory {result['memory_chunks'][1]} / {result['memory_chunks'][0]} chunks, latents aside "
          f"({mem['measure']}) | {mem['long_over_short_latents_aside']:.4f}{blank} | <= {MEMORY_LIMIT} | "
          f"{verdict(ok['2_memory_flat'])} |"),
@@ -593,8 +601,8 @@ def throughput_lines(result: dict) -> list[str]:
               f"enabled: {result['attention']['flags']}):"), "",
              "| run | video frames | FPS | steady FPS | first-chunk latency s | peak VRAM MiB (long run) |",
              "|---|---|---|---|---|---|"]
-    for name, label, vace in (("kv", "VACE off", False), ("vace_all", "VACE all", True),
-                              ("vace_first", "VACE first", True)):
+    runs = [("kv", "VACE off", False)] + [(f"vace_{mode}", f"VACE {mode}", True) for mode in VACE_MODES]
+    for name, label, vace in runs + [("vace_first", "VACE first chunk only", True)]:
         curve = pc[name]
         lines.append(f"| {label} | {curve['video_frames']} | {curve['fps']:.2f} | {curve['steady_fps']:.2f} | "
                      f"{curve['first_chunk_latency_s']:.3f} | {vram.get(('long', vace))} |")

@@ -145,11 +145,14 @@ class CrossAttention(_Projections):
         v = linear(self.v, text).view(heads).transpose(1, 2)
         return k, v
 
-    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor],
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`text_mask` [S, L] (True = may attend) lets tokens of one sequence read different
+        prompts laid side by side in `text_kv` (the cache-free recompute uses it)."""
         batch, tokens, dim = x.shape
         q = self.norm_q(linear(self.q, x)).view(batch, tokens, self.num_heads, -1).transpose(1, 2)
         k, v = text_kv
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask)
         return linear(self.o, out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
@@ -172,7 +175,8 @@ class WanBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, time_mod: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor],
                 rope: tuple[torch.Tensor, torch.Tensor], cache: "BlockCacheAccess | None" = None,
-                layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                layer: int = 0, attn_mask: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, S, dim] float32, time_mod [B, F, 6, dim] float32 -> x [B, S, dim] float32."""
         batch, tokens, dim = x.shape
         frames = time_mod.shape[1]
@@ -188,7 +192,7 @@ class WanBlock(nn.Module):
         h = per_frame(layer_norm(x, self.eps)) * (1 + scale1) + shift1
         y = self.self_attn(flat(h), rope, cache, layer, attn_mask)
         x = flat(per_frame(x) + per_frame(y.float()) * gate1)
-        x = x + self.cross_attn(self.norm3(x), text_kv).float()
+        x = x + self.cross_attn(self.norm3(x), text_kv, text_mask).float()
         h = per_frame(layer_norm(x, self.eps)) * (1 + scale2) + shift2
         y = linear(self.ffn[2], self.ffn[1](linear(self.ffn[0], flat(h))))
         return flat(per_frame(x) + per_frame(y.float()) * gate2)

@@ -1,7 +1,7 @@
 """The causal Wan2.1 DiT (LongLive's generator), optionally with grafted VACE blocks.
 
 `forward_block` runs one causal block of latent frames at absolute frame positions, reading and
-writing a `KVCache`; `forward_full` is the single-block, cache-free (bidirectional) special case,
+writing KV caches through the accesses the sampler opens; `forward_full` is the single-block, cache-free (bidirectional) special case,
 which equals upstream Wan / VACE.
 """
 
@@ -13,10 +13,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .cache import KVCache
+from .cache import BlockCacheAccess
 from .config import VACE_CONTEXT_CHANNELS, WanConfig
 from .layers import Head, RotaryEmbedding, WanBlock, linear, sinusoidal_embedding
-from .vace import build_vace_modules, compute_hints, layer_scales
+from .vace import VaceStream, build_vace_modules, layer_scales
 
 # Parameters kept in float32 whatever the compute dtype: they feed the float32 modulation and
 # norms (as upstream runs them under float32 autocast) and are small.
@@ -124,9 +124,10 @@ class CausalWanModel(nn.Module):
     # ---- forward -------------------------------------------------------------------------------
 
     def forward_block(self, latents: torch.Tensor, timestep: torch.Tensor | float, text: TextState,
-                      start_frame: int = 0, kv_cache: KVCache | None = None,
+                      start_frame: int = 0, cache: BlockCacheAccess | None = None,
                       vace_context: torch.Tensor | None = None,
-                      vace_scale: float | Sequence[float] = 1.0,
+                      vace_scale: float | Sequence[float] = 1.0, *,
+                      vace_cache: BlockCacheAccess | None = None,
                       frame_mask: torch.Tensor | None = None,
                       vace_frame_mask: torch.Tensor | None = None,
                       vace_frame_weight: torch.Tensor | None = None) -> torch.Tensor:
@@ -134,10 +135,12 @@ class CausalWanModel(nn.Module):
 
         latents [B, C, F, H, W] (normalised latent space) at absolute frames
         start_frame .. start_frame+F-1; timestep scalar, [B] or [B, F] on 0..1000.
-        With `kv_cache` the block's keys/values are written to the cache and attention reads the
-        cache's visible window. Without a cache attention covers the given frames, restricted by
-        `frame_mask` [F, F] (query frame, key frame) when given. `vace_frame_mask` restricts the
-        VACE blocks the same way; `vace_frame_weight` [F] switches hints on/off per frame.
+        `cache` / `vace_cache` are the block's accesses to the main / VACE KV caches
+        (`KVCache.begin_block`): attention then covers the frames the access reads. Without one,
+        attention covers the given frames, restricted by `frame_mask` / `vace_frame_mask`
+        [F, F] (query frame, key frame) when given. `vace_frame_weight` [F] scales the hints per
+        frame. Hints of scale 0 are never added; the VACE stream still runs when a `vace_cache`
+        is given, since later blocks may read its keys.
         """
         batch, _, frames, height, width = latents.shape
         pt, ph, pw = self.config.patch_size
@@ -158,21 +161,27 @@ class CausalWanModel(nn.Module):
         x = x.flatten(2).transpose(1, 2).float()  # [B, S, dim]
         tokens_per_frame = grid[1] * grid[2]
         rope = self.rope.table(start_frame, *grid, device=device)
-        attn_mask = _token_mask(frame_mask, tokens_per_frame, device)
+        attn_mask = token_mask(frame_mask, tokens_per_frame, device)
 
-        hints, scales = self._hints(x, vace_context, vace_scale, time_mod, text, rope,
-                                    _token_mask(vace_frame_mask, tokens_per_frame, device), latents.shape)
-        if hints and vace_frame_weight is not None:
-            weight = vace_frame_weight.to(device, torch.float32).repeat_interleave(tokens_per_frame)
-            hints = [h * weight[None, :, None] for h in hints]
-        hint_after = {layer: k for k, layer in enumerate(self.config.vace_layers)}
+        stream, scales, weight = None, [], None
+        if vace_context is not None:
+            self._check_vace_context(vace_context, latents.shape, text)
+            scales = layer_scales(vace_scale, self.config.num_vace_blocks)
+        if vace_context is not None and (vace_cache is not None or any(s != 0.0 for s in scales)):
+            stream = VaceStream(self.vace_patch_embedding, self.vace_blocks, vace_context.to(device), x,
+                                time_mod, text.vace_kv, rope, vace_cache,
+                                token_mask(vace_frame_mask, tokens_per_frame, device))
+            if vace_frame_weight is not None:
+                weight = vace_frame_weight.to(device, torch.float32).repeat_interleave(tokens_per_frame)[None, :, None]
+        hint_after = {layer: k for k, layer in enumerate(self.config.vace_layers)} if stream else {}
 
-        cache = kv_cache.begin_block(start_frame, grid[0]) if kv_cache is not None else None
         for index, block in enumerate(self.blocks):
             x = block(x, time_mod, text.block_kv[index], rope, cache, index, attn_mask)
             k = hint_after.get(index)
-            if hints and k is not None and scales[k] != 0.0:
-                x = x + hints[k] * scales[k]
+            if k is not None:
+                hint = stream.hint(k)
+                if scales[k] != 0.0:
+                    x = x + (hint if weight is None else hint * weight) * scales[k]
 
         out = self.head(x, time_emb)  # [B, S, C * pt * ph * pw]
         return self._unpatchify(out, grid)
@@ -183,19 +192,14 @@ class CausalWanModel(nn.Module):
         """Bidirectional, cache-free flow prediction over all frames at once (upstream Wan/VACE).
 
         latents [B, 16, T, H, W] normalised, timestep [B] on 0..1000, context [B, L, text_dim]
-        with L <= 512 (or a prepared TextState), vace_context [B, 96, T, H, W].
+        with L <= 512 (or a prepared TextState), vace_context [B, 96, T, H, W]. Scale 0 (every
+        layer) is exactly the model without VACE: hints of scale 0 are never added.
         """
         text = context if isinstance(context, TextState) else self.encode_text(context)
         return self.forward_block(latents, timestep, text, start_frame=0, vace_context=vace_context,
                                   vace_scale=vace_scale)
 
-    def _hints(self, x: torch.Tensor, vace_context: torch.Tensor | None, vace_scale: float | Sequence[float],
-               time_mod: torch.Tensor, text: TextState, rope: tuple[torch.Tensor, torch.Tensor],
-               vace_mask: torch.Tensor | None, latent_shape: torch.Size) -> tuple[list[torch.Tensor], list[float]]:
-        """VACE hints [B, S, dim] (one per VACE block) and their scales; no hints without a context
-        or when every scale is 0."""
-        if vace_context is None:
-            return [], []
+    def _check_vace_context(self, vace_context: torch.Tensor, latent_shape: torch.Size, text: TextState) -> None:
         if not self.has_vace:
             raise ValueError("a VACE context was given but this model has no VACE weights: "
                              "add a 'Load VACE Weights (graft)' step first")
@@ -203,14 +207,8 @@ class CausalWanModel(nn.Module):
         if tuple(vace_context.shape) != expected:
             raise ValueError(f"VACE context has shape {tuple(vace_context.shape)}, expected {expected} "
                              "(it was made for another size or length)")
-        scales = layer_scales(vace_scale, self.config.num_vace_blocks)
-        if all(s == 0.0 for s in scales):
-            return [], scales  # scale 0 is exactly the model without VACE
         if len(text.vace_kv) != self.config.num_vace_blocks:
             raise ValueError("the prompt was encoded before VACE was grafted; encode it again")
-        hints = compute_hints(self.vace_patch_embedding, self.vace_blocks, x, vace_context.to(self.device),
-                              time_mod, text.vace_kv, rope, vace_mask)
-        return hints, scales
 
     def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """[B, S, C*pt*ph*pw] -> [B, C, F, H, W]; each patch's features are ordered (pt, ph, pw, C)."""
@@ -222,7 +220,7 @@ class CausalWanModel(nn.Module):
         return out.reshape(out.shape[0], channels, frames * pt, height * ph, width * pw)
 
 
-def _token_mask(frame_mask: torch.Tensor | None, tokens_per_frame: int,
+def token_mask(frame_mask: torch.Tensor | None, tokens_per_frame: int,
                 device: torch.device) -> torch.Tensor | None:
     """Frame-level boolean mask [Fq, Fk] -> token-level [Sq, Sk] (True = may attend)."""
     if frame_mask is None:
