@@ -59,7 +59,7 @@ from vace_core.checkpoints import load_longlive
 from vace_core.config import preset
 from vace_core.encoding import video_frames_for
 from vace_core.presets import resolve_settings
-from vace_core.sampler import SamplerSettings, generate, tokens_per_frame
+from vace_core.sampler import SamplerSettings, cache_layout, generate, tokens_per_frame
 
 TINY = "tiny"  # the pack's tiny preset without VACE (the native path has none)
 OURS = {"ours": "LongLive", "ours_w21": "Self-Forcing"}  # configuration -> preset
@@ -276,8 +276,9 @@ def full_size_cache_bytes(comfy: SimpleNamespace) -> list[dict]:
         row = {"video_frames": video_frames, "latent_frames": latent_frames,
                "native_bytes": sum(c["k"].nbytes + c["v"].nbytes for c in caches)}
         for name, preset_name in OURS.items():
-            row[f"{name}_bytes"] = kv_cache_bytes(config, tokens_per_frame=tokens, ref_frames=0,
-                                                  window_frames=resolve_settings(preset_name).window_frames,
+            layout = cache_layout(resolve_settings(preset_name), 0, 480, 832)
+            row[f"{name}_bytes"] = kv_cache_bytes(num_layers=config.num_layers, dim=config.dim,
+                                                  tokens_per_frame=tokens, capacity_frames=layout.capacity_frames,
                                                   element_size=2)
         rows.append(row)
     return rows
