@@ -366,13 +366,14 @@ def run_memory(plan: Plan, device: torch.device) -> list[dict]:
 
 
 def fresh_process_reports(worker: Callable[[torch.device, dict], dict], specs: list[dict],
-                          device: torch.device) -> list[dict]:
+                          device: torch.device, parallel: int | None = None) -> list[dict]:
     """`worker(device, spec)` for each spec, each in its own new process, so peaks do not mix. On the
-    CPU the processes are forked from this one before it builds any model (all start from the same
-    import-only state, without paying the imports again) and run two at a time; CUDA cannot be
-    forked, so there they are spawned (`worker` must then be picklable), one at a time."""
+    CPU the processes are forked from this one (all start from its state, without paying the
+    imports again) and run `parallel` at a time (default: one per core); CUDA cannot be forked, so
+    there they are spawned (`worker` must then be picklable), one at a time."""
     context = multiprocessing.get_context("fork" if device.type == "cpu" else "spawn")
-    parallel = (os.cpu_count() or 1) if device.type == "cpu" else 1
+    if parallel is None or device.type != "cpu":
+        parallel = (os.cpu_count() or 1) if device.type == "cpu" else 1
     reports = []
     for first in range(0, len(specs), parallel):
         children = []

@@ -8,7 +8,8 @@ frame of the video; ours holds the references plus a fixed window. This script m
 the same tiny weights (one safetensors file both load), in float32 on one CPU thread:
 
 1. per-chunk wall / process-CPU time against the chunk index over a 41-chunk video (chunk 40 is
-   not the last), configurations interleaved (A B C, then C B A), medians over repeats;
+   not the last), configurations interleaved (A B C, then C B A), each run in a process of its own
+   forked from the warmed-up one, medians over repeats;
 2. peak memory (process RSS high-water mark, VmHWM) for 10 and 40 chunks, each run in a fresh
    process, and the growth of RSS during sampling;
 3. the KV cache bytes each allocates (read from the tensors each one builds), and the same
@@ -184,6 +185,9 @@ def timed_native(native: Native, chunks: int, plan: Plan) -> bench.RunTimes:
 
 
 def run_timings(ours: bench.Bench, native: Native, plan: Plan) -> dict[str, list[bench.RunTimes]]:
+    """Every timed run in its own process forked from this one (the models built and warmed up), one
+    at a time in interleaved order, so no run inherits the allocator state of the one before (the
+    native path allocates and frees a whole-video cache)."""
     settings = {name: resolve_settings(p) for name, p in OURS.items()}
 
     def once(name: str, chunks: int) -> bench.RunTimes:
@@ -191,13 +195,19 @@ def run_timings(ours: bench.Bench, native: Native, plan: Plan) -> dict[str, list
             return timed_native(native, chunks, plan)
         return bench.timed_generate(ours, chunks, settings[name], vace=False)
 
+    def timed_child(device: torch.device, spec: dict) -> dict:
+        times = once(spec["config"], plan.chunks)
+        bench.log(f"repeat {spec['repeat'] + 1}/{plan.repeats} {spec['config']}: {times.total_wall:.1f} s")
+        return asdict(times)
+
     for name in CONFIGS:  # warm-up: allocator, kernels, ComfyUI's first model load
         once(name, 2)
+    specs = [{"config": name, "repeat": repeat} for repeat in range(plan.repeats)
+             for name in (CONFIGS if repeat % 2 == 0 else tuple(reversed(CONFIGS)))]  # A B C .. C B A
+    reports = bench.fresh_process_reports(timed_child, specs, torch.device("cpu"), parallel=1)
     results: dict[str, list[bench.RunTimes]] = {name: [] for name in CONFIGS}
-    for repeat in range(plan.repeats):
-        for name in (CONFIGS if repeat % 2 == 0 else tuple(reversed(CONFIGS))):  # A B C .. C B A
-            results[name].append(once(name, plan.chunks))
-            bench.log(f"repeat {repeat + 1}/{plan.repeats} {name}: {results[name][-1].total_wall:.1f} s")
+    for spec, report in zip(specs, reports):
+        results[spec["config"]].append(bench.RunTimes(**report))
     return results
 
 
@@ -331,7 +341,8 @@ def markdown(result: dict) -> str:
          f"{m['torch_threads']} thread; "
          f"float32; the same tiny weights (`{TINY}` preset, {result['params_m']} M params, one safetensors file) "
          f"at {p['width']}x{p['height']} ({result['tokens_per_frame']} tokens/frame); chunk 3, 4 warped steps "
-         f"+ the clean pass; {p['chunks']} chunks per run, {p['repeats']} repeat(s) interleaved, medians. "
+         f"+ the clean pass; {p['chunks']} chunks per run, {p['repeats']} repeat(s) interleaved, each run in a "
+         f"process of its own forked from the warmed-up one, medians. "
          f"Native = `comfy.sample.sample_custom` with the `ar_video` sampler (SamplerARVideo, 3 frames per "
          f"block) on the `CausalWanModel` ComfyUI loads for `causal_ar` metadata. Written by "
          f"`scripts/bench_native_ar.py` in {result['runtime_s']:.0f} s."),
