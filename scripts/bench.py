@@ -166,6 +166,31 @@ def rss_now_mib() -> float | None:
     return None if kib is None else kib / 1024
 
 
+# ---- ComfyUI, for the side-by-side scripts (run with ComfyUI's python) --------------------------
+
+def import_comfy(comfy_dir: Path, base_dir: Path, **modules: str):
+    """ComfyUI's modules as its server imports them with --cpu and a scratch base directory, as a
+    namespace (name -> module for each `name="comfy.x.y"`), plus its `version` and `dir`. Nothing
+    is written into the checkout when PYTHONDONTWRITEBYTECODE is set."""
+    import importlib
+    import re
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(comfy_dir))
+    import comfy.options
+
+    comfy.options.enable_args_parsing()  # so comfy.cli_args reads the argv below, not ours
+    saved, sys.argv = sys.argv, [sys.argv[0], "--cpu", "--base-directory", str(base_dir)]
+    try:
+        import comfy.model_management  # noqa: F401  (reads the CPU choice at import)
+        loaded = {name: importlib.import_module(module) for name, module in modules.items()}
+    finally:
+        sys.argv = saved
+    version_file = Path(comfy_dir) / "comfyui_version.py"
+    found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
+    return SimpleNamespace(**loaded, version=found.group(1) if found else "unknown", dir=str(comfy_dir))
+
+
 # ---- the system under test ---------------------------------------------------------------------
 
 class Bench:

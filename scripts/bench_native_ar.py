@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -91,27 +90,12 @@ PLANS = {"cpu": Plan(128, 128, 41, 5, 10, 40, (10, 40), 5),
 # ---- ComfyUI -----------------------------------------------------------------------------------
 
 def import_comfy(comfy_dir: Path, base_dir: Path) -> SimpleNamespace:
-    """ComfyUI's modules, imported as its server would with --cpu and a scratch base directory."""
+    """ComfyUI's sampling and AR model modules (bench.import_comfy), refusing a ComfyUI without them."""
     if not (comfy_dir / "comfy" / "ldm" / "wan" / "ar_model.py").is_file():
         raise SystemExit(f"{comfy_dir} has no native AR path (comfy/ldm/wan/ar_model.py): give a ComfyUI "
                          "0.2x or newer, e.g. 0.33.0, with --comfyui or COMFYUI_DIR")
-    sys.path.insert(0, str(comfy_dir))
-    import comfy.options
-
-    comfy.options.enable_args_parsing()  # so comfy.cli_args reads the argv below, not ours
-    saved, sys.argv = sys.argv, [sys.argv[0], "--cpu", "--base-directory", str(base_dir)]
-    try:
-        import comfy.model_management  # noqa: F401  (reads the CPU choice at import)
-        import comfy.sample
-        import comfy.samplers
-        import comfy.sd
-        from comfy.ldm.wan import ar_model
-    finally:
-        sys.argv = saved
-    version_file = comfy_dir / "comfyui_version.py"
-    found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
-    return SimpleNamespace(sd=comfy.sd, sample=comfy.sample, samplers=comfy.samplers, ar_model=ar_model,
-                           version=found.group(1) if found else "unknown", dir=str(comfy_dir))
+    return bench.import_comfy(comfy_dir, base_dir, sd="comfy.sd", sample="comfy.sample",
+                              samplers="comfy.samplers", ar_model="comfy.ldm.wan.ar_model")
 
 
 def write_weights(model: torch.nn.Module, path: Path) -> Path:
