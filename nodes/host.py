@@ -188,7 +188,30 @@ def _comfy_memory() -> _ComfyMemory | None:
                     "model is kept outside it: it cannot be evicted, partially loaded or unloaded by "
                     "'Unload models'", error)
         return None
+    _warn_if_untested(_comfy_version())
     return api
+
+
+TESTED_VERSIONS = ((0, 8), (0, 33))  # oldest and newest ComfyUI minor versions the integration was tested with
+
+
+def _comfy_version() -> tuple[int, ...] | None:
+    try:
+        from comfyui_version import __version__
+    except ImportError:
+        return None
+    try:
+        return tuple(int(part) for part in __version__.split(".")[:3])
+    except ValueError:
+        return None
+
+
+def _warn_if_untested(version: tuple[int, ...] | None) -> None:
+    if version is None or not TESTED_VERSIONS[0] <= version[:2] <= TESTED_VERSIONS[-1]:
+        shown = ".".join(map(str, version)) if version else "of unknown version"
+        log.warning("LongLive: ComfyUI %s: the model uses ComfyUI's memory manager through interfaces "
+                    "tested with ComfyUI 0.8 to 0.33 only; they were all found, but if loading, LoRAs or "
+                    "'Unload models' misbehave, report it with this version", shown)
 
 
 _MEMORY = _comfy_memory()
@@ -207,12 +230,15 @@ def auto_dtype(device: torch.device | None = None) -> torch.dtype:
     fp32 on the CPU. fp16 relies on the sampler's overflow guard."""
     device = device or compute_device()
     if _MEMORY is not None:
-        chosen = model_management.unet_dtype(device=device,
-                                             supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
+        try:
+            chosen = model_management.unet_dtype(device=device,
+                                                 supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
+        except Exception as error:  # an unknown device or ComfyUI version: choose without it
+            chosen = f"nothing ({error})"
         if chosen in _DTYPE_NAMES:
             return chosen
         log.warning("LongLive: ComfyUI chose %s for diffusion models, which this model cannot compute in; "
-                    "using the device's default instead", chosen)
+                    "dtype 'auto' uses the device's default instead", chosen)
     return _standalone_dtype(device)
 
 

@@ -313,3 +313,21 @@ def test_the_run_asks_for_its_kv_cache_and_activations(monkeypatch):
     activations = model.run_memory_bytes(tokens_per_frame=tokens, frames_per_pass=3, cache_bytes=0)
     assert requested == [cache + activations]
     assert activations > tokens * 3 * TINY.ffn_dim * 4  # at least the FFN's hidden layer of a chunk
+
+
+@pytest.mark.parametrize("version, warned", [((0, 8, 0), False), ((0, 33, 0), False), ((0, 33, 7), False),
+                                             ((0, 38, 1), True), ((0, 7, 9), True), (None, True)])
+def test_an_untested_comfyui_version_is_named_in_a_warning(caplog, version, warned):
+    with caplog.at_level("WARNING", logger="longlive_vace"):
+        host._warn_if_untested(version)
+    assert bool(caplog.records) == warned
+    if version is not None and warned:
+        assert ".".join(map(str, version)) in caplog.text
+
+
+def test_a_comfyui_without_the_known_memory_manager_degrades_with_a_warning(caplog, monkeypatch):
+    # a host that has comfy.model_management but not the patcher, ops and LoRA adapter this pack uses
+    with monkeypatch.context() as patched, caplog.at_level("WARNING", logger="longlive_vace"):
+        patched.setattr(host, "model_management", object())
+        assert host._comfy_memory() is None
+    assert "kept outside it" in caplog.text
