@@ -29,6 +29,7 @@ sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
 fx = importlib.import_module(f"{PACK}.vace_core.fixtures")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 cache_mod = importlib.import_module(f"{PACK}.vace_core.cache")
+passes_mod = importlib.import_module(f"{PACK}.vace_core.passes")
 model_mod = importlib.import_module(f"{PACK}.vace_core.model")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
 encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
@@ -288,9 +289,10 @@ def test_a_set_compute_device_is_where_inputs_and_the_cache_go():
     try:
         assert network.device == torch.device("meta")
         assert network.blocks[0].self_attn.q.weight.device == torch.device("cpu")
-        cache = cache_mod.KVCache.for_model(network, batch=1, tokens_per_frame=4, ref_frames=0, sink_frames=3,
-                                            window_frames=12)
-        assert cache.buffer.is_meta
+        layout = cache_mod.CacheLayout(tokens_per_frame=4, sink_end=3, rolling_frames=9)
+        passes = passes_mod.CachedPasses(network, layout, ref_frames=0, vace_attention="causal", uses_vace=False,
+                                         text=None, vace_frames=None, layer_scale=1.0)
+        assert passes.cache.buffer.is_meta
     finally:
         wrapper.device = None
     assert network.device == torch.device("cpu")
