@@ -15,6 +15,7 @@ finds ComfyUI), writes tiny checkpoints (vace_core.fixtures) into WORK_DIR and r
 - a partial (lowvram) load of a VACE clone through comfy.model_management.LoadedModel with half
   the model's size as budget: ComfyUI's lowvram state, how many layers stream their weights through
   the comfy.ops cast path, and the output against the full load;
+- a model unloaded by ComfyUI in the middle of a run, then the sampler's check before a pass;
 - on ComfyUI versions with DynamicVRAM (0.33): the same model built while `aimdo_enabled` is set,
   as on a GPU, where comfy.ops' Linear creates its weights only when they are loaded.
 """
@@ -146,6 +147,16 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         }
         partial.model_unload()
         out["lowvram"]["model_lowvram_after_unload"] = bool(wrapper.model_lowvram)
+
+        # another model's load may unload ours in the middle of a run: the check before each pass
+        # loads it again, patches and VACE blocks included
+        loaded = grafted.load_for_run(1 << 20)
+        mm.unload_all_models()
+        out["evicted"] = {"is_loaded": host.is_loaded(grafted.patcher), "vace_attached": loaded.network.has_vace}
+        loaded.keep_loaded()
+        out["reloaded"] = {"is_loaded": host.is_loaded(grafted.patcher), "loaded": loaded_names(),
+                           "error_vs_full_load": (forward(loaded.network, True) - full).abs().max().item()}
+        mm.unload_all_models()
 
         memory_management = sys.modules.get("comfy.memory_management")
         if memory_management is not None and hasattr(memory_management, "aimdo_enabled"):

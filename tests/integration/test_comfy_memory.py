@@ -65,6 +65,12 @@ def test_a_partial_lowvram_load_streams_layers_with_the_same_output(report):
     assert not lowvram["model_lowvram_after_unload"]
 
 
+def test_a_model_unloaded_during_a_run_is_loaded_again_before_the_next_pass(report):
+    assert report["evicted"] == {"is_loaded": False, "vace_attached": False}
+    assert report["reloaded"]["is_loaded"] and report["reloaded"]["loaded"] == ["LongLiveDiT"]
+    assert report["reloaded"]["error_vs_full_load"] <= TOLERANCE
+
+
 def test_lazily_created_comfy_weights_load(report):
     if "error_lazy_weights" not in report:
         pytest.skip("this ComfyUI has no DynamicVRAM (lazy comfy.ops weights)")
