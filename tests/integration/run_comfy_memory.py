@@ -104,7 +104,8 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         grafted = styled.with_vace(ref("diffusion_models", "vace"))
         network = base.shared.network
         out["patcher_class"] = f"{type(base.patcher).__module__}.{type(base.patcher).__name__}"
-        out["linear_class"] = f"{type(network.blocks[0].ffn[0]).__module__}.{type(network.blocks[0].ffn[0]).__qualname__}"
+        linear = type(network.blocks[0].ffn[0])
+        out["linear_class"] = f"{linear.__module__}.{linear.__qualname__}"
         out["auto_dtype"] = base.dtype
         out["same_network"] = styled.patcher.model is base.patcher.model is grafted.patcher.model
         recognised = getattr(model_patcher, "is_model_patcher_output", None)
@@ -126,8 +127,8 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
 
         mm.unload_all_models()
         out["loaded_after_unload_all"] = loaded_names()
-        out["weights_restored"] = all(torch.equal(a, b) for a, b in zip(
-            network.state_dict().values(), ckpt.load_longlive(files["base"], dtype=torch.float32).state_dict().values()))
+        from_file = ckpt.load_longlive(files["base"], dtype=torch.float32).state_dict()
+        out["weights_restored"] = all(torch.equal(from_file[k], v) for k, v in network.state_dict().items())
         out["vace_detached_after_unload"] = not network.has_vace
 
         full = forward(grafted.load_for_run(1 << 20).network, True)
