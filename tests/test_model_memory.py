@@ -230,7 +230,7 @@ def test_is_changed_follows_the_file_stamp(models_dir):
 
     def stamps() -> tuple[str, str, str]:
         return (loader.IS_CHANGED(base_checkpoint="longlive_base.pt", lora="lora.pt", lora_strength=1.0,
-                                  dtype="auto"),
+                                  dtype="auto", entry="auto"),
                 lora_node.IS_CHANGED(lora="style.safetensors", strength=1.0),
                 vace_node.IS_CHANGED(vace_checkpoint="vace_module.safetensors"))
 

@@ -721,9 +721,10 @@ def test_loader_entry_picks_the_state_dict(tmp_path, monkeypatch):
 
     auto, named = loaded(), loaded(entry="generator")
     assert auto.base.entry is None and named.base.entry == "generator"
-    weights = {k: v.clone() for k, v in auto.model().state_dict().items()}
+    assert auto.shared is not named.shared  # two entries of one file are two networks
+    weights = {k: v.clone() for k, v in network(auto).state_dict().items()}
     assert all(torch.equal(weights[k], v) for k, v in states["generator_ema"].items())
-    assert all(torch.equal(named.model().state_dict()[k], v) for k, v in states["generator"].items())
+    assert all(torch.equal(network(named).state_dict()[k], v) for k, v in states["generator"].items())
     with pytest.raises(ValueError, match="no 'model' entry; the state dicts it holds: 'generator', 'critic', "
                                          "'generator_ema'"):
         loaded(entry="model")

@@ -3,7 +3,7 @@
 Entry points
 ------------
 ``load_longlive(base_path, lora_path=None, lora_strength=1.0, dtype=torch.bfloat16, device="cpu",
-*, lora_alpha=None, entry=None) -> CausalWanModel``
+*, lora_alpha=None, entry=None, operations=None) -> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
     merge an optional LoRA. ``dtype`` is the compute dtype (torch dtype or "bf16"/"fp16"/"fp32");
     the small time-embedding, modulation and norm parameters stay float32
