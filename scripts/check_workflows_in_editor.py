@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,18 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def prompt_differences(expected: dict, actual: dict) -> list[str]:
-    """One line per difference between two API graphs (nodes, class types, inputs, titles)."""
-    lines = []
+def declared_inputs(object_info: dict) -> dict[str, set[str]]:
+    """node type -> the inputs its definition declares (required, optional)."""
+    return {name: {i for section in ("required", "optional") for i in (entry.get("input_order") or {}).get(section, [])}
+            for name, entry in object_info.items()}
+
+
+def prompt_differences(expected: dict, actual: dict, declared: dict[str, set[str]] | None = None
+                       ) -> tuple[list[str], list[str]]:
+    """(one line per difference between two API graphs: nodes, class types, inputs, titles;
+    inputs the editor adds that the node does not declare, which the server ignores: e.g. the
+    preview widget 1.49 adds to Load Video)."""
+    lines, ignored = [], []
     for node_id in sorted(set(expected) | set(actual), key=lambda i: (len(i), i)):
         want, got = expected.get(node_id), actual.get(node_id)
         if want is None or got is None:
@@ -131,14 +141,17 @@ def prompt_differences(expected: dict, actual: dict) -> list[str]:
             continue
         if want["class_type"] != got.get("class_type"):
             lines.append(f"node {node_id}: class_type {got.get('class_type')!r}, expected {want['class_type']!r}")
+        known = (declared or {}).get(want["class_type"])
         for name in sorted(set(want["inputs"]) | set(got.get("inputs", {}))):
             a, b = want["inputs"].get(name, "<absent>"), got.get("inputs", {}).get(name, "<absent>")
-            if not _same(a, b):
+            if name not in want["inputs"] and known is not None and name not in known:
+                ignored.append(f"node {node_id} ({want['class_type']}).{name} = {b!r}")
+            elif not _same(a, b):
                 lines.append(f"node {node_id} ({want['class_type']}).{name}: editor {b!r}, API twin {a!r}")
         title_want, title_got = want.get("_meta", {}).get("title"), got.get("_meta", {}).get("title")
         if title_want != title_got:
             lines.append(f"node {node_id}: title {title_got!r}, expected {title_want!r}")
-    return lines
+    return lines, ignored
 
 
 @dataclass
@@ -147,6 +160,7 @@ class Result:
     missing_nodes: list[str] = field(default_factory=list)
     widget_mismatches: list[str] = field(default_factory=list)
     prompt_differences: list[str] = field(default_factory=list)
+    ignored_by_server: list[str] = field(default_factory=list)  # editor-only inputs, not differences
 
     @property
     def ok(self) -> bool:
@@ -171,6 +185,8 @@ class EditorReport:
             out.append(f"  {r.workflow:<30} {len(r.missing_nodes):>13} {len(r.widget_mismatches):>17} "
                        f"{len(r.prompt_differences):>18}")
             out.extend(f"    - {line}" for line in r.missing_nodes + r.widget_mismatches + r.prompt_differences)
+            out.extend(f"    (an input the node does not declare, ignored by the server: {line})"
+                       for line in r.ignored_by_server)
         return out
 
     def as_dict(self) -> dict:
@@ -200,7 +216,7 @@ def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def inspect(page, workflow: Workflow) -> Result:
+def inspect(page, workflow: Workflow, declared: dict[str, set[str]] | None = None) -> Result:
     seen = page.evaluate(INSPECT_JS, workflow.ui)
     result = Result(workflow.name, missing_nodes=[f"node type {t!r} is not registered" for t in seen["missing"]])
     for node_id, wanted in workflow.intended_widgets().items():
@@ -215,7 +231,7 @@ def inspect(page, workflow: Workflow) -> Result:
             elif not _same(widgets[name], value):
                 result.widget_mismatches.append(f"node {node_id} ({node['type']}).{name}: shows "
                                                 f"{_json_safe(widgets[name])!r}, intended {value!r}")
-    result.prompt_differences = prompt_differences(workflow.api, seen["output"])
+    result.prompt_differences, result.ignored_by_server = prompt_differences(workflow.api, seen["output"], declared)
     return result
 
 
@@ -223,8 +239,10 @@ GRAPH_BOX_JS = """() => {
     const canvas = window.app.canvas, ds = canvas.ds, rect = canvas.canvas.getBoundingClientRect();
     const nodes = window.app.graph._nodes, title = 30, pad = 12;
     const sx = v => rect.left + (v + ds.offset[0]) * ds.scale, sy = v => rect.top + (v + ds.offset[1]) * ds.scale;
-    const x0 = Math.min(...nodes.map(n => sx(n.pos[0]))) - pad, x1 = Math.max(...nodes.map(n => sx(n.pos[0] + n.size[0]))) + pad;
-    const y0 = Math.min(...nodes.map(n => sy(n.pos[1] - title))) - pad, y1 = Math.max(...nodes.map(n => sy(n.pos[1] + n.size[1]))) + pad;
+    const x0 = Math.min(...nodes.map(n => sx(n.pos[0]))) - pad;
+    const x1 = Math.max(...nodes.map(n => sx(n.pos[0] + n.size[0]))) + pad;
+    const y0 = Math.min(...nodes.map(n => sy(n.pos[1] - title))) - pad;
+    const y1 = Math.max(...nodes.map(n => sy(n.pos[1] + n.size[1]))) + pad;
     return {x: Math.max(0, x0), y: Math.max(0, y0), width: x1 - Math.max(0, x0), height: y1 - Math.max(0, y0)};
 }"""
 
@@ -249,6 +267,14 @@ def _thumbnail(page, path: Path) -> None:
     image.resize((THUMBNAIL_WIDTH, height), Image.LANCZOS).save(path, quality=85)
 
 
+def _object_info(url: str) -> dict:
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/object_info", timeout=60) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckError(f"cannot read {url}/object_info: {error}") from None
+
+
 def check_server(url: str, workflows: list[Workflow], chromium: str, label: str = "",
                  expect_editor: str | None = None, thumbnails: Path | None = None) -> EditorReport:
     """Open the editor at `url` and inspect every workflow (one page, loaded once)."""
@@ -269,9 +295,10 @@ def check_server(url: str, workflows: list[Workflow], chromium: str, label: str 
                 version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || null")
                 if expect_editor is not None and version != expect_editor:
                     raise CheckError(f"{url} serves editor {version}, expected {expect_editor}")
+                declared = declared_inputs(_object_info(url))
                 results = []
                 for workflow in workflows:
-                    results.append(inspect(page, workflow))
+                    results.append(inspect(page, workflow, declared))
                     if thumbnails is not None:
                         _thumbnail(page, thumbnails / f"{workflow.name}.jpg")
             finally:

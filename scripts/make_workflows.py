@@ -190,7 +190,8 @@ def core_snapshots() -> dict[str, dict]:
 
 def _layout_of(interface: Interface) -> tuple:
     # what a UI file depends on: positional widgets, sockets by name and type
-    return tuple((p.name, p.type if not p.widget else "widget", p.widget, p.control, p.upload) for p in interface.inputs)
+    return tuple((p.name, p.type if not p.widget else "widget", p.widget, p.control, p.upload)
+                 for p in interface.inputs)
 
 
 def core_interfaces(snapshots: dict[str, dict] | None = None) -> dict[str, Interface]:
