@@ -350,3 +350,28 @@ def test_every_ui_workflow_loads_in_this_editor(tiny_server, report_figure):
     sampler = next(i for i, n in load_api("longlive_t2v").items() if n["class_type"] == "LongLiveSampler")
     assert any(f"node {sampler} (LongLiveSampler).length: shows 17" in line for line in broken.widget_mismatches)
     assert any(f"node {sampler} (LongLiveSampler).length: editor 17" in line for line in broken.prompt_differences)
+
+
+def test_cli_timeout_withdraws_its_own_prompt_from_a_real_server(tiny_server, tmp_path):
+    """--timeout on a long streaming run: exit 4, the prompt is interrupted by its id, GET /queue no
+    longer lists it, the mp4 written so far is valid, and the server runs the next prompt."""
+    graph_file = tmp_path / "long.json"
+    graph_file.write_text(json.dumps(_streaming_t2v(4 * 900 + 1, "cli_timeout")))
+    done = subprocess.run([sys.executable, str(SCRIPT), str(graph_file), "--server", tiny_server.url,
+                           "--timeout", "15", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == qw.EXIT_STOPPED, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "--timeout of 15 s reached" in last and "interrupted" in last, last
+    prompt_id = last.split("prompt ")[-1].split()[0]
+    queue = tiny_server.get_json("/queue")
+    assert all(item[1] != prompt_id for item in queue["queue_running"] + queue["queue_pending"]), queue
+    entry = tiny_server.wait(prompt_id, timeout=60)
+    assert "execution_interrupted" in [event for event, _ in entry["status"]["messages"]]
+    written = sorted(tiny_server.output_dir.glob("cli_timeout_*.mp4"))
+    assert len(written) == 1
+    frames, _, _ = video_frames(written[0])
+    assert 9 <= frames < 4 * 900 + 1 and (frames - 9) % 12 == 0, frames
+    after = tiny_server.run(_streaming_t2v(FRAMES, "after_cli_timeout"), timeout=RUN_TIMEOUT)
+    assert video_frames(tiny_server.output_files(after)[0]) == (FRAMES, SIZE, SIZE)
