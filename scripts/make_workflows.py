@@ -467,8 +467,8 @@ def t2v() -> Graph:
 # Text-to-video with LongLive
 
 Plain LongLive, no VACE: no reference, no VACE weights needed. 161 frames = 10 s at 16 fps; raise
-*length* for longer videos (the cost per chunk stays flat; for minutes-long videos see the
-*longlive_prompt_switch* workflow, which writes the mp4 while decoding).
+*length* for longer videos: the cost per chunk stays flat, and **Save Video (streaming decode)**
+writes the mp4 a few frames at a time, so minutes of video never sit in memory as images.
 
 {_model_list([BASE, LORA, UMT5, WAN_VAE])}
 """)
