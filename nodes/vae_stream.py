@@ -162,12 +162,18 @@ def _small_copy(wan: torch.nn.Module) -> torch.nn.Module:
     return twin
 
 
+def _describe(error: BaseException, limit: int = 200) -> str:
+    # one line for the one warning line
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _probe(wan: torch.nn.Module) -> str | None:
     name = f"{type(wan).__module__}.{type(wan).__name__}"
     try:
         twin = _small_copy(wan)
     except Exception as error:
-        return f"could not build a small copy of {name} to test it ({type(error).__name__}: {error})"
+        return f"could not build a small copy of {name} to test it ({_describe(error)})"
     z = torch.randn(1, wan.z_dim, sum(PROBE_SPLIT), 2, 2, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         try:
@@ -178,7 +184,7 @@ def _probe(wan: torch.nn.Module) -> str | None:
                 start += size
             chunked = torch.cat(parts, dim=2)
         except Exception as error:
-            return f"its decoder fails when driven chunk by chunk ({type(error).__name__}: {error})"
+            return f"its decoder fails when driven chunk by chunk ({_describe(error)})"
     if chunked.shape != whole.shape:
         return (f"chunk-by-chunk decoding gives shape {tuple(chunked.shape)}, a whole decode "
                 f"{tuple(whole.shape)}")
@@ -243,7 +249,7 @@ class ComfyWanStreamingDecoder:
             if self.tiled_decode is None or not self.is_out_of_memory(error):
                 raise
             # leave the except block first so the failed attempt's tensors can be freed
-            failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+            failure = _describe(error)
         if failure is not None:
             pixels = self._decode_tiled(latents_raw, failure)
         self._remember(latents_raw)

@@ -331,8 +331,11 @@ def test_timeout_interrupts_our_running_prompt_only(fake, tmp_path):
 def _start_and_wait_until_queued(url: str, tmp_path: Path, state: FakeComfy) -> subprocess.Popen:
     path = tmp_path / "workflow.json"
     path.write_text(json.dumps(API_GRAPH))
+    # a shell's background job (a CI runner's, say) starts with SIGINT ignored, which a child would
+    # inherit; a user's terminal delivers it, so give the client the default disposition
     process = subprocess.Popen([sys.executable, str(SCRIPT), str(path), "--server", url, "--out", str(tmp_path)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 30
     while not state.queued and time.monotonic() < deadline:
         time.sleep(0.05)
