@@ -1,5 +1,6 @@
 """ComfyUI node classes of the pack, one module per step; `host` adapts them to ComfyUI."""
 
+from .continue_video import LongLiveContinue
 from .decode import LongLiveDecode
 from .loader import LongLiveLoraLoader, LongLiveModelLoader
 from .prompts import LongLivePromptSchedule
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "LongLiveDecode": LongLiveDecode,
     "LongLiveSaveVideo": LongLiveSaveVideo,
     "LongLiveSampleToVideo": LongLiveSampleToVideo,
+    "LongLiveContinue": LongLiveContinue,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -30,4 +32,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongLiveDecode": "Decode (strip references)",
     "LongLiveSaveVideo": "Save Video (streaming decode)",
     "LongLiveSampleToVideo": "LongLive Sampler -> Video (streaming)",
+    "LongLiveContinue": "LongLive Continue Video",
 }

@@ -8,9 +8,11 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..vace_core.encoding import VaceContext, check_size, denormalize_latents, latent_frames_for, video_frames_for
-from ..vace_core.sampler import (HINT_CHUNKS, REFERENCE_MODES, GenerationCancelled, PromptSegment, SamplerSettings,
-                                 StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes)
+from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, encode_start_frames,
+                                  latent_frames_for, video_frames_for)
+from ..vace_core.passes import VACE_ATTENTION_MODES
+from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, GenerationCancelled, PromptSegment,
+                                 SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes)
 from ..vace_core.scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, parse_steps
 from . import host
 from .common import (CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY,
@@ -67,23 +69,13 @@ class LongLiveSampler:
                 "prompt_schedule": (PROMPTS_TYPE, {
                     "tooltip": "Prompt switches from 'LongLive Prompt Schedule'; positive runs until the first "
                                "switch (a scheduled prompt at frame 0 replaces it)."}),
+                **start_image_inputs(),
+                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE, to encode start_images (needed only with "
+                                           "them)."}),
                 "vace_scale_end": ("FLOAT", {"default": NO_RAMP, "min": NO_RAMP, "max": 2.0, "step": 0.05,
                                              "tooltip": "VACE strength at the last chunk, ramping linearly from "
                                                         "vace_scale at the first; -1 = constant vace_scale."}),
-                "reference_mode": (list(REFERENCE_MODES), {
-                    "default": DEFAULTS.reference_mode,
-                    "tooltip": "How the reference frames (the first causal block) are made: 'denoise' them "
-                               "from noise like upstream VACE, or insert their encoded latents 'clean' and "
-                               "only cache them (one pass instead of five)."}),
-                "hint_chunks": (list(HINT_CHUNKS), {
-                    "default": DEFAULTS.hint_chunks,
-                    "tooltip": "Which chunks get VACE hints: 'all' (upstream behaviour) or 'first' (the "
-                               "references and the first chunk; later chunks follow them through the KV "
-                               "cache at no VACE cost)."}),
-                "hints_in_clean_pass": ("BOOLEAN", {
-                    "default": DEFAULTS.hints_in_clean_pass,
-                    "tooltip": "Keep VACE hints in each chunk's clean cache-writing pass, so later chunks "
-                               "attend to VACE-conditioned keys (off: cheaper, as Daydream Scope does)."}),
+                **causal_option_inputs(),
             },
         }
 
@@ -98,22 +90,75 @@ class LongLiveSampler:
     def sample(self, model: LongLiveModel, positive, seed: int, length: int, width: int, height: int,
                vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
                shift: float, vace_context: VaceContext | None = None,
-               prompt_schedule: Sequence[PromptSegment] | None = None, vace_scale_end: float = NO_RAMP,
-               reference_mode: str = DEFAULTS.reference_mode, hint_chunks: str = DEFAULTS.hint_chunks,
-               hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass) -> tuple[dict]:
+               prompt_schedule: Sequence[PromptSegment] | None = None, start_images: torch.Tensor | None = None,
+               vae=None, vace_scale_end: float = NO_RAMP, **causal_options) -> tuple[dict]:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
-                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end,
-                        reference_mode, hint_chunks, hints_in_clean_pass)
-        progress = _Progress()
+                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
+        start_latents = encode_start_images(start_images, vae, plan)
+        progress = PassProgress()
         with on_compute_device(model, plan) as network:
             try:
                 result = generate(network, plan.prompts, video_frames=length, height=height, width=width,
                                   seed=seed, vace=vace_context, vace_scale=plan.vace_scale,
-                                  settings=plan.settings, callback=progress, should_cancel=host.is_interrupted)
+                                  settings=plan.settings, callback=progress, should_cancel=host.is_interrupted,
+                                  start_latents=start_latents)
             except GenerationCancelled:
                 host.raise_interrupted()
         samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
         return ({"samples": samples, REF_FRAMES_KEY: result.ref_frames},)
+
+
+# The sampler's named departures from upstream VACE / LongLive (vace_core/sampler.py), shared by both
+# sampler nodes: (choices or "BOOLEAN", tooltip); defaults come from SamplerSettings.
+CAUSAL_OPTIONS = {
+    "reference_mode": (REFERENCE_MODES,
+                       "How the reference frames (the first causal block) are made: 'denoise' them from noise "
+                       "like upstream VACE, or insert their encoded latents 'clean' and only cache them (one "
+                       "pass instead of five)."),
+    "vace_attention": (VACE_ATTENTION_MODES,
+                       "What the VACE blocks attend to: 'causal' = the references, sink and window like the main "
+                       "blocks (through a VACE KV cache; hints of every chunk follow the references), "
+                       "'references' = the chunk plus the references (small cache), 'block' = the chunk alone "
+                       "(no cache; later chunks' hints do not see the references)."),
+    "hint_chunks": (HINT_CHUNKS,
+                    "Which chunks run VACE: 'all' (upstream behaviour) or 'first' (the references and the "
+                    "first chunk; later chunks follow them through the KV caches at no VACE cost)."),
+    "hints_in_clean_pass": ("BOOLEAN",
+                            "Keep VACE in each chunk's clean cache-writing pass, so later chunks attend to "
+                            "VACE-conditioned keys (off: cheaper, as Daydream Scope does)."),
+    "recache": (RECACHE_MODES,
+                "What a prompt switch re-encodes under the new prompt: 'longlive' = LongLive's recache (one "
+                "pass over the window before the switch; within the first window frames the sink too), "
+                "'causal' = the rolling window block by block, keeping the sink."),
+}
+
+
+def start_image_inputs() -> dict:
+    return {"start_images": ("IMAGE", {
+        "tooltip": "Optional image(s) the video starts from (image-to-video): encoded with the vae, centre-cropped "
+                   "to the frame, they become the first output frames as they are and the video continues from "
+                   "them. One image = 1 frame; a clip of 4k+1 images = its k+1 latent frames."})}
+
+
+def encode_start_images(start_images: torch.Tensor | None, vae, plan: "RunPlan") -> torch.Tensor | None:
+    """The start images as normalised latents, checked against the run (None without them)."""
+    if start_images is None:
+        return None
+    if vae is None:
+        raise ValueError("start_images: connect the vae input too (the Wan 2.1 VAE that encodes them)")
+    frames = latent_frames_for(start_images.shape[0]) if start_images.ndim == 4 else 1
+    if frames >= plan.latent_frames:
+        raise ValueError(f"start_images: {start_images.shape[0]} image(s) make {frames} latent frame(s), leaving "
+                         f"nothing to generate in a video of {plan.latent_frames} latent frames: raise length")
+    return encode_start_frames(vae, start_images, plan.width, plan.height)
+
+
+def causal_option_inputs() -> dict:
+    inputs = {}
+    for name, (choices, tooltip) in CAUSAL_OPTIONS.items():
+        kind = "BOOLEAN" if choices == "BOOLEAN" else list(choices)
+        inputs[name] = (kind, {"default": getattr(DEFAULTS, name), "tooltip": tooltip})
+    return inputs
 
 
 @dataclass(frozen=True)
@@ -125,20 +170,22 @@ class RunPlan:
     ref_frames: int
     width: int
     height: int
+    uses_vace: bool
+    latent_frames: int
 
 
 def plan_run(model: LongLiveModel, positive, length: int, width: int, height: int, vace_scale: float,
              chunk_frames: int, window_frames: int, sink_frames: int, steps: str, shift: float,
              vace_context: VaceContext | None, prompt_schedule: Sequence[PromptSegment] | None,
-             vace_scale_end: float, reference_mode: str = DEFAULTS.reference_mode,
-             hint_chunks: str = DEFAULTS.hint_chunks,
-             hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass) -> RunPlan:
+             vace_scale_end: float, causal_options: dict | None = None) -> RunPlan:
     """Every check of the sampler inputs, run before the model moves or anything is computed."""
     check_size(width, height)
+    unknown = set(causal_options or {}) - set(CAUSAL_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown sampler option(s) {sorted(unknown)}; known: {', '.join(CAUSAL_OPTIONS)}")
     settings = SamplerSettings(chunk_frames=chunk_frames, window_frames=window_frames,
                                sink_frames=sink_frames, denoising_steps=parse_steps(steps), shift=shift,
-                               reference_mode=reference_mode, hint_chunks=hint_chunks,
-                               hints_in_clean_pass=hints_in_clean_pass)
+                               **(causal_options or {}))
     settings.validate()
     prompts = _prompt_segments(model, positive, prompt_schedule, length)
     if vace_context is not None:
@@ -146,7 +193,8 @@ def plan_run(model: LongLiveModel, positive, length: int, width: int, height: in
     ref_frames = vace_context.ref_frames if vace_context is not None else 0
     _check_rope(model, ref_frames, length)
     scale = VaceScaleRamp(vace_scale, vace_scale_end) if vace_scale_end >= 0 else vace_scale
-    return RunPlan(settings, prompts, scale, ref_frames, width, height)
+    return RunPlan(settings, prompts, scale, ref_frames, width, height, vace_context is not None,
+                   latent_frames_for(length))
 
 
 @contextmanager
@@ -156,7 +204,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[torch.nn.
     network = model.model()
     device = host.compute_device()
     cache = run_cache_bytes(network, height=plan.height, width=plan.width, ref_frames=plan.ref_frames,
-                            settings=plan.settings)
+                            settings=plan.settings, uses_vace=plan.uses_vace)
     host.free_memory_for(model.facts.param_bytes + cache, device)
     try:
         network.to(device)
@@ -166,7 +214,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[torch.nn.
         host.soft_empty_cache()
 
 
-class _Progress:
+class PassProgress:
     """One progress tick per model pass, with a latent preview of each denoising pass."""
 
     def __init__(self) -> None:

@@ -18,12 +18,12 @@ from typing import Any, Sequence
 import torch
 
 from ..vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_S, latent_frames_for
-from ..vace_core.sampler import GenerationCancelled, PromptSegment
+from ..vace_core.sampler import GenerationCancelled, PromptSegment, plan_blocks
 from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
 from . import host
 from .common import CATEGORY, REF_FRAMES_KEY
 from .model_ref import LongLiveModel
-from .sampler import DEFAULTS, NO_RAMP, LongLiveSampler, on_compute_device, plan_run
+from .sampler import NO_RAMP, LongLiveSampler, encode_start_images, on_compute_device, plan_run
 
 log = logging.getLogger("longlive_vace")
 
@@ -151,7 +151,7 @@ class LongLiveSampleToVideo:
                                            "it is generated."}),
                 **_video_inputs(),
             },
-            "optional": dict(inputs.get("optional", {})),
+            "optional": {name: spec for name, spec in inputs["optional"].items() if name != "vae"},
             "hidden": dict(_HIDDEN),
         }
 
@@ -168,16 +168,16 @@ class LongLiveSampleToVideo:
     def generate(self, model: LongLiveModel, positive, seed: int, length: int, width: int, height: int,
                  vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
                  shift: float, vae, filename_prefix: str, fps: int, crf: int, vace_context=None,
-                 prompt_schedule: Sequence[PromptSegment] | None = None, vace_scale_end: float = NO_RAMP,
-                 reference_mode: str = DEFAULTS.reference_mode, hint_chunks: str = DEFAULTS.hint_chunks,
-                 hints_in_clean_pass: bool = DEFAULTS.hints_in_clean_pass, prompt=None,
-                 extra_pnginfo=None) -> dict:
+                 prompt_schedule: Sequence[PromptSegment] | None = None, start_images=None,
+                 vace_scale_end: float = NO_RAMP, prompt=None, extra_pnginfo=None, **causal_options) -> dict:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
-                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end,
-                        reference_mode, hint_chunks, hints_in_clean_pass)
+                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
+        start_latents = encode_start_images(start_images, vae, plan)
         path, name, subfolder = host.video_output_path(filename_prefix, width, height)
         decoder = host.streaming_decoder(vae)
-        progress = _ChunkProgress(-(-latent_frames_for(length) // chunk_frames), "Sampler -> Video")
+        given = start_latents.shape[2] if start_latents is not None else 0
+        chunks = len(plan_blocks(0, latent_frames_for(length), chunk_frames, given))
+        progress = _ChunkProgress(chunks, "Sampler -> Video")
         with on_compute_device(model, plan) as network:
             try:
                 with VideoWriter(path, width, height, fps=fps, crf=crf,
@@ -186,7 +186,7 @@ class LongLiveSampleToVideo:
                                                  width=width, seed=seed, decoder=decoder, writer=writer,
                                                  vace=vace_context, vace_scale=plan.vace_scale,
                                                  settings=plan.settings, should_cancel=host.is_interrupted,
-                                                 on_frames=progress)
+                                                 on_frames=progress, start_latents=start_latents)
             except GenerationCancelled:
                 # the writer is closed by now: the mp4 holds every chunk finished before the cancel
                 log.info("LongLive Sampler -> Video: cancelled after %d of %d chunks; %s keeps them",

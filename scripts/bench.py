@@ -8,8 +8,9 @@ What it measures (issue 5), with random weights (timing does not depend on their
 2. Peak memory for a short and a long video, each in a fresh subprocess so peaks do not mix:
    process RSS high-water mark (VmHWM) and, on CUDA, torch.cuda.max_memory_allocated; with
    keep_latents=False (latents aside) and True, and with VACE on (an R2V context).
-3. VACE cost: per-chunk time with hints on every chunk (hint_chunks "all") or only on the first
-   ("first") against VACE off, over the chunks after the first.
+3. VACE cost: per-chunk time with hints on every chunk (hint_chunks "all") in each VACE attention
+   mode (causal, references, block), or only on the first ("first"), against VACE off, over the
+   chunks after the first.
 4. Throughput: video frames / wall time, first-chunk latency, and which attention kernel runs.
 5. Instrumentation of one run: the KV cache is read as a contiguous view (no index_select) in
    steady state, the prompt is embedded once per run, RoPE tables are built once per block (not
@@ -65,6 +66,10 @@ FLAT_LIMIT = 1.10  # acceptance 1: late chunk / early chunk for the KV cache
 GROWTH_MIN = 1.5  # acceptance 1: the baseline's ratio must clearly grow
 MEMORY_LIMIT = 1.05  # acceptance 2: long / short peak memory
 VACE_FIRST_LIMIT = 1.10  # acceptance 3: hint_chunks="first" / VACE off
+# VACE attention modes, each timed with hints on every chunk ("vace_<mode>"); hint_chunks="first" is
+# timed in the default mode ("vace_first")
+VACE_MODES = ("causal", "references", "block")
+PROMPT_TOKENS = 40  # real rows of the benchmark's 512-row prompt
 
 
 @dataclass(frozen=True)
@@ -83,11 +88,14 @@ class Plan:
     profile_chunks: tuple[int, int]  # profiled chunk range of the instrumented run
     repeats: int
     baseline_repeats: int
+    compile: bool = False  # torch.compile the transformer blocks (--compile)
 
 
 PLANS = {
     "cpu": Plan("tiny-vace", 128, 128, "float32", 41, 12, 12, (10, 40), 5, 40, (5, 8), 5, 2),
-    "cuda": Plan("wan2.1-vace-1.3B", 480, 832, "bfloat16", 41, 8, 12, (10, 40), 5, 40, (5, 8), 3, 1),
+    # under 8 minutes on an H100 / H200 (about 0.6 s per chunk): 2 repeats, a 6-chunk naive baseline
+    # (its token-level mask over every earlier frame is 0.8 GB there)
+    "cuda": Plan("wan2.1-vace-1.3B", 480, 832, "bfloat16", 41, 6, 12, (10, 40), 5, 40, (5, 8), 2, 1),
     "quick": Plan("tiny-vace", 32, 32, "float32", 5, 4, 3, (2, 4), 2, 4, (2, 3), 1, 1),
 }
 
@@ -169,8 +177,12 @@ class Bench:
         torch.manual_seed(0)
         with torch.device(device):  # built directly on the device, then cast (norms stay float32)
             self.model = CausalWanModel(preset(plan.preset)).set_dtype(self.dtype).eval()
+        if plan.compile:
+            self.model.compile_blocks()
         config = self.model.config
+        # what ComfyUI's umT5 encoder gives for a 40-token prompt: 512 rows, the padding zeroed
         self.text = torch.randn(1, config.text_len, config.text_dim, generator=torch.Generator().manual_seed(1))
+        self.text[:, PROMPT_TOKENS:] = 0
         self.settings = SamplerSettings()  # LongLive defaults: chunk 3, window 12, sink 3, 4 steps
 
     def sync(self) -> None:
@@ -283,7 +295,8 @@ def run_timings(bench: Bench, plan: Plan) -> dict[str, list[RunTimes]]:
         "kv": (plan.long_chunks, s, False, plan.repeats),
         "recompute": (plan.baseline_chunks, replace(s, cache_mode="recompute"), False, plan.baseline_repeats),
         "vace_off": (plan.vace_chunks, s, False, plan.repeats),
-        "vace_all": (plan.vace_chunks, replace(s, hint_chunks="all"), True, plan.repeats),
+        **{f"vace_{mode}": (plan.vace_chunks, replace(s, vace_attention=mode, hint_chunks="all"), True, plan.repeats)
+           for mode in VACE_MODES},
         "vace_first": (plan.vace_chunks, replace(s, hint_chunks="first"), True, plan.repeats),
     }
     timed_generate(bench, 2, s, vace=True)  # warm-up: allocator, kernels, lazy init
@@ -316,7 +329,7 @@ def vace_figures(curves: dict, plan: Plan) -> dict:
     """VACE on / off per-chunk time over chunks 2 .. n-1 (after the first; the last has no clean pass)."""
     first, last = 2, plan.vace_chunks - 1
     figures = {"chunks_compared": [first, last]}
-    for option in ("all", "first"):
+    for option in VACE_MODES + ("first",):
         for series in SERIES:
             on, off = curves[f"vace_{option}"][f"{series}_s"], curves["vace_off"][f"{series}_s"]
             figures[f"{option}_over_off_{series}"] = round(mean_ratio(on, off, first, last), 4)
@@ -327,10 +340,11 @@ def vace_figures(curves: dict, plan: Plan) -> dict:
 
 # ---- memory: one fresh subprocess per configuration -------------------------------------------
 
-MEMORY_CONFIGS = [  # (length, keep_latents, vace)
-    ("short", False, False), ("long", False, False),
-    ("short", True, False), ("long", True, False),
-    ("short", False, True), ("long", False, True),
+MEMORY_CONFIGS = [  # (length, keep_latents, vace, VACE attention mode)
+    ("short", False, False, None), ("long", False, False, None),
+    ("short", True, False, None), ("long", True, False, None),
+    ("short", False, True, "causal"), ("long", False, True, "causal"),
+    ("long", False, True, "references"), ("long", False, True, "block"),
 ]
 
 
@@ -342,7 +356,9 @@ def child_memory(plan: Plan, device: torch.device, spec: dict) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
         allocated_before = torch.cuda.memory_allocated(device)
     before = rss_now_mib()
-    settings = replace(bench.settings, hint_chunks="first")  # the context is held either way
+    settings = bench.settings
+    if spec["vace_attention"] is not None:  # the peak of a real R2V run: VACE on every chunk
+        settings = replace(settings, vace_attention=spec["vace_attention"], hint_chunks="all")
     times = timed_generate(bench, spec["chunks"], settings, vace=spec["vace"], keep_latents=spec["keep_latents"])
     report = dict(spec, rss_before_mib=before, rss_peak_mib=round(rss_peak_mib(), 2),
                   total_wall_s=round(times.total_wall, 3))
@@ -361,7 +377,7 @@ def run_memory(plan: Plan, device: torch.device) -> list[dict]:
     context = multiprocessing.get_context("fork" if device.type == "cpu" else "spawn")
     parallel = (os.cpu_count() or 1) if device.type == "cpu" else 1
     specs = [{"length": length, "chunks": plan.memory_chunks[length == "long"], "keep_latents": keep,
-              "vace": vace} for length, keep, vace in MEMORY_CONFIGS]
+              "vace": vace, "vace_attention": mode} for length, keep, vace, mode in MEMORY_CONFIGS]
     reports = []
     for first in range(0, len(specs), parallel):
         children = []
@@ -394,8 +410,10 @@ def memory_figures(reports: list[dict], device: torch.device) -> dict:
     key, before_key = (("cuda_peak_allocated_mib", "cuda_before_mib") if device.type == "cuda"
                        else ("rss_peak_mib", "rss_before_mib"))
 
-    def find(length: str, keep: bool, vace: bool) -> dict:
-        return next(r for r in reports if (r["length"], r["keep_latents"], r["vace"]) == (length, keep, vace))
+    def find(length: str, keep: bool, vace: bool, mode: str | None = None) -> dict:
+        mode = mode or ("causal" if vace else None)
+        return next(r for r in reports
+                    if (r["length"], r["keep_latents"], r["vace"], r["vace_attention"]) == (length, keep, vace, mode))
 
     figures = {"measure": key}
     for label, keep, vace in (("latents_aside", False, False), ("keep_latents", True, False),
@@ -416,9 +434,10 @@ def instrumented() -> Iterator[dict]:
     last_table: dict[tuple, torch.Tensor] = {}
     begin_block, encode_text, table = KVCache.begin_block, CausalWanModel.encode_text, RotaryEmbedding.table
 
-    def counting_begin_block(self, start_frame, num_frames):
-        access = begin_block(self, start_frame, num_frames)
-        counts["passes"].append((start_frame, isinstance(access._read, slice), isinstance(access._write, slice)))
+    def counting_begin_block(self, start_frame, num_frames, *args, **kwargs):
+        access = begin_block(self, start_frame, num_frames, *args, **kwargs)
+        counts["passes"].append((start_frame, isinstance(access._read, slice),
+                                 not access.writes or isinstance(access._write, slice)))
         return access
 
     def counting_encode_text(self, context):
@@ -428,8 +447,8 @@ def instrumented() -> Iterator[dict]:
     def counting_table(self, *args, **kwargs):
         result = table(self, *args, **kwargs)
         key = tuple(map(str, args)) + tuple(f"{k}={v}" for k, v in sorted(kwargs.items()))
-        if last_table.get(key) is not result[0]:  # a cached table comes back as the same object
-            last_table[key] = result[0]
+        if last_table.get(key) is not result:  # a cached table comes back as the same object
+            last_table[key] = result
             counts["rope_tables_built"] += 1
         return result
 
@@ -553,8 +572,10 @@ def markdown(result: dict) -> str:
             "1_baseline_grows"),
         row(f"KV cache: chunk {bl} / chunk {e} (same index)", c, "kv_at_baseline_late_over_early"),
         row(f"recompute / KV at chunk {bl}", c, "baseline_over_kv_at_baseline_late"),
-        row(f"VACE all / off, {compared}", v, "all_over_off", "stated"),
-        row(f"VACE first / off, {compared}", v, "first_over_off", f"<= {VACE_FIRST_LIMIT}", "3_vace_first_cheap"),
+        *(row(f"VACE on every chunk / off, vace_attention={mode}, {compared}", v, f"{mode}_over_off", "stated")
+          for mode in VACE_MODES),
+        row(f"VACE on the first chunk only / off, {compared}", v, "first_over_off", f"<= {VACE_FIRST_LIMIT}",
+            "3_vace_first_cheap"),
         (f"| peak memory {result['memory_chunks'][1]} / {result['memory_chunks'][0]} chunks, latents aside "
          f"({mem['measure']}) | {mem['long_over_short_latents_aside']:.4f}{blank} | <= {MEMORY_LIMIT} | "
          f"{verdict(ok['2_memory_flat'])} |"),
@@ -582,16 +603,17 @@ def markdown(result: dict) -> str:
 
 def throughput_lines(result: dict) -> list[str]:
     pc, mem = result["per_chunk"], result["memory_runs"]
-    vram = {(r["length"], r["vace"]): r.get("cuda_peak_allocated_mib") for r in mem if not r["keep_latents"]}
+    vram = {(r["length"], r["vace_attention"]): r.get("cuda_peak_allocated_mib") for r in mem if not r["keep_latents"]}
     lines = ["", (f"Throughput ({result['machine']['gpu']}, attention: {result['attention']['ops']}, "
               f"enabled: {result['attention']['flags']}):"), "",
              "| run | video frames | FPS | steady FPS | first-chunk latency s | peak VRAM MiB (long run) |",
              "|---|---|---|---|---|---|"]
-    for name, label, vace in (("kv", "VACE off", False), ("vace_all", "VACE all", True),
-                              ("vace_first", "VACE first", True)):
+    runs = [("kv", "VACE off (T2V)", None)] + [(f"vace_{mode}", f"R2V, vace_attention={mode}", mode)
+                                                for mode in VACE_MODES]
+    for name, label, mode in runs + [("vace_first", "R2V, VACE on the first chunk only", "first")]:
         curve = pc[name]
         lines.append(f"| {label} | {curve['video_frames']} | {curve['fps']:.2f} | {curve['steady_fps']:.2f} | "
-                     f"{curve['first_chunk_latency_s']:.3f} | {vram.get(('long', vace))} |")
+                     f"{curve['first_chunk_latency_s']:.3f} | {vram.get(('long', mode), '-')} |")
     return lines
 
 
@@ -600,6 +622,7 @@ def run(args: argparse.Namespace) -> dict:
     plan = PLANS["quick" if args.quick else args.device]
     if args.repeats:
         plan = replace(plan, repeats=args.repeats, baseline_repeats=min(args.repeats, plan.baseline_repeats))
+    plan = replace(plan, compile=args.compile)
     started = time.perf_counter()
     log(f"memory: {len(MEMORY_CONFIGS)} configurations, one new process each")
     memory_runs = run_memory(plan, device)
@@ -649,6 +672,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, a few chunks, one repeat")
     parser.add_argument("--repeats", type=int, default=0, help="override the plan's repeat count")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the transformer blocks (the first chunks then include compile time)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")
     return parser.parse_args(argv)
 

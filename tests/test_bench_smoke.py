@@ -28,8 +28,9 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
             "sink_frames"} <= set(result["sizes"])
 
     chunks = result["chunks"]
-    for name, length in (("kv", chunks["kv"]), ("recompute", chunks["recompute"]), ("vace_off", chunks["vace"]),
-                         ("vace_all", chunks["vace"]), ("vace_first", chunks["vace"])):
+    vace_runs = ("vace_off", "vace_causal", "vace_references", "vace_block", "vace_first")
+    for name, length in [("kv", chunks["kv"]), ("recompute", chunks["recompute"])] + [(n, chunks["vace"])
+                                                                                      for n in vace_runs]:
         curve = result["per_chunk"][name]
         assert len(curve["wall_s"]) == len(curve["cpu_s"]) == length
         assert all(t > 0 for t in curve["wall_s"])
@@ -38,12 +39,14 @@ def test_quick_bench_writes_json_and_markdown(tmp_path):
     for key in ("kv_late_over_early_wall", "kv_late_over_early_cpu", "baseline_late_over_early_wall",
                 "baseline_late_over_early_cpu"):
         assert result["cache"][key] > 0
-    for key in ("all_over_off_wall", "first_over_off_wall", "all_over_off_cpu", "first_over_off_cpu"):
-        assert result["vace"][key] > 0
+    for mode in ("causal", "references", "block", "first"):
+        for clock in ("wall", "cpu"):
+            assert result["vace"][f"{mode}_over_off_{clock}"] > 0
+        assert f"vace_attention={mode}" in markdown or mode == "first"
     for key in ("long_over_short_latents_aside", "long_over_short_keep_latents",
                 "long_over_short_vace_latents_aside"):
         assert result["memory"][key] > 0
-    assert len(result["memory_runs"]) == 6
+    assert len(result["memory_runs"]) == 8
     assert all(r["rss_peak_mib"] > 0 for r in result["memory_runs"])
 
     # timing-independent facts: the cache is read as a view, the prompt embedded once,

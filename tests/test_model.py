@@ -12,6 +12,7 @@ absolute tolerances below are also relative ones.
 from __future__ import annotations
 
 import copy
+import math
 from functools import lru_cache
 
 import pytest
@@ -19,7 +20,8 @@ import torch
 
 from reference_wan import random_wan_state, wan_forward
 from vace_core.config import preset
-from vace_core.model import CausalWanModel, KVCache
+from vace_core.cache import CacheLayout, KVCache
+from vace_core.model import CausalWanModel
 
 # float32 model vs float64 reference: measured max abs error 2-4e-6 on outputs of std ~1.2
 # (float32 rounding through 4 blocks + head); 1e-5 leaves ~3x margin. Mistakes planted on purpose
@@ -186,13 +188,15 @@ CACHE_CASES = {
 }
 
 
-@pytest.mark.parametrize("use_vace", [False, True])
+@pytest.mark.parametrize("vace_attention", [None, "block", "causal"])
 @pytest.mark.parametrize("case", list(CACHE_CASES))
 @torch.no_grad()
-def test_kv_cache_equals_masked_recompute(case, use_vace):
+def test_kv_cache_equals_masked_recompute(case, vace_attention):
     """Per block: a noisy pass (reads the cache, writes its own noisy K/V) then a clean pass at t=0
     (overwrites them), as the sampler does. Each pass equals a cache-free forward over frames
-    [0, end) with clean history at t=0, the current block at its t, and the window's frame mask."""
+    [0, end) with clean history at t=0, the current block at its t, and the window's frame mask.
+    VACE blocks see their own block ("block", no cache) or the main window through a VACE cache of
+    the same layout ("causal")."""
     ref_frames, sink_frames, window_frames, chunk, chunks = CACHE_CASES[case]
     model, _ = model_and_state("tiny-vace")
     blocks = causal_blocks(ref_frames, chunk, chunks)
@@ -201,22 +205,30 @@ def test_kv_cache_equals_masked_recompute(case, use_vace):
     mask = window_frame_mask(blocks, sink_end, rolling)
     # the rolling window must really drop frames, or the case is vacuous
     assert (case == "unbounded") == torch.equal(mask, window_frame_mask(blocks, sink_end, total))
-    vace_mask = same_block_mask(blocks)
+    vace_mask = mask if vace_attention == "causal" else same_block_mask(blocks)
 
     clean = randn(BATCH, 16, total, height, width, seed=20)
     noisy = randn(BATCH, 16, total, height, width, seed=21)
-    vace = randn(BATCH, 96, total, height, width, seed=22) if use_vace else None
+    vace = randn(BATCH, 96, total, height, width, seed=22) if vace_attention else None
     text = model.encode_text(randn(BATCH, 40, 64, seed=23))
-    cache = KVCache.for_model(model, batch=BATCH, tokens_per_frame=(height // 2) * (width // 2),
-                              ref_frames=ref_frames, sink_frames=sink_frames, window_frames=window_frames,
-                              dtype=torch.float32)
+    layout = CacheLayout(tokens_per_frame=(height // 2) * (width // 2), sink_end=sink_end, rolling_frames=rolling)
+    config = model.config
+
+    def new_cache(layers: int) -> KVCache:
+        return KVCache(num_layers=layers, batch=BATCH, num_heads=config.num_heads, head_dim=config.head_dim,
+                       layout=layout, dtype=torch.float32, device="cpu")
+
+    cache = new_cache(config.num_layers)
+    vace_cache = new_cache(config.num_vace_blocks) if vace_attention == "causal" else None
 
     errors = []
     for index, (start, end) in enumerate(blocks):
+        visible = layout.visible_frames(end)
         for latents, t in ((noisy, 1000.0 - 100.0 * index), (clean, 0.0)):
-            cached = model.forward_block(latents[:, :, start:end], torch.full((BATCH,), t), text,
-                                         start_frame=start, kv_cache=cache,
-                                         vace_context=None if vace is None else vace[:, :, start:end])
+            access = cache.begin_block(start, end - start, visible)
+            vace_access = vace_cache.begin_block(start, end - start, visible) if vace_cache else None
+            cached = model.forward_block(latents[:, :, start:end], torch.full((BATCH,), t), text, start, access,
+                                         None if vace is None else vace[:, :, start:end], vace_cache=vace_access)
             history = torch.cat([clean[:, :, :start], latents[:, :, start:end]], dim=2)
             per_frame_t = torch.tensor([0.0] * start + [t] * (end - start)).expand(BATCH, -1)
             recomputed = model.forward_block(history, per_frame_t, text, start_frame=0,
@@ -311,3 +323,58 @@ def test_bf16_forward_runs_on_cpu_close_to_fp32(name):
     assert diff.abs().max() > 0  # really computed in bf16
     assert diff.norm() / full.norm() <= 0.02
     assert diff.abs().max() <= 0.1
+
+
+# ---------------------------------------------------------------------------------------------
+# the prompt's padding, merged
+
+
+@torch.no_grad()
+def test_merged_padding_equals_attending_to_every_padded_row(monkeypatch):
+    """A 7-token prompt is padded to 512 rows; the 505 zero rows embed to one vector, kept once with
+    a logit bias of ln(505). That equals attention over all 512 rows (float32 rounding: measured
+    ~1e-6); the same merge without the bias (the padding counted once) is far off."""
+    from vace_core import model as model_module
+
+    model, _ = model_and_state("tiny-vace")
+    latents, timestep, _, vace = inputs(3, 4, 6, seed=60)
+    context = randn(BATCH, 7, 64, seed=61)
+    merged_state = model.encode_text(context)
+    assert merged_state.length == 8 and merged_state.block_kv[0][0].shape[2] == 8
+    assert torch.allclose(merged_state.bias.view(-1), torch.tensor([0.0] * 7 + [math.log(505)]))
+    merged = model.forward_full(latents, timestep, merged_state, vace_context=vace)
+
+    monkeypatch.setattr(model_module, "_merge_padding", lambda c: (c, None))
+    full_state = model.encode_text(context)
+    assert full_state.length == 512
+    full = model.forward_full(latents, timestep, full_state, vace_context=vace)
+    assert max_err(merged, full) <= FP32_TOL
+
+    unbiased = model_module.TextState(merged_state.tokens, merged_state.block_kv, merged_state.vace_kv, None)
+    assert max_err(model.forward_full(latents, timestep, unbiased, vace_context=vace), full) > 1e-3
+
+
+@torch.no_grad()
+def test_compiled_blocks_work_with_the_kv_cache():
+    """torch.compile over the blocks (dynamo's tracing, with the "eager" backend so the test does not
+    spend minutes generating C++) gives the eager sampler's latents, through the KV caches, the
+    VACE stream and a prompt switch; compiling back to None restores the eager forwards."""
+    from helpers import random_text, random_vace_context, tiny_model
+    from vace_core.sampler import PromptSegment, SamplerSettings, generate
+
+    model = tiny_model("tiny-vace", seed=5)
+    prompts = [PromptSegment(0, random_text(seed=1)), PromptSegment(9, random_text(seed=2))]
+    vace = random_vace_context(1, 6, 32, 48, seed=3)
+    config = SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1, denoising_steps=(1000, 500))
+
+    def sample():
+        return generate(model, prompts, video_frames=21, height=32, width=48, seed=0, vace=vace,
+                        settings=config).latents
+
+    eager = sample()
+    model.compile_blocks(backend="eager")
+    assert all("forward" in block.__dict__ for block in list(model.blocks) + list(model.vace_blocks))
+    compiled = sample()
+    model.compile_blocks(None)
+    assert not any("forward" in block.__dict__ for block in model.blocks)
+    assert max_err(compiled, eager) <= FP32_TOL

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from helpers import PACK, load_pack_standalone
 
 pack = load_pack_standalone()
+sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
 host = importlib.import_module(f"{PACK}.nodes.host")
 model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
 fx = importlib.import_module(f"{PACK}.vace_core.fixtures")
@@ -173,8 +174,12 @@ def test_node_definition_is_complete(name):
     assert cls.DESCRIPTION
     assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
     parameters = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
-    assert set(inputs) | set(spec.get("hidden", {})) == set(parameters) - {"self"}
-    for optional in spec.get("optional", {}):
+    named = {p for p, v in parameters.items() if v.kind is not inspect.Parameter.VAR_KEYWORD} - {"self"}
+    # the sampler nodes take their causal options as one group (**causal_options)
+    grouped = set(sampler_node.CAUSAL_OPTIONS) if len(named) < len(parameters) - 1 else set()
+    assert set(inputs) | set(spec.get("hidden", {})) == named | grouped
+    assert grouped <= set(spec.get("optional", {}))
+    for optional in set(spec.get("optional", {})) - grouped:
         assert parameters[optional].default is not inspect.Parameter.empty
 
 
@@ -182,8 +187,13 @@ def test_widget_order_and_defaults_follow_the_contract():
     sampler = NODES["LongLiveSampler"].INPUT_TYPES()
     assert list(sampler["required"]) == ["model", "positive", "seed", "length", "width", "height", "vace_scale",
                                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"]
-    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "vace_scale_end", "reference_mode",
-                                         "hint_chunks", "hints_in_clean_pass"]
+    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "start_images", "vae",
+                                         "vace_scale_end", "reference_mode",
+                                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache"]
+    optional = sampler["optional"]
+    assert (optional["vace_attention"][1]["default"], optional["recache"][1]["default"]) == ("causal", "longlive")
+    assert optional["vace_attention"][0] == ["causal", "references", "block"]
+    assert optional["recache"][0] == ["longlive", "causal"]
     req = sampler["required"]
     assert req["seed"][1]["control_after_generate"] is True
     assert (req["width"][1]["default"], req["height"][1]["default"], req["length"][1]["default"]) == (832, 480, 81)
@@ -489,6 +499,101 @@ def test_sampler_departure_options_reach_the_core():
     assert torch.equal(latent["samples"], expected)
     default = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **args)[0]
     assert not torch.equal(latent["samples"], default["samples"])
+
+
+def test_sampler_start_images_begin_the_video(monkeypatch):
+    """Image-to-video: the start image is the first output frame (up to the VAE's round trip), the
+    node equals the core with the same start latents, and another image changes what follows."""
+    vae = TinyVAE()
+    start = images(1, seed=5, height=SIZE, width=SIZE)
+    args = {**SAMPLER_DEFAULTS, "length": 17}  # 5 latent frames: the start frame, then chunks of 3 and 1
+    latent = run("LongLiveSampler", model=load(), positive=conditioning(1), start_images=start, vae=vae, **args)[0]
+    start_latents = encoding.encode_start_frames(TinyVAE(), start, SIZE, SIZE)
+    assert torch.allclose(latent["samples"][:, :, :1], encoding.denormalize_latents(start_latents), atol=1e-6)
+    video = run("LongLiveDecode", samples=latent, vae=vae)[0]
+    round_trip = (vae.decode(vae.encode(start))[0] - start).abs().max()
+    assert (video[0] - start[0]).abs().max() <= round_trip + 1e-5
+    expected = core_sampler.generate(fresh(), conditioning(1)[0][0], video_frames=17, height=SIZE, width=SIZE,
+                                     seed=args["seed"], settings=core_sampler.SamplerSettings(),
+                                     start_latents=start_latents).latents
+    assert torch.equal(latent["samples"], encoding.denormalize_latents(expected))
+    other = run("LongLiveSampler", model=load(), positive=conditioning(1), vae=vae,
+                start_images=images(1, seed=6, height=SIZE, width=SIZE), **args)[0]
+    # the fixture's weights (init scale 0.02) make the history's pull small; identical inputs give identical
+    # bits, so anything far above float32 rounding is the start image's doing
+    assert (other["samples"][:, :, 1:4] - latent["samples"][:, :, 1:4]).abs().max() > 1e-4
+
+
+def test_sampler_start_images_with_references_and_a_prompt_switch():
+    vae = TinyVAE()
+    model = vace_model()
+    args = {**SAMPLER_DEFAULTS, "length": 25}  # 7 latent frames
+    context = run("LongLiveVaceEncode", vae=vae, width=SIZE, height=SIZE, length=25, reference_fit="pad",
+                  reference_images=images(1))[0]
+    schedule = run("LongLivePromptSchedule", conditioning=conditioning(2), start_frame=4)[0]
+    start = images(5, seed=8, height=SIZE, width=SIZE)  # a 5-frame clip: 2 latent frames
+    latent = run("LongLiveSampler", model=model, positive=conditioning(1), vace_context=context,
+                 prompt_schedule=schedule, start_images=start, vae=vae, **args)[0]
+    assert latent["longlive_ref_frames"] == 1 and latent["samples"].shape[2] == 1 + 7
+    start_latents = encoding.encode_start_frames(TinyVAE(), start, SIZE, SIZE)
+    expected = core_sampler.generate(
+        fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]),
+        [core_sampler.PromptSegment(0, conditioning(1)[0][0]), core_sampler.PromptSegment(4, conditioning(2)[0][0])],
+        video_frames=25, height=SIZE, width=SIZE, seed=args["seed"], vace=context,
+        settings=core_sampler.SamplerSettings(), start_latents=start_latents).latents
+    assert torch.equal(latent["samples"], encoding.denormalize_latents(expected))
+
+
+@pytest.mark.parametrize("with_references", [False, True])
+def test_continue_video_equals_one_longer_run(with_references):
+    """Sampler (21 frames = 6 latent frames), then Continue Video (+24 frames = 6 latent frames) is the
+    sampler's 45-frame run; 'continuation' is its new part."""
+    model = vace_model() if with_references else load()
+    args = {**SAMPLER_DEFAULTS, "window_frames": 6}  # sink 3 + 3 rolling: the window rolls
+    extra = {}
+    if with_references:
+        extra["vace_context"] = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=45,
+                                    reference_fit="pad", reference_images=images(1))[0]
+    first_context = {}
+    if with_references:
+        first_context["vace_context"] = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=21,
+                                            reference_fit="pad", reference_images=images(1))[0]
+    positive = conditioning(1)
+    whole = run("LongLiveSampler", model=model, positive=positive, **{**args, "length": 45}, **extra)[0]
+    first = run("LongLiveSampler", model=model, positive=positive, **{**args, "length": 21}, **first_context)[0]
+    refs = 1 if with_references else 0
+    common = {k: v for k, v in args.items() if k not in ("length", "width", "height")}
+    both = run("LongLiveContinue", model=model, positive=positive, samples=first, length=24,
+               output="earlier + continuation", **common, **extra)[0]
+    new = run("LongLiveContinue", model=model, positive=positive, samples=first, length=24, output="continuation",
+              **common, **extra)[0]
+    assert both["longlive_ref_frames"] == refs and new["longlive_ref_frames"] == 0
+    assert both["samples"].shape == whole["samples"].shape == (1, 16, refs + 12, SIZE // 8, SIZE // 8)
+    assert torch.allclose(both["samples"], whole["samples"], atol=1e-5)
+    assert torch.equal(new["samples"], both["samples"][:, :, refs + 6:])
+
+
+def test_continue_video_errors():
+    first = run("LongLiveSampler", model=vace_model(), positive=conditioning(1), vace_context=reference_context(21),
+                **{**SAMPLER_DEFAULTS, "length": 21})[0]
+    common = {k: v for k, v in SAMPLER_DEFAULTS.items() if k not in ("length", "width", "height")}
+    with pytest.raises(ValueError, match="1 reference frame"):
+        run("LongLiveContinue", model=vace_model(), positive=conditioning(1), samples=first, length=24,
+            output="continuation", **common)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        run("LongLiveContinue", model=vace_model(), positive=conditioning(1), samples=first, length=10,
+            output="continuation", vace_context=reference_context(45), **common)
+    with pytest.raises(ValueError, match="expected one video of Wan 2.1 latents"):
+        run("LongLiveContinue", model=load(), positive=conditioning(1), samples={"samples": torch.zeros(1, 4, 8, 8)},
+            length=8, output="continuation", **common)
+
+
+def test_start_images_errors():
+    args = {**SAMPLER_DEFAULTS, "length": 9}
+    with pytest.raises(ValueError, match="connect the vae input"):
+        run("LongLiveSampler", model=load(), positive=conditioning(1), start_images=images(1), **args)
+    with pytest.raises(ValueError, match="leaving nothing to generate"):
+        run("LongLiveSampler", model=load(), positive=conditioning(1), start_images=images(9), vae=TinyVAE(), **args)
 
 
 def test_sampler_interrupt_raises_comfy_exception():

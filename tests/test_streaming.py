@@ -477,6 +477,30 @@ def test_sampler_to_video_node_equals_sampler_then_decode(output_dir, micro_chec
     assert streaming.read_video_info(output_dir / "LongLive_00001_.mp4") == (45, SIZE, SIZE, 16.0)
 
 
+def test_sampler_to_video_node_with_start_images_equals_sampler_then_decode(output_dir, micro_checkpoint,
+                                                                          monkeypatch):
+    """Image-to-video through the streaming node: the start frames are written first (they are part of
+    the video), the chunk count covers them, and the frames equal the sampler node's then a decode."""
+    vae = streaming.CausalStandInVAE(seed=6)
+    start = torch.rand(5, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(4))  # 2 latent frames
+    args = sampler_args(micro_checkpoint, start_images=start)
+    samples = pack.NODE_CLASS_MAPPINGS["LongLiveSampler"]().sample(**args, vae=vae)[0]
+    expected = pack.NODE_CLASS_MAPPINGS["LongLiveDecode"]().decode(samples, vae)[0]
+    written = []
+
+    class KeepingWriter(streaming.VideoWriter):
+        def write(self, frames):
+            written.append(frames.clone())
+            super().write(frames)
+
+    monkeypatch.setattr(video_nodes, "VideoWriter", KeepingWriter)
+    video_nodes.LongLiveSampleToVideo().generate(**args, vae=vae, filename_prefix="LongLive", fps=16, crf=19)
+    # 12 latent frames: the 2 start frames form one chunk, then 10 generated frames in chunks of 3, 3, 3, 1
+    assert [w.shape[0] for w in written] == [5, 12, 12, 12, 4]
+    assert (torch.cat(written) - expected).abs().max().item() < 1e-4
+    assert streaming.read_video_info(output_dir / "LongLive_00001_.mp4")[0] == 45
+
+
 def test_sampler_to_video_node_interrupt_keeps_a_valid_shorter_file(output_dir, micro_checkpoint):
     with pytest.raises(host.InterruptProcessingException):
         video_nodes.LongLiveSampleToVideo().generate(**sampler_args(micro_checkpoint), vae=InterruptingVAE(after=2),
@@ -490,5 +514,6 @@ def test_sampler_to_video_node_inputs_extend_the_sampler_node():
     inputs = video_nodes.LongLiveSampleToVideo.INPUT_TYPES()
     assert list(inputs["required"])[:len(sampler_inputs["required"])] == list(sampler_inputs["required"])
     assert list(inputs["required"])[len(sampler_inputs["required"]):] == ["vae", "filename_prefix", "fps", "crf"]
-    assert inputs["optional"].keys() == sampler_inputs["optional"].keys()
+    # the sampler's optional vae (for start_images) is the required vae here
+    assert list(inputs["optional"]) == [name for name in sampler_inputs["optional"] if name != "vae"]
     assert inputs["required"]["crf"][1]["min"] == 0 and inputs["required"]["crf"][1]["max"] == 51

@@ -411,6 +411,20 @@ def _encode_video_part(vae: Any, width: int, height: int, video_frames: int, con
         stored = latent_frames
 
 
+def encode_start_frames(vae: Any, images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Start images [N, H, W, 3] (0..1, one image or a clip) -> normalised latents
+    [1, 16, (N-1)//4+1, h, w]: centre-cropped to the frame's aspect and resized (ComfyUI's
+    image-to-video convention), then encoded as one clip, so N images become the video's first
+    N frames once decoded."""
+    check_size(width, height)
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4 or images.shape[-1] < 3 or images.shape[0] < 1:
+        raise ValueError(f"start_images must be an IMAGE [N, H, W, 3], got {tuple(images.shape)}")
+    pixels = _cover(images[..., :3].float().permute(0, 3, 1, 2), width, height).permute(0, 2, 3, 1)
+    return _encode(vae, pixels.clamp(0, 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # decoding
 

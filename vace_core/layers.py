@@ -1,8 +1,9 @@
 """Building blocks of the Wan2.1 DiT: norms, 3D RoPE, attention, the transformer block, the head.
 
 Numerics follow the upstream model: norms, modulation and the residual stream run in float32,
-Linear layers run in their weight dtype (bf16/fp16 on GPU), RoPE angles are computed in float64.
-Parameter names match the original Wan checkpoint keys.
+Linear layers run in their weight dtype (bf16/fp16 on GPU), RoPE angles and the timestep sinusoid
+are computed in float64 on the CPU and moved to the compute device as float32 (MPS, Intel Arc and
+DirectML have no float64). Parameter names match the original Wan checkpoint keys.
 """
 
 from __future__ import annotations
@@ -30,12 +31,18 @@ def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def sinusoidal_embedding(freq_dim: int, timesteps: torch.Tensor) -> torch.Tensor:
-    """[N] timesteps on the 0..1000 scale -> [N, freq_dim] (cos | sin), computed in float64."""
+    """[N] timesteps on the 0..1000 scale -> [N, freq_dim] (cos | sin), computed in float64 on the
+    CPU (the caller moves the result to its device as float32)."""
     half = freq_dim // 2
-    position = timesteps.to(torch.float64)
-    inv_freq = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=position.device) / half)
+    position = timesteps.detach().to("cpu", torch.float64)
+    inv_freq = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64) / half)
     angles = torch.outer(position, inv_freq)
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """normed * (1 + scale) + shift in one fused kernel."""
+    return torch.addcmul(shift, normed, 1 + scale)
 
 
 class RMSNorm(nn.Module):
@@ -45,8 +52,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        normed = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # in float32, like upstream
         return normed.to(x.dtype) * self.weight.to(x.dtype)
 
 
@@ -72,8 +78,9 @@ class RotaryEmbedding:
         return torch.outer(positions.to(torch.float64), inv_freq)
 
     def table(self, start_frame: int, frames: int, height: int, width: int,
-              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin of shape [frames*height*width, 1, head_dim/2] (float32) for tokens in (f, h, w) order."""
+              device: torch.device) -> torch.Tensor:
+        """Rotations e^(i angle) [frames*height*width, 1, head_dim/2] (complex64) for tokens in
+        (f, h, w) order; angles in float64 on the CPU, the table moved to `device` once."""
         key = (start_frame, frames, height, width, str(device))
         cached = self._tables.get(key)
         if cached is not None:
@@ -89,19 +96,18 @@ class RotaryEmbedding:
                 h[None, :, None, :].expand(frames, height, width, -1),
                 w[None, None, :, :].expand(frames, height, width, -1),
             ], dim=-1).reshape(frames * height * width, 1, -1)
-            result = (torch.cos(angles).float().to(device), torch.sin(angles).float().to(device))
+            rotations = torch.polar(torch.ones_like(angles), angles).to(torch.complex64).to(device)
         if len(self._tables) >= self.max_cached:
             self._tables.clear()
-        self._tables[key] = result
-        return result
+        self._tables[key] = rotations
+        return rotations
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs of x [B, S, heads, head_dim] by the table's angles."""
-    pairs = x.float().unflatten(-1, (-1, 2))  # [B, S, heads, head_dim/2, 2]
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
-    return rotated.flatten(-2).to(x.dtype)
+def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
+    """Rotate consecutive channel pairs of x [B, S, heads, head_dim] by the table's angles: each
+    pair is a complex number multiplied by its rotation (one kernel, in float32)."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [B, S, heads, head_dim/2]
+    return torch.view_as_real(pairs * rotations).flatten(-2).to(x.dtype)
 
 
 class _Projections(nn.Module):
@@ -119,14 +125,14 @@ class _Projections(nn.Module):
 
 
 class SelfAttention(_Projections):
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor],
-                cache: "BlockCacheAccess | None" = None, layer: int = 0,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: "BlockCacheAccess | None" = None,
+                layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, tokens, dim = x.shape
         heads = (batch, tokens, self.num_heads, dim // self.num_heads)
-        q = apply_rope(self.norm_q(linear(self.q, x)).view(heads), *rope)
-        k = apply_rope(self.norm_k(linear(self.k, x)).view(heads), *rope)
-        v = linear(self.v, x).view(heads)
+        x = x.to(self.q.weight.dtype)  # cast once for q, k and v
+        q = apply_rope(self.norm_q(self.q(x)).view(heads), rope)
+        k = apply_rope(self.norm_k(self.k(x)).view(heads), rope)
+        v = self.v(x).view(heads)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, S, head_dim]
         if cache is not None:
             k, v = cache.write_and_read(layer, k, v)  # keys of the whole visible window
@@ -145,11 +151,15 @@ class CrossAttention(_Projections):
         v = linear(self.v, text).view(heads).transpose(1, 2)
         return k, v
 
-    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor],
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`text_mask`, added to the logits (broadcast to [B, heads, S, L]), carries the prompt's
+        padding bias (TextState) or, in the cache-free recompute, which of several prompts laid
+        side by side each token reads (-inf elsewhere)."""
         batch, tokens, dim = x.shape
         q = self.norm_q(linear(self.q, x)).view(batch, tokens, self.num_heads, -1).transpose(1, 2)
         k, v = text_kv
-        out = F.scaled_dot_product_attention(q, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask)
         return linear(self.o, out.transpose(1, 2).reshape(batch, tokens, dim))
 
 
@@ -171,8 +181,9 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / math.sqrt(dim))
 
     def forward(self, x: torch.Tensor, time_mod: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor],
-                rope: tuple[torch.Tensor, torch.Tensor], cache: "BlockCacheAccess | None" = None,
-                layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+                rope: torch.Tensor, cache: "BlockCacheAccess | None" = None,
+                layer: int = 0, attn_mask: torch.Tensor | None = None,
+                text_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, S, dim] float32, time_mod [B, F, 6, dim] float32 -> x [B, S, dim] float32."""
         batch, tokens, dim = x.shape
         frames = time_mod.shape[1]
@@ -185,13 +196,13 @@ class WanBlock(nn.Module):
         def flat(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(batch, tokens, dim)
 
-        h = per_frame(layer_norm(x, self.eps)) * (1 + scale1) + shift1
+        h = modulate(per_frame(layer_norm(x, self.eps)), shift1, scale1)
         y = self.self_attn(flat(h), rope, cache, layer, attn_mask)
-        x = flat(per_frame(x) + per_frame(y.float()) * gate1)
-        x = x + self.cross_attn(self.norm3(x), text_kv).float()
-        h = per_frame(layer_norm(x, self.eps)) * (1 + scale2) + shift2
+        x = flat(torch.addcmul(per_frame(x), per_frame(y.float()), gate1))
+        x = x + self.cross_attn(self.norm3(x), text_kv, text_mask).float()
+        h = modulate(per_frame(layer_norm(x, self.eps)), shift2, scale2)
         y = linear(self.ffn[2], self.ffn[1](linear(self.ffn[0], flat(h))))
-        return flat(per_frame(x) + per_frame(y.float()) * gate2)
+        return flat(torch.addcmul(per_frame(x), per_frame(y.float()), gate2))
 
 
 class Head(nn.Module):
@@ -206,5 +217,5 @@ class Head(nn.Module):
         batch, tokens, dim = x.shape
         frames = time_emb.shape[1]
         shift, scale = (self.modulation.float().unsqueeze(1) + time_emb.unsqueeze(2)).unsqueeze(3).unbind(2)
-        h = layer_norm(x, self.eps).view(batch, frames, tokens // frames, dim) * (1 + scale) + shift
+        h = modulate(layer_norm(x, self.eps).view(batch, frames, tokens // frames, dim), shift, scale)
         return linear(self.head, h.reshape(batch, tokens, dim))

@@ -1,22 +1,23 @@
 """The causal Wan2.1 DiT (LongLive's generator), optionally with grafted VACE blocks.
 
 `forward_block` runs one causal block of latent frames at absolute frame positions, reading and
-writing a `KVCache`; `forward_full` is the single-block, cache-free (bidirectional) special case,
+writing KV caches through the accesses the sampler opens; `forward_full` is the single-block, cache-free (bidirectional) special case,
 which equals upstream Wan / VACE.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from torch import nn
 
-from .cache import KVCache
+from .cache import BlockCacheAccess
 from .config import VACE_CONTEXT_CHANNELS, WanConfig
 from .layers import Head, RotaryEmbedding, WanBlock, linear, sinusoidal_embedding
-from .vace import build_vace_modules, compute_hints, layer_scales
+from .vace import VaceStream, build_vace_modules, layer_scales
 
 # Parameters kept in float32 whatever the compute dtype: they feed the float32 modulation and
 # norms (as upstream runs them under float32 autocast) and are small.
@@ -30,10 +31,21 @@ def param_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
 
 @dataclass
 class TextState:
-    """A prompt prepared once: embedded tokens and every block's cross-attention keys/values."""
-    tokens: torch.Tensor  # [B, L, dim]
+    """A prompt prepared once: embedded tokens and every block's cross-attention keys/values.
+
+    The zero-padded rows of a prompt all embed to the same vector, so they give identical keys and
+    values: attention over n copies of one key equals attention over that key once with ln(n)
+    added to its logit. They are kept as one row with that `bias`, which gives exactly upstream's
+    attention over all 512 rows at a fraction of the cost (a prompt is mostly padding).
+    """
+    tokens: torch.Tensor  # [B, L', dim]: the prompt's rows, then one row for all its padding
     block_kv: list[tuple[torch.Tensor, torch.Tensor]]
     vace_kv: list[tuple[torch.Tensor, torch.Tensor]]
+    bias: torch.Tensor | None = None  # [1, 1, 1, L'] added to the attention logits (0, ..., ln n)
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
 
 
 class CausalWanModel(nn.Module):
@@ -86,6 +98,19 @@ class CausalWanModel(nn.Module):
             param.data = param.data.to(param_dtype(name, dtype))
         return self
 
+    def compile_blocks(self, backend: str | None = "inductor") -> "CausalWanModel":
+        """Run every transformer block (main and VACE) through `torch.compile` with `backend`, or
+        eagerly again with None. The KV cache reads and writes stay outside the compiled graphs
+        (they change slots every block), so compiled blocks work with the cache. The first passes
+        compile (minutes on a CPU); it pays off on a GPU over long videos."""
+        blocks = list(self.blocks) + (list(self.vace_blocks) if self.has_vace else [])
+        for block in blocks:
+            if "forward" in block.__dict__:
+                del block.forward  # back to the class's eager forward
+            if backend is not None:
+                block.forward = torch.compile(block.forward, backend=backend, dynamic=True)
+        return self
+
     @property
     def compute_dtype(self) -> torch.dtype:
         return self.blocks[0].self_attn.q.weight.dtype
@@ -105,39 +130,56 @@ class CausalWanModel(nn.Module):
                              f"{self.config.text_dim} (use the umT5-XXL 'wan' text encoder)")
         if length < self.config.text_len:
             context = torch.cat([context, context.new_zeros(batch, self.config.text_len - length, width)], dim=1)
+        context, bias = _merge_padding(context.cpu())  # on the CPU: no device sync for a prompt's length
         first = self.text_embedding[0]
         tokens = self.text_embedding[2](self.text_embedding[1](linear(first, context.to(first.weight.device))))
         block_kv = [block.cross_attn.project_text(tokens) for block in self.blocks]
         vace_kv = [block.cross_attn.project_text(tokens) for block in self.vace_blocks] if self.has_vace else []
-        return TextState(tokens=tokens, block_kv=block_kv, vace_kv=vace_kv)
+        if bias is not None:
+            bias = bias.to(tokens.device).view(1, 1, 1, -1)
+        return TextState(tokens=tokens, block_kv=block_kv, vace_kv=vace_kv, bias=bias)
 
-    def time_modulation(self, timestep: torch.Tensor, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """timestep [B] or [B, F] (0..1000) -> time embedding [B, F, dim], block modulation [B, F, 6, dim]."""
-        if timestep.ndim == 1:
-            timestep = timestep[:, None].expand(-1, frames)
+    def time_modulation(self, timestep: torch.Tensor | float, frames: int,
+                        batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """timestep scalar, [B] or [B, F] (0..1000) -> time embedding [B, F, dim] and block
+        modulation [B, F, 6, dim]. A timestep shared by the frames is embedded once and expanded."""
+        timestep = torch.as_tensor(timestep)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(batch)
+        per_frame = timestep.ndim == 2
         batch = timestep.shape[0]
-        sinusoid = sinusoidal_embedding(self.config.freq_dim, timestep.reshape(-1)).float()
-        emb = self.time_embedding(sinusoid.to(self.time_embedding[0].weight.device))  # [B*F, dim]
-        mod = self.time_projection(emb).unflatten(1, (6, self.config.dim))  # [B*F, 6, dim]
-        return emb.view(batch, frames, -1), mod.view(batch, frames, 6, -1)
+        sinusoid = sinusoidal_embedding(self.config.freq_dim, timestep.reshape(-1))
+        first = self.time_embedding[0].weight
+        emb = self.time_embedding(sinusoid.to(first.device, torch.float32))  # [N, dim]
+        mod = self.time_projection(emb).unflatten(1, (6, self.config.dim))  # [N, 6, dim]
+        if per_frame:
+            return emb.view(batch, frames, -1), mod.view(batch, frames, 6, -1)
+        return (emb.view(batch, 1, -1).expand(-1, frames, -1),
+                mod.view(batch, 1, 6, -1).expand(-1, frames, -1, -1))
 
     # ---- forward -------------------------------------------------------------------------------
 
     def forward_block(self, latents: torch.Tensor, timestep: torch.Tensor | float, text: TextState,
-                      start_frame: int = 0, kv_cache: KVCache | None = None,
+                      start_frame: int = 0, cache: BlockCacheAccess | None = None,
                       vace_context: torch.Tensor | None = None,
-                      vace_scale: float | Sequence[float] = 1.0,
+                      vace_scale: float | Sequence[float] = 1.0, *,
+                      vace_cache: BlockCacheAccess | None = None,
                       frame_mask: torch.Tensor | None = None,
                       vace_frame_mask: torch.Tensor | None = None,
-                      vace_frame_weight: torch.Tensor | None = None) -> torch.Tensor:
+                      vace_frame_weight: torch.Tensor | None = None,
+                      time: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Flow prediction for one causal block.
 
         latents [B, C, F, H, W] (normalised latent space) at absolute frames
-        start_frame .. start_frame+F-1; timestep scalar, [B] or [B, F] on 0..1000.
-        With `kv_cache` the block's keys/values are written to the cache and attention reads the
-        cache's visible window. Without a cache attention covers the given frames, restricted by
-        `frame_mask` [F, F] (query frame, key frame) when given. `vace_frame_mask` restricts the
-        VACE blocks the same way; `vace_frame_weight` [F] switches hints on/off per frame.
+        start_frame .. start_frame+F-1; timestep scalar, [B] or [B, F] on 0..1000 (`time`: its
+        `time_modulation` for one frame, [B, 1, dim] and [B, 1, 6, dim], computed once by a caller
+        that runs many passes at the same timestep).
+        `cache` / `vace_cache` are the block's accesses to the main / VACE KV caches
+        (`KVCache.begin_block`): attention then covers the frames the access reads. Without one,
+        attention covers the given frames, restricted by `frame_mask` / `vace_frame_mask`
+        [F, F] (query frame, key frame) when given. `vace_frame_weight` [F] scales the hints per
+        frame. Hints of scale 0 are never added; the VACE stream still runs when a `vace_cache`
+        is given, since later blocks may read its keys.
         """
         batch, _, frames, height, width = latents.shape
         pt, ph, pw = self.config.patch_size
@@ -149,30 +191,36 @@ class CausalWanModel(nn.Module):
             raise ValueError(f"frame position {start_frame + grid[0]} exceeds the model's RoPE range of "
                              f"{self.config.rope_max_frames} latent frames")
         device = self.device
-        timestep = torch.as_tensor(timestep, dtype=torch.float32, device=device)
-        if timestep.ndim == 0:
-            timestep = timestep.expand(batch)
-        time_emb, time_mod = self.time_modulation(timestep, grid[0])
+        if time is None:
+            time_emb, time_mod = self.time_modulation(timestep, grid[0], batch)
+        else:
+            time_emb, time_mod = time[0].expand(batch, grid[0], -1), time[1].expand(batch, grid[0], -1, -1)
 
         x = self.patch_embedding(latents.to(device, self.patch_embedding.weight.dtype))  # [B, dim, f, h, w]
         x = x.flatten(2).transpose(1, 2).float()  # [B, S, dim]
         tokens_per_frame = grid[1] * grid[2]
         rope = self.rope.table(start_frame, *grid, device=device)
-        attn_mask = _token_mask(frame_mask, tokens_per_frame, device)
+        attn_mask = token_mask(frame_mask, tokens_per_frame, device)
 
-        hints, scales = self._hints(x, vace_context, vace_scale, time_mod, text, rope,
-                                    _token_mask(vace_frame_mask, tokens_per_frame, device), latents.shape)
-        if hints and vace_frame_weight is not None:
-            weight = vace_frame_weight.to(device, torch.float32).repeat_interleave(tokens_per_frame)
-            hints = [h * weight[None, :, None] for h in hints]
-        hint_after = {layer: k for k, layer in enumerate(self.config.vace_layers)}
+        stream, scales, weight = None, [], None
+        if vace_context is not None:
+            self._check_vace_context(vace_context, latents.shape, text)
+            scales = layer_scales(vace_scale, self.config.num_vace_blocks)
+        if vace_context is not None and (vace_cache is not None or any(s != 0.0 for s in scales)):
+            stream = VaceStream(self.vace_patch_embedding, self.vace_blocks, vace_context.to(device), x,
+                                time_mod, text.vace_kv, rope, vace_cache,
+                                token_mask(vace_frame_mask, tokens_per_frame, device), text.bias)
+            if vace_frame_weight is not None:
+                weight = vace_frame_weight.to(device, torch.float32).repeat_interleave(tokens_per_frame)[None, :, None]
+        hint_after = {layer: k for k, layer in enumerate(self.config.vace_layers)} if stream else {}
 
-        cache = kv_cache.begin_block(start_frame, grid[0]) if kv_cache is not None else None
         for index, block in enumerate(self.blocks):
-            x = block(x, time_mod, text.block_kv[index], rope, cache, index, attn_mask)
+            x = block(x, time_mod, text.block_kv[index], rope, cache, index, attn_mask, text.bias)
             k = hint_after.get(index)
-            if hints and k is not None and scales[k] != 0.0:
-                x = x + hints[k] * scales[k]
+            if k is not None:
+                hint = stream.hint(k)
+                if scales[k] != 0.0:
+                    x = x + (hint if weight is None else hint * weight) * scales[k]
 
         out = self.head(x, time_emb)  # [B, S, C * pt * ph * pw]
         return self._unpatchify(out, grid)
@@ -183,19 +231,14 @@ class CausalWanModel(nn.Module):
         """Bidirectional, cache-free flow prediction over all frames at once (upstream Wan/VACE).
 
         latents [B, 16, T, H, W] normalised, timestep [B] on 0..1000, context [B, L, text_dim]
-        with L <= 512 (or a prepared TextState), vace_context [B, 96, T, H, W].
+        with L <= 512 (or a prepared TextState), vace_context [B, 96, T, H, W]. Scale 0 (every
+        layer) is exactly the model without VACE: hints of scale 0 are never added.
         """
         text = context if isinstance(context, TextState) else self.encode_text(context)
         return self.forward_block(latents, timestep, text, start_frame=0, vace_context=vace_context,
                                   vace_scale=vace_scale)
 
-    def _hints(self, x: torch.Tensor, vace_context: torch.Tensor | None, vace_scale: float | Sequence[float],
-               time_mod: torch.Tensor, text: TextState, rope: tuple[torch.Tensor, torch.Tensor],
-               vace_mask: torch.Tensor | None, latent_shape: torch.Size) -> tuple[list[torch.Tensor], list[float]]:
-        """VACE hints [B, S, dim] (one per VACE block) and their scales; no hints without a context
-        or when every scale is 0."""
-        if vace_context is None:
-            return [], []
+    def _check_vace_context(self, vace_context: torch.Tensor, latent_shape: torch.Size, text: TextState) -> None:
         if not self.has_vace:
             raise ValueError("a VACE context was given but this model has no VACE weights: "
                              "add a 'Load VACE Weights (graft)' step first")
@@ -203,14 +246,8 @@ class CausalWanModel(nn.Module):
         if tuple(vace_context.shape) != expected:
             raise ValueError(f"VACE context has shape {tuple(vace_context.shape)}, expected {expected} "
                              "(it was made for another size or length)")
-        scales = layer_scales(vace_scale, self.config.num_vace_blocks)
-        if all(s == 0.0 for s in scales):
-            return [], scales  # scale 0 is exactly the model without VACE
         if len(text.vace_kv) != self.config.num_vace_blocks:
             raise ValueError("the prompt was encoded before VACE was grafted; encode it again")
-        hints = compute_hints(self.vace_patch_embedding, self.vace_blocks, x, vace_context.to(self.device),
-                              time_mod, text.vace_kv, rope, vace_mask)
-        return hints, scales
 
     def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """[B, S, C*pt*ph*pw] -> [B, C, F, H, W]; each patch's features are ordered (pt, ph, pw, C)."""
@@ -222,7 +259,24 @@ class CausalWanModel(nn.Module):
         return out.reshape(out.shape[0], channels, frames * pt, height * ph, width * pw)
 
 
-def _token_mask(frame_mask: torch.Tensor | None, tokens_per_frame: int,
+def _merge_padding(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[B, L, C] -> the non-zero rows plus one zero row [B, L' , C] and the logit bias [L'] that
+    stands for the zero rows' count (None when there is nothing to merge, or when the prompts of a
+    batch have different amounts of padding)."""
+    padding = (context == 0).all(dim=-1)  # [B, L]
+    counts = padding.sum(dim=1)
+    if int(counts.min()) < 2 or int(counts.max()) != int(counts.min()):
+        return context, None
+    batch, length, width = context.shape
+    pad = int(counts[0])
+    kept = context[~padding].view(batch, length - pad, width)
+    merged = torch.cat([kept, context.new_zeros(batch, 1, width)], dim=1)
+    bias = torch.zeros(length - pad + 1)
+    bias[-1] = math.log(pad)
+    return merged, bias
+
+
+def token_mask(frame_mask: torch.Tensor | None, tokens_per_frame: int,
                 device: torch.device) -> torch.Tensor | None:
     """Frame-level boolean mask [Fq, Fk] -> token-level [Sq, Sk] (True = may attend)."""
     if frame_mask is None:

@@ -9,11 +9,35 @@ Departures from upstream (bidirectional) VACE are named settings:
 - `reference_mode`: "denoise" (default) denoises the reference block from noise like every other
   block, as upstream does; "clean" inserts the references' encoded latents directly and only runs
   the clean pass that caches them.
-- `hint_chunks`: "all" (default) computes VACE hints for every block, as upstream does; "first"
-  only for the reference block and the first generated chunk (later chunks see the references
-  through the KV cache only, at no VACE cost).
-- `hints_in_clean_pass`: True (default) keeps hints in the clean pass, so cached keys/values are
-  those of the VACE-conditioned model; False caches unconditioned ones (cheaper, as Scope does).
+- `vace_attention`: which frames the VACE blocks attend to (vace_core/passes.py): "causal"
+  (default) the main stream's references + sink + window through a VACE KV cache, "references"
+  the block plus the reference frames, "block" the block alone.
+- `hint_chunks`: "all" (default) runs VACE for every block, as upstream does; "first" only for the
+  reference block and the first generated chunk (later chunks see the references through the KV
+  caches only, at no VACE cost).
+- `hints_in_clean_pass`: True (default) keeps VACE in the clean passes, so the cached keys are those
+  of the VACE-conditioned model; False runs the clean passes of generated chunks without VACE
+  (cheaper, as Daydream Scope does): their main keys are unconditioned and, in the cached VACE
+  modes, their VACE keys stay those of the chunk's last denoising step. The reference block's clean
+  pass still runs the VACE stream in those modes (once per video, adding no hints), so the VACE
+  cache holds the references' clean keys.
+
+Prompt switches (`recache`): the cross-attention K/V of the new prompt replace the old ones, and
+- "longlive" (default) re-encodes the window exactly as LongLive 1.0's interactive pipeline does
+  (`_recache_after_switch` with its global sink): ONE pass at t = 0 under the new prompt over the
+  last min(window, s) generated frames before the switch frame s, every frame attending to the sink
+  and all re-run frames without a mask. Re-run frames whose keys LongLive does not keep (those
+  beyond the rolling buffer when s > window) influence nothing, so the pass covers just the frames
+  it writes: with s <= window every generated frame so far, sink included (LongLive re-encodes the
+  sink then, because its re-run starts at frame 0); later only the rolling frames (the sink keeps
+  its keys).
+- "causal" rebuilds the window block by block, block-causally, and always keeps the sink.
+  The reference frames are never re-encoded: they are conditioning, not generated content, they
+  lie outside LongLive's window, and re-encoding them under a prompt that may not describe the
+  subject would weaken the identity they anchor. Every re-run frame still attends to them.
+
+Noise: each block draws its noise from its own generator, seeded from (seed, the block's first
+generated frame), so a block's noise does not depend on the blocks before it.
 """
 
 from __future__ import annotations
@@ -24,14 +48,19 @@ from typing import Callable, Sequence
 
 import torch
 
-from .cache import CacheLayout, KVCache, kv_cache_bytes
+from .cache import CacheLayout
 from .encoding import SIZE_MULTIPLE, VaceContext, check_size, latent_frames_for, video_frames_for
 from .model import CausalWanModel, TextState
+from .passes import VACE_ATTENTION_MODES, CachedPasses, ModelPass, vace_attention_plan
+from .passes import run_cache_bytes as _cache_bytes
+from .recompute import RecomputedPasses
 from .scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, FewStepSchedule, renoise, x0_from_flow
+from .vace import layer_scales
 
 REFERENCE_MODES = ("denoise", "clean")
 HINT_CHUNKS = ("all", "first")
 CACHE_MODES = ("kv", "recompute")
+RECACHE_MODES = ("longlive", "causal")
 
 
 @dataclass(frozen=True)
@@ -42,9 +71,11 @@ class SamplerSettings:
     denoising_steps: tuple[int, ...] = DEFAULT_STEPS
     shift: float = DEFAULT_SHIFT
     reference_mode: str = "denoise"
+    vace_attention: str = "causal"
     hint_chunks: str = "all"
     hints_in_clean_pass: bool = True
-    cache_mode: str = "kv"  # "recompute": no cache, attention recomputed over all previous frames
+    recache: str = "longlive"
+    cache_mode: str = "kv"  # "recompute": no cache, see vace_core/recompute.py
 
     def validate(self) -> None:
         if self.chunk_frames < 1:
@@ -55,7 +86,9 @@ class SamplerSettings:
             raise ValueError(f"window_frames ({self.window_frames}) must hold the sink ({self.sink_frames}) "
                              f"plus one chunk ({self.chunk_frames})")
         for name, value, allowed in (("reference_mode", self.reference_mode, REFERENCE_MODES),
+                                     ("vace_attention", self.vace_attention, VACE_ATTENTION_MODES),
                                      ("hint_chunks", self.hint_chunks, HINT_CHUNKS),
+                                     ("recache", self.recache, RECACHE_MODES),
                                      ("cache_mode", self.cache_mode, CACHE_MODES)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
@@ -63,6 +96,10 @@ class SamplerSettings:
     @property
     def schedule(self) -> FewStepSchedule:
         return FewStepSchedule(tuple(self.denoising_steps), self.shift)
+
+    @property
+    def rolling_frames(self) -> int:
+        return self.window_frames - self.sink_frames
 
 
 @dataclass(frozen=True)
@@ -83,12 +120,16 @@ class PromptSegment:
     context: torch.Tensor  # text conditioning [1, L, text_dim]
 
 
+BLOCK_KINDS = ("reference", "given", "generated")
+
+
 @dataclass(frozen=True)
 class Block:
     index: int
     start: int  # absolute latent frame (references count)
     frames: int
-    chunk_index: int  # among generated chunks; -1 for the reference block
+    chunk_index: int  # among the video's chunks (given and generated); -1 for the reference block
+    kind: str = "generated"  # "reference", "given" (start frames / an earlier video) or "generated"
 
     @property
     def end(self) -> int:
@@ -96,14 +137,18 @@ class Block:
 
     @property
     def is_reference(self) -> bool:
-        return self.chunk_index < 0
+        return self.kind == "reference"
+
+    @property
+    def is_given(self) -> bool:
+        return self.kind == "given"
 
 
 @dataclass
 class StepInfo:
     pass_index: int  # 1-based count of model passes so far
     total_passes: int
-    block: Block
+    block: Block  # the block denoised, or the frames a cache-writing pass covered
     step: int | None  # denoising step index, None for a clean (cache-writing) pass
     x0: torch.Tensor | None  # current clean estimate of the block, normalised [1, 16, f, h, w]
 
@@ -132,12 +177,16 @@ class GenerationCancelled(Exception):
         self.blocks_done = blocks_done
 
 
-def plan_blocks(ref_frames: int, latent_frames: int, chunk_frames: int) -> list[Block]:
-    """The reference block (if any) then chunks of `chunk_frames`; the last chunk may be shorter."""
-    blocks = [Block(0, 0, ref_frames, -1)] if ref_frames else []
-    for chunk, start in enumerate(range(0, latent_frames, chunk_frames)):
-        frames = min(chunk_frames, latent_frames - start)
-        blocks.append(Block(len(blocks), ref_frames + start, frames, chunk))
+def plan_blocks(ref_frames: int, latent_frames: int, chunk_frames: int, given_frames: int = 0) -> list[Block]:
+    """The reference block (if any), then chunks of `chunk_frames` over the video's latent frames:
+    first the `given_frames` that are inserted as they are (start frames, or the video a
+    continuation extends, chunked as a run from frame 0 would have chunked it), then the generated
+    ones. A chunk never straddles the two; the last chunk of each part may be shorter."""
+    blocks = [Block(0, 0, ref_frames, -1, "reference")] if ref_frames else []
+    for first, last, kind in ((0, given_frames, "given"), (given_frames, latent_frames, "generated")):
+        for start in range(first, last, chunk_frames):
+            frames = min(chunk_frames, last - start)
+            blocks.append(Block(len(blocks), ref_frames + start, frames, len(blocks) - (ref_frames > 0), kind))
     return blocks
 
 
@@ -147,12 +196,18 @@ def tokens_per_frame(height: int, width: int) -> int:
     return (height // SIZE_MULTIPLE) * (width // SIZE_MULTIPLE)
 
 
+def cache_layout(settings: SamplerSettings, ref_frames: int, height: int, width: int) -> CacheLayout:
+    return CacheLayout(tokens_per_frame=tokens_per_frame(height, width), sink_end=ref_frames + settings.sink_frames,
+                       rolling_frames=settings.rolling_frames)
+
+
 def run_cache_bytes(model: CausalWanModel, *, height: int, width: int, ref_frames: int,
-                    settings: SamplerSettings) -> int:
-    """Memory of the KV cache `generate` allocates for such a run (what a host must make room for)."""
-    return kv_cache_bytes(model.config, tokens_per_frame=tokens_per_frame(height, width), ref_frames=ref_frames,
-                          window_frames=settings.window_frames,
-                          element_size=model.blocks[0].self_attn.k.weight.element_size())
+                    settings: SamplerSettings, uses_vace: bool = False) -> int:
+    """Memory of the KV caches `generate` allocates for such a run (what a host must make room
+    for): the main blocks' cache, plus the VACE blocks' when VACE is used in a cached mode."""
+    return _cache_bytes(model, tokens_per_frame=tokens_per_frame(height, width),
+                        layout=cache_layout(settings, ref_frames, height, width), ref_frames=ref_frames,
+                        vace_attention=settings.vace_attention, uses_vace=uses_vace)
 
 
 def switch_latent_frame(video_frame: int) -> int:
@@ -188,47 +243,88 @@ def normalize_prompts(prompts: Sequence[PromptSegment] | torch.Tensor) -> list[P
     return segments
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def noise_seed(seed: int, stream: int) -> int:
+    """Seed of one noise stream of a run (SplitMix64 of seed and stream), so that neighbouring
+    streams are unrelated and a stream can be drawn without drawing the ones before it."""
+    z = (seed * 0x9E3779B97F4A7C15 + (stream + 1) * 0xD1B54A32D192ED03) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def block_noise(seed: int, block: Block, ref_frames: int, steps: int, grid: tuple[int, int]) -> torch.Tensor:
+    """The noise a block draws: [steps, 1, 16, frames, h, w] on the CPU (the same video on every
+    device). Stream -1 is the reference block; generated blocks use their first generated frame."""
+    stream = -1 if block.is_reference else block.start - ref_frames
+    generator = torch.Generator().manual_seed(noise_seed(seed, stream))
+    return torch.randn((steps, 1, 16, block.frames, *grid), generator=generator)
+
+
+def _scales_all_zero(vace_scale: float | Sequence[float] | VaceScaleRamp) -> bool:
+    if isinstance(vace_scale, VaceScaleRamp):
+        return vace_scale.start == 0.0 and vace_scale.end == 0.0
+    if isinstance(vace_scale, (int, float)):
+        return float(vace_scale) == 0.0
+    return all(float(s) == 0.0 for s in vace_scale)
+
+
 class _Run:
-    """State of one generation: blocks, prompts, cache, noise stream and finished latents."""
+    """State of one generation: blocks, prompts, passes, noise and finished latents."""
 
     def __init__(self, model: CausalWanModel, prompts: list[PromptSegment], latent_frames: int, height: int,
                  width: int, seed: int, vace: VaceContext | None,
                  vace_scale: float | Sequence[float] | VaceScaleRamp, settings: SamplerSettings,
-                 keep_latents: bool) -> None:
+                 keep_latents: bool, start_latents: torch.Tensor | None = None,
+                 reference_latents: torch.Tensor | None = None) -> None:
         self.model = model
         self.settings = settings
         self.schedule = settings.schedule
+        self.seed = seed
         self.vace = vace
-        self._vace_slice: tuple[tuple[int, int], torch.Tensor] | None = None
         self.vace_scale = vace_scale
+        self.uses_vace = vace is not None and not _scales_all_zero(vace_scale)
+        if self.uses_vace and not isinstance(vace_scale, VaceScaleRamp):
+            layer_scales(vace_scale, model.config.num_vace_blocks)  # a wrong list fails before any work
         self.ref_frames = vace.ref_frames if vace is not None else 0
         self.latent_frames = latent_frames
         self.grid = (height // 8, width // 8)
-        self.blocks = plan_blocks(self.ref_frames, latent_frames, settings.chunk_frames)
+        self.start_latents = start_latents
+        self.reference_latents = reference_latents
+        given = start_latents.shape[2] if start_latents is not None else 0
+        self.blocks = plan_blocks(self.ref_frames, latent_frames, settings.chunk_frames, given)
         self.num_chunks = sum(not b.is_reference for b in self.blocks)
         self.prompt_of_block = prompt_for_blocks(prompts, self.blocks, self.ref_frames)
-        self.texts: dict[int, TextState] = {}
         self.prompts = prompts
-        self.generator = torch.Generator().manual_seed(seed)
-        self.layout = CacheLayout(tokens_per_frame=tokens_per_frame(height, width),
-                                  sink_end=self.ref_frames + settings.sink_frames,
-                                  rolling_frames=settings.window_frames - settings.sink_frames)
-        self.cache = None
+        self.layout = cache_layout(settings, self.ref_frames, height, width)
+        self._texts: dict[int, TextState] = {}
+        self._vace_slice: tuple[tuple[int, int], torch.Tensor] | None = None
+        layer_scale = 1.0 if isinstance(vace_scale, VaceScaleRamp) else vace_scale  # a ramp is per frame
         if settings.cache_mode == "kv":
-            self.cache = KVCache.for_model(model, batch=1, tokens_per_frame=self.layout.tokens_per_frame,
-                                           ref_frames=self.ref_frames, sink_frames=settings.sink_frames,
-                                           window_frames=settings.window_frames)
+            self.passes = CachedPasses(model, self.layout, self.ref_frames, settings.vace_attention, self.uses_vace,
+                                       self.text, self.vace_frames, layer_scale)
+        else:
+            self.passes = RecomputedPasses(model, self.text, self.vace_frames, layer_scale)
         total = self.ref_frames + latent_frames
-        self.latents = torch.zeros(1, 16, total, *self.grid) if keep_latents else None
-        # x0 of recent blocks: what a prompt switch re-runs to rebuild the window
+        # pinned on CUDA: each block's x0 is copied back asynchronously, without a sync per block
+        pinned = model.device.type == "cuda"
+        self.latents = torch.zeros(1, 16, total, *self.grid, pin_memory=pinned) if keep_latents else None
+        # x0 of the generated blocks within the last `window_frames` frames (what a recache re-runs)
         self.recent: deque[tuple[Block, torch.Tensor]] = deque()
 
-    def text(self, block: Block) -> TextState:
-        index = self.prompt_of_block[block.index]
-        if index not in self.texts:
-            context = self.prompts[index].context.to(self.model.device)
-            self.texts = {index: self.model.encode_text(context)}  # one prompt's K/V held at a time
-        return self.texts[index]
+    @property
+    def cached(self) -> bool:
+        return self.settings.cache_mode == "kv"
+
+    def text(self, index: int) -> TextState:
+        if index not in self._texts:
+            context = self.prompts[index].context  # encode_text merges its padding on the CPU, then moves it
+            if self.cached:
+                self._texts.clear()  # one prompt's K/V held at a time; a switch never goes back
+            self._texts[index] = self.model.encode_text(context)
+        return self._texts[index]
 
     def vace_frames(self, start: int, stop: int) -> torch.Tensor:
         """The VACE context of frames [start, stop) on the model's device. The whole context stays
@@ -239,75 +335,130 @@ class _Run:
             self._vace_slice = (key, self.vace.frames(start, stop).to(self.model.device))
         return self._vace_slice[1]
 
+    # ---- which passes run VACE, and how strongly --------------------------------------------
+
     def has_hints(self, block: Block) -> bool:
-        if self.vace is None:
+        if not self.uses_vace:
             return False
         return self.settings.hint_chunks == "all" or block.chunk_index <= 0
 
-    def scale(self, block: Block) -> float | Sequence[float]:
+    def block_scale(self, block: Block) -> float:
+        """The block's share of a ramp (1.0 for a constant or per-layer scale, applied per layer)."""
         if isinstance(self.vace_scale, VaceScaleRamp):
             return self.vace_scale.at(max(block.chunk_index, 0), self.num_chunks)
-        return self.vace_scale
+        return 1.0
 
-    def noise(self, block: Block) -> torch.Tensor:
-        # drawn on the CPU in a fixed order, so a seed gives the same video on every device
-        return torch.randn((1, 16, block.frames, *self.grid), generator=self.generator)
+    def frame_hint(self, block: Block, clean: bool) -> float | None:
+        """Hint weight of the block's frames in a pass: None when the VACE stream does not run."""
+        if not self.has_hints(block):
+            return None
+        if not clean or self.settings.hints_in_clean_pass:
+            return self.block_scale(block)
+        if self.is_inserted(block) and self.settings.vace_attention != "block":
+            # a block without denoising passes: the stream runs to cache its VACE keys, adding no hints
+            return 0.0
+        return None
+
+    def is_inserted(self, block: Block) -> bool:
+        """Whether the block's latents are given rather than denoised (only its clean pass runs)."""
+        if block.is_reference:
+            return self.reference_latents is not None or self.settings.reference_mode == "clean"
+        return block.is_given
+
+    def inserted_latents(self, block: Block) -> torch.Tensor:
+        if block.is_reference:
+            latents = self.reference_latents if self.reference_latents is not None else self.vace.ref_latents
+        else:
+            first = block.start - self.ref_frames
+            latents = self.start_latents[:, :, first:first + block.frames]
+        return latents.to(self.model.device).float()
+
+    def hint_weights(self, blocks_and_frames: Sequence[tuple[Block, int]], clean: bool) -> torch.Tensor | None:
+        weights = [self.frame_hint(block, clean) for block, _ in blocks_and_frames]
+        if all(w is None for w in weights):
+            return None
+        return torch.tensor([0.0 if w is None else w for (_, n), w in zip(blocks_and_frames, weights)
+                             for _ in range(n)])
+
+    # ---- passes ---------------------------------------------------------------------------------
+
+    def make_pass(self, start: int, latents: torch.Tensor, timestep: float, prompt: int, visible: list[int],
+                  hint_weight: torch.Tensor | None, needs_output: bool) -> ModelPass:
+        frames = latents.shape[2]
+        vace_visible, vace_writes = vace_attention_plan(self.settings.vace_attention, range(start, start + frames),
+                                                        visible, self.ref_frames)
+        return ModelPass(start, frames, latents, timestep, prompt, visible, hint_weight, vace_visible,
+                         vace_writes, needs_output)
+
+    def block_pass(self, block: Block, x: torch.Tensor, timestep: float, clean: bool) -> ModelPass:
+        """A denoising (clean=False) or cache-writing clean pass over one block."""
+        return self.make_pass(block.start, x, timestep, self.prompt_of_block[block.index],
+                              self.layout.visible_frames(block.end),
+                              self.hint_weights([(block, block.frames)], clean),
+                              needs_output=not clean)
+
+    def recache_passes(self, next_block: Block) -> list[tuple[Block, ModelPass]]:
+        """The passes that re-encode the window under the new prompt before `next_block`."""
+        prompt = self.prompt_of_block[next_block.index]
+        if self.settings.recache == "longlive":
+            return self._longlive_recache(next_block.start, prompt)
+        return self._causal_recache(next_block, prompt)
+
+    def _longlive_recache(self, switch: int, prompt: int) -> list[tuple[Block, ModelPass]]:
+        generated = switch - self.ref_frames
+        if generated <= self.settings.window_frames:
+            first = self.ref_frames  # LongLive's re-run starts at frame 0: the sink is re-encoded
+        else:
+            first = switch - self.settings.rolling_frames  # only the frames LongLive keeps
+        parts = [(block, x0[:, :, max(0, first - block.start):]) for block, x0 in self.recent if block.end > first]
+        latents = torch.cat([x0 for _, x0 in parts], dim=2)
+        weights = self.hint_weights([(block, x0.shape[2]) for block, x0 in parts], clean=True)
+        covered = Block(parts[0][0].index, first, switch - first, parts[0][0].chunk_index)
+        return [(covered, self.make_pass(first, latents, 0.0, prompt, self.layout.visible_frames(switch),
+                                         weights, needs_output=False))]
+
+    def _causal_recache(self, next_block: Block, prompt: int) -> list[tuple[Block, ModelPass]]:
+        low = max(self.layout.sink_end, next_block.end - self.layout.rolling_frames)
+        passes = []
+        for block, x0 in self.recent:
+            if block.end <= low:
+                continue
+            skip = max(0, low - block.start)
+            part = Block(block.index, block.start + skip, block.frames - skip, block.chunk_index)
+            passes.append((part, self.make_pass(part.start, x0[:, :, skip:], 0.0, prompt,
+                                                self.layout.visible_frames(part.end, rolling_start=low),
+                                                self.hint_weights([(block, part.frames)], clean=True),
+                                                needs_output=False)))
+        return passes
+
+    def remember(self, block: Block, x0: torch.Tensor) -> None:
+        if block.is_reference:
+            return
+        self.recent.append((block, x0))
+        while self.recent and self.recent[0][0].end <= block.end - self.settings.window_frames:
+            self.recent.popleft()
+
+    def switches_before(self, block: Block) -> bool:
+        return block.index > 0 and self.prompt_of_block[block.index] != self.prompt_of_block[block.index - 1]
 
     def total_passes(self) -> int:
+        """Model passes the run will make (progress bars): the cache-free recompute evaluates only
+        denoising passes; the others just record their inputs."""
         steps = len(self.schedule)
         total = 0
         for block in self.blocks:
-            denoise = 0 if (block.is_reference and self.settings.reference_mode == "clean") else steps
-            clean = 1 if block is not self.blocks[-1] and self.cache is not None else 0
-            total += denoise + clean
-            if block.index > 0 and self.prompt_of_block[block.index] != self.prompt_of_block[block.index - 1]:
-                total += len(self.window_blocks_before(block))
+            denoise = 0 if self.is_inserted(block) else steps
+            total += denoise
+            if not self.cached:
+                continue
+            total += 1 if block is not self.blocks[-1] else 0
+            if self.switches_before(block):
+                total += 1 if self.settings.recache == "longlive" else self._window_blocks(block)
         return total
 
-    def window_blocks_before(self, next_block: Block) -> list[Block]:
-        """Earlier rolling-window blocks that `next_block` attends to (re-run after a prompt switch)."""
+    def _window_blocks(self, next_block: Block) -> int:
         low = max(self.layout.sink_end, next_block.end - self.layout.rolling_frames)
-        return [b for b in self.blocks[:next_block.index] if b.end > low]
-
-    def forward(self, block: Block, x: torch.Tensor, timestep: float, clean_pass: bool) -> torch.Tensor:
-        """Flow prediction for `block` at `timestep`, through the cache or by full recompute."""
-        hints = self.has_hints(block) and (not clean_pass or self.settings.hints_in_clean_pass)
-        text = self.text(block)
-        if self.cache is not None:
-            context = self.vace_frames(block.start, block.end) if hints else None
-            return self.model.forward_block(x, timestep, text, block.start, self.cache, context,
-                                            self.scale(block))
-        return self._recompute(block, x, timestep, text)
-
-    def _recompute(self, block: Block, x: torch.Tensor, timestep: float, text: TextState) -> torch.Tensor:
-        """Naive baseline: run every earlier frame again (clean, at t = 0) with the same
-        block-causal window masks the cache implements, and keep the current block's output."""
-        history = self.latents[:, :, :block.start].to(x.device)
-        sequence = torch.cat([history, x], dim=2)  # [1, 16, block.end, h, w]
-        frames = block.end
-        timesteps = torch.zeros(1, frames, device=x.device)
-        timesteps[:, block.start:] = timestep
-        frame_mask = torch.zeros(frames, frames, dtype=torch.bool)
-        vace_mask = torch.zeros(frames, frames, dtype=torch.bool)
-        hint_weight = torch.zeros(frames)
-        # A ramp gives each block its own scale and the cached loop kept every earlier block's K/V
-        # at the scale that block ran at, so fold the scale into the per-frame hint weight.
-        per_block_scale = isinstance(self.vace_scale, VaceScaleRamp)
-        for earlier in self.blocks[:block.index + 1]:
-            rows = slice(earlier.start, earlier.end)
-            frame_mask[rows, self.layout.visible_frames(earlier.end)] = True
-            vace_mask[rows, rows] = True
-            current = earlier is block
-            with_hints = self.has_hints(earlier) and (current or self.settings.hints_in_clean_pass)
-            hint_weight[rows] = float(with_hints) * (self.scale(earlier) if per_block_scale else 1.0)
-        context = None
-        if self.vace is not None and hint_weight.any():
-            context = self.vace_frames(0, frames)
-        scale = 1.0 if per_block_scale else self.scale(block)
-        flow = self.model.forward_block(sequence, timesteps, text, 0, None, context, scale,
-                                        frame_mask=frame_mask, vace_frame_mask=vace_mask,
-                                        vace_frame_weight=hint_weight)
-        return flow[:, :, block.start:]
+        return sum(1 for b in self.blocks[:next_block.index] if b.end > low and not b.is_reference)
 
 
 def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Tensor, *, video_frames: int,
@@ -317,11 +468,18 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
              callback: Callable[[StepInfo], None] | None = None,
              should_cancel: Callable[[], bool] | None = None,
              on_chunk: Callable[[ChunkInfo], None] | None = None,
-             keep_latents: bool = True) -> SampleResult:
+             keep_latents: bool = True, start_latents: torch.Tensor | None = None,
+             reference_latents: torch.Tensor | None = None) -> SampleResult:
     """Generate `video_frames` frames (4k+1; others round down like the VAE) causally, chunk by chunk.
 
     prompts: a text conditioning [1, L, text_dim] or a schedule of `PromptSegment`s (video frames).
-    Returns normalised latents including the reference frames (decode drops them).
+    start_latents [1, 16, S, h, w] (normalised): the video's first S latent frames, given rather
+    than generated (encoded start images, or an earlier video to continue). They are inserted as
+    they are and cached by their clean passes, chunk by chunk as a run would have made them, and
+    generation continues after them at the next frame position with the noise a single run would
+    draw there. reference_latents [1, 16, R, h, w]: the reference block as an earlier run made it
+    (a continuation), inserted instead of denoised.
+    Returns normalised latents including the reference and given frames (decode drops the references).
     """
     settings.validate()
     check_size(width, height)
@@ -329,14 +487,11 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
     latent_frames = latent_frames_for(video_frames)
     if vace is not None:
         check_vace(model, vace, latent_frames, height, width)
-    if settings.cache_mode == "recompute":
-        if len(segments) > 1:
-            raise ValueError("prompt switching needs cache_mode='kv'")
-        if not keep_latents:
-            raise ValueError("cache_mode='recompute' re-reads all earlier latents: keep_latents must be True")
-    run = _Run(model, segments, latent_frames, height, width, seed,
-               vace, vace_scale, settings, keep_latents)
+    check_given(start_latents, reference_latents, vace, latent_frames, height, width)
+    run = _Run(model, segments, latent_frames, height, width, seed, vace, vace_scale, settings, keep_latents,
+               start_latents, reference_latents)
     device = model.device
+    steps = len(run.schedule)
     total = run.total_passes()
     passes = 0
 
@@ -350,35 +505,89 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled(done)
 
+    def cache_pass(block: Block, p: ModelPass, done: int) -> None:
+        if run.cached:
+            check_cancel(done)
+            run.passes.run(p)
+            tick(block, None, None)
+        else:
+            run.passes.run(p)  # recorded only: no model call
+
     with torch.inference_mode():
         for block in run.blocks:
-            if block.index > 0 and run.prompt_of_block[block.index] != run.prompt_of_block[block.index - 1]:
-                _rebuild_window(run, block, lambda b: (check_cancel(block.index), tick(b, None, None)))
-            noise_draws = [run.noise(block) for _ in run.schedule]
-            if block.is_reference and settings.reference_mode == "clean":
-                x0 = run.vace.ref_latents.to(device).float()
+            if run.switches_before(block):
+                for covered, p in run.recache_passes(block):
+                    cache_pass(covered, p, block.index)
+            if run.is_inserted(block):
+                x0 = run.inserted_latents(block)
             else:
-                x = noise_draws[0].to(device)
+                noise = _to_device(block_noise(seed, block, run.ref_frames, steps, run.grid), device)
+                x = noise[0]
                 for step in run.schedule:
                     check_cancel(block.index)
-                    flow = run.forward(block, x, step.timestep, clean_pass=False)
+                    flow = run.passes.run(run.block_pass(block, x, step.timestep, clean=False))
                     x0 = x0_from_flow(x, flow.float(), step.sigma)
                     tick(block, step.index, x0)
                     if step.next_sigma > 0:
-                        x = renoise(x0, noise_draws[step.index + 1].to(device), step.next_sigma)
+                        x = renoise(x0, noise[step.index + 1], step.next_sigma)
+            check_finite(x0, block, model.compute_dtype)  # before the clean pass caches anything computed from it
             if run.latents is not None:
-                run.latents[:, :, block.start:block.end] = x0.cpu()
-            if run.cache is not None and block is not run.blocks[-1]:
-                check_cancel(block.index)
-                run.forward(block, x0, 0.0, clean_pass=True)  # writes the clean K/V
-                tick(block, None, None)
-            _remember(run, block, x0)
+                run.latents[:, :, block.start:block.end].copy_(x0, non_blocking=True)
+            if block is not run.blocks[-1]:
+                cache_pass(block, run.block_pass(block, x0, 0.0, clean=True), block.index)
+            run.remember(block, x0)
             if on_chunk is not None:
                 on_chunk(ChunkInfo(block, x0))
 
+    if run.latents is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)  # the asynchronous copies of x0 have landed
     return SampleResult(latents=run.latents, ref_frames=run.ref_frames, latent_frames=latent_frames,
-                        video_frames=video_frames_for(latent_frames),
-                        cache_bytes=run.cache.nbytes() if run.cache is not None else 0, blocks=run.blocks)
+                        video_frames=video_frames_for(latent_frames), cache_bytes=run.passes.nbytes(),
+                        blocks=run.blocks)
+
+
+class NonFiniteError(FloatingPointError):
+    """A block's latents hold inf or NaN: the compute dtype overflowed (fp16) or the model is broken."""
+
+
+def check_finite(x0: torch.Tensor, block: Block, compute_dtype: torch.dtype) -> None:
+    """One host sync per block: a single overflow would poison the KV cache for the rest of the video."""
+    if bool(torch.isfinite(x0).all()):
+        return
+    what = "the reference block" if block.is_reference else f"chunk {block.chunk_index + 1}"
+    where = f"non-finite values (inf/NaN) in {what} (latent frames {block.start}-{block.end - 1})"
+    if compute_dtype == torch.float16:
+        raise NonFiniteError(f"fp16 overflow: {where}. float16 overflows on some prompts: choose bf16 or fp32 "
+                             "as the dtype of 'Load LongLive Model'")
+    raise NonFiniteError(f"{where} although the model computes in {str(compute_dtype).replace('torch.', '')}: "
+                         "the weights are broken (check the base checkpoint, LoRA and VACE files)")
+
+
+def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Tensor | None,
+                vace: VaceContext | None, latent_frames: int, height: int, width: int) -> None:
+    """Given latents fit the run: normalised Wan latents of the run's size, leaving frames to generate."""
+    grid = (height // 8, width // 8)
+    if start_latents is not None:
+        if start_latents.ndim != 5 or start_latents.shape[:2] != (1, 16) or tuple(start_latents.shape[3:]) != grid:
+            raise ValueError(f"start latents have shape {tuple(start_latents.shape)}, expected [1, 16, frames, "
+                             f"{grid[0]}, {grid[1]}] for a {width}x{height} video")
+        if not 1 <= start_latents.shape[2] < latent_frames:
+            raise ValueError(f"{start_latents.shape[2]} given latent frames leave nothing to generate in a video of "
+                             f"{latent_frames} latent frames ({video_frames_for(latent_frames)} video frames): "
+                             "make the video longer")
+    if reference_latents is not None:
+        refs = vace.ref_frames if vace is not None else 0
+        if refs == 0 or tuple(reference_latents.shape) != (1, 16, refs, *grid):
+            raise ValueError(f"reference latents have shape {tuple(reference_latents.shape)}, but the VACE context "
+                             f"has {refs} reference frames of {width}x{height}: pass the VACE context the earlier "
+                             "video was made with")
+
+
+def _to_device(noise: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One copy per block; pinned and asynchronous on CUDA so it overlaps the previous pass."""
+    if device.type == "cuda":
+        return noise.pin_memory().to(device, non_blocking=True)
+    return noise.to(device)
 
 
 def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:
@@ -394,33 +603,3 @@ def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width:
         raise ValueError(f"the VACE context covers {vace.video_frames} video frames but the sampler was "
                          f"asked for {video_frames_for(latent_frames)}: set the same length on 'VACE Encode "
                          "References' and the sampler")
-
-
-def _remember(run: _Run, block: Block, x0: torch.Tensor) -> None:
-    """Keep the x0 of the blocks still inside the rolling window (for prompt switches)."""
-    if block.end <= run.layout.sink_end:
-        return
-    run.recent.append((block, x0))
-    while run.recent and run.recent[0][0].end <= block.end - run.layout.rolling_frames:
-        run.recent.popleft()
-
-
-def _rebuild_window(run: _Run, next_block: Block, on_pass: Callable[[Block], None]) -> None:
-    """After a prompt switch, re-run the rolling frames the next block will see under the new prompt
-    at t = 0 (the sink keeps its keys), like LongLive's recache. The cross-attention K/V of the new
-    prompt replace the old ones through `run.text`."""
-    if run.cache is None:
-        return
-    low = max(run.layout.sink_end, next_block.end - run.layout.rolling_frames)
-    run.cache.reset_rolling(low)
-    for block, x0 in run.recent:
-        if block.end <= low:
-            continue
-        skip = max(0, low - block.start)
-        part = Block(block.index, block.start + skip, block.frames - skip, block.chunk_index)
-        on_pass(part)
-        text = run.text(next_block)  # the prompt that takes over at the switch
-        hints = run.has_hints(block) and run.settings.hints_in_clean_pass
-        context = run.vace_frames(part.start, part.end) if hints else None
-        run.model.forward_block(x0[:, :, skip:], 0.0, text, part.start, run.cache, context,
-                                run.scale(block))

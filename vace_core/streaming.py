@@ -364,6 +364,7 @@ def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | 
                       callback: Callable[[StepInfo], None] | None = None,
                       should_cancel: Callable[[], bool] | None = None,
                       on_frames: Callable[[torch.Tensor, Block], None] | None = None,
+                      start_latents: torch.Tensor | None = None,
                       ) -> tuple[SampleResult, StreamStats]:
     """Generate with the causal sampler and write every finished chunk to `writer` at once
     (keep_latents=False: no latents are kept, memory stays flat with length).
@@ -374,7 +375,8 @@ def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | 
     sink = ChunkVideoSink(decoder, writer, on_frames)
     result = generate(model, prompts, video_frames=video_frames, height=height, width=width, seed=seed,
                       vace=vace, vace_scale=vace_scale, settings=settings, callback=callback,
-                      should_cancel=should_cancel, on_chunk=sink, keep_latents=False)
+                      should_cancel=should_cancel, on_chunk=sink, keep_latents=False,
+                      start_latents=start_latents)
     return result, sink.stats
 
 

@@ -4,19 +4,24 @@ Hint stream (Wan2.1-VACE): c = patch-embedded VACE context; in block 0, c = befo
 where x is the patch-embedded noisy latent before any main block; each VACE block runs on c and
 emits after_proj(c) as hint k, which is added (times its scale) after main block `vace_layers[k]`.
 
-Causal choice: VACE blocks attend only within the current block (they keep no KV cache), so a
-chunk's hints depend on its own noisy latents and context slice alone.
+The stream depends on the main stream only through that first x, so `VaceStream` advances one
+VACE block at a time, right before its hint is needed: one stream tensor is alive instead of every
+hint at once. Which frames the VACE blocks attend to is the caller's choice (a KV cache access and
+/ or a frame mask), see `vace_core.sampler` (`vace_attention`).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import nn
 
 from .config import WanConfig
 from .layers import WanBlock, linear
+
+if TYPE_CHECKING:
+    from .cache import BlockCacheAccess
 
 
 class VaceBlock(WanBlock):
@@ -44,18 +49,34 @@ def layer_scales(vace_scale: float | Sequence[float], num_blocks: int) -> list[f
     return scales
 
 
-def compute_hints(patch_embedding: nn.Conv3d, blocks: nn.ModuleList, x: torch.Tensor,
-                  vace_context: torch.Tensor, time_mod: torch.Tensor,
-                  text_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                  rope: tuple[torch.Tensor, torch.Tensor],
-                  attn_mask: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """x [B, S, dim] embedded latent tokens, vace_context [B, 96, F, H, W] -> hints, each [B, S, dim]."""
-    c = patch_embedding(vace_context.to(patch_embedding.weight.dtype))  # [B, dim, F, H/2, W/2]
-    c = c.flatten(2).transpose(1, 2).float()  # [B, S, dim]
-    hints = []
-    for k, block in enumerate(blocks):
+class VaceStream:
+    """The VACE stream of one pass, run block by block.
+
+    vace_context [B, 96, F, H, W] and x [B, S, dim] (the embedded latent tokens of the same frames,
+    before any main block); `hint(k)` runs VACE block k (blocks must be asked for in order) and
+    returns hint k [B, S, dim] float32.
+    """
+
+    def __init__(self, patch_embedding: nn.Conv3d, blocks: nn.ModuleList, vace_context: torch.Tensor,
+                 x: torch.Tensor, time_mod: torch.Tensor, text_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
+                 rope: torch.Tensor, cache: "BlockCacheAccess | None" = None,
+                 attn_mask: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> None:
+        c = patch_embedding(vace_context.to(patch_embedding.weight.dtype))  # [B, dim, F, H/2, W/2]
+        self._c = c.flatten(2).transpose(1, 2).float()  # [B, S, dim]
+        self._x = x
+        self._blocks = blocks
+        self._time_mod, self._text_kv, self._rope = time_mod, text_kv, rope
+        self._cache, self._attn_mask, self._text_mask = cache, attn_mask, text_mask
+        self._next = 0
+
+    def hint(self, k: int) -> torch.Tensor:
+        if k != self._next:
+            raise RuntimeError(f"VACE hint {k} asked for before hint {self._next}")
+        block = self._blocks[k]
         if k == 0:
-            c = linear(block.before_proj, c).float() + x
-        c = block(c, time_mod, text_kv[k], rope, attn_mask=attn_mask)
-        hints.append(linear(block.after_proj, c).float())
-    return hints
+            self._c = linear(block.before_proj, self._c).float() + self._x
+            self._x = None  # the stream no longer needs the latent tokens
+        self._c = block(self._c, self._time_mod, self._text_kv[k], self._rope, self._cache, k,
+                        self._attn_mask, self._text_mask)
+        self._next += 1
+        return linear(block.after_proj, self._c).float()

@@ -1,0 +1,118 @@
+"""LongLive Continue Video: generate more frames after an earlier video's latents, exactly.
+
+The earlier LATENT (from a LongLive sampler, or any Wan 2.1 latent) becomes the start of the
+timeline: its frames are inserted as they are and cached by their clean passes, chunk by chunk as
+the earlier run made them (references too, when it had them), then generation continues at the
+next frame position with the noise a single run would have drawn there. With the same model,
+settings, seed, prompts and VACE context, "earlier run + continuation" equals one longer run.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ..vace_core.encoding import (LATENT_CHANNELS, VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denormalize_latents,
+                                  normalize_latents, video_frames_for)
+from ..vace_core.sampler import GenerationCancelled, PromptSegment, generate
+from . import host
+from .common import CATEGORY, MAX_VIDEO_FRAMES, MODEL_TYPE, REF_FRAMES_KEY
+from .model_ref import LongLiveModel
+from .sampler import NO_RAMP, LongLiveSampler, PassProgress, on_compute_device, plan_run
+
+OUTPUTS = ("continuation", "earlier + continuation")
+# sampler inputs a continuation takes from the earlier latents instead
+_FROM_SAMPLES = ("length", "width", "height")
+
+
+class LongLiveContinue:
+    @classmethod
+    def INPUT_TYPES(cls) -> dict:
+        sampler = LongLiveSampler.INPUT_TYPES()
+        required = {name: spec for name, spec in sampler["required"].items() if name not in _FROM_SAMPLES}
+        optional = {name: spec for name, spec in sampler["optional"].items() if name not in ("start_images", "vae")}
+        optional["vace_context"] = (optional["vace_context"][0], {
+            "tooltip": "Needed when the earlier video has reference frames: the VACE context it was made with, "
+                       "encoded for the WHOLE video (earlier + new frames)."})
+        optional["prompt_schedule"] = (optional["prompt_schedule"][0], {
+            "tooltip": "Prompt switches on the whole video's timeline (frame 0 = the earlier video's first frame). "
+                       "Give the earlier run's schedule too so its switches are replayed exactly."})
+        return {
+            "required": {
+                "model": required.pop("model"),
+                "positive": required.pop("positive"),
+                "samples": ("LATENT", {"tooltip": "The video to extend: the LATENT of an earlier LongLive run (its "
+                                                  "reference frames are kept), or any Wan 2.1 latent."}),
+                "seed": ("INT", {**required.pop("seed")[1], "control_after_generate": False,
+                                 "tooltip": "The earlier run's seed: the continuation then draws the noise one "
+                                            "longer run would have drawn."}),
+                "length": ("INT", {"default": 80, "min": VAE_STRIDE_T, "max": MAX_VIDEO_FRAMES,
+                                   "step": VAE_STRIDE_T,
+                                   "tooltip": "Video frames to add (a multiple of 4: every latent frame after the "
+                                              "first decodes to 4 frames)."}),
+                **required,
+                "output": (list(OUTPUTS), {
+                    "default": OUTPUTS[0],
+                    "tooltip": "'continuation' = only the new latent frames (decoded alone, the VAE starts afresh "
+                               "at the seam); 'earlier + continuation' = the whole video, references first, "
+                               "for a seamless decode."}),
+            },
+            "optional": optional,
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("samples",)
+    OUTPUT_TOOLTIPS = ("Raw Wan 2.1 latents: the new frames, or the whole video with its reference frames first.",)
+    FUNCTION = "extend"
+    CATEGORY = CATEGORY
+    DESCRIPTION = ("Continues an earlier video: rebuilds the KV caches from its latents (sink and window as the "
+                   "earlier run had them) and generates the next frames, exactly as one longer run would.")
+
+    def extend(self, model: LongLiveModel, positive, samples: dict, seed: int, length: int, vace_scale: float,
+               chunk_frames: int, window_frames: int, sink_frames: int, steps: str, shift: float, output: str,
+               vace_context: VaceContext | None = None, prompt_schedule: Sequence[PromptSegment] | None = None,
+               vace_scale_end: float = NO_RAMP, **causal_options) -> tuple[dict]:
+        if output not in OUTPUTS:
+            raise ValueError(f"output {output!r}: expected one of {', '.join(OUTPUTS)}")
+        earlier, ref_frames = _earlier_latents(samples, vace_context)
+        if length < VAE_STRIDE_T or length % VAE_STRIDE_T:
+            raise ValueError(f"length {length}: the frames to add must be a positive multiple of {VAE_STRIDE_T}")
+        given = earlier.shape[2] - ref_frames
+        total = video_frames_for(given + length // VAE_STRIDE_T)
+        height, width = (s * VAE_STRIDE_S for s in earlier.shape[-2:])
+        plan = plan_run(model, positive, total, width, height, vace_scale, chunk_frames, window_frames, sink_frames,
+                        steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
+        progress = PassProgress()
+        with on_compute_device(model, plan) as network:
+            try:
+                result = generate(network, plan.prompts, video_frames=total, height=height, width=width, seed=seed,
+                                  vace=vace_context, vace_scale=plan.vace_scale, settings=plan.settings,
+                                  callback=progress, should_cancel=host.is_interrupted,
+                                  start_latents=earlier[:, :, ref_frames:],
+                                  reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
+            except GenerationCancelled:
+                host.raise_interrupted()
+        latents = denormalize_latents(result.latents)
+        if output == OUTPUTS[0]:
+            return ({"samples": latents[:, :, ref_frames + given:].contiguous(), REF_FRAMES_KEY: 0},)
+        return ({"samples": latents, REF_FRAMES_KEY: ref_frames},)
+
+
+def _earlier_latents(samples: dict, vace_context: VaceContext | None) -> tuple[torch.Tensor, int]:
+    """The earlier video as normalised latents [1, 16, refs + frames, h, w] and its reference count."""
+    raw = samples.get("samples") if isinstance(samples, dict) else None
+    if not isinstance(raw, torch.Tensor) or raw.ndim != 5 or raw.shape[:2] != (1, LATENT_CHANNELS):
+        shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else None
+        raise ValueError(f"samples: expected one video of Wan 2.1 latents [1, 16, frames, h, w], got {shape}")
+    ref_frames = int(samples.get(REF_FRAMES_KEY, 0))
+    if not 0 <= ref_frames < raw.shape[2]:
+        raise ValueError(f"samples: {ref_frames} reference frames but only {raw.shape[2]} latent frames")
+    context_refs = vace_context.ref_frames if vace_context is not None else 0
+    if ref_frames and context_refs != ref_frames:
+        raise ValueError(f"samples: the earlier video has {ref_frames} reference frame(s), so connect the "
+                         f"vace_context it was made with (encoded for the whole length); this one has {context_refs}")
+    if context_refs and not ref_frames:
+        raise ValueError(f"vace_context has {context_refs} reference frame(s) but the earlier video has none: "
+                         "a continuation keeps the earlier video's timeline (encode the context without references)")
+    return normalize_latents(raw.float()), ref_frames

@@ -1,0 +1,135 @@
+"""One model pass of the causal sampler, and running it through the KV caches.
+
+The sampler (vace_core/sampler.py) decides every pass: which frames it computes, at which timestep
+and under which prompt, which frames its main blocks and its VACE blocks attend to, and how
+strongly its VACE hints count. A `ModelPass` holds that decision; an executor runs it:
+
+- `CachedPasses` (this module): the main blocks' `KVCache` and, for the VACE attention modes that
+  need one, a VACE `KVCache`; a pass writes its K/V into them and reads the frames it sees;
+- `vace_core.recompute.RecomputedPasses`: no cache at all; every pass recomputes the keys it reads
+  from the latents that produced them (the reference the cache is tested against).
+
+VACE attention modes (`vace_attention`), i.e. which frames a VACE block of a pass attends to:
+- "causal": what the main blocks see (references + sink + rolling window), through a VACE KV cache
+  laid out like the main one and written by the same passes (the causal analog of upstream VACE,
+  whose VACE blocks run over [references | video] jointly);
+- "references": the pass's own frames plus the reference frames (a cache of the references only);
+- "block": the pass's own frames only (no cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from .cache import CacheLayout, KVCache, kv_cache_bytes
+from .model import CausalWanModel, TextState
+
+VACE_ATTENTION_MODES = ("causal", "references", "block")
+
+
+@dataclass
+class ModelPass:
+    """Everything one forward of the model needs; frames are absolute latent positions."""
+    start: int
+    frames: int
+    latents: torch.Tensor  # [1, 16, frames, h, w] normalised, on the compute device
+    timestep: float  # 0..1000, shared by the pass's frames
+    prompt: int  # index into the run's prompts
+    visible: list[int]  # frames the main blocks attend to (own frames included)
+    # VACE: None = the VACE stream does not run; else the weight of each frame's hints [frames]
+    hint_weight: torch.Tensor | None = None
+    vace_visible: list[int] | None = None  # frames the VACE blocks attend to (own included)
+    vace_writes: bool = False  # whether the pass's VACE keys replace the frames' cached ones
+    needs_output: bool = True  # False for cache-writing passes whose prediction is discarded
+
+    @property
+    def end(self) -> int:
+        return self.start + self.frames
+
+    @property
+    def own(self) -> range:
+        return range(self.start, self.end)
+
+
+def vace_cache_layout(mode: str, main: CacheLayout, ref_frames: int) -> CacheLayout | None:
+    """Layout of the VACE blocks' cache for `mode`: the main layout ("causal"), the references
+    only ("references"; none without references), or no cache ("block")."""
+    if mode not in VACE_ATTENTION_MODES:
+        raise ValueError(f"vace_attention {mode!r}: expected one of {', '.join(VACE_ATTENTION_MODES)}")
+    if mode == "causal":
+        return main
+    if mode == "references" and ref_frames > 0:
+        return CacheLayout(tokens_per_frame=main.tokens_per_frame, sink_end=ref_frames, rolling_frames=0)
+    return None
+
+
+def vace_attention_plan(mode: str, own: range, visible: Sequence[int], ref_frames: int) -> tuple[list[int], bool]:
+    """(frames the VACE blocks of a pass over `own` attend to, whether it writes the VACE cache)."""
+    if mode == "causal":
+        return list(visible), True
+    if mode == "references":
+        refs = [f for f in range(ref_frames) if f not in own]
+        return refs + list(own), own.start < ref_frames
+    return list(own), False
+
+
+def run_cache_bytes(model: CausalWanModel, *, tokens_per_frame: int, layout: CacheLayout, ref_frames: int,
+                    vace_attention: str, uses_vace: bool) -> int:
+    """Bytes of every KV cache a run allocates: the main blocks', plus the VACE blocks' when the
+    run uses VACE and its mode keeps one."""
+    element = model.blocks[0].self_attn.k.weight.element_size()
+    config = model.config
+    total = kv_cache_bytes(num_layers=config.num_layers, dim=config.dim, tokens_per_frame=tokens_per_frame,
+                           capacity_frames=layout.capacity_frames, element_size=element)
+    vace_layout = vace_cache_layout(vace_attention, layout, ref_frames) if uses_vace else None
+    if vace_layout is not None:
+        total += kv_cache_bytes(num_layers=config.num_vace_blocks, dim=config.dim, tokens_per_frame=tokens_per_frame,
+                                capacity_frames=vace_layout.capacity_frames, element_size=element)
+    return total
+
+
+def _new_cache(model: CausalWanModel, num_layers: int, layout: CacheLayout) -> KVCache:
+    weight = model.blocks[0].self_attn.k.weight
+    return KVCache(num_layers=num_layers, batch=1, num_heads=model.config.num_heads,
+                   head_dim=model.config.head_dim, layout=layout, dtype=weight.dtype, device=weight.device)
+
+
+class CachedPasses:
+    """Runs passes through preallocated KV caches (the sampler's normal path)."""
+
+    def __init__(self, model: CausalWanModel, layout: CacheLayout, ref_frames: int, vace_attention: str,
+                 uses_vace: bool, text: Callable[[int], TextState],
+                 vace_frames: Callable[[int, int], torch.Tensor], layer_scale: float | Sequence[float]) -> None:
+        self.model = model
+        self.text = text
+        self.vace_frames = vace_frames
+        self.layer_scale = layer_scale
+        self.cache = _new_cache(model, model.config.num_layers, layout)
+        vace_layout = vace_cache_layout(vace_attention, layout, ref_frames) if uses_vace else None
+        self.vace_cache = _new_cache(model, model.config.num_vace_blocks, vace_layout) if vace_layout else None
+        # every block runs the same few timesteps: embed each once per run
+        self._time: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def time(self, timestep: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if timestep not in self._time:
+            self._time[timestep] = self.model.time_modulation(timestep, 1)
+        return self._time[timestep]
+
+    def nbytes(self) -> int:
+        return self.cache.nbytes() + (self.vace_cache.nbytes() if self.vace_cache is not None else 0)
+
+    def run(self, p: ModelPass) -> torch.Tensor:
+        """Flow prediction [1, 16, frames, h, w] of the pass; its K/V are written on the way."""
+        access = self.cache.begin_block(p.start, p.frames, p.visible)
+        context = vace_access = weight = None
+        if p.hint_weight is not None:
+            context = self.vace_frames(p.start, p.end)
+            if self.vace_cache is not None:
+                vace_access = self.vace_cache.begin_block(p.start, p.frames, p.vace_visible, write=p.vace_writes)
+            weight = None if bool((p.hint_weight == 1).all()) else p.hint_weight
+        return self.model.forward_block(p.latents, p.timestep, self.text(p.prompt), p.start, access, context,
+                                        self.layer_scale, vace_cache=vace_access, vace_frame_weight=weight,
+                                        time=self.time(p.timestep))
