@@ -27,8 +27,8 @@ OUR_NODES = {
     "LongLivePromptSchedule": (["conditioning", "start_frame"], ["previous"], ["LONGLIVE_PROMPTS"]),
     "LongLiveSampler": (["model", "positive", "seed", "length", "width", "height", "vace_scale",
                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"],
-                        ["vace_context", "prompt_schedule", "vace_scale_end", "reference_mode", "hint_chunks",
-                         "hints_in_clean_pass"], ["LATENT"]),
+                        ["vace_context", "prompt_schedule", "start_images", "vae", "vace_scale_end", "reference_mode",
+                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache"], ["LATENT"]),
     "LongLiveDecode": (["samples", "vae"], [], ["IMAGE"]),
 }
 CATEGORY = "LongLive/VACE"
