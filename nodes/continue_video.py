@@ -17,7 +17,7 @@ from ..vace_core.encoding import (LATENT_CHANNELS, VAE_STRIDE_S, VAE_STRIDE_T, V
                                   normalize_latents, video_frames_for)
 from ..vace_core.sampler import GenerationCancelled, PromptSegment, generate
 from . import host
-from .common import CATEGORY, MAX_VIDEO_FRAMES, MODEL_TYPE, REF_FRAMES_KEY
+from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY
 from .model_ref import LongLiveModel
 from .sampler import NO_RAMP, LongLiveSampler, PassProgress, on_compute_device, plan_run
 

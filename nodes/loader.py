@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
 from .model_ref import DTYPES, FileRef, LongLiveModel, Step, build
@@ -9,6 +11,7 @@ from .model_ref import DTYPES, FileRef, LongLiveModel, Step, build
 NO_LORA = "none"
 DEFAULT_BASE = "longlive_base.pt"
 DEFAULT_LORA = "lora.pt"
+ENTRIES = ("auto", "generator", "generator_ema", "model")
 
 
 class LongLiveModelLoader:
@@ -33,7 +36,16 @@ class LongLiveModelLoader:
                     "default": "bf16",
                     "tooltip": "Compute precision of the weights. bf16 is what LongLive runs in; fp32 for "
                                "CPU or debugging; fp16 may overflow on some prompts."}),
-            }
+            },
+            "optional": {
+                "entry": (list(ENTRIES), {
+                    "default": "auto",
+                    "tooltip": "Which state dict of a .pt trainer checkpoint holding several to load. 'auto': "
+                               "generator_ema if present (what Self-Forcing's and Causal Forcing's demos "
+                               "run), else generator (LongLive, CausVid), else model; the choice is logged. "
+                               "Name generator to match LongLive's and Causal Forcing chunkwise's own "
+                               "inference on a file that also has generator_ema. Safetensors files: auto."}),
+            },
         }
 
     RETURN_TYPES = (MODEL_TYPE,)
@@ -44,10 +56,15 @@ class LongLiveModelLoader:
     DESCRIPTION = ("Loads the LongLive causal Wan2.1-T2V-1.3B generator and merges its LoRA. The weights "
                    "stay cached between runs; LoRA and VACE nodes further down extend them in place.")
 
-    def load(self, base_checkpoint: str, lora: str, lora_strength: float, dtype: str) -> tuple[LongLiveModel]:
+    def load(self, base_checkpoint: str, lora: str, lora_strength: float, dtype: str,
+             entry: str = "auto") -> tuple[LongLiveModel]:
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+        if entry not in ENTRIES:
+            raise ValueError(f"entry {entry!r}: expected one of {', '.join(ENTRIES)}")
         base = FileRef.resolve("diffusion_models", base_checkpoint)
+        if entry != "auto":
+            base = replace(base, entry=entry)
         steps: tuple[Step, ...] = ()
         if lora != NO_LORA and lora_strength != 0:
             steps = (Step("lora", FileRef.resolve("loras", lora), float(lora_strength)),)

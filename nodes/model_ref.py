@@ -44,6 +44,7 @@ class FileRef:
     name: str
     path: str
     stamp: tuple[int, int]  # (size, mtime_ns)
+    entry: str | None = None  # the state dict to take from a trainer checkpoint; None = automatic
 
     @classmethod
     def resolve(cls, kind: str, name: str) -> "FileRef":
@@ -150,7 +151,8 @@ class _ModelCache:
                 return self._model
             if self._model is None or not self._extends(ref):
                 self.clear_locked()  # free the old weights before loading new ones
-                model = load_longlive(ref.base.path, dtype=DTYPES[ref.dtype], device=host.offload_device())
+                model = load_longlive(ref.base.path, dtype=DTYPES[ref.dtype], device=host.offload_device(),
+                                      entry=ref.base.entry)
                 self._recipe, self._model = (ref.base, ref.dtype, ()), model
             self._apply_missing(ref)
             return self._model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -13,7 +13,8 @@ from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, 
 from ..vace_core.passes import VACE_ATTENTION_MODES
 from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, GenerationCancelled, PromptSegment,
                                  SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes)
-from ..vace_core.scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, parse_steps
+from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, Preset, resolve_settings
+from ..vace_core.scheduler import parse_steps
 from . import host
 from .common import (CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY,
                      VACE_TYPE)
@@ -22,6 +23,8 @@ from .prompts import conditioning_tensor
 
 DEFAULTS = SamplerSettings()
 NO_RAMP = -1.0
+FROM_PRESET = -1  # chunk_frames / window_frames / sink_frames / shift widget value: take the preset's
+STEPS_FROM_PRESET = ""
 
 
 class LongLiveSampler:
@@ -47,21 +50,24 @@ class LongLiveSampler:
                 "vace_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                          "tooltip": "Strength of the VACE hints (0 = plain text-to-video). "
                                                     "Ignored without a vace_context."}),
-                "chunk_frames": ("INT", {"default": DEFAULTS.chunk_frames, "min": 1, "max": 64,
-                                         "tooltip": "Latent frames generated per causal chunk (LongLive: 3 = "
-                                                    "12 video frames)."}),
-                "window_frames": ("INT", {"default": DEFAULTS.window_frames, "min": 1, "max": 1024,
+                "chunk_frames": ("INT", {"default": FROM_PRESET, "min": FROM_PRESET, "max": 64,
+                                         "tooltip": "Latent frames generated per causal chunk (3 = 12 video "
+                                                    f"frames). {_from_preset_note('chunk_frames')}"}),
+                "window_frames": ("INT", {"default": FROM_PRESET, "min": FROM_PRESET, "max": 1024,
                                           "tooltip": "Self-attention window in latent frames, sink included, "
-                                                     "references not counted (LongLive: 12). Must hold "
-                                                     "sink_frames + chunk_frames."}),
-                "sink_frames": ("INT", {"default": DEFAULTS.sink_frames, "min": 0, "max": 1024,
+                                                     "references not counted; must hold sink_frames + "
+                                                     f"chunk_frames. {_from_preset_note('window_frames')}"}),
+                "sink_frames": ("INT", {"default": FROM_PRESET, "min": FROM_PRESET, "max": 1024,
                                         "tooltip": "First generated latent frames kept in attention for the "
-                                                   "whole video (LongLive's frame sink: 3)."}),
-                "steps": ("STRING", {"default": ",".join(str(s) for s in DEFAULT_STEPS),
-                                     "tooltip": "Denoising steps, strictly decreasing in 1..1000 (LongLive is "
-                                                "distilled for 1000,750,500,250)."}),
-                "shift": ("FLOAT", {"default": DEFAULT_SHIFT, "min": 0.1, "max": 20.0, "step": 0.1,
-                                    "tooltip": "Timestep shift of the flow-matching schedule (LongLive: 5.0)."}),
+                                                   f"whole video (0 = none). {_from_preset_note('sink_frames')}"}),
+                "steps": ("STRING", {"default": STEPS_FROM_PRESET,
+                                     "tooltip": "Denoising steps, strictly decreasing in 1..1000, e.g. "
+                                                "1000,750,500,250. Empty = the preset's: "
+                                                + _by_value(_steps_text) + "."}),
+                "shift": ("FLOAT", {"default": float(FROM_PRESET), "min": float(FROM_PRESET), "max": 20.0,
+                                    "step": 0.1,
+                                    "tooltip": "Timestep shift of the flow-matching schedule (positive). "
+                                               f"{_from_preset_note('shift')}"}),
             },
             "optional": {
                 "vace_context": (VACE_TYPE, {"tooltip": "Reference / control conditioning from 'VACE Encode "
@@ -76,6 +82,7 @@ class LongLiveSampler:
                                              "tooltip": "VACE strength at the last chunk, ramping linearly from "
                                                         "vace_scale at the first; -1 = constant vace_scale."}),
                 **causal_option_inputs(),
+                **preset_input(),
             },
         }
 
@@ -153,6 +160,16 @@ def encode_start_images(start_images: torch.Tensor | None, vae, plan: "RunPlan")
     return encode_start_frames(vae, start_images, plan.width, plan.height)
 
 
+def preset_input() -> dict:
+    return {"preset": (list(PRESET_NAMES), {
+        "default": DEFAULT_PRESET,
+        "tooltip": "Settings the checkpoint was distilled for: fills chunk_frames, window_frames, sink_frames, "
+                   "steps and shift wherever they are left at -1 / empty (a value set there wins). Pick the one "
+                   "of the loaded checkpoint: LongLive, Self-Forcing, CausVid (AR) or Causal Forcing (chunkwise). "
+                   "The last three attend globally over 21 latent frames (81 video frames); longer videos roll "
+                   "that window."})}
+
+
 def causal_option_inputs() -> dict:
     inputs = {}
     for name, (choices, tooltip) in CAUSAL_OPTIONS.items():
@@ -180,13 +197,12 @@ def plan_run(model: LongLiveModel, positive, length: int, width: int, height: in
              vace_scale_end: float, causal_options: dict | None = None) -> RunPlan:
     """Every check of the sampler inputs, run before the model moves or anything is computed."""
     check_size(width, height)
-    unknown = set(causal_options or {}) - set(CAUSAL_OPTIONS)
+    options = dict(causal_options or {})
+    preset = options.pop("preset", DEFAULT_PRESET)
+    unknown = set(options) - set(CAUSAL_OPTIONS)
     if unknown:
         raise ValueError(f"unknown sampler option(s) {sorted(unknown)}; known: {', '.join(CAUSAL_OPTIONS)}")
-    settings = SamplerSettings(chunk_frames=chunk_frames, window_frames=window_frames,
-                               sink_frames=sink_frames, denoising_steps=parse_steps(steps), shift=shift,
-                               **(causal_options or {}))
-    settings.validate()
+    settings = preset_settings(preset, chunk_frames, window_frames, sink_frames, steps, shift, **options)
     prompts = _prompt_segments(model, positive, prompt_schedule, length)
     if vace_context is not None:
         check_vace(model, vace_context, latent_frames_for(length), height, width)
@@ -195,6 +211,37 @@ def plan_run(model: LongLiveModel, positive, length: int, width: int, height: in
     scale = VaceScaleRamp(vace_scale, vace_scale_end) if vace_scale_end >= 0 else vace_scale
     return RunPlan(settings, prompts, scale, ref_frames, width, height, vace_context is not None,
                    latent_frames_for(length))
+
+
+def preset_settings(preset: str, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
+                    shift: float, **other) -> SamplerSettings:
+    """The sampler settings of the node's widgets: -1 (any negative) / empty steps take the preset's
+    value, anything else wins over it."""
+    def given(value):
+        return None if value < 0 else value
+
+    return resolve_settings(preset, chunk_frames=given(chunk_frames), window_frames=given(window_frames),
+                            sink_frames=given(sink_frames),
+                            denoising_steps=parse_steps(steps) if str(steps).strip() else None,
+                            shift=given(shift), **other)
+
+
+def _from_preset_note(name: str) -> str:
+    return f"-1 = the preset's ({_by_value(lambda p: f'{getattr(p, name):g}')})."
+
+
+def _by_value(show: Callable[[Preset], str]) -> str:
+    """'LongLive 12; Self-Forcing, CausVid (AR), ... 21' (presets grouped by the value shown)."""
+    groups: dict[str, list[str]] = {}
+    for p in PRESETS.values():
+        groups.setdefault(show(p), []).append(p.name)
+    if len(groups) == 1:
+        return f"{next(iter(groups))} in every preset"
+    return "; ".join(f"{', '.join(names)} {value}" for value, names in groups.items())
+
+
+def _steps_text(p: Preset) -> str:
+    return ",".join(map(str, p.denoising_steps)) + ("" if p.warp_steps else " fed unwarped")
 
 
 @contextmanager

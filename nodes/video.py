@@ -176,7 +176,7 @@ class LongLiveSampleToVideo:
         path, name, subfolder = host.video_output_path(filename_prefix, width, height)
         decoder = host.streaming_decoder(vae)
         given = start_latents.shape[2] if start_latents is not None else 0
-        chunks = len(plan_blocks(0, latent_frames_for(length), chunk_frames, given))
+        chunks = len(plan_blocks(0, latent_frames_for(length), plan.settings.chunk_frames, given))
         progress = _ChunkProgress(chunks, "Sampler -> Video")
         with on_compute_device(model, plan) as network:
             try:

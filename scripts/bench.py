@@ -38,6 +38,7 @@ It prints PASS/FAIL for the acceptance checks and exits 0 whatever the figures (
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -163,6 +164,31 @@ def rss_peak_mib() -> float:
 def rss_now_mib() -> float | None:
     kib = proc_status_kib("VmRSS")
     return None if kib is None else kib / 1024
+
+
+# ---- ComfyUI, for the side-by-side scripts (run with ComfyUI's python) --------------------------
+
+def import_comfy(comfy_dir: Path, base_dir: Path, **modules: str):
+    """ComfyUI's modules as its server imports them with --cpu and a scratch base directory, as a
+    namespace (name -> module for each `name="comfy.x.y"`), plus its `version` and `dir`. Nothing
+    is written into the checkout when PYTHONDONTWRITEBYTECODE is set."""
+    import importlib
+    import re
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(comfy_dir))
+    import comfy.options
+
+    comfy.options.enable_args_parsing()  # so comfy.cli_args reads the argv below, not ours
+    saved, sys.argv = sys.argv, [sys.argv[0], "--cpu", "--base-directory", str(base_dir)]
+    try:
+        import comfy.model_management  # noqa: F401  (reads the CPU choice at import)
+        loaded = {name: importlib.import_module(module) for name, module in modules.items()}
+    finally:
+        sys.argv = saved
+    version_file = Path(comfy_dir) / "comfyui_version.py"
+    found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
+    return SimpleNamespace(**loaded, version=found.group(1) if found else "unknown", dir=str(comfy_dir))
 
 
 # ---- the system under test ---------------------------------------------------------------------
@@ -370,20 +396,26 @@ def child_memory(plan: Plan, device: torch.device, spec: dict) -> dict:
 
 
 def run_memory(plan: Plan, device: torch.device) -> list[dict]:
-    """Each configuration in its own new process, so peaks do not mix. On the CPU the processes are
-    forked before any model exists (all start from the same import-only state, without paying the
-    torch import again) and run two at a time; CUDA cannot be forked, so there they are spawned,
-    one at a time."""
-    context = multiprocessing.get_context("fork" if device.type == "cpu" else "spawn")
-    parallel = (os.cpu_count() or 1) if device.type == "cpu" else 1
     specs = [{"length": length, "chunks": plan.memory_chunks[length == "long"], "keep_latents": keep,
               "vace": vace, "vace_attention": mode} for length, keep, vace, mode in MEMORY_CONFIGS]
+    return fresh_process_reports(functools.partial(child_memory, plan), specs, device)
+
+
+def fresh_process_reports(worker: Callable[[torch.device, dict], dict], specs: list[dict],
+                          device: torch.device, parallel: int | None = None) -> list[dict]:
+    """`worker(device, spec)` for each spec, each in its own new process, so peaks do not mix. On the
+    CPU the processes are forked from this one (all start from its state, without paying the
+    imports again) and run `parallel` at a time (default: one per core); CUDA cannot be forked, so
+    there they are spawned (`worker` must then be picklable), one at a time."""
+    context = multiprocessing.get_context("fork" if device.type == "cpu" else "spawn")
+    if parallel is None or device.type != "cpu":
+        parallel = (os.cpu_count() or 1) if device.type == "cpu" else 1
     reports = []
     for first in range(0, len(specs), parallel):
         children = []
         for spec in specs[first:first + parallel]:
             receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(target=memory_worker, args=(sender, plan, str(device), spec))
+            process = context.Process(target=report_worker, args=(sender, worker, str(device), spec))
             process.start()
             sender.close()
             children.append((process, receiver, spec))
@@ -397,11 +429,11 @@ def run_memory(plan: Plan, device: torch.device) -> list[dict]:
     return reports
 
 
-def memory_worker(sender, plan: Plan, device_name: str, spec: dict) -> None:
+def report_worker(sender, worker: Callable[[torch.device, dict], dict], device_name: str, spec: dict) -> None:
     device = torch.device(device_name)
     if device.type == "cpu":
         torch.set_num_threads(1)
-    sender.send(child_memory(plan, device, spec))
+    sender.send(worker(device, spec))
     sender.close()
 
 
@@ -658,12 +690,37 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
+# Sections other benchmark scripts add to a results file (scripts/bench_native_ar.py) follow this
+# line; rewriting the file keeps them.
+APPENDIX_MARK = "<!-- sections below are written by other scripts and kept when this file is rewritten -->"
+
+
+def write_markdown(path: Path, text: str) -> None:
+    """Write `text` as the main part of `path`, keeping the appendix sections already there."""
+    old = path.read_text() if path.exists() else ""
+    appendix = old[old.index(APPENDIX_MARK):] if APPENDIX_MARK in old else ""
+    path.write_text(text + ("\n" + appendix if appendix else ""))
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Put `text` into the appendix of `path` as section `name`, in place of an earlier one."""
+    old = path.read_text() if path.exists() else ""
+    main, _, appendix = old.partition(APPENDIX_MARK)
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    section = f"{begin}\n{text.strip()}\n{end}"
+    if begin in appendix and end in appendix:
+        appendix = appendix[:appendix.index(begin)] + section + appendix[appendix.index(end) + len(end):]
+    else:
+        appendix = appendix.rstrip("\n") + "\n\n" + section
+    path.write_text(main.rstrip("\n") + "\n\n" + APPENDIX_MARK + "\n\n" + appendix.strip("\n") + "\n")
+
+
 def write_results(result: dict, out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     stem = f"results-{result['device']}{'-quick' if result['quick'] else ''}"
     json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     json_path.write_text(json.dumps(result, indent=1) + "\n")
-    md_path.write_text(markdown(result))
+    write_markdown(md_path, markdown(result))
     return json_path, md_path
 
 

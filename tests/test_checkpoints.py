@@ -518,3 +518,64 @@ def test_loading_onto_cuda_matches_cpu(files):
     for key, value in cpu.state_dict().items():
         # the merge runs on the weight's device: allow one bf16 rounding step of difference
         torch.testing.assert_close(gpu.state_dict()[key].cpu(), value, rtol=1e-2, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------
+# trainer checkpoints with several state dicts: the `entry` choice
+
+
+@pytest.fixture(scope="module")
+def trainer_states() -> dict[str, dict[str, torch.Tensor]]:
+    """Three different tiny generators, so the loaded weights show which entry was taken."""
+    base = preset("tiny")
+    return {name: fx.make_state_dict(base, seed=seed)
+            for name, seed in (("generator", 10), ("critic", 11), ("generator_ema", 12))}
+
+
+@pytest.fixture(scope="module")
+def self_forcing_pt(tmp_path_factory, trainer_states) -> Path:
+    # Self-Forcing's trainer saves {generator, critic, generator_ema, optimizers, step}
+    return fx.write_trainer_pt(tmp_path_factory.mktemp("trainer") / "self_forcing_dmd.pt", trainer_states)
+
+
+def loaded(path: Path, **kwargs) -> dict[str, torch.Tensor]:
+    return load_longlive(path, dtype="fp32", **kwargs).state_dict()
+
+
+def test_auto_entry_takes_generator_ema_and_logs_it(self_forcing_pt, trainer_states, caplog):
+    with caplog.at_level("INFO", logger=ckpt.__name__):
+        weights = loaded(self_forcing_pt)
+    assert_same(weights, trainer_states["generator_ema"])
+    assert not torch.equal(weights["head.head.weight"], trainer_states["generator"]["head.head.weight"])
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("'generator_ema'" in m and "generator, critic, generator_ema" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("entry", ["generator", "generator_ema", "critic"])
+def test_named_entry_loads_that_state_dict(self_forcing_pt, trainer_states, entry):
+    assert_same(loaded(self_forcing_pt, entry=entry), trainer_states[entry])
+
+
+def test_auto_entry_without_ema_takes_generator(tmp_path, trainer_states):
+    # CausVid's trainer saves {generator, critic}; its inference loads generator
+    path = fx.write_trainer_pt(tmp_path / "causvid.pt", {k: trainer_states[k] for k in ("generator", "critic")})
+    assert_same(loaded(path), trainer_states["generator"])
+
+
+def test_missing_entry_lists_the_entries_present(self_forcing_pt):
+    with pytest.raises(CheckpointError) as error:
+        load_longlive(self_forcing_pt, dtype="fp32", entry="model")
+    message = str(error.value)
+    assert "self_forcing_dmd.pt has no 'model' entry" in message
+    assert "'generator', 'critic', 'generator_ema'" in message
+    assert "generator_optimizer" not in message and "'step'" not in message  # not weights
+    assert "'auto'" in message
+
+
+def test_entry_of_a_plain_state_dict_or_a_safetensors_file(tmp_path, files, state):
+    plain = tmp_path / "plain.pt"
+    torch.save(fx.main_only(state), plain)
+    with pytest.raises(CheckpointError, match="plain state dict without entries; use entry 'auto'"):
+        load_longlive(plain, dtype="fp32", entry="generator")
+    with pytest.raises(CheckpointError, match="safetensors file: it holds one state dict .* use entry 'auto'"):
+        load_longlive(files["wan.safetensors"], dtype="fp32", entry="generator_ema")

@@ -175,8 +175,8 @@ def test_node_definition_is_complete(name):
     assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
     parameters = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
     named = {p for p, v in parameters.items() if v.kind is not inspect.Parameter.VAR_KEYWORD} - {"self"}
-    # the sampler nodes take their causal options as one group (**causal_options)
-    grouped = set(sampler_node.CAUSAL_OPTIONS) if len(named) < len(parameters) - 1 else set()
+    # the sampler nodes take their causal options and the preset as one group (**causal_options)
+    grouped = set(sampler_node.CAUSAL_OPTIONS) | {"preset"} if len(named) < len(parameters) - 1 else set()
     assert set(inputs) | set(spec.get("hidden", {})) == named | grouped
     assert grouped <= set(spec.get("optional", {}))
     for optional in set(spec.get("optional", {})) - grouped:
@@ -189,7 +189,7 @@ def test_widget_order_and_defaults_follow_the_contract():
                                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"]
     assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "start_images", "vae",
                                          "vace_scale_end", "reference_mode",
-                                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache"]
+                                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache", "preset"]
     optional = sampler["optional"]
     assert (optional["vace_attention"][1]["default"], optional["recache"][1]["default"]) == ("causal", "longlive")
     assert optional["vace_attention"][0] == ["causal", "references", "block"]
@@ -199,9 +199,16 @@ def test_widget_order_and_defaults_follow_the_contract():
     assert (req["width"][1]["default"], req["height"][1]["default"], req["length"][1]["default"]) == (832, 480, 81)
     assert req["length"][1]["step"] == 4
     assert (req["vace_scale"][1]["min"], req["vace_scale"][1]["max"], req["vace_scale"][1]["step"]) == (0.0, 2.0, 0.05)
-    assert req["steps"][1]["default"] == "1000,750,500,250" and req["shift"][1]["default"] == 5.0
-    loader = NODES["LongLiveModelLoader"].INPUT_TYPES()["required"]
+    # the preset fills what is left at -1 / empty (LongLive unless chosen otherwise)
+    assert [req[k][1]["default"] for k in ("chunk_frames", "window_frames", "sink_frames", "steps", "shift")] \
+        == [-1, -1, -1, "", -1.0]
+    assert sampler["optional"]["preset"][1]["default"] == "LongLive"
+    loader_inputs = NODES["LongLiveModelLoader"].INPUT_TYPES()
+    loader = loader_inputs["required"]
     assert list(loader) == ["base_checkpoint", "lora", "lora_strength", "dtype"]
+    assert loader_inputs["optional"]["entry"] == (["auto", "generator", "generator_ema", "model"],
+                                                  loader_inputs["optional"]["entry"][1])
+    assert loader_inputs["optional"]["entry"][1]["default"] == "auto"
     assert loader["base_checkpoint"][0] == ["longlive_base.pt", "vace_module.safetensors"]
     assert loader["lora"][0] == ["none", "lora.pt", "style.safetensors"]
     assert loader["lora"][1]["default"] == "lora.pt" and loader["dtype"][1]["default"] == "bf16"
@@ -662,3 +669,53 @@ def test_bad_conditioning_and_schedule(no_generation):
 def test_decode_rejects_image_latents():
     with pytest.raises(ValueError, match="expected video latents"):
         run("LongLiveDecode", samples={"samples": torch.zeros(1, 4, 8, 8)}, vae=TinyVAE())
+
+
+# ---------------------------------------------------------------------------------------------
+# presets and checkpoint entries (issue 11)
+
+
+def test_sampler_preset_fills_the_widgets_left_at_minus_one():
+    presets = importlib.import_module(f"{PACK}.vace_core.presets")
+    positive = conditioning(1)
+    from_preset = dict(SAMPLER_DEFAULTS, chunk_frames=-1, window_frames=-1, sink_frames=-1, steps="", shift=-1.0)
+    latent = run("LongLiveSampler", model=load(), positive=positive, preset="CausVid (AR)", **from_preset)[0]
+    expected = direct_generate(fresh(), positive[0][0], settings=presets.resolve_settings("CausVid (AR)"))
+    assert torch.equal(latent["samples"], expected)
+    # a widget set to a value wins: the LongLive steps, still fed the CausVid way (unwarped, shift 8)
+    explicit = run("LongLiveSampler", model=load(), positive=positive, preset="CausVid (AR)",
+                   **{**from_preset, "steps": "1000,750,500,250"})[0]
+    expected = direct_generate(fresh(), positive[0][0], settings=presets.resolve_settings(
+        "CausVid (AR)", denoising_steps=(1000, 750, 500, 250)))
+    assert torch.equal(explicit["samples"], expected)
+    assert not torch.equal(explicit["samples"], latent["samples"])
+
+
+def test_sampler_rejects_an_unknown_preset(no_generation):
+    with pytest.raises(ValueError, match="preset 'Wan'"):
+        run("LongLiveSampler", model=load(), positive=conditioning(1), preset="Wan", **SAMPLER_DEFAULTS)
+
+
+def test_loader_entry_picks_the_state_dict(tmp_path, monkeypatch):
+    diffusion = tmp_path / "diffusion_models"
+    diffusion.mkdir()
+    (tmp_path / "loras").mkdir()
+    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(tmp_path))
+    states = {name: fx.main_only(fx.make_state_dict(TINY, seed=seed))
+              for name, seed in (("generator", 20), ("critic", 21), ("generator_ema", 22))}
+    fx.write_trainer_pt(diffusion / "self_forcing_dmd.pt", states)
+
+    def loaded(**entry):
+        return run("LongLiveModelLoader", base_checkpoint="self_forcing_dmd.pt", lora="none", lora_strength=1.0,
+                   dtype="fp32", **entry)[0]
+
+    auto, named = loaded(), loaded(entry="generator")
+    assert auto.base.entry is None and named.base.entry == "generator"
+    weights = {k: v.clone() for k, v in auto.model().state_dict().items()}
+    assert all(torch.equal(weights[k], v) for k, v in states["generator_ema"].items())
+    assert all(torch.equal(named.model().state_dict()[k], v) for k, v in states["generator"].items())
+    with pytest.raises(ValueError, match="no 'model' entry; the state dicts it holds: 'generator', 'critic', "
+                                         "'generator_ema'"):
+        loaded(entry="model")
+    with pytest.raises(ValueError, match="entry 'critic': expected one of auto, generator, generator_ema, model"):
+        loaded(entry="critic")

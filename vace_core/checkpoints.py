@@ -7,10 +7,9 @@ Entry points
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
     merge an optional LoRA. ``dtype`` is the compute dtype (torch dtype or "bf16"/"fp16"/"fp32");
     the small time-embedding, modulation and norm parameters stay float32
-    (``vace_core.model.param_dtype``). ``entry`` picks the dict entry of a LongLive trainer
-    checkpoint; by default the first present of "generator", "generator_ema", "model",
-    "state_dict", "module". A base file that also holds VACE weights (a full Wan2.1-VACE
-    checkpoint) gives a model with VACE.
+    (``vace_core.model.param_dtype``). ``entry`` names the state dict to take from a trainer
+    checkpoint holding several (``AUTO_ENTRY_ORDER`` when None, logged; see "Entries" below). A base
+    file that also holds VACE weights (a full Wan2.1-VACE checkpoint) gives a model with VACE.
 ``graft_vace(model, vace_path) -> model``
     Add VACE blocks to ``model`` (the same object is returned) from any VACE layout below. Only the
     ``vace_*`` tensors of the file are used. Their width and FFN size (and, for a full Wan2.1-VACE
@@ -34,7 +33,8 @@ Supported files (safetensors or torch pickles; the content decides, not the exte
 -----------------------------------------------------------------------------------------
 * LongLive ``.pt``: ``{"generator" | "generator_ema" | "model": {"model.<key>": tensor}}``; FSDP
   wrapper segments (``_fsdp_wrapped_module.``, ``_checkpoint_wrapped_module.``, ``_orig_mod.``)
-  anywhere in a key are dropped.
+  anywhere in a key are dropped. Self-Forcing / Causal Forcing / CausVid trainer files
+  (``{"generator", "critic", ["generator_ema"], ...}``) are the same layout.
 * Wan2.1 safetensors in original key names, optionally prefixed ``model.diffusion_model.`` /
   ``diffusion_model.``; diffusers ``WanTransformer3DModel`` / ``WanVACETransformer3DModel`` names.
 * VACE: a full Wan2.1-VACE checkpoint, a VACE-only module file, prefixed or diffusers-named.
@@ -42,6 +42,19 @@ Supported files (safetensors or torch pickles; the content decides, not the exte
   ``generator_lora``), ``diffusion_model.<module>.lora_A/lora_B``, ``diffusion_model.<module>.
   lora_down/lora_up`` + ``.alpha``, kohya ``lora_unet_<module_with_underscores>``, diffusers
   ``transformer.<diffusers module>.lora_A/lora_B``.
+
+Entries
+-------
+A trainer checkpoint holds several state dicts. Without ``entry`` the first present of
+``AUTO_ENTRY_ORDER`` is taken and logged: ``generator_ema`` (the EMA generator: Self-Forcing's
+README runs ``inference.py --use_ema`` and its ``demo.py`` loads ``generator_ema``, as do Causal
+Forcing's ``demo.py`` and frame-wise commands), else ``generator`` (CausVid saves
+``{generator, critic}`` and loads ``generator``; LongLive's ``longlive_base.pt`` carries one
+generator and ``use_ema: false`` loads ``generator``), else ``model``, ``state_dict``, ``module``,
+else the top level (a bare state dict). The entry names alone cannot tell every project apart:
+LongLive's own trainer also writes ``generator_ema``, and Causal Forcing's README runs its
+chunk-wise checkpoint without ``--use_ema``; name ``generator`` to match those runs exactly.
+``critic`` (the score model DMD trains beside the generator) is never taken.
 
 Safety and memory
 -----------------
@@ -55,6 +68,7 @@ check everything before they change the model, so a failed call leaves it as it 
 
 from __future__ import annotations
 
+import logging
 import pickle
 import re
 import zipfile
@@ -71,7 +85,8 @@ from .model import CausalWanModel, param_dtype
 PathLike = str | Path
 Shape = tuple[int, ...]
 
-BASE_ENTRIES = ("generator", "generator_ema", "model", "state_dict", "module")
+AUTO_ENTRY_ORDER = ("generator_ema", "generator", "model", "state_dict", "module")
+BASE_ENTRIES = AUTO_ENTRY_ORDER
 LORA_ENTRIES = ("generator_lora",)
 # segments that training wrappers insert into parameter names
 _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -83,6 +98,9 @@ _EXAMPLES = 5
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
            "float16": torch.float16, "half": torch.float16, "fp32": torch.float32,
            "float32": torch.float32, "float": torch.float32}
+
+
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -110,6 +128,9 @@ class TensorFile:
         self._handle = None
         self._tensors: dict[str, torch.Tensor] = {}
         if _sniff(self.path) == "safetensors":
+            if entry is not None:
+                raise CheckpointError(f"{self.path} is a safetensors file: it holds one state dict and no "
+                                      f"entries, so entry {entry!r} cannot be chosen; use entry 'auto'")
             self._open_safetensors()
         else:
             self._tensors = _find_state_dict(_torch_load(self.path), entries, entry, self.path)
@@ -175,17 +196,33 @@ def _find_state_dict(container: object, entries: tuple[str, ...], entry: str | N
     """The tensor dict inside a torch checkpoint: `entry`, the first of `entries`, or the top level."""
     if not isinstance(container, Mapping):
         raise CheckpointError(f"{path} holds a {type(container).__name__}, expected a dict of tensors")
+    present = [k for k, v in container.items() if _holds_tensors(v)]  # nested state dicts (not optimizer states)
     if entry is not None:
-        if not isinstance(container.get(entry), Mapping):
-            raise CheckpointError(f"{path} has no {entry!r} entry; its entries: {_preview(container)}")
+        if entry not in present:
+            raise CheckpointError(_missing_entry(path, entry, present))
         chosen = container[entry]
     else:
-        chosen = next((container[e] for e in entries if isinstance(container.get(e), Mapping)), container)
+        entry = next((e for e in entries if e in present), None)
+        chosen = container if entry is None else container[entry]
+        if entry is not None:
+            log.info("%s: loading entry %r (state dicts in the file: %s)", path.name, entry, ", ".join(present))
     tensors = {k: v for k, v in chosen.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{path} contains no tensors where expected (a dict of tensors, or one "
                               f"under {', '.join(entries)}); its entries: {_preview(container)}")
     return tensors
+
+
+def _holds_tensors(value: object) -> bool:
+    return isinstance(value, Mapping) and any(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def _missing_entry(path: Path, entry: str, present: list[str]) -> str:
+    if not present:
+        return (f"{path} has no {entry!r} entry: it is a plain state dict without entries; use entry "
+                "'auto'")
+    return (f"{path} has no {entry!r} entry; the state dicts it holds: {', '.join(map(repr, present))}. "
+            "Choose one of them, or 'auto'")
 
 
 def _preview(keys: Iterable[str]) -> str:

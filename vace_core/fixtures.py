@@ -213,6 +213,17 @@ def write_longlive_pt(path: str | Path, state: Mapping[str, torch.Tensor], entry
     return Path(path)
 
 
+def write_trainer_pt(path: str | Path, entries: Mapping[str, Mapping[str, torch.Tensor]]) -> Path:
+    """A distillation trainer's checkpoint (Self-Forcing, Causal Forcing, CausVid, LongLive): one
+    {"model.<key>": tensor} dict per entry (e.g. generator, critic, generator_ema) beside the
+    non-weight entries such trainers also save (an optimizer state, the step)."""
+    content: dict = {name: {f"model.{k}": v for k, v in state.items()} for name, state in entries.items()}
+    content["generator_optimizer"] = {"state": {}, "param_groups": [{"lr": 2e-6, "params": [0]}]}
+    content["step"] = 600
+    torch.save(content, path)
+    return Path(path)
+
+
 def _save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor]) -> Path:
     save_file({k: v.contiguous() for k, v in state.items()}, str(path))
     return Path(path)

@@ -70,6 +70,7 @@ class SamplerSettings:
     sink_frames: int = 3  # first generated frames kept for the whole video
     denoising_steps: tuple[int, ...] = DEFAULT_STEPS
     shift: float = DEFAULT_SHIFT
+    warp_steps: bool = True  # False: the steps are the model's timesteps as they are (CausVid)
     reference_mode: str = "denoise"
     vace_attention: str = "causal"
     hint_chunks: str = "all"
@@ -95,7 +96,7 @@ class SamplerSettings:
 
     @property
     def schedule(self) -> FewStepSchedule:
-        return FewStepSchedule(tuple(self.denoising_steps), self.shift)
+        return FewStepSchedule(tuple(self.denoising_steps), self.shift, warp=self.warp_steps)
 
     @property
     def rolling_frames(self) -> int:

@@ -10,6 +10,11 @@ sigma_min = 0 and are then warped by the timestep shift, so step s is fed to the
 which for k = 5 gives 1000, 937.5, 833.33, 625.0. The model predicts the flow v = noise - x0 at
 sigma = t / 1000, so x0 = x_t - sigma * v; the next step starts from fresh noise mixed in at the
 next sigma: x_t' = (1 - sigma') * x0 + sigma' * noise.
+
+Some checkpoints were distilled with steps that are fed to the model as they are (CausVid's
+1000, 757, 522: `warp_denoising_step: false`). Then `warp=False`: the step is the timestep, and
+its sigma is that of the table entry nearest to it, as upstream's flow-matching scheduler looks a
+timestep up (with CausVid's shift 8, 757 -> sigma 0.756757, the entry of unshifted sigma 0.28).
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ def warp_step(step: int, shift: float, num_train_timesteps: int = NUM_TRAIN_TIME
     which is what is evaluated here directly (in double precision instead of a float32 table).
     """
     return num_train_timesteps * shift_sigma(step / num_train_timesteps, shift)
+
+
+def table_sigma(timestep: float, shift: float, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> float:
+    """Sigma of the entry of the shifted table (see `warp_step`) whose timestep is nearest to
+    `timestep`; a tie goes to the noisier entry, as an argmin over the table does."""
+    n = num_train_timesteps
+    x = timestep / n
+    unshifted = x / (shift - (shift - 1.0) * x)  # inverse of shift_sigma
+    position = n * (1.0 - unshifted)  # fractional table index; entry i has unshifted sigma 1 - i/n
+    below = min(max(int(position), 0), n - 1)
+    candidates = sorted({below, min(below + 1, n - 1)})
+    sigmas = [shift_sigma(1.0 - i / n, shift) for i in candidates]
+    return min(sigmas, key=lambda s: (abs(n * s - timestep), -s))
 
 
 def parse_steps(text: str, num_train_timesteps: int = NUM_TRAIN_TIMESTEPS) -> tuple[int, ...]:
@@ -80,11 +98,13 @@ class Step(NamedTuple):
 
 @dataclass(frozen=True)
 class FewStepSchedule:
-    """The warped few-step schedule; iterate it for (index, timestep, sigma, next_sigma)."""
+    """The few-step schedule; iterate it for (index, timestep, sigma, next_sigma). `warp` False feeds
+    the steps to the model as timesteps (see the module docstring)."""
 
     steps: tuple[int, ...] = DEFAULT_STEPS
     shift: float = DEFAULT_SHIFT
     num_train_timesteps: int = NUM_TRAIN_TIMESTEPS
+    warp: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(self.steps))
@@ -94,23 +114,28 @@ class FewStepSchedule:
 
     @property
     def timesteps(self) -> torch.Tensor:
-        """[n] float64 timesteps on the 0..num_train_timesteps scale."""
+        """[n] float64 timesteps on the 0..num_train_timesteps scale (what the model is given)."""
+        if not self.warp:
+            return torch.tensor(self.steps, dtype=torch.float64)
         return torch.tensor([warp_step(s, self.shift, self.num_train_timesteps) for s in self.steps],
                             dtype=torch.float64)
 
     @property
     def sigmas(self) -> torch.Tensor:
         """[n] float64 noise levels in (0, 1]."""
+        if not self.warp:
+            return torch.tensor([table_sigma(s, self.shift, self.num_train_timesteps) for s in self.steps],
+                                dtype=torch.float64)
         return self.timesteps / self.num_train_timesteps
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def __iter__(self) -> Iterator[Step]:
-        sig = self.sigmas.tolist()
+        times, sig = self.timesteps.tolist(), self.sigmas.tolist()
         nxt = sig[1:] + [0.0]
-        for i, (s, n) in enumerate(zip(sig, nxt)):
-            yield Step(i, s * self.num_train_timesteps, s, n)
+        for i, (t, s, n) in enumerate(zip(times, sig, nxt)):
+            yield Step(i, t, s, n)
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:

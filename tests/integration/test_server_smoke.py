@@ -18,7 +18,7 @@ from comfy_harness import PACK_DIR_NAME, REPO_ROOT, TEST_PACK_DIR_NAME
 # INPUT_TYPES order (required, then optional) and outputs from the team contract. UI-format
 # workflows store widget values by position, so the order is part of the interface.
 OUR_NODES = {
-    "LongLiveModelLoader": (["base_checkpoint", "lora", "lora_strength", "dtype"], [],
+    "LongLiveModelLoader": (["base_checkpoint", "lora", "lora_strength", "dtype"], ["entry"],
                             ["LONGLIVE_MODEL"]),
     "LongLiveLoraLoader": (["model", "lora", "strength"], [], ["LONGLIVE_MODEL"]),
     "LongLiveVaceGraft": (["model", "vace_checkpoint"], [], ["LONGLIVE_MODEL"]),
@@ -27,8 +27,9 @@ OUR_NODES = {
     "LongLivePromptSchedule": (["conditioning", "start_frame"], ["previous"], ["LONGLIVE_PROMPTS"]),
     "LongLiveSampler": (["model", "positive", "seed", "length", "width", "height", "vace_scale",
                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"],
-                        ["vace_context", "prompt_schedule", "start_images", "vae", "vace_scale_end", "reference_mode",
-                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache"], ["LATENT"]),
+                        ["vace_context", "prompt_schedule", "start_images", "vae", "vace_scale_end",
+                         "reference_mode", "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache",
+                         "preset"], ["LATENT"]),
     "LongLiveDecode": (["samples", "vae"], [], ["IMAGE"]),
 }
 CATEGORY = "LongLive/VACE"

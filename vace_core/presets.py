@@ -1,0 +1,128 @@
+"""Sampler presets for the causal Wan2.1-T2V-1.3B checkpoints this runtime runs.
+
+The checkpoints share LongLive's layout (same keys, same causal block model, a clean pass at t = 0
+after each chunk that writes the KV cache); they differ in the settings their authors distilled
+them for. Each preset holds those settings, read from the project's own inference code and
+configs at the commit named:
+
+- **LongLive** (NVlabs/LongLive 2462895, `configs/longlive_inference.yaml`, `inference.py`):
+  `num_frame_per_block: 3`; `local_attn_size: 12`, `sink_size: 3` (the window counts the sink);
+  `denoising_step_list [1000, 750, 500, 250]`, `warp_denoising_step: true`, `timestep_shift: 5.0`;
+  `use_ema: false`, so `inference.py` loads the `generator` entry.
+- **Self-Forcing** (guandeh17/Self-Forcing 33593df, `configs/self_forcing_dmd.yaml`,
+  `pipeline/causal_inference.py`, `utils/wan_wrapper.py`): `num_frame_per_block: 3`; no
+  `local_attn_size` / `sink_size`, so the wrapper's defaults -1 / 0 apply: global attention over a
+  cache of 32760 tokens = 21 latent frames at 480x832, no sink; steps `[1000, 750, 500, 250]`
+  warped with `timestep_shift: 5.0`. The README runs `inference.py --use_ema` and `demo.py` loads
+  `generator_ema`.
+- **CausVid (AR)** (tianweiy/CausVid ca21150, `configs/wan_causal_dmd.yaml`,
+  `causvid/models/wan/causal_inference.py`, `wan_wrapper.py`, `minimal_inference/
+  autoregressive_inference.py`): `num_frame_per_block: 3`; a 32760-token (21-frame) global cache,
+  no sink; `denoising_step_list [1000, 757, 522, 0]` (the 0 is dropped) with
+  `warp_denoising_step: false`, so 1000, 757, 522 are the timesteps themselves; the scheduler is
+  built with shift 8.0, whose table gives the sigmas (757 -> 0.75676); the script loads `generator`.
+- **Causal Forcing (chunkwise)** (thu-ml/Causal-Forcing 1fc7bbc,
+  `configs/causal_forcing_dmd_chunkwise.yaml`, `pipeline/causal_inference.py`, `inference.py`):
+  the Self-Forcing settings (chunk 3, global 21-frame cache, no sink, `[1000, 750, 500, 250]`
+  warped, shift 5.0). Its README runs the chunkwise checkpoint without `--use_ema` (`generator`),
+  the frame-wise ones and `demo.py` with `generator_ema`; keys may carry
+  `model._fsdp_wrapped_module.` (the loader drops it).
+
+"Global over 21 latent frames" is window 21 with no sink: identical attention up to 21 latent
+frames (81 video frames, what those projects generate). Their caches hold exactly 21 frames and
+their inference stops there, so they define nothing longer; past 21 frames this runtime rolls the
+window: every chunk attends to the most recent 21 latent frames (its own included), which those
+checkpoints were not trained for.
+
+`resolve_settings` turns a preset plus the settings given explicitly into `SamplerSettings`: an
+explicit value always wins, `None` means "the preset's".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+from .sampler import SamplerSettings
+
+FROM_PRESET_FIELDS = ("chunk_frames", "window_frames", "sink_frames", "denoising_steps", "shift")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    chunk_frames: int  # latent frames per causal block
+    window_frames: int  # self-attention window in latent frames, sink included
+    sink_frames: int
+    denoising_steps: tuple[int, ...]
+    shift: float
+    warp_steps: bool  # False: the steps are fed to the model as timesteps
+    checkpoint_entry: str  # the state dict the project's own inference script loads
+    source: str  # project and commit the values were read from
+
+    def values(self) -> dict:
+        """The fields a preset fills in `SamplerSettings`."""
+        return {name: getattr(self, name) for name in FROM_PRESET_FIELDS + ("warp_steps",)}
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("LongLive", 3, 12, 3, (1000, 750, 500, 250), 5.0, True, "generator", "NVlabs/LongLive@2462895"),
+    Preset("Self-Forcing", 3, 21, 0, (1000, 750, 500, 250), 5.0, True, "generator_ema",
+           "guandeh17/Self-Forcing@33593df"),
+    Preset("CausVid (AR)", 3, 21, 0, (1000, 757, 522), 8.0, False, "generator", "tianweiy/CausVid@ca21150"),
+    Preset("Causal Forcing (chunkwise)", 3, 21, 0, (1000, 750, 500, 250), 5.0, True, "generator",
+           "thu-ml/Causal-Forcing@1fc7bbc"),
+)}
+PRESET_NAMES = tuple(PRESETS)
+DEFAULT_PRESET = "LongLive"
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"preset {name!r}: expected one of {', '.join(PRESET_NAMES)}")
+    return PRESETS[name]
+
+
+def resolve_settings(preset: str, *, chunk_frames: int | None = None, window_frames: int | None = None,
+                     sink_frames: int | None = None, denoising_steps: Sequence[int] | None = None,
+                     shift: float | None = None, **other) -> SamplerSettings:
+    """`SamplerSettings` from a preset, with every setting given explicitly (not None) replacing the
+    preset's. `other` are further `SamplerSettings` fields (reference_mode, ...), passed through.
+    Validated here, so a bad combination fails before any work; the message says which values came
+    from the preset and which were given."""
+    chosen = get_preset(preset)
+    given = {"chunk_frames": chunk_frames, "window_frames": window_frames, "sink_frames": sink_frames,
+             "denoising_steps": None if denoising_steps is None else tuple(denoising_steps), "shift": shift}
+    given = {name: value for name, value in given.items() if value is not None}
+    unknown = set(other) - {f.name for f in fields(SamplerSettings)}
+    if unknown:
+        raise TypeError(f"unknown sampler settings: {', '.join(sorted(unknown))}")
+    settings = SamplerSettings(**{**chosen.values(), **given, **other})
+    try:
+        settings.validate()
+        _ = settings.schedule  # building the schedule checks the steps and the shift
+    except ValueError as error:
+        raise ValueError(f"{error} ({_provenance(chosen, given)})") from None
+    return settings
+
+
+def _provenance(preset: Preset, given: dict) -> str:
+    def label(name: str) -> str:
+        return "steps" if name == "denoising_steps" else name  # the sampler node's name for it
+
+    from_preset = [f"{label(name)} {_show(getattr(preset, name))}" for name in FROM_PRESET_FIELDS
+                   if name not in given]
+    parts = []
+    if from_preset:
+        parts.append(f"from preset {preset.name!r}: {', '.join(from_preset)}")
+    if given:
+        parts.append("given: " + ", ".join(f"{label(name)} {_show(value)}" for name, value in given.items()))
+    return "; ".join(parts)
+
+
+def _show(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
