@@ -19,7 +19,8 @@ from ..vace_core.sampler import GenerationCancelled, PromptSegment, generate
 from . import host
 from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY
 from .model_ref import LongLiveModel
-from .sampler import NO_RAMP, LongLiveSampler, PassProgress, on_compute_device, plan_run
+from .sampler import (NO_RAMP, LongLiveSampler, PassProgress, keep_loaded_and_check_interrupt, on_compute_device,
+                      plan_run)
 
 OUTPUTS = ("continuation", "earlier + continuation")
 # sampler inputs a continuation takes from the earlier latents instead
@@ -84,11 +85,11 @@ class LongLiveContinue:
         plan = plan_run(model, positive, total, width, height, vace_scale, chunk_frames, window_frames, sink_frames,
                         steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
         progress = PassProgress()
-        with on_compute_device(model, plan) as network:
+        with on_compute_device(model, plan) as loaded:
             try:
-                result = generate(network, plan.prompts, video_frames=total, height=height, width=width, seed=seed,
-                                  vace=vace_context, vace_scale=plan.vace_scale, settings=plan.settings,
-                                  callback=progress, should_cancel=host.is_interrupted,
+                result = generate(loaded.network, plan.prompts, video_frames=total, height=height, width=width,
+                                  seed=seed, vace=vace_context, vace_scale=plan.vace_scale, settings=plan.settings,
+                                  callback=progress, should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),
                                   start_latents=earlier[:, :, ref_frames:],
                                   reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
             except GenerationCancelled:

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
-from .model_ref import DTYPES, FileRef, LongLiveModel, Step, build
+from .model_ref import AUTO, DTYPES, FileRef, LongLiveModel, file_stamp, load_model
 
 NO_LORA = "none"
 DEFAULT_BASE = "longlive_base.pt"
@@ -27,15 +27,17 @@ class LongLiveModelLoader:
                                "Wan2.1-T2V-1.3B layout: original, ComfyUI-prefixed or diffusers)."}),
                 "lora": (loras, {
                     **default_if_listed(loras, DEFAULT_LORA),
-                    "tooltip": "LoRA in models/loras merged into the base at load time (LongLive ships "
-                               "lora.pt, rank 256). 'none' loads the base alone."}),
+                    "tooltip": "LoRA in models/loras applied to the base when it is loaded, as a patch: a new "
+                               "strength does not read the base again (LongLive ships lora.pt, rank 256). "
+                               "'none' loads the base alone."}),
                 "lora_strength": ("FLOAT", {
                     "default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                     "tooltip": "Multiplier of the LoRA update (1.0 = as trained; 0 = no LoRA)."}),
                 "dtype": (list(DTYPES), {
-                    "default": "bf16",
-                    "tooltip": "Compute precision of the weights. bf16 is what LongLive runs in; fp32 for "
-                               "CPU or debugging; fp16 may overflow on some prompts."}),
+                    "default": AUTO,
+                    "tooltip": "Compute precision of the weights. auto: ComfyUI's choice for the device (bf16 "
+                               "where supported, else fp16; fp32 on the CPU). bf16 is what LongLive runs in; "
+                               "fp32 for the CPU or debugging; fp16 may overflow on some prompts."}),
             },
             "optional": {
                 "entry": (list(ENTRIES), {
@@ -48,13 +50,21 @@ class LongLiveModelLoader:
             },
         }
 
+    @classmethod
+    def IS_CHANGED(cls, base_checkpoint: str, lora: str, **_) -> str:
+        # a file replaced under the same name must be read again
+        stamps = [file_stamp("diffusion_models", base_checkpoint)]
+        if lora != NO_LORA:
+            stamps.append(file_stamp("loras", lora))
+        return "; ".join(stamps)
+
     RETURN_TYPES = (MODEL_TYPE,)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The LongLive causal Wan2.1 model (no VACE yet: add 'Load VACE Weights').",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Loads the LongLive causal Wan2.1-T2V-1.3B generator and merges its LoRA. The weights "
-                   "stay cached between runs; LoRA and VACE nodes further down extend them in place.")
+    DESCRIPTION = ("Loads the LongLive causal Wan2.1-T2V-1.3B generator with its LoRA. ComfyUI's memory "
+                   "manager keeps it loaded between runs; LoRA and VACE nodes further down share its weights.")
 
     def load(self, base_checkpoint: str, lora: str, lora_strength: float, dtype: str,
              entry: str = "auto") -> tuple[LongLiveModel]:
@@ -65,10 +75,8 @@ class LongLiveModelLoader:
         base = FileRef.resolve("diffusion_models", base_checkpoint)
         if entry != "auto":
             base = replace(base, entry=entry)
-        steps: tuple[Step, ...] = ()
-        if lora != NO_LORA and lora_strength != 0:
-            steps = (Step("lora", FileRef.resolve("loras", lora), float(lora_strength)),)
-        return (build(base, dtype, steps),)
+        lora_file = FileRef.resolve("loras", lora) if lora != NO_LORA and lora_strength != 0 else None
+        return (load_model(base, dtype, lora_file, float(lora_strength)),)
 
 
 class LongLiveLoraLoader:
@@ -86,14 +94,19 @@ class LongLiveLoraLoader:
             }
         }
 
+    @classmethod
+    def IS_CHANGED(cls, lora: str, **_) -> str:
+        return file_stamp("loras", lora)
+
     RETURN_TYPES = (MODEL_TYPE,)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The model with this LoRA merged as well.",)
+    OUTPUT_TOOLTIPS = ("The model with this LoRA applied as well.",)
     FUNCTION = "load"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Stacks one more LoRA (e.g. a style LoRA) on a LongLive model."
+    DESCRIPTION = ("Stacks one more LoRA (e.g. a style LoRA) on a LongLive model. Only the LoRA file is read: "
+                   "a new strength does not load the base model again.")
 
     def load(self, model: LongLiveModel, lora: str, strength: float) -> tuple[LongLiveModel]:
         if strength == 0:
             return (model,)
-        return (model.extend(Step("lora", FileRef.resolve("loras", lora), float(strength))),)
+        return (model.with_lora(FileRef.resolve("loras", lora), float(strength)),)

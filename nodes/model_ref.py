@@ -1,40 +1,45 @@
 """LONGLIVE_MODEL: what travels between the loader, LoRA, graft and sampler nodes.
 
 ComfyUI caches every node's output and hands the same object to every node wired to it, so a node
-must never change a model that another node produced. Copying a 1.3B model per LoRA/graft node
-would double (or triple) its memory. Instead a `LongLiveModel` is an immutable *recipe* — the base
-file, then an ordered list of steps (LoRA merges, VACE grafts), each with the file's size and
-modification time — and the weights live in a one-entry cache owned by this module:
+must never change a model that another node produced, and copying a 1.3B model per LoRA or graft
+node would multiply its memory. A `LongLiveModel` therefore works like ComfyUI's own MODEL: it holds
+a model patcher (ComfyUI's ModelPatcher inside ComfyUI, the standalone one of nodes/patcher.py
+outside), and the clones of a patcher share one network while each carries its own patches:
 
-- `model()` returns the cached model when the recipe matches;
-- when the new recipe *extends* the cached one (same base and dtype, cached steps are a prefix),
-  the missing steps are applied to the cached model in place and the cache is re-keyed. LoRA
-  merges and grafts are deterministic and applied in recipe order, so this gives exactly the
-  weights a fresh build would;
-- otherwise the cached model is dropped first and the recipe is built from the files.
+- Load LongLive Model reads the base file into a network with a root patcher. The root is shared
+  by every value made from the same file (same size and mtime) in the same dtype while any of them
+  is alive, so a new LoRA strength on the loader does not read the base again. Its LoRA becomes a
+  weight patch on a clone.
+- LongLive Extra LoRA clones the patcher and adds the LoRA's factors as patches: only the LoRA file
+  is read, and the upstream value keeps its own patches.
+- Load VACE Weights reads the VACE blocks into modules of their own and sets them as object patches
+  on a clone: the base weights stay shared between the base and base + VACE.
+- The sampler asks the host to load the value's patcher for the run (`load_for_run`): inside
+  ComfyUI that is `load_models_gpu`, which evicts other models or loads ours partially, applies
+  exactly this clone's patches and keeps the model loaded between runs, until the memory is needed
+  elsewhere or the user frees it ("Unload models", POST /free).
 
-The recipe of an upstream node never changes, so "Extra LoRA" and "graft" leave it untouched; if
-that upstream model is asked for again (a second branch of the graph), it is simply rebuilt.
-Only one model is resident at a time, which is what a 1.3B model on a consumer GPU wants; two
-branches with different models in one graph rebuild on every switch (correct, only slower).
-
-The loader nodes build eagerly (through `extend`), so a wrong file fails at the node that named it,
-and the next node in a chain extends the model in place instead of loading anything again.
+Nothing here holds a model strongly: ComfyUI's node cache owns the values (the shared-base table is
+weak), so when it drops them, on /free for instance, the weights are freed.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 
-from ..vace_core.checkpoints import apply_lora, graft_vace, load_longlive
+from ..vace_core.checkpoints import load_longlive, read_lora, read_vace, resolve_dtype
+from ..vace_core.config import WanConfig
 from ..vace_core.model import CausalWanModel
 from . import host
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+AUTO = "auto"
+DTYPES = (AUTO, "bf16", "fp16", "fp32")
 
 
 @dataclass(frozen=True)
@@ -53,18 +58,22 @@ class FileRef:
         return cls(kind, name, path, (stat.st_size, stat.st_mtime_ns))
 
 
+def file_stamp(kind: str, name: str) -> str:
+    """What a loader node's IS_CHANGED reports: the file's size and mtime, so ComfyUI runs the node
+    again (and the file is read again) when a file of the same name is replaced."""
+    try:
+        stamp = FileRef.resolve(kind, name).stamp
+    except (OSError, ValueError):
+        return f"{kind}/{name}: missing"  # the node itself reports the error when it runs
+    return f"{kind}/{name}: {stamp[0]} bytes, mtime {stamp[1]}"
+
+
 @dataclass(frozen=True)
 class Step:
-    """One change applied to the base model: a LoRA merge or a VACE graft."""
+    """One change on top of the base model: a LoRA or a VACE graft."""
     op: str  # "lora" | "vace"
     file: FileRef
     strength: float = 1.0
-
-    def apply(self, model: CausalWanModel) -> None:
-        if self.op == "lora":
-            apply_lora(model, self.file.path, self.strength)
-        else:
-            graft_vace(model, self.file.path)
 
     def describe(self) -> str:
         return f"LoRA {self.file.name} @ {self.strength:g}" if self.op == "lora" else f"VACE {self.file.name}"
@@ -72,7 +81,7 @@ class Step:
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What the nodes check before sampling, read from the built model."""
+    """What the nodes check before sampling, known without loading the model."""
     has_vace: bool
     num_vace_blocks: int
     text_dim: int
@@ -80,27 +89,51 @@ class ModelFacts:
     param_bytes: int
 
     @classmethod
-    def of(cls, model: CausalWanModel) -> "ModelFacts":
-        size = sum(p.numel() * p.element_size() for p in model.parameters())
-        config = model.config
-        return cls(model.has_vace, config.num_vace_blocks, config.text_dim, config.rope_max_frames, size)
+    def of(cls, config: WanConfig, param_bytes: int) -> "ModelFacts":
+        return cls(config.has_vace, config.num_vace_blocks, config.text_dim, config.rope_max_frames, param_bytes)
 
 
-@dataclass(frozen=True)
+class SharedBase:
+    """A base network read from one file in one dtype, with the root patcher all its values clone."""
+
+    def __init__(self, network: CausalWanModel) -> None:
+        self.config = network.config
+        self.network = network
+        self.root = host.make_patcher(network)
+
+
+_SHARED: "weakref.WeakValueDictionary[tuple, SharedBase]" = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_base(base: FileRef, dtype: str) -> SharedBase:
+    """The live SharedBase of this file (same stamp and entry) and dtype, or a new one read from it."""
+    key = (base.path, base.stamp, base.entry, dtype)
+    with _SHARED_LOCK:
+        shared = _SHARED.get(key)
+        if shared is None:
+            network = load_longlive(base.path, dtype=resolve_dtype(dtype), device=host.offload_device(),
+                                    entry=base.entry, operations=host.layer_operations())
+            shared = SharedBase(network)
+            _SHARED[key] = shared
+        return shared
+
+
+@dataclass(frozen=True, eq=False)
 class LongLiveModel:
-    """The LONGLIVE_MODEL value: recipe + facts of the built model. Immutable; see module doc."""
+    """The LONGLIVE_MODEL value: the recipe (for messages), facts of the model, its patcher. Immutable;
+    see the module docstring. `patcher` is also what ComfyUI's RAM cache looks for to recognise a
+    model among node outputs."""
     base: FileRef
-    dtype: str
+    dtype: str  # the compute dtype, resolved ("bf16", "fp16" or "fp32")
     steps: tuple[Step, ...]
     facts: ModelFacts
+    patcher: Any
+    shared: SharedBase
 
     @property
     def has_vace(self) -> bool:
         return self.facts.has_vace
-
-    @property
-    def recipe(self) -> tuple:
-        return (self.base, self.dtype, self.steps)
 
     @property
     def loras(self) -> list[tuple[str, float]]:
@@ -118,77 +151,55 @@ class LongLiveModel:
     def __str__(self) -> str:
         return f"LongLiveModel({self.describe()})"
 
-    def model(self) -> CausalWanModel:
-        """The built model for this recipe (cached; may rebuild or extend the cache in place)."""
-        return _CACHE.get(self)
+    def with_lora(self, lora: FileRef, strength: float) -> "LongLiveModel":
+        """A new value that also applies this LoRA (only the LoRA file is read); this one is unchanged."""
+        deltas = read_lora(self.shared.network, lora.path)
+        return replace(self, steps=self.steps + (Step("lora", lora, strength),),
+                       patcher=host.with_lora(self.patcher, deltas, strength))
 
-    def extend(self, step: Step) -> "LongLiveModel":
-        """A new LONGLIVE_MODEL with one more step, built now (in place of this one's cache entry
-        when it is resident); this object is not changed."""
-        return build(self.base, self.dtype, self.steps + (step,))
+    def with_vace(self, vace: FileRef) -> "LongLiveModel":
+        """A new value with these VACE blocks (only the VACE file is read); this one is unchanged."""
+        weights = read_vace(self.shared.network, vace.path, device=host.offload_device())
+        patcher = host.with_vace(self.patcher, weights)
+        return replace(self, steps=self.steps + (Step("vace", vace),), patcher=patcher,
+                       facts=ModelFacts.of(weights.config, patcher.model_size()))
+
+    def run_memory_bytes(self, *, tokens_per_frame: int, frames_per_pass: int, cache_bytes: int) -> int:
+        """What a run needs besides the weights, for the memory manager: the KV cache plus the
+        activations of its largest pass. The estimate assumes a memory-efficient attention kernel
+        (no [queries x keys] score matrix), which PyTorch's SDPA picks on CUDA."""
+        config = self.shared.config
+        element = torch.finfo(resolve_dtype(self.dtype)).bits // 8
+        tokens = tokens_per_frame * frames_per_pass
+        residual = tokens * config.dim * 4 * 6  # float32 stream, its norm and modulated copies
+        projections = tokens * config.dim * element * 4  # q, k, v and the attention output
+        ffn = tokens * config.ffn_dim * element * 2  # hidden layer before and after the GELU
+        vace = self.facts.num_vace_blocks
+        hints = tokens * config.dim * 4 * (vace + 1) if vace else 0  # VACE hints and the VACE stream
+        text = (config.num_layers + vace) * 2 * config.text_len * config.dim * element  # cross-attn K/V
+        return cache_bytes + residual + projections + ffn + hints + text
+
+    def load_for_run(self, memory_required: int = 0) -> host.LoadedNetwork:
+        """The network with this value's patches, loaded by the host for a run needing
+        `memory_required` bytes besides the weights."""
+        return host.load_for_run(self.patcher, memory_required)
 
 
-def build(base: FileRef, dtype: str, steps: tuple[Step, ...] = ()) -> LongLiveModel:
-    """Make the model of a recipe resident and return its LONGLIVE_MODEL value."""
+def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_strength: float = 1.0) -> LongLiveModel:
+    """The LONGLIVE_MODEL of a base file (read unless a live value already shares it) and a LoRA."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    draft = LongLiveModel(base, dtype, tuple(steps), ModelFacts(False, 0, 0, 0, 0))
-    model = _CACHE.get(draft)
-    return replace(draft, facts=ModelFacts.of(model))
-
-
-class _ModelCache:
-    """One resident model, keyed by its recipe."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._recipe: tuple | None = None
-        self._model: CausalWanModel | None = None
-
-    def get(self, ref: LongLiveModel) -> CausalWanModel:
-        with self._lock:
-            if self._model is not None and self._recipe == ref.recipe:
-                return self._model
-            if self._model is None or not self._extends(ref):
-                self.clear_locked()  # free the old weights before loading new ones
-                model = load_longlive(ref.base.path, dtype=DTYPES[ref.dtype], device=host.offload_device(),
-                                      entry=ref.base.entry)
-                self._recipe, self._model = (ref.base, ref.dtype, ()), model
-            self._apply_missing(ref)
-            return self._model
-
-    def _extends(self, ref: LongLiveModel) -> bool:
-        base, dtype, steps = self._recipe
-        return (base, dtype) == (ref.base, ref.dtype) and ref.steps[:len(steps)] == steps
-
-    def _apply_missing(self, ref: LongLiveModel) -> None:
-        done = len(self._recipe[2])
-        for index, step in enumerate(ref.steps[done:], start=done):
-            # graft_vace / apply_lora leave the model unchanged when they fail, so after an error
-            # the cache still describes the resident model truthfully (up to the failed step)
-            step.apply(self._model)
-            self._recipe = (ref.base, ref.dtype, ref.steps[:index + 1])
-
-    def clear_locked(self) -> None:
-        self._recipe, self._model = None, None
-        host.soft_empty_cache()
-
-    def clear(self) -> None:
-        with self._lock:
-            self.clear_locked()
-
-    @property
-    def resident(self) -> tuple | None:
-        return self._recipe
-
-
-_CACHE = _ModelCache()
+    resolved = host.dtype_name(host.auto_dtype()) if dtype == AUTO else dtype
+    shared = shared_base(base, resolved)
+    model = LongLiveModel(base, resolved, (), ModelFacts.of(shared.config, shared.root.model_size()),
+                          shared.root.clone(), shared)
+    if lora is not None and lora_strength != 0:
+        model = model.with_lora(lora, lora_strength)
+    return model
 
 
 def clear_cache() -> None:
-    """Drop the resident model (tests; frees its memory once no run holds it)."""
-    _CACHE.clear()
-
-
-def resident_recipe() -> tuple | None:
-    return _CACHE.resident
+    """Unload every model and forget the shared bases (tests); values still held keep their own."""
+    host.unload_models()
+    with _SHARED_LOCK:
+        _SHARED.clear()

@@ -12,7 +12,8 @@ from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, 
                                   latent_frames_for, video_frames_for)
 from ..vace_core.passes import VACE_ATTENTION_MODES
 from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, GenerationCancelled, PromptSegment,
-                                 SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes)
+                                 SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes,
+                                 tokens_per_frame)
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, Preset, resolve_settings
 from ..vace_core.scheduler import parse_steps
 from . import host
@@ -103,11 +104,11 @@ class LongLiveSampler:
                         sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
         start_latents = encode_start_images(start_images, vae, plan)
         progress = PassProgress()
-        with on_compute_device(model, plan) as network:
+        with on_compute_device(model, plan) as loaded:
             try:
-                result = generate(network, plan.prompts, video_frames=length, height=height, width=width,
-                                  seed=seed, vace=vace_context, vace_scale=plan.vace_scale,
-                                  settings=plan.settings, callback=progress, should_cancel=host.is_interrupted,
+                result = generate(loaded.network, plan.prompts, video_frames=length, height=height, width=width,
+                                  seed=seed, vace=vace_context, vace_scale=plan.vace_scale, settings=plan.settings,
+                                  callback=progress, should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),
                                   start_latents=start_latents)
             except GenerationCancelled:
                 host.raise_interrupted()
@@ -245,20 +246,29 @@ def _steps_text(p: Preset) -> str:
 
 
 @contextmanager
-def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[torch.nn.Module]:
-    """The network on ComfyUI's compute device for the run (room made for weights and KV cache),
-    offloaded afterwards whatever happens."""
-    network = model.model()
-    device = host.compute_device()
+def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.LoadedNetwork]:
+    """The network loaded by the host's memory manager for the run, with room made for the KV cache
+    and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
+    It stays loaded afterwards; only the allocator's cache is handed back."""
+    network = model.shared.network
     cache = run_cache_bytes(network, height=plan.height, width=plan.width, ref_frames=plan.ref_frames,
                             settings=plan.settings, uses_vace=plan.uses_vace)
-    host.free_memory_for(model.facts.param_bytes + cache, device)
+    frames_per_pass = max(plan.settings.chunk_frames, plan.ref_frames)
+    if len(plan.prompts) > 1:  # a prompt switch re-runs the window in one pass
+        frames_per_pass = max(frames_per_pass, plan.settings.window_frames)
+    memory = model.run_memory_bytes(tokens_per_frame=tokens_per_frame(plan.height, plan.width),
+                                    frames_per_pass=frames_per_pass, cache_bytes=cache)
     try:
-        network.to(device)
-        yield network
+        yield model.load_for_run(memory)
     finally:
-        network.to(host.offload_device())
         host.soft_empty_cache()
+
+
+def keep_loaded_and_check_interrupt(loaded: host.LoadedNetwork) -> bool:
+    """The sampler's check before every pass: the model is loaded again if the memory manager
+    unloaded it meanwhile, then True when the user cancelled."""
+    loaded.keep_loaded()
+    return host.is_interrupted()
 
 
 class PassProgress:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
-from .model_ref import FileRef, LongLiveModel, Step
+from .model_ref import FileRef, LongLiveModel, file_stamp
 
 # the files the README recommends, in order: ComfyUI's repackaged Wan2.1-VACE, kijai's VACE module
 DEFAULT_VACE = ("wan2.1_vace_1.3B_fp16.safetensors", "Wan2_1-VACE_module_1_3B_bf16.safetensors")
@@ -26,6 +26,10 @@ class LongLiveVaceGraft:
             }
         }
 
+    @classmethod
+    def IS_CHANGED(cls, vace_checkpoint: str, **_) -> str:
+        return file_stamp("diffusion_models", vace_checkpoint)
+
     RETURN_TYPES = (MODEL_TYPE,)
     RETURN_NAMES = ("model",)
     OUTPUT_TOOLTIPS = ("The model with VACE blocks, ready for a VACE context.",)
@@ -35,4 +39,4 @@ class LongLiveVaceGraft:
                    "follow reference images (R2V) or a control video.")
 
     def graft(self, model: LongLiveModel, vace_checkpoint: str) -> tuple[LongLiveModel]:
-        return (model.extend(Step("vace", FileRef.resolve("diffusion_models", vace_checkpoint))),)
+        return (model.with_vace(FileRef.resolve("diffusion_models", vace_checkpoint)),)

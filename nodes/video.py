@@ -23,7 +23,8 @@ from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, l
 from . import host
 from .common import CATEGORY, REF_FRAMES_KEY
 from .model_ref import LongLiveModel
-from .sampler import NO_RAMP, LongLiveSampler, encode_start_images, on_compute_device, plan_run
+from .sampler import (NO_RAMP, LongLiveSampler, encode_start_images, keep_loaded_and_check_interrupt,
+                      on_compute_device, plan_run)
 
 log = logging.getLogger("longlive_vace")
 
@@ -178,14 +179,17 @@ class LongLiveSampleToVideo:
         given = start_latents.shape[2] if start_latents is not None else 0
         chunks = len(plan_blocks(0, latent_frames_for(length), plan.settings.chunk_frames, given))
         progress = _ChunkProgress(chunks, "Sampler -> Video")
-        with on_compute_device(model, plan) as network:
+        with on_compute_device(model, plan) as loaded:
             try:
                 with VideoWriter(path, width, height, fps=fps, crf=crf,
                                  metadata=_metadata(prompt, extra_pnginfo)) as writer:
-                    _, stats = generate_to_video(network, plan.prompts, video_frames=length, height=height,
-                                                 width=width, seed=seed, decoder=decoder, writer=writer,
-                                                 vace=vace_context, vace_scale=plan.vace_scale,
-                                                 settings=plan.settings, should_cancel=host.is_interrupted,
+                    # decoding a chunk loads the VAE, which may evict the model on a small GPU: every
+                    # pass checks that it is still loaded
+                    _, stats = generate_to_video(loaded.network, plan.prompts, video_frames=length,
+                                                 height=height, width=width, seed=seed, decoder=decoder,
+                                                 writer=writer, vace=vace_context, vace_scale=plan.vace_scale,
+                                                 settings=plan.settings,
+                                                 should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),
                                                  on_frames=progress, start_latents=start_latents)
             except GenerationCancelled:
                 # the writer is closed by now: the mp4 holds every chunk finished before the cancel

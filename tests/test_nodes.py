@@ -211,7 +211,8 @@ def test_widget_order_and_defaults_follow_the_contract():
     assert loader_inputs["optional"]["entry"][1]["default"] == "auto"
     assert loader["base_checkpoint"][0] == ["longlive_base.pt", "vace_module.safetensors"]
     assert loader["lora"][0] == ["none", "lora.pt", "style.safetensors"]
-    assert loader["lora"][1]["default"] == "lora.pt" and loader["dtype"][1]["default"] == "bf16"
+    assert loader["lora"][1]["default"] == "lora.pt" and loader["dtype"][1]["default"] == "auto"
+    assert loader["dtype"][0] == ["auto", "bf16", "fp16", "fp32"]
     encode = NODES["LongLiveVaceEncode"].INPUT_TYPES()
     assert list(encode["required"]) == ["vae", "width", "height", "length", "reference_fit"]
     assert list(encode["optional"]) == ["reference_images", "control_video", "control_masks"]
@@ -252,33 +253,37 @@ def test_host_standalone_defaults():
 # loaders and graft
 
 
+def network(ref) -> torch.nn.Module:
+    """The network as a run of `ref` sees it: loaded by the host with `ref`'s patches applied."""
+    return ref.load_for_run().network
+
+
 def test_loader_without_lora_gives_the_base_weights():
     ref = load()
     assert (ref.base.name, ref.dtype, ref.loras, ref.vace, ref.has_vace) == ("longlive_base.pt", "fp32", [], None,
                                                                              False)
-    assert_same_weights(ref.model(), fresh())
+    assert_same_weights(network(ref), fresh())
 
 
-def test_loader_with_lora_merges_it():
+def test_loader_with_lora_applies_it():
     ref = load("lora.pt", 0.5)
     assert ref.loras == [("lora.pt", 0.5)]
-    assert_same_weights(ref.model(), fresh(steps=[("lora", "lora.pt", 0.5)]))
+    assert_same_weights(network(ref), fresh(steps=[("lora", "lora.pt", 0.5)]))
     base = fresh()
-    assert not torch.equal(ref.model().blocks[0].self_attn.q.weight, base.blocks[0].self_attn.q.weight)
+    assert not torch.equal(network(ref).blocks[0].self_attn.q.weight, base.blocks[0].self_attn.q.weight)
 
 
-def test_extra_lora_extends_in_place_and_leaves_upstream_unchanged():
+def test_extra_lora_shares_the_base_and_leaves_upstream_unchanged():
     upstream = load("lora.pt")
-    resident = upstream.model()
     described = upstream.describe()
     extended = run("LongLiveLoraLoader", model=upstream, lora="style.safetensors", strength=0.8)[0]
     assert extended is not upstream
-    assert extended.model() is resident  # the resident model was extended, not loaded again
-    assert_same_weights(extended.model(), fresh("lora.pt", [("lora", "style.safetensors", 0.8)]))
-    # the upstream value still describes, and rebuilds, exactly the model it stood for
+    assert extended.shared is upstream.shared  # one network: the base was not loaded again
+    assert_same_weights(network(extended), fresh("lora.pt", [("lora", "style.safetensors", 0.8)]))
+    # the upstream value still describes, and runs, exactly the model it stood for
     assert upstream.describe() == described and upstream.loras == [("lora.pt", 1.0)]
-    assert_same_weights(upstream.model(), fresh("lora.pt"))
-    assert upstream.model() is not resident
+    assert_same_weights(network(upstream), fresh("lora.pt"))
+    assert network(upstream) is network(extended)
 
 
 def test_extra_lora_with_strength_zero_is_the_same_model():
@@ -291,16 +296,18 @@ def test_graft_adds_vace_and_leaves_upstream_without():
     grafted = run("LongLiveVaceGraft", model=upstream, vace_checkpoint="vace_module.safetensors")[0]
     assert grafted.has_vace and grafted.vace == "vace_module.safetensors" and not upstream.has_vace
     assert grafted.facts.num_vace_blocks == TINY.num_vace_blocks
-    assert_same_weights(grafted.model(), fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]))
-    assert not upstream.model().has_vace
+    assert grafted.shared is upstream.shared
+    assert_same_weights(network(grafted), fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]))
+    assert not network(upstream).has_vace
+    assert_same_weights(network(upstream), fresh("lora.pt"))
 
 
 def test_graft_of_a_file_without_vace_fails_and_keeps_the_model():
     upstream = load()
     with pytest.raises(ValueError, match="No VACE-specific weights"):
         run("LongLiveVaceGraft", model=upstream, vace_checkpoint="longlive_base.pt")
-    assert model_ref.resident_recipe() == upstream.recipe
-    assert not upstream.model().has_vace
+    assert not network(upstream).has_vace
+    assert_same_weights(network(upstream), fresh())
 
 
 def test_loader_errors_name_the_file():
@@ -317,10 +324,13 @@ def test_changed_file_on_disk_is_reloaded(tmp_path, monkeypatch):
     (tmp_path / "loras").mkdir()
     monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(tmp_path))
     fx.write_longlive_pt(diffusion / "longlive_base.pt", fx.main_only(fx.make_state_dict(TINY, seed=0)))
-    first = load().model().blocks[0].ffn[0].weight.clone()
+    before = load()  # still alive: a replaced file must be read again all the same
+    first = network(before).blocks[0].ffn[0].weight.clone()
     fx.write_longlive_pt(diffusion / "longlive_base.pt", fx.main_only(fx.make_state_dict(TINY, seed=5)))
     os.utime(diffusion / "longlive_base.pt", ns=(1, 1))  # a new stamp even on coarse clocks
-    assert not torch.equal(load().model().blocks[0].ffn[0].weight, first)
+    after = load()
+    assert after.shared is not before.shared
+    assert not torch.equal(network(after).blocks[0].ffn[0].weight, first)
 
 
 def test_vace_file_default_prefers_the_recommended_files(tmp_path, monkeypatch):
@@ -711,9 +721,10 @@ def test_loader_entry_picks_the_state_dict(tmp_path, monkeypatch):
 
     auto, named = loaded(), loaded(entry="generator")
     assert auto.base.entry is None and named.base.entry == "generator"
-    weights = {k: v.clone() for k, v in auto.model().state_dict().items()}
+    assert auto.shared is not named.shared  # two entries of one file are two networks
+    weights = {k: v.clone() for k, v in network(auto).state_dict().items()}
     assert all(torch.equal(weights[k], v) for k, v in states["generator_ema"].items())
-    assert all(torch.equal(named.model().state_dict()[k], v) for k, v in states["generator"].items())
+    assert all(torch.equal(network(named).state_dict()[k], v) for k, v in states["generator"].items())
     with pytest.raises(ValueError, match="no 'model' entry; the state dicts it holds: 'generator', 'critic', "
                                          "'generator_ema'"):
         loaded(entry="model")

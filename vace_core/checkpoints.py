@@ -3,23 +3,32 @@
 Entry points
 ------------
 ``load_longlive(base_path, lora_path=None, lora_strength=1.0, dtype=torch.bfloat16, device="cpu",
-*, lora_alpha=None, entry=None) -> CausalWanModel``
+*, lora_alpha=None, entry=None, operations=None) -> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
     merge an optional LoRA. ``dtype`` is the compute dtype (torch dtype or "bf16"/"fp16"/"fp32");
     the small time-embedding, modulation and norm parameters stay float32
     (``vace_core.model.param_dtype``). ``entry`` names the state dict to take from a trainer
     checkpoint holding several (``AUTO_ENTRY_ORDER`` when None, logged; see "Entries" below). A base
     file that also holds VACE weights (a full Wan2.1-VACE checkpoint) gives a model with VACE.
+    ``operations`` is the namespace of layer classes the model is built from (default torch.nn;
+    see vace_core.layers).
 ``graft_vace(model, vace_path) -> model``
     Add VACE blocks to ``model`` (the same object is returned) from any VACE layout below. Only the
     ``vace_*`` tensors of the file are used. Their width and FFN size (and, for a full Wan2.1-VACE
     file, the text width) must match the base. A model that already has VACE gets the new weights.
+``read_vace(model, vace_path, device=None) -> VaceWeights``
+    The same VACE blocks built for ``model`` (its operations and dtype policy, on ``device``,
+    default the model's) but not attached: ``VaceWeights.attributes()`` are the model attributes
+    that graft them, so a host can attach them per run while the base model stays shared.
 ``apply_lora(model, lora_path, strength=1.0, *, alpha=None) -> model``
     Merge a LoRA into the model's weights: ``W += strength * (alpha / rank) * B @ A``, computed in
     float32 and cast back. The rank is read from the tensors; alpha from the file's ``.alpha`` keys,
     else ``alpha = rank`` (scale 1, right for LongLive's rank-256/alpha-256 LoRA and for PEFT files,
     which store no alpha). ``alpha`` overrides it for every layer. ``strength`` 0 leaves the model
     untouched. Targets are the Linear layers outside VACE; call it again to stack style LoRAs.
+``read_lora(model, lora_path, *, alpha=None) -> list[LoraDelta]``
+    The LoRA's factors per target weight (checked against ``model``), unmerged: what
+    ``apply_lora`` merges, for a host that applies LoRAs as patches at load time.
 ``detect_format(keys) -> str``
     Name of the key layout: "peft-lora", "comfy-lora", "diffusers", "longlive-pt", "wan-prefixed",
     "wan", "vace-module" or "unknown".
@@ -78,9 +87,11 @@ from typing import Iterable, Mapping
 
 import torch
 from safetensors import safe_open
+from torch import nn
 
 from .config import WanConfig, infer_config
 from .model import CausalWanModel, param_dtype
+from .vace import build_vace_modules
 
 PathLike = str | Path
 Shape = tuple[int, ...]
@@ -407,7 +418,8 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | 
 
 def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_strength: float = 1.0,
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
-                  lora_alpha: float | None = None, entry: str | None = None) -> CausalWanModel:
+                  lora_alpha: float | None = None, entry: str | None = None,
+                  operations: type | None = None) -> CausalWanModel:
     """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring."""
     dtype = resolve_dtype(dtype)
     path = Path(base_path)
@@ -415,10 +427,10 @@ def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_s
         names = wan_names(source.shapes, path)
         shapes = {name: source.shapes[key] for key, name in names.items()}
         config = _base_config(shapes, path, names)
+        # expected from a plain model: host operations may create their weights only on loading
+        _check_keys(shapes, expected_shapes(config), path, "a Wan2.1 DiT of the inferred size")
         with torch.device("meta"):
-            model = CausalWanModel(config)  # parameters without storage, replaced below
-        expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-        _check_keys(shapes, expected, path, "a Wan2.1 DiT of the inferred size")
+            model = CausalWanModel(config, operations)  # parameters without storage, replaced below
         state = {name: _converted(source.take(key), param_dtype(name, dtype), device)
                  for key, name in names.items()}
     model.load_state_dict(state, strict=True, assign=True)
@@ -444,10 +456,35 @@ def _base_config(shapes: Mapping[str, Shape], path: Path, names: Mapping[str, st
 # VACE
 
 
+@dataclass
+class VaceWeights:
+    """VACE blocks read for one base model, not attached to it (see `read_vace`)."""
+    config: WanConfig  # the base model's config with these VACE blocks
+    patch_embedding: nn.Module
+    blocks: nn.ModuleList
+
+    def attributes(self) -> dict[str, object]:
+        """The model attributes that carry VACE: setting them on the base model grafts it."""
+        return {"config": self.config, "vace_patch_embedding": self.patch_embedding, "vace_blocks": self.blocks}
+
+    def nbytes(self) -> int:
+        tensors = list(self.patch_embedding.parameters()) + list(self.blocks.parameters())
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def graft_vace(model: CausalWanModel, vace_path: PathLike) -> CausalWanModel:
     """Give `model` the VACE blocks of `vace_path`; on any error the model is left unchanged."""
+    for name, value in read_vace(model, vace_path).attributes().items():
+        setattr(model, name, value)
+    return model
+
+
+def read_vace(model: CausalWanModel, vace_path: PathLike, device: torch.device | str | None = None) -> VaceWeights:
+    """The VACE blocks of `vace_path` built for `model` (same operations and dtype policy), on
+    `device` (default: where the model's weights are)."""
     path = Path(vace_path)
     reference = model.blocks[0].self_attn.q.weight
+    device = reference.device if device is None else device
     with TensorFile(path, BASE_ENTRIES) as source:
         all_names = wan_names(source.shapes, path)
         names = {key: name for key, name in all_names.items() if is_vace_key(name)}
@@ -463,24 +500,14 @@ def graft_vace(model: CausalWanModel, vace_path: PathLike) -> CausalWanModel:
         shapes.pop("text_embedding.0.weight", None)
         expected = {k: s for k, s in expected_shapes(vace_config).items() if is_vace_key(k)}
         _check_keys(shapes, expected, path, "the VACE blocks this base model needs")
-        state = {name: _converted(source.take(key), param_dtype(name, reference.dtype), reference.device)
+        state = {name: _converted(source.take(key), param_dtype(name, reference.dtype), device)
                  for key, name in names.items()}
-    if model.has_vace:
-        model.detach_vace()
-    model.attach_vace(vace_config.num_vace_blocks, vace_config.vace_in_dim, device="meta")
-    try:
-        result = model.load_state_dict(state, strict=False, assign=True)
-        missing = [k for k in result.missing_keys if is_vace_key(k)]
-        if missing or result.unexpected_keys:
-            raise CheckpointError(f"{path}: VACE modules did not take the weights (missing "
-                                  f"{_preview(missing)}; unexpected {_preview(result.unexpected_keys)})")
-    except Exception:
-        model.detach_vace()
-        raise
-    for name, param in model.named_parameters():
-        if is_vace_key(name):
-            param.requires_grad_(reference.requires_grad)  # inference models carry no gradients
-    return model
+    holder = nn.Module()  # parameter names as in the model: vace_patch_embedding.*, vace_blocks.*
+    with torch.device("meta"):
+        holder.vace_patch_embedding, holder.vace_blocks = build_vace_modules(vace_config, model.operations)
+    holder.load_state_dict(state, strict=True, assign=True)
+    holder.requires_grad_(reference.requires_grad)  # inference models carry no gradients
+    return VaceWeights(vace_config, holder.vace_patch_embedding, holder.vace_blocks)
 
 
 def _vace_config(base: WanConfig, shapes: Mapping[str, Shape], path: Path) -> WanConfig:
@@ -523,26 +550,45 @@ class LoraLayer:
     alpha_key: str | None  # file key of the layer's alpha scalar, if the file has one
 
 
+@dataclass(frozen=True)
+class LoraDelta:
+    """One LoRA layer read from a file: target weight += strength * scale * up @ down."""
+    target: str  # model parameter, e.g. "blocks.3.self_attn.q.weight"
+    up: torch.Tensor  # B / lora_up [out, rank], as stored in the file
+    down: torch.Tensor  # A / lora_down [rank, in]
+    scale: float  # alpha / rank
+
+
 def apply_lora(model: CausalWanModel, lora_path: PathLike, strength: float = 1.0, *,
                alpha: float | None = None) -> CausalWanModel:
     """Merge the LoRA at `lora_path` into `model` (in place); see the module docstring."""
     if strength == 0:
         return model
-    path = Path(lora_path)
-    params = dict(model.named_parameters())
-    with TensorFile(path, LORA_ENTRIES) as source:
-        layers = plan_lora(source.shapes, {name: tuple(p.shape) for name, p in params.items()}, path)
-        # everything is read before the first weight changes, so a bad file leaves the model as it was
-        scales = {layer.target: _lora_scale(source, layer, alpha) for layer in layers}
-        factors = {key: source.take(key) for layer in layers for key in (layer.down, layer.up)}
-    with torch.no_grad():
-        for layer in layers:
-            weight = params[layer.target]
-            down = factors.pop(layer.down).to(weight.device, torch.float32)  # [rank, in]
-            up = factors.pop(layer.up).to(weight.device, torch.float32)  # [out, rank]
-            merged = weight.float() + (strength * scales[layer.target]) * (up @ down)
-            weight.copy_(merged.to(weight.dtype))
+    # everything is read before the first weight changes, so a bad file leaves the model as it was
+    merge_lora(model, read_lora(model, lora_path, alpha=alpha), strength)
     return model
+
+
+def read_lora(model: CausalWanModel, lora_path: PathLike, *, alpha: float | None = None) -> list[LoraDelta]:
+    """The layers of the LoRA at `lora_path`, matched to and checked against `model`'s weights."""
+    path = Path(lora_path)
+    shapes = {name: tuple(p.shape) for name, p in model.named_parameters()}
+    with TensorFile(path, LORA_ENTRIES) as source:
+        layers = plan_lora(source.shapes, shapes, path)
+        return [LoraDelta(layer.target, source.take(layer.up), source.take(layer.down),
+                          _lora_scale(source, layer, alpha)) for layer in layers]
+
+
+def merge_lora(model: nn.Module, deltas: Iterable[LoraDelta], strength: float) -> None:
+    """W += strength * scale * up @ down for every delta, in float32, cast back to W's dtype."""
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for delta in deltas:
+            weight = params[delta.target]
+            down = delta.down.to(weight.device, torch.float32)  # [rank, in]
+            up = delta.up.to(weight.device, torch.float32)  # [out, rank]
+            merged = weight.float() + (strength * delta.scale) * (up @ down)
+            weight.copy_(merged.to(weight.dtype))
 
 
 def _lora_scale(source: TensorFile, layer: LoraLayer, alpha: float | None) -> float:

@@ -4,6 +4,11 @@ Numerics follow the upstream model: norms, modulation and the residual stream ru
 Linear layers run in their weight dtype (bf16/fp16 on GPU), RoPE angles and the timestep sinusoid
 are computed in float64 on the CPU and moved to the compute device as float32 (MPS, Intel Arc and
 DirectML have no float64). Parameter names match the original Wan checkpoint keys.
+
+Layers with weights are made from an `operations` namespace (`Linear`, `Conv3d`, `LayerNorm`, with
+torch.nn's constructors), plain torch.nn by default. A host may pass its own, e.g. ComfyUI's
+`comfy.ops` classes, which can stream weights from another device on every call; the few bare
+parameters (RMS norm weights, modulation vectors) are moved to their input's device where used.
 """
 
 from __future__ import annotations
@@ -19,6 +24,13 @@ from .config import WanConfig
 
 if TYPE_CHECKING:
     from .cache import BlockCacheAccess
+
+
+class TorchOps:
+    """The default layer operations: plain torch.nn."""
+    Linear = nn.Linear
+    Conv3d = nn.Conv3d
+    LayerNorm = nn.LayerNorm
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -53,7 +65,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)  # in float32, like upstream
-        return normed.to(x.dtype) * self.weight.to(x.dtype)
+        return normed.to(x.dtype) * self.weight.to(x.device, x.dtype)
 
 
 class RotaryEmbedding:
@@ -113,13 +125,13 @@ def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
 class _Projections(nn.Module):
     """q, k, v, o projections with RMS norms on q and k across all heads (Wan's qk-norm)."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float) -> None:
+    def __init__(self, dim: int, num_heads: int, eps: float, operations: type = TorchOps) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
+        self.q = operations.Linear(dim, dim)
+        self.k = operations.Linear(dim, dim)
+        self.v = operations.Linear(dim, dim)
+        self.o = operations.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
 
@@ -169,15 +181,15 @@ class WanBlock(nn.Module):
     Modulation is per latent frame (the causal model gives every frame its own timestep).
     """
 
-    def __init__(self, config: WanConfig) -> None:
+    def __init__(self, config: WanConfig, operations: type = TorchOps) -> None:
         super().__init__()
         dim = config.dim
         self.eps = config.eps
-        self.self_attn = SelfAttention(dim, config.num_heads, config.eps)
-        self.norm3 = nn.LayerNorm(dim, eps=config.eps, elementwise_affine=True)
-        self.cross_attn = CrossAttention(dim, config.num_heads, config.eps)
-        self.ffn = nn.Sequential(nn.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"),
-                                 nn.Linear(config.ffn_dim, dim))
+        self.self_attn = SelfAttention(dim, config.num_heads, config.eps, operations)
+        self.norm3 = operations.LayerNorm(dim, eps=config.eps, elementwise_affine=True)
+        self.cross_attn = CrossAttention(dim, config.num_heads, config.eps, operations)
+        self.ffn = nn.Sequential(operations.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"),
+                                 operations.Linear(config.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / math.sqrt(dim))
 
     def forward(self, x: torch.Tensor, time_mod: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor],
@@ -187,7 +199,7 @@ class WanBlock(nn.Module):
         """x [B, S, dim] float32, time_mod [B, F, 6, dim] float32 -> x [B, S, dim] float32."""
         batch, tokens, dim = x.shape
         frames = time_mod.shape[1]
-        mod = (self.modulation.float().unsqueeze(1) + time_mod).unsqueeze(3)  # [B, F, 6, 1, dim]
+        mod = (self.modulation.to(x.device, torch.float32).unsqueeze(1) + time_mod).unsqueeze(3)  # [B, F, 6, 1, dim]
         shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)  # each [B, F, 1, dim]
 
         def per_frame(t: torch.Tensor) -> torch.Tensor:
@@ -206,16 +218,17 @@ class WanBlock(nn.Module):
 
 
 class Head(nn.Module):
-    def __init__(self, config: WanConfig) -> None:
+    def __init__(self, config: WanConfig, operations: type = TorchOps) -> None:
         super().__init__()
         self.eps = config.eps
-        self.head = nn.Linear(config.dim, config.out_channels * math.prod(config.patch_size))
+        self.head = operations.Linear(config.dim, config.out_channels * math.prod(config.patch_size))
         self.modulation = nn.Parameter(torch.randn(1, 2, config.dim) / math.sqrt(config.dim))
 
     def forward(self, x: torch.Tensor, time_emb: torch.Tensor) -> torch.Tensor:
         """x [B, S, dim], time_emb [B, F, dim] -> patch outputs [B, S, out_ch * prod(patch)]."""
         batch, tokens, dim = x.shape
         frames = time_emb.shape[1]
-        shift, scale = (self.modulation.float().unsqueeze(1) + time_emb.unsqueeze(2)).unsqueeze(3).unbind(2)
+        modulation = self.modulation.to(x.device, torch.float32)
+        shift, scale = (modulation.unsqueeze(1) + time_emb.unsqueeze(2)).unsqueeze(3).unbind(2)
         h = modulate(layer_norm(x, self.eps).view(batch, frames, tokens // frames, dim), shift, scale)
         return linear(self.head, h.reshape(batch, tokens, dim))

@@ -16,7 +16,7 @@ from torch import nn
 
 from .cache import BlockCacheAccess
 from .config import VACE_CONTEXT_CHANNELS, WanConfig
-from .layers import Head, RotaryEmbedding, WanBlock, linear, sinusoidal_embedding
+from .layers import Head, RotaryEmbedding, TorchOps, WanBlock, linear, sinusoidal_embedding
 from .vace import VaceStream, build_vace_modules, layer_scales
 
 # Parameters kept in float32 whatever the compute dtype: they feed the float32 modulation and
@@ -49,21 +49,27 @@ class TextState:
 
 
 class CausalWanModel(nn.Module):
-    def __init__(self, config: WanConfig) -> None:
+    """`operations` makes the layers with weights (see vace_core.layers; default plain torch.nn)."""
+
+    def __init__(self, config: WanConfig, operations: type | None = None) -> None:
         super().__init__()
+        ops = operations or TorchOps
         self.config = config
+        self.operations = ops
+        # set by a host that keeps some weights elsewhere and streams them (see `device`)
+        self.compute_device: torch.device | None = None
         dim = config.dim
-        self.patch_embedding = nn.Conv3d(config.in_channels, dim, kernel_size=config.patch_size,
-                                         stride=config.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"),
-                                            nn.Linear(dim, dim))
-        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
-        self.blocks = nn.ModuleList(WanBlock(config) for _ in range(config.num_layers))
-        self.head = Head(config)
+        self.patch_embedding = ops.Conv3d(config.in_channels, dim, kernel_size=config.patch_size,
+                                          stride=config.patch_size)
+        self.text_embedding = nn.Sequential(ops.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"),
+                                            ops.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(ops.Linear(config.freq_dim, dim), nn.SiLU(), ops.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), ops.Linear(dim, dim * 6))
+        self.blocks = nn.ModuleList(WanBlock(config, ops) for _ in range(config.num_layers))
+        self.head = Head(config, ops)
         self.rope = RotaryEmbedding(config.head_dim)
         if config.has_vace:
-            self.vace_patch_embedding, self.vace_blocks = build_vace_modules(config)
+            self.vace_patch_embedding, self.vace_blocks = build_vace_modules(config, ops)
 
     # ---- VACE grafting -------------------------------------------------------------------------
 
@@ -80,7 +86,7 @@ class CausalWanModel(nn.Module):
         config = self.config.with_vace(num_vace_blocks, vace_in_dim)
         reference = self.blocks[0].self_attn.q.weight
         with torch.device(device if device is not None else reference.device):
-            patch_embedding, blocks = build_vace_modules(config)
+            patch_embedding, blocks = build_vace_modules(config, self.operations)
         for name, param in list(patch_embedding.named_parameters()) + list(blocks.named_parameters()):
             param.data = param.data.to(param_dtype(name, reference.dtype))
         self.config = config
@@ -117,7 +123,9 @@ class CausalWanModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.patch_embedding.weight.device
+        """Where inputs, activations and caches live: the host's `compute_device` when it set one
+        (its weights may then sit on another device, streamed per layer), else the weights' device."""
+        return self.compute_device if self.compute_device is not None else self.patch_embedding.weight.device
 
     # ---- conditioning --------------------------------------------------------------------------
 
@@ -132,7 +140,7 @@ class CausalWanModel(nn.Module):
             context = torch.cat([context, context.new_zeros(batch, self.config.text_len - length, width)], dim=1)
         context, bias = _merge_padding(context.cpu())  # on the CPU: no device sync for a prompt's length
         first = self.text_embedding[0]
-        tokens = self.text_embedding[2](self.text_embedding[1](linear(first, context.to(first.weight.device))))
+        tokens = self.text_embedding[2](self.text_embedding[1](linear(first, context.to(self.device))))
         block_kv = [block.cross_attn.project_text(tokens) for block in self.blocks]
         vace_kv = [block.cross_attn.project_text(tokens) for block in self.vace_blocks] if self.has_vace else []
         if bias is not None:
@@ -149,8 +157,7 @@ class CausalWanModel(nn.Module):
         per_frame = timestep.ndim == 2
         batch = timestep.shape[0]
         sinusoid = sinusoidal_embedding(self.config.freq_dim, timestep.reshape(-1))
-        first = self.time_embedding[0].weight
-        emb = self.time_embedding(sinusoid.to(first.device, torch.float32))  # [N, dim]
+        emb = self.time_embedding(sinusoid.to(self.device, torch.float32))  # [N, dim]
         mod = self.time_projection(emb).unflatten(1, (6, self.config.dim))  # [N, 6, dim]
         if per_frame:
             return emb.view(batch, frames, -1), mod.view(batch, frames, 6, -1)

@@ -94,7 +94,7 @@ def run_cache_bytes(model: CausalWanModel, *, tokens_per_frame: int, layout: Cac
 def _new_cache(model: CausalWanModel, num_layers: int, layout: CacheLayout) -> KVCache:
     weight = model.blocks[0].self_attn.k.weight
     return KVCache(num_layers=num_layers, batch=1, num_heads=model.config.num_heads,
-                   head_dim=model.config.head_dim, layout=layout, dtype=weight.dtype, device=weight.device)
+                   head_dim=model.config.head_dim, layout=layout, dtype=weight.dtype, device=model.device)
 
 
 class CachedPasses:

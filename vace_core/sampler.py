@@ -13,8 +13,8 @@ Departures from upstream (bidirectional) VACE are named settings:
   (default) the main stream's references + sink + window through a VACE KV cache, "references"
   the block plus the reference frames, "block" the block alone.
 - `hint_chunks`: "all" (default) runs VACE for every block, as upstream does; "first" only for the
-  reference block and the first generated chunk (later chunks see the references through the KV
-  caches only, at no VACE cost).
+  reference block and the video's first chunk (with start frames, the chunk they start; later
+  chunks see the references through the KV caches only, at no VACE cost).
 - `hints_in_clean_pass`: True (default) keeps VACE in the clean passes, so the cached keys are those
   of the VACE-conditioned model; False runs the clean passes of generated chunks without VACE
   (cheaper, as Daydream Scope does): their main keys are unconditioned and, in the cached VACE

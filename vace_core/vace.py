@@ -18,24 +18,24 @@ import torch
 from torch import nn
 
 from .config import WanConfig
-from .layers import WanBlock, linear
+from .layers import TorchOps, WanBlock, linear
 
 if TYPE_CHECKING:
     from .cache import BlockCacheAccess
 
 
 class VaceBlock(WanBlock):
-    def __init__(self, config: WanConfig, index: int) -> None:
-        super().__init__(config)
+    def __init__(self, config: WanConfig, index: int, operations: type = TorchOps) -> None:
+        super().__init__(config, operations)
         if index == 0:
-            self.before_proj = nn.Linear(config.dim, config.dim)
-        self.after_proj = nn.Linear(config.dim, config.dim)
+            self.before_proj = operations.Linear(config.dim, config.dim)
+        self.after_proj = operations.Linear(config.dim, config.dim)
 
 
-def build_vace_modules(config: WanConfig) -> tuple[nn.Conv3d, nn.ModuleList]:
-    patch_embedding = nn.Conv3d(config.vace_in_dim, config.dim, kernel_size=config.patch_size,
-                                stride=config.patch_size)
-    blocks = nn.ModuleList(VaceBlock(config, k) for k in range(config.num_vace_blocks))
+def build_vace_modules(config: WanConfig, operations: type = TorchOps) -> tuple[nn.Conv3d, nn.ModuleList]:
+    patch_embedding = operations.Conv3d(config.vace_in_dim, config.dim, kernel_size=config.patch_size,
+                                        stride=config.patch_size)
+    blocks = nn.ModuleList(VaceBlock(config, k, operations) for k in range(config.num_vace_blocks))
     return patch_embedding, blocks
 
 
