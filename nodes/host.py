@@ -542,11 +542,37 @@ def prepare_vae_decode(vae: Any, latent_shape: tuple[int, ...]) -> None:
                                      force_full_load=getattr(vae, "disable_offload", False))
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an out-of-memory error, as ComfyUI tells them apart (its `is_oom` since 0.33 also
+    recognises accelerator errors that report running out of memory)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    is_oom = getattr(model_management, "is_oom", None) if model_management is not None else None
+    return bool(is_oom(error)) if callable(is_oom) else False
+
+
+TILE_PIXELS, TILE_OVERLAP_PIXELS = 256, 64  # the tile ComfyUI's own VAE decode falls back to on OOM
+
+
+def tiled_decode(vae: Any, latents_raw: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's tiled VAE decode of a short latent clip [1, 16, t, h, w] -> pixels [T, H, W, 3]:
+    spatial tiles of 256 pixels (64 overlap), the clip's frames in one temporal tile."""
+    if model_management is not None:
+        soft_empty_cache()
+    scale = vae.spacial_compression_decode() if hasattr(vae, "spacial_compression_decode") else 8
+    out = vae.decode_tiled(latents_raw, tile_x=TILE_PIXELS // scale, tile_y=TILE_PIXELS // scale,
+                           overlap=TILE_OVERLAP_PIXELS // scale, tile_t=latents_raw.shape[2], overlap_t=1)
+    return out[0] if out.ndim == 5 else out
+
+
 def streaming_decoder(vae: Any) -> Any:
-    """A chunk decoder (`decode_chunk`) for `vae`: exact for ComfyUI's Wan 2.1 VAE, see vae_stream."""
+    """A chunk decoder (`decode_chunk`) for `vae`: exact for ComfyUI's Wan 2.1 VAE, see vae_stream.
+    A chunk that runs out of memory is decoded with the VAE's tiled decode when it has one."""
     from .vae_stream import streaming_decoder_for
 
-    return streaming_decoder_for(vae, prepare=lambda shape: prepare_vae_decode(vae, shape))
+    tiled = (lambda latents: tiled_decode(vae, latents)) if hasattr(vae, "decode_tiled") else None
+    return streaming_decoder_for(vae, prepare=lambda shape: prepare_vae_decode(vae, shape), tiled_decode=tiled,
+                                 is_out_of_memory=is_out_of_memory)
 
 
 def frame_previewer() -> Callable[[torch.Tensor], Any] | None:

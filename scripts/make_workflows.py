@@ -1,24 +1,32 @@
 #!/usr/bin/env python3
-"""Generate the example workflows in workflows/ from one definition each.
+"""Generate the example workflows in example_workflows/ from one definition each.
 
 Every workflow is written down once, below, as a graph of nodes with their inputs (the shape POST
 /prompt takes). This script writes it twice:
 
-- `workflows/api/<name>.json`: API format, `{id: {"inputs", "class_type", "_meta": {"title"}}}`, for
-  `scripts/queue_workflow.py` or any client of POST /prompt. It lives in a subfolder because ComfyUI
-  offers every `workflows/*.json` of a pack as a template in the editor;
-- `workflows/<name>.json`: UI format (the litegraph document the editor saves, version 0.4), laid out
-  in columns by dependency depth, with notes naming every model file and where it goes.
+- `example_workflows/api/<name>.json`: API format, `{id: {"inputs", "class_type", "_meta": {"title"}}}`,
+  for `scripts/queue_workflow.py` or any client of POST /prompt. It lives in a subfolder because
+  ComfyUI offers every `example_workflows/*.json` of a pack as a template in the editor;
+- `example_workflows/<name>.json`: UI format (the litegraph document the editor saves, version 0.4),
+  laid out in columns by dependency depth, with notes naming every model file and where it goes.
 
 Widget values of a UI node are positional. Their order comes from our nodes' INPUT_TYPES (imported
-from the pack) and from `CORE_NODES`, the interfaces of the ComfyUI 0.8 core nodes used here, so
-the two formats cannot drift apart. tests/test_workflows.py converts every UI file back with an
-independent converter and compares; the integration tests check `CORE_NODES` against a live server.
+from the pack, so an input a node gains appears in every regenerated workflow with its default)
+and, for the few core nodes used, from the /object_info snapshots of every ComfyUI version the
+pack is tested on (tests/data/comfyui_core_nodes/<version>.json). A core node whose widgets or
+sockets differ between those versions is refused: use a node of the pack instead (core SaveVideo
+and CreateVideo changed between 0.8 and 0.33, so the workflows save with "Save Video (streaming
+decode)"). Every node carries an explicit title, so both editors show and queue the same names.
+tests/test_workflows.py converts every UI file back with an independent converter and compares;
+scripts/check_workflows_in_editor.py loads them in the real editors.
 
-    python3 scripts/make_workflows.py            # (re)write workflows/
+To add a workflow: write a function that builds a `Graph` (see `t2v` below), decorate it with
+`@workflow`, run the script and commit the JSON (and add a line to the README's table).
+
+    python3 scripts/make_workflows.py            # (re)write example_workflows/
     python3 scripts/make_workflows.py --check    # exit 1 when a committed file is stale
     python3 scripts/make_workflows.py --snapshot-core http://127.0.0.1:8188
-        # refresh tests/data/comfyui_core_nodes.json from a running server's /object_info
+        # write tests/data/comfyui_core_nodes/<its version>.json from a running server's /object_info
 """
 
 from __future__ import annotations
@@ -36,11 +44,14 @@ from types import ModuleType
 from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOW_DIR = ROOT / "workflows"
+WORKFLOW_DIR = ROOT / "example_workflows"
 API_DIR = WORKFLOW_DIR / "api"
-CORE_SNAPSHOT = ROOT / "tests" / "data" / "comfyui_core_nodes.json"
+CORE_SNAPSHOTS = ROOT / "tests" / "data" / "comfyui_core_nodes"  # <ComfyUI version>.json
 PACK = "longlive_vace_workflow_gen"
-FRONTEND_VERSION = "1.35.9"  # the editor bundled with ComfyUI 0.8 (comfyui-frontend-package)
+FRONTEND_VERSION = "1.35.9"  # the oldest editor the workflows are checked in (ComfyUI 0.8.0)
+# the core nodes the workflows may use (their /object_info entries are snapshotted per version)
+CORE_NODE_TYPES = ("CLIPLoader", "CLIPTextEncode", "VAELoader", "LoadImage", "LoadVideo", "GetVideoComponents",
+                   "ResizeAndPadImage", "ImageBatch")
 
 # ---------------------------------------------------------------------------------------------
 # model files the workflows load (name as the loaders list it, model folder, download address)
@@ -115,46 +126,21 @@ class Interface:
         raise KeyError(name)
 
 
-def _widget(name: str, type_: str = "COMBO", **flags: bool) -> Port:
-    return Port(name, type_, True, **flags)
-
-
-def _socket(name: str, type_: str, optional: bool = False) -> Port:
-    return Port(name, type_, False, optional)
-
-
-# ComfyUI 0.8 core nodes (GET /object_info: display_name, input_order, output, output_name)
-CORE_NODES: dict[str, Interface] = {
-    "CLIPLoader": Interface("Load CLIP", (_widget("clip_name"), _widget("type"), _widget("device", optional=True)),
-                            (("CLIP", "CLIP"),)),
-    "CLIPTextEncode": Interface("CLIP Text Encode (Prompt)", (_widget("text", "STRING"), _socket("clip", "CLIP")),
-                                (("CONDITIONING", "CONDITIONING"),)),
-    "VAELoader": Interface("Load VAE", (_widget("vae_name"),), (("VAE", "VAE"),)),
-    "LoadImage": Interface("Load Image", (_widget("image", upload=True),), (("IMAGE", "IMAGE"), ("MASK", "MASK"))),
-    "LoadVideo": Interface("Load Video", (_widget("file", upload=True),), (("VIDEO", "VIDEO"),)),
-    "GetVideoComponents": Interface("Get Video Components", (_socket("video", "VIDEO"),),
-                                    (("images", "IMAGE"), ("audio", "AUDIO"), ("fps", "FLOAT"))),
-    "ResizeAndPadImage": Interface("ResizeAndPadImage", (
-        _socket("image", "IMAGE"), _widget("target_width", "INT"), _widget("target_height", "INT"),
-        _widget("padding_color"), _widget("interpolation")), (("IMAGE", "IMAGE"),)),
-    "ImageBatch": Interface("Batch Images", (_socket("image1", "IMAGE"), _socket("image2", "IMAGE")),
-                            (("IMAGE", "IMAGE"),)),
-    "CreateVideo": Interface("Create Video", (_socket("images", "IMAGE"), _widget("fps", "FLOAT"),
-                                              _socket("audio", "AUDIO", optional=True)), (("VIDEO", "VIDEO"),)),
-    "SaveVideo": Interface("Save Video", (_socket("video", "VIDEO"), _widget("filename_prefix", "STRING"),
-                                          _widget("format"), _widget("codec")), (), output_node=True),
-}
-NOTE_TYPE = "MarkdownNote"  # an editor-only node: never sent to the server
-
-
-def interface_from_class(cls: type, display_name: str) -> Interface:
-    """The interface of a node class from its INPUT_TYPES / RETURN_TYPES, as ComfyUI reads them."""
-    spec = cls.INPUT_TYPES()
+def interface_from_object_info(entry: dict) -> Interface:
+    """The interface of a node from its /object_info entry, as the editor builds the node: inputs in
+    `input_order` (required, then optional); a widget for every INT/FLOAT/STRING/BOOLEAN/COMBO input
+    not forced to a socket, followed by a "control after generate" value for seeds, and an upload
+    button for upload inputs."""
+    inputs = entry.get("input", {})
+    order = entry.get("input_order") or {section: list(inputs.get(section, {})) for section in ("required", "optional")}
     ports = []
     for section in ("required", "optional"):
-        for name, entry in spec.get(section, {}).items():
-            kind = entry[0]
-            options = entry[1] if len(entry) > 1 else {}
+        for name in order.get(section, []):
+            spec = inputs.get(section, {}).get(name)
+            if not spec:
+                continue
+            kind = spec[0]
+            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
             type_ = "COMBO" if isinstance(kind, (list, tuple)) else kind
             widget = type_ in WIDGET_TYPES and not options.get("forceInput", False)
             # the editor adds the control widget for INT seeds even without the flag
@@ -162,12 +148,74 @@ def interface_from_class(cls: type, display_name: str) -> Interface:
                                                   type_ == "INT" and name in ("seed", "noise_seed")))
             upload = widget and any(options.get(flag) for flag in UPLOAD_FLAGS)
             # as the editor does: the declared default, else a combo's first option
-            default = options.get("default", kind[0] if type_ == "COMBO" and len(kind) else None)
+            choices = kind if isinstance(kind, (list, tuple)) else options.get("options", [])
+            default = options.get("default", choices[0] if type_ == "COMBO" and len(choices) else None)
             ports.append(Port(name, type_, widget, section == "optional", control, upload,
                               default if widget else None))
-    names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
-    return Interface(display_name, tuple(ports), tuple(zip(names, cls.RETURN_TYPES)),
-                     bool(getattr(cls, "OUTPUT_NODE", False)))
+    names = entry.get("output_name") or entry.get("output", [])
+    return Interface(entry.get("display_name") or entry.get("name", ""), tuple(ports),
+                     tuple(zip(names, entry.get("output", []))), bool(entry.get("output_node", False)))
+
+
+def object_info_of_class(cls: type, display_name: str) -> dict:
+    """What ComfyUI's /object_info reports for a V1 node class (tuples become JSON lists)."""
+    inputs = json.loads(json.dumps(cls.INPUT_TYPES()))
+    inputs.pop("hidden", None)
+    return {
+        "input": inputs,
+        "input_order": {section: list(entries) for section, entries in inputs.items()},
+        "output": list(cls.RETURN_TYPES),
+        "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
+        "name": cls.__name__,
+        "display_name": display_name,
+        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+    }
+
+
+def interface_from_class(cls: type, display_name: str) -> Interface:
+    """The interface of a node class from its INPUT_TYPES / RETURN_TYPES, as ComfyUI reads them."""
+    return interface_from_object_info(object_info_of_class(cls, display_name))
+
+
+def core_snapshots() -> dict[str, dict]:
+    """ComfyUI version -> its /object_info entries of CORE_NODE_TYPES, oldest version first."""
+    def version_key(path: Path) -> list:
+        return [int(part) if part.isdigit() else part for part in path.stem.split(".")]
+
+    paths = sorted(CORE_SNAPSHOTS.glob("*.json"), key=version_key)
+    if not paths:
+        raise FileNotFoundError(f"no core-node snapshots in {CORE_SNAPSHOTS}: run --snapshot-core against a server")
+    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in paths}
+
+
+def _layout_of(interface: Interface) -> tuple:
+    # what a UI file depends on: positional widgets, sockets by name and type
+    return tuple((p.name, p.type if not p.widget else "widget", p.widget, p.control, p.upload)
+                 for p in interface.inputs)
+
+
+def core_interfaces(snapshots: dict[str, dict] | None = None) -> dict[str, Interface]:
+    """Interfaces of the core nodes, from the oldest snapshot; ValueError when a node's widgets,
+    sockets or outputs differ in a newer version (outputs may only be added at the end)."""
+    snapshots = snapshots if snapshots is not None else core_snapshots()
+    versions = list(snapshots)
+    interfaces = {}
+    for name in CORE_NODE_TYPES:
+        missing = [v for v in versions if name not in snapshots[v]]
+        if missing:
+            raise ValueError(f"core node {name} is missing from the snapshot of ComfyUI {', '.join(missing)}")
+        oldest = interface_from_object_info(snapshots[versions[0]][name])
+        for version in versions[1:]:
+            newer = interface_from_object_info(snapshots[version][name])
+            if _layout_of(newer) != _layout_of(oldest) or newer.outputs[:len(oldest.outputs)] != oldest.outputs:
+                raise ValueError(f"core node {name} differs between ComfyUI {versions[0]} and {version}: "
+                                 f"{_layout_of(oldest)} {oldest.outputs} vs {_layout_of(newer)} {newer.outputs}; "
+                                 "a UI workflow cannot hold both, use a node of the pack instead")
+        interfaces[name] = oldest
+    return interfaces
+
+
+NOTE_TYPE = "MarkdownNote"  # an editor-only node: never sent to the server
 
 
 def load_pack(name: str = PACK) -> ModuleType:
@@ -194,11 +242,11 @@ def load_pack(name: str = PACK) -> ModuleType:
 
 
 def all_interfaces() -> dict[str, Interface]:
-    """Our registered nodes (from the pack) and the core nodes of CORE_NODES."""
+    """Our registered nodes (from the pack) and the core nodes of CORE_NODE_TYPES."""
     pack = load_pack()
     ours = {name: interface_from_class(cls, pack.NODE_DISPLAY_NAME_MAPPINGS.get(name, name))
             for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
-    return {**CORE_NODES, **ours}
+    return {**core_interfaces(), **ours}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,9 +361,8 @@ def _sampler(g: Graph, model: Ref, positive: Ref, length: int, seed: int, **extr
 
 
 def _save_mp4(g: Graph, samples: Ref, vae: Ref, prefix: str) -> None:
-    images = g.add("LongLiveDecode", samples=samples, vae=vae)
-    video = g.add("CreateVideo", images=images, fps=FPS)
-    g.add("SaveVideo", video=video, filename_prefix=f"video/{prefix}", format="mp4", codec="h264")
+    # the pack's own saver: core SaveVideo / CreateVideo changed their inputs between 0.8 and 0.33
+    g.add("LongLiveSaveVideo", samples=samples, vae=vae, filename_prefix=f"video/{prefix}", fps=FPS, crf=19)
 
 
 SAMPLER_NOTE = """
@@ -333,6 +380,16 @@ No negative prompt and no CFG: LongLive is distilled without them.
 """
 
 
+WORKFLOWS: dict[str, Callable[[], Graph]] = {}
+
+
+def workflow(build: Callable[[], Graph]) -> Callable[[], Graph]:
+    """Register a workflow builder; the file name is the graph's name."""
+    WORKFLOWS[build().name] = build
+    return build
+
+
+@workflow
 def r2v() -> Graph:
     g = Graph("longlive_vace_r2v")
     loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
@@ -363,6 +420,7 @@ The mp4 lands in `output/video/`.
     return g
 
 
+@workflow
 def r2v_multi_ref() -> Graph:
     g = Graph("longlive_vace_r2v_multi_ref")
     loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
@@ -397,6 +455,7 @@ after the first. If you change width/height, change them on the ResizeAndPadImag
     return g
 
 
+@workflow
 def t2v() -> Graph:
     g = Graph("longlive_t2v")
     model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
@@ -408,8 +467,8 @@ def t2v() -> Graph:
 # Text-to-video with LongLive
 
 Plain LongLive, no VACE: no reference, no VACE weights needed. 161 frames = 10 s at 16 fps; raise
-*length* for longer videos (the cost per chunk stays flat; for minutes-long videos see the
-*longlive_prompt_switch* workflow, which writes the mp4 while decoding).
+*length* for longer videos: the cost per chunk stays flat, and **Save Video (streaming decode)**
+writes the mp4 a few frames at a time, so minutes of video never sit in memory as images.
 
 {_model_list([BASE, LORA, UMT5, WAN_VAE])}
 """)
@@ -424,6 +483,7 @@ SWITCH_PROMPTS = (
 )
 
 
+@workflow
 def prompt_switch() -> Graph:
     g = Graph("longlive_prompt_switch")
     model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
@@ -454,6 +514,7 @@ minutes of video never sit in memory as images.
     return g
 
 
+@workflow
 def v2v() -> Graph:
     g = Graph("longlive_vace_v2v")
     loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
@@ -482,13 +543,6 @@ Add a reference image on **reference_images** to also fix the subject's look, an
     return g
 
 
-WORKFLOWS: dict[str, Callable[[], Graph]] = {
-    "longlive_vace_r2v": r2v,
-    "longlive_vace_r2v_multi_ref": r2v_multi_ref,
-    "longlive_t2v": t2v,
-    "longlive_prompt_switch": prompt_switch,
-    "longlive_vace_v2v": v2v,
-}
 
 # ---------------------------------------------------------------------------------------------
 # API format
@@ -516,9 +570,9 @@ def to_api(graph: Graph, interfaces: dict[str, Interface]) -> dict:
 
 COLUMN_GAP, ROW_GAP = 60, 40
 SLOT_HEIGHT, WIDGET_HEIGHT = 22, 24
-NODE_WIDTHS = {"CLIPTextEncode": 420, "LongLiveSampler": 340, "SaveVideo": 420, "LoadImage": 300, "LoadVideo": 300,
+NODE_WIDTHS = {"CLIPTextEncode": 420, "LongLiveSampler": 340, "LoadImage": 300, "LoadVideo": 300,
                "LongLiveSaveVideo": 340, "LongLiveModelLoader": 340, "LongLiveVaceGraft": 380}
-MIN_HEIGHTS = {"CLIPTextEncode": 180, "LoadImage": 330, "LoadVideo": 330, "SaveVideo": 470}
+MIN_HEIGHTS = {"CLIPTextEncode": 180, "LoadImage": 330, "LoadVideo": 330}
 NOTE_WIDTH, NOTE_HEIGHTS = 460, {"Sampler settings": 380}
 DEFAULT_WIDTH, DEFAULT_NOTE_HEIGHT = 320, 600
 
@@ -621,8 +675,8 @@ def to_ui(graph: Graph, interfaces: dict[str, Interface]) -> dict:
         pos, size = placed[node.id]
         ui_node = {"id": node.id, "type": node.type, "pos": pos, "size": size, "flags": {}, "order": order[node.id],
                    "mode": 0, "inputs": inputs, "outputs": outputs}
-        if node.title:
-            ui_node["title"] = node.title
+        # always explicit: each editor would otherwise show (and queue) its own display name
+        ui_node["title"] = _title(node, interfaces)
         ui_node["properties"] = properties
         ui_node["widgets_values"] = widgets_values
         ui_nodes.append(ui_node)
@@ -695,11 +749,15 @@ SNAPSHOT_KEYS = ("input", "input_order", "output", "output_name", "name", "displ
 
 
 def snapshot_core(server: str) -> Path:
-    """Write the /object_info entries of CORE_NODES (file lists emptied: they depend on the machine)."""
-    with urllib.request.urlopen(server.rstrip("/") + "/object_info", timeout=60) as response:
+    """Write the /object_info entries of CORE_NODE_TYPES as tests/data/comfyui_core_nodes/<version>.json
+    (file lists emptied: they depend on the machine)."""
+    base = server.rstrip("/")
+    with urllib.request.urlopen(base + "/object_info", timeout=60) as response:
         info = json.loads(response.read().decode("utf-8"))
+    with urllib.request.urlopen(base + "/system_stats", timeout=60) as response:
+        version = json.loads(response.read().decode("utf-8"))["system"]["comfyui_version"]
     snapshot = {}
-    for name in sorted(CORE_NODES):
+    for name in sorted(CORE_NODE_TYPES):
         entry = {key: info[name][key] for key in SNAPSHOT_KEYS if key in info[name]}
         for section in entry["input"].values():
             for input_name, spec in section.items():
@@ -709,9 +767,10 @@ def snapshot_core(server: str) -> Path:
                     elif len(spec) > 1 and "options" in spec[1]:
                         spec[1]["options"] = []
         snapshot[name] = entry
-    CORE_SNAPSHOT.parent.mkdir(parents=True, exist_ok=True)
-    CORE_SNAPSHOT.write_text(_dump(snapshot), encoding="utf-8")
-    return CORE_SNAPSHOT
+    path = CORE_SNAPSHOTS / f"{version}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_dump(snapshot), encoding="utf-8")
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Queue a workflow on a running ComfyUI and fetch its results, without the editor.
 
-    python3 scripts/queue_workflow.py workflows/api/longlive_vace_r2v.json \\
+    python3 scripts/queue_workflow.py example_workflows/api/longlive_vace_r2v.json \\
         --server http://127.0.0.1:8188 --reference me.png --prompt "a cat surfing" --out results/
 
-The workflow may be in API format (workflows/api/*.json) or UI format (a file the editor saved,
-workflows/*.json): a UI file is converted with the server's /object_info first. Before queueing,
-inputs can be changed from the command line:
+The workflow may be in API format (example_workflows/api/*.json) or UI format (a file the editor
+saved, example_workflows/*.json): a UI file is converted with the server's /object_info first.
+Before queueing, inputs can be changed from the command line:
 
   --prompt TEXT      text of the prompt nodes (CLIPTextEncode and other nodes with a literal
                      `text` input), in node-id order: repeat it for a workflow with several prompts
@@ -19,12 +19,24 @@ inputs can be changed from the command line:
   --set ID.INPUT=VALUE   any input of any node; VALUE is read as JSON when it parses, else as text
 
 Progress comes from the server's websocket (/ws, a minimal RFC 6455 client below; falls back to
-polling /history when the websocket cannot be opened). Output files (type "output") are downloaded
-with GET /view into --out, and their paths printed on stdout, one per line.
+polling /history when the websocket cannot be opened). Output files (type "output") are streamed
+from GET /view into --out, never over an existing file (a second `x.mp4` arrives as `x-2.mp4`),
+and their paths printed on stdout, one per line. A file name from the server that is not a plain
+name ('', '..', 'a/../b', ...) is refused.
 
-Exit status: 0 done, 1 usage or connection error, 2 the server rejected the workflow (validation;
-its messages are printed), 3 a node failed while running (the node and its error are printed),
-4 interrupted or timed out.
+Ctrl-C, or --timeout passing, withdraws the prompt this client queued (it chooses the prompt_id
+itself): deleted from the queue while it waits, or interrupted by id while it runs (ComfyUI ignores
+an interrupt for a prompt that is not running, so no one else's prompt is touched).
+
+Every failure ends with one line on stderr (no traceback) and an exit status:
+  0  done
+  1  usage: bad arguments, an unreadable workflow or file
+  2  the server rejected the workflow (validation; its messages are printed)
+  3  a node failed while running (the node and its error are printed)
+  4  stopped: --timeout passed (the prompt is withdrawn) or the prompt was interrupted on the server
+  5  server: unreachable, refused, no answer within --request-timeout, an HTTP error on any route,
+     or an answer that is not the JSON expected
+  130 Ctrl-C (the prompt is withdrawn)
 
 Standard library only, so it runs with any python >= 3.10, ComfyUI's own included.
 """
@@ -34,10 +46,12 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import http.client
 import json
 import mimetypes
 import os
 import select
+import shutil
 import socket
 import ssl
 import struct
@@ -47,15 +61,39 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_FAILED, EXIT_STOPPED = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_FAILED, EXIT_STOPPED, EXIT_SERVER, EXIT_CTRL_C = 0, 1, 2, 3, 4, 5, 130
+EXIT_STATUS_HELP = ("Exit status: 0 done, 1 usage error, 2 rejected by validation, 3 a node failed, 4 stopped "
+                    "(--timeout, or interrupted on the server), 5 server unreachable / HTTP error / not JSON, "
+                    "130 Ctrl-C. Ctrl-C and --timeout withdraw the prompt this client queued.")
 
 
 class ClientError(Exception):
-    """A problem on our side or with the connection (exit status 1)."""
+    """A problem on our side: bad arguments, an unreadable workflow or file (exit status 1)."""
+
+
+class ServerError(Exception):
+    """The server could not be reached, took too long to answer one request, answered with an HTTP
+    error or with something that is not the JSON expected (exit status 5). One-line message."""
+
+
+class NoAnswer(ServerError):
+    """A request got no answer within --request-timeout (the server may still have acted on it)."""
+
+
+class HTTPStatusError(ServerError):
+    def __init__(self, route: str, error: urllib.error.HTTPError):
+        try:
+            self.body = error.read().decode("utf-8", "replace")
+        except OSError:
+            self.body = ""
+        self.code = error.code
+        detail = f": {_one_line(self.body)}" if self.body.strip() else ""
+        super().__init__(f"{route} -> HTTP {error.code} {error.reason}{detail}")
 
 
 class WorkflowRejected(Exception):
@@ -75,7 +113,11 @@ class WorkflowFailed(Exception):
 
 
 class WorkflowStopped(Exception):
-    """The prompt was interrupted, or did not finish in time (exit status 4)."""
+    """The prompt was interrupted on the server, or did not finish in time (exit status 4)."""
+
+
+class TimedOut(WorkflowStopped):
+    """--timeout passed before the prompt finished (exit status 4; the prompt is withdrawn)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,7 +347,12 @@ def apply_overrides(api: dict, o: Overrides) -> list[str]:
 
 
 class ComfyAPI:
-    """The few HTTP routes of a ComfyUI server a headless client needs."""
+    """The few HTTP routes of a ComfyUI server a headless client needs.
+
+    Every failure becomes a ServerError whose message is one line naming the route: an HTTP error
+    status, a refused or dropped connection, a request that takes longer than `timeout` seconds,
+    or an answer that is not the JSON expected.
+    """
 
     def __init__(self, server: str, timeout: float = 60):
         if "://" not in server:
@@ -313,21 +360,45 @@ class ComfyAPI:
         self.url = server.rstrip("/")
         self.timeout = timeout
 
-    def _open(self, request: urllib.request.Request):
-        try:
-            return urllib.request.urlopen(request, timeout=self.timeout)
-        except urllib.error.HTTPError:
-            raise
-        except (urllib.error.URLError, OSError) as error:
-            raise ClientError(f"cannot reach ComfyUI at {self.url}: {getattr(error, 'reason', error)}") from None
-
-    def get(self, path: str, **query: str) -> bytes:
+    def _request(self, method: str, path: str, query: dict | None = None, data: bytes | None = None,
+                 content_type: str = "application/json") -> urllib.request.Request:
         url = self.url + path + ("?" + urllib.parse.urlencode(query) if query else "")
-        with self._open(urllib.request.Request(url)) as response:
+        headers = {"Content-Type": content_type} if data is not None else {}
+        return urllib.request.Request(url, data=data, method=method, headers=headers)
+
+    @contextmanager
+    def _open(self, method: str, path: str, query: dict | None = None, data: bytes | None = None,
+              content_type: str = "application/json") -> Iterator[Any]:
+        """The open response; any failure while opening or reading it raises ServerError."""
+        route = f"{method} {path}"
+        try:
+            with urllib.request.urlopen(self._request(method, path, query, data, content_type),
+                                        timeout=self.timeout) as response:
+                yield response
+        except urllib.error.HTTPError as error:
+            raise HTTPStatusError(route, error) from None
+        except (TimeoutError, socket.timeout):
+            raise NoAnswer(f"{route}: no answer from {self.url} within {self.timeout:g} s") from None
+        except urllib.error.URLError as error:
+            reason = error.reason
+            if isinstance(reason, (TimeoutError, socket.timeout)):
+                raise NoAnswer(f"{route}: no answer from {self.url} within {self.timeout:g} s") from None
+            raise ServerError(f"{route}: cannot reach ComfyUI at {self.url} ({_one_line(reason)})") from None
+        except (OSError, http.client.HTTPException) as error:
+            raise ServerError(f"{route}: the connection to {self.url} failed ({_one_line(error)})") from None
+
+    def call(self, method: str, path: str, query: dict | None = None, body: Any = None) -> bytes:
+        data = None if body is None else json.dumps(body).encode("utf-8")
+        with self._open(method, path, query, data) as response:
             return response.read()
 
-    def get_json(self, path: str) -> Any:
-        return json.loads(self.get(path).decode("utf-8"))
+    def call_json(self, method: str, path: str, query: dict | None = None, body: Any = None,
+                  expect: type = dict) -> Any:
+        raw = self.call(method, path, query, body)
+        return _parse_json(raw, f"{method} {path}", expect)
+
+    def get_json(self, path: str, expect: type = dict) -> Any:
+        return self.call_json("GET", path, expect=expect)
 
     def object_info(self) -> dict:
         return self.get_json("/object_info")
@@ -335,21 +406,35 @@ class ComfyAPI:
     def history(self, prompt_id: str) -> dict | None:
         return self.get_json("/history/" + urllib.parse.quote(prompt_id)).get(prompt_id)
 
-    def queue(self, api: dict, client_id: str) -> str:
-        """POST /prompt; the prompt_id, or WorkflowRejected with the server's explanation."""
-        body = json.dumps({"prompt": api, "client_id": client_id}).encode("utf-8")
-        request = urllib.request.Request(self.url + "/prompt", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+    def queue_ids(self) -> tuple[set[str], set[str]]:
+        """(running, pending) prompt ids of GET /queue (items are [number, prompt_id, ...])."""
+        state = self.get_json("/queue")
+
+        def ids(key: str) -> set[str]:
+            items = state.get(key) or []
+            return {str(item[1]) for item in items if isinstance(item, (list, tuple)) and len(item) > 1}
+
+        return ids("queue_running"), ids("queue_pending")
+
+    def queue(self, api: dict, client_id: str, prompt_id: str) -> str:
+        """POST /prompt under our own prompt_id (both 0.8 and 0.33 take one from the client, so
+        an interrupted client can always withdraw what it queued); the id the server reports, or
+        WorkflowRejected with the server's explanation."""
+        body = {"prompt": api, "client_id": client_id, "prompt_id": prompt_id}
         try:
-            with self._open(request) as response:
-                return json.loads(response.read().decode("utf-8"))["prompt_id"]
-        except urllib.error.HTTPError as error:
-            text = error.read().decode("utf-8", "replace")
-            try:
-                answer = json.loads(text)
-            except json.JSONDecodeError:
-                raise ClientError(f"POST /prompt -> HTTP {error.code}: {text[:2000]}") from None
-            raise WorkflowRejected(describe_rejection(answer, api), answer) from None
+            answer = self.call_json("POST", "/prompt", body=body)
+        except HTTPStatusError as error:
+            if error.code == 400:
+                try:
+                    rejection = json.loads(error.body)
+                except ValueError:
+                    rejection = None
+                if isinstance(rejection, dict):
+                    raise WorkflowRejected(describe_rejection(rejection, api), rejection) from None
+            raise
+        if not isinstance(answer.get("prompt_id"), str):
+            raise ServerError(f"POST /prompt: the answer has no prompt_id: {_one_line(answer)}")
+        return answer["prompt_id"]
 
     def upload(self, path: str | Path, folder_type: str = "input") -> str:
         """Upload a file into the server's input folder (POST /upload/image, which takes any file a
@@ -366,27 +451,81 @@ class ComfyAPI:
              f"Content-Type: {mime}\r\n\r\n").encode() + path.read_bytes() + b"\r\n",
             f"--{boundary}--\r\n".encode(),
         ]
-        request = urllib.request.Request(self.url + "/upload/image", data=b"".join(parts), method="POST",
-                                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        try:
-            with self._open(request) as response:
-                answer = json.loads(response.read().decode("utf-8"))
-        except urllib.error.HTTPError as error:
-            raise ClientError(f"uploading {path} failed: HTTP {error.code}") from None
+        with self._open("POST", "/upload/image", data=b"".join(parts),
+                        content_type=f"multipart/form-data; boundary={boundary}") as response:
+            answer = _parse_json(response.read(), "POST /upload/image", dict)
+        if not isinstance(answer.get("name"), str):
+            raise ServerError(f"POST /upload/image: the answer names no file: {_one_line(answer)}")
         return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
 
     def download(self, item: dict, out_dir: Path) -> Path:
-        """Save one output file ({"filename", "subfolder", "type"}) from GET /view into out_dir."""
-        data = self.get("/view", filename=item["filename"], subfolder=item.get("subfolder", ""),
-                        type=item.get("type", "output"))
+        """Stream one output file ({"filename", "subfolder", "type"}) from GET /view into a new file
+        of out_dir: an existing file is never overwritten (the new one gets the next free number),
+        and a file name that could leave out_dir is refused."""
+        filename, subfolder, kind = checked_output_item(item)
         out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / Path(item["filename"]).name
-        target.write_bytes(data)
+        with self._open("GET", "/view", {"filename": filename, "subfolder": subfolder, "type": kind}) as response:
+            target, handle = _create_new_file(out_dir, filename)
+            try:
+                with handle:
+                    shutil.copyfileobj(response, handle, DOWNLOAD_CHUNK)
+            except BaseException:
+                target.unlink(missing_ok=True)  # no half file under the final name
+                raise
         return target
 
     def websocket(self, client_id: str) -> "WebSocket":
         scheme = "wss" if self.url.startswith("https") else "ws"
         return WebSocket(f"{scheme}://{self.url.split('://', 1)[1]}/ws?clientId={client_id}", self.timeout)
+
+
+DOWNLOAD_CHUNK = 1 << 20
+
+
+def _one_line(value: Any, limit: int = 200) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _parse_json(raw: bytes, route: str, expect: type) -> Any:
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ServerError(f"{route}: the answer is not JSON: {_one_line(raw.decode('utf-8', 'replace'), 80)!r}") \
+            from None
+    if not isinstance(value, expect):
+        raise ServerError(f"{route}: expected a JSON {expect.__name__}, got {type(value).__name__}")
+    return value
+
+
+def checked_output_item(item: dict) -> tuple[str, str, str]:
+    """(filename, subfolder, type) of an output the server reported, or ServerError when the file
+    name is not a plain name ('', '.', '..', anything with a path separator) or the subfolder
+    climbs out of the output folder."""
+    filename, subfolder, kind = item.get("filename"), item.get("subfolder") or "", item.get("type", "output")
+    if (not isinstance(filename, str) or filename.strip() in ("", ".", "..")
+            or any(c in filename for c in ("/", "\\", "\0"))):
+        raise ServerError(f"refusing the output file name {filename!r} from the server: not a plain file name")
+    parts = subfolder.replace("\\", "/").split("/") if isinstance(subfolder, str) else [".."]
+    if (not isinstance(subfolder, str) or subfolder.startswith(("/", "\\")) or "\0" in subfolder
+            or ".." in parts):
+        raise ServerError(f"refusing the output subfolder {subfolder!r} from the server")
+    if kind not in ("output", "temp", "input"):
+        raise ServerError(f"refusing the output type {kind!r} from the server")
+    return filename, subfolder, kind
+
+
+def _create_new_file(folder: Path, filename: str):
+    """(path, binary handle) of a file created exclusively in `folder`: `filename`, else
+    `stem-2.ext`, `stem-3.ext`, ... (never an existing file, even one made meanwhile)."""
+    stem, suffix = os.path.splitext(filename)
+    for number in range(1, 100_000):
+        target = folder / (filename if number == 1 else f"{stem}-{number}{suffix}")
+        try:
+            return target, open(target, "xb")
+        except FileExistsError:
+            continue
+    raise ClientError(f"{folder} holds too many copies of {filename}")
 
 
 def describe_rejection(answer: dict, api: dict) -> str:
@@ -573,7 +712,12 @@ def wait_with_websocket(ws: WebSocket, comfy: ComfyAPI, prompt_id: str, progress
         opcode, payload = message
         if opcode != OP_TEXT:
             continue  # binary frames carry preview images
-        event = json.loads(payload.decode("utf-8"))
+        try:
+            event = json.loads(payload.decode("utf-8"))
+        except ValueError:
+            continue  # not a message of ComfyUI's: nothing to follow
+        if not isinstance(event, dict) or not isinstance(event.get("data") or {}, dict):
+            continue
         kind, data = event.get("type"), event.get("data") or {}
         if data.get("prompt_id") not in (None, prompt_id):
             continue
@@ -581,7 +725,7 @@ def wait_with_websocket(ws: WebSocket, comfy: ComfyAPI, prompt_id: str, progress
         if kind in TERMINAL_EVENTS or (kind == "executing" and data.get("node") is None
                                        and data.get("prompt_id") == prompt_id):
             return
-    raise WorkflowStopped(f"prompt {prompt_id} did not finish in time")
+    raise TimedOut(f"prompt {prompt_id} did not finish in time")
 
 
 def _finished(entry: dict | None) -> bool:
@@ -597,7 +741,7 @@ def wait_with_polling(comfy: ComfyAPI, prompt_id: str, progress: Progress, deadl
         if _finished(comfy.history(prompt_id)):
             return
         time.sleep(0.5)
-    raise WorkflowStopped(f"prompt {prompt_id} did not finish in time")
+    raise TimedOut(f"prompt {prompt_id} did not finish in time")
 
 
 def finished_entry(comfy: ComfyAPI, prompt_id: str, deadline: float) -> dict:
@@ -646,29 +790,75 @@ class RunResult:
     files: list[Path]
 
 
+WITHDRAW_SECONDS = 15  # how long to wait for our interrupted prompt to leave the server
+NO_ANSWER_WITHDRAW_SECONDS = 3  # after POST /prompt went unanswered: the server may be stuck
+
+
+def withdraw(comfy: ComfyAPI, prompt_id: str, wait: float = WITHDRAW_SECONDS, may_appear: bool = False) -> str:
+    """Take our prompt off the server and say how: delete it from the queue while it waits, or
+    interrupt it (POST /interrupt with its id, which ComfyUI ignores unless that very prompt is
+    running) until GET /queue no longer lists it. Other clients' prompts are never touched.
+
+    `may_appear`: POST /prompt went unanswered, so the prompt may still show up; keep watching
+    for it for `wait` seconds instead of stopping once it is not listed.
+    """
+    deadline = time.monotonic() + wait
+    done = ""
+    try:
+        while True:
+            running, pending = comfy.queue_ids()
+            if prompt_id in pending:
+                comfy.call("POST", "/queue", body={"delete": [prompt_id]})
+                done = done or "removed from the queue"
+            elif prompt_id in running:
+                comfy.call("POST", "/interrupt", body={"prompt_id": prompt_id})
+                done = "interrupted"
+            elif done or not may_appear or time.monotonic() > deadline:
+                return f"prompt {prompt_id} {done or 'is not on the server'}"
+            if time.monotonic() > deadline:
+                return f"prompt {prompt_id} is still on the server after {wait:g} s"
+            time.sleep(0.25)
+    except ServerError as error:
+        return f"could not withdraw prompt {prompt_id} ({error})"
+
+
 def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: float = 3600,
         use_websocket: bool = True, progress: Progress | None = None) -> RunResult:
-    """Queue `api`, follow it to the end, download its output files into out_dir (when given)."""
+    """Queue `api`, follow it to the end, download its output files into out_dir (when given).
+
+    On --timeout (TimedOut) or Ctrl-C (KeyboardInterrupt) our prompt is withdrawn from the server
+    before the exception goes on; the exception's message says what became of it.
+    """
     progress = progress or Progress(api)
     client_id = uuid.uuid4().hex
+    prompt_id = str(uuid.uuid4())  # ours from the start: even a Ctrl-C during POST /prompt can withdraw it
     deadline = time.monotonic() + timeout
     ws = None
-    if use_websocket:
-        try:  # open before queueing, so no message of the prompt is missed
-            ws = comfy.websocket(client_id)
-        except (OSError, ConnectionError, WebSocketClosed) as error:
-            progress.say(f"websocket unavailable ({error})")
     try:
-        prompt_id = comfy.queue(api, client_id)
-        progress.say(f"queued prompt {prompt_id}")
-        if ws is not None:
+        if use_websocket:
+            try:  # open before queueing, so no message of the prompt is missed
+                ws = comfy.websocket(client_id)
+            except (OSError, ConnectionError, WebSocketClosed) as error:
+                progress.say(f"websocket unavailable ({_one_line(error)})")
+        try:
             try:
-                wait_with_websocket(ws, comfy, prompt_id, progress, deadline)
-            except (OSError, WebSocketClosed) as error:
-                progress.say(f"websocket lost ({error})")
+                prompt_id = comfy.queue(api, client_id, prompt_id)
+            except NoAnswer as error:  # it may have been queued all the same
+                outcome = withdraw(comfy, prompt_id, wait=NO_ANSWER_WITHDRAW_SECONDS, may_appear=True)
+                raise NoAnswer(f"{error}; {outcome}") from None
+            progress.say(f"queued prompt {prompt_id}")
+            if ws is not None:
+                try:
+                    wait_with_websocket(ws, comfy, prompt_id, progress, deadline)
+                except (OSError, WebSocketClosed) as error:
+                    progress.say(f"websocket lost ({_one_line(error)})")
+                    wait_with_polling(comfy, prompt_id, progress, deadline)
+            else:
                 wait_with_polling(comfy, prompt_id, progress, deadline)
-        else:
-            wait_with_polling(comfy, prompt_id, progress, deadline)
+        except TimedOut:
+            raise TimedOut(f"--timeout of {timeout:g} s reached; {withdraw(comfy, prompt_id)}") from None
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(withdraw(comfy, prompt_id)) from None
     finally:
         if ws is not None:
             ws.close()
@@ -692,11 +882,16 @@ def load_workflow(path: str | Path) -> dict:
     return data
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse would exit with 2, which here means "rejected"
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = _Parser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Exit status: 0 done, 1 usage/connection error, 2 rejected by "
-                                            "validation, 3 a node failed, 4 interrupted or timed out.")
+                                     epilog=EXIT_STATUS_HELP)
     parser.add_argument("workflow", help="workflow JSON, API format or UI format")
     parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
@@ -712,37 +907,22 @@ def build_parser() -> argparse.ArgumentParser:
                         help="set any input (VALUE as JSON, else text; repeatable)")
     parser.add_argument("--out", default="comfy_outputs", help="folder for the downloaded outputs (default %(default)s)")
     parser.add_argument("--no-download", action="store_true", help="leave the outputs on the server")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the result")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds to wait for the result; then the prompt is withdrawn (default %(default)s)")
+    parser.add_argument("--request-timeout", type=float, default=60,
+                        help="seconds to wait for any one HTTP answer (default %(default)s)")
     parser.add_argument("--no-websocket", action="store_true", help="follow the prompt by polling /history")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the API workflow that would be queued and exit (no upload, no queue)")
+    parser.add_argument("--debug", action="store_true", help="show a traceback for an unexpected error")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    comfy = ComfyAPI(args.server)
     say = Progress({}).say
     try:
-        workflow = load_workflow(args.workflow)
-        if is_ui_workflow(workflow):
-            say("UI-format workflow: converting with the server's /object_info")
-            workflow = ui_to_api(workflow, comfy.object_info())
-        if args.dry_run:
-            images = [Path(p).name for p in args.reference]
-            video = Path(args.video).name if args.video else None
-        else:
-            images = [comfy.upload(p) for p in args.reference]
-            video = comfy.upload(args.video) if args.video else None
-        overrides = Overrides(prompts=args.prompt, images=images, video=video, seed=args.seed, frames=args.frames,
-                              width=args.width, height=args.height, sets=args.set)
-        for change in apply_overrides(workflow, overrides):
-            say(f"set {change}")
-        if args.dry_run:
-            print(json.dumps(workflow, indent=2, ensure_ascii=False))
-            return EXIT_OK
-        out_dir = None if args.no_download else Path(args.out)
-        result = run(comfy, workflow, out_dir=out_dir, timeout=args.timeout, use_websocket=not args.no_websocket)
+        return _main(args, say)
     except WorkflowRejected as error:
         say(str(error))
         return EXIT_REJECTED
@@ -750,11 +930,45 @@ def main(argv: list[str] | None = None) -> int:
         say(str(error))
         return EXIT_FAILED
     except WorkflowStopped as error:
-        say(str(error))
+        say(f"stopped: {error}")
         return EXIT_STOPPED
+    except ServerError as error:
+        say(f"error: {error}")
+        return EXIT_SERVER
     except ClientError as error:
         say(f"error: {error}")
         return EXIT_USAGE
+    except KeyboardInterrupt as stop:
+        say(f"interrupted (Ctrl-C){': ' + str(stop) if str(stop) else ''}")
+        return EXIT_CTRL_C
+    except Exception as error:  # a bug of ours: still one line, unless asked for the details
+        if args.debug:
+            raise
+        say(f"error: unexpected {type(error).__name__}: {_one_line(error)} (--debug shows the traceback)")
+        return EXIT_USAGE
+
+
+def _main(args: argparse.Namespace, say: Callable[[str], None]) -> int:
+    comfy = ComfyAPI(args.server, timeout=args.request_timeout)
+    workflow = load_workflow(args.workflow)
+    if is_ui_workflow(workflow):
+        say("UI-format workflow: converting with the server's /object_info")
+        workflow = ui_to_api(workflow, comfy.object_info())
+    if args.dry_run:
+        images = [Path(p).name for p in args.reference]
+        video = Path(args.video).name if args.video else None
+    else:
+        images = [comfy.upload(p) for p in args.reference]
+        video = comfy.upload(args.video) if args.video else None
+    overrides = Overrides(prompts=args.prompt, images=images, video=video, seed=args.seed, frames=args.frames,
+                          width=args.width, height=args.height, sets=args.set)
+    for change in apply_overrides(workflow, overrides):
+        say(f"set {change}")
+    if args.dry_run:
+        print(json.dumps(workflow, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    out_dir = None if args.no_download else Path(args.out)
+    result = run(comfy, workflow, out_dir=out_dir, timeout=args.timeout, use_websocket=not args.no_websocket)
     say(f"finished prompt {result.prompt_id}: {len(output_items(result.entry))} output file(s)")
     for path in result.files:
         print(path)

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_native_ar.py"
-COMFYUI_DIR = Path(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI")
+# COMFYUI_DIR may list several checkouts separated by ':' (as .ci/run sets it): take one with the AR model
+_CHECKOUTS = [Path(p) for p in (os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep) if p]
+COMFYUI_DIR = next((p for p in _CHECKOUTS if (p / "comfy" / "ldm" / "wan" / "ar_model.py").is_file()), _CHECKOUTS[0])
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
 
 pytestmark = pytest.mark.skipif(

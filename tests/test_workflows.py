@@ -3,13 +3,15 @@
 - the committed files are what scripts/make_workflows.py generates from its definitions and our
   nodes' current INPUT_TYPES (so a changed node interface shows up here);
 - every UI-format workflow, converted by the independent converter in scripts/queue_workflow.py
-  (positional widgets_values -> input names, links -> [node_id, slot]), equals its API twin;
+  (positional widgets_values -> input names, links -> [node_id, slot]) with the node definitions of
+  each tested ComfyUI version, equals its API twin;
 - node types exist, links join outputs and inputs of one type, inputs are valid values, and the
   notes name every model file with its folder and download address.
 
 Interfaces come from our node classes (as ComfyUI's /object_info would show them) and from
-tests/data/comfyui_core_nodes.json, a snapshot of ComfyUI 0.8's /object_info for the core nodes the
-workflows use (the integration tests compare it with a live server).
+tests/data/comfyui_core_nodes/<version>.json, snapshots of each tested ComfyUI's /object_info for
+the core nodes the workflows use (the integration tests compare them with the live servers, and
+scripts/check_workflows_in_editor.py loads the files in the real editors).
 """
 from __future__ import annotations
 
@@ -25,10 +27,11 @@ import pytest
 from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKFLOWS = ROOT / "workflows"
-CORE_SNAPSHOT = ROOT / "tests" / "data" / "comfyui_core_nodes.json"
+WORKFLOWS = ROOT / "example_workflows"
+CORE_SNAPSHOTS = ROOT / "tests" / "data" / "comfyui_core_nodes"
 PACK = "longlive_vace_workflow_test"
 EDITOR_ONLY = {"MarkdownNote", "Note"}
+TESTED_VERSIONS = ["0.8.0", "0.33.0"]
 # loader inputs that name a model file, and the model folder it lives in
 MODEL_FILE_INPUTS = {
     ("LongLiveModelLoader", "base_checkpoint"): "diffusion_models",
@@ -61,11 +64,11 @@ def object_info_entry(cls: type, display_name: str) -> dict:
     }
 
 
-OBJECT_INFO = {
-    **json.loads(CORE_SNAPSHOT.read_text()),
-    **{name: object_info_entry(cls, pack.NODE_DISPLAY_NAME_MAPPINGS[name])
-       for name, cls in pack.NODE_CLASS_MAPPINGS.items()},
-}
+OURS = {name: object_info_entry(cls, pack.NODE_DISPLAY_NAME_MAPPINGS[name])
+        for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
+OBJECT_INFO_BY_VERSION = {path.stem: {**json.loads(path.read_text()), **OURS}
+                          for path in sorted(CORE_SNAPSHOTS.glob("*.json"))}
+OBJECT_INFO = OBJECT_INFO_BY_VERSION["0.8.0"]  # the oldest tested version
 NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 
 
@@ -106,28 +109,102 @@ def test_committed_files_match_the_generator():
     assert not stale, f"stale workflow files {stale}: run python3 scripts/make_workflows.py"
 
 
-def test_generator_core_table_matches_comfyui_snapshot():
-    """make_workflows.CORE_NODES (positions of widget values, sockets, outputs) agrees with ComfyUI 0.8."""
-    for name, interface in mw.CORE_NODES.items():
-        info = OBJECT_INFO[name]
-        order = info["input_order"].get("required", []) + info["input_order"].get("optional", [])
-        assert [p.name for p in interface.inputs] == order, name
-        assert [n for n in qw.widget_slots(info) if n] == [p.name for p in interface.inputs if p.widget], name
-        optional = set(info["input_order"].get("optional", []))
-        assert {p.name for p in interface.inputs if p.optional} == optional, name
-        assert [t for _, t in interface.outputs] == info["output"], name
-        assert [n for n, _ in interface.outputs] == info["output_name"], name
-        assert interface.display_name == (info["display_name"] or name), name
-        assert interface.output_node == info["output_node"], name
+def test_a_snapshot_for_every_tested_comfyui():
+    assert sorted(OBJECT_INFO_BY_VERSION) == sorted(TESTED_VERSIONS)
+    for version, info in OBJECT_INFO_BY_VERSION.items():
+        assert set(mw.CORE_NODE_TYPES) <= set(info), version
+
+
+def test_generator_core_interfaces_agree_with_every_snapshot():
+    """The interfaces make_workflows derives (positions of widget values, sockets, outputs) are
+    those of every tested ComfyUI."""
+    interfaces = mw.core_interfaces()
+    for version, info in OBJECT_INFO_BY_VERSION.items():
+        for name, interface in interfaces.items():
+            entry = info[name]
+            order = entry["input_order"].get("required", []) + entry["input_order"].get("optional", [])
+            assert [p.name for p in interface.inputs] == order, (version, name)
+            assert [n for n in qw.widget_slots(entry) if n] == [p.name for p in interface.inputs if p.widget], \
+                (version, name)
+            assert {p.name for p in interface.inputs if p.optional} == set(entry["input_order"].get("optional", []))
+            assert [t for _, t in interface.outputs] == entry["output"][:len(interface.outputs)], (version, name)
+
+
+def test_generator_refuses_a_core_node_that_changed_between_versions():
+    """Core SaveVideo changed its widgets between 0.8.0 and 0.33.0: the generator will not put it in
+    a workflow. Checked on a copy of the snapshots with SaveVideo as each version reported it."""
+    snapshots = mw.core_snapshots()
+    save_video = {
+        "0.8.0": {"input": {"required": {"video": ["VIDEO", {}], "filename_prefix": ["STRING", {}],
+                                         "format": ["COMBO", {"options": ["auto", "mp4"]}],
+                                         "codec": ["COMBO", {"options": ["auto", "h264"]}]}},
+                  "input_order": {"required": ["video", "filename_prefix", "format", "codec"]},
+                  "output": [], "output_name": [], "display_name": "Save Video", "output_node": True},
+        "0.33.0": {"input": {"required": {"video": ["VIDEO", {}], "filename_prefix": ["STRING", {}],
+                                          "format": ["COMFY_DYNAMICCOMBO_V3", {}]},
+                             "optional": {"codec": ["COMBO", {"options": ["auto"]}]}},
+                   "input_order": {"required": ["video", "filename_prefix", "format"], "optional": ["codec"]},
+                   "output": ["VIDEO"], "output_name": ["video"], "display_name": "Save Video", "output_node": True},
+    }
+    changed = {version: {**entries, "SaveVideo": save_video[version]} for version, entries in snapshots.items()}
+    original = mw.CORE_NODE_TYPES
+    try:
+        mw.CORE_NODE_TYPES = (*original, "SaveVideo")
+        with pytest.raises(ValueError, match="SaveVideo differs between ComfyUI 0.8.0 and 0.33.0"):
+            mw.core_interfaces(changed)
+        unchanged = {version: {**entries, "SaveVideo": save_video["0.8.0"]} for version, entries in snapshots.items()}
+        assert [p.name for p in mw.core_interfaces(unchanged)["SaveVideo"].inputs][-1] == "codec"
+    finally:
+        mw.CORE_NODE_TYPES = original
+
+
+def test_workflows_use_no_core_node_outside_the_checked_list():
+    for name in NAMES:
+        for node in api(name).values():
+            assert node["class_type"] in OURS or node["class_type"] in mw.CORE_NODE_TYPES, (name, node["class_type"])
+
+
+def test_new_optional_sampler_inputs_reach_the_workflows(monkeypatch):
+    """A widget a node gains (an optional sampler input, say) appears in every regenerated
+    workflow that uses the node, with its default, in both formats."""
+    sampler = mw.load_pack().NODE_CLASS_MAPPINGS["LongLiveSampler"]  # the generator's own import
+    original = sampler.INPUT_TYPES
+
+    def with_new_input():
+        spec = original()
+        return {**spec, "optional": {**spec.get("optional", {}),
+                                     "brand_new": ("FLOAT", {"default": 0.25, "tooltip": "test"})}}
+
+    monkeypatch.setattr(sampler, "INPUT_TYPES", classmethod(lambda cls: with_new_input()))
+    files = mw.render_all()
+    for name in NAMES:
+        graph = json.loads(files[mw.API_DIR / f"{name}.json"])
+        samplers = [n for n in graph.values() if n["class_type"] == "LongLiveSampler"]
+        assert all(n["inputs"]["brand_new"] == 0.25 for n in samplers), name
+        ui_doc = json.loads(files[mw.WORKFLOW_DIR / f"{name}.json"])
+        info = {**OBJECT_INFO, "LongLiveSampler": object_info_entry(sampler, "LongLive Sampler")}
+        assert qw.ui_to_api(ui_doc, info) == graph, name
 
 
 # ---------------------------------------------------------------------------------------------
 # UI format == API format
 
 
+@pytest.mark.parametrize("version", TESTED_VERSIONS)
 @pytest.mark.parametrize("name", NAMES)
-def test_ui_converts_to_its_api_twin(name):
-    assert qw.ui_to_api(ui(name), OBJECT_INFO) == api(name)
+def test_ui_converts_to_its_api_twin(name, version):
+    assert qw.ui_to_api(ui(name), OBJECT_INFO_BY_VERSION[version]) == api(name)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_node_has_an_explicit_title_shared_by_both_formats(name):
+    """Without a stored title each editor shows (and queues) its own display name, which changed
+    between versions for some core nodes."""
+    twin = api(name)
+    for node in ui(name)["nodes"]:
+        assert node.get("title"), (name, node["id"])
+        if node["type"] not in EDITOR_ONLY:
+            assert twin[str(node["id"])]["_meta"]["title"] == node["title"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -239,7 +316,7 @@ def test_sizes_and_lengths_agree_between_nodes(name):
 def test_every_workflow_saves_a_video():
     for name in NAMES:
         types = {n["class_type"] for n in api(name).values()}
-        assert types & {"SaveVideo", "LongLiveSaveVideo", "LongLiveSampleToVideo"}, name
+        assert types & {"LongLiveSaveVideo", "LongLiveSampleToVideo"}, name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,18 @@
-"""Shared helpers for the integration tests: where ComfyUI is, a stdlib HTTP client for a running
-server, and how to lay out an isolated base directory and start/stop ``main.py --cpu``.
+"""Shared helpers for the integration tests: which ComfyUIs to test, a stdlib HTTP client for a
+running server, and how to lay out an isolated base directory and start/stop ``main.py --cpu``.
 
-Where ComfyUI is found:
-  COMFYUI_DIR      the ComfyUI checkout (fallback /opt/ComfyUI); without one the tests skip
-  COMFYUI_PYTHON   its interpreter (fallback /opt/comfy-venv/bin/python, else this python)
-  COMFYUI_START_TIMEOUT  seconds to wait for the server (default 180)
+Which ComfyUIs (`find_installs`), in order of precedence:
+  COMFYUI_DIR      one checkout, or several separated by ':' (every one must exist)
+  otherwise        every snapshot in ../shared/comfyui/*/ beside the repository (0.8.0, 0.33.0),
+                   else /opt/ComfyUI; with none found the integration tests skip, or fail under CI=true
+  COMFYUI_PYTHON   the interpreter that runs them (fallback /opt/comfy-venv/bin/python, else this python)
+  COMFYUI_FRONTEND_CACHE  where editor (frontend) packages other than the venv's are installed
+                   (default ~/.cache/comfyui-frontends): each ComfyUI is served with the frontend
+                   version its requirements.txt pins, so 0.8.0 runs with editor 1.35.9
+  COMFYUI_START_TIMEOUT  seconds to wait for a server (default 180)
+
+ComfyUI's python always runs with PYTHONDONTWRITEBYTECODE=1 and the server with an isolated
+--base-directory, so nothing is ever written into a checkout (the shared snapshots are read-only).
 
 Tests import this module by name (pytest puts tests/integration on sys.path); it is not called
 conftest so it cannot be confused with another directory's conftest.
@@ -13,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -22,24 +31,32 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
+SHARED_SNAPSHOTS = REPO_ROOT.parent / "shared" / "comfyui"
 PACK_DIR_NAME = "comfyui-longlive-vace"
 TEST_PACK_DIR_NAME = "comfyui-longlive-test-pack"
 TINY_VAE_NAME = "tiny_wan_2.1_vae.safetensors"
 # What a user's clone of the repo contributes to custom_nodes/ (tests and dev files stay out).
-PACK_ENTRIES = ("__init__.py", "nodes", "vace_core", "workflows", "example_workflows",
+PACK_ENTRIES = ("__init__.py", "nodes", "vace_core", "example_workflows",
                 "pyproject.toml", "requirements.txt", "README.md", "LICENSE")
 MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "text_encoders")
 LOG_TAIL_LINES = 80
+FRONTEND_PACKAGE = "comfyui-frontend-package"
 
 
-def _comfyui_dir() -> Path | None:
-    env = os.environ.get("COMFYUI_DIR")
-    candidate = Path(env) if env else Path("/opt/ComfyUI")
-    return candidate if (candidate / "main.py").is_file() else None
+def in_ci() -> bool:
+    """CI=true (any value but '', 0, false): a missing ComfyUI fails instead of skipping."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def comfy_env(**extra: str) -> dict[str, str]:
+    """The environment for ComfyUI's python: no bytecode written next to the sources."""
+    return dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", **extra)
 
 
 def _comfyui_python() -> str:
@@ -50,16 +67,104 @@ def _comfyui_python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-COMFYUI_DIR = _comfyui_dir()
-COMFYUI_PYTHON = _comfyui_python()
+def _version_of(checkout: Path) -> str:
+    match = re.search(r"__version__\s*=\s*[\"']([^\"']+)", _read(checkout / "comfyui_version.py"))
+    return match.group(1) if match else checkout.name
 
 
-def run_comfy_python(args: list[str], timeout: float = 300, cwd: str | Path | None = None
-                     ) -> subprocess.CompletedProcess:
-    """Run ComfyUI's python with `args`; COMFYUI_DIR is passed on so scripts can import comfy."""
-    env = dict(os.environ, COMFYUI_DIR=str(COMFYUI_DIR), PYTHONUNBUFFERED="1")
-    return subprocess.run([COMFYUI_PYTHON, *args], cwd=cwd, env=env, timeout=timeout,
-                          capture_output=True, text=True)
+def _pinned_frontend(checkout: Path) -> str | None:
+    match = re.search(r"^comfyui[-_]frontend[-_]package==(\S+)", _read(checkout / "requirements.txt"), re.M)
+    return match.group(1) if match else None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class ComfyInstall:
+    """One ComfyUI checkout and the python that runs it."""
+    dir: Path
+    python: str
+    version: str
+    frontend: str | None  # the editor version its requirements.txt pins
+
+    @property
+    def label(self) -> str:
+        return self.version
+
+    def run_python(self, args: list[str], timeout: float = 300, cwd: str | Path | None = None
+                   ) -> subprocess.CompletedProcess:
+        """Run ComfyUI's python with `args`; COMFYUI_DIR is passed on so scripts can import comfy."""
+        return subprocess.run([self.python, *args], cwd=cwd, env=comfy_env(COMFYUI_DIR=str(self.dir)),
+                              timeout=timeout, capture_output=True, text=True)
+
+
+def _candidate_dirs() -> tuple[list[Path], bool]:
+    """(checkouts to test, whether the user named them explicitly)."""
+    env = os.environ.get("COMFYUI_DIR", "").strip()
+    if env:
+        return [Path(p).expanduser().resolve() for p in env.split(os.pathsep) if p.strip()], True
+    snapshots = sorted((p.parent for p in SHARED_SNAPSHOTS.glob("*/main.py")),
+                       key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"[.]", p.name)])
+    if snapshots:
+        return [p.resolve() for p in snapshots], False
+    return [Path("/opt/ComfyUI")] if (Path("/opt/ComfyUI") / "main.py").is_file() else [], False
+
+
+def find_installs() -> tuple[list[ComfyInstall], list[str]]:
+    """The ComfyUIs to test and the problems found (a named checkout without main.py)."""
+    dirs, explicit = _candidate_dirs()
+    python = _comfyui_python()
+    installs, problems = [], []
+    for checkout in dirs:
+        if not (checkout / "main.py").is_file():
+            problems.append(f"COMFYUI_DIR names {checkout}, which is not a ComfyUI checkout (no main.py)")
+            continue
+        installs.append(ComfyInstall(checkout, python, _version_of(checkout), _pinned_frontend(checkout)))
+    labels = [i.label for i in installs]
+    if len(set(labels)) != len(labels):  # two checkouts of one version: tell them apart by folder
+        installs = [ComfyInstall(i.dir, i.python, f"{i.version}@{i.dir.name}", i.frontend) for i in installs]
+    if not installs and not problems and explicit:
+        problems.append("COMFYUI_DIR is set but names no checkout")
+    return installs, problems
+
+
+# ---------------------------------------------------------------------------------------------
+# the editor: serve each ComfyUI with the frontend version it pins
+
+
+def frontend_cache() -> Path:
+    env = os.environ.get("COMFYUI_FRONTEND_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "comfyui-frontends"
+
+
+@lru_cache(maxsize=None)
+def _installed_frontend(python: str) -> str | None:
+    done = subprocess.run([python, "-c", f"import importlib.metadata as m; print(m.version('{FRONTEND_PACKAGE}'))"],
+                          env=comfy_env(), capture_output=True, text=True, timeout=120)
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def frontend_root(install: ComfyInstall) -> Path | None:
+    """The `--front-end-root` that serves the editor `install` pins, or None when the venv's own
+    frontend package is that version. A missing version is installed once into frontend_cache()
+    (pip --target; the static files only). RuntimeError when that fails."""
+    if install.frontend is None or _installed_frontend(install.python) == install.frontend:
+        return None
+    target = frontend_cache() / install.frontend
+    static = target / "comfyui_frontend_package" / "static"
+    if not (static / "index.html").is_file():
+        done = subprocess.run([install.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                               "--no-deps", "--target", str(target), f"{FRONTEND_PACKAGE}=={install.frontend}"],
+                              env=comfy_env(), capture_output=True, text=True, timeout=600)
+        if done.returncode != 0 or not (static / "index.html").is_file():
+            raise RuntimeError(f"could not install {FRONTEND_PACKAGE}=={install.frontend} into {target}:\n"
+                               + done.stdout[-2000:] + done.stderr[-2000:])
+    return static
 
 
 class PromptRejected(AssertionError):
@@ -73,8 +178,10 @@ class PromptFailed(AssertionError):
 class ComfyClient:
     """A small HTTP client for one running server (stdlib only)."""
 
-    def __init__(self, url: str, base_dir: Path, log_path: Path, process: subprocess.Popen):
+    def __init__(self, url: str, base_dir: Path, log_path: Path, process: subprocess.Popen,
+                 install: ComfyInstall):
         self.url = url
+        self.install = install
         self.base_dir = base_dir
         self.log_path = log_path
         self.process = process
@@ -212,42 +319,45 @@ def _install_packs(custom_nodes: Path) -> None:
     shutil.copytree(HERE / "test_pack", custom_nodes / TEST_PACK_DIR_NAME, ignore=ignore)
 
 
-def make_base_dir(base: Path) -> None:
+def make_base_dir(base: Path, install: ComfyInstall) -> None:
     """Lay out an isolated --base-directory: model folders, input/output, both packs, tiny VAE."""
     for folder in MODEL_FOLDERS:
         (base / "models" / folder).mkdir(parents=True)
     for folder in ("input", "output", "custom_nodes"):
         (base / folder).mkdir()
     _install_packs(base / "custom_nodes")
-    made = run_comfy_python([str(HERE / "make_tiny_wan_vae.py"),
-                             str(base / "models" / "vae" / TINY_VAE_NAME)])
+    made = install.run_python([str(HERE / "make_tiny_wan_vae.py"), str(base / "models" / "vae" / TINY_VAE_NAME)])
     if made.returncode != 0:
         raise RuntimeError("make_tiny_wan_vae.py failed:\n" + made.stdout + made.stderr)
 
 
-def start_server(base: Path, log_path: Path) -> ComfyClient:
-    """Launch main.py --cpu on a free loopback port and return a client once /object_info answers."""
+def start_server(install: ComfyInstall, base: Path, log_path: Path) -> ComfyClient:
+    """Launch main.py --cpu on a free loopback port, serving the editor version `install` pins, and
+    return a client once /object_info answers."""
     port = free_port()
-    cmd = [COMFYUI_PYTHON, str(COMFYUI_DIR / "main.py"), "--cpu",
+    cmd = [install.python, str(install.dir / "main.py"), "--cpu",
            "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
            # the default database lives inside the ComfyUI checkout; keep runs isolated
            "--database-url", "sqlite:///:memory:",
            # paid cloud-API nodes are useless offline and slow the start-up by a few seconds
            "--disable-api-nodes"]
+    editor = frontend_root(install)
+    if editor is not None:
+        cmd += ["--front-end-root", str(editor)]
     # one compute thread: the tiny test models are all per-op overhead, and a second thread
     # fighting the test process for the 2 CI cores slows the server down about tenfold
-    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env = comfy_env(OMP_NUM_THREADS="1")
     log = open(log_path, "wb")
     try:
         process = subprocess.Popen(cmd, cwd=base, env=env, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL)
     finally:
         log.close()  # the child holds its own descriptor
-    client = ComfyClient(f"http://127.0.0.1:{port}", base, log_path, process)
+    client = ComfyClient(f"http://127.0.0.1:{port}", base, log_path, process, install)
     deadline = time.monotonic() + float(os.environ.get("COMFYUI_START_TIMEOUT", "180"))
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"ComfyUI exited with {process.returncode} during start-up\n"
+            raise RuntimeError(f"ComfyUI {install.label} exited with {process.returncode} during start-up\n"
                                + client.log_tail())
         try:
             client.get_json("/object_info", timeout=10)
@@ -255,7 +365,7 @@ def start_server(base: Path, log_path: Path) -> ComfyClient:
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
             time.sleep(0.5)
     stop_server(process)
-    raise RuntimeError("ComfyUI did not answer /object_info in time\n" + client.log_tail())
+    raise RuntimeError(f"ComfyUI {install.label} did not answer /object_info in time\n" + client.log_tail())
 
 
 def stop_server(process: subprocess.Popen) -> None:

@@ -18,17 +18,17 @@ import json
 
 import pytest
 
-from comfy_harness import HERE, REPO_ROOT, run_comfy_python
+from comfy_harness import HERE, REPO_ROOT
 
 TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory) -> dict:
-    work = tmp_path_factory.mktemp("comfy_memory")
+def report(comfy_install, tmp_path_factory) -> dict:
+    work = tmp_path_factory.mktemp(f"comfy_memory_{comfy_install.label}")
     out = work / "report.json"
-    result = run_comfy_python([str(HERE / "run_comfy_memory.py"), str(REPO_ROOT), str(work), str(out)],
-                              timeout=600)
+    result = comfy_install.run_python([str(HERE / "run_comfy_memory.py"), str(REPO_ROOT), str(work), str(out)],
+                                      timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return json.loads(out.read_text())
 

@@ -79,9 +79,9 @@ def graph(info: dict, seed: int, style_strength: float) -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("memory_server")
-    make_base_dir(base)
+def server(comfy_install, tmp_path_factory):
+    base = tmp_path_factory.mktemp(f"memory_server_{comfy_install.label}")
+    make_base_dir(base, comfy_install)
     shutil.copytree(HERE / "memory_probe_pack", base / "custom_nodes" / PROBE_DIR_NAME,
                     ignore=shutil.ignore_patterns("__pycache__"))
     state = fx.make_state_dict(MEDIUM, seed=0)
@@ -90,7 +90,7 @@ def server(tmp_path_factory):
     del state
     fx.write_peft_lora(base / "models" / "loras" / LORA, fx.make_lora(MEDIUM, rank=8, seed=1), wrapped=True)
     fx.write_comfy_lora(base / "models" / "loras" / STYLE, fx.make_lora(MEDIUM, rank=4, seed=2), "lora_ab")
-    client = start_server(base, base / "server.log")
+    client = start_server(comfy_install, base, base / "server.log")
     try:
         yield client, weight_bytes
     finally:

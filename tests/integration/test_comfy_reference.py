@@ -5,14 +5,12 @@ weights and inputs are written to safetensors files (original Wan key names), `r
 runs ComfyUI's models on them with ComfyUI's python, and the outputs come back for comparison with
 our `forward_full`, and with tests/reference_wan.py run at ComfyUI's precision (float32 timestep
 sinusoid), so a mismatch can be attributed. ComfyUI's python needs only ComfyUI, not our package.
-Skips without a ComfyUI checkout (conftest: COMFYUI_DIR, fallback /opt/ComfyUI).
+Runs against every ComfyUI the harness finds (conftest).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -70,7 +68,7 @@ def _comfy_context(context: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def comfy_outputs(tmp_path_factory, comfyui_dir, comfyui_python):
+def comfy_outputs(tmp_path_factory, comfy_install):
     """Run every case through ComfyUI once; returns (state, inputs per case, outputs per case)."""
     folder = tmp_path_factory.mktemp("comfy_wan")
     config = preset("tiny-vace")
@@ -94,11 +92,9 @@ def comfy_outputs(tmp_path_factory, comfyui_dir, comfyui_python):
     save_file(tensors, folder / "cases.safetensors",
               metadata={"config": json.dumps(comfy_config), "cases": json.dumps(cases)})
 
-    result = subprocess.run(
-        [comfyui_python, str(HELPER), str(folder / "weights.safetensors"), str(folder / "cases.safetensors"),
-         str(folder / "out.safetensors")],
-        env={**os.environ, "COMFYUI_DIR": str(comfyui_dir)},
-        capture_output=True, text=True, timeout=300)
+    result = comfy_install.run_python(
+        [str(HELPER), str(folder / "weights.safetensors"), str(folder / "cases.safetensors"),
+         str(folder / "out.safetensors")], timeout=300)
     assert result.returncode == 0, f"ComfyUI helper failed:\n{result.stdout}\n{result.stderr[-4000:]}"
     outputs = load_file(folder / "out.safetensors")
     return state, inputs, {name: outputs[f"{name}.out"] for name in CASES}

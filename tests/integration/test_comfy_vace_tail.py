@@ -17,10 +17,8 @@ REPO_ROOT = HERE.parents[1]
 TOLERANCE = 1e-5
 
 
-def test_repeated_tail_equals_full_encode_with_comfyui_wan_vae(tmp_path):
-    from comfy_harness import run_comfy_python
-
-    done = run_comfy_python([str(Path(__file__).resolve()), "--child"], timeout=600)
+def test_repeated_tail_equals_full_encode_with_comfyui_wan_vae(comfy_install):
+    done = comfy_install.run_python([str(Path(__file__).resolve()), "--child"], timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     for case, result in report.items():

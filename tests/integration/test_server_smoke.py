@@ -91,15 +91,18 @@ def test_tiny_vae_listed_by_vae_loader(comfy_server):
 
 
 def test_example_workflows_served(comfy_server):
-    shipped = sorted(p for p in (REPO_ROOT / "workflows").glob("*.json"))
-    if not shipped:
-        pytest.skip("the repo ships no workflows/*.json yet")
+    """GET /api/workflow_templates lists every example_workflows/*.json under the pack's folder name
+    (ComfyUI 0.33 prefers that folder name) and serves each file as committed."""
+    shipped = sorted((REPO_ROOT / "example_workflows").glob("*.json"))
+    assert len(shipped) >= 5
     listed = comfy_server.get_json("/api/workflow_templates").get(PACK_DIR_NAME, [])
     assert sorted(listed) == sorted(p.stem for p in shipped)
     for path in shipped:
         served = comfy_server.get_json(
             f"/api/workflow_templates/{PACK_DIR_NAME}/" + urllib.parse.quote(path.name))
         assert served == json.loads(path.read_text())
+    log = comfy_server.log_path.read_text(errors="replace")
+    assert "consider renaming it to 'example_workflows'" not in log
 
 
 def test_core_graph_runs_with_tiny_vae_and_test_conditioning(comfy_server, tmp_path):

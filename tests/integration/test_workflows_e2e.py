@@ -36,7 +36,7 @@ from vace_core import fixtures as fx
 from vace_core.config import preset
 
 SCRIPT = REPO_ROOT / "scripts" / "queue_workflow.py"
-WORKFLOWS = REPO_ROOT / "workflows"
+WORKFLOWS = REPO_ROOT / "example_workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 TINY = preset("tiny-vace")
 SIZE, FRAMES = 64, 25  # 25 frames = 7 latent frames: chunks of 3, 3 and 1
@@ -44,6 +44,7 @@ RUN_TIMEOUT = 240
 
 
 qw = load_script("queue_workflow")
+mw = load_script("make_workflows")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -186,15 +187,23 @@ def test_cli_dry_run_converts_a_ui_file(tiny_server):
     assert json.loads(done.stdout) == load_api("longlive_prompt_switch")
 
 
-def test_core_node_snapshot_matches_the_server(tiny_server):
-    """tests/data/comfyui_core_nodes.json (the unit tests' view of ComfyUI) is this ComfyUI."""
-    snapshot = json.loads((REPO_ROOT / "tests" / "data" / "comfyui_core_nodes.json").read_text())
+def test_core_nodes_the_workflows_use_match_the_server(tiny_server):
+    """The core-node interfaces make_workflows builds the UI files from (widget positions, sockets,
+    outputs) are this server's; and when the repo has a snapshot of this version, it is this server."""
     live = tiny_server.get_object_info()
-    for name, entry in snapshot.items():
+    for name, interface in mw.core_interfaces().items():
         assert name in live, name
-        for key in ("input_order", "output", "output_name", "display_name", "output_node"):
-            assert live[name].get(key) == entry.get(key), (name, key)
-        assert qw.widget_slots(live[name]) == qw.widget_slots(entry), name
+        entry = live[name]
+        order = entry["input_order"].get("required", []) + entry["input_order"].get("optional", [])
+        assert order == [p.name for p in interface.inputs], name
+        assert [n for n in qw.widget_slots(entry) if n] == [p.name for p in interface.inputs if p.widget], name
+        assert entry["output"][:len(interface.outputs)] == [t for _, t in interface.outputs], name
+    snapshot_path = mw.CORE_SNAPSHOTS / f"{tiny_server.install.version}.json"
+    if snapshot_path.is_file():
+        for name, entry in json.loads(snapshot_path.read_text()).items():
+            for key in ("input_order", "output", "output_name", "display_name", "output_node"):
+                assert live[name].get(key) == entry.get(key), (name, key)
+            assert qw.widget_slots(live[name]) == qw.widget_slots(entry), name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +273,7 @@ def _streaming_t2v(length: int, prefix: str) -> dict:
     graph = tiny_graph(load_api("longlive_t2v"))
     sampler_id = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
     vae_id = next(i for i, n in graph.items() if n["class_type"] == "VAELoader")
-    for node_id in [i for i, n in graph.items() if n["class_type"] in ("LongLiveDecode", "CreateVideo", "SaveVideo")]:
+    for node_id in [i for i, n in graph.items() if n["class_type"] == "LongLiveSaveVideo"]:
         del graph[node_id]
     inputs = dict(graph[sampler_id]["inputs"], length=length, vae=[vae_id, 0], filename_prefix=prefix,
                   fps=16, crf=23)
@@ -300,4 +309,69 @@ def test_interrupt_mid_video_leaves_a_valid_shorter_file_and_the_server_carries_
     assert (width, height) == (SIZE, SIZE)
     # the next prompt runs normally
     after = tiny_server.run(_streaming_t2v(FRAMES, "after_interrupt"), timeout=RUN_TIMEOUT)
+    assert video_frames(tiny_server.output_files(after)[0]) == (FRAMES, SIZE, SIZE)
+
+
+# ---------------------------------------------------------------------------------------------
+# the editor (headless Chromium): every UI workflow loads as intended
+
+
+def _broken_copy(workflows):
+    """A deliberately broken workflow the check must flag: a node type the server lacks, and a
+    widget value in the UI file that differs from the API twin."""
+    broken = copy.deepcopy(next(w for w in workflows if w.name == "longlive_t2v"))
+    broken.name = "broken_on_purpose"
+    nodes = broken.ui["nodes"]
+    sampler = next(n for n in nodes if n["type"] == "LongLiveSampler")
+    sampler["widgets_values"][2] = 17  # length, after seed and its control value
+    note = next(n for n in nodes if n["type"] == "MarkdownNote")
+    note["type"] = "NoSuchNodeType"
+    return broken
+
+
+def test_every_ui_workflow_loads_in_this_editor(tiny_server, report_figure):
+    editor = load_script("check_workflows_in_editor")
+    chromium = editor.find_chromium()
+    if chromium is None:
+        pytest.skip("no Chromium (apt-get install chromium): the editor check cannot run here")
+    pytest.importorskip("playwright", reason="pip install playwright: the editor check cannot run here")
+    workflows = editor.load_workflows(WORKFLOWS)
+    report = editor.check_server(tiny_server.url, workflows + [_broken_copy(workflows)], chromium,
+                                 label=f"ComfyUI {tiny_server.install.label}",
+                                 expect_editor=tiny_server.install.frontend)
+    *shipped, broken = report.results
+    for line in editor.EditorReport(report.server, report.editor_version, shipped, report.label).lines():
+        report_figure(line)
+    assert report.editor_version == tiny_server.install.frontend
+    assert [r.workflow for r in shipped] == [p.stem for p in sorted(WORKFLOWS.glob("*.json"))]
+    assert all(r.ok for r in shipped), "\n".join(report.lines())
+    # the check sees what it must: the unknown type, the changed length in the widget and the prompt
+    assert broken.missing_nodes == ["node type 'NoSuchNodeType' is not registered"], broken
+    sampler = next(i for i, n in load_api("longlive_t2v").items() if n["class_type"] == "LongLiveSampler")
+    assert any(f"node {sampler} (LongLiveSampler).length: shows 17" in line for line in broken.widget_mismatches)
+    assert any(f"node {sampler} (LongLiveSampler).length: editor 17" in line for line in broken.prompt_differences)
+
+
+def test_cli_timeout_withdraws_its_own_prompt_from_a_real_server(tiny_server, tmp_path):
+    """--timeout on a long streaming run: exit 4, the prompt is interrupted by its id, GET /queue no
+    longer lists it, the mp4 written so far is valid, and the server runs the next prompt."""
+    graph_file = tmp_path / "long.json"
+    graph_file.write_text(json.dumps(_streaming_t2v(4 * 900 + 1, "cli_timeout")))
+    done = subprocess.run([sys.executable, str(SCRIPT), str(graph_file), "--server", tiny_server.url,
+                           "--timeout", "15", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert done.returncode == qw.EXIT_STOPPED, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert "--timeout of 15 s reached" in last and "interrupted" in last, last
+    prompt_id = last.split("prompt ")[-1].split()[0]
+    queue = tiny_server.get_json("/queue")
+    assert all(item[1] != prompt_id for item in queue["queue_running"] + queue["queue_pending"]), queue
+    entry = tiny_server.wait(prompt_id, timeout=60)
+    assert "execution_interrupted" in [event for event, _ in entry["status"]["messages"]]
+    written = sorted(tiny_server.output_dir.glob("cli_timeout_*.mp4"))
+    assert len(written) == 1
+    frames, _, _ = video_frames(written[0])
+    assert 9 <= frames < 4 * 900 + 1 and (frames - 9) % 12 == 0, frames
+    after = tiny_server.run(_streaming_t2v(FRAMES, "after_cli_timeout"), timeout=RUN_TIMEOUT)
     assert video_frames(tiny_server.output_files(after)[0]) == (FRAMES, SIZE, SIZE)

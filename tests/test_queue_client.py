@@ -1,0 +1,385 @@
+"""scripts/queue_workflow.py against a fake ComfyUI on 127.0.0.1: every failure ends with its
+documented exit status and one line on stderr (never a traceback); --timeout and Ctrl-C withdraw
+the client's own prompt and nobody else's; downloads stream into new files and server file names
+that are not plain names are refused.
+
+`FakeComfy` answers the routes the client uses (POST /prompt, GET /history/<id>, GET /queue, POST
+/queue, POST /interrupt, GET /view, POST /upload/image, GET /object_info; /ws is not offered, so the
+client polls) and keeps a queue: a prompt of another client is always running or waiting there, and
+each test decides what happens to ours. The client runs as a subprocess, as a user runs it.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from helpers import load_script
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "queue_workflow.py"
+OTHER = "00000000-0000-4000-8000-00000000beef"  # another client's prompt
+API_GRAPH = {"1": {"class_type": "LongLiveTestNode", "inputs": {"seed": 1}, "_meta": {"title": "Test"}}}
+UI_GRAPH = {"nodes": [{"id": 1, "type": "LongLiveTestNode", "mode": 0, "inputs": [], "outputs": [],
+                       "widgets_values": [1]}], "links": []}
+OBJECT_INFO = {"LongLiveTestNode": {"input": {"required": {"seed": ["INT", {}]}},
+                                    "input_order": {"required": ["seed"]}, "output": [], "display_name": "Test"}}
+VIDEO = bytes(range(256)) * 12289  # ~3 MB: more than one read of the streaming download
+
+qw = load_script("queue_workflow")
+
+
+class FakeComfy:
+    """The state and behaviour of the fake server.
+
+    mode: "finish" (our prompt finishes at once with `outputs`), "run" (it runs until interrupted
+    by id), "wait" (it stays queued behind OTHER, which runs until the test ends).
+    `fail`: {route: (status, body)} answered instead of the normal reply; `slow`: {route: seconds}
+    to wait before answering (after acting on the request).
+    """
+
+    def __init__(self, mode: str = "finish", outputs: list[dict] | None = None):
+        self.mode = mode
+        self.outputs = outputs if outputs is not None else [{"filename": "clip.mp4", "subfolder": "video",
+                                                             "type": "output"}]
+        self.fail: dict[str, tuple[int, bytes]] = {}
+        self.slow: dict[str, float] = {}
+        self.history: dict[str, dict] = {}
+        self.use(mode)
+        self.interrupts: list[str | None] = []  # the prompt_id of every POST /interrupt
+        self.deleted: list[str] = []
+        self.queued: list[str] = []
+        self.lock = threading.Lock()
+
+    def use(self, mode: str) -> None:
+        """Our prompt's fate; OTHER runs ("wait": ours queues behind it) or waits ("run": behind ours)."""
+        self.mode = mode
+        self.running = [OTHER] if mode == "wait" else []
+        self.pending = [OTHER] if mode == "run" else []
+
+    # -- routes --------------------------------------------------------------------------
+    def handle(self, method: str, path: str, query: dict, body: bytes) -> tuple[int, bytes, str]:
+        route = f"{method} {path if not path.startswith('/history/') else '/history'}"
+        answer = self._answer(route, method, path, query, body)
+        time.sleep(self.slow.get(route, 0))  # acted on at once, answered late
+        return answer
+
+    def _answer(self, route: str, method: str, path: str, query: dict, body: bytes) -> tuple[int, bytes, str]:
+        if route in self.fail:
+            status, payload = self.fail[route]
+            return status, payload, "text/html" if not payload.startswith(b"{") else "application/json"
+        with self.lock:
+            if route == "GET /object_info":
+                return self.json(OBJECT_INFO)
+            if route == "POST /upload/image":
+                return self.json({"name": "uploaded.png", "subfolder": "", "type": "input"})
+            if route == "POST /prompt":
+                return self.json(self.queue_prompt(json.loads(body)))
+            if route == "GET /history":
+                prompt_id = path.rsplit("/", 1)[1]
+                return self.json({prompt_id: self.history[prompt_id]} if prompt_id in self.history else {})
+            if route == "GET /queue":
+                return self.json({"queue_running": [[0, i, {}, {}, []] for i in self.running],
+                                  "queue_pending": [[1, i, {}, {}, []] for i in self.pending]})
+            if route == "POST /queue":
+                for prompt_id in json.loads(body).get("delete", []):
+                    if prompt_id in self.pending:
+                        self.pending.remove(prompt_id)
+                        self.deleted.append(prompt_id)
+                return 200, b"", "text/plain"
+            if route == "POST /interrupt":
+                prompt_id = json.loads(body or b"{}").get("prompt_id")
+                self.interrupts.append(prompt_id)
+                if prompt_id is None or prompt_id in self.running:  # what ComfyUI does
+                    for target in ([prompt_id] if prompt_id else list(self.running)):
+                        self.running.remove(target)
+                        self.history[target] = {"status": {"status_str": "error", "completed": False, "messages": [
+                            ["execution_interrupted", {"prompt_id": target, "node_id": "1"}]]}, "outputs": {}}
+                return 200, b"", "text/plain"
+            if route == "GET /view":
+                if query.get("filename") == "clip.mp4" and query.get("subfolder") == "video":
+                    return 200, VIDEO, "video/mp4"
+                return 404, b"404: Not Found", "text/plain"
+        return 404, b"404: Not Found", "text/plain"
+
+    def queue_prompt(self, request: dict) -> dict:
+        prompt_id = request["prompt_id"]
+        self.queued.append(prompt_id)
+        if self.mode == "finish":
+            self.history[prompt_id] = {"status": {"status_str": "success", "completed": True, "messages": []},
+                                       "outputs": {"1": {"images": self.outputs}}}
+        elif self.mode == "run":
+            self.running.append(prompt_id)
+        else:
+            self.pending.append(prompt_id)
+        return {"prompt_id": prompt_id, "number": len(self.queued), "node_errors": {}}
+
+    @staticmethod
+    def json(value) -> tuple[int, bytes, str]:
+        return 200, json.dumps(value).encode(), "application/json"
+
+    # -- what the tests ask ----------------------------------------------------------------
+    def holds(self, prompt_id: str) -> bool:
+        with self.lock:
+            return prompt_id in self.running or prompt_id in self.pending
+
+
+@pytest.fixture
+def fake():
+    """(FakeComfy, its URL); the server runs in a thread for the test."""
+    state = FakeComfy()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self, method: str):
+            parts = urllib.parse.urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+            status, payload, kind = state.handle(method, parts.path, query, body)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            except OSError:
+                pass  # the client gave up waiting
+
+        def do_GET(self):
+            self._serve("GET")
+
+        def do_POST(self):
+            self._serve("POST")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run_client(url: str, tmp_path: Path, *extra: str, workflow: dict = API_GRAPH, timeout: float = 60):
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(workflow))
+    return subprocess.run([sys.executable, str(SCRIPT), str(path), "--server", url, "--out", str(tmp_path / "out"),
+                           *extra], capture_output=True, text=True, timeout=timeout)
+
+
+def assert_one_line_failure(done, status: int, *fragments: str) -> str:
+    """The exit status, no traceback, and the last stderr line carrying every fragment."""
+    assert done.returncode == status, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr and "Traceback" not in done.stdout, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    for fragment in fragments:
+        assert fragment in last, (fragment, done.stderr)
+    return last
+
+
+def our_prompt(state: FakeComfy) -> str:
+    assert len(state.queued) == 1, state.queued
+    return state.queued[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# success: streamed downloads that never overwrite
+
+
+def test_a_finished_prompt_downloads_into_new_numbered_files(fake, tmp_path):
+    state, url = fake
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "clip.mp4").write_bytes(b"the user's own file")
+    first = run_client(url, tmp_path)
+    second = run_client(url, tmp_path)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert [Path(p).name for p in first.stdout.split()] == ["clip-2.mp4"]
+    assert [Path(p).name for p in second.stdout.split()] == ["clip-3.mp4"]
+    assert (tmp_path / "out" / "clip.mp4").read_bytes() == b"the user's own file"
+    assert (tmp_path / "out" / "clip-2.mp4").read_bytes() == VIDEO == (tmp_path / "out" / "clip-3.mp4").read_bytes()
+    assert "websocket unavailable" in first.stderr and "polling /history" in first.stderr
+
+
+def test_downloads_are_streamed_in_chunks(fake, tmp_path, monkeypatch):
+    """The body is copied to the file in DOWNLOAD_CHUNK pieces, never read whole."""
+    state, url = fake
+    reads = []
+    original = qw.shutil.copyfileobj
+
+    def spy(source, target, length=0):
+        reads.append(length)
+        return original(source, target, length)
+
+    monkeypatch.setattr(qw.shutil, "copyfileobj", spy)
+    comfy = qw.ComfyAPI(url)
+    path = comfy.download({"filename": "clip.mp4", "subfolder": "video", "type": "output"}, tmp_path)
+    assert reads == [qw.DOWNLOAD_CHUNK] and qw.DOWNLOAD_CHUNK < len(VIDEO)
+    assert path.read_bytes() == VIDEO
+
+
+# ---------------------------------------------------------------------------------------------
+# failures: documented exit status, one line, no traceback
+
+HTTP_FAILURES = {
+    # route that fails -> (status, body, what the client must be doing when it fails)
+    "GET /object_info": (500, b"500 Internal Server Error", "ui"),
+    "POST /upload/image": (413, b"payload too large", "upload"),
+    "POST /prompt": (500, b'{"error": "boom"}', "api"),
+    "GET /history": (503, b"unavailable", "api"),
+    "GET /view": (404, b"404: Not Found", "api"),
+}
+
+
+@pytest.mark.parametrize("route", sorted(HTTP_FAILURES))
+def test_an_http_error_on_any_route_is_one_line_and_exit_5(fake, tmp_path, route):
+    state, url = fake
+    status, body, case = HTTP_FAILURES[route]
+    state.fail[route] = (status, body)
+    extra = []
+    if case == "upload":
+        (tmp_path / "ref.png").write_bytes(b"\x89PNG")
+        extra = ["--reference", str(tmp_path / "ref.png")]
+    done = run_client(url, tmp_path, *extra, workflow=UI_GRAPH if case == "ui" else API_GRAPH)
+    method, path = route.split(" ")
+    assert_one_line_failure(done, qw.EXIT_SERVER, f"{method} {path}", f"HTTP {status}")
+    out = tmp_path / "out"
+    assert not out.exists() or not any(out.iterdir())  # no half-written file
+
+
+def test_500_on_object_info_names_the_route(fake, tmp_path):
+    state, url = fake
+    state.fail["GET /object_info"] = (500, b"500 Internal Server Error")
+    done = run_client(url, tmp_path, workflow=UI_GRAPH)
+    last = assert_one_line_failure(done, 5, "GET /object_info -> HTTP 500")
+    assert last.startswith("error: ")
+
+
+def test_404_on_view_leaves_no_file(fake, tmp_path):
+    state, url = fake
+    state.outputs = [{"filename": "gone.mp4", "subfolder": "", "type": "output"}]
+    done = run_client(url, tmp_path)
+    assert_one_line_failure(done, 5, "GET /view -> HTTP 404")
+    assert list((tmp_path / "out").glob("*")) == []
+
+
+@pytest.mark.parametrize("route", ["POST /prompt", "GET /history"])
+def test_a_non_json_answer_is_one_line_and_exit_5(fake, tmp_path, route):
+    state, url = fake
+    state.fail[route] = (200, b"<html><body>a proxy login page</body></html>")
+    done = run_client(url, tmp_path)
+    assert_one_line_failure(done, 5, route.split(" ")[1], "not JSON", "<html>")
+
+
+def test_a_refused_connection_is_one_line_and_exit_5(tmp_path):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = run_client(f"http://127.0.0.1:{port}", tmp_path)
+    assert_one_line_failure(done, 5, "cannot reach ComfyUI", "refused")
+
+
+def test_a_request_without_answer_times_out_and_the_prompt_is_withdrawn(fake, tmp_path):
+    """POST /prompt queues the prompt but answers only after --request-timeout: exit 5, and the
+    prompt the server did queue is taken off it."""
+    state, url = fake
+    state.use("wait")
+    state.slow["POST /prompt"] = 4
+    done = run_client(url, tmp_path, "--request-timeout", "1")
+    assert_one_line_failure(done, 5, "POST /prompt: no answer", "within 1 s", "removed from the queue")
+    prompt = our_prompt(state)
+    assert not state.holds(prompt) and state.deleted == [prompt]
+    assert state.running == [OTHER] and state.interrupts == []
+
+
+def test_usage_errors_exit_1_not_2(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "missing.json")], capture_output=True,
+                          text=True, timeout=30)
+    assert_one_line_failure(done, 1, "cannot read workflow")
+
+
+# ---------------------------------------------------------------------------------------------
+# --timeout and Ctrl-C withdraw our prompt, and only ours
+
+
+def test_timeout_interrupts_our_running_prompt_only(fake, tmp_path):
+    state, url = fake
+    state.use("run")  # ours runs until interrupted; OTHER waits behind it
+    done = run_client(url, tmp_path, "--timeout", "2")
+    prompt = our_prompt(state)
+    assert_one_line_failure(done, qw.EXIT_STOPPED, "--timeout of 2 s reached", f"prompt {prompt} interrupted")
+    assert not state.holds(prompt)
+    assert state.interrupts and set(state.interrupts) == {prompt}  # never a global interrupt
+    assert state.pending == [OTHER]
+
+
+def _start_and_wait_until_queued(url: str, tmp_path: Path, state: FakeComfy) -> subprocess.Popen:
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(API_GRAPH))
+    # a shell's background job (a CI runner's, say) starts with SIGINT ignored, which a child would
+    # inherit; a user's terminal delivers it, so give the client the default disposition
+    process = subprocess.Popen([sys.executable, str(SCRIPT), str(path), "--server", url, "--out", str(tmp_path)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 30
+    while not state.queued and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert state.queued, "the client never queued its prompt"
+    time.sleep(0.5)  # well inside its polling loop
+    return process
+
+
+@pytest.mark.parametrize("mode, what", [("wait", "removed from the queue"), ("run", "interrupted")])
+def test_ctrl_c_withdraws_our_prompt_only(fake, tmp_path, mode, what):
+    state, url = fake
+    state.use(mode)
+    process = _start_and_wait_until_queued(url, tmp_path, state)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    prompt = our_prompt(state)
+    done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    assert_one_line_failure(done, qw.EXIT_CTRL_C, "interrupted (Ctrl-C)", f"prompt {prompt} {what}")
+    assert not state.holds(prompt)
+    assert set(state.interrupts) <= {prompt}
+    assert state.holds(OTHER)  # the other client's prompt is still there (running or waiting)
+
+
+# ---------------------------------------------------------------------------------------------
+# file names from the server
+
+
+@pytest.mark.parametrize("filename, subfolder", [
+    ("", ""), (".", ""), ("..", ""), ("a/../b", ""), ("../../etc/passwd", ""), ("/etc/passwd", ""),
+    ("a\\..\\b", ""), ("ok.mp4", "../.."), ("ok.mp4", "/abs"), ("ok.mp4", "video/../../x"), ("x\0.mp4", ""),
+])
+def test_unsafe_server_file_names_are_refused(filename, subfolder):
+    with pytest.raises(qw.ServerError, match="refusing"):
+        qw.checked_output_item({"filename": filename, "subfolder": subfolder, "type": "output"})
+
+
+def test_plain_server_file_names_are_accepted():
+    assert qw.checked_output_item({"filename": "LongLive_00001_.mp4", "subfolder": "video/2026"}) == \
+        ("LongLive_00001_.mp4", "video/2026", "output")
+
+
+def test_an_unsafe_output_name_stops_the_download_with_one_line(fake, tmp_path):
+    state, url = fake
+    state.outputs = [{"filename": "a/../b", "subfolder": "", "type": "output"}]
+    done = run_client(url, tmp_path)
+    assert_one_line_failure(done, 5, "refusing the output file name 'a/../b'")
+    assert not (tmp_path / "b").exists() and list((tmp_path / "out").glob("*")) == []
