@@ -329,8 +329,9 @@ def check_graph(graph: Graph, interfaces: dict[str, Interface]) -> None:
 
 WIDTH, HEIGHT = 832, 480  # LongLive's training resolution
 FPS = 16
-SAMPLER_DEFAULTS = dict(vace_scale=1.0, chunk_frames=3, window_frames=12, sink_frames=3,
-                        steps="1000,750,500,250", shift=5.0, vace_scale_end=-1.0)
+# -1 / empty: the sampler takes these from its preset (LongLive), so choosing another preset works
+SAMPLER_DEFAULTS = dict(vace_scale=1.0, chunk_frames=-1, window_frames=-1, sink_frames=-1,
+                        steps="", shift=-1.0, vace_scale_end=-1.0)
 
 
 def _model_list(files: list[ModelFile]) -> str:
@@ -373,7 +374,8 @@ cache, so every chunk costs the same however long the video gets.
 
 - **length**: video frames, 4k+1 (81 = 5 s at 16 fps). Must equal *length* on VACE Encode References.
 - **width / height**: multiples of 16; LongLive is trained at 832×480.
-- **steps / shift / chunk / window / sink**: LongLive's distilled settings; leave them unless experimenting.
+- **preset**: the checkpoint's settings (LongLive; Self-Forcing, CausVid, Causal Forcing for theirs).
+- **steps / shift / chunk / window / sink**: -1 or empty = the preset's; a value wins over the preset.
 - **vace_scale**: how strongly the references steer the video (0 = plain text-to-video).
 
 No negative prompt and no CFG: LongLive is distilled without them.
@@ -392,7 +394,7 @@ def workflow(build: Callable[[], Graph]) -> Callable[[], Graph]:
 @workflow
 def r2v() -> Graph:
     g = Graph("longlive_vace_r2v")
-    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
+    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
     model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
     _, positive, vae = _text_and_vae(g, "A corgi wearing a red scarf runs along a sunny beach towards the camera, "
                                      "waves rolling in behind it, the camera tracking alongside at dog height.")
@@ -423,7 +425,7 @@ The mp4 lands in `output/video/`.
 @workflow
 def r2v_multi_ref() -> Graph:
     g = Graph("longlive_vace_r2v_multi_ref")
-    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
+    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
     model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
     _, positive, vae = _text_and_vae(g, "A young woman in a yellow raincoat walks through a quiet street of old stone "
                                      "houses in the rain, holding a transparent umbrella; the camera follows her "
@@ -458,7 +460,7 @@ after the first. If you change width/height, change them on the ResizeAndPadImag
 @workflow
 def t2v() -> Graph:
     g = Graph("longlive_t2v")
-    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
+    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
     _, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath steaming "
                                      "in the cold air, soft golden light between the trees, cinematic tracking shot.")
     samples = _sampler(g, model, positive, 161, 42)
@@ -486,7 +488,7 @@ SWITCH_PROMPTS = (
 @workflow
 def prompt_switch() -> Graph:
     g = Graph("longlive_prompt_switch")
-    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
+    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
     clip, positive, vae = _text_and_vae(g, SWITCH_PROMPTS[0], "Prompt 1 (from frame 0)")
     schedule = None
     for number, (prompt, start) in enumerate(zip(SWITCH_PROMPTS[1:], (160, 320)), start=2):
@@ -517,7 +519,7 @@ minutes of video never sit in memory as images.
 @workflow
 def v2v() -> Graph:
     g = Graph("longlive_vace_v2v")
-    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="bf16")
+    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
     model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
     _, positive, vae = _text_and_vae(g, "A robot made of polished brass dances in a dim jazz club, warm spotlights, "
                                      "smoke in the air, the camera slowly circling.")
@@ -542,6 +544,61 @@ Add a reference image on **reference_images** to also fix the subject's look, an
     g.note("Sampler settings", SAMPLER_NOTE)
     return g
 
+
+
+@workflow
+def i2v() -> Graph:
+    g = Graph("longlive_i2v")
+    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    _, positive, vae = _text_and_vae(g, "A sailing boat glides across a calm bay at golden hour, gulls circling "
+                                     "the mast, the camera slowly following from the shore.")
+    start = g.add("LoadImage", "Start image", image="longlive_start.png")
+    samples = _sampler(g, model, positive, 81, 42, start_images=start, vae=vae)
+    _save_mp4(g, samples, vae, "LongLive_i2v")
+    g.note("LongLive: image to video", f"""
+# Image-to-video with LongLive
+
+**Load Image**: the video's first frame. The sampler centre-crops it to the frame, encodes it with
+the VAE and starts the video from it: it is the first frame of the mp4, it sits in LongLive's
+attention sink for the whole video, and the prompt describes what happens next. A clip of 4k+1
+images (Load Video → Get Video Components) works too and becomes the first 4k+1 frames.
+
+Add **Load VACE Weights** and **VACE Encode References** for a reference image on top.
+
+{_model_list([BASE, LORA, UMT5, WAN_VAE])}
+""")
+    g.note("Sampler settings", SAMPLER_NOTE)
+    return g
+
+
+@workflow
+def continue_video() -> Graph:
+    g = Graph("longlive_continue")
+    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    _, positive, vae = _text_and_vae(g, "A hot air balloon drifts over green hills and small villages in the "
+                                     "morning haze, the camera flying slowly beside it.")
+    first = _sampler(g, model, positive, 81, 42)
+    extended = g.add("LongLiveContinue", "Continue Video (+80 frames)", model=model, positive=positive,
+                     samples=first, seed=42, length=80, output="earlier + continuation",
+                     **{k: v for k, v in SAMPLER_DEFAULTS.items() if k != "vace_scale_end"})
+    _save_mp4(g, extended, vae, "LongLive_continued")
+    g.note("LongLive: continue a video", f"""
+# Continue a video, exactly
+
+**Continue Video** takes the latents of a finished video and generates *length* more frames after
+it. It replays the clean pass of every earlier chunk, which rebuilds exactly the KV caches the
+first run had (sink and window), and draws the noise one longer run would have drawn: with the same
+model, settings, seed and prompt, 81 frames + 80 more is the 161-frame video.
+
+Give it the earlier run's seed and settings. For a video with reference images, connect the
+same VACE context, encoded for the whole length (earlier + new frames); for a prompt schedule, the
+whole video's schedule. *output*: **earlier + continuation** decodes seamlessly; **continuation**
+returns only the new latent frames.
+
+{_model_list([BASE, LORA, UMT5, WAN_VAE])}
+""")
+    g.note("Sampler settings", SAMPLER_NOTE)
+    return g
 
 
 # ---------------------------------------------------------------------------------------------

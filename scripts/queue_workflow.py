@@ -14,7 +14,7 @@ Before queueing, inputs can be changed from the command line:
                      order; repeat it for several references
   --video PATH       upload a video into the Load Video node
   --seed N           every `seed` input
-  --frames N         the `length` (video frames) of every LongLive node
+  --frames N         the `length` (video frames) of every LongLive node but Continue Video
   --width/--height N the frame size of every LongLive node (and of ResizeAndPadImage)
   --set ID.INPUT=VALUE   any input of any node; VALUE is read as JSON when it parses, else as text
 
@@ -326,7 +326,9 @@ def apply_overrides(api: dict, o: Overrides) -> list[str]:
 
         if o.seed is not None and settable("seed"):
             _set(api, node_id, "seed", o.seed, changes)
-        if o.frames is not None and node_id in longlive and settable("length"):
+        # Continue Video's length is the frames it adds, not the video's: --set changes it
+        if o.frames is not None and node_id in longlive and settable("length") \
+                and node["class_type"] != "LongLiveContinue":
             _set(api, node_id, "length", o.frames, changes)
         for axis, value in (("width", o.width), ("height", o.height)):
             # our nodes' frame size, and the reference fitting of the multi-reference workflow

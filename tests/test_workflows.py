@@ -97,9 +97,9 @@ def notes_text(workflow: dict) -> str:
 # the files
 
 
-def test_five_workflows_each_in_both_formats():
+def test_seven_workflows_each_in_both_formats():
     assert NAMES == sorted(["longlive_vace_r2v", "longlive_vace_r2v_multi_ref", "longlive_t2v",
-                            "longlive_prompt_switch", "longlive_vace_v2v"])
+                            "longlive_prompt_switch", "longlive_vace_v2v", "longlive_i2v", "longlive_continue"])
     assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == NAMES
 
 
@@ -182,7 +182,10 @@ def test_new_optional_sampler_inputs_reach_the_workflows(monkeypatch):
         samplers = [n for n in graph.values() if n["class_type"] == "LongLiveSampler"]
         assert all(n["inputs"]["brand_new"] == 0.25 for n in samplers), name
         ui_doc = json.loads(files[mw.WORKFLOW_DIR / f"{name}.json"])
-        info = {**OBJECT_INFO, "LongLiveSampler": object_info_entry(sampler, "LongLive Sampler")}
+        # Continue Video takes the sampler's optional inputs too
+        continuation = mw.load_pack().NODE_CLASS_MAPPINGS["LongLiveContinue"]
+        info = {**OBJECT_INFO, "LongLiveSampler": object_info_entry(sampler, "LongLive Sampler"),
+                "LongLiveContinue": object_info_entry(continuation, "LongLive Continue Video")}
         assert qw.ui_to_api(ui_doc, info) == graph, name
 
 
