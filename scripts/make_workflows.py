@@ -43,6 +43,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from editor_widgets import Port, editor_ports  # noqa: E402  (the editor's widget rules)
+
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_DIR = ROOT / "example_workflows"
 API_DIR = WORKFLOW_DIR / "api"
@@ -97,21 +100,6 @@ MODEL_INPUTS = {
 # node interfaces: inputs in INPUT_TYPES order, outputs
 
 
-WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
-UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
-
-
-@dataclass(frozen=True)
-class Port:
-    name: str
-    type: str  # "INT", "COMBO", "IMAGE", "LONGLIVE_MODEL", ...
-    widget: bool  # a value on the node (else a socket that only takes links)
-    optional: bool = False
-    control: bool = False  # the editor stores a "control after generate" mode after the value
-    upload: bool = False  # the editor adds an upload button, stored after every other widget
-    default: Any = None  # what the editor puts in a new node (None: the workflow must give a value)
-
-
 @dataclass(frozen=True)
 class Interface:
     display_name: str
@@ -127,33 +115,9 @@ class Interface:
 
 
 def interface_from_object_info(entry: dict) -> Interface:
-    """The interface of a node from its /object_info entry, as the editor builds the node: inputs in
-    `input_order` (required, then optional); a widget for every INT/FLOAT/STRING/BOOLEAN/COMBO input
-    not forced to a socket, followed by a "control after generate" value for seeds, and an upload
-    button for upload inputs."""
-    inputs = entry.get("input", {})
-    order = entry.get("input_order") or {section: list(inputs.get(section, {})) for section in ("required", "optional")}
-    ports = []
-    for section in ("required", "optional"):
-        for name in order.get(section, []):
-            spec = inputs.get(section, {}).get(name)
-            if not spec:
-                continue
-            kind = spec[0]
-            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            type_ = "COMBO" if isinstance(kind, (list, tuple)) else kind
-            widget = type_ in WIDGET_TYPES and not options.get("forceInput", False)
-            # the editor adds the control widget for INT seeds even without the flag
-            control = widget and bool(options.get("control_after_generate",
-                                                  type_ == "INT" and name in ("seed", "noise_seed")))
-            upload = widget and any(options.get(flag) for flag in UPLOAD_FLAGS)
-            # as the editor does: the declared default, else a combo's first option
-            choices = kind if isinstance(kind, (list, tuple)) else options.get("options", [])
-            default = options.get("default", choices[0] if type_ == "COMBO" and len(choices) else None)
-            ports.append(Port(name, type_, widget, section == "optional", control, upload,
-                              default if widget else None))
+    """The interface of a node from its /object_info entry, as the editor builds the node."""
     names = entry.get("output_name") or entry.get("output", [])
-    return Interface(entry.get("display_name") or entry.get("name", ""), tuple(ports),
+    return Interface(entry.get("display_name") or entry.get("name", ""), tuple(editor_ports(entry)),
                      tuple(zip(names, entry.get("output", []))), bool(entry.get("output_node", False)))
 
 

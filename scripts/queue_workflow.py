@@ -66,6 +66,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from editor_widgets import widget_slots  # noqa: E402  (the editor's widget rules, shared with make_workflows)
+
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_FAILED, EXIT_STOPPED, EXIT_SERVER, EXIT_CTRL_C = 0, 1, 2, 3, 4, 5, 130
 EXIT_STATUS_HELP = ("Exit status: 0 done, 1 usage error, 2 rejected by validation, 3 a node failed, 4 stopped "
                     "(--timeout, or interrupted on the server), 5 server unreachable / HTTP error / not JSON, "
@@ -125,42 +128,10 @@ class TimedOut(WorkflowStopped):
 
 EDITOR_ONLY_NODES = {"Note", "MarkdownNote", "PrimitiveNode", "Reroute"}
 MODE_MUTED, MODE_BYPASSED = 2, 4
-WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
-UPLOAD_FLAGS = ("image_upload", "video_upload", "animated_image_upload")
 
 
 def is_ui_workflow(data: dict) -> bool:
     return isinstance(data.get("nodes"), list) and "links" in data
-
-
-def widget_slots(definition: dict) -> list[str | None]:
-    """Input name of each position in a UI node's `widgets_values` (None: a slot the editor stores
-    but the server does not take: the "control after generate" mode after a seed, upload buttons).
-
-    The editor creates widgets in `input_order` (required, then optional). An INT `seed` /
-    `noise_seed`, or any input flagged `control_after_generate`, is followed by its control widget;
-    an input with an upload flag adds an upload button, which the editor lists after all inputs.
-    """
-    inputs = definition.get("input", {})
-    order = definition.get("input_order") or {section: list(inputs.get(section, {}))
-                                              for section in ("required", "optional")}
-    slots: list[str | None] = []
-    buttons = 0
-    for section in ("required", "optional"):
-        for name in order.get(section, []):
-            spec = inputs.get(section, {}).get(name)
-            if not spec:
-                continue
-            kind = spec[0]
-            options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            type_ = "COMBO" if isinstance(kind, list) else kind
-            if type_ not in WIDGET_TYPES or options.get("forceInput"):
-                continue
-            slots.append(name)
-            if options.get("control_after_generate", type_ == "INT" and name in ("seed", "noise_seed")):
-                slots.append(None)
-            buttons += any(options.get(flag) for flag in UPLOAD_FLAGS)
-    return slots + [None] * buttons
 
 
 def _links_by_id(workflow: dict) -> dict[int, tuple[int, int, str]]:

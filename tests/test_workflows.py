@@ -50,21 +50,7 @@ mw = load_script("make_workflows")
 pack = mw.load_pack(PACK)
 
 
-def object_info_entry(cls: type, display_name: str) -> dict:
-    """What ComfyUI's /object_info reports for a V1 node class (tuples arrive as JSON lists)."""
-    inputs = json.loads(json.dumps(cls.INPUT_TYPES()))
-    return {
-        "input": inputs,
-        "input_order": {section: list(entries) for section, entries in inputs.items()},
-        "output": list(cls.RETURN_TYPES),
-        "output_name": list(getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES),
-        "name": cls.__name__,
-        "display_name": display_name,
-        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
-    }
-
-
-OURS = {name: object_info_entry(cls, pack.NODE_DISPLAY_NAME_MAPPINGS[name])
+OURS = {name: mw.object_info_of_class(cls, pack.NODE_DISPLAY_NAME_MAPPINGS[name])
         for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
 OBJECT_INFO_BY_VERSION = {path.stem: {**json.loads(path.read_text()), **OURS}
                           for path in sorted(CORE_SNAPSHOTS.glob("*.json"))}
@@ -184,8 +170,8 @@ def test_new_optional_sampler_inputs_reach_the_workflows(monkeypatch):
         ui_doc = json.loads(files[mw.WORKFLOW_DIR / f"{name}.json"])
         # Continue Video takes the sampler's optional inputs too
         continuation = mw.load_pack().NODE_CLASS_MAPPINGS["LongLiveContinue"]
-        info = {**OBJECT_INFO, "LongLiveSampler": object_info_entry(sampler, "LongLive Sampler"),
-                "LongLiveContinue": object_info_entry(continuation, "LongLive Continue Video")}
+        info = {**OBJECT_INFO, "LongLiveSampler": mw.object_info_of_class(sampler, "LongLive Sampler"),
+                "LongLiveContinue": mw.object_info_of_class(continuation, "LongLive Continue Video")}
         assert qw.ui_to_api(ui_doc, info) == graph, name
 
 
