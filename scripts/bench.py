@@ -31,6 +31,8 @@ Usage (from the repository root):
     python3 scripts/bench.py --device cuda    # GPU: full-size wan2.1-vace-1.3B, random weights
         built on the GPU in bf16, 480x832; CUDA-synchronised timing, torch.cuda peak memory
         -> bench/results-cuda.json, bench/results-cuda.md
+    python3 scripts/bench.py --device cuda --comfyui DIR   # + the low-VRAM path through that
+        ComfyUI's memory manager (scripts/bench_lowvram.py; this python must run ComfyUI)
     python3 scripts/bench.py --quick --out /tmp/bench   # smoke run, a few chunks (the unit test)
 It prints PASS/FAIL for the acceptance checks and exits 0 whatever the figures (it's a benchmark).
 """
@@ -44,9 +46,10 @@ import multiprocessing
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -168,8 +171,8 @@ def rss_now_mib() -> float | None:
 
 # ---- ComfyUI, for the side-by-side scripts (run with ComfyUI's python) --------------------------
 
-def import_comfy(comfy_dir: Path, base_dir: Path, **modules: str):
-    """ComfyUI's modules as its server imports them with --cpu and a scratch base directory, as a
+def import_comfy(comfy_dir: Path, base_dir: Path, flags: Sequence[str] = ("--cpu",), **modules: str):
+    """ComfyUI's modules as its server imports them with `flags` and a scratch base directory, as a
     namespace (name -> module for each `name="comfy.x.y"`), plus its `version` and `dir`. Nothing
     is written into the checkout when PYTHONDONTWRITEBYTECODE is set."""
     import importlib
@@ -180,9 +183,9 @@ def import_comfy(comfy_dir: Path, base_dir: Path, **modules: str):
     import comfy.options
 
     comfy.options.enable_args_parsing()  # so comfy.cli_args reads the argv below, not ours
-    saved, sys.argv = sys.argv, [sys.argv[0], "--cpu", "--base-directory", str(base_dir)]
+    saved, sys.argv = sys.argv, [sys.argv[0], *flags, "--base-directory", str(base_dir)]
     try:
-        import comfy.model_management  # noqa: F401  (reads the CPU choice at import)
+        import comfy.model_management  # noqa: F401  (reads the device and VRAM flags at import)
         loaded = {name: importlib.import_module(module) for name, module in modules.items()}
     finally:
         sys.argv = saved
@@ -731,12 +734,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=0, help="override the plan's repeat count")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the transformer blocks (the first chunks then include compile time)")
+    parser.add_argument("--comfyui", type=Path, default=None,
+                        help="with --device cuda: a ComfyUI checkout, to add the low-VRAM path through its "
+                             "memory manager (scripts/bench_lowvram.py, run with this python)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device")
     if args.device == "cpu":
         torch.set_num_threads(1)  # stable timings on a shared machine; stated in the results
     result = run(args)
@@ -745,6 +753,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, ok in result["checks"].items():
         print(f"{verdict(ok)} {name}")
     print(f"wrote {json_path} and {md_path} in {result['runtime_s']} s")
+    if args.device == "cuda" and not args.quick:
+        if args.comfyui is None:
+            print("the low-VRAM path was not measured: it runs through ComfyUI's memory manager; add --comfyui DIR")
+        else:
+            lowvram = [sys.executable, str(Path(__file__).with_name("bench_lowvram.py")), "--comfyui", str(args.comfyui),
+                       "--out", str(args.out)]
+            return subprocess.run(lowvram, check=False).returncode
     return 0
 
 
