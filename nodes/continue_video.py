@@ -13,14 +13,12 @@ from typing import Sequence
 
 import torch
 
-from ..vace_core.encoding import (LATENT_CHANNELS, VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denormalize_latents,
+from ..vace_core.encoding import (VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denormalize_latents,
                                   normalize_latents, video_frames_for)
-from ..vace_core.sampler import GenerationCancelled, PromptSegment, generate
-from . import host
-from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY
+from ..vace_core.sampler import PromptSegment
+from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, video_latents
 from .model_ref import LongLiveModel
-from .sampler import (NO_RAMP, LongLiveSampler, PassProgress, keep_loaded_and_check_interrupt, on_compute_device,
-                      plan_run)
+from .sampler import NO_RAMP, LongLiveSampler, plan_run, sample_on_device
 
 OUTPUTS = ("continuation", "earlier + continuation")
 # sampler inputs a continuation takes from the earlier latents instead
@@ -84,16 +82,9 @@ class LongLiveContinue:
         height, width = (s * VAE_STRIDE_S for s in earlier.shape[-2:])
         plan = plan_run(model, positive, total, width, height, vace_scale, chunk_frames, window_frames, sink_frames,
                         steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
-        progress = PassProgress()
-        with on_compute_device(model, plan) as loaded:
-            try:
-                result = generate(loaded.network, plan.prompts, video_frames=total, height=height, width=width,
-                                  seed=seed, vace=vace_context, vace_scale=plan.vace_scale, settings=plan.settings,
-                                  callback=progress, should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),
+        result = sample_on_device(model, plan, video_frames=total, seed=seed, vace=vace_context,
                                   start_latents=earlier[:, :, ref_frames:],
                                   reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
-            except GenerationCancelled:
-                host.raise_interrupted()
         latents = denormalize_latents(result.latents)
         if output == OUTPUTS[0]:
             return ({"samples": latents[:, :, ref_frames + given:].contiguous(), REF_FRAMES_KEY: 0},)
@@ -102,13 +93,7 @@ class LongLiveContinue:
 
 def _earlier_latents(samples: dict, vace_context: VaceContext | None) -> tuple[torch.Tensor, int]:
     """The earlier video as normalised latents [1, 16, refs + frames, h, w] and its reference count."""
-    raw = samples.get("samples") if isinstance(samples, dict) else None
-    if not isinstance(raw, torch.Tensor) or raw.ndim != 5 or raw.shape[:2] != (1, LATENT_CHANNELS):
-        shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else None
-        raise ValueError(f"samples: expected one video of Wan 2.1 latents [1, 16, frames, h, w], got {shape}")
-    ref_frames = int(samples.get(REF_FRAMES_KEY, 0))
-    if not 0 <= ref_frames < raw.shape[2]:
-        raise ValueError(f"samples: {ref_frames} reference frames but only {raw.shape[2]} latent frames")
+    raw, ref_frames = video_latents(samples)
     context_refs = vace_context.ref_frames if vace_context is not None else 0
     if ref_frames and context_refs != ref_frames:
         raise ValueError(f"samples: the earlier video has {ref_frames} reference frame(s), so connect the "

@@ -86,7 +86,6 @@ class StandalonePatcher:
         self.patches: dict[str, list[tuple[float, LoraDelta]]] = {}
         self.object_patches: dict[str, Any] = {}
         self.patches_uuid = uuid.uuid4()
-        self.parent: StandalonePatcher | None = None
         self._applied = _Applied()
 
     def model_size(self) -> int:
@@ -97,7 +96,6 @@ class StandalonePatcher:
         twin.patches = {key: list(entries) for key, entries in self.patches.items()}
         twin.object_patches = dict(self.object_patches)
         twin.patches_uuid = self.patches_uuid
-        twin.parent = self
         twin._applied = self._applied
         return twin
 

@@ -12,7 +12,7 @@ from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, 
                                   latent_frames_for, video_frames_for)
 from ..vace_core.passes import VACE_ATTENTION_MODES
 from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, GenerationCancelled, PromptSegment,
-                                 SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes,
+                                 SampleResult, SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes,
                                  tokens_per_frame)
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, Preset, resolve_settings
 from ..vace_core.scheduler import parse_steps
@@ -102,16 +102,8 @@ class LongLiveSampler:
                vae=None, vace_scale_end: float = NO_RAMP, **causal_options) -> tuple[dict]:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
                         sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
-        start_latents = encode_start_images(start_images, vae, plan)
-        progress = PassProgress()
-        with on_compute_device(model, plan) as loaded:
-            try:
-                result = generate(loaded.network, plan.prompts, video_frames=length, height=height, width=width,
-                                  seed=seed, vace=vace_context, vace_scale=plan.vace_scale, settings=plan.settings,
-                                  callback=progress, should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),
-                                  start_latents=start_latents)
-            except GenerationCancelled:
-                host.raise_interrupted()
+        result = sample_on_device(model, plan, video_frames=length, seed=seed, vace=vace_context,
+                                  start_latents=encode_start_images(start_images, vae, plan))
         samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
         return ({"samples": samples, REF_FRAMES_KEY: result.ref_frames},)
 
@@ -262,6 +254,18 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.Load
         yield model.load_for_run(memory)
     finally:
         host.soft_empty_cache()
+
+
+def sample_on_device(model: LongLiveModel, plan: RunPlan, **inputs) -> SampleResult:
+    """`generate` with the plan's settings on the network the memory manager loaded, a progress
+    tick per pass, and Cancel honoured before every pass (`inputs`: generate's per-run arguments)."""
+    with on_compute_device(model, plan) as loaded:
+        try:
+            return generate(loaded.network, plan.prompts, height=plan.height, width=plan.width,
+                            vace_scale=plan.vace_scale, settings=plan.settings, callback=PassProgress(),
+                            should_cancel=lambda: keep_loaded_and_check_interrupt(loaded), **inputs)
+        except GenerationCancelled:
+            host.raise_interrupted()
 
 
 def keep_loaded_and_check_interrupt(loaded: host.LoadedNetwork) -> bool:

@@ -17,11 +17,11 @@ from typing import Any, Sequence
 
 import torch
 
-from ..vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_S, latent_frames_for
+from ..vace_core.encoding import VAE_STRIDE_S, latent_frames_for
 from ..vace_core.sampler import GenerationCancelled, PromptSegment, plan_blocks
 from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
 from . import host
-from .common import CATEGORY, REF_FRAMES_KEY
+from .common import CATEGORY, video_latents
 from .model_ref import LongLiveModel
 from .sampler import (NO_RAMP, LongLiveSampler, encode_start_images, keep_loaded_and_check_interrupt,
                       on_compute_device, plan_run)
@@ -122,13 +122,7 @@ class LongLiveSaveVideo:
 
     def save(self, samples: dict, vae, filename_prefix: str, fps: int, crf: int, prompt=None,
              extra_pnginfo=None) -> dict:
-        latents = samples["samples"]
-        ref_frames = int(samples.get(REF_FRAMES_KEY, 0))
-        if latents.ndim != 5 or latents.shape[0] != 1 or latents.shape[1] != LATENT_CHANNELS:
-            raise ValueError(f"samples: expected one video of Wan 2.1 latents [1, 16, frames, h, w], got "
-                             f"{tuple(latents.shape)}")
-        if not 0 <= ref_frames < latents.shape[2]:
-            raise ValueError(f"samples: {ref_frames} reference frames but only {latents.shape[2]} latent frames")
+        latents, ref_frames = video_latents(samples)
         height, width = (s * VAE_STRIDE_S for s in latents.shape[-2:])
         path, name, subfolder = host.video_output_path(filename_prefix, width, height)
         decoder = host.streaming_decoder(vae)
