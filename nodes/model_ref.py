@@ -175,7 +175,8 @@ class LongLiveModel:
         projections = tokens * config.dim * element * 4  # q, k, v and the attention output
         ffn = tokens * config.ffn_dim * element * 2  # hidden layer before and after the GELU
         vace = self.facts.num_vace_blocks
-        hints = tokens * config.dim * 4 * (vace + 1) if vace else 0  # VACE hints and the VACE stream
+        # the VACE blocks run interleaved with the main ones: their stream and one hint at a time
+        hints = tokens * config.dim * 4 * 2 if vace else 0
         text = (config.num_layers + vace) * 2 * config.text_len * config.dim * element  # cross-attn K/V
         return cache_bytes + residual + projections + ffn + hints + text
 
