@@ -41,10 +41,12 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import multiprocessing
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -53,6 +55,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -63,6 +66,7 @@ from vace_core.config import preset
 from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
 from vace_core.layers import RotaryEmbedding
 from vace_core.model import CausalWanModel
+from vace_core.passes import VACE_ATTENTION_MODES
 from vace_core.sampler import ChunkInfo, SamplerSettings, generate, tokens_per_frame
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -72,7 +76,7 @@ MEMORY_LIMIT = 1.05  # acceptance 2: long / short peak memory
 VACE_FIRST_LIMIT = 1.10  # acceptance 3: hint_chunks="first" / VACE off
 # VACE attention modes, each timed with hints on every chunk ("vace_<mode>"); hint_chunks="first" is
 # timed in the default mode ("vace_first")
-VACE_MODES = ("causal", "references", "block")
+VACE_MODES = VACE_ATTENTION_MODES
 PROMPT_TOKENS = 40  # real rows of the benchmark's 512-row prompt
 
 
@@ -93,14 +97,16 @@ class Plan:
     repeats: int
     baseline_repeats: int
     compile: bool = False  # torch.compile the transformer blocks (--compile)
+    baseline_early_chunk: int = 5  # the baseline's growth is its last chunk over this one
 
 
 PLANS = {
     "cpu": Plan("tiny-vace", 128, 128, "float32", 41, 12, 12, (10, 40), 5, 40, (5, 8), 5, 2),
     # under 8 minutes on an H100 / H200 (about 0.6 s per chunk): 2 repeats, a 6-chunk naive baseline
     # (its token-level mask over every earlier frame is 0.8 GB there)
-    "cuda": Plan("wan2.1-vace-1.3B", 480, 832, "bfloat16", 41, 6, 12, (10, 40), 5, 40, (5, 8), 2, 1),
-    "quick": Plan("tiny-vace", 32, 32, "float32", 5, 4, 3, (2, 4), 2, 4, (2, 3), 1, 1),
+    "cuda": Plan("wan2.1-vace-1.3B", 480, 832, "bfloat16", 41, 6, 12, (10, 40), 5, 40, (5, 8), 2, 1,
+                 baseline_early_chunk=2),
+    "quick": Plan("tiny-vace", 32, 32, "float32", 5, 4, 3, (2, 4), 2, 4, (2, 3), 1, 1, baseline_early_chunk=2),
 }
 
 
@@ -171,14 +177,23 @@ def rss_now_mib() -> float | None:
 
 # ---- ComfyUI, for the side-by-side scripts (run with ComfyUI's python) --------------------------
 
+def default_comfyui(needs: str = "comfy/model_management.py") -> Path:
+    """The --comfyui default: the first checkout in $COMFYUI_DIR (':'-separated, as .ci/run sets it)
+    that has `needs`, else its first entry, else /opt/ComfyUI."""
+    listed = [Path(p) for p in (os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep) if p]
+    return next((p for p in listed if (p / needs).is_file()), listed[0] if listed else Path("/opt/ComfyUI"))
+
+
+def check_comfyui(comfy_dir: Path) -> None:
+    if not (Path(comfy_dir) / "comfy" / "model_management.py").is_file():
+        raise SystemExit(f"--comfyui {comfy_dir}: not a ComfyUI checkout (no comfy/model_management.py)")
+
+
 def import_comfy(comfy_dir: Path, base_dir: Path, flags: Sequence[str] = ("--cpu",), **modules: str):
     """ComfyUI's modules as its server imports them with `flags` and a scratch base directory, as a
     namespace (name -> module for each `name="comfy.x.y"`), plus its `version` and `dir`. Nothing
     is written into the checkout when PYTHONDONTWRITEBYTECODE is set."""
-    import importlib
-    import re
-    from types import SimpleNamespace
-
+    check_comfyui(comfy_dir)
     sys.path.insert(0, str(comfy_dir))
     import comfy.options
 
@@ -192,6 +207,26 @@ def import_comfy(comfy_dir: Path, base_dir: Path, flags: Sequence[str] = ("--cpu
     version_file = Path(comfy_dir) / "comfyui_version.py"
     found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
     return SimpleNamespace(**loaded, version=found.group(1) if found else "unknown", dir=str(comfy_dir))
+
+
+def random_prompt(config, seed: int = 1) -> torch.Tensor:
+    """What ComfyUI's umT5 encoder gives for a PROMPT_TOKENS-token prompt: text_len rows, the padding zeroed."""
+    text = torch.randn(1, config.text_len, config.text_dim, generator=torch.Generator().manual_seed(seed))
+    text[:, PROMPT_TOKENS:] = 0
+    return text
+
+
+def random_vace_context(height: int, width: int, latent_frames: int, ref_frames: int = 1,
+                        context_class: type = VaceContext) -> VaceContext:
+    """A random R2V-shaped context: the reference frames, then one stored generated frame that
+    repeats to the end (as the encoder stores the constant gray / mask-1 tail). `context_class`:
+    the VaceContext of the pack as a host imported it."""
+    noise = torch.Generator().manual_seed(2)
+    context = torch.randn(1, CONTEXT_CHANNELS, ref_frames + 1, height // 8, width // 8, generator=noise)
+    return context_class(context=context, ref_latents=context[:, :LATENT_CHANNELS, :ref_frames].clone(),
+                         ref_frames=ref_frames, latent_frames=latent_frames,
+                         video_frames=video_frames_for(latent_frames), height=height, width=width,
+                         repeated_tail=latent_frames - 1)
 
 
 # ---- the system under test ---------------------------------------------------------------------
@@ -208,10 +243,7 @@ class Bench:
             self.model = CausalWanModel(preset(plan.preset)).set_dtype(self.dtype).eval()
         if plan.compile:
             self.model.compile_blocks()
-        config = self.model.config
-        # what ComfyUI's umT5 encoder gives for a 40-token prompt: 512 rows, the padding zeroed
-        self.text = torch.randn(1, config.text_len, config.text_dim, generator=torch.Generator().manual_seed(1))
-        self.text[:, PROMPT_TOKENS:] = 0
+        self.text = random_prompt(self.model.config)
         self.settings = SamplerSettings()  # LongLive defaults: chunk 3, window 12, sink 3, 4 steps
 
     def sync(self) -> None:
@@ -219,15 +251,7 @@ class Bench:
             torch.cuda.synchronize(self.device)
 
     def vace_context(self, latent_frames: int, ref_frames: int = 1) -> VaceContext:
-        """A random R2V-shaped context: the reference frame, then one stored generated frame that
-        repeats to the end (as the encoder stores the constant gray / mask-1 tail)."""
-        h, w = self.plan.height // 8, self.plan.width // 8
-        noise = torch.Generator().manual_seed(2)
-        context = torch.randn(1, CONTEXT_CHANNELS, ref_frames + 1, h, w, generator=noise)
-        return VaceContext(context=context, ref_latents=context[:, :LATENT_CHANNELS, :ref_frames].clone(),
-                           ref_frames=ref_frames, latent_frames=latent_frames,
-                           video_frames=video_frames_for(latent_frames),
-                           height=self.plan.height, width=self.plan.width, repeated_tail=latent_frames - 1)
+        return random_vace_context(self.plan.height, self.plan.width, latent_frames, ref_frames)
 
     def sizes(self) -> dict:
         config = self.model.config
@@ -343,12 +367,14 @@ def run_timings(bench: Bench, plan: Plan) -> dict[str, list[RunTimes]]:
 def cache_figures(curves: dict, plan: Plan) -> dict:
     kv, base = curves["kv"], curves["recompute"]
     early, late, base_late = plan.early_chunk, plan.late_chunk, plan.baseline_chunks
-    figures = {"early_chunk": early, "late_chunk": late, "baseline_late_chunk": base_late}
+    base_early = plan.baseline_early_chunk
+    figures = {"early_chunk": early, "late_chunk": late, "baseline_early_chunk": base_early,
+               "baseline_late_chunk": base_late}
     for series in SERIES:
         kv_curve, base_curve = kv[f"{series}_s"], base[f"{series}_s"]
         figures[f"kv_late_over_early_{series}"] = round(ratio(kv_curve, late, early), 4)
-        figures[f"kv_at_baseline_late_over_early_{series}"] = round(ratio(kv_curve, base_late, early), 4)
-        figures[f"baseline_late_over_early_{series}"] = round(ratio(base_curve, base_late, early), 4)
+        figures[f"kv_at_baseline_late_over_early_{series}"] = round(ratio(kv_curve, base_late, base_early), 4)
+        figures[f"baseline_late_over_early_{series}"] = round(ratio(base_curve, base_late, base_early), 4)
         figures[f"baseline_over_kv_at_baseline_late_{series}"] = round(
             base_curve[base_late - 1] / kv_curve[base_late - 1], 4)
     return figures
@@ -581,7 +607,7 @@ def markdown(result: dict) -> str:
     m, z, c, mem, v = result["machine"], result["sizes"], result["cache"], result["memory"], result["vace"]
     ok = result["checks"]
     machine = m["gpu"] or f"{m['cpu']} ({m['cpu_count']} cores)"
-    e, late, bl = c["early_chunk"], c["late_chunk"], c["baseline_late_chunk"]
+    e, late, be, bl = c["early_chunk"], c["late_chunk"], c["baseline_early_chunk"], c["baseline_late_chunk"]
     shown = SERIES if result["device"] == "cpu" else ("wall", "wall_min")  # CPU time means nothing on a GPU
     blank = " |" * (len(shown) - 1)
 
@@ -603,9 +629,9 @@ def markdown(result: dict) -> str:
         "| figure | " + " | ".join(s.replace("_min", " min") for s in shown) + " | target | result |",
         "|---|" + "---|" * (len(shown) + 2),
         row(f"KV cache: chunk {late} / chunk {e}", c, "kv_late_over_early", f"<= {FLAT_LIMIT}", "1_kv_flat"),
-        row(f"naive recompute: chunk {bl} / chunk {e}", c, "baseline_late_over_early", f"grows (>= {GROWTH_MIN})",
+        row(f"naive recompute: chunk {bl} / chunk {be}", c, "baseline_late_over_early", f"grows (>= {GROWTH_MIN})",
             "1_baseline_grows"),
-        row(f"KV cache: chunk {bl} / chunk {e} (same index)", c, "kv_at_baseline_late_over_early"),
+        row(f"KV cache: chunk {bl} / chunk {be} (same indices)", c, "kv_at_baseline_late_over_early"),
         row(f"recompute / KV at chunk {bl}", c, "baseline_over_kv_at_baseline_late"),
         *(row(f"VACE on every chunk / off, vace_attention={mode}, {compared}", v, f"{mode}_over_off", "stated")
           for mode in VACE_MODES),
@@ -745,6 +771,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device")
+    if args.comfyui is not None:
+        if args.device != "cuda" or args.quick:
+            raise SystemExit("--comfyui adds the low-VRAM path of a full --device cuda run; drop it here")
+        check_comfyui(args.comfyui)
     if args.device == "cpu":
         torch.set_num_threads(1)  # stable timings on a shared machine; stated in the results
     result = run(args)

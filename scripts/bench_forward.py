@@ -39,9 +39,9 @@ import torch
 
 import bench  # scripts/bench.py (puts the repository root on sys.path)
 from vace_core.config import WanConfig, preset
+from vace_core.fixtures import make_state_dict
 from vace_core.model import CausalWanModel
 
-PROMPT_TOKENS = 40
 TARGET = 0.90  # issue 12: ours / ComfyUI's per forward pass
 SECTION = "forward-vs-comfy"
 
@@ -60,15 +60,12 @@ CASES = {
     "wide": Case("1.3B width, 2 blocks + 1 VACE block, 240x416, 3 frames (1170 tokens)",
                  WanConfig(num_layers=2).with_vace(1), 3, 30, 52),
 }
-QUICK = {"tiny": Case("tiny preset, 32x32, 1 frame (16 tokens)", preset("tiny-vace"), 1, 4, 4)}
+QUICK = {"tiny": Case("tiny preset, 32x32, 1 frame (4 tokens)", preset("tiny-vace"), 1, 4, 4)}
 
 
 def random_model(config: WanConfig, seed: int) -> CausalWanModel:
-    torch.manual_seed(seed)
     model = CausalWanModel(config).eval().requires_grad_(False)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.normal_(0, 1 / max(1, param.shape[-1]) ** 0.5 if param.ndim > 1 else 0.02)
+    model.load_state_dict(make_state_dict(config, seed=seed), strict=True)
     return model
 
 
@@ -93,8 +90,7 @@ def comfy_model(comfy, ours: CausalWanModel, vace: bool) -> torch.nn.Module:
 def inputs(case: Case, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     config = case.config
-    context = torch.randn(1, config.text_len, config.text_dim, generator=generator)
-    context[:, PROMPT_TOKENS:] = 0  # what ComfyUI's umT5 encoder gives for a 40-token prompt
+    context = bench.random_prompt(config, seed)
     return {"latents": torch.randn(1, 16, case.frames, case.height, case.width, generator=generator),
             "vace": torch.randn(1, config.vace_in_dim, case.frames, case.height, case.width, generator=generator),
             "context": context, "timestep": torch.tensor([937.5])}
@@ -157,7 +153,7 @@ def run(args: argparse.Namespace) -> dict:
                               **measure(contenders(comfy, case, vace), 1 if args.quick else args.repeats)}
             bench.log(f"{label}: ours / ComfyUI {results[label]['ours_over_comfy']:.3f}")
     return {"section": SECTION, "quick": args.quick, "comfyui": comfy.version,
-            "machine": bench.machine_info(torch.device("cpu")), "prompt_tokens": PROMPT_TOKENS,
+            "machine": bench.machine_info(torch.device("cpu")), "prompt_tokens": bench.PROMPT_TOKENS,
             "target": TARGET, "cases": results}
 
 
@@ -183,7 +179,8 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--comfyui", type=Path, required=True, help="a ComfyUI checkout (0.8 or newer)")
+    parser.add_argument("--comfyui", type=Path, default=bench.default_comfyui(),
+                        help="a ComfyUI checkout, 0.8 or newer (default: the first in $COMFYUI_DIR, else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one tiny case, one repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")

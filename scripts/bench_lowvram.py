@@ -24,7 +24,7 @@ per second, torch's peak VRAM, and ComfyUI's partial-load state (bytes loaded, l
 Run with ComfyUI's python on a CUDA machine (nothing is written into the checkout):
 
     PYTHONDONTWRITEBYTECODE=1 python scripts/bench_lowvram.py --comfyui DIR     # ~4 min on an H100/H200
-        -> bench/results-lowvram-cuda.json and a section in bench/results-cuda.md
+        -> bench/results-lowvram-cuda.json, .md and a section in bench/results-cuda.md
     ... scripts/bench_lowvram.py --comfyui DIR --quick --out /tmp/bench   # CPU smoke run: tiny model
 """
 
@@ -34,7 +34,6 @@ import argparse
 import importlib
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -46,12 +45,15 @@ from types import ModuleType
 import torch
 
 import bench  # scripts/bench.py (puts the repository root on sys.path)
+from vace_core import fixtures
+from vace_core.config import preset
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
 SECTION = "lowvram"
 MODES = ("full", "lowvram")
-VIDEO_FRAMES_PER_CHUNK = 12  # 3 latent frames
+CHUNK_FRAMES = 3  # latent frames per chunk (the LongLive preset the sampler node runs)
+VIDEO_STRIDE_T = 4  # video frames per latent frame
 
 
 def gpu_plan(card_gib: float, chunks: int) -> dict:
@@ -80,52 +82,46 @@ def import_pack() -> dict[str, ModuleType]:
     sys.modules[PACKAGE] = module
     spec.loader.exec_module(module)
     return {name: importlib.import_module(f"{PACKAGE}.{name}") for name in (
-        "nodes.model_ref", "nodes.sampler", "nodes.host", "vace_core.config", "vace_core.fixtures",
-        "vace_core.encoding")}
+        "nodes.model_ref", "nodes.sampler", "vace_core.encoding")}
 
 
-def write_weights(pack: dict[str, ModuleType], plan: dict, folder: Path) -> dict[str, Path]:
+def write_weights(plan: dict, folder: Path) -> dict[str, Path]:
     """Random weights of the plan's size as the pack's users have them: a Wan-layout base file and
     a VACE module, bf16 at full size (std 0.02, as vace_core.fixtures makes them)."""
-    fx = pack["vace_core.fixtures"]
-    state = fx.make_state_dict(pack["vace_core.config"].preset(plan["preset"]), seed=0)
+    state = fixtures.make_state_dict(preset(plan["preset"]), seed=0)
     if plan["dtype"] == "bf16":
         state = {k: v.to(torch.bfloat16) for k, v in state.items()}
-    return {"base": fx.write_wan_safetensors(folder / "base.safetensors", fx.main_only(state)),
-            "vace": fx.write_vace_module(folder / "vace_module.safetensors", state)}
+    return {"base": fixtures.write_wan_safetensors(folder / "base.safetensors", fixtures.main_only(state)),
+            "vace": fixtures.write_vace_module(folder / "vace_module.safetensors", state)}
 
 
 def child(args: argparse.Namespace) -> None:
     plan = json.loads(args.plan)
     if plan["device"] == "cpu":
         torch.set_num_threads(1)
-    comfy = bench.import_comfy(args.comfyui, Path(args.work) / "base", flags=comfy_flags(args.child, plan),
+    flags = comfy_flags(args.child, plan)
+    comfy = bench.import_comfy(args.comfyui, Path(args.work) / "base", flags=flags,
                                model_management="comfy.model_management")
     pack = import_pack()
     model_ref, sampler_nodes = pack["nodes.model_ref"], pack["nodes.sampler"]
     encoding, mm = pack["vace_core.encoding"], comfy.model_management
-    files = {name: Path(args.work) / f"{name}{suffix}" for name, suffix in
-             (("base", ".safetensors"), ("vace_module", ".safetensors"))}
+    files = json.loads(args.files)
 
-    def ref(path: Path):
+    def ref(name: str):
+        path = Path(files[name])
         stat = path.stat()
         return model_ref.FileRef("diffusion_models", path.name, str(path), (stat.st_size, stat.st_mtime_ns))
 
-    model = model_ref.load_model(ref(files["base"]), plan["dtype"]).with_vace(ref(files["vace_module"]))
-    config = model.shared.network.config
-    text = torch.randn(1, config.text_len, config.text_dim, generator=torch.Generator().manual_seed(1))
-    text[:, bench.PROMPT_TOKENS:] = 0  # umT5's padding rows
+    model = model_ref.load_model(ref("base"), plan["dtype"]).with_vace(ref("vace"))
+    text = bench.random_prompt(model.shared.network.config)
     sampler = sampler_nodes.LongLiveSampler()
     device = mm.get_torch_device()
 
     def run(chunks: int) -> float:
-        latent_frames = chunks * 3
+        latent_frames = chunks * CHUNK_FRAMES
         video_frames = encoding.video_frames_for(latent_frames)
-        h, w = plan["height"] // 8, plan["width"] // 8
-        context = torch.randn(1, 96, 2, h, w, generator=torch.Generator().manual_seed(2))
-        vace = encoding.VaceContext(context=context, ref_latents=context[:, :16, :1].clone(), ref_frames=1,
-                                    latent_frames=latent_frames, video_frames=video_frames, height=plan["height"],
-                                    width=plan["width"], repeated_tail=latent_frames - 1)
+        vace = bench.random_vace_context(plan["height"], plan["width"], latent_frames,
+                                         context_class=encoding.VaceContext)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
@@ -139,20 +135,22 @@ def child(args: argparse.Namespace) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     one, many = run(1), run(plan["chunks"])
+    steady = (many - one) / (plan["chunks"] - 1)
     patcher = model.patcher
     wrapper = patcher.model
     report = {
-        "mode": args.child, "flags": comfy_flags(args.child, plan), "device": str(device),
+        "mode": args.child, "flags": flags, "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "comfyui": comfy.version, "torch": torch.__version__, "vram_state": mm.vram_state.name,
         "first_chunk_s": round(one, 3), "run_s": round(many, 3),
-        "steady_chunk_s": round((many - one) / (plan["chunks"] - 1), 4),
+        "steady_chunk_s": round(steady, 4),
         "model_bytes": patcher.model_size(), "loaded_bytes": patcher.loaded_size(),
         "lowvram": bool(getattr(wrapper, "model_lowvram", False)),
         "streamed_layers": sum(bool(getattr(m, "comfy_cast_weights", False)) for m in wrapper.modules()),
         "layers": sum(hasattr(m, "comfy_cast_weights") for m in wrapper.modules()),
     }
-    report["video_fps"] = round(VIDEO_FRAMES_PER_CHUNK / report["steady_chunk_s"], 2)
+    # timing noise can make the difference vanish on a tiny CPU smoke run
+    report["video_fps"] = round(VIDEO_STRIDE_T * CHUNK_FRAMES / steady, 2) if steady > 0 else None
     if device.type == "cuda":
         report["peak_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     Path(args.report).write_text(json.dumps(report))
@@ -179,23 +177,22 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_comfy = os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI"
-    parser.add_argument("--comfyui", type=Path, default=Path(default_comfy),
-                        help=f"a ComfyUI checkout (default $COMFYUI_DIR or {default_comfy})")
+    parser.add_argument("--comfyui", type=Path, default=bench.default_comfyui(),
+                        help="a ComfyUI checkout (default: the first in $COMFYUI_DIR, else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: the tiny model, 32x32, 3 chunks")
     parser.add_argument("--card-gib", type=float, default=8.0, help="the GPU memory ComfyUI may use in lowvram mode")
     parser.add_argument("--chunks", type=int, default=8, help="chunks of the timed run (at least 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench")
     parser.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
+    parser.add_argument("--files", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child(args)
         return 0
-    if not (args.comfyui / "comfy" / "model_management.py").is_file():
-        raise SystemExit(f"--comfyui {args.comfyui}: not a ComfyUI checkout (no comfy/model_management.py)")
+    bench.check_comfyui(args.comfyui)
     if args.chunks < 2:
         raise SystemExit(f"--chunks {args.chunks}: at least 2 (the steady cost is the difference to 1 chunk)")
     if not args.quick and not torch.cuda.is_available():
@@ -204,15 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_lowvram_"))
     try:
-        pack = import_pack()
         bench.log(f"writing random {plan['preset']} weights ({plan['dtype']})")
-        write_weights(pack, plan, work)
+        files = {name: str(path) for name, path in write_weights(plan, work).items()}
         modes = []
         for mode in MODES:
             bench.log(f"{mode}: a ComfyUI process of its own")
             report = work / f"{mode}.json"
-            subprocess.run([sys.executable, __file__, "--comfyui", str(args.comfyui), "--child", mode,
-                            "--plan", json.dumps(plan), "--work", str(work), "--report", str(report)], check=True)
+            child_run = subprocess.run([sys.executable, __file__, "--comfyui", str(args.comfyui), "--child", mode,
+                                        "--plan", json.dumps(plan), "--files", json.dumps(files), "--work",
+                                        str(work), "--report", str(report)], check=False)
+            if child_run.returncode != 0:
+                raise SystemExit(f"the {mode} run failed (exit status {child_run.returncode}); its output is above")
             modes.append(json.loads(report.read_text()))
             bench.log(f"{mode}: {modes[-1]['steady_chunk_s']} s per chunk, {modes[-1]['video_fps']} video fps")
     finally:

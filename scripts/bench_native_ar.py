@@ -57,7 +57,7 @@ import bench  # scripts/bench.py (puts the repository root on sys.path)
 from vace_core.cache import kv_cache_bytes
 from vace_core.checkpoints import load_longlive
 from vace_core.config import preset
-from vace_core.encoding import video_frames_for
+from vace_core.encoding import latent_frames_for, video_frames_for
 from vace_core.presets import resolve_settings
 from vace_core.sampler import SamplerSettings, cache_layout, generate, tokens_per_frame
 
@@ -264,7 +264,7 @@ def full_size_cache_bytes(comfy: SimpleNamespace) -> list[dict]:
     shape = SimpleNamespace(num_layers=config.num_layers, num_heads=config.num_heads, head_dim=config.head_dim)
     rows = []
     for video_frames in FULL_SIZE_VIDEO_FRAMES:
-        latent_frames = (video_frames - 1) // 4 + 1
+        latent_frames = latent_frames_for(video_frames)
         caches = comfy.ar_model.CausalWanModel.init_kv_caches(shape, 1, latent_frames * tokens, "meta",
                                                               torch.bfloat16)
         row = {"video_frames": video_frames, "latent_frames": latent_frames,
@@ -434,9 +434,9 @@ def write_results(result: dict, out: Path, section: Path | None) -> list[Path]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    default_comfy = os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI"
-    parser.add_argument("--comfyui", type=Path, default=Path(default_comfy),
-                        help=f"ComfyUI checkout with the native AR nodes (default $COMFYUI_DIR or {default_comfy})")
+    parser.add_argument("--comfyui", type=Path, default=bench.default_comfyui("comfy/ldm/wan/ar_model.py"),
+                        help="ComfyUI checkout with the native AR nodes (default: the first such in $COMFYUI_DIR, "
+                             "else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32x32, a few chunks, one repeat")
     parser.add_argument("--repeats", type=int, default=0, help="override the plan's repeat count")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")

@@ -46,6 +46,7 @@ INPUT_FILES = {("LoadImage", "image"), ("LoadVideo", "file")}  # names in input/
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from editor_widgets import editor_ports  # noqa: E402  (the editor's widget rules)
 from make_workflows import MODEL_INPUTS  # noqa: E402  (node type, input) -> models/ subfolder
 
 
@@ -124,8 +125,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def declared_inputs(object_info: dict) -> dict[str, set[str]]:
     """node type -> the inputs its definition declares (required, optional)."""
-    return {name: {i for section in ("required", "optional") for i in (entry.get("input_order") or {}).get(section, [])}
-            for name, entry in object_info.items()}
+    return {name: {port.name for port in editor_ports(entry)} for name, entry in object_info.items()}
 
 
 def prompt_differences(expected: dict, actual: dict, declared: dict[str, set[str]] | None = None

@@ -325,6 +325,11 @@ def _sampler(g: Graph, model: Ref, positive: Ref, length: int, seed: int, **extr
                  height=HEIGHT, **{**SAMPLER_DEFAULTS, **extra})
 
 
+def _loader(g: Graph) -> Ref:
+    # LongLive's base and LoRA; dtype auto = ComfyUI's choice for the device
+    return g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+
+
 def _save_mp4(g: Graph, samples: Ref, vae: Ref, prefix: str) -> None:
     # the pack's own saver: core SaveVideo / CreateVideo changed their inputs between 0.8 and 0.33
     g.add("LongLiveSaveVideo", samples=samples, vae=vae, filename_prefix=f"video/{prefix}", fps=FPS, crf=19)
@@ -358,7 +363,7 @@ def workflow(build: Callable[[], Graph]) -> Callable[[], Graph]:
 @workflow
 def r2v() -> Graph:
     g = Graph("longlive_vace_r2v")
-    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    loader = _loader(g)
     model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
     _, positive, vae = _text_and_vae(g, "A corgi wearing a red scarf runs along a sunny beach towards the camera, "
                                      "waves rolling in behind it, the camera tracking alongside at dog height.")
@@ -389,7 +394,7 @@ The mp4 lands in `output/video/`.
 @workflow
 def r2v_multi_ref() -> Graph:
     g = Graph("longlive_vace_r2v_multi_ref")
-    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    loader = _loader(g)
     model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
     _, positive, vae = _text_and_vae(g, "A young woman in a yellow raincoat walks through a quiet street of old stone "
                                      "houses in the rain, holding a transparent umbrella; the camera follows her "
@@ -424,7 +429,7 @@ after the first. If you change width/height, change them on the ResizeAndPadImag
 @workflow
 def t2v() -> Graph:
     g = Graph("longlive_t2v")
-    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    model = _loader(g)
     _, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath steaming "
                                      "in the cold air, soft golden light between the trees, cinematic tracking shot.")
     samples = _sampler(g, model, positive, 161, 42)
@@ -452,7 +457,7 @@ SWITCH_PROMPTS = (
 @workflow
 def prompt_switch() -> Graph:
     g = Graph("longlive_prompt_switch")
-    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    model = _loader(g)
     clip, positive, vae = _text_and_vae(g, SWITCH_PROMPTS[0], "Prompt 1 (from frame 0)")
     schedule = None
     for number, (prompt, start) in enumerate(zip(SWITCH_PROMPTS[1:], (160, 320)), start=2):
@@ -461,8 +466,7 @@ def prompt_switch() -> Graph:
         schedule = g.add("LongLivePromptSchedule", f"Switch to prompt {number}", conditioning=text,
                          start_frame=start, **extra)
     samples = _sampler(g, model, positive, 481, 42, prompt_schedule=schedule)
-    g.add("LongLiveSaveVideo", samples=samples, vae=vae, filename_prefix="video/LongLive_prompt_switch", fps=FPS,
-          crf=19)
+    _save_mp4(g, samples, vae, "LongLive_prompt_switch")
     g.note("LongLive: prompt switching", f"""
 # A long video that follows a sequence of prompts
 
@@ -483,7 +487,7 @@ minutes of video never sit in memory as images.
 @workflow
 def v2v() -> Graph:
     g = Graph("longlive_vace_v2v")
-    loader = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    loader = _loader(g)
     model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
     _, positive, vae = _text_and_vae(g, "A robot made of polished brass dances in a dim jazz club, warm spotlights, "
                                      "smoke in the air, the camera slowly circling.")
@@ -513,7 +517,7 @@ Add a reference image on **reference_images** to also fix the subject's look, an
 @workflow
 def i2v() -> Graph:
     g = Graph("longlive_i2v")
-    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    model = _loader(g)
     _, positive, vae = _text_and_vae(g, "A sailing boat glides across a calm bay at golden hour, gulls circling "
                                      "the mast, the camera slowly following from the shore.")
     start = g.add("LoadImage", "Start image", image="longlive_start.png")
@@ -538,7 +542,7 @@ Add **Load VACE Weights** and **VACE Encode References** for a reference image o
 @workflow
 def continue_video() -> Graph:
     g = Graph("longlive_continue")
-    model = g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+    model = _loader(g)
     _, positive, vae = _text_and_vae(g, "A hot air balloon drifts over green hills and small villages in the "
                                      "morning haze, the camera flying slowly beside it.")
     first = _sampler(g, model, positive, 81, 42)

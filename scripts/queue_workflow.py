@@ -30,7 +30,7 @@ an interrupt for a prompt that is not running, so no one else's prompt is touche
 
 Every failure ends with one line on stderr (no traceback) and an exit status:
   0  done
-  1  usage: bad arguments, an unreadable workflow or file
+  1  usage or local: bad arguments, an unreadable workflow or file, an output that cannot be written
   2  the server rejected the workflow (validation; its messages are printed)
   3  a node failed while running (the node and its error are printed)
   4  stopped: --timeout passed (the prompt is withdrawn) or the prompt was interrupted on the server
@@ -70,13 +70,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editor_widgets import widget_slots  # noqa: E402  (the editor's widget rules, shared with make_workflows)
 
 EXIT_OK, EXIT_USAGE, EXIT_REJECTED, EXIT_FAILED, EXIT_STOPPED, EXIT_SERVER, EXIT_CTRL_C = 0, 1, 2, 3, 4, 5, 130
-EXIT_STATUS_HELP = ("Exit status: 0 done, 1 usage error, 2 rejected by validation, 3 a node failed, 4 stopped "
+EXIT_STATUS_HELP = ("Exit status: 0 done, 1 usage or local file error, 2 rejected by validation, 3 a node failed, 4 stopped "
                     "(--timeout, or interrupted on the server), 5 server unreachable / HTTP error / not JSON, "
                     "130 Ctrl-C. Ctrl-C and --timeout withdraw the prompt this client queued.")
 
 
 class ClientError(Exception):
-    """A problem on our side: bad arguments, an unreadable workflow or file (exit status 1)."""
+    """A problem on our side: bad arguments, an unreadable workflow or file, a disk error (exit status 1)."""
 
 
 class ServerError(Exception):
@@ -421,7 +421,7 @@ class ComfyAPI:
         parts = [
             f"--{boundary}\r\nContent-Disposition: form-data; name=\"type\"\r\n\r\n{folder_type}\r\n".encode(),
             (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
-             f"Content-Type: {mime}\r\n\r\n").encode() + path.read_bytes() + b"\r\n",
+             f"Content-Type: {mime}\r\n\r\n").encode() + _read_local(path) + b"\r\n",
             f"--{boundary}--\r\n".encode(),
         ]
         with self._open("POST", "/upload/image", data=b"".join(parts),
@@ -436,12 +436,15 @@ class ComfyAPI:
         of out_dir: an existing file is never overwritten (the new one gets the next free number),
         and a file name that could leave out_dir is refused."""
         filename, subfolder, kind = checked_output_item(item)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        with _local(f"cannot create the output folder {out_dir}"):
+            out_dir.mkdir(parents=True, exist_ok=True)
         with self._open("GET", "/view", {"filename": filename, "subfolder": subfolder, "type": kind}) as response:
-            target, handle = _create_new_file(out_dir, filename)
+            with _local(f"cannot create a file in {out_dir}"):
+                target, handle = _create_new_file(out_dir, filename)
             try:
                 with handle:
-                    shutil.copyfileobj(response, handle, DOWNLOAD_CHUNK)
+                    # read errors are the server's (ServerError from _open), write errors ours
+                    shutil.copyfileobj(response, _LocalWriter(handle, target), DOWNLOAD_CHUNK)
             except BaseException:
                 target.unlink(missing_ok=True)  # no half file under the final name
                 raise
@@ -453,6 +456,31 @@ class ComfyAPI:
 
 
 DOWNLOAD_CHUNK = 1 << 20
+
+
+@contextmanager
+def _local(what: str) -> Iterator[None]:
+    """A failure of this machine's disk is ours (exit status 1), not the server's."""
+    try:
+        yield
+    except OSError as error:
+        raise ClientError(f"{what}: {error.strerror or error}") from None
+
+
+class _LocalWriter:
+    """A download's file, whose write errors (a full disk) are reported as ours."""
+
+    def __init__(self, handle: Any, path: Path) -> None:
+        self.handle, self.path = handle, path
+
+    def write(self, data: bytes) -> int:
+        with _local(f"cannot write {self.path}"):
+            return self.handle.write(data)
+
+
+def _read_local(path: Path) -> bytes:
+    with _local(f"cannot read {path}"):
+        return path.read_bytes()
 
 
 def _one_line(value: Any, limit: int = 200) -> str:

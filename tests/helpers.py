@@ -1,5 +1,6 @@
-"""Shared test helpers: a seeded tiny model, random conditioning, a linear stand-in VAE, and
-loaders for the scripts and for the pack imported the way ComfyUI imports it.
+"""Shared test helpers: a seeded tiny model, random conditioning, a linear stand-in VAE, loaders
+for the scripts and for the pack imported the way ComfyUI imports it, and the scaffolding of the
+node tests (a models folder in real file layouts, running a node as ComfyUI's executor does).
 
 Imported by test modules as `from helpers import ...` (pytest puts tests/ on sys.path).
 """
@@ -15,6 +16,7 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
+from vace_core import fixtures
 from vace_core.config import preset
 from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
 from vace_core.model import CausalWanModel
@@ -118,3 +120,37 @@ def load_pack_standalone(name: str = PACK) -> ModuleType:
     """The repository imported as ComfyUI imports a custom-node pack, under the package name
     `name`, with the standalone host (scripts/make_workflows.py's loader)."""
     return load_script("make_workflows").load_pack(name)
+
+
+def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bool = False) -> Path:
+    """models/diffusion_models + models/loras under `root`, with one set of tiny weights in real
+    layouts: longlive_base.pt, vace_module.safetensors, lora.pt (PEFT) and style.safetensors
+    (ComfyUI down/up); with `other_base`, other_base.safetensors holds different base weights."""
+    config = preset(config_name)
+    diffusion, loras = root / "diffusion_models", root / "loras"
+    diffusion.mkdir(parents=True)
+    loras.mkdir()
+    state = fixtures.make_state_dict(config, seed=0)
+    fixtures.write_longlive_pt(diffusion / "longlive_base.pt", fixtures.main_only(state))
+    if other_base:
+        fixtures.write_wan_safetensors(diffusion / "other_base.safetensors",
+                                       fixtures.main_only(fixtures.make_state_dict(config, seed=9)))
+    fixtures.write_vace_module(diffusion / "vace_module.safetensors", state)
+    fixtures.write_peft_lora(loras / "lora.pt", fixtures.make_lora(config, rank=4, seed=1), wrapped=True)
+    fixtures.write_comfy_lora(loras / "style.safetensors", fixtures.make_lora(config, rank=2, seed=2), "down_up")
+    return root
+
+
+def run_node(nodes: dict, name: str, **inputs):
+    """Call a node's function as ComfyUI's executor does (it runs every node under inference mode)."""
+    cls = nodes[name]
+    with torch.inference_mode():
+        return getattr(cls(), cls.FUNCTION)(**inputs)
+
+
+def assert_same_weights(a: torch.nn.Module | dict, b: torch.nn.Module) -> None:
+    """Bit-identical state dicts (`a` may be a state dict already)."""
+    sa, sb = a if isinstance(a, dict) else a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key

@@ -173,7 +173,7 @@ def test_detect_format_names_every_layout(files):
     }
     assert expected.keys() == files.keys()
     for name, layout in expected.items():
-        entries = ckpt.LORA_ENTRIES if name.startswith("lora") else ckpt.BASE_ENTRIES
+        entries = ckpt.LORA_ENTRIES if name.startswith("lora") else ckpt.AUTO_ENTRY_ORDER
         with ckpt.TensorFile(files[name], entries) as source:
             assert ckpt.detect_format(source.shapes) == layout, name
 

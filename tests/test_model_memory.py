@@ -20,19 +20,15 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import PACK, load_pack_standalone
+from helpers import PACK, assert_same_weights, load_pack_standalone, run_node, write_node_models
 
 pack = load_pack_standalone()
 host = importlib.import_module(f"{PACK}.nodes.host")
 model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
-sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
-fx = importlib.import_module(f"{PACK}.vace_core.fixtures")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 cache_mod = importlib.import_module(f"{PACK}.vace_core.cache")
 passes_mod = importlib.import_module(f"{PACK}.vace_core.passes")
-model_mod = importlib.import_module(f"{PACK}.vace_core.model")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
-encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
 
 NODES = pack.NODE_CLASS_MAPPINGS
 TINY = config_mod.preset("tiny-vace")
@@ -43,17 +39,7 @@ SAMPLER = dict(seed=5, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, c
 
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("memory_models")
-    diffusion, loras = root / "diffusion_models", root / "loras"
-    diffusion.mkdir()
-    loras.mkdir()
-    state = fx.make_state_dict(TINY, seed=0)
-    fx.write_longlive_pt(diffusion / "longlive_base.pt", fx.main_only(state))
-    fx.write_wan_safetensors(diffusion / "other_base.safetensors", fx.main_only(fx.make_state_dict(TINY, seed=9)))
-    fx.write_vace_module(diffusion / "vace_module.safetensors", state)
-    fx.write_peft_lora(loras / "lora.pt", fx.make_lora(TINY, rank=4, seed=1), wrapped=True)
-    fx.write_comfy_lora(loras / "style.safetensors", fx.make_lora(TINY, rank=2, seed=2), "down_up")
-    return root
+    return write_node_models(tmp_path_factory.mktemp("memory_models"), other_base=True)
 
 
 @pytest.fixture(autouse=True)
@@ -79,9 +65,7 @@ def reads(monkeypatch) -> list[str]:
 
 
 def run(name: str, **inputs):
-    cls = NODES[name]
-    with torch.inference_mode():  # as ComfyUI's executor runs nodes
-        return getattr(cls(), cls.FUNCTION)(**inputs)
+    return run_node(NODES, name, **inputs)
 
 
 def load(lora: str = "none", strength: float = 1.0, base: str = "longlive_base.pt", dtype: str = "fp32"):
@@ -110,13 +94,6 @@ def fresh(*steps) -> nn.Module:
         else:
             ckpt.graft_vace(model, root / "diffusion_models" / name)
     return model
-
-
-def assert_same_weights(a: nn.Module | dict, b: nn.Module) -> None:
-    sa, sb = a if isinstance(a, dict) else a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
 
 
 def conditioning(seed: int = 1) -> list:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import PACK, load_pack_standalone
+from helpers import PACK, assert_same_weights, load_pack_standalone, run_node, write_node_models
 
 pack = load_pack_standalone()
 sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
@@ -43,16 +43,7 @@ SAMPLER_DEFAULTS = dict(seed=7, length=FRAMES, width=SIZE, height=SIZE, vace_sca
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory) -> Path:
     """models/diffusion_models + models/loras with one set of tiny weights in real layouts."""
-    root = tmp_path_factory.mktemp("models")
-    diffusion, loras = root / "diffusion_models", root / "loras"
-    diffusion.mkdir()
-    loras.mkdir()
-    state = fx.make_state_dict(TINY, seed=0)
-    fx.write_longlive_pt(diffusion / "longlive_base.pt", fx.main_only(state))
-    fx.write_vace_module(diffusion / "vace_module.safetensors", state)
-    fx.write_peft_lora(loras / "lora.pt", fx.make_lora(TINY, rank=4, seed=1), wrapped=True)
-    fx.write_comfy_lora(loras / "style.safetensors", fx.make_lora(TINY, rank=2, seed=2), "down_up")
-    return root
+    return write_node_models(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(autouse=True)
@@ -99,10 +90,7 @@ def images(n: int, seed: int = 3, height: int = 48, width: int = 80) -> torch.Te
 
 
 def run(name: str, **inputs):
-    """Call a node's function as ComfyUI's executor does (it runs every node under inference mode)."""
-    cls = NODES[name]
-    with torch.inference_mode():
-        return getattr(cls(), cls.FUNCTION)(**inputs)
+    return run_node(NODES, name, **inputs)
 
 
 def reference_context(length: int = FRAMES):
@@ -131,13 +119,6 @@ def fresh(lora: str | None = None, steps=()) -> torch.nn.Module:
         else:
             ckpt.graft_vace(model, diffusion / name)
     return model
-
-
-def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for key in sa:
-        assert torch.equal(sa[key], sb[key]), key
 
 
 # ---------------------------------------------------------------------------------------------

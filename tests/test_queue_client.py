@@ -383,3 +383,39 @@ def test_an_unsafe_output_name_stops_the_download_with_one_line(fake, tmp_path):
     done = run_client(url, tmp_path)
     assert_one_line_failure(done, 5, "refusing the output file name 'a/../b'")
     assert not (tmp_path / "b").exists() and list((tmp_path / "out").glob("*")) == []
+
+
+def test_an_output_folder_that_cannot_be_made_is_our_error_not_the_servers(fake, tmp_path):
+    """A local disk problem (here --out names a file) is exit status 1 with one line, not a
+    server error (5), and the client does not interrupt or delete anything on the server."""
+    state, url = fake
+    (tmp_path / "out").write_bytes(b"a file where the folder should be")
+    done = run_client(url, tmp_path)
+    assert_one_line_failure(done, 1, "cannot create the output folder", "out")
+    assert (tmp_path / "out").read_bytes() == b"a file where the folder should be"
+    assert state.interrupts == [] and state.deleted == []  # the finished prompt is left alone
+
+
+def test_a_write_error_while_downloading_is_ours_and_leaves_no_half_file(fake, tmp_path, monkeypatch):
+    state, url = fake
+    create = qw._create_new_file
+
+    def full_disk(folder, filename):
+        target, handle = create(folder, filename)
+
+        class Handle:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                handle.close()
+
+            def write(self, data):
+                raise OSError(28, "No space left on device")
+
+        return target, Handle()
+
+    monkeypatch.setattr(qw, "_create_new_file", full_disk)
+    with pytest.raises(qw.ClientError, match="cannot write .*clip.mp4: No space left on device"):
+        qw.ComfyAPI(url).download({"filename": "clip.mp4", "subfolder": "video", "type": "output"}, tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -116,7 +116,7 @@ def test_generator_core_interfaces_agree_with_every_snapshot():
             assert [t for _, t in interface.outputs] == entry["output"][:len(interface.outputs)], (version, name)
 
 
-def test_generator_refuses_a_core_node_that_changed_between_versions():
+def test_generator_refuses_a_core_node_that_changed_between_versions(monkeypatch):
     """Core SaveVideo changed its widgets between 0.8.0 and 0.33.0: the generator will not put it in
     a workflow. Checked on a copy of the snapshots with SaveVideo as each version reported it."""
     snapshots = mw.core_snapshots()
@@ -133,15 +133,11 @@ def test_generator_refuses_a_core_node_that_changed_between_versions():
                    "output": ["VIDEO"], "output_name": ["video"], "display_name": "Save Video", "output_node": True},
     }
     changed = {version: {**entries, "SaveVideo": save_video[version]} for version, entries in snapshots.items()}
-    original = mw.CORE_NODE_TYPES
-    try:
-        mw.CORE_NODE_TYPES = (*original, "SaveVideo")
-        with pytest.raises(ValueError, match="SaveVideo differs between ComfyUI 0.8.0 and 0.33.0"):
-            mw.core_interfaces(changed)
-        unchanged = {version: {**entries, "SaveVideo": save_video["0.8.0"]} for version, entries in snapshots.items()}
-        assert [p.name for p in mw.core_interfaces(unchanged)["SaveVideo"].inputs][-1] == "codec"
-    finally:
-        mw.CORE_NODE_TYPES = original
+    monkeypatch.setattr(mw, "CORE_NODE_TYPES", (*mw.CORE_NODE_TYPES, "SaveVideo"))
+    with pytest.raises(ValueError, match="SaveVideo differs between ComfyUI 0.8.0 and 0.33.0"):
+        mw.core_interfaces(changed)
+    unchanged = {version: {**entries, "SaveVideo": save_video["0.8.0"]} for version, entries in snapshots.items()}
+    assert [p.name for p in mw.core_interfaces(unchanged)["SaveVideo"].inputs][-1] == "codec"
 
 
 def test_workflows_use_no_core_node_outside_the_checked_list():
@@ -163,15 +159,15 @@ def test_new_optional_sampler_inputs_reach_the_workflows(monkeypatch):
 
     monkeypatch.setattr(sampler, "INPUT_TYPES", classmethod(lambda cls: with_new_input()))
     files = mw.render_all()
+    # Continue Video takes the sampler's optional inputs too
+    continuation = mw.load_pack().NODE_CLASS_MAPPINGS["LongLiveContinue"]
+    info = {**OBJECT_INFO, "LongLiveSampler": mw.object_info_of_class(sampler, "LongLive Sampler"),
+            "LongLiveContinue": mw.object_info_of_class(continuation, "LongLive Continue Video")}
     for name in NAMES:
         graph = json.loads(files[mw.API_DIR / f"{name}.json"])
         samplers = [n for n in graph.values() if n["class_type"] == "LongLiveSampler"]
         assert all(n["inputs"]["brand_new"] == 0.25 for n in samplers), name
         ui_doc = json.loads(files[mw.WORKFLOW_DIR / f"{name}.json"])
-        # Continue Video takes the sampler's optional inputs too
-        continuation = mw.load_pack().NODE_CLASS_MAPPINGS["LongLiveContinue"]
-        info = {**OBJECT_INFO, "LongLiveSampler": mw.object_info_of_class(sampler, "LongLive Sampler"),
-                "LongLiveContinue": mw.object_info_of_class(continuation, "LongLive Continue Video")}
         assert qw.ui_to_api(ui_doc, info) == graph, name
 
 

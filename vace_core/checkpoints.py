@@ -97,7 +97,6 @@ PathLike = str | Path
 Shape = tuple[int, ...]
 
 AUTO_ENTRY_ORDER = ("generator_ema", "generator", "model", "state_dict", "module")
-BASE_ENTRIES = AUTO_ENTRY_ORDER
 LORA_ENTRIES = ("generator_lora",)
 # segments that training wrappers insert into parameter names
 _WRAPPER_SEGMENTS = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
@@ -131,7 +130,7 @@ class TensorFile:
 
     shapes: dict[str, Shape]
 
-    def __init__(self, path: PathLike, entries: tuple[str, ...] = BASE_ENTRIES,
+    def __init__(self, path: PathLike, entries: tuple[str, ...] = AUTO_ENTRY_ORDER,
                  entry: str | None = None) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -423,7 +422,7 @@ def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_s
     """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring."""
     dtype = resolve_dtype(dtype)
     path = Path(base_path)
-    with TensorFile(path, BASE_ENTRIES, entry) as source:
+    with TensorFile(path, AUTO_ENTRY_ORDER, entry) as source:
         names = wan_names(source.shapes, path)
         shapes = {name: source.shapes[key] for key, name in names.items()}
         config = _base_config(shapes, path, names)
@@ -485,7 +484,7 @@ def read_vace(model: CausalWanModel, vace_path: PathLike, device: torch.device |
     path = Path(vace_path)
     reference = model.blocks[0].self_attn.q.weight
     device = reference.device if device is None else device
-    with TensorFile(path, BASE_ENTRIES) as source:
+    with TensorFile(path, AUTO_ENTRY_ORDER) as source:
         all_names = wan_names(source.shapes, path)
         names = {key: name for key, name in all_names.items() if is_vace_key(name)}
         if not names:

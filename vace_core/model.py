@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .cache import BlockCacheAccess
-from .config import VACE_CONTEXT_CHANNELS, WanConfig
+from .config import WanConfig
 from .layers import Head, RotaryEmbedding, TorchOps, WanBlock, linear, sinusoidal_embedding
 from .vace import VaceStream, build_vace_modules, layer_scales
 
@@ -76,21 +76,6 @@ class CausalWanModel(nn.Module):
     @property
     def has_vace(self) -> bool:
         return self.config.has_vace
-
-    def attach_vace(self, num_vace_blocks: int, vace_in_dim: int = VACE_CONTEXT_CHANNELS,
-                    device: torch.device | str | None = None) -> None:
-        """Create VACE modules in the model's dtype policy, on `device` (default: the model's).
-
-        A loader that assigns real weights right after passes device="meta": no storage, no init.
-        """
-        config = self.config.with_vace(num_vace_blocks, vace_in_dim)
-        reference = self.blocks[0].self_attn.q.weight
-        with torch.device(device if device is not None else reference.device):
-            patch_embedding, blocks = build_vace_modules(config, self.operations)
-        for name, param in list(patch_embedding.named_parameters()) + list(blocks.named_parameters()):
-            param.data = param.data.to(param_dtype(name, reference.dtype))
-        self.config = config
-        self.vace_patch_embedding, self.vace_blocks = patch_embedding, blocks
 
     def detach_vace(self) -> None:
         for name in ("vace_patch_embedding", "vace_blocks"):
