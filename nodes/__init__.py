@@ -3,7 +3,7 @@
 from .continue_video import LongLiveContinue
 from .decode import LongLiveDecode
 from .loader import LongLiveLoraLoader, LongLiveModelLoader
-from .prompts import LongLivePromptSchedule
+from .prompts import LongLivePromptSchedule, LongLiveSteeringSchedule
 from .sampler import LongLiveSampler
 from .vace_encode import LongLiveVaceEncode
 from .vace_graft import LongLiveVaceGraft
@@ -15,6 +15,7 @@ NODE_CLASS_MAPPINGS = {
     "LongLiveVaceGraft": LongLiveVaceGraft,
     "LongLiveVaceEncode": LongLiveVaceEncode,
     "LongLivePromptSchedule": LongLivePromptSchedule,
+    "LongLiveSteeringSchedule": LongLiveSteeringSchedule,
     "LongLiveSampler": LongLiveSampler,
     "LongLiveDecode": LongLiveDecode,
     "LongLiveSaveVideo": LongLiveSaveVideo,
@@ -28,6 +29,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongLiveVaceGraft": "Load VACE Weights (graft)",
     "LongLiveVaceEncode": "VACE Encode References",
     "LongLivePromptSchedule": "LongLive Prompt Schedule",
+    "LongLiveSteeringSchedule": "LongLive Schedule from Steering",
     "LongLiveSampler": "LongLive Sampler",
     "LongLiveDecode": "Decode (strip references)",
     "LongLiveSaveVideo": "Save Video (streaming decode)",

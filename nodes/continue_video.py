@@ -16,9 +16,10 @@ import torch
 from ..vace_core.encoding import (VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denormalize_latents,
                                   normalize_latents, video_frames_for)
 from ..vace_core.sampler import PromptSegment
-from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, video_latents
+from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, STEERING_KEY, video_latents
+from .live import live_run
 from .model_ref import LongLiveModel
-from .sampler import NO_RAMP, LongLiveSampler, plan_run, sample_on_device
+from .sampler import NO_RAMP, LongLiveSampler, plan_run, run_blocks, sample_on_device
 
 OUTPUTS = ("continuation", "earlier + continuation")
 # sampler inputs a continuation takes from the earlier latents instead
@@ -30,7 +31,9 @@ class LongLiveContinue:
     def INPUT_TYPES(cls) -> dict:
         sampler = LongLiveSampler.INPUT_TYPES()
         required = {name: spec for name, spec in sampler["required"].items() if name not in _FROM_SAMPLES}
-        optional = {name: spec for name, spec in sampler["optional"].items() if name not in ("start_images", "vae")}
+        # not steerable (the sampler nodes are): no clip
+        optional = {name: spec for name, spec in sampler["optional"].items()
+                    if name not in ("start_images", "vae", "clip")}
         optional["vace_context"] = (optional["vace_context"][0], {
             "tooltip": "Needed when the earlier video has reference frames: the VACE context it was made with, "
                        "encoded for the WHOLE video (earlier + new frames)."})
@@ -58,6 +61,7 @@ class LongLiveContinue:
                                "for a seamless decode."}),
             },
             "optional": optional,
+            "hidden": sampler["hidden"],
         }
 
     RETURN_TYPES = ("LATENT",)
@@ -71,7 +75,7 @@ class LongLiveContinue:
     def extend(self, model: LongLiveModel, positive, samples: dict, seed: int, length: int, vace_scale: float,
                chunk_frames: int, window_frames: int, sink_frames: int, steps: str, shift: float, output: str,
                vace_context: VaceContext | None = None, prompt_schedule: Sequence[PromptSegment] | None = None,
-               vace_scale_end: float = NO_RAMP, **causal_options) -> tuple[dict]:
+               vace_scale_end: float = NO_RAMP, unique_id: str | None = None, **causal_options) -> tuple[dict]:
         if output not in OUTPUTS:
             raise ValueError(f"output {output!r}: expected one of {', '.join(OUTPUTS)}")
         earlier, ref_frames = _earlier_latents(samples, vace_context)
@@ -82,13 +86,18 @@ class LongLiveContinue:
         height, width = (s * VAE_STRIDE_S for s in earlier.shape[-2:])
         plan = plan_run(model, positive, total, width, height, vace_scale, chunk_frames, window_frames, sink_frames,
                         steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
-        result = sample_on_device(model, plan, video_frames=total, seed=seed, vace=vace_context,
-                                  start_latents=earlier[:, :, ref_frames:],
-                                  reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
+        start_latents = earlier[:, :, ref_frames:]
+        with live_run(unique_id, run_blocks(plan, start_latents), ref_frames) as live:
+            result = sample_on_device(model, plan, video_frames=total, seed=seed, vace=vace_context,
+                                      start_latents=start_latents, on_chunk=live.on_chunk,
+                                      reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
         latents = denormalize_latents(result.latents)
         if output == OUTPUTS[0]:
             return ({"samples": latents[:, :, ref_frames + given:].contiguous(), REF_FRAMES_KEY: 0},)
-        return ({"samples": latents, REF_FRAMES_KEY: ref_frames},)
+        whole = {"samples": latents, REF_FRAMES_KEY: ref_frames}
+        if STEERING_KEY in samples:  # the same timeline: the earlier video's steering still applies
+            whole[STEERING_KEY] = samples[STEERING_KEY]
+        return (whole,)
 
 
 def _earlier_latents(samples: dict, vace_context: VaceContext | None) -> tuple[torch.Tensor, int]:

@@ -11,16 +11,17 @@ import torch
 from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, encode_start_frames,
                                   latent_frames_for, video_frames_for)
 from ..vace_core.passes import VACE_ATTENTION_MODES
-from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, GenerationCancelled, PromptSegment,
-                                 SampleResult, SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes,
-                                 tokens_per_frame)
+from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, Block, GenerationCancelled,
+                                 PromptSegment, SampleResult, SamplerSettings, StepInfo, VaceScaleRamp, check_vace,
+                                 generate, plan_blocks, run_cache_bytes, tokens_per_frame)
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, Preset, resolve_settings
 from ..vace_core.scheduler import parse_steps
 from . import host
 from .common import (CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY,
-                     VACE_TYPE)
+                     STEERING_KEY, VACE_TYPE)
+from .live import live_run
 from .model_ref import LongLiveModel
-from .prompts import conditioning_tensor
+from .prompts import check_clip, check_text_width, conditioning_tensor
 
 DEFAULTS = SamplerSettings()
 NO_RAMP = -1.0
@@ -84,7 +85,9 @@ class LongLiveSampler:
                                                         "vace_scale at the first; -1 = constant vace_scale."}),
                 **causal_option_inputs(),
                 **preset_input(),
+                **steering_input(),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
         }
 
     RETURN_TYPES = ("LATENT",)
@@ -99,13 +102,41 @@ class LongLiveSampler:
                vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
                shift: float, vace_context: VaceContext | None = None,
                prompt_schedule: Sequence[PromptSegment] | None = None, start_images: torch.Tensor | None = None,
-               vae=None, vace_scale_end: float = NO_RAMP, **causal_options) -> tuple[dict]:
+               vae=None, vace_scale_end: float = NO_RAMP, clip=None, unique_id: str | None = None,
+               **causal_options) -> tuple[dict] | dict:
         plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
                         sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
-        result = sample_on_device(model, plan, video_frames=length, seed=seed, vace=vace_context,
-                                  start_latents=encode_start_images(start_images, vae, plan))
+        if clip is not None:
+            check_clip(clip, "clip")
+        start_latents = encode_start_images(start_images, vae, plan)
+        with live_run(unique_id, run_blocks(plan, start_latents), plan.ref_frames, clip,
+                      model.facts.text_dim) as live:
+            result = sample_on_device(model, plan, video_frames=length, seed=seed, vace=vace_context,
+                                      start_latents=start_latents, on_chunk=live.on_chunk, steer=live.steer)
         samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
-        return ({"samples": samples, REF_FRAMES_KEY: result.ref_frames},)
+        return with_steering({"samples": samples, REF_FRAMES_KEY: result.ref_frames}, live.record)
+
+
+def run_blocks(plan: "RunPlan", start_latents: torch.Tensor | None = None) -> list[Block]:
+    """The blocks `generate` makes for the plan (the reference block, given and generated chunks)."""
+    given = start_latents.shape[2] if start_latents is not None else 0
+    return plan_blocks(plan.ref_frames, plan.latent_frames, plan.settings.chunk_frames, given)
+
+
+def with_steering(latent: dict, record: list | None) -> tuple[dict] | dict:
+    """The LATENT output; a steerable run also carries its steering record in it (for Save Video's
+    metadata) and shows it in the node's UI output."""
+    if record is None:
+        return (latent,)
+    return {"ui": {STEERING_KEY: list(record)}, "result": ({**latent, STEERING_KEY: list(record)},)}
+
+
+def steering_input() -> dict:
+    return {"clip": ("CLIP", {
+        "tooltip": "Optional, for live steering: the umT5 'wan' CLIP (the one that encodes positive). While the node "
+                   "runs, a text typed on the node (or POST /longlive/steer) is encoded with it and takes over at "
+                   "the next chunk, as a Prompt Schedule entry there would; the video records it "
+                   "(longlive_steering)."})}
 
 
 # The sampler's named departures from upstream VACE / LongLive (vace_core/sampler.py), shared by both
@@ -238,7 +269,7 @@ def _steps_text(p: Preset) -> str:
 
 
 @contextmanager
-def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.LoadedNetwork]:
+def on_compute_device(model: LongLiveModel, plan: RunPlan, steerable: bool = False) -> Iterator[host.LoadedNetwork]:
     """The network loaded by the host's memory manager for the run, with room made for the KV cache
     and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
@@ -246,7 +277,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.Load
     cache = run_cache_bytes(network, height=plan.height, width=plan.width, ref_frames=plan.ref_frames,
                             settings=plan.settings, uses_vace=plan.uses_vace)
     frames_per_pass = max(plan.settings.chunk_frames, plan.ref_frames)
-    if len(plan.prompts) > 1:  # a prompt switch re-runs the window in one pass
+    if len(plan.prompts) > 1 or steerable:  # a prompt switch re-runs the window in one pass
         frames_per_pass = max(frames_per_pass, plan.settings.window_frames)
     memory = model.run_memory_bytes(tokens_per_frame=tokens_per_frame(plan.height, plan.width),
                                     frames_per_pass=frames_per_pass, cache_bytes=cache)
@@ -259,7 +290,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.Load
 def sample_on_device(model: LongLiveModel, plan: RunPlan, **inputs) -> SampleResult:
     """`generate` with the plan's settings on the network the memory manager loaded, a progress
     tick per pass, and Cancel honoured before every pass (`inputs`: generate's per-run arguments)."""
-    with on_compute_device(model, plan) as loaded:
+    with on_compute_device(model, plan, steerable=inputs.get("steer") is not None) as loaded:
         try:
             return generate(loaded.network, plan.prompts, height=plan.height, width=plan.width,
                             vace_scale=plan.vace_scale, settings=plan.settings, callback=PassProgress(),
@@ -300,11 +331,8 @@ def _prompt_segments(model: LongLiveModel, positive, schedule, length: int) -> l
                              f"end of the video (length {length}); shorten the schedule or raise length")
         segments[entry.start_frame] = entry  # a scheduled prompt at frame 0 replaces positive
     for segment in segments.values():
-        width = segment.context.shape[-1]
-        if width != model.facts.text_dim:
-            name = "positive" if segment.context is first else f"prompt_schedule (frame {segment.start_frame})"
-            raise ValueError(f"{name}: the conditioning has {width} channels but the model expects "
-                             f"{model.facts.text_dim}: encode the prompt with CLIPLoader type 'wan' (umT5-XXL)")
+        name = "positive" if segment.context is first else f"prompt_schedule (frame {segment.start_frame})"
+        check_text_width(segment.context, model.facts.text_dim, name)
     return [segments[start] for start in sorted(segments)]
 
 

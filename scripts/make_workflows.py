@@ -430,9 +430,10 @@ after the first. If you change width/height, change them on the ResizeAndPadImag
 def t2v() -> Graph:
     g = Graph("longlive_t2v")
     model = _loader(g)
-    _, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath steaming "
-                                     "in the cold air, soft golden light between the trees, cinematic tracking shot.")
-    samples = _sampler(g, model, positive, 161, 42)
+    clip, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath "
+                                        "steaming in the cold air, soft golden light between the trees, cinematic "
+                                        "tracking shot.")
+    samples = _sampler(g, model, positive, 161, 42, clip=clip)
     _save_mp4(g, samples, vae, "LongLive_t2v")
     g.note("LongLive: text to video", f"""
 # Text-to-video with LongLive
@@ -440,6 +441,10 @@ def t2v() -> Graph:
 Plain LongLive, no VACE: no reference, no VACE weights needed. 161 frames = 10 s at 16 fps; raise
 *length* for longer videos: the cost per chunk stays flat, and **Save Video (streaming decode)**
 writes the mp4 a few frames at a time, so minutes of video never sit in memory as images.
+
+**Watch it grow, steer it live.** While the sampler runs, it shows every finished chunk; type
+what happens next in its box and press *Steer*: the new prompt takes over at the next chunk. The
+mp4 records the steering (`longlive_steering`), and *LongLive Schedule from Steering* replays it.
 
 {_model_list([BASE, LORA, UMT5, WAN_VAE])}
 """)

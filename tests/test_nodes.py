@@ -170,7 +170,8 @@ def test_widget_order_and_defaults_follow_the_contract():
                                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"]
     assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "start_images", "vae",
                                          "vace_scale_end", "reference_mode",
-                                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache", "preset"]
+                                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache", "preset",
+                                         "clip"]
     optional = sampler["optional"]
     assert (optional["vace_attention"][1]["default"], optional["recache"][1]["default"]) == ("causal", "longlive")
     assert optional["vace_attention"][0] == ["causal", "references", "block"]

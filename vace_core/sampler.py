@@ -36,6 +36,13 @@ Prompt switches (`recache`): the cross-attention K/V of the new prompt replace t
   lie outside LongLive's window, and re-encoding them under a prompt that may not describe the
   subject would weaken the identity they anchor. Every re-run frame still attends to them.
 
+Prompts arriving during the run (`steer`, LongLive's interactive switching): `generate` consults
+the callable at every chunk boundary inside the video (before each block but the video's first);
+the segments it returns join the schedule exactly as if they had been scheduled before the run,
+so a prompt given at the boundary before a block that starts at video frame v makes the same
+frames, recache included, as a `PromptSegment` at frame v in the schedule. They may only change
+blocks not yet made.
+
 Noise: each block draws its noise from its own generator, seeded from (seed, the block's first
 generated frame), so a block's noise does not depend on the blocks before it.
 """
@@ -143,6 +150,28 @@ class Block:
     @property
     def is_given(self) -> bool:
         return self.kind == "given"
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """The chunk boundary before `block`: a prompt given here takes over at `frame`, the block's first
+    video frame (as a scheduled `PromptSegment(frame, ...)` would)."""
+    block: Block
+    frame: int
+
+
+def first_video_frame(block: Block, ref_frames: int) -> int:
+    """The first video frame of a (non-reference) block: latent frame L >= 1 decodes to frames
+    4L-3 .. 4L, latent frame 0 to frame 0."""
+    generated_start = block.start - ref_frames
+    return video_frames_for(generated_start) if generated_start > 0 else 0
+
+
+def steer_boundaries(blocks: Sequence[Block], ref_frames: int) -> list[Boundary]:
+    """The boundaries where `generate` consults `steer`, in order: before every block of the video
+    but its first (the reference block and the first chunk run under the prompt at frame 0)."""
+    return [Boundary(b, first_video_frame(b, ref_frames)) for b in blocks
+            if not b.is_reference and b.start > ref_frames]
 
 
 @dataclass
@@ -439,6 +468,26 @@ class _Run:
         while self.recent and self.recent[0][0].end <= block.end - self.settings.window_frames:
             self.recent.popleft()
 
+    def add_prompts(self, new: Sequence[PromptSegment], boundary: Boundary) -> None:
+        """Merge prompts given at `boundary` into the schedule, as if scheduled from the start (one at
+        the frame of a scheduled prompt replaces it). Blocks already made keep their prompts, and so
+        keep the indices their passes and the text cache refer to."""
+        if not new:
+            return
+        merged = {p.start_frame: p for p in self.prompts}
+        merged.update((p.start_frame, p) for p in new)
+        prompts = normalize_prompts(list(merged.values()))
+        of_block = prompt_for_blocks(prompts, self.blocks, self.ref_frames)
+        done = boundary.block.index
+        used = set(self.prompt_of_block[:done])
+        if of_block[:done] != self.prompt_of_block[:done] or any(prompts[i] is not self.prompts[i] for i in used):
+            frames = sorted(p.start_frame for p in new)
+            raise ValueError(f"prompts given at the boundary before video frame {boundary.frame} start at frames "
+                             f"{frames}: they would change chunks already made (a prompt takes over at the first "
+                             f"chunk starting at or after its frame)")
+        self.prompts, self.prompt_of_block = prompts, of_block
+        self._texts = {i: state for i, state in self._texts.items() if i in used}
+
     def switches_before(self, block: Block) -> bool:
         return block.index > 0 and self.prompt_of_block[block.index] != self.prompt_of_block[block.index - 1]
 
@@ -470,7 +519,8 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
              should_cancel: Callable[[], bool] | None = None,
              on_chunk: Callable[[ChunkInfo], None] | None = None,
              keep_latents: bool = True, start_latents: torch.Tensor | None = None,
-             reference_latents: torch.Tensor | None = None) -> SampleResult:
+             reference_latents: torch.Tensor | None = None,
+             steer: Callable[[Boundary], Sequence[PromptSegment]] | None = None) -> SampleResult:
     """Generate `video_frames` frames (4k+1; others round down like the VAE) causally, chunk by chunk.
 
     prompts: a text conditioning [1, L, text_dim] or a schedule of `PromptSegment`s (video frames).
@@ -514,8 +564,13 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
         else:
             run.passes.run(p)  # recorded only: no model call
 
+    boundaries = {b.block.index: b for b in steer_boundaries(run.blocks, run.ref_frames)} if steer else {}
+
     with torch.inference_mode():
         for block in run.blocks:
+            if block.index in boundaries:
+                run.add_prompts(steer(boundaries[block.index]), boundaries[block.index])
+                total = run.total_passes()  # a new switch adds its recache passes
             if run.switches_before(block):
                 for covered, p in run.recache_passes(block):
                     cache_pass(covered, p, block.index)
