@@ -5,8 +5,8 @@ checkpoint in the real format under that very name (vace_core.fixtures: the Long
 a PEFT LoRA, a ComfyUI-repackaged VACE checkpoint; the tiny Wan VAE of the harness as the VAE). Two
 substitutions make the graphs runnable at that size:
 
-- the CLIPLoader + CLIPTextEncode pair becomes the test pack's LongLiveTestConditioning (umT5-shaped
-  [1, 512, text_dim] conditioning; the 5.7B encoder cannot be built in a test);
+- the CLIPLoader becomes the test pack's LongLiveTestCLIP, which core CLIPTextEncode encodes with
+  (umT5-shaped [1, 512, text_dim] conditioning; the 5.7B encoder cannot be built in a test);
 - frame size and length shrink to 64x64 and 25 frames (prompt switches scale with the length).
 
 Also here: the UI files convert to their API twins with the LIVE server's /object_info, the core
@@ -104,14 +104,13 @@ def tiny_server(comfy_server, tmp_path_factory):
 
 
 def tiny_graph(graph: dict) -> dict:
-    """The workflow at test size: fake text encoder, 64x64, 25 frames, switches scaled to fit."""
+    """The workflow at test size: fake text encoder (core CLIPTextEncode on the test pack's CLIP),
+    64x64, 25 frames, switches scaled to fit."""
     graph = copy.deepcopy(graph)
     for node_id, node in list(graph.items()):
-        if node["class_type"] == "CLIPTextEncode":
-            graph[node_id] = {"inputs": {"text": node["inputs"]["text"], "dim": TINY.text_dim},
-                              "class_type": "LongLiveTestConditioning", "_meta": node["_meta"]}
-    for node_id in [i for i, n in graph.items() if n["class_type"] == "CLIPLoader"]:
-        del graph[node_id]
+        if node["class_type"] == "CLIPLoader":
+            graph[node_id] = {"inputs": {"dim": TINY.text_dim}, "class_type": "LongLiveTestCLIP",
+                              "_meta": node["_meta"]}
     links = [v for n in graph.values() for v in n["inputs"].values() if isinstance(v, list)]
     assert all(source in graph for source, _ in links), "a removed node is still linked"
     length = next(n["inputs"]["length"] for n in graph.values() if n["class_type"] == "LongLiveSampler")
