@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from helpers import load_script
-from test_workflows_e2e import RUN_TIMEOUT, SIZE, TINY, load_api, tiny_graph, tiny_server  # noqa: F401 (fixture)
+from test_workflows_e2e import (RUN_TIMEOUT, SIZE, _streaming_t2v, load_api, tiny_graph,  # noqa: F401 (fixture)
+                                tiny_server)
 
 qw = load_script("queue_workflow")
 
@@ -118,21 +119,10 @@ def test_every_chunk_sends_a_preview_served_by_view_with_the_frames_it_states(ti
     report_figure(f"live previews: {CHUNKS} chunks of the tiny T2V in {seconds:.1f} s, every clip served by /view")
 
 
-def streaming_graph(length: int, prefix: str, seed: int) -> dict:
-    """The tiny T2V workflow with its sampler, decode and save replaced by the steerable streaming node."""
-    graph = tiny_graph(load_api("longlive_t2v"))
-    sampler = node_of(graph, "LongLiveSampler")
-    vae = node_of(graph, "VAELoader")
-    del graph[node_of(graph, "LongLiveSaveVideo")]
-    inputs = dict(graph[sampler]["inputs"], length=length, seed=seed, vae=[vae, 0], filename_prefix=prefix, fps=16,
-                  crf=19)
-    graph[sampler] = {"class_type": "LongLiveSampleToVideo", "inputs": inputs, "_meta": {"title": "Sampler -> Video"}}
-    return graph
-
-
 def test_a_steer_after_the_third_chunk_is_recorded_and_replays_to_the_same_frames(tiny_server):
     length = 4 * (3 * 8 - 1) + 1  # 8 chunks
-    graph = streaming_graph(length, "steered", seed=202)
+    graph = _streaming_t2v(length, "steered")
+    qw.apply_overrides(graph, qw.Overrides(seed=202))
     node = node_of(graph, "LongLiveSampleToVideo")
     answers, refused = [], []
 
