@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -196,3 +199,34 @@ def test_steering_route_answers_404_and_400_when_nothing_runs(tiny_server):
             urllib.request.urlopen(foreign, timeout=30)
         assert blocked.value.code == 403, route
     assert tiny_server.get_object_info("LongLiveSteeringSchedule")  # the server keeps serving
+
+
+def test_the_headless_client_steers_from_stdin_and_replays_the_steering_from_the_mp4(tiny_server, tmp_path):
+    """`queue_workflow.py --steer` sends each line of its standard input once the first chunk is made;
+    `queue_workflow.py THE.mp4 --replay-steering` queues the workflow the mp4 records with the
+    steering as a schedule: the same frames."""
+    graph_file = tmp_path / "steer.json"
+    graph = _streaming_t2v(4 * (3 * 8 - 1) + 1, "cli_steered")
+    qw.apply_overrides(graph, qw.Overrides(seed=404))
+    graph_file.write_text(json.dumps(graph))
+    script = str(Path(qw.__file__))
+    steered = subprocess.run([sys.executable, script, str(graph_file), "--server", tiny_server.url, "--steer",
+                              "--out", str(tmp_path / "steered")], input="a hare runs across the snow\n",
+                             capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert steered.returncode == 0, steered.stderr
+    said = re.search(r"steered: 'a hare runs across the snow' takes over at frame (\d+)", steered.stderr)
+    assert said, steered.stderr
+    record = [{"frame": int(said.group(1)), "text": "a hare runs across the snow"}]
+    assert "chunk 1/8 made (frames 0-8)" in steered.stderr
+    [video] = [Path(line) for line in steered.stdout.split()]
+    assert json.loads(metadata(video)["longlive_steering"]) == record
+    assert f"(replay it with --replay-steering): {json.dumps(record)}" in steered.stderr
+
+    replayed = subprocess.run([sys.executable, script, str(video), "--server", tiny_server.url, "--replay-steering",
+                               "--out", str(tmp_path / "replayed")], capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "LongLiveSteeringSchedule) replays 1 steering text(s)" in replayed.stderr
+    [again] = [Path(line) for line in replayed.stdout.split()]
+    first, second = decode(video), decode(again)
+    assert len(first) == len(second) and all(np.array_equal(a, b) for a, b in zip(first, second))

@@ -29,7 +29,8 @@ OUR_NODES = {
                          "chunk_frames", "window_frames", "sink_frames", "steps", "shift"],
                         ["vace_context", "prompt_schedule", "start_images", "vae", "vace_scale_end",
                          "reference_mode", "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache",
-                         "preset"], ["LATENT"]),
+                         "preset", "clip"], ["LATENT"]),
+    "LongLiveSteeringSchedule": (["clip", "steering"], ["previous"], ["LONGLIVE_PROMPTS"]),
     "LongLiveDecode": (["samples", "vae"], [], ["IMAGE"]),
 }
 CATEGORY = "LongLive/VACE"
