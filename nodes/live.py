@@ -2,11 +2,12 @@
 
 - Previews: after every finished chunk the node writes a short mp4 of that chunk's video frames into
   the host's temp folder and sends the `longlive.chunk` message naming it to the client that queued
-  the prompt. The streaming node previews its real decoded frames (scaled to fit PREVIEW_MAX_SIDE);
-  the LATENT nodes preview ComfyUI's Latent2RGB projection of the chunk's latents (latent
-  resolution), each latent frame held for the video frames it stands for. The clips are encoded on
-  one worker thread, so on a GPU the encoding overlaps the next chunk; at most PREVIEWS_IN_FLIGHT
-  chunks wait for it, and the node waits for the last one before it returns.
+  the prompt. The streaming node previews its real decoded frames (every n-th pixel, so that they
+  fit PREVIEW_MAX_SIDE); the LATENT nodes preview ComfyUI's Latent2RGB projection of the chunk's
+  latents (latent resolution), each latent frame held for the video frames it stands for. One
+  worker thread makes the preview frames, encodes and writes the clip and sends the message, so on
+  a GPU all of it overlaps the next chunk (the execution thread only hands the chunk over); at most
+  PREVIEWS_IN_FLIGHT chunks wait for it, and the node waits for the last one before it returns.
 - Steering: while a node with a `clip` input runs, `POST /longlive/steer` queues a text for it. The
   route only stores the text; the sampler takes it at the next chunk boundary, on the execution
   thread, encodes it there as CLIPTextEncode does and hands it to `generate`, where it joins the
@@ -32,7 +33,6 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..vace_core.encoding import VAE_STRIDE_T
 from ..vace_core.sampler import Block, Boundary, ChunkInfo, PromptSegment, first_video_frame, steer_boundaries
@@ -47,7 +47,7 @@ STEER_ROUTE = "/longlive/steer"
 MAX_STEER_CHARS = 2000  # a steering text longer than this is refused (400)
 MAX_STEER_BODY_BYTES = 16 * 1024  # a request body longer than this is refused (400) before it is parsed
 PREVIEW_SUBFOLDER = "longlive"  # inside the host's temp folder
-PREVIEW_MAX_SIDE = 512  # decoded frames are scaled down to fit; the clip shows in a node, not full screen
+PREVIEW_MAX_SIDE = 512  # decoded frames are thinned out to fit; the clip shows in a node, not full screen
 PREVIEW_FPS = 16  # the LATENT nodes' clips (Wan 2.1's rate); the streaming node uses its own fps
 PREVIEW_CRF = 28  # H.264 quality of the clips: small files, plainly recognisable frames
 PREVIEWS_IN_FLIGHT = 2  # chunks that may wait for the encoder before the sampler waits for it
@@ -201,20 +201,21 @@ def steering(session: SteerSession, clip: Any, text_dim: int) -> Callable[[Bound
 # previews
 
 
-def preview_size(width: int, height: int, max_side: int = PREVIEW_MAX_SIDE) -> tuple[int, int]:
-    """(width, height) of a decoded-frame preview: the frame scaled to fit `max_side`, even sides."""
-    scale = min(1.0, max_side / max(width, height))
-    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+def preview_step(width: int, height: int, max_side: int = PREVIEW_MAX_SIDE) -> int:
+    """Every how many pixels a decoded-frame preview keeps one, so that it fits `max_side` (2 at 832x480).
+    Taking every n-th pixel costs a few milliseconds where filtered scaling of a chunk's frames costs
+    a few hundred on one CPU thread."""
+    return max(1, -(-max(width, height) // max_side))
 
 
 def to_preview_frames(pixels: torch.Tensor) -> np.ndarray:
-    """Decoded frames [T, H, W, 3] in 0..1 -> uint8 [T, h, w, 3] at `preview_size`."""
-    height, width = pixels.shape[1:3]
-    size = preview_size(width, height)
-    frames = pixels[..., :3].float()
-    if size != (width, height):
-        frames = F.interpolate(frames.movedim(-1, 1), size=(size[1], size[0]), mode="area").movedim(1, -1)
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    """Decoded frames [T, H, W, 3] in 0..1 -> uint8 [T, h, w, 3]: every `preview_step`-th pixel, the
+    sides cut to even lengths (yuv420p)."""
+    step = preview_step(pixels.shape[2], pixels.shape[1])
+    frames = pixels[:, ::step, ::step, :3]
+    height, width = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2
+    frames = frames[:, :height, :width].float()
+    return (frames * 255 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
 def hold_latent_frames(images: np.ndarray, starts_video: bool) -> np.ndarray:
@@ -242,13 +243,14 @@ class ChunkPreviews:
     _pending: list[Future] = field(default_factory=list)
     _worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, "longlive-preview"))
 
-    def add(self, frames: np.ndarray, block: Block) -> None:
-        """Queue the preview of `block` (uint8 frames [T, h, w, 3]); waits while the worker is behind."""
+    def add(self, source: Any, block: Block, frames_of: Callable[[Any], np.ndarray]) -> None:
+        """Queue the preview of `block`: the worker makes its uint8 frames [T, h, w, 3] with
+        `frames_of(source)`, then writes and announces the clip. Waits while the worker is behind."""
         if self.failed:
             return
         while len(self._pending) >= PREVIEWS_IN_FLIGHT:
             self._settle(self._pending.pop(0))
-        self._pending.append(self._worker.submit(self._write_and_send, frames, block))
+        self._pending.append(self._worker.submit(lambda: self._write_and_send(frames_of(source), block)))
 
     def _write_and_send(self, frames: np.ndarray, block: Block) -> None:
         chunk = block.chunk_index + 1
@@ -289,16 +291,20 @@ class LiveRun:
     latent_rgb: Callable[[torch.Tensor], np.ndarray] | None
 
     def on_chunk(self, info: ChunkInfo) -> None:
-        """LATENT nodes: a chunk's preview from its latents (ComfyUI's Latent2RGB projection)."""
+        """LATENT nodes: a chunk's preview from its latents (ComfyUI's Latent2RGB projection, made on
+        the worker from a CPU copy: 3 latent frames of 60x104 are 1.2 MB at 480x832)."""
         if self.previews is None or self.latent_rgb is None or info.block.is_reference:
             return
         starts_video = info.block.start == self.previews.ref_frames
-        self.previews.add(hold_latent_frames(self.latent_rgb(info.latents), starts_video), info.block)
+        project = self.latent_rgb
+        self.previews.add(info.latents.to("cpu", torch.float32), info.block,
+                          lambda latents: hold_latent_frames(project(latents), starts_video))
 
     def on_frames(self, pixels: torch.Tensor, block: Block | None) -> None:
-        """The streaming node: a chunk's preview from its decoded frames."""
+        """The streaming node: a chunk's preview from its decoded frames (read on the worker; the
+        decoder makes new ones for every chunk)."""
         if self.previews is not None and block is not None:
-            self.previews.add(to_preview_frames(pixels), block)
+            self.previews.add(pixels, block, to_preview_frames)
 
 
 @contextmanager

@@ -218,8 +218,15 @@ def test_latent_previews_hold_each_latent_frame_for_its_video_frames():
     images = np.arange(3)[:, None, None, None] * np.ones((3, 2, 2, 3), dtype=np.uint8)
     assert [int(f[0, 0, 0]) for f in live.hold_latent_frames(images, starts_video=True)] == [0] + [1] * 4 + [2] * 4
     assert len(live.hold_latent_frames(images, starts_video=False)) == 12
-    assert live.preview_size(832, 480) == (512, 294) and live.preview_size(64, 64) == (64, 64)
-    assert live.preview_size(480, 832) == (294, 512)
+    # decoded frames keep every n-th pixel to fit 512, with even sides
+    for (height, width), shape in (((480, 832), (240, 416)), ((64, 64), (64, 64)), ((720, 1280), (240, 426)),
+                                   ((832, 480), (416, 240))):
+        pixels = torch.rand(2, height, width, 3)
+        frames = live.to_preview_frames(pixels)
+        assert frames.shape == (2, *shape, 3) and frames.dtype == np.uint8
+        step = live.preview_step(width, height)
+        expected = (pixels[:, ::step, ::step][:, :shape[0], :shape[1]] * 255).round().to(torch.uint8).numpy()
+        assert np.abs(frames.astype(int) - expected).max() <= 1
 
 
 def test_sampler_node_sends_one_playable_preview_per_chunk(server, tmp_path):
