@@ -10,8 +10,8 @@
 // shows the steering record the node reported (the JSON that "LongLive Schedule from Steering" takes).
 //
 // Everything this needs from the editor is looked up first (window.comfyAPI's app and api,
-// registerExtension, addEventListener, addDOMWidget, fetchApi, apiURL); where one is missing the
-// extension does nothing, and no handler lets an exception reach the editor.
+// registerExtension, addEventListener, apiURL, fetchApi; addDOMWidget on the node); where one is
+// missing the extension does nothing, and no handler lets an exception reach the editor.
 
 const comfy = window.comfyAPI;
 const app = comfy?.app?.app;
@@ -217,7 +217,7 @@ function show(panel, index) {
 }
 
 function onChunk(data) {
-  if (!data || typeof data.preview !== "object" || typeof api.apiURL !== "function") return;
+  if (!data || typeof data.preview !== "object") return;
   const panel = panelFor(data.node, true);
   if (!panel) return;
   if (panel.promptId !== data.prompt_id) startRun(panel, data.prompt_id);
@@ -254,7 +254,7 @@ function onExecutionEnd() {
 
 async function sendSteer(panel) {
   const text = panel.input.value;
-  if (!text.trim() || !panel.running || typeof api.fetchApi !== "function") return;
+  if (!text.trim() || !panel.running) return;
   panel.button.disabled = true;
   panel.steerStatus.textContent = "sending…";
   try {
@@ -287,7 +287,10 @@ function showRecord(node, output) {
   panel.record.style.display = record.length ? "block" : "none";
 }
 
-if (app && api && typeof app.registerExtension === "function" && typeof api.addEventListener === "function") {
+const hostHasEverything = app && api && [app.registerExtension, api.addEventListener, api.apiURL, api.fetchApi]
+  .every((f) => typeof f === "function");
+
+if (hostHasEverything) {
   app.registerExtension({
     name: "LongLive.LivePreview",
     setup() {
