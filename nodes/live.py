@@ -34,6 +34,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..vace_core.device import HostCopy
 from ..vace_core.encoding import VAE_STRIDE_T
 from ..vace_core.sampler import Block, Boundary, ChunkInfo, PromptSegment, first_video_frame, steer_boundaries
 from ..vace_core.streaming import VideoWriter
@@ -292,13 +293,13 @@ class LiveRun:
 
     def on_chunk(self, info: ChunkInfo) -> None:
         """LATENT nodes: a chunk's preview from its latents (ComfyUI's Latent2RGB projection, made on
-        the worker from a CPU copy: 3 latent frames of 60x104 are 1.2 MB at 480x832)."""
+        the worker from a host copy, 1.2 MB at 480x832, that the execution thread does not wait for)."""
         if self.previews is None or self.latent_rgb is None or info.block.is_reference:
             return
         starts_video = info.block.start == self.previews.ref_frames
         project = self.latent_rgb
-        self.previews.add(info.latents.to("cpu", torch.float32), info.block,
-                          lambda latents: hold_latent_frames(project(latents), starts_video))
+        self.previews.add(HostCopy(info.latents), info.block,
+                          lambda copy: hold_latent_frames(project(copy.get().float()), starts_video))
 
     def on_frames(self, pixels: torch.Tensor, block: Block | None) -> None:
         """The streaming node: a chunk's preview from its decoded frames (read on the worker; the
