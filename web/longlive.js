@@ -4,10 +4,10 @@
 // The node gets a panel (a DOM widget, never saved with the workflow) whose player plays the chunks
 // one after another as they arrive; once the run ends it loops over the whole video. Two <video>
 // elements take turns: the next clip loads in the hidden one while the shown one plays, so the
-// player never flashes black between chunks. While a
-// steerable node runs (LongLive Sampler or Sampler -> Video with its clip input connected), from its
-// first chunk on, the panel has a text box and a button that POST /longlive/steer; after the run it
-// shows the steering record the node reported (the JSON that "LongLive Schedule from Steering" takes).
+// player never flashes black between chunks. While a steerable node runs (LongLive Sampler or
+// Sampler -> Video with its clip input connected), from its first chunk on, the panel has a text
+// box and a button that POST /longlive/steer; after the run it shows the steering record the node
+// reported (the JSON that "LongLive Schedule from Steering" takes).
 //
 // Everything this needs from the editor is looked up first (window.comfyAPI's app and api,
 // registerExtension, addEventListener, apiURL, fetchApi; addDOMWidget on the node); where one is
@@ -34,7 +34,7 @@ function safely(handler) {
     } catch (error) {
       if (!warned) {
         warned = true;
-        console.warn("[LongLive] live preview disabled after an error:", error);
+        console.warn("[LongLive] live preview: an error, caught (later ones are not shown):", error);
       }
     }
   };
