@@ -150,8 +150,7 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
                                    "document.querySelector('.longlive-steering-record')?.textContent ?? '')",
                                    timeout=PAGE_TIMEOUT_MS)
             # the player catches up with the chunks, then loops over the whole video
-            page.wait_for_function("() => /chunk 1\\/14 · frames 0–8$/.test("
-                                   "document.querySelector('.longlive-live-status')?.textContent ?? '')",
+            page.wait_for_function("() => window.__statusLog.includes('chunk 1/14 · frames 0–8')",
                                    timeout=PAGE_TIMEOUT_MS)
             statuses = page.evaluate("() => window.__statusLog")
             _node_shot(page, sampler, shots / "2-finished.png")
