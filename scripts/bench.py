@@ -62,7 +62,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from vace_core.cache import KVCache
-from vace_core.config import preset
+from vace_core.config import architecture
 from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
 from vace_core.layers import RotaryEmbedding
 from vace_core.model import CausalWanModel
@@ -240,7 +240,7 @@ class Bench:
         self.dtype = DTYPES[plan.dtype]
         torch.manual_seed(0)
         with torch.device(device):  # built directly on the device, then cast (norms stay float32)
-            self.model = CausalWanModel(preset(plan.preset)).set_dtype(self.dtype).eval()
+            self.model = CausalWanModel(architecture(plan.preset)).set_dtype(self.dtype).eval()
         if plan.compile:
             self.model.compile_blocks()
         self.text = random_prompt(self.model.config)

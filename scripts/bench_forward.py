@@ -38,8 +38,8 @@ from typing import Callable
 import torch
 
 import bench  # scripts/bench.py (puts the repository root on sys.path)
-from vace_core.config import WanConfig, preset
-from vace_core.fixtures import make_state_dict
+from vace_core.config import WanConfig, architecture
+from vace_core.testing.fixtures import make_state_dict
 from vace_core.model import CausalWanModel
 
 TARGET = 0.90  # issue 12: ours / ComfyUI's per forward pass
@@ -56,11 +56,11 @@ class Case:
 
 
 CASES = {
-    "tiny": Case("tiny preset, 128x128, 3 frames (192 tokens)", preset("tiny-vace"), 3, 16, 16),
+    "tiny": Case("tiny preset, 128x128, 3 frames (192 tokens)", architecture("tiny-vace"), 3, 16, 16),
     "wide": Case("1.3B width, 2 blocks + 1 VACE block, 240x416, 3 frames (1170 tokens)",
                  WanConfig(num_layers=2).with_vace(1), 3, 30, 52),
 }
-QUICK = {"tiny": Case("tiny preset, 32x32, 1 frame (4 tokens)", preset("tiny-vace"), 1, 4, 4)}
+QUICK = {"tiny": Case("tiny preset, 32x32, 1 frame (4 tokens)", architecture("tiny-vace"), 1, 4, 4)}
 
 
 def random_model(config: WanConfig, seed: int) -> CausalWanModel:

@@ -45,8 +45,8 @@ from types import ModuleType
 import torch
 
 import bench  # scripts/bench.py (puts the repository root on sys.path)
-from vace_core import fixtures
-from vace_core.config import preset
+from vace_core.testing import fixtures
+from vace_core.config import architecture
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
@@ -82,13 +82,13 @@ def import_pack() -> dict[str, ModuleType]:
     sys.modules[PACKAGE] = module
     spec.loader.exec_module(module)
     return {name: importlib.import_module(f"{PACKAGE}.{name}") for name in (
-        "nodes.model_ref", "nodes.sampler", "vace_core.encoding")}
+        "nodes.host.model_ref", "nodes.sampler", "vace_core.encoding")}
 
 
 def write_weights(plan: dict, folder: Path) -> dict[str, Path]:
     """Random weights of the plan's size as the pack's users have them: a Wan-layout base file and
-    a VACE module, bf16 at full size (std 0.02, as vace_core.fixtures makes them)."""
-    state = fixtures.make_state_dict(preset(plan["preset"]), seed=0)
+    a VACE module, bf16 at full size (std 0.02, as vace_core.testing.fixtures makes them)."""
+    state = fixtures.make_state_dict(architecture(plan["preset"]), seed=0)
     if plan["dtype"] == "bf16":
         state = {k: v.to(torch.bfloat16) for k, v in state.items()}
     return {"base": fixtures.write_wan_safetensors(folder / "base.safetensors", fixtures.main_only(state)),
@@ -103,7 +103,7 @@ def child(args: argparse.Namespace) -> None:
     comfy = bench.import_comfy(args.comfyui, Path(args.work) / "base", flags=flags,
                                model_management="comfy.model_management")
     pack = import_pack()
-    model_ref, sampler_nodes = pack["nodes.model_ref"], pack["nodes.sampler"]
+    model_ref, sampler_nodes = pack["nodes.host.model_ref"], pack["nodes.sampler"]
     encoding, mm = pack["vace_core.encoding"], comfy.model_management
     files = json.loads(args.files)
 

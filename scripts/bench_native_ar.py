@@ -56,7 +56,7 @@ from safetensors.torch import save_file
 import bench  # scripts/bench.py (puts the repository root on sys.path)
 from vace_core.cache import kv_cache_bytes
 from vace_core.checkpoints import load_longlive
-from vace_core.config import preset
+from vace_core.config import architecture
 from vace_core.encoding import latent_frames_for, video_frames_for
 from vace_core.presets import resolve_settings
 from vace_core.sampler import SamplerSettings, cache_layout, generate, tokens_per_frame
@@ -259,7 +259,7 @@ def full_size_cache_bytes(comfy: SimpleNamespace) -> list[dict]:
     """KV cache bytes at full size for some video lengths: ours by the formula the sampler sizes its
     cache with (`kv_cache_bytes`); ComfyUI's from its own `init_kv_caches` on the meta device (shapes,
     no memory), sized as `sample_ar_video` sizes it: latent frames x tokens per frame."""
-    config = preset("wan2.1-1.3B")
+    config = architecture("wan2.1-1.3B")
     tokens = tokens_per_frame(480, 832)
     shape = SimpleNamespace(num_layers=config.num_layers, num_heads=config.num_heads, head_dim=config.head_dim)
     rows = []

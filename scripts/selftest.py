@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Self-test of the node pack without downloads or ComfyUI.
 
-Writes tiny random checkpoints in the real file formats (vace_core.fixtures) to a temporary
+Writes tiny random checkpoints in the real file formats (vace_core.testing.fixtures) to a temporary
 models folder, loads the pack the way ComfyUI loads a custom node folder, and runs the whole node
 chain in-process through the standalone host:
 
@@ -78,8 +78,8 @@ def selftest(out: Path, models: Path) -> str:
     os.environ["LONGLIVE_MODELS_DIR"] = str(models)
     pack = steps.run("import the pack as ComfyUI does", load_pack)
     nodes = pack.NODE_CLASS_MAPPINGS
-    fixtures = importlib.import_module(f"{PACK}.vace_core.fixtures")
-    config = importlib.import_module(f"{PACK}.vace_core.config").preset("tiny-vace")
+    fixtures = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
+    config = importlib.import_module(f"{PACK}.vace_core.config").architecture("tiny-vace")
 
     def node(name: str, **inputs):
         cls = nodes[name]

@@ -16,8 +16,8 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
-from vace_core import fixtures
-from vace_core.config import preset
+from vace_core.testing import fixtures
+from vace_core.config import architecture
 from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
 from vace_core.model import CausalWanModel
 
@@ -34,7 +34,7 @@ def tiny_model(name: str = "tiny-vace", seed: int = 0, modulation_std: float = 0
     `bias_std`, norm weights 1 + `bias_std` * noise, and the modulation vectors (which hold the
     residual gates) `modulation_std`.
     """
-    model = CausalWanModel(preset(name))
+    model = CausalWanModel(architecture(name))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param_name, param in sorted(model.named_parameters()):
@@ -126,7 +126,7 @@ def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bo
     """models/diffusion_models + models/loras under `root`, with one set of tiny weights in real
     layouts: longlive_base.pt, vace_module.safetensors, lora.pt (PEFT) and style.safetensors
     (ComfyUI down/up); with `other_base`, other_base.safetensors holds different base weights."""
-    config = preset(config_name)
+    config = architecture(config_name)
     diffusion, loras = root / "diffusion_models", root / "loras"
     diffusion.mkdir(parents=True)
     loras.mkdir()

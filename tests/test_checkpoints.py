@@ -1,6 +1,6 @@
 """Checkpoint loading: every supported layout, the full-size key set, LoRA merging, errors, dtypes.
 
-One set of tiny random weights (vace_core.fixtures) is written in every layout; loading any of them
+One set of tiny random weights (vace_core.testing.fixtures) is written in every layout; loading any of them
 must give bit-identical tensors (DESIGN invariant 4).
 """
 
@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from vace_core import checkpoints as ckpt
-from vace_core import fixtures as fx
+from vace_core.testing import fixtures as fx
 from vace_core.checkpoints import CheckpointError, apply_lora, graft_vace, load_longlive
-from vace_core.config import WanConfig, infer_config, preset
+from vace_core.config import WanConfig, infer_config, architecture
 from vace_core.model import CausalWanModel, param_dtype
 
-TINY = preset("tiny-vace")
+TINY = architecture("tiny-vace")
 RANK = 4
 
 BASE_FILES = ["longlive_generator.pt", "longlive_ema_fsdp.pt", "longlive_model.pt", "wan.safetensors",
@@ -181,7 +181,7 @@ def test_detect_format_names_every_layout(files):
 # ---------------------------------------------------------------------------------------------
 # 2. the full-size key set maps completely (meta device, no memory)
 
-FULL = preset("wan2.1-vace-1.3B")
+FULL = architecture("wan2.1-vace-1.3B")
 
 
 def test_full_size_key_set_is_the_meta_model():
@@ -527,7 +527,7 @@ def test_loading_onto_cuda_matches_cpu(files):
 @pytest.fixture(scope="module")
 def trainer_states() -> dict[str, dict[str, torch.Tensor]]:
     """Three different tiny generators, so the loaded weights show which entry was taken."""
-    base = preset("tiny")
+    base = architecture("tiny")
     return {name: fx.make_state_dict(base, seed=seed)
             for name, seed in (("generator", 10), ("critic", 11), ("generator_ema", 12))}
 

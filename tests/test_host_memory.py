@@ -24,14 +24,14 @@ from helpers import PACK, assert_same_weights, load_pack_standalone, run_node, w
 
 pack = load_pack_standalone()
 host = importlib.import_module(f"{PACK}.nodes.host")
-model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
+model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 cache_mod = importlib.import_module(f"{PACK}.vace_core.cache")
 passes_mod = importlib.import_module(f"{PACK}.vace_core.passes")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
 
 NODES = pack.NODE_CLASS_MAPPINGS
-TINY = config_mod.preset("tiny-vace")
+TINY = config_mod.architecture("tiny-vace")
 SIZE, FRAMES = 32, 9
 SAMPLER = dict(seed=5, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, chunk_frames=3, window_frames=12,
                sink_frames=3, steps="1000,500", shift=5.0)

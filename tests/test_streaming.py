@@ -29,11 +29,11 @@ streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
 encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
-fixtures = importlib.import_module(f"{PACK}.vace_core.fixtures")
+fixtures = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 model_mod = importlib.import_module(f"{PACK}.vace_core.model")
 host = importlib.import_module(f"{PACK}.nodes.host")
 video_nodes = importlib.import_module(f"{PACK}.nodes.video")
-vae_stream = importlib.import_module(f"{PACK}.nodes.vae_stream")
+vae_stream = importlib.import_module(f"{PACK}.nodes.host.vae_stream")
 
 # A causal Wan DiT small enough for a 1000-latent-frame run in seconds (same structure as the real one).
 MICRO = config_mod.WanConfig(dim=128, ffn_dim=256, num_layers=2, num_heads=1, freq_dim=32, text_dim=32)
@@ -273,7 +273,7 @@ CHILD = textwrap.dedent("""
     torch.set_num_threads(1)
     sys.path.insert(0, {root!r})
     from vace_core.config import WanConfig
-    from vace_core.fixtures import make_state_dict
+    from vace_core.testing.fixtures import make_state_dict
     from vace_core.model import CausalWanModel
     from vace_core import streaming
 

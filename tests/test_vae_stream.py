@@ -24,7 +24,7 @@ from helpers import load_pack_standalone
 
 PACK = "longlive_vace_vae_stream_test"
 pack = load_pack_standalone(PACK)
-vae_stream = importlib.import_module(f"{PACK}.nodes.vae_stream")
+vae_stream = importlib.import_module(f"{PACK}.nodes.host.vae_stream")
 streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 TOLERANCE = 1e-5  # float32, the same convolutions on the same frames: measured ~1e-7
 
