@@ -61,14 +61,15 @@ class Steps:
         return result
 
 
-def write_models(folder: Path, fixtures, config) -> None:
+def write_models(folder: Path, fixtures, config, files) -> None:
+    """Tiny weights under the file names the loaders preselect (`files`: nodes/host/files.py)."""
     diffusion, loras = folder / "diffusion_models", folder / "loras"
     diffusion.mkdir(parents=True, exist_ok=True)
     loras.mkdir(parents=True, exist_ok=True)
     state = fixtures.make_state_dict(config, seed=0)
-    fixtures.write_longlive_pt(diffusion / "longlive_base.pt", fixtures.main_only(state))
-    fixtures.write_vace_module(diffusion / "Wan2_1-VACE_module_1_3B_bf16.safetensors", state)
-    fixtures.write_peft_lora(loras / "lora.pt", fixtures.make_lora(config, rank=4, seed=1), wrapped=True)
+    fixtures.write_longlive_pt(diffusion / files.BASE_FILE, fixtures.main_only(state))
+    fixtures.write_vace_module(diffusion / files.VACE_FILES[-1], state)
+    fixtures.write_peft_lora(loras / files.LORA_FILE, fixtures.make_lora(config, rank=4, seed=1), wrapped=True)
     fixtures.write_comfy_lora(loras / "style.safetensors", fixtures.make_lora(config, rank=2, seed=2), "kohya")
 
 
@@ -80,22 +81,24 @@ def selftest(out: Path, models: Path) -> str:
     nodes = pack.NODE_CLASS_MAPPINGS
     fixtures = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
     config = importlib.import_module(f"{PACK}.vace_core.config").architecture("tiny-vace")
+    files = importlib.import_module(f"{PACK}.nodes.host.files")
 
     def node(name: str, **inputs):
         cls = nodes[name]
         return getattr(cls(), cls.FUNCTION)(**inputs)[0]
 
-    steps.run(f"write tiny checkpoints to {models}", lambda: write_models(models, fixtures, config))
-    model = steps.run("Load LongLive Model (longlive_base.pt + lora.pt)", lambda: node(
-        "LongLiveModelLoader", base_checkpoint="longlive_base.pt", lora="lora.pt", lora_strength=1.0, dtype="fp32"))
+    steps.run(f"write tiny checkpoints to {models}", lambda: write_models(models, fixtures, config, files))
+    model = steps.run(f"Load LongLive Model ({files.BASE_FILE} + {files.LORA_FILE})", lambda: node(
+        "LongLiveModelLoader", base_checkpoint=files.BASE_FILE, lora=files.LORA_FILE, lora_strength=1.0,
+        dtype="fp32"))
     model = steps.run("LongLive Extra LoRA (style.safetensors @ 0.5)", lambda: node(
         "LongLiveLoraLoader", model=model, lora="style.safetensors", strength=0.5))
     model = steps.run("Load VACE Weights (graft)", lambda: node(
-        "LongLiveVaceGraft", model=model, vace_checkpoint="Wan2_1-VACE_module_1_3B_bf16.safetensors"))
+        "LongLiveVaceGraft", model=model, vace_checkpoint=files.VACE_FILES[-1]))
     print(f"         model: {model.describe()}")
 
-    streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
-    vae = streaming.CausalStandInVAE()  # Wan 2.1 VAE interface and causal structure, random weights
+    stand_in = importlib.import_module(f"{PACK}.vace_core.testing.stand_in_vae")
+    vae = stand_in.CausalStandInVAE()  # Wan 2.1 VAE interface and causal structure, random weights
     generator = torch.Generator().manual_seed(0)
     reference = torch.rand(1, 40, 40, 3, generator=generator)  # square image: padded onto white
     context = steps.run("VACE Encode References (stand-in VAE)", lambda: node(
@@ -117,6 +120,8 @@ def selftest(out: Path, models: Path) -> str:
 
     video = steps.run("Decode (strip references)", lambda: node("LongLiveDecode", samples=latent, vae=vae))
     _require(tuple(video.shape) == (FRAMES, HEIGHT, WIDTH, 3), f"video {tuple(video.shape)}")
+
+    streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 
     def write_mp4() -> None:
         with streaming.VideoWriter(out, WIDTH, HEIGHT, fps=FPS) as writer:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -107,7 +109,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(name: str) -> ModuleType:
-    """Import scripts/<name>.py as module `name` (scripts are not a package)."""
+    """Import scripts/<name>.py as module `name` (scripts are not a package; scripts/ goes on sys.path,
+    as when one runs, for the modules it imports beside it)."""
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
@@ -154,3 +159,20 @@ def assert_same_weights(a: torch.nn.Module | dict, b: torch.nn.Module) -> None:
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
+
+
+def comfyui_for_scripts(needs: str) -> tuple[Path, str, bool]:
+    """(checkout, python, found) for the benchmark scripts that run with ComfyUI's python: the first
+    checkout in COMFYUI_DIR (':'-separated; default /opt/ComfyUI) that has `needs`, and
+    COMFYUI_PYTHON (default /opt/comfy-venv/bin/python)."""
+    checkouts = [Path(p) for p in (os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep) if p]
+    checkout = next((p for p in checkouts if (p / needs).is_file()), checkouts[0])
+    python = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
+    return checkout, python, (checkout / needs).is_file() and Path(python).is_file()
+
+
+def run_quick_script(script: str, python: str, checkout: Path, out: Path) -> subprocess.CompletedProcess:
+    """scripts/<script> --quick against `checkout`, writing into `out`, with ComfyUI's python."""
+    return subprocess.run([python, str(ROOT / "scripts" / script), "--quick", "--comfyui", str(checkout), "--out",
+                           str(out)], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                          check=False, capture_output=True, text=True, timeout=600)

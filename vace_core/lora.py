@@ -28,6 +28,7 @@ from .model import CausalWanModel
 LORA_ENTRIES = ("generator_lora",)
 
 
+@dataclass(frozen=True)
 class LoraLayer:
     """One LoRA pair matched to a model weight."""
     target: str  # model parameter, e.g. "blocks.3.self_attn.q.weight"

@@ -4,7 +4,7 @@ Runs with ComfyUI's python (`COMFYUI_DIR` names the checkout), forced onto the C
 
     python run_comfy_memory.py PACK_DIR WORK_DIR OUT_JSON
 
-It imports ComfyUI, then our pack the way ComfyUI imports a custom node folder (so nodes/host.py
+It imports ComfyUI, then our pack the way ComfyUI imports a custom node folder (so nodes/host
 finds ComfyUI), writes tiny checkpoints (vace_core.testing.fixtures) into WORK_DIR and records, as JSON:
 
 - which patcher and layer classes the pack used, and the 'auto' dtype;
