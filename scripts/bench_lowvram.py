@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -47,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
 
 import bench_common as common  # noqa: E402  (scripts/bench_common.py)
+from pack_loader import load_pack  # noqa: E402
 from vace_core.testing import fixtures  # noqa: E402
 from vace_core.config import architecture  # noqa: E402
 
@@ -79,10 +79,7 @@ def comfy_flags(mode: str, plan: dict) -> list[str]:
 def import_pack() -> dict[str, ModuleType]:
     """The repository imported as ComfyUI imports a custom-node folder (so nodes/host finds
     ComfyUI's memory manager)."""
-    spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
+    load_pack(PACKAGE, standalone=False)
     return {name: importlib.import_module(f"{PACKAGE}.{name}") for name in (
         "nodes.host.model_ref", "nodes.sampler", "vace_core.encoding")}
 

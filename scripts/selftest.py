@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
-from types import ModuleType
 from typing import Callable, TypeVar
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from pack_loader import load_pack  # scripts/pack_loader.py
+
 PACK = "longlive_vace_selftest"
 T = TypeVar("T")
 
@@ -39,15 +38,6 @@ T = TypeVar("T")
 # of 6 (3 sink + 3 rolling) makes the KV cache roll, and the prompt switch at frame 16 re-caches it
 WIDTH, HEIGHT, FRAMES, FPS = 64, 48, 33, 16
 SWITCH_FRAME = 16
-
-
-def load_pack() -> ModuleType:
-    """Import the repository as a package the way ComfyUI imports custom_nodes/<pack>/__init__.py."""
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Steps:
@@ -77,7 +67,7 @@ def selftest(out: Path, models: Path) -> str:
     steps = Steps()
     os.environ["LONGLIVE_STANDALONE"] = "1"
     os.environ["LONGLIVE_MODELS_DIR"] = str(models)
-    pack = steps.run("import the pack as ComfyUI does", load_pack)
+    pack = steps.run("import the pack as ComfyUI does", lambda: load_pack(PACK, standalone=True))
     nodes = pack.NODE_CLASS_MAPPINGS
     fixtures = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
     config = importlib.import_module(f"{PACK}.vace_core.config").architecture("tiny-vace")

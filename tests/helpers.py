@@ -123,8 +123,8 @@ def load_script(name: str) -> ModuleType:
 
 def load_pack_standalone(name: str = PACK) -> ModuleType:
     """The repository imported as ComfyUI imports a custom-node pack, under the package name
-    `name`, with the standalone host (scripts/make_workflows.py's loader)."""
-    return load_script("make_workflows").load_pack(name)
+    `name`, with the standalone host (scripts/pack_loader.py)."""
+    return load_script("pack_loader").load_pack(name, standalone=True)
 
 
 def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bool = False) -> Path:
