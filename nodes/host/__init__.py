@@ -12,22 +12,20 @@ LONGLIVE_STANDALONE=1, it falls back to a standalone host. Modules:
 - progress: progress bar, interrupt, latent and frame previews;
 - vae_stream: streaming (chunk-by-chunk) decoding with the VAE a node receives.
 
-The node files call the names below as `host.<name>`.
+The node files (and tests) call the names below as `host.<name>`.
 """
 
 from .comfyui import IN_COMFYUI, InterruptProcessingException
-from .files import list_models, metadata_enabled, model_path, output_dir, video_output_path
-from .memory import (LoadedNetwork, auto_dtype, compute_device, dtype_name, layer_operations, load_for_run,
-                     make_patcher, offload_device, soft_empty_cache, unload_models, is_loaded, with_lora, with_vace)
+from .files import list_models, metadata_enabled, model_path, video_output_path
+from .memory import LoadedNetwork, auto_dtype, is_loaded, offload_device, soft_empty_cache, unload_models
 from .progress import (CountingProgressBar, check_interrupt, frame_previewer, is_interrupted, make_previewer,
                        progress_bar, raise_interrupted, request_interrupt)
 from .vae_stream import streaming_decoder, tiled_decode
 
 __all__ = [
     "IN_COMFYUI", "InterruptProcessingException",
-    "list_models", "metadata_enabled", "model_path", "output_dir", "video_output_path",
-    "LoadedNetwork", "auto_dtype", "compute_device", "dtype_name", "layer_operations", "load_for_run",
-    "make_patcher", "offload_device", "soft_empty_cache", "unload_models", "is_loaded", "with_lora", "with_vace",
+    "list_models", "metadata_enabled", "model_path", "video_output_path",
+    "LoadedNetwork", "auto_dtype", "is_loaded", "offload_device", "soft_empty_cache", "unload_models",
     "CountingProgressBar", "check_interrupt", "frame_previewer", "is_interrupted", "make_previewer",
     "progress_bar", "raise_interrupted", "request_interrupt",
     "streaming_decoder", "tiled_decode",
