@@ -1,4 +1,4 @@
-"""The one place that imports ComfyUI, with the standalone fallback.
+"""The ComfyUI modules the whole host package uses, imported once, with the standalone fallback.
 
 Inside ComfyUI, `folder_paths`, `comfy.model_management` and `comfy.utils` are the host's modules;
 without ComfyUI (unit tests, `scripts/selftest.py`), or with LONGLIVE_STANDALONE=1, they are None
