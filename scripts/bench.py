@@ -76,7 +76,6 @@ VACE_FIRST_LIMIT = 1.10  # acceptance 3: hint_chunks="first" / VACE off
 VACE_MODES = VACE_ATTENTION_MODES
 
 
-
 # ---- timing section: cache vs baseline, VACE cost (interleaved) -------------------------------
 
 def run_timings(bench: Bench, plan: Plan) -> dict[str, list[RunTimes]]:

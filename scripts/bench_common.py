@@ -74,7 +74,6 @@ def log(message: str) -> None:
     print(f"[{time.perf_counter() - STARTED:6.1f} s] {message}", flush=True)
 
 
-
 # ---- machine and memory probes ---------------------------------------------------------------
 
 def cpu_model() -> str:
@@ -187,7 +186,6 @@ def random_vace_context(height: int, width: int, latent_frames: int, ref_frames:
                          repeated_tail=latent_frames - 1)
 
 
-
 # ---- the system under test ---------------------------------------------------------------------
 
 class Bench:
@@ -266,7 +264,6 @@ def timed_generate(bench: Bench, chunks: int, settings: SamplerSettings, vace: b
     return RunTimes(wall, cpu, first[0], time.perf_counter() - start, result.video_frames)
 
 
-
 # ---- statistics ----------------------------------------------------------------------------------
 
 # per-chunk series: clock (wall, process CPU) x statistic over repeats (median; min, which other
@@ -341,7 +338,6 @@ def report_worker(sender, worker: Callable[[torch.device, dict], dict], device_n
 def verdict(ok: bool | None) -> str:
     """PASS / FAIL, or SKIP for a check not judged in this run."""
     return "SKIP" if ok is None else "PASS" if ok else "FAIL"
-
 
 
 # Sections other benchmark scripts add to a results file (scripts/bench_native_ar.py) follow this

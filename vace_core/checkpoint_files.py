@@ -36,7 +36,6 @@ class CheckpointError(ValueError):
     """A checkpoint file cannot be used; the message names the file and what was expected."""
 
 
-
 class TensorFile:
     """The tensors of one checkpoint, with shapes known up front and data read per tensor.
 
@@ -155,4 +154,3 @@ def preview(keys: Iterable[str]) -> str:
     keys = list(keys)
     shown = ", ".join(repr(k) for k in keys[:_EXAMPLES])
     return shown + (f", ... ({len(keys)} in all)" if len(keys) > _EXAMPLES else "")
-

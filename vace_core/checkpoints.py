@@ -85,7 +85,6 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | 
     return tensor.to(device=device, dtype=dtype, copy=True)
 
 
-
 # ---------------------------------------------------------------------------------------------
 # base model
 
@@ -124,7 +123,6 @@ def _base_config(shapes: Mapping[str, Shape], path: Path, names: Mapping[str, st
                 "loader." if layout == "vace-module" else "")
         raise CheckpointError(f"{path} is not a Wan2.1 DiT checkpoint (key layout: {layout}): {error}."
                               f"{hint}") from error
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,4 +207,3 @@ def _vace_config(base: WanConfig, shapes: Mapping[str, Shape], path: Path) -> Wa
                               "(Wan2.1-VACE-1.3B for LongLive / Wan2.1-T2V-1.3B).")
     in_dim = shapes.get("vace_patch_embedding.weight", (None, base.vace_in_dim))[1]
     return base.with_vace(len(indices), in_dim)
-

@@ -1,7 +1,8 @@
 """Architecture description of a (causal) Wan2.1 DiT, optionally with VACE blocks.
 
 Everything that depends on model size reads it from a `WanConfig`; the 1.3B numbers live only in
-the `wan2.1-1.3B` entry of `ARCHITECTURES` below (vace_core/presets.py holds the sampler presets). `infer_config` recovers a config from checkpoint tensor shapes.
+the `wan2.1-1.3B` entry of `ARCHITECTURES` below (vace_core/presets.py holds the sampler presets).
+`infer_config` recovers a config from checkpoint tensor shapes.
 """
 
 from __future__ import annotations

@@ -143,4 +143,3 @@ def detect_format(keys: Iterable[str]) -> str:
     if any(is_vace_key(k) for k in stripped):
         return "vace-module"
     return "unknown"
-

@@ -168,4 +168,3 @@ def _lora_layer(shapes: Mapping[str, Shape], group: Mapping[str, str], raw: str,
                               f"B [{out_features}, rank])")
     return LoraLayer(target=target, down=group["down"], up=group["up"], rank=down[0],
                      alpha_key=group.get("alpha"))
-

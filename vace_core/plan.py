@@ -107,7 +107,6 @@ class Block:
         return self.kind == "given"
 
 
-
 def plan_blocks(ref_frames: int, latent_frames: int, chunk_frames: int, given_frames: int = 0) -> list[Block]:
     """The reference block (if any), then chunks of `chunk_frames` over the video's latent frames:
     first the `given_frames` that are inserted as they are (start frames, or the video a
@@ -199,4 +198,3 @@ def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width:
         raise ValueError(f"the VACE context covers {vace.video_frames} video frames but the sampler was "
                          f"asked for {video_frames_for(latent_frames)}: set the same length on 'VACE Encode "
                          "References' and the sampler")
-

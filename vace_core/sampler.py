@@ -24,6 +24,7 @@ from .plan import (Block, PromptSegment, SamplerSettings, VaceScaleRamp, cache_l
 from .scheduler import renoise, x0_from_flow
 from .vace import layer_scales
 
+
 @dataclass
 class StepInfo:
     pass_index: int  # 1-based count of model passes so far

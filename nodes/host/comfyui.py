@@ -39,4 +39,3 @@ else:
 
     class InterruptProcessingException(Exception):  # type: ignore[no-redef]
         """Standalone stand-in for ComfyUI's exception of the same name."""
-

@@ -65,7 +65,6 @@ def model_path(kind: str, name: str) -> str:
     return str(path)
 
 
-
 def output_dir() -> Path:
     """ComfyUI's output folder, or $LONGLIVE_OUTPUT_DIR (default ./output) standalone."""
     if folder_paths is not None:
@@ -100,7 +99,6 @@ def video_output_path(filename_prefix: str, width: int, height: int, extension: 
         counter += 1
     name = f"{stem}_{counter:05}_.{extension}"
     return folder / name, name, subfolder
-
 
 
 def metadata_enabled() -> bool:

@@ -48,7 +48,6 @@ def soft_empty_cache() -> None:
         torch.cuda.empty_cache()
 
 
-
 # ---------------------------------------------------------------------------------------------
 # the memory manager
 #
@@ -303,4 +302,3 @@ class _HeapTrim:
 
 
 _TRIM = _HeapTrim()
-

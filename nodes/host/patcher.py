@@ -153,4 +153,3 @@ class StandalonePatcher:
                 applied.weights[key] = original.data
                 setattr(module, name, nn.Parameter(patched_weight(original, entries), requires_grad=False))
         applied.patches_uuid = self.patches_uuid
-

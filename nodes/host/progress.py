@@ -74,7 +74,6 @@ def raise_interrupted() -> None:
     raise InterruptProcessingException()
 
 
-
 def make_previewer() -> Callable[[torch.Tensor], Any] | None:
     """A function from normalised Wan latents [1, 16, f, h, w] to a ComfyUI preview (the last frame),
     or None when previews are off, unavailable or the host is standalone.
@@ -111,7 +110,6 @@ def make_previewer() -> Callable[[torch.Tensor], Any] | None:
     return preview
 
 
-
 def frame_previewer() -> Callable[[torch.Tensor], Any] | None:
     """A function from one decoded frame [H, W, 3] (0..1) to a progress-bar preview, or None when
     previews are off (ComfyUI's preview method 'none') or the host is standalone."""
@@ -131,5 +129,3 @@ def frame_previewer() -> Callable[[torch.Tensor], Any] | None:
         return ("JPEG", Image.fromarray(data), args.preview_size)
 
     return preview
-
-

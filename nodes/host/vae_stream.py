@@ -360,4 +360,3 @@ def streaming_decoder(vae: Any) -> Any:
     tiled = (lambda latents: tiled_decode(vae, latents)) if hasattr(vae, "decode_tiled") else None
     return streaming_decoder_for(vae, prepare=lambda shape: prepare_vae_decode(vae, shape), tiled_decode=tiled,
                                  is_out_of_memory=is_out_of_memory)
-
