@@ -62,10 +62,10 @@ from bench_common import (FLAT_LIMIT, MEMORY_LIMIT, PLANS, SERIES, Bench, Plan, 
                           curve_summary, fresh_process_reports, log, machine_info, mean_ratio, ratio,
                           rss_now_mib, rss_peak_mib, sdpa_flags, timed_generate, verdict, write_markdown)
 from vace_core.cache import KVCache  # noqa: E402
-from vace_core.layers import RotaryEmbedding  # noqa: E402
 from vace_core.model import CausalWanModel  # noqa: E402
 from vace_core.passes import VACE_ATTENTION_MODES, CachedPasses  # noqa: E402
 from vace_core.plan import SamplerSettings  # noqa: E402
+from vace_core.rope import RotaryEmbedding  # noqa: E402
 from vace_core.sampler import ChunkInfo  # noqa: E402
 from vace_core.testing.recompute import RecomputedPasses  # noqa: E402
 

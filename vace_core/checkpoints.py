@@ -1,14 +1,15 @@
 """Load LongLive / Wan2.1 base checkpoints and graft VACE weights onto them.
 
 ``load_longlive(base_path, lora_path=None, lora_strength=1.0, dtype=torch.bfloat16, device="cpu",
-*, lora_alpha=None, entry=None, operations=None) -> CausalWanModel``
+*, lora_alpha=None, entry=None, operations=None, attention=None) -> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
     merge an optional LoRA (vace_core/lora.py). ``dtype`` is the compute dtype (torch dtype or
     "bf16"/"fp16"/"fp32"); the small time-embedding, modulation and norm parameters stay float32
     (``vace_core.model.param_dtype``). ``entry`` names the state dict to take from a trainer
     checkpoint holding several (vace_core/checkpoint_files.py). A base file that also holds VACE
     weights (a full Wan2.1-VACE checkpoint) gives a model with VACE. ``operations`` is the namespace
-    of layer classes the model is built from (default torch.nn; see vace_core.layers).
+    of layer classes the model is built from (default torch.nn; see vace_core.layers), ``attention``
+    the attention kernels (default SDPA; see vace_core.attention).
 ``graft_vace(model, vace_path) -> model``
     Add VACE blocks to ``model`` (the same object is returned) from a full Wan2.1-VACE checkpoint or
     a VACE-only module file, in any key layout (vace_core/key_names.py). Only the ``vace_*`` tensors
@@ -34,6 +35,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from .attention import AttentionKernels
 from .checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, PathLike, Shape, TensorFile, preview
 from .config import WanConfig, infer_config
 from .key_names import detect_format, is_vace_key, wan_names
@@ -92,8 +94,9 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | 
 def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_strength: float = 1.0,
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
                   lora_alpha: float | None = None, entry: str | None = None,
-                  operations: type | None = None) -> CausalWanModel:
-    """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring."""
+                  operations: type | None = None, attention: AttentionKernels | None = None) -> CausalWanModel:
+    """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring.
+    `operations` and `attention` are the host's layers and attention kernels (CausalWanModel)."""
     dtype = resolve_dtype(dtype)
     path = Path(base_path)
     with TensorFile(path, AUTO_ENTRY_ORDER, entry) as source:
@@ -103,7 +106,7 @@ def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_s
         # expected from a plain model: host operations may create their weights only on loading
         _check_keys(shapes, expected_shapes(config), path, "a Wan2.1 DiT of the inferred size")
         with torch.device("meta"):
-            model = CausalWanModel(config, operations)  # parameters without storage, replaced below
+            model = CausalWanModel(config, operations, attention)  # parameters without storage, replaced below
         state = {name: _converted(source.take(key), param_dtype(name, dtype), device)
                  for key, name in names.items()}
     model.load_state_dict(state, strict=True, assign=True)

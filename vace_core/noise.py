@@ -28,10 +28,3 @@ def block_noise(seed: int, block: Block, ref_frames: int, steps: int, grid: tupl
     stream = -1 if block.is_reference else block.start - ref_frames
     generator = torch.Generator().manual_seed(noise_seed(seed, stream))
     return torch.randn((steps, 1, LATENT_CHANNELS, block.frames, *grid), generator=generator)
-
-
-def noise_on_device(noise: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """One copy per block; pinned and asynchronous on CUDA so it overlaps the previous pass."""
-    if device.type == "cuda":
-        return noise.pin_memory().to(device, non_blocking=True)
-    return noise.to(device)
