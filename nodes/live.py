@@ -15,7 +15,7 @@
   one wins (the earlier ones are dropped unencoded). What took effect is the steering record,
   `[{"frame", "text"}, ...]`, which the nodes put into their output and the video's metadata.
 
-The host (nodes/host.py) supplies the route, the websocket, the temp folder and ComfyUI's previewer;
+The host (nodes/host/live.py) supplies the route, the websocket, the temp folder and ComfyUI's previewer;
 nothing here imports ComfyUI.
 """
 
@@ -36,7 +36,8 @@ import torch
 
 from ..vace_core.device import HostCopy
 from ..vace_core.encoding import VAE_STRIDE_T
-from ..vace_core.sampler import Block, Boundary, ChunkInfo, PromptSegment, first_video_frame, steer_boundaries
+from ..vace_core.plan import Block, Boundary, PromptSegment, first_video_frame, steer_boundaries
+from ..vace_core.sampler import ChunkInfo
 from ..vace_core.streaming import VideoWriter
 from . import host
 from .prompts import check_text_width, encode_prompt

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from ..vace_core.sampler import PromptSegment
+from ..vace_core.plan import PromptSegment
 from .common import CATEGORY, MAX_VIDEO_FRAMES, PROMPTS_TYPE, STEERING_KEY
 
 

@@ -10,17 +10,19 @@ import torch
 
 from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, encode_start_frames,
                                   latent_frames_for, video_frames_for)
+from ..vace_core.checkpoints import resolve_dtype
+from ..vace_core.memory import run_memory_bytes
 from ..vace_core.passes import VACE_ATTENTION_MODES
-from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, Block, GenerationCancelled,
-                                 PromptSegment, SampleResult, SamplerSettings, StepInfo, VaceScaleRamp, check_vace,
-                                 generate, plan_blocks, run_cache_bytes, tokens_per_frame)
+from ..vace_core.plan import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, Block, PromptSegment, SamplerSettings,
+                              VaceScaleRamp, check_vace, plan_blocks)
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, Preset, resolve_settings
+from ..vace_core.sampler import GenerationCancelled, SampleResult, StepInfo, generate
 from ..vace_core.scheduler import parse_steps
 from . import host
 from .common import (CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY,
                      STEERING_KEY, VACE_TYPE)
+from .host.model_ref import LongLiveModel
 from .live import live_run
-from .model_ref import LongLiveModel
 from .prompts import check_clip, check_text_width, conditioning_tensor
 
 DEFAULTS = SamplerSettings()
@@ -273,14 +275,10 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan, steerable: bool = Fal
     """The network loaded by the host's memory manager for the run, with room made for the KV cache
     and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
-    network = model.shared.network
-    cache = run_cache_bytes(network, height=plan.height, width=plan.width, ref_frames=plan.ref_frames,
-                            settings=plan.settings, uses_vace=plan.uses_vace)
-    frames_per_pass = max(plan.settings.chunk_frames, plan.ref_frames)
-    if len(plan.prompts) > 1 or steerable:  # a prompt switch re-runs the window in one pass
-        frames_per_pass = max(frames_per_pass, plan.settings.window_frames)
-    memory = model.run_memory_bytes(tokens_per_frame=tokens_per_frame(plan.height, plan.width),
-                                    frames_per_pass=frames_per_pass, cache_bytes=cache)
+    # a steered run may switch prompts (and re-run the window in one pass) like a scheduled one
+    memory = run_memory_bytes(model.facts.config, resolve_dtype(model.dtype), height=plan.height, width=plan.width,
+                              ref_frames=plan.ref_frames, settings=plan.settings, uses_vace=plan.uses_vace,
+                              prompt_switches=len(plan.prompts) > 1 or steerable)
     try:
         yield model.load_for_run(memory)
     finally:

@@ -18,12 +18,14 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..vace_core.encoding import VAE_STRIDE_S
-from ..vace_core.sampler import GenerationCancelled, PromptSegment
+from ..vace_core.plan import PromptSegment
+from ..vace_core.sampler import GenerationCancelled
 from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
 from . import host
 from .common import CATEGORY, STEERING_KEY, video_latents
+from .host.files import WAN_VAE_FILE
+from .host.model_ref import LongLiveModel
 from .live import live_run, record_json
-from .model_ref import LongLiveModel
 from .prompts import check_clip
 from .sampler import (NO_RAMP, LongLiveSampler, encode_start_images, keep_loaded_and_check_interrupt,
                       on_compute_device, plan_run, run_blocks)
@@ -113,7 +115,7 @@ class LongLiveSaveVideo:
             "required": {
                 "samples": ("LATENT", {"tooltip": "Wan 2.1 latents, e.g. from the LongLive Sampler (its reference "
                                                   "frames are dropped)."}),
-                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE (wan_2.1_vae). Other VAEs decode chunk by chunk "
+                "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE ({WAN_VAE_FILE}). Other VAEs decode chunk by chunk "
                                            "with a little overlap and may show seams."}),
                 **_video_inputs(),
             },
@@ -153,7 +155,7 @@ class LongLiveSampleToVideo:
         return {
             "required": {
                 **inputs["required"],
-                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE (wan_2.1_vae) that decodes each chunk as soon as "
+                "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE ({WAN_VAE_FILE}) that decodes each chunk as soon as "
                                            "it is generated."}),
                 **_video_inputs(),
             },

@@ -42,11 +42,15 @@ from typing import Callable
 
 import torch
 
-import bench  # scripts/bench.py (puts the repository root on sys.path)
-import bench_lowvram  # its import_pack: the pack as ComfyUI imports it
-from vace_core.config import preset
-from vace_core.fixtures import make_state_dict
-from vace_core.model import CausalWanModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
+
+import bench_common as common  # noqa: E402  (scripts/bench_common.py)
+from pack_loader import load_pack  # noqa: E402
+from vace_core.config import architecture  # noqa: E402
+from vace_core.model import CausalWanModel  # noqa: E402
+from vace_core.testing.fixtures import make_state_dict  # noqa: E402
+
+PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
 
 SECTION = "live-preview"
 CHUNK_FRAMES = 3
@@ -79,7 +83,7 @@ class Parts:
     """The two parts of one chunk's preview, with the pack's own functions."""
 
     def __init__(self, pack: dict, folder: Path) -> None:
-        self.live, self.sampler = pack["nodes.live"], pack["vace_core.sampler"]
+        self.live, self.plan = pack["nodes.live"], pack["vace_core.plan"]
         self.project = pack["nodes.host"].latent_rgb_previewer()
         if self.project is None:
             raise SystemExit("ComfyUI's Latent2RGB previewer is unavailable: run with ComfyUI's python and --comfyui")
@@ -95,7 +99,7 @@ class Parts:
     def encode(self, frames) -> None:
         """What the worker thread does for a chunk: the clip's encode and write, and the message."""
         self.clips += 1
-        self.previews._write_and_send(frames, self.sampler.Block(self.clips, 0, CHUNK_FRAMES, self.clips))
+        self.previews._write_and_send(frames, self.plan.Block(self.clips, 0, CHUNK_FRAMES, self.clips))
 
 
 def parts_at(parts: Parts, height: int, width: int, repeats: int) -> dict:
@@ -115,11 +119,11 @@ def parts_at(parts: Parts, height: int, width: int, repeats: int) -> dict:
 def tiny_runs(pack: dict, folder: Path, chunks: int, repeats: int) -> dict:
     """Wall seconds per chunk of a tiny T2V run without and with LATENT-node previews, interleaved."""
     sampler, live = pack["vace_core.sampler"], pack["nodes.live"]
-    config = preset("tiny")
+    config = architecture("tiny")
     model = CausalWanModel(config)
     model.load_state_dict(make_state_dict(config, seed=0))
     model.eval()
-    text = bench.random_prompt(config)
+    text = common.random_prompt(config)
     video_frames = 4 * (CHUNK_FRAMES * chunks - 1) + 1
     project = pack["nodes.host"].latent_rgb_previewer()
 
@@ -145,24 +149,24 @@ def tiny_runs(pack: dict, folder: Path, chunks: int, repeats: int) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as base:
-        comfy = bench.import_comfy(args.comfyui, Path(base), latent_preview="latent_preview")
-    bench_lowvram.import_pack()
-    pack = {name: importlib.import_module(f"{bench_lowvram.PACKAGE}.{name}")
-            for name in ("nodes.live", "nodes.host", "vace_core.sampler")}
+        comfy = common.import_comfy(args.comfyui, Path(base), latent_preview="latent_preview")
+    load_pack(PACKAGE, standalone=False)  # its host finds the ComfyUI imported above
+    pack = {name: importlib.import_module(f"{PACKAGE}.{name}")
+            for name in ("nodes.live", "nodes.host", "vace_core.plan", "vace_core.sampler")}
     repeats = 1 if args.quick else args.repeats
     with tempfile.TemporaryDirectory() as folder:
         parts = Parts(pack, Path(folder))
-        bench.log("tiny T2V run, previews off / on")
+        common.log("tiny T2V run, previews off / on")
         tiny = tiny_runs(pack, Path(folder), 3 if args.quick else args.chunks, repeats)
         sizes = {}
         for name, (height, width) in {"tiny": (TINY_SIZE, TINY_SIZE), "480x832": (480, 832)}.items():
             if args.quick and name != "tiny":
                 continue
-            bench.log(f"preview parts at {name}")
+            common.log(f"preview parts at {name}")
             sizes[name] = parts_at(parts, height, width, repeats)
         parts.previews.close()
     return {"section": SECTION, "quick": args.quick, "comfyui": comfy.version,
-            "machine": bench.machine_info(torch.device("cpu")), "tiny_run": tiny, "parts": sizes,
+            "machine": common.machine_info(torch.device("cpu")), "tiny_run": tiny, "parts": sizes,
             "gpu_chunk_s": {"h100_longlive": H100_CHUNK_S, "compute_bound": BOUND_CHUNK_S}}
 
 
@@ -204,7 +208,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--comfyui", type=Path, default=bench.default_comfyui(),
+    parser.add_argument("--comfyui", type=Path, default=common.default_comfyui(),
                         help="a ComfyUI checkout, 0.8 or newer (default: the first in $COMFYUI_DIR, else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 chunks, the tiny size, one repeat")
     parser.add_argument("--repeats", type=int, default=5)

@@ -26,13 +26,14 @@ pack = load_pack_standalone()
 live = importlib.import_module(f"{PACK}.nodes.live")
 host = importlib.import_module(f"{PACK}.nodes.host")
 prompts = importlib.import_module(f"{PACK}.nodes.prompts")
-model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
-core_sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
+model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
+plan = importlib.import_module(f"{PACK}.vace_core.plan")
 streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
+stand_in_vae = importlib.import_module(f"{PACK}.vace_core.testing.stand_in_vae")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
 
 NODES = pack.NODE_CLASS_MAPPINGS
-TEXT_DIM = config_mod.preset("tiny-vace").text_dim
+TEXT_DIM = config_mod.architecture("tiny-vace").text_dim
 SIZE = 64
 FRAMES = 45  # 12 latent frames: chunks of 3 start at video frames 0, 9, 21 and 33
 SAMPLER = dict(seed=5, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, chunk_frames=3, window_frames=12,
@@ -154,8 +155,8 @@ def test_the_longest_text_is_taken_and_node_ids_may_be_numbers():
 
 
 def boundaries(frames=(9, 21, 33)):
-    blocks = core_sampler.plan_blocks(0, 3 * (len(frames) + 1), 3)
-    found = core_sampler.steer_boundaries(blocks, 0)
+    blocks = plan.plan_blocks(0, 3 * (len(frames) + 1), 3)
+    found = plan.steer_boundaries(blocks, 0)
     assert [b.frame for b in found] == list(frames)
     return found
 
@@ -312,7 +313,7 @@ def test_steered_sampler_equals_its_replay_through_a_schedule_from_the_record(se
                       **SAMPLER)[0]
     assert torch.equal(replay["samples"], steered["samples"])
     unsteered = run_node(NODES, "LongLiveSampler", model=model(), positive=positive(), **SAMPLER)[0]
-    first_changed = core_sampler.switch_latent_frame(frame)
+    first_changed = plan.switch_latent_frame(frame)
     assert torch.equal(unsteered["samples"][:, :, :first_changed], steered["samples"][:, :, :first_changed])
     assert not torch.allclose(unsteered["samples"][:, :, first_changed:], steered["samples"][:, :, first_changed:])
     assert not live.REGISTRY._sessions  # the node's session ended with it
@@ -345,7 +346,7 @@ def test_schedule_from_steering_refuses_a_bad_record(text, message):
 
 def test_sampler_to_video_previews_real_frames_and_records_the_steering_in_the_mp4(server, tmp_path):
     video_nodes = importlib.import_module(f"{PACK}.nodes.video")
-    vae = streaming.CausalStandInVAE(seed=6)
+    vae = stand_in_vae.CausalStandInVAE(seed=6)
     answers = []
     steer_on_chunk(server, 2, "snow starts to fall", answers)
     result = video_nodes.LongLiveSampleToVideo().generate(
@@ -378,7 +379,7 @@ def test_save_video_writes_the_steering_record_of_its_latent(server, tmp_path):
     video_nodes = importlib.import_module(f"{PACK}.nodes.video")
     record = [{"frame": 9, "text": "ünïcödé and \"quotes\""}]
     latent = {"samples": torch.randn(1, 16, 4, 4, 4), "longlive_ref_frames": 0, "longlive_steering": record}
-    result = video_nodes.LongLiveSaveVideo().save(samples=latent, vae=streaming.CausalStandInVAE(),
+    result = video_nodes.LongLiveSaveVideo().save(samples=latent, vae=stand_in_vae.CausalStandInVAE(),
                                                   filename_prefix="saved", fps=16, crf=19)
     assert result["ui"]["longlive_steering"] == record
     with av.open(str(tmp_path / "output" / "saved_00001_.mp4")) as container:

@@ -1,35 +1,29 @@
 """Smoke test of scripts/bench_preview.py: its quick mode runs end to end with ComfyUI's Latent2RGB
 previewer and writes the expected fields.
 
-It needs ComfyUI's python (the script imports `comfy`): COMFYUI_PYTHON (default
-/opt/comfy-venv/bin/python) and a checkout in COMFYUI_DIR (the first one; default /opt/ComfyUI); it
-skips without them. Timings are not asserted (noise on a shared CPU); the clip shapes are.
+It needs ComfyUI's python: COMFYUI_PYTHON (default /opt/comfy-venv/bin/python) and a checkout in
+COMFYUI_DIR (the first of a ':'-separated list; default /opt/ComfyUI); it skips without them.
+Timings are not asserted (noise on a shared CPU); the clip shapes are.
 """
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_preview.py"
-COMFYUI_DIR = Path((os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep)[0])
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
+from helpers import comfyui_for_scripts, run_quick_script
 
-pytestmark = pytest.mark.skipif(
-    not (COMFYUI_DIR / "latent_preview.py").is_file() or not Path(COMFYUI_PYTHON).is_file(),
-    reason="needs a ComfyUI checkout (COMFYUI_DIR) and its python (COMFYUI_PYTHON)")
+COMFYUI_DIR, COMFYUI_PYTHON, FOUND = comfyui_for_scripts("latent_preview.py")
+
+pytestmark = pytest.mark.skipif(not FOUND, reason="needs a ComfyUI checkout (COMFYUI_DIR) and its python "
+                                                  "(COMFYUI_PYTHON)")
 
 
 def test_quick_preview_bench_writes_json_and_markdown(tmp_path):
-    run = subprocess.run([COMFYUI_PYTHON, str(SCRIPT), "--quick", "--comfyui", str(COMFYUI_DIR), "--out",
-                          str(tmp_path)], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-                         check=False, capture_output=True, text=True, timeout=600)
+    run = run_quick_script("bench_preview.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads((tmp_path / "results-preview-cpu-quick.json").read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results-preview-cpu-quick.json",
                                                          "results-preview-cpu-quick.md"]
+    result = json.loads((tmp_path / "results-preview-cpu-quick.json").read_text())
     tiny = result["tiny_run"]
     assert tiny["chunks"] == 3 and tiny["chunk_s_without"] > 0 and tiny["chunk_s_with"] > 0
     part = result["parts"]["tiny"]
