@@ -105,9 +105,11 @@ class SamplerSettings:
 
 @dataclass(frozen=True)
 class VaceScaleRamp:
-    """VACE strength moving linearly from `start` (reference block, first chunk) to `end` (last chunk)."""
+    """VACE strength moving linearly from `start` (reference block, first chunk) to `end` (last chunk),
+    times `layers`: one factor for every VACE block, or one per block."""
     start: float
     end: float
+    layers: float | Sequence[float] = 1.0
 
     def at(self, chunk_index: int, num_chunks: int) -> float:
         if num_chunks <= 1 or chunk_index <= 0:
@@ -266,7 +268,7 @@ def block_noise(seed: int, block: Block, ref_frames: int, steps: int, grid: tupl
 
 def _scales_all_zero(vace_scale: float | Sequence[float] | VaceScaleRamp) -> bool:
     if isinstance(vace_scale, VaceScaleRamp):
-        return vace_scale.start == 0.0 and vace_scale.end == 0.0
+        return (vace_scale.start == 0.0 and vace_scale.end == 0.0) or _scales_all_zero(vace_scale.layers)
     if isinstance(vace_scale, (int, float)):
         return float(vace_scale) == 0.0
     return all(float(s) == 0.0 for s in vace_scale)
@@ -287,8 +289,10 @@ class _Run:
         self.vace = vace
         self.vace_scale = vace_scale
         self.uses_vace = vace is not None and not _scales_all_zero(vace_scale)
-        if self.uses_vace and not isinstance(vace_scale, VaceScaleRamp):
-            layer_scales(vace_scale, model.config.num_vace_blocks)  # a wrong list fails before any work
+        # the per-block factors; a ramp's share of each block is a per-frame weight (block_scale)
+        layer_scale = vace_scale.layers if isinstance(vace_scale, VaceScaleRamp) else vace_scale
+        if self.uses_vace:
+            layer_scales(layer_scale, model.config.num_vace_blocks)  # a wrong list fails before any work
         self.ref_frames = vace.ref_frames if vace is not None else 0
         self.latent_frames = latent_frames
         self.grid = (height // 8, width // 8)
@@ -302,7 +306,6 @@ class _Run:
         self.layout = cache_layout(settings, self.ref_frames, height, width)
         self._texts: dict[int, TextState] = {}
         self._vace_slice: tuple[tuple[int, int], torch.Tensor] | None = None
-        layer_scale = 1.0 if isinstance(vace_scale, VaceScaleRamp) else vace_scale  # a ramp is per frame
         if settings.cache_mode == "kv":
             self.passes = CachedPasses(model, self.layout, self.ref_frames, settings.vace_attention, self.uses_vace,
                                        self.text, self.vace_frames, layer_scale)

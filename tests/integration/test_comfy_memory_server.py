@@ -86,7 +86,8 @@ def server(comfy_install, tmp_path_factory):
                     ignore=shutil.ignore_patterns("__pycache__"))
     state = fx.make_state_dict(MEDIUM, seed=0)
     weight_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    fx.write_wan_safetensors(base / "models" / "diffusion_models" / BASE, state, prefix="model.diffusion_model.")
+    fx.write_wan_safetensors(base / "models" / "diffusion_models" / BASE, state, prefix="model.diffusion_model.",
+                             causal_ar=True)
     del state
     fx.write_peft_lora(base / "models" / "loras" / LORA, fx.make_lora(MEDIUM, rank=8, seed=1), wrapped=True)
     fx.write_comfy_lora(base / "models" / "loras" / STYLE, fx.make_lora(MEDIUM, rank=4, seed=2), "lora_ab")
