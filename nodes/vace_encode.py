@@ -33,7 +33,10 @@ class LongLiveVaceEncode:
             "optional": {
                 "reference_images": ("IMAGE", {
                     "tooltip": "Reference image(s) the video should follow (subject, style); every image of "
-                               "the batch becomes one reference frame."}),
+                               "the batch becomes one reference frame, in batch order."}),
+                "more_reference_images": ("IMAGE", {
+                    "tooltip": "More reference images, of another size than reference_images (a scene, an "
+                               "object...): each is fitted to the frame on its own and follows them in order."}),
                 "control_video": ("IMAGE", {
                     "tooltip": "Optional control video (depth, pose, frames to keep...), cropped to the "
                                "frame; shorter videos are padded with gray."}),
@@ -53,14 +56,16 @@ class LongLiveVaceEncode:
                    "into the 96-channel VACE context the grafted VACE blocks read.")
 
     def encode(self, vae, width: int, height: int, length: int, reference_fit: str,
-               reference_images=None, control_video=None, control_masks=None) -> tuple[VaceContext, dict]:
+               reference_images=None, more_reference_images=None, control_video=None,
+               control_masks=None) -> tuple[VaceContext, dict]:
         check_size(width, height)
-        if reference_images is None and control_video is None:
+        references = [images for images in (reference_images, more_reference_images) if images is not None]
+        if not references and control_video is None:
             raise ValueError("VACE Encode References: connect reference_images and/or control_video "
                              "(with neither there is nothing to condition on)")
         if control_masks is not None and control_video is None:
             raise ValueError("VACE Encode References: control_masks need a control_video to apply to")
-        context = encode_vace_context(vae, width, height, length, reference_images=reference_images,
+        context = encode_vace_context(vae, width, height, length, reference_images=references,
                                       control_video=control_video, control_masks=control_masks,
                                       reference_fit=reference_fit)
         # what core's EmptyHunyuanLatentVideo gives for this size: [1, 16, latent frames, h, w]
