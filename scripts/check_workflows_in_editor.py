@@ -301,9 +301,18 @@ def open_from_template_browser(page, module: str, workflow: Workflow) -> tuple[f
     expected = len(workflow.ui["nodes"])
     page.wait_for_function(f"() => window.app.graph._nodes.length === {expected} && "
                            "!document.querySelector('[data-testid=\"template-workflows-content\"]')", timeout=60_000)
-    page.wait_for_timeout(1500)  # the fit is applied on a later animation frame; notes render their markdown
+    # the notes render their markdown, and the fit is applied on a later animation frame: wait until
+    # the view has held still for a moment
+    page.wait_for_function("() => [...document.querySelectorAll('.comfy-markdown')].length > 0 && "
+                           "[...document.querySelectorAll('.comfy-markdown')].every(n => n.innerText.trim())",
+                           timeout=60_000)
     _close_dialogs(page)  # a missing-models dialog, where the files are not there
-    seen = page.evaluate(OPENED_JS)
+    seen, previous = page.evaluate(OPENED_JS), None
+    for _ in range(40):
+        page.wait_for_timeout(250)
+        previous, seen = seen, page.evaluate(OPENED_JS)
+        if seen == previous:
+            break
     problems = []
     if seen["nodes"] != expected:
         problems.append(f"the template opened with {seen['nodes']} nodes, the file has {expected}")

@@ -7,8 +7,10 @@ Every workflow is written down once, below, as a graph of nodes with their input
 - `example_workflows/api/<name>.json`: API format, `{id: {"inputs", "class_type", "_meta": {"title"}}}`,
   for `scripts/queue_workflow.py` or any client of POST /prompt. It lives in a subfolder because
   ComfyUI offers every `example_workflows/*.json` of a pack as a template in the editor;
-- `example_workflows/<name>.json`: UI format (the litegraph document the editor saves, version 0.4),
-  laid out in columns by dependency depth, with notes naming every model file and where it goes.
+- `example_workflows/<title>.json`: UI format (the litegraph document the editor saves, version
+  0.4), named by what it does (the template browser shows the file name as the title), laid out
+  in grouped columns that open readable, with a note naming every model file and where it goes.
+  (scripts/make_thumbnails.py draws its picture, `<title>.jpg`.)
 
 Widget values of a UI node are positional. Their order comes from our nodes' INPUT_TYPES (imported
 from the pack, so an input a node gains appears in every regenerated workflow with its default)
@@ -21,7 +23,8 @@ tests/test_workflows.py converts every UI file back with an independent converte
 scripts/check_workflows_in_editor.py loads them in the real editors.
 
 To add a workflow: write a function that builds a `Graph` (see `t2v` below), decorate it with
-`@workflow`, run the script and commit the JSON (and add a line to the README's table).
+`@workflow`, run this script and make_thumbnails.py and commit the files (and add a line to the
+README's table). Files a definition no longer makes are removed.
 
     python3 scripts/make_workflows.py            # (re)write example_workflows/
     python3 scripts/make_workflows.py --check    # exit 1 when a committed file is stale
@@ -309,7 +312,7 @@ MODELS, INPUTS, GENERATE = 0, 1, 2  # the usual columns
 
 
 def _model_list(files: list[ModelFile]) -> str:
-    total = sum(m.gigabytes for m in files)
+    total = round(sum(m.gigabytes for m in files) + 1e-9, 1)  # half up, as the README adds them
     lines = [f"**Model files** ({total:.1f} GB), into ComfyUI's `models/` folders:"]
     for folder in ("diffusion_models", "loras", "text_encoders", "vae"):
         for m in (m for m in files if m.folder == folder):

@@ -69,12 +69,12 @@ def graph(info: dict, seed: int, style_strength: float) -> dict:
                                                           "dtype": "fp32"}),
         "3": with_defaults(info, "LongLiveLoraLoader", {"model": ["2", 0], "lora": STYLE, "strength": style_strength}),
         "4": with_defaults(info, "LongLiveSampler", {
-            "model": ["3", 0], "positive": ["1", 0], "seed": seed, "length": 9, "width": 64, "height": 64,
-            "vace_scale": 1.0, "chunk_frames": 3, "window_frames": 12, "sink_frames": 3,
-            "steps": "1000,750,500,250", "shift": 5.0}),
+            "model": ["3", 0], "positive": ["1", 0], "latent": ["8", 0], "seed": seed, "vace_scale": 1.0}),
         "5": {"class_type": "VAELoader", "inputs": {"vae_name": TINY_VAE_NAME}},
         "6": {"class_type": "LongLiveDecode", "inputs": {"samples": ["4", 0], "vae": ["5", 0]}},
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+        "8": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9,
+                                                                  "batch_size": 1}},
     }
 
 
