@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
 from ..vace_core.encoding import (VaceContext, encode_start_frames, denormalize_latents, latent_frames_for,
                                   video_frames_for)
-from ..vace_core.sampler import (GenerationCancelled, PromptSegment, SampleResult, StepInfo, VaceScaleRamp,
-                                 check_vace, generate, run_cache_bytes, tokens_per_frame)
+from ..vace_core.sampler import (GenerationCancelled, PromptSegment, SampleResult, SamplerSettings, StepInfo,
+                                 VaceScaleRamp, check_vace, generate, run_cache_bytes, tokens_per_frame)
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES
 from . import host
 from .common import (CATEGORY, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, SETTINGS_TYPE, VACE_TYPE, VideoSize,
@@ -129,7 +129,7 @@ class Origin:
 @dataclass(frozen=True)
 class RunPlan:
     """A sampler run's validated settings, shared by the sampler nodes."""
-    settings: Any  # vace_core.sampler.SamplerSettings
+    settings: SamplerSettings
     prompts: list[PromptSegment]
     vace_scale: float | list[float] | VaceScaleRamp
     ref_frames: int
@@ -230,7 +230,7 @@ def _prompt_segments(model: LongLiveModel, positive, schedule, length: int) -> l
     for entry in schedule or ():
         if entry.start_frame >= length:
             raise ValueError(f"prompt_schedule: a prompt starts at frame {entry.start_frame}, at or after the "
-                             f"end of the video (length {length}); shorten the schedule or raise length")
+                             f"end of the video (length {length}); shorten the schedule or raise the video's length")
         segments[entry.start_frame] = entry  # a scheduled prompt at frame 0 replaces positive
     for segment in segments.values():
         width = segment.context.shape[-1]

@@ -265,6 +265,23 @@ def test_a_latent_that_disagrees_with_the_vace_context_is_refused_before_any_mod
     assert f"node {sampler} (LongLive Sampler): " not in log.getvalue(), log.getvalue()  # no progress line
 
 
+def test_an_api_workflow_of_the_earlier_release_is_refused_naming_latent(tiny_server):
+    """A sampler saved by the earlier release (width/height/length and the preset overrides on the
+    sampler, no latent) does not run with its sizes silently dropped: validation refuses it, naming
+    the sampler node and the missing latent (CHANGELOG.md, "Workflows saved with an earlier release")."""
+    graph = tiny_graph(load_api("longlive_t2v"))
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    inputs = graph[sampler]["inputs"]
+    del inputs["latent"]
+    inputs.update(length=FRAMES, width=WIDTH, height=HEIGHT, chunk_frames=-1, window_frames=-1, sink_frames=-1,
+                  steps="", shift=-1.0, vace_scale_end=-1.0)
+    with pytest.raises(qw.WorkflowRejected) as rejected:
+        qw.run(qw.ComfyAPI(tiny_server.url), graph, timeout=60, progress=qw.Progress(graph, stream=io.StringIO()))
+    assert list(rejected.value.response["node_errors"]) == [sampler]
+    message = str(rejected.value)
+    assert f"node {sampler} (LongLiveSampler" in message and "latent" in message
+
+
 def test_rejected_workflow_exit_status_and_message(tiny_server, tmp_path):
     graph = tiny_graph(load_api("longlive_t2v"))
     loader = next(i for i, n in graph.items() if n["class_type"] == "LongLiveModelLoader")
