@@ -215,7 +215,8 @@ def test_widget_order_and_defaults_follow_the_contract():
     assert loader["dtype"][0] == ["auto", "bf16", "fp16", "fp32"]
     encode = NODES["LongLiveVaceEncode"]
     assert list(encode.INPUT_TYPES()["required"]) == ["vae", "width", "height", "length", "reference_fit"]
-    assert list(encode.INPUT_TYPES()["optional"]) == ["reference_images", "control_video", "control_masks"]
+    assert list(encode.INPUT_TYPES()["optional"]) == ["reference_images", "more_reference_images", "control_video",
+                                                      "control_masks"]
     assert encode.RETURN_TYPES == ("VACE_CONTEXT", "LATENT")
 
 
@@ -367,6 +368,20 @@ def test_vace_encode_references_prepends_one_frame_each():
     expected = encoding.normalize_latents(TinyVAE().encode(fitted.unsqueeze(0)))
     assert torch.allclose(context.context[:, :16, 1:2], expected)
     assert torch.count_nonzero(context.context[:, 16:, :2]) == 0
+
+
+def test_vace_encode_takes_more_references_of_another_size():
+    """reference_images (a batch of one size) then more_reference_images (another size): one
+    reference frame each, in that order, each fitted on its own; the same as the core given both."""
+    subject, scene = images(1, seed=3, height=48, width=80), images(1, seed=4, height=96, width=40)
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad",
+                  reference_images=subject, more_reference_images=scene)[0]
+    assert context.ref_frames == 2
+    expected = encoding.encode_vace_context(TinyVAE(), SIZE, SIZE, FRAMES, reference_images=[subject, scene])
+    assert torch.equal(context.context, expected.context)
+    alone = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad",
+                more_reference_images=scene)[0]
+    assert alone.ref_frames == 1 and torch.equal(alone.context[:, :, :1], context.context[:, :, 1:2])
 
 
 def test_vace_encode_control_video_and_masks():
