@@ -89,6 +89,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from .attention import AttentionKernels
 from .config import WanConfig, infer_config
 from .model import CausalWanModel, param_dtype
 from .vace import build_vace_modules
@@ -418,8 +419,9 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | 
 def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_strength: float = 1.0,
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
                   lora_alpha: float | None = None, entry: str | None = None,
-                  operations: type | None = None) -> CausalWanModel:
-    """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring."""
+                  operations: type | None = None, attention: AttentionKernels | None = None) -> CausalWanModel:
+    """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring.
+    `operations` and `attention` are the host's layers and attention kernels (CausalWanModel)."""
     dtype = resolve_dtype(dtype)
     path = Path(base_path)
     with TensorFile(path, AUTO_ENTRY_ORDER, entry) as source:
@@ -429,7 +431,7 @@ def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_s
         # expected from a plain model: host operations may create their weights only on loading
         _check_keys(shapes, expected_shapes(config), path, "a Wan2.1 DiT of the inferred size")
         with torch.device("meta"):
-            model = CausalWanModel(config, operations)  # parameters without storage, replaced below
+            model = CausalWanModel(config, operations, attention)  # parameters without storage, replaced below
         state = {name: _converted(source.take(key), param_dtype(name, dtype), device)
                  for key, name in names.items()}
     model.load_state_dict(state, strict=True, assign=True)
