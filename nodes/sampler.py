@@ -8,15 +8,17 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..vace_core.checkpoints import resolve_dtype
 from ..vace_core.encoding import (VaceContext, encode_start_frames, denormalize_latents, latent_frames_for,
                                   video_frames_for)
-from ..vace_core.sampler import (GenerationCancelled, PromptSegment, SampleResult, SamplerSettings, StepInfo,
-                                 VaceScaleRamp, check_vace, generate, run_cache_bytes, tokens_per_frame)
+from ..vace_core.memory import run_memory_bytes
+from ..vace_core.plan import PromptSegment, SamplerSettings, VaceScaleRamp, check_vace
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES
+from ..vace_core.sampler import GenerationCancelled, SampleResult, StepInfo, generate
 from . import host
 from .common import (CATEGORY, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, SETTINGS_TYPE, VACE_TYPE, VideoSize,
                      latent_video_size, source_node)
-from .model_ref import LongLiveModel
+from .host.model_ref import LongLiveModel
 from .prompts import conditioning_tensor
 from .sampler_settings import SamplerChoices
 
@@ -175,14 +177,9 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.Load
     """The network loaded by the host's memory manager for the run, with room made for the KV cache
     and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
-    network = model.shared.network
-    cache = run_cache_bytes(network, height=plan.height, width=plan.width, ref_frames=plan.ref_frames,
-                            settings=plan.settings, uses_vace=plan.uses_vace)
-    frames_per_pass = max(plan.settings.chunk_frames, plan.ref_frames)
-    if len(plan.prompts) > 1:  # a prompt switch re-runs the window in one pass
-        frames_per_pass = max(frames_per_pass, plan.settings.window_frames)
-    memory = model.run_memory_bytes(tokens_per_frame=tokens_per_frame(plan.height, plan.width),
-                                    frames_per_pass=frames_per_pass, cache_bytes=cache)
+    memory = run_memory_bytes(model.facts.config, resolve_dtype(model.dtype), height=plan.height, width=plan.width,
+                              ref_frames=plan.ref_frames, settings=plan.settings, uses_vace=plan.uses_vace,
+                              prompt_switches=len(plan.prompts) > 1)
     try:
         yield model.load_for_run(memory)
     finally:

@@ -14,7 +14,7 @@ from typing import Callable
 
 from ..vace_core.passes import VACE_ATTENTION_MODES
 from ..vace_core.presets import PRESETS, Preset, resolve_settings
-from ..vace_core.sampler import HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, SamplerSettings, VaceScaleRamp
+from ..vace_core.plan import HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, SamplerSettings, VaceScaleRamp
 from ..vace_core.scheduler import parse_steps
 from .common import CATEGORY, SETTINGS_TYPE
 

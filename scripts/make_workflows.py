@@ -35,9 +35,8 @@ README's table). Files a definition no longer makes are removed.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
-import os
 import re
 import sys
 import urllib.request
@@ -48,6 +47,8 @@ from types import ModuleType
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pack_loader  # noqa: E402  (the pack imported as ComfyUI imports it)
+import make_example_inputs as examples  # noqa: E402  (the input files the workflows load)
 from editor_widgets import Port, editor_ports  # noqa: E402  (the editor's widget rules)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,25 +76,24 @@ class ModelFile:
 
 HF = "https://huggingface.co"
 WAN_REPACK = f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+FILES = importlib.import_module(f"{pack_loader.load_pack(PACK, standalone=True).__name__}.nodes.host.files")
 # Sizes: the LongLive and VACE files from their tensors (1.42B base parameters in fp32, 350M LoRA
-# parameters in fp32, 2.15B VACE-model parameters in fp16; vace_core.fixtures' full-size key set),
-# the text encoder and VAE as Comfy-Org publishes them.
-BASE = ModelFile("longlive_base.pt", "diffusion_models",
-                 f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/longlive_base.pt",
+# parameters in fp32, 2.15B VACE-model parameters in fp16; the full-size key set of
+# vace_core.testing.fixtures), the text encoder and VAE as Comfy-Org publishes them.
+BASE = ModelFile(FILES.BASE_FILE, "diffusion_models",
+                 f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/{FILES.BASE_FILE}",
                  "LongLive generator (causal Wan2.1-T2V-1.3B)", 5.7)
-LORA = ModelFile("lora.pt", "loras", f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/lora.pt",
+LORA = ModelFile(FILES.LORA_FILE, "loras",
+                 f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/{FILES.LORA_FILE}",
                  "LongLive LoRA (rank 256)", 1.4)
-VACE = ModelFile("wan2.1_vace_1.3B_fp16.safetensors", "diffusion_models",
-                 f"{WAN_REPACK}/diffusion_models/wan2.1_vace_1.3B_fp16.safetensors",
+VACE = ModelFile(FILES.VACE_FILES[0], "diffusion_models", f"{WAN_REPACK}/diffusion_models/{FILES.VACE_FILES[0]}",
                  "Wan2.1-VACE-1.3B; only its VACE blocks are used", 4.3)
-VACE_MODULE = ModelFile("Wan2_1-VACE_module_1_3B_bf16.safetensors", "diffusion_models",
-                        f"{HF}/Kijai/WanVideo_comfy/resolve/main/Wan2_1-VACE_module_1_3B_bf16.safetensors",
+VACE_MODULE = ModelFile(FILES.VACE_FILES[1], "diffusion_models",
+                        f"{HF}/Kijai/WanVideo_comfy/resolve/main/{FILES.VACE_FILES[1]}",
                         "the VACE blocks alone: replaces the file above", 1.5)
-UMT5 = ModelFile("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
-                 f"{WAN_REPACK}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+UMT5 = ModelFile(FILES.TEXT_ENCODER_FILE, "text_encoders", f"{WAN_REPACK}/text_encoders/{FILES.TEXT_ENCODER_FILE}",
                  "umT5-XXL text encoder, ComfyUI's Wan text encoder", 6.7)
-WAN_VAE = ModelFile("wan_2.1_vae.safetensors", "vae", f"{WAN_REPACK}/vae/wan_2.1_vae.safetensors",
-                    "Wan 2.1 VAE", 0.25)
+WAN_VAE = ModelFile(FILES.WAN_VAE_FILE, "vae", f"{WAN_REPACK}/vae/{FILES.WAN_VAE_FILE}", "Wan 2.1 VAE", 0.25)
 MODEL_FILES = {m.name: m for m in (BASE, LORA, VACE, UMT5, WAN_VAE)}
 # (node type, input) -> the model folder its value names a file in
 MODEL_INPUTS = {
@@ -192,26 +192,8 @@ NOTE_TYPE = "MarkdownNote"  # an editor-only node: never sent to the server
 
 
 def load_pack(name: str = PACK) -> ModuleType:
-    """Import the pack as ComfyUI does (a package named `name`, loaded from its __init__.py, so its
-    relative imports run as in ComfyUI), with the standalone host. The host reads
-    LONGLIVE_STANDALONE when it is imported; the variable is restored afterwards so that
-    subprocesses started later still find a real ComfyUI."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    before = os.environ.get("LONGLIVE_STANDALONE")
-    os.environ["LONGLIVE_STANDALONE"] = "1"
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if before is None:
-            del os.environ["LONGLIVE_STANDALONE"]
-        else:
-            os.environ["LONGLIVE_STANDALONE"] = before
-    return module
+    """The pack with the standalone host (scripts/pack_loader.py)."""
+    return pack_loader.load_pack(name, standalone=True)
 
 
 def all_interfaces() -> dict[str, Interface]:
@@ -408,7 +390,7 @@ def i2v() -> Graph:
     model = _models(g)
     _, positive, vae = _text_and_vae(g, "A sailing boat glides across a calm bay at sunset, gulls circling the mast, "
                                      "the camera slowly following from the shore.")
-    start = g.add("LoadImage", "Start image", column=INPUTS, image="longlive_start.png")
+    start = g.add("LoadImage", "Start image", column=INPUTS, image=examples.START)
     size = _video_size(g, 81, column=GENERATE)
     _save_mp4(g, _sampler(g, model, positive, size, start_images=start, vae=vae), vae, "LongLive_i2v")
     g.group("Models", MODELS)
@@ -429,7 +411,7 @@ def r2v() -> Graph:
     model = _models(g, vace=True)
     _, positive, vae = _text_and_vae(g, "A small red toy robot with round blue eyes walks along a sunny beach towards "
                                      "the camera, waves rolling in behind it, the camera tracking alongside.")
-    reference = g.add("LoadImage", "Reference image", column=INPUTS, image="longlive_reference.png")
+    reference = g.add("LoadImage", "Reference image", column=INPUTS, image=examples.REFERENCE)
     vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
                  reference_fit="pad", reference_images=reference)
     _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), vace_context=vace), vae, "LongLive_r2v")
@@ -451,8 +433,8 @@ def r2v_multi_ref() -> Graph:
     model = _models(g, vace=True)
     _, positive, vae = _text_and_vae(g, "A small red toy robot with round blue eyes walks down a quiet street of old "
                                      "stone houses in the rain, the camera following it from the front.")
-    subject = g.add("LoadImage", "Reference 1 (subject)", column=INPUTS, image="longlive_reference_subject.png")
-    scene = g.add("LoadImage", "Reference 2 (scene)", column=INPUTS, image="longlive_reference_scene.png")
+    subject = g.add("LoadImage", "Reference 1 (subject)", column=INPUTS, image=examples.SUBJECT)
+    scene = g.add("LoadImage", "Reference 2 (scene)", column=INPUTS, image=examples.SCENE)
     vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
                  reference_fit="pad", reference_images=subject, more_reference_images=scene)
     _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), vace_context=vace), vae, "LongLive_r2v_multi_ref")
@@ -474,7 +456,7 @@ def v2v() -> Graph:
     model = _models(g, vace=True)
     _, positive, vae = _text_and_vae(g, "A robot made of polished brass dances in a dim jazz club, warm spotlights, "
                                      "smoke in the air, the camera slowly circling.")
-    video = g.add("LoadVideo", "Control video", column=INPUTS, file="longlive_control.mp4")
+    video = g.add("LoadVideo", "Control video", column=INPUTS, file=examples.CONTROL)
     frames = g.add("GetVideoComponents", column=INPUTS, video=video)
     vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
                  reference_fit="pad", control_video=frames)

@@ -1,7 +1,7 @@
 """The base-checkpoint guard: which files the loader takes as a causal base (vace_core/base_kind.py)
 and what Load LongLive Model does with the others.
 
-Every file is a tiny checkpoint in a real layout (vace_core.fixtures): the trainer pickles LongLive,
+Every file is a tiny checkpoint in a real layout (vace_core.testing.fixtures): the trainer pickles LongLive,
 Self-Forcing and CausVid write, ComfyUI's causal_ar safetensors, and the bidirectional layouts
 Wan2.1 and Wan2.1-VACE ship in (original names, ComfyUI-repackaged, diffusers).
 """
@@ -15,12 +15,12 @@ import pytest
 
 from helpers import PACK, load_pack_standalone, run_node
 
-from vace_core import fixtures as fx
+from vace_core.testing import fixtures as fx
 from vace_core.base_kind import base_kind
 from vace_core.checkpoints import CheckpointError
-from vace_core.config import preset
+from vace_core.config import architecture
 
-TINY = preset("tiny-vace")
+TINY = architecture("tiny-vace")
 STATE = fx.make_state_dict(TINY, seed=0)
 BASE = fx.main_only(STATE)
 
@@ -108,7 +108,7 @@ def nodes(tmp_path, monkeypatch):
     (tmp_path / "loras").mkdir()
     monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(tmp_path))
     pack = load_pack_standalone()
-    importlib.import_module(f"{PACK}.nodes.model_ref").clear_cache()
+    importlib.import_module(f"{PACK}.nodes.host.model_ref").clear_cache()
     for kind in CAUSAL + ["wan_t2v", "wan_vace_repackaged"]:
         write(kind, diffusion / f"{kind}{suffix(kind)}")
     return pack.NODE_CLASS_MAPPINGS

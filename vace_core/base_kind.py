@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .checkpoints import (AUTO_ENTRY_ORDER, CheckpointError, PathLike, _holds_tensors, _sniff, _strip,
-                          _torch_load, detect_format, is_vace_key)
+from .checkpoint_files import (AUTO_ENTRY_ORDER, CheckpointError, PathLike, holds_tensors, load_torch_file,
+                               sniff_format)
+from .key_names import detect_format, is_vace_key, strip_namespaces
 
 KINDS = ("causal", "vace", "bidirectional")
 TRAINER_ENTRIES = ("generator", "generator_ema", "model")
@@ -49,18 +50,18 @@ class BaseKind:
 def base_kind(path: PathLike) -> BaseKind:
     """The kind of model a base checkpoint holds (see the module docstring for the rule)."""
     path = Path(path)
-    if _sniff(path) == "safetensors":
+    if sniff_format(path) == "safetensors":
         keys, metadata = _safetensors_header(path)
         return _kind_of(keys, causal_reason=_causal_metadata(metadata))
-    container = _torch_load(path)
+    container = load_torch_file(path)
     if not isinstance(container, Mapping):
         raise CheckpointError(f"{path} holds a {type(container).__name__}, expected a dict of tensors")
-    entries = [name for name in TRAINER_ENTRIES if _holds_tensors(container.get(name))]
+    entries = [name for name in TRAINER_ENTRIES if holds_tensors(container.get(name))]
     if entries:
         state = container[entries[0]]
         reason = f"a trainer checkpoint (entries: {', '.join(entries)})"
     else:
-        nested = next((container[name] for name in AUTO_ENTRY_ORDER if _holds_tensors(container.get(name))), None)
+        nested = next((container[name] for name in AUTO_ENTRY_ORDER if holds_tensors(container.get(name))), None)
         state = nested if nested is not None else container
         reason = "a trainer checkpoint (keys named 'model.*')" if detect_format(state) == "longlive-pt" else None
     return _kind_of(list(state), causal_reason=reason)
@@ -93,8 +94,8 @@ def _causal_metadata(metadata: Mapping[str, str]) -> str | None:
 
 def _kind_of(keys: Iterable[str], causal_reason: str | None) -> BaseKind:
     keys = list(keys)
-    vace_blocks = {k.split(".")[1] for k in map(_strip, keys) if is_vace_key(k) and k.startswith("vace_blocks.")}
-    if any(is_vace_key(_strip(k)) for k in keys):
+    vace_blocks = {k.split(".")[1] for k in map(strip_namespaces, keys) if is_vace_key(k) and k.startswith("vace_blocks.")}
+    if any(is_vace_key(strip_namespaces(k)) for k in keys):
         return BaseKind("vace", f"a Wan2.1-VACE checkpoint ({len(vace_blocks)} VACE blocks)")
     if causal_reason is not None:
         return BaseKind("causal", causal_reason)
