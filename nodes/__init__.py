@@ -5,6 +5,7 @@ from .decode import LongLiveDecode
 from .loader import LongLiveLoraLoader, LongLiveModelLoader
 from .prompts import LongLivePromptSchedule, LongLiveSteeringSchedule
 from .sampler import LongLiveSampler
+from .sampler_settings import LongLiveSamplerSettings
 from .vace_encode import LongLiveVaceEncode
 from .vace_graft import LongLiveVaceGraft
 from .video import LongLiveSampleToVideo, LongLiveSaveVideo
@@ -17,6 +18,7 @@ NODE_CLASS_MAPPINGS = {
     "LongLivePromptSchedule": LongLivePromptSchedule,
     "LongLiveSteeringSchedule": LongLiveSteeringSchedule,
     "LongLiveSampler": LongLiveSampler,
+    "LongLiveSamplerSettings": LongLiveSamplerSettings,
     "LongLiveDecode": LongLiveDecode,
     "LongLiveSaveVideo": LongLiveSaveVideo,
     "LongLiveSampleToVideo": LongLiveSampleToVideo,
@@ -31,6 +33,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongLivePromptSchedule": "LongLive Prompt Schedule",
     "LongLiveSteeringSchedule": "LongLive Schedule from Steering",
     "LongLiveSampler": "LongLive Sampler",
+    "LongLiveSamplerSettings": "LongLive Sampler Settings",
     "LongLiveDecode": "Decode (strip references)",
     "LongLiveSaveVideo": "Save Video (streaming decode)",
     "LongLiveSampleToVideo": "LongLive Sampler -> Video (streaming)",

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import PACK, load_pack_standalone, run_node, write_node_models
+from helpers import PACK, load_pack_standalone, run_node, sampler_settings, video_latent, write_node_models
 
 pack = load_pack_standalone()
 live = importlib.import_module(f"{PACK}.nodes.live")
@@ -36,8 +36,9 @@ NODES = pack.NODE_CLASS_MAPPINGS
 TEXT_DIM = config_mod.architecture("tiny-vace").text_dim
 SIZE = 64
 FRAMES = 45  # 12 latent frames: chunks of 3 start at video frames 0, 9, 21 and 33
-SAMPLER = dict(seed=5, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, chunk_frames=3, window_frames=12,
-               sink_frames=3, steps="1000,500", shift=5.0)
+# the LongLive preset (chunk 3, window 12, sink 3, shift 5) with two denoising steps
+SETTINGS = sampler_settings(NODES, steps="1000,500")
+SAMPLER = dict(seed=5, vace_scale=1.0, settings=SETTINGS, latent=video_latent(SIZE, SIZE, FRAMES))
 PROMPT_ID = "0c7e52a4-2d9e-4d47-9f38-6b1f1f0c2f11"
 
 
@@ -387,11 +388,11 @@ def test_save_video_writes_the_steering_record_of_its_latent(server, tmp_path):
 
 
 def test_continue_video_previews_the_whole_timeline(server):
-    earlier = run_node(NODES, "LongLiveSampler", model=model(), positive=positive(), **{**SAMPLER, "length": 21})[0]
+    earlier = run_node(NODES, "LongLiveSampler", model=model(), positive=positive(),
+                       **{**SAMPLER, "latent": video_latent(SIZE, SIZE, 21)})[0]
     server.messages.clear()
     run_node(NODES, "LongLiveContinue", model=model(), positive=positive(), samples=earlier, unique_id="9",
-             length=24, output="continuation", **{k: v for k, v in SAMPLER.items()
-                                                  if k not in ("length", "width", "height")})
+             length=24, output="continuation", **{k: v for k, v in SAMPLER.items() if k != "latent"})
     data = [d for _, d in server.messages]
     # the earlier 6 latent frames are 2 given chunks, then 6 new frames in 2 chunks
     assert [(d["node"], d["chunk"], d["chunks"], d["first_frame"], d["frames"]) for d in data] == \

@@ -2,7 +2,7 @@
 their preview clips served by GET /view, POST /longlive/steer while a node runs (200 / 404 / 400),
 the steering record in the mp4, and replays that give the same frames.
 
-The tiny T2V workflow of test_workflows_e2e (64x64, tiny weights, the harness's tiny real Wan VAE,
+The tiny T2V workflow of test_workflows_e2e (80x48, tiny weights, the harness's tiny real Wan VAE,
 core CLIPTextEncode on the test pack's CLIP) runs at a length of 14 chunks for the previews, and the
 streaming node at 8 chunks for steering; the test client reads the websocket with the headless
 client's own websocket code, as the client that queued the prompt.
@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from helpers import load_script
-from test_workflows_e2e import (RUN_TIMEOUT, SIZE, _streaming_t2v, load_api, tiny_graph,  # noqa: F401 (fixture)
+from test_workflows_e2e import (HEIGHT, RUN_TIMEOUT, WIDTH, _streaming_t2v, load_api, tiny_graph,  # noqa: F401 (fixture)
                                 tiny_server)
 
 qw = load_script("queue_workflow")
@@ -114,7 +114,7 @@ def test_every_chunk_sends_a_preview_served_by_view_with_the_frames_it_states(ti
         assert chunk["preview"]["type"] == "temp"
         frames = decode(view(tiny_server, chunk["preview"]))
         assert len(frames) == chunk["frames"]
-        assert frames[0].shape == (SIZE // 8, SIZE // 8, 3)  # ComfyUI's Latent2RGB preview: latent resolution
+        assert frames[0].shape == (HEIGHT // 8, WIDTH // 8, 3)  # ComfyUI's Latent2RGB preview: latent resolution
     # the steerable workflow (its clip is connected) records that nothing steered it
     [video] = tiny_server.output_files(entry)
     assert json.loads(metadata(video)["longlive_steering"]) == []

@@ -14,6 +14,7 @@ small random weights in each real layout and check that every layout loads to th
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -224,14 +225,22 @@ def write_trainer_pt(path: str | Path, entries: Mapping[str, Mapping[str, torch.
     return Path(path)
 
 
-def _save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor]) -> Path:
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+def _save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> Path:
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
     return Path(path)
 
 
-def write_wan_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], prefix: str = "") -> Path:
-    """Original Wan names, optionally prefixed (ComfyUI repackages use "model.diffusion_model.")."""
-    return _save_safetensors(path, {prefix + k: v for k, v in state.items()})
+# ComfyUI's mark of a causal (autoregressive) Wan checkpoint in a safetensors header
+CAUSAL_AR_METADATA = {"config": json.dumps({"transformer": {"causal_ar": True}})}
+
+
+def write_wan_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], prefix: str = "",
+                          causal_ar: bool = False) -> Path:
+    """Original Wan names, optionally prefixed (ComfyUI repackages use "model.diffusion_model."); with
+    `causal_ar`, the header metadata that marks a causal checkpoint in ComfyUI's convention."""
+    return _save_safetensors(path, {prefix + k: v for k, v in state.items()},
+                             CAUSAL_AR_METADATA if causal_ar else None)
 
 
 def write_diffusers_safetensors(path: str | Path, state: Mapping[str, torch.Tensor]) -> Path:

@@ -13,6 +13,9 @@ as ComfyUI's umT5 zeroes padded positions.
 `LongLiveTestCLIP` returns a CLIP stand-in with the interface CLIPTextEncode uses (`tokenize`, then
 `encode_from_tokens_scheduled`), encoding a text to the same tensor: so core CLIPTextEncode, the
 LongLive Schedule from Steering node and live steering can all run on it.
+
+`LongLiveTestLatentShape` reports the shape of a LATENT in its UI output, so a test can read what a
+core node (EmptyHunyuanLatentVideo) hands our sampler on each ComfyUI version.
 """
 import hashlib
 
@@ -88,6 +91,23 @@ class LongLiveTestCLIP:
         return (FakeUMT5Clip(dim),)
 
 
-NODE_CLASS_MAPPINGS = {"LongLiveTestConditioning": LongLiveTestConditioning, "LongLiveTestCLIP": LongLiveTestCLIP}
+class LongLiveTestLatentShape:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"latent": ("LATENT",)}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "report"
+    CATEGORY = "LongLive/testing"
+    DESCRIPTION = "TEST ONLY: the shape of a LATENT, in the UI output."
+
+    def report(self, latent):
+        return {"ui": {"shape": [list(latent["samples"].shape)]}}
+
+
+NODE_CLASS_MAPPINGS = {"LongLiveTestConditioning": LongLiveTestConditioning, "LongLiveTestCLIP": LongLiveTestCLIP,
+                       "LongLiveTestLatentShape": LongLiveTestLatentShape}
 NODE_DISPLAY_NAME_MAPPINGS = {"LongLiveTestConditioning": "LongLive Test Conditioning (test only)",
-                              "LongLiveTestCLIP": "LongLive Test CLIP (test only)"}
+                              "LongLiveTestCLIP": "LongLive Test CLIP (test only)",
+                              "LongLiveTestLatentShape": "LongLive Test Latent Shape (test only)"}
