@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from helpers import load_script
-from test_workflows_e2e import _streaming_t2v, tiny_server  # noqa: F401 (fixture)
+from test_workflows_e2e import HEIGHT, WIDTH, _streaming_t2v, tiny_server  # noqa: F401 (fixture)
 
 qw = load_script("queue_workflow")
 LENGTH = 4 * (3 * 14 - 1) + 1  # 14 chunks
 # The tiny model makes a chunk in a few milliseconds; the run must last long enough for a browser
 # to show chunks and take a steer while it runs: the streaming node (which decodes every chunk
-# with the tiny real Wan VAE as it goes, about half a second each) with 20 denoising steps.
+# with the tiny real Wan VAE as it goes, about half a second each) with 20 denoising steps (on a
+# LongLive Sampler Settings node).
 STEPS = ",".join(str(t) for t in range(1000, 0, -50))
 PAGE_TIMEOUT_MS = 180_000
 
@@ -89,8 +90,13 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
         pytest.skip("no Chromium (apt-get install chromium): the editor check cannot run here")
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     graph = _streaming_t2v(LENGTH, "live_editor")
-    qw.apply_overrides(graph, qw.Overrides(seed=303, sets=[f"{_sampler(graph)}.steps={STEPS}"]))
     sampler = _sampler(graph)
+    # the steps on a LongLive Sampler Settings node, its other widgets at the server's defaults
+    spec = tiny_server.get_object_info("LongLiveSamplerSettings")["LongLiveSamplerSettings"]["input"]["required"]
+    graph["950"] = {"class_type": "LongLiveSamplerSettings", "_meta": {"title": "LongLive Sampler Settings"},
+                    "inputs": {**{name: options[1]["default"] for name, options in spec.items()}, "steps": STEPS}}
+    graph[sampler]["inputs"]["settings"] = ["950", 0]
+    qw.apply_overrides(graph, qw.Overrides(seed=303))
     shots = _screenshots(tmp_path, tiny_server.install.label)
     errors: list[str] = []
     with playwright_api.sync_playwright() as playwright:
@@ -142,7 +148,7 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
             shown = page.evaluate(SHOWN_VIDEO_JS)
             _node_shot(page, sampler, shots / "1-growing-and-steered.png")
             assert shown is not None and "/view?" in shown["src"] and "type=temp" in shown["src"], shown
-            assert (shown["width"], shown["height"]) == (64, 64) and shown["mean"] > 10, shown  # a decoded frame
+            assert (shown["width"], shown["height"]) == (WIDTH, HEIGHT) and shown["mean"] > 10, shown  # a decoded frame
             prompt_id = page.evaluate("() => window.__longliveChunks[0].prompt_id")
             # the run ends: the box goes, the player loops over the whole video, the record shows
             page.wait_for_function("() => getComputedStyle(document.querySelector('.longlive-steer')).display "
