@@ -72,7 +72,10 @@ def _close_dialogs(page) -> None:
 
 
 def _node_shot(page, node_id: str, path: Path) -> None:
-    """A screenshot of the node (its panel and a margin around it)."""
+    """A screenshot of the node (its panel and a margin around it). The canvas is redrawn first: the
+    editor grows a node for its own video preview but marks only the background for redrawing."""
+    page.evaluate("() => window.comfyAPI.app.app.canvas.setDirty(true, true)")
+    page.wait_for_timeout(500)
     box = page.evaluate("""(id) => {
         const app = window.comfyAPI.app.app, node = (app.rootGraph ?? app.graph).getNodeById(Number(id));
         const canvas = app.canvas, ds = canvas.ds, rect = canvas.canvas.getBoundingClientRect();
