@@ -139,7 +139,7 @@ def test_a_vace_checkpoint_as_the_base_is_refused_naming_the_file(nodes):
 
 def test_a_bidirectional_wan_checkpoint_is_refused_naming_the_file(nodes):
     with pytest.raises(ValueError, match=r"base_checkpoint 'wan_t2v.safetensors' is a plain Wan2.1 checkpoint without "
-                                         r"causal metadata \(a bidirectional model such as Wan2.1-T2V-1.3B\)"):
+                                         r"causal metadata \(such as Wan2.1-T2V-1.3B\): a bidirectional model, "):
         load(nodes, "wan_t2v.safetensors")
 
 

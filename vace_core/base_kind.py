@@ -99,5 +99,4 @@ def _kind_of(keys: Iterable[str], causal_reason: str | None) -> BaseKind:
         return BaseKind("vace", f"a Wan2.1-VACE checkpoint ({len(vace_blocks)} VACE blocks)")
     if causal_reason is not None:
         return BaseKind("causal", causal_reason)
-    return BaseKind("bidirectional", "a plain Wan2.1 checkpoint without causal metadata (a bidirectional model "
-                                     "such as Wan2.1-T2V-1.3B)")
+    return BaseKind("bidirectional", "a plain Wan2.1 checkpoint without causal metadata (such as Wan2.1-T2V-1.3B)")
