@@ -39,7 +39,17 @@ from ..vace_core.model import CausalWanModel
 from . import host
 
 AUTO = "auto"
-DTYPES = (AUTO, "bf16", "fp16", "fp32")
+# the fp8 choices (ComfyUI's UNETLoader names): fp8 weights computed in the auto dtype, with fp8
+# matmuls for the _fast one (where the GPU has them)
+FP8_CHOICES = {"fp8_e4m3fn": False, "fp8_e4m3fn_fast": True}
+DTYPES = (AUTO, "bf16", "fp16", "fp32", *FP8_CHOICES)
+
+
+def load_dtypes(dtype: str) -> tuple[torch.dtype, torch.dtype, bool]:
+    """(weight dtype, compute dtype, fp8 matmuls) of a resolved loader dtype choice."""
+    if dtype in FP8_CHOICES:
+        return torch.float8_e4m3fn, host.auto_dtype(), FP8_CHOICES[dtype]
+    return resolve_dtype(dtype), resolve_dtype(dtype), False
 
 
 @dataclass(frozen=True)
@@ -112,8 +122,9 @@ def shared_base(base: FileRef, dtype: str) -> SharedBase:
     with _SHARED_LOCK:
         shared = _SHARED.get(key)
         if shared is None:
-            network = load_longlive(base.path, dtype=resolve_dtype(dtype), device=host.offload_device(),
-                                    entry=base.entry, operations=host.layer_operations())
+            weights, compute, fp8_matmul = load_dtypes(dtype)
+            network = load_longlive(base.path, dtype=weights, compute_dtype=compute, device=host.offload_device(),
+                                    entry=base.entry, operations=host.layer_operations(weights, compute, fp8_matmul))
             shared = SharedBase(network)
             _SHARED[key] = shared
         return shared
@@ -125,7 +136,7 @@ class LongLiveModel:
     see the module docstring. `patcher` is also what ComfyUI's RAM cache looks for to recognise a
     model among node outputs."""
     base: FileRef
-    dtype: str  # the compute dtype, resolved ("bf16", "fp16" or "fp32")
+    dtype: str  # the loader's dtype choice, resolved ("bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_fast")
     steps: tuple[Step, ...]
     facts: ModelFacts
     patcher: Any
@@ -169,7 +180,7 @@ class LongLiveModel:
         activations of its largest pass. The estimate assumes a memory-efficient attention kernel
         (no [queries x keys] score matrix), which PyTorch's SDPA picks on CUDA."""
         config = self.shared.config
-        element = torch.finfo(resolve_dtype(self.dtype)).bits // 8
+        element = torch.finfo(self.shared.network.compute_dtype).bits // 8
         tokens = tokens_per_frame * frames_per_pass
         residual = tokens * config.dim * 4 * 6  # float32 stream, its norm and modulated copies
         projections = tokens * config.dim * element * 4  # q, k, v and the attention output

@@ -25,6 +25,7 @@ from typing import Any, Iterable
 import torch
 from torch import nn
 
+from ..vace_core.casting import SCALE_SUFFIX, dequantize, stored_like
 from ..vace_core.checkpoints import LoraDelta
 from ..vace_core.model import CausalWanModel
 
@@ -151,15 +152,18 @@ class StandalonePatcher:
                 module, name = _owner(self.model, key)
                 original = getattr(module, name)
                 applied.weights[key] = original.data
-                setattr(module, name, nn.Parameter(_patched(original, entries), requires_grad=False))
+                patched = _patched(original, entries, getattr(module, SCALE_SUFFIX, None))
+                setattr(module, name, nn.Parameter(patched, requires_grad=False))
         applied.patches_uuid = self.patches_uuid
 
 
-def _patched(weight: torch.Tensor, entries: Iterable[tuple[float, LoraDelta]]) -> torch.Tensor:
-    """weight + sum of strength * scale * up @ down, accumulated in float32 and rounded once."""
-    merged = weight.float()
+def _patched(weight: torch.Tensor, entries: Iterable[tuple[float, LoraDelta]],
+             weight_scale: torch.Tensor | None) -> torch.Tensor:
+    """weight + sum of strength * scale * up @ down, accumulated in float32 and rounded once (an fp8
+    weight at its layer's `weight_scale`)."""
+    merged = dequantize(weight, weight_scale, torch.float32)
     for strength, delta in entries:
         up = delta.up.to(weight.device, torch.float32)
         down = delta.down.to(weight.device, torch.float32)
         merged = merged + (strength * delta.scale) * (up @ down)
-    return merged.to(weight.dtype)
+    return stored_like(merged, weight, weight_scale)

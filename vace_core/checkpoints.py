@@ -3,10 +3,14 @@
 Entry points
 ------------
 ``load_longlive(base_path, lora_path=None, lora_strength=1.0, dtype=torch.bfloat16, device="cpu",
-*, lora_alpha=None, entry=None, operations=None) -> CausalWanModel``
+*, lora_alpha=None, entry=None, operations=None, compute_dtype=None, fp8_matmul=False) -> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
-    merge an optional LoRA. ``dtype`` is the compute dtype (torch dtype or "bf16"/"fp16"/"fp32");
-    the small time-embedding, modulation and norm parameters stay float32
+    merge an optional LoRA. ``dtype`` is the weights' dtype (torch dtype or "bf16"/"fp16"/"fp32"/
+    "fp8_e4m3fn"/"fp8_e5m2"); the model computes in it, except for fp8: the Linear weights of the
+    transformer blocks are then stored in fp8 with a per-tensor scale and cast per layer to
+    ``compute_dtype`` (default bf16 when ``device`` is a GPU, float32 on the CPU; see
+    vace_core.casting), and ``fp8_matmul`` runs them as fp8 matmuls instead (GPUs with fp8 tensor
+    cores). The small time-embedding, modulation and norm parameters stay float32
     (``vace_core.model.param_dtype``). ``entry`` names the state dict to take from a trainer
     checkpoint holding several (``AUTO_ENTRY_ORDER`` when None, logged; see "Entries" below). A base
     file that also holds VACE weights (a full Wan2.1-VACE checkpoint) gives a model with VACE.
@@ -17,12 +21,12 @@ Entry points
     ``vace_*`` tensors of the file are used. Their width and FFN size (and, for a full Wan2.1-VACE
     file, the text width) must match the base. A model that already has VACE gets the new weights.
 ``read_vace(model, vace_path, device=None) -> VaceWeights``
-    The same VACE blocks built for ``model`` (its operations and dtype policy, on ``device``,
+    The same VACE blocks built for ``model`` (its operations and dtypes, fp8 included, on ``device``,
     default the model's) but not attached: ``VaceWeights.attributes()`` are the model attributes
     that graft them, so a host can attach them per run while the base model stays shared.
 ``apply_lora(model, lora_path, strength=1.0, *, alpha=None) -> model``
     Merge a LoRA into the model's weights: ``W += strength * (alpha / rank) * B @ A``, computed in
-    float32 and cast back. The rank is read from the tensors; alpha from the file's ``.alpha`` keys,
+    float32 and rounded back (fp8 weights at their layer's scale). The rank is read from the tensors; alpha from the file's ``.alpha`` keys,
     else ``alpha = rank`` (scale 1, right for LongLive's rank-256/alpha-256 LoRA and for PEFT files,
     which store no alpha). ``alpha`` overrides it for every layer. ``strength`` 0 leaves the model
     untouched. Targets are the Linear layers outside VACE; call it again to stack style LoRAs.
@@ -47,6 +51,10 @@ Supported files (safetensors or torch pickles; the content decides, not the exte
 * Wan2.1 safetensors in original key names, optionally prefixed ``model.diffusion_model.`` /
   ``diffusion_model.``; diffusers ``WanTransformer3DModel`` / ``WanVACETransformer3DModel`` names.
 * VACE: a full Wan2.1-VACE checkpoint, a VACE-only module file, prefixed or diffusers-named.
+* fp8 files of any of these: unscaled, or ComfyUI's scaled-fp8 layouts (``scaled_fp8`` marker with
+  per-layer ``scale_weight``; ``comfy_quant`` / ``weight_scale`` / ``_quantization_metadata``), read as
+  ComfyUI reads them (vace_core.quantized). Their weights load into any ``dtype``: dequantized with
+  their scales, or kept as stored when ``dtype`` is theirs.
 * LoRA: PEFT (``base_model.model.<module>.lora_A.weight`` / ``lora_B``, raw or under
   ``generator_lora``), ``diffusion_model.<module>.lora_A/lora_B``, ``diffusion_model.<module>.
   lora_down/lora_up`` + ``.alpha``, kohya ``lora_unet_<module_with_underscores>``, diffusers
@@ -83,14 +91,17 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import torch
 from safetensors import safe_open
 from torch import nn
 
+from .casting import (INPUT_SCALE_SUFFIX, SCALE_SUFFIX, cast_operations, default_compute_dtype, dequantize,
+                      is_fp8, quantize, stored_like)
 from .config import WanConfig, infer_config
 from .model import CausalWanModel, param_dtype
+from .quantized import QuantizationError, QuantizedTensors, read_quantization
 from .vace import build_vace_modules
 
 PathLike = str | Path
@@ -107,7 +118,8 @@ _EXAMPLES = 5
 
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
            "float16": torch.float16, "half": torch.float16, "fp32": torch.float32,
-           "float32": torch.float32, "float": torch.float32}
+           "float32": torch.float32, "float": torch.float32, "fp8_e4m3fn": torch.float8_e4m3fn,
+           "float8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2, "float8_e5m2": torch.float8_e5m2}
 
 
 log = logging.getLogger(__name__)
@@ -137,6 +149,7 @@ class TensorFile:
             raise FileNotFoundError(f"checkpoint file not found: {self.path}")
         self._handle = None
         self._tensors: dict[str, torch.Tensor] = {}
+        self.metadata: dict[str, str] = {}  # a safetensors header's metadata
         if _sniff(self.path) == "safetensors":
             if entry is not None:
                 raise CheckpointError(f"{self.path} is a safetensors file: it holds one state dict and no "
@@ -150,6 +163,7 @@ class TensorFile:
         try:
             self._handle = safe_open(str(self.path), framework="pt", device="cpu")
             self.shapes = {k: tuple(self._handle.get_slice(k).get_shape()) for k in self._handle.keys()}
+            self.metadata = dict(self._handle.metadata() or {})
         except Exception as error:  # safetensors raises its own error type for bad headers/sizes
             raise CheckpointError(f"{self.path} is truncated or corrupt: it cannot be read as a "
                                   f"safetensors file ({error})") from error
@@ -389,8 +403,9 @@ def _check_keys(found: Mapping[str, Shape], expected: Mapping[str, Shape], path:
         problems.append(f"{len(missing)} missing: {_preview(missing)}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected: {_preview(unexpected)}")
-        if any(k.endswith("scale_weight") or k == "scaled_fp8" for k in unexpected):
-            problems.append("fp8-scaled checkpoints are not supported; use an fp16/bf16/fp32 file")
+        if any(k.endswith((".scale_weight", ".scale_input")) for k in unexpected):
+            problems.append("per-layer fp8 scales without the file's 'scaled_fp8' marker (ComfyUI would ignore "
+                            "them and compute with wrongly scaled weights)")
     if wrong:
         problems.append(f"{len(wrong)} with the wrong shape: {_preview(wrong)}")
     if problems:
@@ -411,6 +426,62 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | 
     return tensor.to(device=device, dtype=dtype, copy=True)
 
 
+def _quantization(source: "TensorFile") -> QuantizedTensors:
+    try:
+        return read_quantization(source.shapes, source.metadata, source.take, str(source.path))
+    except QuantizationError as error:
+        raise CheckpointError(str(error)) from None
+
+
+def _model_tensors(source: "TensorFile", quant: QuantizedTensors) -> list[str]:
+    """The file's keys that hold model tensors (not scales, markers or quantization configs)."""
+    return [key for key in source.shapes if key not in quant.consumed]
+
+
+def _read_state(source: "TensorFile", names: Mapping[str, str], quant: QuantizedTensors,
+                dtype_of: Callable[[str], torch.dtype], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Model name -> tensor in its storage dtype `dtype_of(name)` on `device`, one at a time. An fp8
+    weight comes with its `weight_scale` (and a file's `input_scale`): kept as stored when the file
+    holds it in that dtype, else rounded to it; every other tensor is dequantized (times its scale,
+    in float32) and cast."""
+    state = {}
+    for key, name in names.items():
+        tensor = source.take(key)
+        scale_key = quant.weight_scales.get(key)
+        scale = source.take(scale_key).float() if scale_key else None
+        target = dtype_of(name)
+        if not is_fp8(target):
+            state[name] = _converted(tensor if scale is None else dequantize(tensor, scale, torch.float32),
+                                     target, device)
+            continue
+        if tensor.dtype == target:
+            stored, scale = tensor, torch.ones(()) if scale is None else scale
+        else:
+            stored, scale = quantize(dequantize(tensor, scale, torch.float32), target)
+        layer = name[: -len("weight")]
+        state[name] = _converted(stored, target, device)
+        state[layer + SCALE_SUFFIX] = _converted(scale.reshape(()), torch.float32, device)
+        input_key = quant.input_scales.get(key)
+        if input_key is not None:
+            state[layer + INPUT_SCALE_SUFFIX] = _converted(source.take(input_key).reshape(()), torch.float32, device)
+    return state
+
+
+def _dtypes(dtype: torch.dtype | str, compute_dtype: torch.dtype | str | None,
+            device: torch.device | str) -> tuple[torch.dtype, torch.dtype]:
+    """(weight dtype, compute dtype) of a load: fp8 weights compute in `compute_dtype` or the
+    device's default (bf16 on a GPU, float32 on the CPU); other weights in their own dtype unless
+    `compute_dtype` says otherwise."""
+    weights = resolve_dtype(dtype)
+    if compute_dtype is not None:
+        compute = resolve_dtype(compute_dtype)
+    else:
+        compute = default_compute_dtype(device) if is_fp8(weights) else weights
+    if is_fp8(compute):
+        raise ValueError(f"compute_dtype {compute}: fp8 is a storage dtype; compute in bf16, fp16 or fp32")
+    return weights, compute
+
+
 # ---------------------------------------------------------------------------------------------
 # base model
 
@@ -418,20 +489,25 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | 
 def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_strength: float = 1.0,
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
                   lora_alpha: float | None = None, entry: str | None = None,
-                  operations: type | None = None) -> CausalWanModel:
+                  operations: type | None = None, compute_dtype: torch.dtype | str | None = None,
+                  fp8_matmul: bool = False) -> CausalWanModel:
     """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring."""
-    dtype = resolve_dtype(dtype)
+    weight_dtype, compute = _dtypes(dtype, compute_dtype, device)
     path = Path(base_path)
     with TensorFile(path, AUTO_ENTRY_ORDER, entry) as source:
-        names = wan_names(source.shapes, path)
+        quant = _quantization(source)
+        names = wan_names(_model_tensors(source, quant), path)
         shapes = {name: source.shapes[key] for key, name in names.items()}
         config = _base_config(shapes, path, names)
         # expected from a plain model: host operations may create their weights only on loading
         _check_keys(shapes, expected_shapes(config), path, "a Wan2.1 DiT of the inferred size")
-        with torch.device("meta"):
-            model = CausalWanModel(config, operations)  # parameters without storage, replaced below
-        state = {name: _converted(source.take(key), param_dtype(name, dtype), device)
-                 for key, name in names.items()}
+        if operations is None and weight_dtype != compute:
+            if fp8_matmul and quant.full_precision_matmul:
+                log.info("%s asks for matmuls in full precision: fp8 weights are cast per layer", path.name)
+            operations = cast_operations(compute, fp8_matmul and not quant.full_precision_matmul)
+        with torch.device("meta"):  # parameters without storage, replaced below
+            model = CausalWanModel(config, operations, compute_dtype=compute, weight_dtype=weight_dtype)
+        state = _read_state(source, names, quant, lambda name: param_dtype(name, compute, weight_dtype), device)
     model.load_state_dict(state, strict=True, assign=True)
     del state
     model.eval().requires_grad_(False)
@@ -485,7 +561,8 @@ def read_vace(model: CausalWanModel, vace_path: PathLike, device: torch.device |
     reference = model.blocks[0].self_attn.q.weight
     device = reference.device if device is None else device
     with TensorFile(path, AUTO_ENTRY_ORDER) as source:
-        all_names = wan_names(source.shapes, path)
+        quant = _quantization(source)
+        all_names = wan_names(_model_tensors(source, quant), path)
         names = {key: name for key, name in all_names.items() if is_vace_key(name)}
         if not names:
             raise CheckpointError(
@@ -499,8 +576,8 @@ def read_vace(model: CausalWanModel, vace_path: PathLike, device: torch.device |
         shapes.pop("text_embedding.0.weight", None)
         expected = {k: s for k, s in expected_shapes(vace_config).items() if is_vace_key(k)}
         _check_keys(shapes, expected, path, "the VACE blocks this base model needs")
-        state = {name: _converted(source.take(key), param_dtype(name, reference.dtype), device)
-                 for key, name in names.items()}
+        state = _read_state(source, names, quant,
+                            lambda name: param_dtype(name, model.compute_dtype, model.weight_dtype), device)
     holder = nn.Module()  # parameter names as in the model: vace_patch_embedding.*, vace_blocks.*
     with torch.device("meta"):
         holder.vace_patch_embedding, holder.vace_blocks = build_vace_modules(vace_config, model.operations)
@@ -579,15 +656,17 @@ def read_lora(model: CausalWanModel, lora_path: PathLike, *, alpha: float | None
 
 
 def merge_lora(model: nn.Module, deltas: Iterable[LoraDelta], strength: float) -> None:
-    """W += strength * scale * up @ down for every delta, in float32, cast back to W's dtype."""
+    """W += strength * scale * up @ down for every delta, in float32, rounded back to W's storage
+    (an fp8 weight at its layer's scale, see vace_core.casting)."""
     params = dict(model.named_parameters())
     with torch.no_grad():
         for delta in deltas:
             weight = params[delta.target]
+            weight_scale = getattr(model.get_submodule(delta.target.rpartition(".")[0]), SCALE_SUFFIX, None)
             down = delta.down.to(weight.device, torch.float32)  # [rank, in]
             up = delta.up.to(weight.device, torch.float32)  # [out, rank]
-            merged = weight.float() + (strength * delta.scale) * (up @ down)
-            weight.copy_(merged.to(weight.dtype))
+            merged = dequantize(weight, weight_scale, torch.float32) + (strength * delta.scale) * (up @ down)
+            weight.copy_(stored_like(merged, weight, weight_scale))
 
 
 def _lora_scale(source: TensorFile, layer: LoraLayer, alpha: float | None) -> float:

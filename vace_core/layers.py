@@ -1,7 +1,8 @@
 """Building blocks of the Wan2.1 DiT: norms, 3D RoPE, attention, the transformer block, the head.
 
 Numerics follow the upstream model: norms, modulation and the residual stream run in float32,
-Linear layers run in their weight dtype (bf16/fp16 on GPU), RoPE angles and the timestep sinusoid
+Linear layers run in their compute dtype (bf16/fp16 on GPU; their weight dtype, or the dtype an fp8
+weight is cast to per call, see vace_core.casting), RoPE angles and the timestep sinusoid
 are computed in float64 on the CPU and moved to the compute device as float32 (MPS, Intel Arc and
 DirectML have no float64). Parameter names match the original Wan checkpoint keys.
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .casting import compute_dtype_of
 from .config import WanConfig
 
 if TYPE_CHECKING:
@@ -34,8 +36,8 @@ class TorchOps:
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Run `layer` in its own dtype, whatever dtype the residual stream has."""
-    return layer(x.to(layer.weight.dtype))
+    """Run `layer` in its compute dtype, whatever dtype the residual stream has."""
+    return layer(x.to(compute_dtype_of(layer)))
 
 
 def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -141,7 +143,7 @@ class SelfAttention(_Projections):
                 layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         batch, tokens, dim = x.shape
         heads = (batch, tokens, self.num_heads, dim // self.num_heads)
-        x = x.to(self.q.weight.dtype)  # cast once for q, k and v
+        x = x.to(compute_dtype_of(self.q))  # cast once for q, k and v
         q = apply_rope(self.norm_q(self.q(x)).view(heads), rope)
         k = apply_rope(self.norm_k(self.k(x)).view(heads), rope)
         v = self.v(x).view(heads)

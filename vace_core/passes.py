@@ -80,7 +80,7 @@ def run_cache_bytes(model: CausalWanModel, *, tokens_per_frame: int, layout: Cac
                     vace_attention: str, uses_vace: bool) -> int:
     """Bytes of every KV cache a run allocates: the main blocks', plus the VACE blocks' when the
     run uses VACE and its mode keeps one."""
-    element = model.blocks[0].self_attn.k.weight.element_size()
+    element = torch.finfo(model.compute_dtype).bits // 8  # the caches hold keys in the compute dtype
     config = model.config
     total = kv_cache_bytes(num_layers=config.num_layers, dim=config.dim, tokens_per_frame=tokens_per_frame,
                            capacity_frames=layout.capacity_frames, element_size=element)
@@ -92,9 +92,8 @@ def run_cache_bytes(model: CausalWanModel, *, tokens_per_frame: int, layout: Cac
 
 
 def _new_cache(model: CausalWanModel, num_layers: int, layout: CacheLayout) -> KVCache:
-    weight = model.blocks[0].self_attn.k.weight
     return KVCache(num_layers=num_layers, batch=1, num_heads=model.config.num_heads,
-                   head_dim=model.config.head_dim, layout=layout, dtype=weight.dtype, device=model.device)
+                   head_dim=model.config.head_dim, layout=layout, dtype=model.compute_dtype, device=model.device)
 
 
 class CachedPasses:

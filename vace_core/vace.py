@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from torch import nn
 
+from .casting import compute_dtype_of
 from .config import WanConfig
 from .layers import TorchOps, WanBlock, linear
 
@@ -61,7 +62,7 @@ class VaceStream:
                  x: torch.Tensor, time_mod: torch.Tensor, text_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
                  rope: torch.Tensor, cache: "BlockCacheAccess | None" = None,
                  attn_mask: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> None:
-        c = patch_embedding(vace_context.to(patch_embedding.weight.dtype))  # [B, dim, F, H/2, W/2]
+        c = patch_embedding(vace_context.to(compute_dtype_of(patch_embedding)))  # [B, dim, F, H/2, W/2]
         self._c = c.flatten(2).transpose(1, 2).float()  # [B, S, dim]
         self._x = x
         self._blocks = blocks
