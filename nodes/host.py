@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
 import json
 import logging
@@ -162,6 +163,51 @@ def soft_empty_cache() -> None:
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
+_FP8_FORMATS = {torch.float8_e4m3fn: "float8_e4m3fn", torch.float8_e5m2: "float8_e5m2"}
+
+
+def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[[torch.dtype, bool], type]:
+    """ComfyUI's mixed-precision ops for vace_core's fp8 weights: a weight with a `weight_scale`
+    becomes ComfyUI's quantized weight (the per-layer config its loader reads from a file, added
+    here); `compute_dtype` on the Linear is what the model casts its input to."""
+
+    @functools.lru_cache(maxsize=None)  # one class per choice, shared by every model built with it
+    def operations(compute_dtype: torch.dtype, fp8_matmul: bool) -> type:
+        disabled = [] if fp8_matmul else list(_FP8_FORMATS.values())
+        mixed = mixed_precision_ops({}, compute_dtype, full_precision_mm=not fp8_matmul, disabled=disabled)
+
+        class Linear(mixed.Linear):
+            def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+                weight = state_dict.get(prefix + "weight")
+                if prefix + SCALE_SUFFIX in state_dict and weight is not None and weight.dtype in _FP8_FORMATS:
+                    config = json.dumps({"format": _FP8_FORMATS[weight.dtype]}).encode()
+                    state_dict[prefix + "comfy_quant"] = torch.tensor(list(config), dtype=torch.uint8)
+                super()._load_from_state_dict(state_dict, prefix, *args)
+
+        Linear.compute_dtype = compute_dtype
+        return type("LongLiveFp8Ops", (mixed,), {"Linear": Linear})
+
+    return operations
+
+
+def _comfy_fp8_support(ops: Any) -> Callable[[torch.dtype, bool], type] | None:
+    """ComfyUI's fp8 layers, when it has them (mixed_precision_ops, and comfy_kitchen for its
+    quantized tensors); else a warning, and fp8 models are built from vace_core's cast layers
+    (outside ComfyUI's weight streaming)."""
+    try:
+        import comfy.quant_ops
+    except ImportError:
+        quantized_tensors = False
+    else:
+        quantized_tensors = getattr(comfy.quant_ops, "_CK_AVAILABLE", True)
+    mixed = getattr(ops, "mixed_precision_ops", None)
+    if mixed is None or not quantized_tensors or not hasattr(model_management, "supports_fp8_compute"):
+        log.warning("LongLive: this ComfyUI has no fp8 layers (comfy.ops.mixed_precision_ops with comfy_kitchen); "
+                    "fp8 weights are cast by the pack's own layers, which --lowvram cannot stream")
+        return None
+    return _comfy_fp8_operations(mixed)
+
+
 @dataclass(frozen=True)
 class _ComfyMemory:
     ModelPatcher: type
@@ -218,24 +264,6 @@ def _warn_if_untested(version: tuple[int, ...] | None) -> None:
                     "'Unload models' misbehave, report it with this version", shown)
 
 
-def _comfy_fp8_support(ops: Any) -> Callable[[torch.dtype, bool], type] | None:
-    """ComfyUI's fp8 layers, when it has them (mixed_precision_ops, and comfy_kitchen for its
-    quantized tensors); else a warning, and fp8 models are built from vace_core's cast layers
-    (outside ComfyUI's weight streaming)."""
-    try:
-        import comfy.quant_ops
-    except ImportError:
-        quantized_tensors = False
-    else:
-        quantized_tensors = getattr(comfy.quant_ops, "_CK_AVAILABLE", True)
-    mixed = getattr(ops, "mixed_precision_ops", None)
-    if mixed is None or not quantized_tensors or not hasattr(model_management, "supports_fp8_compute"):
-        log.warning("LongLive: this ComfyUI has no fp8 layers (comfy.ops.mixed_precision_ops with comfy_kitchen); "
-                    "fp8 weights are cast by the pack's own layers, which --lowvram cannot stream")
-        return None
-    return _comfy_fp8_operations(mixed)
-
-
 _MEMORY = _comfy_memory()
 
 
@@ -258,32 +286,6 @@ def layer_operations(weight_dtype: torch.dtype, compute_dtype: torch.dtype, fp8_
     if _MEMORY is not None and _MEMORY.fp8_ops is not None:
         return _MEMORY.fp8_ops(compute_dtype, fp8_matmul)
     return cast_operations(compute_dtype, fp8_matmul)
-
-
-_FP8_FORMATS = {torch.float8_e4m3fn: "float8_e4m3fn", torch.float8_e5m2: "float8_e5m2"}
-
-
-def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[[torch.dtype, bool], type]:
-    """ComfyUI's mixed-precision ops for vace_core's fp8 weights: a weight with a `weight_scale`
-    becomes ComfyUI's quantized weight (the per-layer config its loader reads from a file, added
-    here); `compute_dtype` on the Linear is what the model casts its input to."""
-
-    def operations(compute_dtype: torch.dtype, fp8_matmul: bool) -> type:
-        disabled = [] if fp8_matmul else list(_FP8_FORMATS.values())
-        mixed = mixed_precision_ops({}, compute_dtype, full_precision_mm=not fp8_matmul, disabled=disabled)
-
-        class Linear(mixed.Linear):
-            def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
-                weight = state_dict.get(prefix + "weight")
-                if prefix + SCALE_SUFFIX in state_dict and weight is not None and weight.dtype in _FP8_FORMATS:
-                    config = json.dumps({"format": _FP8_FORMATS[weight.dtype]}).encode()
-                    state_dict[prefix + "comfy_quant"] = torch.tensor(list(config), dtype=torch.uint8)
-                super()._load_from_state_dict(state_dict, prefix, *args)
-
-        Linear.compute_dtype = compute_dtype
-        return type("LongLiveFp8Ops", (mixed,), {"Linear": Linear})
-
-    return operations
 
 
 def auto_dtype(device: torch.device | None = None) -> torch.dtype:

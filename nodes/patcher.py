@@ -54,8 +54,9 @@ class LongLiveDiT(nn.Module):
 
 
 def module_bytes(module: nn.Module) -> int:
-    """Bytes of every tensor in the module's state dict (what ComfyUI counts as a model's size)."""
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    """Bytes of every tensor in the module's state dict (what ComfyUI counts as a model's size; a
+    quantized weight counts its stored bytes)."""
+    return sum(t.nbytes for t in module.state_dict().values())
 
 
 def _owner(root: nn.Module, key: str) -> tuple[nn.Module, str]:

@@ -543,8 +543,8 @@ class VaceWeights:
         return {"config": self.config, "vace_patch_embedding": self.patch_embedding, "vace_blocks": self.blocks}
 
     def nbytes(self) -> int:
-        tensors = list(self.patch_embedding.parameters()) + list(self.blocks.parameters())
-        return sum(t.numel() * t.element_size() for t in tensors)
+        tensors = list(self.patch_embedding.state_dict().values()) + list(self.blocks.state_dict().values())
+        return sum(t.nbytes for t in tensors)  # fp8 scales included; a quantized weight's stored bytes
 
 
 def graft_vace(model: CausalWanModel, vace_path: PathLike) -> CausalWanModel:
