@@ -76,7 +76,9 @@ chunk-wise checkpoint without ``--use_ema``; name ``generator`` to match those r
 Safety and memory
 -----------------
 Torch pickles load with ``weights_only=True`` (memory-mapped when the file is a zip archive): a file
-that needs code to unpickle is refused. The base model is built on the meta device and each tensor
+that needs code to unpickle is refused. Before PyTorch 2.6 ``weights_only=True`` is not safe
+(CVE-2025-32434), so there pickles are refused altogether, naming the ways out (upgrade, or convert
+with scripts/convert_to_safetensors.py under a safe PyTorch); safetensors load with any PyTorch. The base model is built on the meta device and each tensor
 is converted to its target dtype/device one at a time while the source entry is dropped, then
 assigned (``load_state_dict(assign=True)``), so no second full copy of the weights exists.
 Every error is a ``CheckpointError`` naming the file. ``graft_vace`` and ``apply_lora`` read and
@@ -200,7 +202,29 @@ def _sniff(path: Path) -> str:
                           "safetensors file nor a PyTorch checkpoint")
 
 
+SAFE_TORCH_LOAD = (2, 6)  # torch.load(weights_only=True) is safe from this version on (CVE-2025-32434)
+CONVERTER = "scripts/convert_to_safetensors.py"
+
+
+def torch_load_is_safe() -> bool:
+    """True when this PyTorch's torch.load(weights_only=True) cannot run code from a file."""
+    major, minor = (int(part) for part in re.match(r"(\d+)\.(\d+)", str(torch.__version__)).groups())
+    return (major, minor) >= SAFE_TORCH_LOAD
+
+
+def unsafe_torch_message(path: PathLike) -> str:
+    return (f"{path} is a PyTorch pickle (.pt) checkpoint, and this PyTorch ({torch.__version__}) cannot "
+            f"load one safely: before {'.'.join(map(str, SAFE_TORCH_LOAD))}, torch.load(weights_only=True) "
+            "can still run code hidden in a malicious file (CVE-2025-32434), so it is not opened. Either "
+            f"upgrade PyTorch to {'.'.join(map(str, SAFE_TORCH_LOAD))} or newer, or convert the file to "
+            f"safetensors with this pack's {CONVERTER}, run with a PyTorch >= "
+            f"{'.'.join(map(str, SAFE_TORCH_LOAD))} in an environment of its own (not ComfyUI's): "
+            f"python {CONVERTER} {path}. safetensors files load with every PyTorch.")
+
+
 def _torch_load(path: Path) -> object:
+    if not torch_load_is_safe():
+        raise CheckpointError(unsafe_torch_message(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
