@@ -31,8 +31,6 @@ Run with ComfyUI's python on a CUDA machine (nothing is written into the checkou
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import shutil
 import subprocess
@@ -40,7 +38,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
@@ -49,7 +46,6 @@ from vace_core import fixtures
 from vace_core.config import preset
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
 SECTION = "lowvram"
 MODES = ("full", "lowvram")
 CHUNK_FRAMES = 3  # latent frames per chunk (the LongLive preset the sampler node runs)
@@ -74,17 +70,6 @@ def comfy_flags(mode: str, plan: dict) -> list[str]:
     return ["--lowvram", "--reserve-vram", f"{max(0.0, total_gib - plan['card_gib']):.2f}"]
 
 
-def import_pack() -> dict[str, ModuleType]:
-    """The repository imported as ComfyUI imports a custom-node folder (so nodes/host.py finds
-    ComfyUI's memory manager)."""
-    spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
-    return {name: importlib.import_module(f"{PACKAGE}.{name}") for name in (
-        "nodes.model_ref", "nodes.sampler", "vace_core.encoding")}
-
-
 def write_weights(plan: dict, folder: Path) -> dict[str, Path]:
     """Random weights of the plan's size as the pack's users have them: a Wan-layout base file and
     a VACE module, bf16 at full size (std 0.02, as vace_core.fixtures makes them)."""
@@ -102,7 +87,7 @@ def child(args: argparse.Namespace) -> None:
     flags = comfy_flags(args.child, plan)
     comfy = bench.import_comfy(args.comfyui, Path(args.work) / "base", flags=flags,
                                model_management="comfy.model_management")
-    pack = import_pack()
+    pack = bench.import_pack("nodes.model_ref", "nodes.sampler", "vace_core.encoding")
     model_ref, sampler_nodes = pack["nodes.model_ref"], pack["nodes.sampler"]
     encoding, mm = pack["vace_core.encoding"], comfy.model_management
     files = json.loads(args.files)
