@@ -805,7 +805,8 @@ def section_timing(ctx: Context) -> dict:
     curves = summarise(runs, plan, bench.settings.chunk_frames)
     cache = cache_figures(curves, plan)
     decode = ctx.decode(plan, bench.settings.chunk_frames)
-    throughput = {"kv": {**throughput_of(curves["kv"]), **end_to_end(curves["kv"], decode, bench.settings.chunk_frames)}}
+    throughput = {"kv": {**throughput_of(curves["kv"]),
+                         **end_to_end(curves["kv"], decode, bench.settings.chunk_frames)}}
     figures = {"cache": cache, "per_chunk": curves, "throughput": throughput, "decode": decode,
                "curve_points": sorted({i for i in (1, 2, plan.early_chunk, 8, 10, plan.baseline_chunks, 20, 30,
                                                    plan.late_chunk) if i < plan.long_chunks})}
@@ -962,7 +963,8 @@ def throughput_table(rows: list[tuple[str, dict]], decode: dict | None) -> list[
     else:
         lines += ["", (f"End-to-end = DiT + the streaming decode of each chunk, one after the other as Sampler -> "
                        f"Video runs them (mp4 encoding not included): {decode['vae']}, "
-                       f"{decode['steady_chunk_s']:.4f} s per steady chunk (first chunk {decode['first_chunk_s']:.4f} s).")]
+                       f"{decode['steady_chunk_s']:.4f} s per steady chunk "
+                       f"(first chunk {decode['first_chunk_s']:.4f} s).")]
     return lines
 
 
@@ -970,14 +972,16 @@ def markdown_smoke(entry: dict, device: str) -> list[str]:
     f = entry["figures"]
     lines = ["| configuration | chunks | first chunk s | last chunk s | finite |", "|---|---|---|---|---|"]
     for name, run in f["runs"].items():
-        lines.append(f"| {name} | {run['chunks']} | {run['first_chunk_s']} | {run['last_chunk_s']} | {run['finite']} |")
+        lines.append(f"| {name} | {run['chunks']} | {run['first_chunk_s']} | {run['last_chunk_s']} | "
+                     f"{run['finite']} |")
     inst = f["instrumentation"]
     lines += ["", (f"Instrumented R2V run of {inst['chunks']} chunks: {inst['steady_state_passes']} steady-state "
                    f"passes, {inst['steady_state_reads_index_select']} of them read the cache with index_select; "
                    f"prompt embedded {inst['encode_text_calls']} time(s); {inst['rope_tables_built']} RoPE tables "
                    f"for {inst['blocks']} blocks.")]
     if f["attention"]["ops"]:
-        lines += ["", f"Attention ops that ran (profiled chunks): {f['attention']['ops']}; enabled: {f['attention']['flags']}."]
+        lines += ["", (f"Attention ops that ran (profiled chunks): {f['attention']['ops']}; "
+                       f"enabled: {f['attention']['flags']}.")]
     if f["decode"]:
         lines += ["", f"Streaming VAE decode: {f['decode']['vae']}, {f['decode']['steady_chunk_s']} s per chunk."]
     return lines
@@ -1054,7 +1058,8 @@ def markdown_compile(entry: dict, device: str) -> list[str]:
     eager, compiled = f["per_chunk"]["eager"], f["per_chunk"]["compiled"]
     return ["| figure | value | target | result |", "|---|---|---|---|",
             f"| first chunk with compilation, s | {f['first_chunk_with_compilation_s']} | stated | |",
-            f"| steady chunk s: eager / compiled | {eager['steady_chunk_s']} / {compiled['steady_chunk_s']} | stated | |",
+            (f"| steady chunk s: eager / compiled | {eager['steady_chunk_s']} / {compiled['steady_chunk_s']} | "
+             "stated | |"),
             f"| compiled / eager, steady chunk | {f['steady_compiled_over_eager']} | stated | |",
             (f"| latents compiled vs eager, relative RMS | {f['latents_relative_rms']:.2e} | <= {COMPILE_TOLERANCE} | "
              f"{verdict(ok['compile_matches_eager'])} |"),
@@ -1064,8 +1069,9 @@ def markdown_compile(entry: dict, device: str) -> list[str]:
 
 SECTION_MARKDOWN = {"smoke": markdown_smoke, "timing": markdown_timing, "vace": markdown_vace,
                     "memory": markdown_memory, "lowvram": markdown_lowvram, "compile": markdown_compile}
-SECTION_TITLES = {"smoke": "Smoke", "timing": "Per-chunk cost and T2V throughput", "vace": "VACE cost and R2V throughput",
-                  "memory": "Peak memory", "lowvram": "Low VRAM through ComfyUI", "compile": "torch.compile"}
+SECTION_TITLES = {"smoke": "Smoke", "timing": "Per-chunk cost and T2V throughput",
+                  "vace": "VACE cost and R2V throughput", "memory": "Peak memory",
+                  "lowvram": "Low VRAM through ComfyUI", "compile": "torch.compile"}
 
 
 def markdown(results: dict) -> str:

@@ -240,7 +240,8 @@ def attention_kernels(prof, on_gpu: bool) -> dict[str, dict]:
 def markdown(data: dict) -> str:
     m = data["machine"]
     lines = [f"# GPU smoke ({m['gpu'] or m['cpu']}{', tiny CPU smoke sizes' if data['smoke'] else ''})", "",
-             f"torch {m['torch']}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}. Written by `scripts/gpu_smoke.py`.", ""]
+             f"torch {m['torch']}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}. Written by `scripts/gpu_smoke.py`.",
+             ""]
     for case, figures in data["parts"].get("attention", {}).items():
         lines += [f"## {case}: q {figures['q']}, k/v {figures['k']}, {figures['dtype']}, mask {figures['mask']}", "",
                   "| backend | relative RMS vs fp32 math | ms per call | TFLOP/s |", "|---|---|---|---|"]
@@ -250,8 +251,9 @@ def markdown(data: dict) -> str:
         lines.append("")
     runs = data["parts"].get("runs")
     if runs:
-        lines += ["## 7-chunk runs", "", "| run | first chunk s | steady s / chunk | steady FPS (DiT) | peak VRAM MiB | "
-                  "finite |", "|---|---|---|---|---|---|"]
+        lines += ["## 7-chunk runs", "",
+                  "| run | first chunk s | steady s / chunk | steady FPS (DiT) | peak VRAM MiB | finite |",
+                  "|---|---|---|---|---|---|"]
         for name in ("t2v", "r2v"):
             r = runs[name]
             lines.append(f"| {name} | {r['first_chunk_latency_s']} | {r['steady_chunk_s']} | {r['steady_fps']} | "

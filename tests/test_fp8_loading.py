@@ -89,9 +89,11 @@ def test_the_kv_cache_follows_the_compute_dtype(files, monkeypatch):
     with torch.no_grad():
         generate(model, random_text(seed=1), video_frames=9, height=HEIGHT, width=WIDTH, seed=0, settings=SETTINGS)
     assert made == [torch.bfloat16]
-    element = run_cache_bytes(model, tokens_per_frame=24, layout=passes.CacheLayout(24, 1, 3), ref_frames=0,
-                              vace_attention="causal", uses_vace=False) / (24 * 4 * 2 * model.config.dim * 4)
-    assert element == 2  # bytes per cached value: bf16's, not fp8's
+    layout = passes.CacheLayout(tokens_per_frame=24, sink_end=1, rolling_frames=3)
+    values = model.config.num_layers * 2 * layout.capacity_frames * 24 * model.config.dim  # keys and values
+    estimate = run_cache_bytes(model, tokens_per_frame=24, layout=layout, ref_frames=0, vace_attention="causal",
+                               uses_vace=False)
+    assert estimate == 2 * values  # the memory estimate counts bf16's 2 bytes per cached value, not fp8's 1
 
 
 def block_bytes(model: torch.nn.Module) -> int:
@@ -201,7 +203,8 @@ def test_a_two_element_marker_turns_fp8_matmuls_off(tmp_path, files):
     raw = load_file(str(files["scaled_fp8"]))
     raw["model.diffusion_model.scaled_fp8"] = torch.zeros(2, dtype=E4M3)
     save_file(raw, str(tmp_path / "full_precision.safetensors"))
-    assert not load_longlive(tmp_path / "full_precision.safetensors", dtype=E4M3, fp8_matmul=True).blocks[0].ffn[0].fp8_matmul
+    declined = load_longlive(tmp_path / "full_precision.safetensors", dtype=E4M3, fp8_matmul=True)
+    assert not declined.blocks[0].ffn[0].fp8_matmul
     assert load_longlive(files["scaled_fp8"], dtype=E4M3, fp8_matmul=True).blocks[0].ffn[0].fp8_matmul
 
 

@@ -3,7 +3,8 @@
 Entry points
 ------------
 ``load_longlive(base_path, lora_path=None, lora_strength=1.0, dtype=torch.bfloat16, device="cpu",
-*, lora_alpha=None, entry=None, operations=None, compute_dtype=None, fp8_matmul=False) -> CausalWanModel``
+*, lora_alpha=None, entry=None, operations=None, compute_dtype=None, fp8_matmul=False)
+-> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
     merge an optional LoRA. ``dtype`` is the weights' dtype (torch dtype or "bf16"/"fp16"/"fp32"/
     "fp8_e4m3fn"/"fp8_e5m2"); the model computes in it, except for fp8: the Linear weights of the
@@ -26,10 +27,10 @@ Entry points
     that graft them, so a host can attach them per run while the base model stays shared.
 ``apply_lora(model, lora_path, strength=1.0, *, alpha=None) -> model``
     Merge a LoRA into the model's weights: ``W += strength * (alpha / rank) * B @ A``, computed in
-    float32 and rounded back (fp8 weights at their layer's scale). The rank is read from the tensors; alpha from the file's ``.alpha`` keys,
-    else ``alpha = rank`` (scale 1, right for LongLive's rank-256/alpha-256 LoRA and for PEFT files,
-    which store no alpha). ``alpha`` overrides it for every layer. ``strength`` 0 leaves the model
-    untouched. Targets are the Linear layers outside VACE; call it again to stack style LoRAs.
+    float32 and rounded back (fp8 weights at their layer's scale). The rank is read from the tensors;
+    alpha from the file's ``.alpha`` keys, else ``alpha = rank`` (scale 1, right for LongLive's
+    rank-256/alpha-256 LoRA and for PEFT files, which store no alpha). ``alpha`` overrides it for
+    every layer. ``strength`` 0 leaves the model untouched. Targets are the Linear layers outside VACE; call it again to stack style LoRAs.
 ``read_lora(model, lora_path, *, alpha=None) -> list[LoraDelta]``
     The LoRA's factors per target weight (checked against ``model``), unmerged: what
     ``apply_lora`` merges, for a host that applies LoRAs as patches at load time.
@@ -78,10 +79,10 @@ Safety and memory
 Torch pickles load with ``weights_only=True`` (memory-mapped when the file is a zip archive): a file
 that needs code to unpickle is refused. Before PyTorch 2.6 ``weights_only=True`` is not safe
 (CVE-2025-32434), so there pickles are refused altogether, naming the ways out (upgrade, or convert
-with scripts/convert_to_safetensors.py under a safe PyTorch); safetensors load with any PyTorch. The base model is built on the meta device and each tensor
-is converted to its target dtype/device one at a time while the source entry is dropped, then
-assigned (``load_state_dict(assign=True)``), so no second full copy of the weights exists.
-Every error is a ``CheckpointError`` naming the file. ``graft_vace`` and ``apply_lora`` read and
+with scripts/convert_to_safetensors.py under a safe PyTorch); safetensors load with any PyTorch.
+The base model is built on the meta device and each tensor is converted to its target dtype/device
+one at a time while the source entry is dropped, then assigned (``load_state_dict(assign=True)``),
+so no second full copy of the weights exists. Every error is a ``CheckpointError`` naming the file. ``graft_vace`` and ``apply_lora`` read and
 check everything before they change the model, so a failed call leaves it as it was.
 """
 
@@ -212,19 +213,19 @@ def torch_load_is_safe() -> bool:
     return (major, minor) >= SAFE_TORCH_LOAD
 
 
-def unsafe_torch_message(path: PathLike) -> str:
+def _unsafe_torch_message(path: PathLike) -> str:
+    safe = ".".join(map(str, SAFE_TORCH_LOAD))
     return (f"{path} is a PyTorch pickle (.pt) checkpoint, and this PyTorch ({torch.__version__}) cannot "
-            f"load one safely: before {'.'.join(map(str, SAFE_TORCH_LOAD))}, torch.load(weights_only=True) "
-            "can still run code hidden in a malicious file (CVE-2025-32434), so it is not opened. Either "
-            f"upgrade PyTorch to {'.'.join(map(str, SAFE_TORCH_LOAD))} or newer, or convert the file to "
-            f"safetensors with this pack's {CONVERTER}, run with a PyTorch >= "
-            f"{'.'.join(map(str, SAFE_TORCH_LOAD))} in an environment of its own (not ComfyUI's): "
-            f"python {CONVERTER} {path}. safetensors files load with every PyTorch.")
+            f"load one safely: before {safe}, torch.load(weights_only=True) can still run code hidden in a "
+            f"malicious file (CVE-2025-32434), so it is not opened. Either upgrade PyTorch to {safe} or "
+            f"newer, or convert the file to safetensors with this pack's {CONVERTER}, run with a PyTorch >= "
+            f"{safe} in an environment of its own (not ComfyUI's): python {CONVERTER} {path}. safetensors "
+            "files load with every PyTorch.")
 
 
 def _torch_load(path: Path) -> object:
     if not torch_load_is_safe():
-        raise CheckpointError(unsafe_torch_message(path))
+        raise CheckpointError(_unsafe_torch_message(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:

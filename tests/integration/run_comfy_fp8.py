@@ -93,8 +93,9 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         linear = network.blocks[0].ffn[0]
         out["linear_mro"] = [f"{c.__module__}.{c.__qualname__}" for c in type(linear).__mro__[:2]]
         out["weight_class"] = type(linear.weight).__name__
+        vace_weight = network.vace_blocks[0].ffn[0].weight
         out["bytes_per_weight"] = linear.weight.nbytes / linear.weight.numel()
-        out["vace_bytes_per_weight"] = network.vace_blocks[0].ffn[0].weight.nbytes / network.vace_blocks[0].ffn[0].weight.numel()
+        out["vace_bytes_per_weight"] = vace_weight.nbytes / vace_weight.numel()
         out["compute_dtype"] = str(network.compute_dtype)
         standalone = ckpt.graft_vace(ckpt.load_longlive(files["base"], dtype=torch.float8_e4m3fn), files["vace"])
         full = forward(network)
