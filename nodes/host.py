@@ -169,7 +169,9 @@ _FP8_FORMATS = {torch.float8_e4m3fn: "float8_e4m3fn", torch.float8_e5m2: "float8
 def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[[torch.dtype, bool], type]:
     """ComfyUI's mixed-precision ops for vace_core's fp8 weights: a weight with a `weight_scale`
     becomes ComfyUI's quantized weight (the per-layer config its loader reads from a file, added
-    here); `compute_dtype` on the Linear is what the model casts its input to."""
+    here); any other weight keeps the dtype the model gave it (ComfyUI would cast it to the compute
+    dtype: the float32 time embedding too); `compute_dtype` on the Linear is what the model casts
+    its input to."""
 
     @functools.lru_cache(maxsize=None)  # one class per choice, shared by every model built with it
     def operations(compute_dtype: torch.dtype, fp8_matmul: bool) -> type:
@@ -179,10 +181,13 @@ def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[
         class Linear(mixed.Linear):
             def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
                 weight = state_dict.get(prefix + "weight")
-                if prefix + SCALE_SUFFIX in state_dict and weight is not None and weight.dtype in _FP8_FORMATS:
+                quantized = prefix + SCALE_SUFFIX in state_dict and weight is not None and weight.dtype in _FP8_FORMATS
+                if quantized:
                     config = json.dumps({"format": _FP8_FORMATS[weight.dtype]}).encode()
                     state_dict[prefix + "comfy_quant"] = torch.tensor(list(config), dtype=torch.uint8)
                 super()._load_from_state_dict(state_dict, prefix, *args)
+                if not quantized and weight is not None:
+                    self.weight = torch.nn.Parameter(weight, requires_grad=False)
 
         Linear.compute_dtype = compute_dtype
         return type("LongLiveFp8Ops", (mixed,), {"Linear": Linear})

@@ -13,7 +13,8 @@ module with per-layer `comfy_quant` configs, and a LoRA; then records:
   loading the same file in float32);
 - our Load LongLive Model value at dtype fp8_e4m3fn (+ VACE graft): the Linear class, whether the
   weights are held as fp8 (bytes per weight), the output against vace_core's own fp8 model, and the
-  patcher's size against the same model in bf16;
+  patcher's size against the same model in bf16; the same with bf16 compute (as on a GPU): the
+  dtypes of the unquantized weights and the output against vace_core's own;
 - the base LoRA applied by ComfyUI's patcher to the fp8 weights: output against vace_core merging it
   into float32 weights, beside how far the LoRA moves the output;
 - a partial (lowvram) load of the fp8 VACE clone: layers streamed, output against the full load.
@@ -100,6 +101,15 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         standalone = ckpt.graft_vace(ckpt.load_longlive(files["base"], dtype=torch.float8_e4m3fn), files["vace"])
         full = forward(network)
         out["error_vs_vace_core_fp8"] = max_diff(full, forward(standalone))
+        # bf16 compute (a GPU's): ComfyUI's layers keep the float32 time embedding as the model has it
+        host = mods["nodes.host"]
+        ops = host.layer_operations(torch.float8_e4m3fn, torch.bfloat16)
+        in_comfy, alone = (ckpt.graft_vace(ckpt.load_longlive(files["base"], dtype=torch.float8_e4m3fn,
+                                                              compute_dtype=torch.bfloat16, operations=operations),
+                                           files["vace"]) for operations in (ops, None))
+        out["bf16_compute"] = {"time_embedding_dtype": str(in_comfy.time_embedding[0].weight.dtype),
+                               "text_embedding_dtype": str(in_comfy.text_embedding[0].weight.dtype),
+                               "error_vs_vace_core_fp8": max_diff(forward(in_comfy), forward(alone))}
         bf16 = model_ref.load_model(ref("diffusion_models", "bf16"), "bf16")
         out["size_fp8"], out["size_bf16"] = plain.patcher.model_size(), bf16.patcher.model_size()
 

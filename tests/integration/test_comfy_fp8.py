@@ -65,6 +65,15 @@ def test_our_fp8_model_lives_in_comfyui_mixed_precision_layers(report):
     assert report["size_fp8"] < report["size_bf16"]
 
 
+def test_with_bf16_compute_the_time_embedding_stays_float32(report):
+    """ComfyUI's mixed-precision layers cast unquantized weights to the compute dtype on loading; ours
+    keep the model's policy (float32 time embedding, bf16 text embedding), so the output is what
+    vace_core's own fp8 layers compute in bf16."""
+    bf16 = report["bf16_compute"]
+    assert (bf16["time_embedding_dtype"], bf16["text_embedding_dtype"]) == ("torch.float32", "torch.bfloat16")
+    assert bf16["error_vs_vace_core_fp8"] <= EXACT
+
+
 def test_comfyui_patches_a_lora_into_fp8_weights(report):
     lora = report["lora"]
     assert lora["relative_rms_vs_fp32_merge"] <= LORA_TOL < lora["lora_effect_relative_rms"]
