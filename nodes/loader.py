@@ -51,6 +51,14 @@ class LongLiveModelLoader:
                                "run), else generator (LongLive, CausVid), else model; the choice is logged. "
                                "Name generator to match LongLive's and Causal Forcing chunkwise's own "
                                "inference on a file that also has generator_ema. Safetensors files: auto."}),
+                "compile": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "torch.compile (inductor) the blocks' norms, projections, RoPE and FFN for "
+                               "full-chunk passes: faster chunks on a GPU once compiled; the first chunk of each "
+                               "size and dtype compiles (about a minute on a GPU, minutes on a CPU; the log says "
+                               "what was compiled). Needs a working inductor (Triton on NVIDIA); if compiling "
+                               "fails, a warning is logged and the blocks run as without it. Attention kernels "
+                               "(ComfyUI's choice) are not compiled."}),
             },
         }
 
@@ -71,7 +79,7 @@ class LongLiveModelLoader:
                    "manager keeps it loaded between runs; LoRA and VACE nodes further down share its weights.")
 
     def load(self, base_checkpoint: str, lora: str, lora_strength: float, dtype: str,
-             entry: str = "auto") -> tuple[LongLiveModel]:
+             entry: str = "auto", compile: bool = False) -> tuple[LongLiveModel]:
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         if entry not in ENTRIES:
@@ -80,7 +88,7 @@ class LongLiveModelLoader:
         if entry != "auto":
             base = replace(base, entry=entry)
         lora_file = FileRef.resolve("loras", lora) if lora != NO_LORA and lora_strength != 0 else None
-        return (load_model(base, dtype, lora_file, float(lora_strength)),)
+        return (load_model(base, dtype, lora_file, float(lora_strength), compile=bool(compile)),)
 
 
 class LongLiveLoraLoader:

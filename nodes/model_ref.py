@@ -14,6 +14,8 @@ outside), and the clones of a patcher share one network while each carries its o
   is read, and the upstream value keeps its own patches.
 - Load VACE Weights reads the VACE blocks into modules of their own and sets them as object patches
   on a clone: the base weights stay shared between the base and base + VACE.
+- The loader's `compile` choice sets the process's block compiler (vace_core.compiled) as an object
+  patch on a clone, which LoRA and VACE clones made from it keep.
 - The sampler asks the host to load the value's patcher for the run (`load_for_run`): inside
   ComfyUI that is `load_models_gpu`, which evicts other models or loads ours partially, applies
   exactly this clone's patches and keeps the model loaded between runs, until the memory is needed
@@ -34,6 +36,7 @@ from typing import Any
 import torch
 
 from ..vace_core.checkpoints import load_longlive, read_lora, read_vace, resolve_dtype
+from ..vace_core.compiled import shared_compiler
 from ..vace_core.config import WanConfig
 from ..vace_core.model import CausalWanModel
 from . import host
@@ -124,7 +127,8 @@ def shared_base(base: FileRef, dtype: str) -> SharedBase:
         if shared is None:
             weights, compute, fp8_matmul = load_dtypes(dtype)
             network = load_longlive(base.path, dtype=weights, compute_dtype=compute, device=host.offload_device(),
-                                    entry=base.entry, operations=host.layer_operations(weights, compute, fp8_matmul))
+                                    entry=base.entry, operations=host.layer_operations(weights, compute, fp8_matmul),
+                                    attention=host.attention_kernels())
             shared = SharedBase(network)
             _SHARED[key] = shared
         return shared
@@ -141,6 +145,7 @@ class LongLiveModel:
     facts: ModelFacts
     patcher: Any
     shared: SharedBase
+    compiled: bool = False  # full-chunk passes through torch.compile'd block parts
 
     @property
     def has_vace(self) -> bool:
@@ -156,7 +161,7 @@ class LongLiveModel:
         return grafts[-1] if grafts else None
 
     def describe(self) -> str:
-        parts = [self.base.name, self.dtype] + [s.describe() for s in self.steps]
+        parts = [self.base.name, self.dtype] + [s.describe() for s in self.steps] + (["compiled"] if self.compiled else [])
         return " + ".join(parts)
 
     def __str__(self) -> str:
@@ -197,8 +202,10 @@ class LongLiveModel:
         return host.load_for_run(self.patcher, memory_required)
 
 
-def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_strength: float = 1.0) -> LongLiveModel:
-    """The LONGLIVE_MODEL of a base file (read unless a live value already shares it) and a LoRA."""
+def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_strength: float = 1.0,
+               compile: bool = False) -> LongLiveModel:
+    """The LONGLIVE_MODEL of a base file (read unless a live value already shares it) and a LoRA;
+    `compile`: its full-chunk passes run through torch.compile'd block parts (vace_core.compiled)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
     resolved = host.dtype_name(host.auto_dtype()) if dtype == AUTO else dtype
@@ -207,6 +214,10 @@ def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_stre
                           shared.root.clone(), shared)
     if lora is not None and lora_strength != 0:
         model = model.with_lora(lora, lora_strength)
+    if compile:
+        compiler = shared_compiler()
+        model = replace(model, patcher=host.with_compiler(model.patcher, compiler), compiled=True)
+        host.log.info("LongLive: %s: %s", model.describe(), compiler.describe())
     return model
 
 

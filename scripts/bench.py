@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 from vace_core.cache import KVCache
 from vace_core.config import preset
 from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
-from vace_core.layers import RotaryEmbedding
+from vace_core.rope import RotaryEmbedding
 from vace_core.model import CausalWanModel
 from vace_core.passes import VACE_ATTENTION_MODES
 from vace_core.sampler import ChunkInfo, SamplerSettings, generate, tokens_per_frame

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A two-minute look at the GPU path: what to run first on a GPU, before the benchmark sections.
 
-1. attention: each SDPA backend (flash, cuDNN, memory-efficient, math) on the steady-state
+1. attention: each SDPA backend (flash, cuDNN, memory-efficient, math) and the pack's own kernels
+   (vace_core.attention.SDPA: the backend priority it runs outside ComfyUI) on the steady-state
    self-attention of a chunk at 480x832 (q: 3 frames, k/v: the 12-frame window, 12 heads of 128,
    bf16) and on a cross-attention with the prompt's padding bias in q's dtype, against float32 math
    on the same inputs: error, time per call, TFLOP/s; a backend that refuses the inputs says why.
@@ -36,11 +37,13 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import bench  # scripts/bench.py (puts the repository root on sys.path)
+from vace_core.attention import SDPA
 from vace_core.sampler import ChunkInfo, SamplerSettings, tokens_per_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+PACK = "pack"  # the pack's own kernels, vace_core.attention.SDPA
 # attention in bf16 against float32: bf16 inputs carry 2^-9 relative rounding, the softmax-weighted sums
 # average it out (measured ~3e-3 relative RMS on the CPU); a kernel that reads a mask or scale wrongly
 # is off by O(1)
@@ -98,6 +101,24 @@ def attention_inputs(plan: Plan, device: torch.device, smoke: bool) -> dict[str,
                                 bias.to(device))}
 
 
+def backend_call(backend: SDPBackend, qkv: list[torch.Tensor], mask: torch.Tensor | None):
+    def call() -> torch.Tensor:
+        with sdpa_kernel([backend]):
+            return F.scaled_dot_product_attention(*qkv, attn_mask=mask)
+    return call
+
+
+def pack_call(qkv: list[torch.Tensor], mask: torch.Tensor | None):
+    """The pack's kernel the model calls for this case: unmasked for self-attention, masked for the
+    prompt's bias; its [B, Sq, heads * hd] output back to [B, heads, Sq, hd]."""
+    q = qkv[0]
+
+    def call() -> torch.Tensor:
+        out = SDPA.unmasked(*qkv) if mask is None else SDPA.masked(*qkv, mask)
+        return out.unflatten(-1, (q.shape[1], q.shape[3])).transpose(1, 2)
+    return call
+
+
 def timed(call, device: torch.device, repeats: int) -> float:
     """Median seconds per call after two untimed calls (CUDA events on a GPU)."""
     call(), call()
@@ -126,10 +147,8 @@ def part_attention(plan: Plan, device: torch.device) -> tuple[dict, dict]:
         low_mask = None if mask is None else mask.to(plan.attention_dtype)  # the mask in q's dtype
         flops = 4 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
         rows = {}
-        for name, backend in BACKENDS.items():
-            def call() -> torch.Tensor:
-                with sdpa_kernel([backend]):
-                    return F.scaled_dot_product_attention(*low, attn_mask=low_mask)
+        for name in (*BACKENDS, PACK):
+            call = pack_call(low, low_mask) if name == PACK else backend_call(BACKENDS[name], low, low_mask)
             try:
                 out = call()
             except RuntimeError as error:

@@ -24,8 +24,8 @@ def test_smoke_mode_runs_every_cpu_part(tmp_path):
     assert data["checks"] and all(data["checks"].values())
     for case in ("self_attention", "cross_attention"):
         backends = data["parts"]["attention"][case]["backends"]
-        assert set(backends) == {"flash", "cudnn", "efficient", "math"}
-        for name in ("flash", "math"):  # the CPU has these two
+        assert set(backends) == {"flash", "cudnn", "efficient", "math", "pack"}
+        for name in ("flash", "math", "pack"):  # the CPU has these two, and the pack's kernels run
             assert backends[name]["ran"] and 0 < backends[name]["relative_rms_vs_fp32"] <= smoke.ATTENTION_TOLERANCE
             assert backends[name]["tflops"] >= 0 and backends[name]["ms"] > 0
         assert not backends["cudnn"]["ran"] and backends["cudnn"]["why"]

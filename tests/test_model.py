@@ -352,29 +352,3 @@ def test_merged_padding_equals_attending_to_every_padded_row(monkeypatch):
 
     unbiased = model_module.TextState(merged_state.tokens, merged_state.block_kv, merged_state.vace_kv, None)
     assert max_err(model.forward_full(latents, timestep, unbiased, vace_context=vace), full) > 1e-3
-
-
-@torch.no_grad()
-def test_compiled_blocks_work_with_the_kv_cache():
-    """torch.compile over the blocks (dynamo's tracing, with the "eager" backend so the test does not
-    spend minutes generating C++) gives the eager sampler's latents, through the KV caches, the
-    VACE stream and a prompt switch; compiling back to None restores the eager forwards."""
-    from helpers import random_text, random_vace_context, tiny_model
-    from vace_core.sampler import PromptSegment, SamplerSettings, generate
-
-    model = tiny_model("tiny-vace", seed=5)
-    prompts = [PromptSegment(0, random_text(seed=1)), PromptSegment(9, random_text(seed=2))]
-    vace = random_vace_context(1, 6, 32, 48, seed=3)
-    config = SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1, denoising_steps=(1000, 500))
-
-    def sample():
-        return generate(model, prompts, video_frames=21, height=32, width=48, seed=0, vace=vace,
-                        settings=config).latents
-
-    eager = sample()
-    model.compile_blocks(backend="eager")
-    assert all("forward" in block.__dict__ for block in list(model.blocks) + list(model.vace_blocks))
-    compiled = sample()
-    model.compile_blocks(None)
-    assert not any("forward" in block.__dict__ for block in model.blocks)
-    assert max_err(compiled, eager) <= FP32_TOL

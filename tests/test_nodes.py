@@ -190,6 +190,9 @@ def test_widget_order_and_defaults_follow_the_contract():
     assert loader_inputs["optional"]["entry"] == (["auto", "generator", "generator_ema", "model"],
                                                   loader_inputs["optional"]["entry"][1])
     assert loader_inputs["optional"]["entry"][1]["default"] == "auto"
+    assert list(loader_inputs["optional"]) == ["entry", "compile"]
+    assert loader_inputs["optional"]["compile"] == ("BOOLEAN", loader_inputs["optional"]["compile"][1])
+    assert loader_inputs["optional"]["compile"][1]["default"] is False
     assert loader["base_checkpoint"][0] == ["longlive_base.pt", "vace_module.safetensors"]
     assert loader["lora"][0] == ["none", "lora.pt", "style.safetensors"]
     assert loader["lora"][1]["default"] == "lora.pt" and loader["dtype"][1]["default"] == "auto"
@@ -735,3 +738,29 @@ def test_loader_entry_picks_the_state_dict(tmp_path, monkeypatch):
         loaded(entry="model")
     with pytest.raises(ValueError, match="entry 'critic': expected one of auto, generator, generator_ema, model"):
         loaded(entry="critic")
+
+
+def test_loader_compile_runs_full_chunks_compiled_and_keeps_the_video(monkeypatch, caplog):
+    """compile=True: the value carries the block compiler as an object patch (kept by LoRA and VACE
+    clones), its full chunks run through the compiled parts, one line logs what is compiled, and
+    the video is the uncompiled one (dynamo's "eager" backend here, so no code is generated; the
+    inductor path is tests/test_compiled.py's). The plain value, loaded after, runs uncompiled."""
+    compiled_mod = importlib.import_module(f"{PACK}.vace_core.compiled")
+    compiler = compiled_mod.BlockCompiler("eager")
+    monkeypatch.setattr(model_ref, "shared_compiler", lambda: compiler)
+    passes, pass_parts = [], compiler.pass_parts
+    monkeypatch.setattr(compiler, "pass_parts", lambda *shape: passes.append(shape) or pass_parts(*shape))
+    with caplog.at_level("INFO", logger="longlive_vace"):
+        base = run("LongLiveModelLoader", base_checkpoint="longlive_base.pt", lora="lora.pt", lora_strength=1.0,
+                   dtype="fp32", compile=True)[0]
+    assert any("torch.compile (eager) of the blocks' norms, projections, RoPE and FFN" in r.getMessage()
+               for r in caplog.records)
+    compiled = run("LongLiveVaceGraft", model=base, vace_checkpoint="vace_module.safetensors")[0]
+    assert compiled.compiled and compiled.describe().endswith("compiled")
+    positive, context = conditioning(1), reference_context()
+    video = run("LongLiveSampler", model=compiled, positive=positive, vace_context=context, **SAMPLER_DEFAULTS)[0]
+    assert compiler.shapes == [(3, 3 * (SIZE // 16) ** 2, "float32")] and compiler.fallbacks == []
+    assert len(passes) == 4  # the one chunk's denoising passes (the reference block's 1 frame runs eagerly)
+    plain = run("LongLiveSampler", model=vace_model(), positive=positive, vace_context=context, **SAMPLER_DEFAULTS)[0]
+    assert len(passes) == 4 and network(vace_model()).compiler is None
+    assert (video["samples"] - plain["samples"]).abs().max().item() <= 1e-6

@@ -1,5 +1,5 @@
 """Numerics on the compute device (issue 12): an fp16 overflow stops the run with a clear error
-before anything is cached, and nothing is computed in float64 on the compute device (MPS, Intel
+before anything reads the broken chunk's keys, and nothing is computed in float64 on the compute device (MPS, Intel
 Arc and DirectML have no float64).
 
 The float64 tripwire runs the whole sampler with the model on PyTorch's "meta" device (shapes and
@@ -60,28 +60,32 @@ def test_no_float64_on_the_compute_device(monkeypatch, vace_attention):
     assert tripwire.offending == []
 
 
-def test_fp16_overflow_stops_before_anything_is_cached(monkeypatch):
+def test_fp16_overflow_stops_before_the_next_chunk_reads_its_keys(monkeypatch):
     """Weights that overflow float16 (one FFN output layer scaled by 1e5, what a bad prompt can do to
-    activations): the first block's latents are non-finite, the run stops with the fp16 advice, and
-    no clean (cache-writing) pass ran."""
+    activations): chunk 1's latents are non-finite and the run stops with the fp16 advice. The
+    finiteness flag is read once per chunk, after the chunk's clean pass was queued (a GPU runs that
+    pass while the host waits for the flag): so chunk 1's clean pass ran, but no pass of chunk 2,
+    the first to read chunk 1's keys, and on_chunk never saw the chunk."""
     model = tiny_model("tiny", seed=2).set_dtype(torch.float16)
     with torch.no_grad():
         model.blocks[1].ffn[2].weight.mul_(1e5)
-    clean_passes = []
+    passes, chunks = [], []
     original = CachedPasses.run
 
     def spying(self, p):
-        if p.timestep == 0.0:
-            clean_passes.append(p.start)
+        passes.append((p.start, p.frames, p.timestep))
         return original(self, p)
 
     monkeypatch.setattr(CachedPasses, "run", spying)
+    settings = SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1)
     with pytest.raises(NonFiniteError) as error:
         generate(model, random_text(seed=4), video_frames=video_frames_for(6), height=HEIGHT, width=WIDTH,
-                 seed=0, settings=SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1))
+                 seed=0, settings=settings, on_chunk=chunks.append)
     message = str(error.value)
     assert "fp16 overflow" in message and "chunk 1" in message and "choose bf16 or fp32" in message
-    assert clean_passes == []
+    denoising = [(0, 2, step.timestep) for step in settings.schedule]
+    assert passes == denoising + [(0, 2, 0.0)]  # chunk 1's passes and its clean pass, nothing after
+    assert chunks == []
 
 
 def test_bf16_nan_names_the_weights():

@@ -27,6 +27,8 @@ from typing import Sequence
 
 import torch
 
+from .device import to_device
+
 
 @dataclass(frozen=True)
 class CacheLayout:
@@ -126,8 +128,7 @@ class BlockCacheAccess:
             self._read = None
         self._read_index = None if self._read is not None else _token_index(read_slots, per_frame, device)
 
-    # never traced by torch.compile: the slots change every block (a compiled graph would recompile)
-    @torch.compiler.disable
+    # called between a block's compiled parts, never traced: the slots change from pass to pass
     def write_and_read(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this pass's k, v [B, heads, S, head_dim] (when it writes); return the keys and
         values of every visible frame [B, heads, S_visible, head_dim]."""
@@ -155,5 +156,5 @@ def _contiguous_range(slots: list[int], per_frame: int) -> slice | None:
 
 
 def _token_index(slots: list[int], per_frame: int, device: torch.device) -> torch.Tensor:
-    return torch.tensor([s * per_frame + i for s in slots for i in range(per_frame)], device=device,
-                        dtype=torch.long)
+    index = torch.tensor([s * per_frame + i for s in slots for i in range(per_frame)], dtype=torch.long)
+    return to_device(index, device)  # built on the host, copied without a sync

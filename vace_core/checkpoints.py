@@ -3,7 +3,7 @@
 Entry points
 ------------
 ``load_longlive(base_path, lora_path=None, lora_strength=1.0, dtype=torch.bfloat16, device="cpu",
-*, lora_alpha=None, entry=None, operations=None, compute_dtype=None, fp8_matmul=False)
+*, lora_alpha=None, entry=None, operations=None, attention=None, compute_dtype=None, fp8_matmul=False)
 -> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
     merge an optional LoRA. ``dtype`` is the weights' dtype (torch dtype or "bf16"/"fp16"/"fp32"/
@@ -100,6 +100,7 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
+from .attention import AttentionKernels
 from .casting import (INPUT_SCALE_SUFFIX, SCALE_SUFFIX, cast_operations, default_compute_dtype, dequantize,
                       is_fp8, quantize, stored_like)
 from .config import WanConfig, infer_config
@@ -514,9 +515,10 @@ def _dtypes(dtype: torch.dtype | str, compute_dtype: torch.dtype | str | None,
 def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_strength: float = 1.0,
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
                   lora_alpha: float | None = None, entry: str | None = None,
-                  operations: type | None = None, compute_dtype: torch.dtype | str | None = None,
-                  fp8_matmul: bool = False) -> CausalWanModel:
-    """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring."""
+                  operations: type | None = None, attention: AttentionKernels | None = None,
+                  compute_dtype: torch.dtype | str | None = None, fp8_matmul: bool = False) -> CausalWanModel:
+    """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring.
+    `operations` and `attention` are the host's layers and attention kernels (CausalWanModel)."""
     weight_dtype, compute = _dtypes(dtype, compute_dtype, device)
     path = Path(base_path)
     with TensorFile(path, AUTO_ENTRY_ORDER, entry) as source:
@@ -531,7 +533,7 @@ def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_s
                 log.info("%s asks for matmuls in full precision: fp8 weights are cast per layer", path.name)
             operations = cast_operations(compute, fp8_matmul and not quant.full_precision_matmul)
         with torch.device("meta"):  # parameters without storage, replaced below
-            model = CausalWanModel(config, operations, compute_dtype=compute, weight_dtype=weight_dtype)
+            model = CausalWanModel(config, operations, attention, compute_dtype=compute, weight_dtype=weight_dtype)
         state = _read_state(source, names, quant, lambda name: param_dtype(name, compute, weight_dtype), device)
     model.load_state_dict(state, strict=True, assign=True)
     del state

@@ -1,10 +1,11 @@
-"""Building blocks of the Wan2.1 DiT: norms, 3D RoPE, attention, the transformer block, the head.
+"""Building blocks of the Wan2.1 DiT: norms, attention projections, the transformer block, the head.
 
 Numerics follow the upstream model: norms, modulation and the residual stream run in float32,
 Linear layers run in their compute dtype (bf16/fp16 on GPU; their weight dtype, or the dtype an fp8
-weight is cast to per call, see vace_core.casting), RoPE angles and the timestep sinusoid
-are computed in float64 on the CPU and moved to the compute device as float32 (MPS, Intel Arc and
-DirectML have no float64). Parameter names match the original Wan checkpoint keys.
+weight is cast to per call, see vace_core.casting), RoPE angles (vace_core.rope) and the timestep
+sinusoid are computed in float64 on the CPU and moved to the compute device as float32 (MPS, Intel
+Arc and DirectML have no float64). Parameter names match the original Wan checkpoint keys.
+The attention kernels are the host's (vace_core.attention), passed in as `kernels`.
 
 Layers with weights are made from an `operations` namespace (`Linear`, `Conv3d`, `LayerNorm`, with
 torch.nn's constructors), plain torch.nn by default. A host may pass its own, e.g. ComfyUI's
@@ -15,14 +16,16 @@ parameters (RMS norm weights, modulation vectors) are moved to their input's dev
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import SDPA, AttentionKernels
 from .casting import compute_dtype_of
 from .config import WanConfig
+from .rope import RopeTable, apply_rope
 
 if TYPE_CHECKING:
     from .cache import BlockCacheAccess
@@ -70,60 +73,6 @@ class RMSNorm(nn.Module):
         return normed.to(x.dtype) * self.weight.to(x.device, x.dtype)
 
 
-class RotaryEmbedding:
-    """3D RoPE over (frame, row, column) at absolute positions.
-
-    Each head's `head_dim / 2` rotation pairs are split between the three axes like upstream Wan:
-    time gets `hd/2 - 2*(hd//6)` pairs, rows and columns `hd//6` each. Tables are cached per grid,
-    so the passes of one chunk share them; only a few are kept, because every chunk starts at a new
-    frame position and a large cache would grow with the video (2.4 MB per chunk at 480x832).
-    """
-
-    def __init__(self, head_dim: int, theta: float = 10000.0, max_cached: int = 4) -> None:
-        third = head_dim // 6
-        self.axis_dims = (head_dim - 4 * third, 2 * third, 2 * third)
-        self.theta = theta
-        self.max_cached = max_cached
-        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def _axis_angles(self, axis: int, positions: torch.Tensor) -> torch.Tensor:
-        dim = self.axis_dims[axis]
-        inv_freq = 1.0 / torch.pow(self.theta, torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-        return torch.outer(positions.to(torch.float64), inv_freq)
-
-    def table(self, start_frame: int, frames: int, height: int, width: int,
-              device: torch.device) -> torch.Tensor:
-        """Rotations e^(i angle) [frames*height*width, 1, head_dim/2] (complex64) for tokens in
-        (f, h, w) order; angles in float64 on the CPU, the table moved to `device` once."""
-        key = (start_frame, frames, height, width, str(device))
-        cached = self._tables.get(key)
-        if cached is not None:
-            return cached
-        # built as normal tensors even under inference mode (the sampler's), so a cached table can
-        # later serve a forward that autograd tracks
-        with torch.inference_mode(False):
-            t = self._axis_angles(0, torch.arange(start_frame, start_frame + frames))
-            h = self._axis_angles(1, torch.arange(height))
-            w = self._axis_angles(2, torch.arange(width))
-            angles = torch.cat([
-                t[:, None, None, :].expand(frames, height, width, -1),
-                h[None, :, None, :].expand(frames, height, width, -1),
-                w[None, None, :, :].expand(frames, height, width, -1),
-            ], dim=-1).reshape(frames * height * width, 1, -1)
-            rotations = torch.polar(torch.ones_like(angles), angles).to(torch.complex64).to(device)
-        if len(self._tables) >= self.max_cached:
-            self._tables.clear()
-        self._tables[key] = rotations
-        return rotations
-
-
-def apply_rope(x: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs of x [B, S, heads, head_dim] by the table's angles: each
-    pair is a complex number multiplied by its rotation (one kernel, in float32)."""
-    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))  # [B, S, heads, head_dim/2]
-    return torch.view_as_real(pairs * rotations).flatten(-2).to(x.dtype)
-
-
 class _Projections(nn.Module):
     """q, k, v, o projections with RMS norms on q and k across all heads (Wan's qk-norm)."""
 
@@ -139,19 +88,15 @@ class _Projections(nn.Module):
 
 
 class SelfAttention(_Projections):
-    def forward(self, x: torch.Tensor, rope: torch.Tensor, cache: "BlockCacheAccess | None" = None,
-                layer: int = 0, attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def inputs(self, x: torch.Tensor, rope: RopeTable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x [B, S, dim] -> q, k (rotated) and v [B, heads, S, head_dim] in the compute dtype."""
         batch, tokens, dim = x.shape
         heads = (batch, tokens, self.num_heads, dim // self.num_heads)
         x = x.to(compute_dtype_of(self.q))  # cast once for q, k and v
         q = apply_rope(self.norm_q(self.q(x)).view(heads), rope)
         k = apply_rope(self.norm_k(self.k(x)).view(heads), rope)
         v = self.v(x).view(heads)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, heads, S, head_dim]
-        if cache is not None:
-            k, v = cache.write_and_read(layer, k, v)  # keys of the whole visible window
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return linear(self.o, out.transpose(1, 2).reshape(batch, tokens, dim))
+        return tuple(t.transpose(1, 2) for t in (q, k, v))
 
 
 class CrossAttention(_Projections):
@@ -165,22 +110,19 @@ class CrossAttention(_Projections):
         v = linear(self.v, text).view(heads).transpose(1, 2)
         return k, v
 
-    def forward(self, x: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor],
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """`text_mask`, added to the logits (broadcast to [B, heads, S, L]), carries the prompt's
-        padding bias (TextState) or, in the cache-free recompute, which of several prompts laid
-        side by side each token reads (-inf elsewhere)."""
-        batch, tokens, dim = x.shape
-        q = self.norm_q(linear(self.q, x)).view(batch, tokens, self.num_heads, -1).transpose(1, 2)
-        k, v = text_kv
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=text_mask)
-        return linear(self.o, out.transpose(1, 2).reshape(batch, tokens, dim))
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, S, dim] -> q [B, heads, S, head_dim] in the compute dtype."""
+        batch, tokens, _ = x.shape
+        return self.norm_q(linear(self.q, x)).view(batch, tokens, self.num_heads, -1).transpose(1, 2)
 
 
 class WanBlock(nn.Module):
     """One DiT block: modulated self-attention, cross-attention to text, modulated FFN.
 
-    Modulation is per latent frame (the causal model gives every frame its own timestep).
+    Modulation is per latent frame (the causal model gives every frame its own timestep). The
+    block runs as three parts around its two attention kernels (`BlockParts`); the parts can be
+    compiled (vace_core.compiled), while the KV cache access and the kernels, the host's choice,
+    stay outside compiled code.
     """
 
     def __init__(self, config: WanConfig, operations: type = TorchOps) -> None:
@@ -195,28 +137,78 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / math.sqrt(dim))
 
     def forward(self, x: torch.Tensor, time_mod: torch.Tensor, text_kv: tuple[torch.Tensor, torch.Tensor],
-                rope: torch.Tensor, cache: "BlockCacheAccess | None" = None,
+                rope: RopeTable, cache: "BlockCacheAccess | None" = None,
                 layer: int = 0, attn_mask: torch.Tensor | None = None,
-                text_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B, S, dim] float32, time_mod [B, F, 6, dim] float32 -> x [B, S, dim] float32."""
-        batch, tokens, dim = x.shape
-        frames = time_mod.shape[1]
-        mod = (self.modulation.to(x.device, torch.float32).unsqueeze(1) + time_mod).unsqueeze(3)  # [B, F, 6, 1, dim]
-        shift1, scale1, gate1, shift2, scale2, gate2 = mod.unbind(2)  # each [B, F, 1, dim]
+                text_mask: torch.Tensor | None = None, kernels: AttentionKernels = SDPA,
+                parts: "BlockParts | None" = None) -> torch.Tensor:
+        """x [B, S, dim] float32, time_mod [B, F, 6, dim] float32 -> x [B, S, dim] float32.
 
-        def per_frame(t: torch.Tensor) -> torch.Tensor:
-            return t.view(batch, frames, tokens // frames, dim)
+        `attn_mask` (bool [S, S_visible]) restricts self-attention, `text_mask` (added to the
+        logits, broadcast to [B, heads, S, L]) carries the prompt's padding bias (TextState) or, in
+        the cache-free recompute, which of several prompts laid side by side each token reads."""
+        parts = parts or EAGER_PARTS
+        q, k, v = parts.self_attention_inputs(self, x, time_mod, rope)
+        if cache is not None:
+            k, v = cache.write_and_read(layer, k, v)  # keys of the whole visible window
+        y = kernels.unmasked(q, k, v) if attn_mask is None else kernels.masked(q, k, v, attn_mask)
+        x, q = parts.cross_attention_inputs(self, x, y, time_mod)
+        y = kernels.masked(q, *text_kv, text_mask)
+        return parts.feed_forward(self, x, y, time_mod)
 
-        def flat(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(batch, tokens, dim)
 
-        h = modulate(per_frame(layer_norm(x, self.eps)), shift1, scale1)
-        y = self.self_attn(flat(h), rope, cache, layer, attn_mask)
-        x = flat(torch.addcmul(per_frame(x), per_frame(y.float()), gate1))
-        x = x + self.cross_attn(self.norm3(x), text_kv, text_mask).float()
-        h = modulate(per_frame(layer_norm(x, self.eps)), shift2, scale2)
-        y = linear(self.ffn[2], self.ffn[1](linear(self.ffn[0], flat(h))))
-        return flat(torch.addcmul(per_frame(x), per_frame(y.float()), gate2))
+def _modulation(modulation: torch.Tensor, time_mod: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Block modulation [1, 6, dim] + time_mod [B, F, 6, dim] -> shift1, scale1, gate1, shift2,
+    scale2, gate2, each [B, F, 1, dim] float32."""
+    mod = (modulation.to(time_mod.device, torch.float32).unsqueeze(1) + time_mod).unsqueeze(3)
+    return mod.unbind(2)
+
+
+def _per_frame(t: torch.Tensor, frames: int) -> torch.Tensor:
+    batch, tokens, dim = t.shape
+    return t.view(batch, frames, tokens // frames, dim)
+
+
+def _gated(x: torch.Tensor, y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """x + y * gate per frame: x [B, S, dim] float32, y [B, S, dim], gate [B, F, 1, dim]."""
+    frames = gate.shape[1]
+    return torch.addcmul(_per_frame(x, frames), _per_frame(y.float(), frames), gate).flatten(1, 2)
+
+
+def self_attention_inputs(block: "WanBlock", x: torch.Tensor, time_mod: torch.Tensor,
+                          rope: RopeTable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Part 1: modulated norm of x [B, S, dim], then q, k, v [B, heads, S, head_dim] (RoPE on q, k)."""
+    shift, scale = _modulation(block.modulation, time_mod)[:2]
+    h = modulate(_per_frame(layer_norm(x, block.eps), time_mod.shape[1]), shift, scale).flatten(1, 2)
+    return block.self_attn.inputs(h, rope)
+
+
+def cross_attention_inputs(block: "WanBlock", x: torch.Tensor, y: torch.Tensor,
+                           time_mod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Part 2: y, the self-attention output [B, S, dim], through `o` and its gate into x; then the
+    cross-attention query of norm3(x). Returns x [B, S, dim] float32 and q [B, heads, S, head_dim]."""
+    gate = _modulation(block.modulation, time_mod)[2]
+    x = _gated(x, linear(block.self_attn.o, y), gate)
+    return x, block.cross_attn.query(block.norm3(x))
+
+
+def feed_forward(block: "WanBlock", x: torch.Tensor, y: torch.Tensor, time_mod: torch.Tensor) -> torch.Tensor:
+    """Part 3: y, the cross-attention output [B, S, dim], through `o` into x; then the modulated,
+    gated FFN. Returns x [B, S, dim] float32."""
+    _, _, _, shift, scale, gate = _modulation(block.modulation, time_mod)
+    x = x + linear(block.cross_attn.o, y).float()
+    h = modulate(_per_frame(layer_norm(x, block.eps), time_mod.shape[1]), shift, scale).flatten(1, 2)
+    ffn = block.ffn
+    return _gated(x, linear(ffn[2], ffn[1](linear(ffn[0], h))), gate)
+
+
+class BlockParts(NamedTuple):
+    """The three parts of a block's forward between its attention kernels (eager or compiled)."""
+    self_attention_inputs: Callable
+    cross_attention_inputs: Callable
+    feed_forward: Callable
+
+
+EAGER_PARTS = BlockParts(self_attention_inputs, cross_attention_inputs, feed_forward)
 
 
 class Head(nn.Module):

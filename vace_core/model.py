@@ -7,18 +7,23 @@ which equals upstream Wan / VACE.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ContextManager, Sequence
 
 import torch
 from torch import nn
 
+from .attention import SDPA, AttentionKernels
 from .cache import BlockCacheAccess
 from .casting import compute_dtype_of, is_fp8
+from .compiled import BlockCompiler, shared_compiler
 from .config import WanConfig
-from .layers import Head, RotaryEmbedding, TorchOps, WanBlock, linear, sinusoidal_embedding
+from .device import to_device
+from .layers import BlockParts, Head, TorchOps, WanBlock, linear, sinusoidal_embedding
+from .rope import RotaryEmbedding
 from .vace import VaceStream, build_vace_modules, layer_scales
 
 # Parameters kept in float32 whatever the compute dtype: they feed the float32 modulation and
@@ -53,7 +58,9 @@ class TextState:
     tokens: torch.Tensor  # [B, L', dim]: the prompt's rows, then one row for all its padding
     block_kv: list[tuple[torch.Tensor, torch.Tensor]]
     vace_kv: list[tuple[torch.Tensor, torch.Tensor]]
-    bias: torch.Tensor | None = None  # [1, 1, 1, L'] added to the attention logits (0, ..., ln n)
+    # [1, 1, 1, L'] added to the attention logits (0, ..., ln n), in the compute dtype on the compute
+    # device: the kernels take a float mask only in q's dtype (vace_core.attention)
+    bias: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -61,18 +68,24 @@ class TextState:
 
 
 class CausalWanModel(nn.Module):
-    """`operations` makes the layers with weights (see vace_core.layers; default plain torch.nn).
+    """`operations` makes the layers with weights (see vace_core.layers; default plain torch.nn);
+    `attention` holds the attention kernels the blocks call (vace_core.attention; default SDPA).
+    Both are the host's choice. `compiler`, when set (`compile_blocks`, or a host's object patch),
+    runs full-chunk passes through compiled block parts (vace_core.compiled).
     `compute_dtype` is what activations, attention and the KV cache run in; `weight_dtype` what the
     block Linear weights are stored in (`param_dtype`): the same, or fp8 with `operations` that cast
     per layer (vace_core.casting). The parameters are made in float32 here; the loader (or
     `set_dtype`) gives them their dtypes."""
 
     def __init__(self, config: WanConfig, operations: type | None = None,
-                 compute_dtype: torch.dtype = torch.float32, weight_dtype: torch.dtype | None = None) -> None:
+                 attention: AttentionKernels | None = None, *, compute_dtype: torch.dtype = torch.float32,
+                 weight_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         ops = operations or TorchOps
         self.config = config
         self.operations = ops
+        self.attention = attention or SDPA
+        self.compiler: BlockCompiler | None = None
         self.compute_dtype = compute_dtype
         self.weight_dtype = weight_dtype or compute_dtype
         # set by a host that keeps some weights elsewhere and streams them (see `device`)
@@ -86,7 +99,7 @@ class CausalWanModel(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), ops.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList(WanBlock(config, ops) for _ in range(config.num_layers))
         self.head = Head(config, ops)
-        self.rope = RotaryEmbedding(config.head_dim)
+        self.rope = RotaryEmbedding(config.head_dim, config.rope_max_frames)
         if config.has_vace:
             self.vace_patch_embedding, self.vace_blocks = build_vace_modules(config, ops)
 
@@ -114,16 +127,10 @@ class CausalWanModel(nn.Module):
         return self
 
     def compile_blocks(self, backend: str | None = "inductor") -> "CausalWanModel":
-        """Run every transformer block (main and VACE) through `torch.compile` with `backend`, or
-        eagerly again with None. The KV cache reads and writes stay outside the compiled graphs
-        (they change slots every block), so compiled blocks work with the cache. The first passes
-        compile (minutes on a CPU); it pays off on a GPU over long videos."""
-        blocks = list(self.blocks) + (list(self.vace_blocks) if self.has_vace else [])
-        for block in blocks:
-            if "forward" in block.__dict__:
-                del block.forward  # back to the class's eager forward
-            if backend is not None:
-                block.forward = torch.compile(block.forward, backend=backend, dynamic=True)
+        """Run the full-chunk passes of every block (main and VACE) through parts compiled with
+        `backend` (see vace_core.compiled), or eagerly again with None. The first full chunk of
+        each size compiles (minutes on a CPU); it pays off on a GPU over long videos."""
+        self.compiler = shared_compiler(backend) if backend is not None else None
         return self
 
     @property
@@ -145,11 +152,11 @@ class CausalWanModel(nn.Module):
             context = torch.cat([context, context.new_zeros(batch, self.config.text_len - length, width)], dim=1)
         context, bias = _merge_padding(context.cpu())  # on the CPU: no device sync for a prompt's length
         first = self.text_embedding[0]
-        tokens = self.text_embedding[2](self.text_embedding[1](linear(first, context.to(self.device))))
+        tokens = self.text_embedding[2](self.text_embedding[1](linear(first, to_device(context, self.device))))
         block_kv = [block.cross_attn.project_text(tokens) for block in self.blocks]
         vace_kv = [block.cross_attn.project_text(tokens) for block in self.vace_blocks] if self.has_vace else []
-        if bias is not None:
-            bias = bias.to(tokens.device).view(1, 1, 1, -1)
+        if bias is not None:  # cast once per prompt, to the dtype of the queries it is added for
+            bias = to_device(bias, tokens.device, self.compute_dtype).view(1, 1, 1, -1)
         return TextState(tokens=tokens, block_kv=block_kv, vace_kv=vace_kv, bias=bias)
 
     def time_modulation(self, timestep: torch.Tensor | float, frames: int,
@@ -162,7 +169,7 @@ class CausalWanModel(nn.Module):
         per_frame = timestep.ndim == 2
         batch = timestep.shape[0]
         sinusoid = sinusoidal_embedding(self.config.freq_dim, timestep.reshape(-1))
-        emb = self.time_embedding(sinusoid.to(self.device, torch.float32))  # [N, dim]
+        emb = self.time_embedding(to_device(sinusoid, self.device, torch.float32))  # [N, dim]
         mod = self.time_projection(emb).unflatten(1, (6, self.config.dim))  # [N, 6, dim]
         if per_frame:
             return emb.view(batch, frames, -1), mod.view(batch, frames, 6, -1)
@@ -179,7 +186,8 @@ class CausalWanModel(nn.Module):
                       frame_mask: torch.Tensor | None = None,
                       vace_frame_mask: torch.Tensor | None = None,
                       vace_frame_weight: torch.Tensor | None = None,
-                      time: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                      time: tuple[torch.Tensor, torch.Tensor] | None = None,
+                      compiled: bool = False) -> torch.Tensor:
         """Flow prediction for one causal block.
 
         latents [B, C, F, H, W] (normalised latent space) at absolute frames
@@ -191,7 +199,8 @@ class CausalWanModel(nn.Module):
         attention covers the given frames, restricted by `frame_mask` / `vace_frame_mask`
         [F, F] (query frame, key frame) when given. `vace_frame_weight` [F] scales the hints per
         frame. Hints of scale 0 are never added; the VACE stream still runs when a `vace_cache`
-        is given, since later blocks may read its keys.
+        is given, since later blocks may read its keys. `compiled`: run the blocks through the
+        compiled parts of `compiler`, if one is set (the sampler asks for it on full-chunk passes).
         """
         batch, _, frames, height, width = latents.shape
         pt, ph, pw = self.config.patch_size
@@ -209,33 +218,42 @@ class CausalWanModel(nn.Module):
             time_emb, time_mod = time[0].expand(batch, grid[0], -1), time[1].expand(batch, grid[0], -1, -1)
 
         x = self.patch_embedding(latents.to(device, compute_dtype_of(self.patch_embedding)))  # [B, dim, f, h, w]
-        x = x.flatten(2).transpose(1, 2).float()  # [B, S, dim]
+        x = x.flatten(2).transpose(1, 2).float().contiguous()  # [B, S, dim]
         tokens_per_frame = grid[1] * grid[2]
         rope = self.rope.table(start_frame, *grid, device=device)
         attn_mask = token_mask(frame_mask, tokens_per_frame, device)
+        with self._block_parts(compiled, grid[0], x) as parts:
+            stream, scales, weight = None, [], None
+            if vace_context is not None:
+                self._check_vace_context(vace_context, latents.shape, text)
+                scales = layer_scales(vace_scale, self.config.num_vace_blocks)
+            if vace_context is not None and (vace_cache is not None or any(s != 0.0 for s in scales)):
+                stream = VaceStream(self.vace_patch_embedding, self.vace_blocks, to_device(vace_context, device), x,
+                                    time_mod, text.vace_kv, rope, vace_cache,
+                                    token_mask(vace_frame_mask, tokens_per_frame, device), text.bias,
+                                    kernels=self.attention, parts=parts)
+                if vace_frame_weight is not None:
+                    weight = to_device(vace_frame_weight, device, torch.float32)
+                    weight = weight.repeat_interleave(tokens_per_frame)[None, :, None]
+            hint_after = {layer: k for k, layer in enumerate(self.config.vace_layers)} if stream else {}
 
-        stream, scales, weight = None, [], None
-        if vace_context is not None:
-            self._check_vace_context(vace_context, latents.shape, text)
-            scales = layer_scales(vace_scale, self.config.num_vace_blocks)
-        if vace_context is not None and (vace_cache is not None or any(s != 0.0 for s in scales)):
-            stream = VaceStream(self.vace_patch_embedding, self.vace_blocks, vace_context.to(device), x,
-                                time_mod, text.vace_kv, rope, vace_cache,
-                                token_mask(vace_frame_mask, tokens_per_frame, device), text.bias)
-            if vace_frame_weight is not None:
-                weight = vace_frame_weight.to(device, torch.float32).repeat_interleave(tokens_per_frame)[None, :, None]
-        hint_after = {layer: k for k, layer in enumerate(self.config.vace_layers)} if stream else {}
-
-        for index, block in enumerate(self.blocks):
-            x = block(x, time_mod, text.block_kv[index], rope, cache, index, attn_mask, text.bias)
-            k = hint_after.get(index)
-            if k is not None:
-                hint = stream.hint(k)
-                if scales[k] != 0.0:
-                    x = x + (hint if weight is None else hint * weight) * scales[k]
+            for index, block in enumerate(self.blocks):
+                x = block(x, time_mod, text.block_kv[index], rope, cache, index, attn_mask, text.bias,
+                          self.attention, parts)
+                k = hint_after.get(index)
+                if k is not None:
+                    hint = stream.hint(k)
+                    if scales[k] != 0.0:
+                        x = x + (hint if weight is None else hint * weight) * scales[k]
 
         out = self.head(x, time_emb)  # [B, S, C * pt * ph * pw]
         return self._unpatchify(out, grid)
+
+    def _block_parts(self, compiled: bool, frames: int, x: torch.Tensor) -> ContextManager[BlockParts | None]:
+        """The compiler's parts for this pass shape, or None (eager) when not compiled."""
+        if not compiled or self.compiler is None:
+            return contextlib.nullcontext()
+        return self.compiler.pass_parts(frames, x.shape[1], self.compute_dtype)
 
     def forward_full(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | TextState,
                      vace_context: torch.Tensor | None = None,
@@ -293,5 +311,5 @@ def token_mask(frame_mask: torch.Tensor | None, tokens_per_frame: int,
     """Frame-level boolean mask [Fq, Fk] -> token-level [Sq, Sk] (True = may attend)."""
     if frame_mask is None:
         return None
-    mask = frame_mask.to(device=device, dtype=torch.bool)
+    mask = to_device(frame_mask, device, torch.bool)
     return mask.repeat_interleave(tokens_per_frame, 0).repeat_interleave(tokens_per_frame, 1)

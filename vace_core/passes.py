@@ -101,8 +101,10 @@ class CachedPasses:
 
     def __init__(self, model: CausalWanModel, layout: CacheLayout, ref_frames: int, vace_attention: str,
                  uses_vace: bool, text: Callable[[int], TextState],
-                 vace_frames: Callable[[int, int], torch.Tensor], layer_scale: float | Sequence[float]) -> None:
+                 vace_frames: Callable[[int, int], torch.Tensor], layer_scale: float | Sequence[float],
+                 chunk_frames: int = 0) -> None:
         self.model = model
+        self.chunk_frames = chunk_frames  # passes over this many frames run compiled, if the model is
         self.text = text
         self.vace_frames = vace_frames
         self.layer_scale = layer_scale
@@ -131,4 +133,4 @@ class CachedPasses:
             weight = None if bool((p.hint_weight == 1).all()) else p.hint_weight
         return self.model.forward_block(p.latents, p.timestep, self.text(p.prompt), p.start, access, context,
                                         self.layer_scale, vace_cache=vace_access, vace_frame_weight=weight,
-                                        time=self.time(p.timestep))
+                                        time=self.time(p.timestep), compiled=p.frames == self.chunk_frames)

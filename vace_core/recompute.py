@@ -20,8 +20,10 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from .device import to_device
 from .model import CausalWanModel, TextState, token_mask
 from .passes import ModelPass
+from .rope import concat_tables
 from .vace import VaceStream, layer_scales
 
 _ORDER = count()
@@ -99,7 +101,7 @@ class RecomputedPasses:
         x, time_emb, time_mod, rope = _embed(model, main, grid_h, grid_w)
         attn_mask = token_mask(_frame_mask(main, main, "main_deps"), tokens, x.device)
         text_kv = [_joined(texts, prompts, lambda t, i=i: t.block_kv[i]) for i in range(len(model.blocks))]
-        text_mask = _text_mask(main, prompts, tokens, texts, x.device)
+        text_mask = _text_mask(main, prompts, tokens, texts, x.device, model.compute_dtype)
 
         stream = hint_index = hint_weight = None
         scales = layer_scales(self.layer_scale, model.config.num_vace_blocks) if vace else []
@@ -110,12 +112,13 @@ class RecomputedPasses:
             stream = VaceStream(model.vace_patch_embedding, model.vace_blocks, context.to(x.device), xv, vace_mod,
                                 vace_kv, vace_rope,
                                 attn_mask=token_mask(_frame_mask(vace, vace, "vace_deps"), tokens, x.device),
-                                text_mask=_text_mask(vace, prompts, tokens, texts, x.device))
+                                text_mask=_text_mask(vace, prompts, tokens, texts, x.device, model.compute_dtype),
+                                kernels=model.attention)
             hint_index, hint_weight = _hint_gather(main, vace, tokens, x.device)
         hint_after = {layer: k for k, layer in enumerate(model.config.vace_layers)} if stream else {}
 
         for index, block in enumerate(model.blocks):
-            x = block(x, time_mod, text_kv[index], rope, None, index, attn_mask, text_mask)
+            x = block(x, time_mod, text_kv[index], rope, None, index, attn_mask, text_mask, model.attention)
             k = hint_after.get(index)
             if k is not None:
                 hint = stream.hint(k)
@@ -149,7 +152,7 @@ def _embed(model: CausalWanModel, records: Sequence[PassRecord], grid_h: int, gr
     x = model.patch_embedding(latents).flatten(2).transpose(1, 2).float()
     timesteps = torch.cat([torch.full((r.frames,), float(r.timestep)) for r in records])[None]
     time_emb, time_mod = model.time_modulation(timesteps, timesteps.shape[1])
-    rope = torch.cat([model.rope.table(r.start, r.frames, grid_h, grid_w, device=device) for r in records])
+    rope = concat_tables([model.rope.table(r.start, r.frames, grid_h, grid_w, device=device) for r in records])
     return x, time_emb, time_mod, rope
 
 
@@ -176,9 +179,9 @@ def _joined(texts: dict[int, TextState], prompts: list[int],
 
 
 def _text_mask(records: Sequence[PassRecord], prompts: list[int], tokens: int, texts: dict[int, TextState],
-               device: torch.device) -> torch.Tensor | None:
-    """[1, 1, S, sum L'] added to the cross-attention logits: each token reads its own record's
-    prompt (with that prompt's padding bias) and nothing else (-inf)."""
+               device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
+    """[1, 1, S, sum L'] added to the cross-attention logits, in the queries' `dtype`: each token
+    reads its own record's prompt (with that prompt's padding bias) and nothing else (-inf)."""
     if len(prompts) == 1:
         return texts[prompts[0]].bias
     lengths = [texts[index].length for index in prompts]
@@ -191,7 +194,7 @@ def _text_mask(records: Sequence[PassRecord], prompts: list[int], tokens: int, t
         own = bias.view(-1).cpu() if bias is not None else torch.zeros(lengths[i])
         mask[row:row + record.frames * tokens, starts[i]:starts[i] + lengths[i]] = own
         row += record.frames * tokens
-    return mask.to(device)[None, None]
+    return to_device(mask, device, dtype)[None, None]
 
 
 def _hint_gather(main: Sequence[PassRecord], vace: Sequence[PassRecord], tokens: int,

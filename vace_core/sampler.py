@@ -49,6 +49,7 @@ from typing import Callable, Sequence
 import torch
 
 from .cache import CacheLayout
+from .device import FiniteCheck, host_buffer, to_device
 from .encoding import SIZE_MULTIPLE, VaceContext, check_size, latent_frames_for, video_frames_for
 from .model import CausalWanModel, TextState
 from .passes import VACE_ATTENTION_MODES, CachedPasses, ModelPass, vace_attention_plan
@@ -305,13 +306,12 @@ class _Run:
         layer_scale = 1.0 if isinstance(vace_scale, VaceScaleRamp) else vace_scale  # a ramp is per frame
         if settings.cache_mode == "kv":
             self.passes = CachedPasses(model, self.layout, self.ref_frames, settings.vace_attention, self.uses_vace,
-                                       self.text, self.vace_frames, layer_scale)
+                                       self.text, self.vace_frames, layer_scale, settings.chunk_frames)
         else:
             self.passes = RecomputedPasses(model, self.text, self.vace_frames, layer_scale)
         total = self.ref_frames + latent_frames
         # pinned on CUDA: each block's x0 is copied back asynchronously, without a sync per block
-        pinned = model.device.type == "cuda"
-        self.latents = torch.zeros(1, 16, total, *self.grid, pin_memory=pinned) if keep_latents else None
+        self.latents = host_buffer((1, 16, total, *self.grid), model.device) if keep_latents else None
         # x0 of the generated blocks within the last `window_frames` frames (what a recache re-runs)
         self.recent: deque[tuple[Block, torch.Tensor]] = deque()
 
@@ -330,10 +330,10 @@ class _Run:
     def vace_frames(self, start: int, stop: int) -> torch.Tensor:
         """The VACE context of frames [start, stop) on the model's device. The whole context stays
         where it was made (a long control video would not fit the GPU); one block's slice moves over
-        once and serves all its passes."""
+        once, asynchronously, and serves all its passes."""
         key = (start, stop)
         if self._vace_slice is None or self._vace_slice[0] != key:
-            self._vace_slice = (key, self.vace.frames(start, stop).to(self.model.device))
+            self._vace_slice = (key, to_device(self.vace.frames(start, stop), self.model.device))
         return self._vace_slice[1]
 
     # ---- which passes run VACE, and how strongly --------------------------------------------
@@ -372,7 +372,7 @@ class _Run:
         else:
             first = block.start - self.ref_frames
             latents = self.start_latents[:, :, first:first + block.frames]
-        return latents.to(self.model.device).float()
+        return to_device(latents, self.model.device, torch.float32)
 
     def hint_weights(self, blocks_and_frames: Sequence[tuple[Block, int]], clean: bool) -> torch.Tensor | None:
         weights = [self.frame_hint(block, clean) for block, _ in blocks_and_frames]
@@ -492,6 +492,7 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
     run = _Run(model, segments, latent_frames, height, width, seed, vace, vace_scale, settings, keep_latents,
                start_latents, reference_latents)
     device = model.device
+    finite = FiniteCheck(device)
     steps = len(run.schedule)
     total = run.total_passes()
     passes = 0
@@ -522,7 +523,7 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
             if run.is_inserted(block):
                 x0 = run.inserted_latents(block)
             else:
-                noise = _to_device(block_noise(seed, block, run.ref_frames, steps, run.grid), device)
+                noise = to_device(block_noise(seed, block, run.ref_frames, steps, run.grid), device)
                 x = noise[0]
                 for step in run.schedule:
                     check_cancel(block.index)
@@ -531,11 +532,15 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
                     tick(block, step.index, x0)
                     if step.next_sigma > 0:
                         x = renoise(x0, noise[step.index + 1], step.next_sigma)
-            check_finite(x0, block, model.compute_dtype)  # before the clean pass caches anything computed from it
+            finite.watch(x0)
             if run.latents is not None:
                 run.latents[:, :, block.start:block.end].copy_(x0, non_blocking=True)
             if block is not run.blocks[-1]:
                 cache_pass(block, run.block_pass(block, x0, 0.0, clean=True), block.index)
+            # The chunk's one host sync, between passes: it waits for x0, while the GPU runs the clean
+            # pass queued above. A non-finite chunk stops the run here, before any pass that reads
+            # its keys (the next chunk's, a recache's) is queued, and before on_chunk sees it.
+            check_finite(finite, block, model.compute_dtype)
             run.remember(block, x0)
             if on_chunk is not None:
                 on_chunk(ChunkInfo(block, x0))
@@ -551,9 +556,10 @@ class NonFiniteError(FloatingPointError):
     """A block's latents hold inf or NaN: the compute dtype overflowed (fp16) or the model is broken."""
 
 
-def check_finite(x0: torch.Tensor, block: Block, compute_dtype: torch.dtype) -> None:
-    """One host sync per block: a single overflow would poison the KV cache for the rest of the video."""
-    if bool(torch.isfinite(x0).all()):
+def check_finite(finite: FiniteCheck, block: Block, compute_dtype: torch.dtype) -> None:
+    """Stop on a block whose latents (watched by `finite`) are not all finite: a single overflow would
+    poison the KV cache for the rest of the video."""
+    if finite.finite():
         return
     what = "the reference block" if block.is_reference else f"chunk {block.chunk_index + 1}"
     where = f"non-finite values (inf/NaN) in {what} (latent frames {block.start}-{block.end - 1})"
@@ -582,13 +588,6 @@ def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Ten
             raise ValueError(f"reference latents have shape {tuple(reference_latents.shape)}, but the VACE context "
                              f"has {refs} reference frames of {width}x{height}: pass the VACE context the earlier "
                              "video was made with")
-
-
-def _to_device(noise: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """One copy per block; pinned and asynchronous on CUDA so it overlaps the previous pass."""
-    if device.type == "cuda":
-        return noise.pin_memory().to(device, non_blocking=True)
-    return noise.to(device)
 
 
 def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:

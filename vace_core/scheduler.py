@@ -143,15 +143,17 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+# Sigmas are Python floats (or tensors already where the latents are): a float enters the kernel as
+# a scalar argument, while torch.as_tensor(sigma, device=cuda) would be a host-to-device copy and a
+# host sync, twice per step.
+
 def x0_from_flow(x_t: torch.Tensor, flow: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
     """Clean estimate from the predicted flow: x0 = x_t - sigma * flow (sigma broadcastable)."""
     work = _working_dtype(x_t.dtype)
-    sigma = torch.as_tensor(sigma, device=x_t.device, dtype=work)
     return (x_t.to(work) - sigma * flow.to(work)).to(x_t.dtype)
 
 
 def renoise(x0: torch.Tensor, noise: torch.Tensor, sigma_next: float | torch.Tensor) -> torch.Tensor:
     """Input of the next step: (1 - sigma') * x0 + sigma' * noise, noise freshly drawn by the caller."""
     work = _working_dtype(x0.dtype)
-    sigma = torch.as_tensor(sigma_next, device=x0.device, dtype=work)
-    return ((1 - sigma) * x0.to(work) + sigma * noise.to(work)).to(x0.dtype)
+    return ((1 - sigma_next) * x0.to(work) + sigma_next * noise.to(work)).to(x0.dtype)

@@ -17,26 +17,31 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from torch import nn
 
+from .attention import SDPA, AttentionKernels
 from .casting import compute_dtype_of
 from .config import WanConfig
-from .layers import TorchOps, WanBlock, linear
+from .layers import BlockParts, TorchOps, WanBlock, linear
+from .rope import RopeTable
 
 if TYPE_CHECKING:
     from .cache import BlockCacheAccess
 
 
-class VaceBlock(WanBlock):
-    def __init__(self, config: WanConfig, index: int, operations: type = TorchOps) -> None:
-        super().__init__(config, operations)
-        if index == 0:
-            self.before_proj = operations.Linear(config.dim, config.dim)
-        self.after_proj = operations.Linear(config.dim, config.dim)
+def vace_block(config: WanConfig, index: int, operations: type = TorchOps) -> WanBlock:
+    """VACE block `index`: a transformer block with `after_proj` (and, for block 0, `before_proj`).
+    A WanBlock with those layers attached rather than a subclass, so that compiled block parts
+    (vace_core.compiled), which are specialised on the block's class, serve both streams."""
+    block = WanBlock(config, operations)
+    if index == 0:
+        block.before_proj = operations.Linear(config.dim, config.dim)
+    block.after_proj = operations.Linear(config.dim, config.dim)
+    return block
 
 
 def build_vace_modules(config: WanConfig, operations: type = TorchOps) -> tuple[nn.Conv3d, nn.ModuleList]:
     patch_embedding = operations.Conv3d(config.vace_in_dim, config.dim, kernel_size=config.patch_size,
                                         stride=config.patch_size)
-    blocks = nn.ModuleList(VaceBlock(config, k, operations) for k in range(config.num_vace_blocks))
+    blocks = nn.ModuleList(vace_block(config, k, operations) for k in range(config.num_vace_blocks))
     return patch_embedding, blocks
 
 
@@ -60,14 +65,16 @@ class VaceStream:
 
     def __init__(self, patch_embedding: nn.Conv3d, blocks: nn.ModuleList, vace_context: torch.Tensor,
                  x: torch.Tensor, time_mod: torch.Tensor, text_kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
-                 rope: torch.Tensor, cache: "BlockCacheAccess | None" = None,
-                 attn_mask: torch.Tensor | None = None, text_mask: torch.Tensor | None = None) -> None:
+                 rope: RopeTable, cache: "BlockCacheAccess | None" = None,
+                 attn_mask: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
+                 kernels: AttentionKernels = SDPA, parts: BlockParts | None = None) -> None:
         c = patch_embedding(vace_context.to(compute_dtype_of(patch_embedding)))  # [B, dim, F, H/2, W/2]
         self._c = c.flatten(2).transpose(1, 2).float()  # [B, S, dim]
         self._x = x
         self._blocks = blocks
         self._time_mod, self._text_kv, self._rope = time_mod, text_kv, rope
         self._cache, self._attn_mask, self._text_mask = cache, attn_mask, text_mask
+        self._kernels, self._parts = kernels, parts
         self._next = 0
 
     def hint(self, k: int) -> torch.Tensor:
@@ -78,6 +85,6 @@ class VaceStream:
             self._c = linear(block.before_proj, self._c).float() + self._x
             self._x = None  # the stream no longer needs the latent tokens
         self._c = block(self._c, self._time_mod, self._text_kv[k], self._rope, self._cache, k,
-                        self._attn_mask, self._text_mask)
+                        self._attn_mask, self._text_mask, self._kernels, self._parts)
         self._next += 1
         return linear(block.after_proj, self._c).float()

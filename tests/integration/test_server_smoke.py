@@ -18,7 +18,7 @@ from comfy_harness import PACK_DIR_NAME, REPO_ROOT, TEST_PACK_DIR_NAME
 # INPUT_TYPES order (required, then optional) and outputs from the team contract. UI-format
 # workflows store widget values by position, so the order is part of the interface.
 OUR_NODES = {
-    "LongLiveModelLoader": (["base_checkpoint", "lora", "lora_strength", "dtype"], ["entry"],
+    "LongLiveModelLoader": (["base_checkpoint", "lora", "lora_strength", "dtype"], ["entry", "compile"],
                             ["LONGLIVE_MODEL"]),
     "LongLiveLoraLoader": (["model", "lora", "strength"], [], ["LONGLIVE_MODEL"]),
     "LongLiveVaceGraft": (["model", "vace_checkpoint"], [], ["LONGLIVE_MODEL"]),
