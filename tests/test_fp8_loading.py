@@ -288,3 +288,24 @@ def test_fp8_matmuls_stay_close(r2v):
     model = load_longlive(path, dtype=E4M3, fp8_matmul=True)
     assert model.blocks[0].self_attn.q.fp8_matmul
     assert 1e-3 < relative_rms(run(model), reference) <= 4.5e-2
+
+
+@pytest.mark.parametrize("fp8_matmul", [False, True])
+def test_compiled_block_parts_run_fp8_weights_in_whole_graphs(r2v, fp8_matmul):
+    """The loader's `compile` choice with fp8 weights: the compiled parts (vace_core.compiled; the
+    aot_eager backend runs the same kernels) trace the cast-per-layer Linear, and its fp8 matmul,
+    without a graph break and give the eager latents."""
+    from torch._dynamo.utils import counters
+
+    from vace_core.compiled import BlockCompiler
+
+    path, run, _ = r2v
+    eager = run(load_longlive(path, dtype=E4M3, fp8_matmul=fp8_matmul))
+    model = load_longlive(path, dtype=E4M3, fp8_matmul=fp8_matmul)
+    model.compiler = BlockCompiler("aot_eager")
+    breaks, graphs = sum(counters["graph_break"].values()), counters["stats"]["unique_graphs"]
+    compiled = run(model)
+    assert counters["stats"]["unique_graphs"] > graphs  # it did compile
+    assert sum(counters["graph_break"].values()) == breaks
+    assert relative_rms(compiled, eager) <= 1e-6
+
