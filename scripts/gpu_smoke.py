@@ -236,20 +236,25 @@ def part_runs(plan: Plan, device: torch.device) -> tuple[dict, dict]:
             "peak_vram_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if on_gpu else "needs CUDA"}
         checks[f"{name}_finite"] = bool(run.finite) and len(run.wall) == CHUNKS
         if on_gpu:
-            checks[f"{name}_no_math_attention_kernel"] = not any("math" in k.lower() for k in figures[name]["kernels"])
+            # SDPA's math fallback shows as its op (its kernels are plain matmuls and softmax)
+            checks[f"{name}_no_math_attention"] = not any("math" in k.lower() for k in figures[name]["kernels"])
     figures["sizes"] = model.sizes()
     return figures, checks
 
 
 def attention_kernels(prof, on_gpu: bool) -> dict[str, dict]:
-    """Kernels (GPU) or ops (CPU) of the profiled chunk whose names say attention: calls, total ms."""
+    """What attention ran in the profiled chunk: PyTorch's SDPA ops (`aten::_scaled_dot_product_*`:
+    flash, efficient, cudnn or math, whatever the device) and, on a GPU, the kernels whose names
+    say attention; calls and self time (device time on a GPU) in ms."""
     found = {}
     for event in prof.key_averages():
-        if not any(word in event.key.lower() for word in ATTENTION_WORDS):
+        name = event.key.lower()
+        sdpa_op = name.startswith("aten::_scaled_dot_product")
+        if not (sdpa_op or any(word in name for word in ATTENTION_WORDS)):
             continue
         device_us = getattr(event, "self_device_time_total", 0.0) if on_gpu else event.self_cpu_time_total
-        if on_gpu and device_us == 0:
-            continue  # a CPU-side wrapper of the kernel
+        if on_gpu and device_us == 0 and not sdpa_op:
+            continue  # a CPU-side wrapper of a kernel listed on its own
         found[event.key[:160]] = {"calls": event.count, "ms": round(device_us / 1000, 3)}
     return found
 

@@ -51,3 +51,19 @@ def test_the_attention_check_catches_a_kernel_that_drops_the_bias(monkeypatch):
     assert checks["attention_self_attention_math_within_tolerance"]  # no mask there: unaffected
     assert not checks["attention_cross_attention_math_within_tolerance"]
     assert figures["cross_attention"]["backends"]["math"]["relative_rms_vs_fp32"] > smoke.ATTENTION_TOLERANCE
+
+
+def test_the_kernel_report_names_sdpas_math_fallback():
+    """The GPU check "no math attention" reads the SDPA op names the profiler records (the math
+    fallback's own kernels are plain matmuls): a math call shows up, a flash call does not."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.profiler import ProfilerActivity, profile
+
+    q = torch.randn(1, 2, 8, 16)
+    for backend, math_seen in ((SDPBackend.MATH, True), (SDPBackend.FLASH_ATTENTION, False)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            with sdpa_kernel([backend]):
+                F.scaled_dot_product_attention(q, q, q)
+        names = smoke.attention_kernels(prof, on_gpu=False)
+        assert any(name.startswith("aten::_scaled_dot_product") for name in names)
+        assert any("math" in name for name in names) is math_seen
