@@ -45,10 +45,6 @@ class QuantizedTensors:
     consumed: set[str] = field(default_factory=set)  # keys that are no model tensor (scales, markers, configs)
     full_precision_matmul: bool = False  # the file asks for matmuls in the compute dtype, not in fp8
 
-    @property
-    def is_quantized(self) -> bool:
-        return bool(self.consumed)
-
 
 def read_quantization(keys: Iterable[str], metadata: Mapping[str, str] | None,
                       read: Callable[[str], torch.Tensor], source: str = "<file>") -> QuantizedTensors:
