@@ -15,9 +15,9 @@ import torch
 
 from ..vace_core.encoding import (VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denormalize_latents,
                                   normalize_latents, video_frames_for)
-from ..vace_core.sampler import PromptSegment
+from ..vace_core.plan import PromptSegment
 from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, video_latents
-from .model_ref import LongLiveModel
+from .host.model_ref import LongLiveModel
 from .sampler import NO_RAMP, LongLiveSampler, plan_run, sample_on_device
 
 OUTPUTS = ("continuation", "earlier + continuation")

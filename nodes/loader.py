@@ -6,11 +6,10 @@ from dataclasses import replace
 
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
-from .model_ref import AUTO, DTYPES, FileRef, LongLiveModel, file_stamp, load_model
+from .host.files import BASE_FILE, LORA_FILE
+from .host.model_ref import AUTO, DTYPES, FileRef, LongLiveModel, file_stamp, load_model
 
 NO_LORA = "none"
-DEFAULT_BASE = "longlive_base.pt"
-DEFAULT_LORA = "lora.pt"
 ENTRIES = ("auto", "generator", "generator_ema", "model")
 
 
@@ -22,13 +21,13 @@ class LongLiveModelLoader:
         return {
             "required": {
                 "base_checkpoint": (bases, {
-                    **default_if_listed(bases, DEFAULT_BASE),
-                    "tooltip": "LongLive base weights in models/diffusion_models (longlive_base.pt, or any "
+                    **default_if_listed(bases, BASE_FILE),
+                    "tooltip": f"LongLive base weights in models/diffusion_models ({BASE_FILE}, or any "
                                "Wan2.1-T2V-1.3B layout: original, ComfyUI-prefixed or diffusers)."}),
                 "lora": (loras, {
-                    **default_if_listed(loras, DEFAULT_LORA),
+                    **default_if_listed(loras, LORA_FILE),
                     "tooltip": "LoRA in models/loras applied to the base when it is loaded, as a patch: a new "
-                               "strength does not read the base again (LongLive ships lora.pt, rank 256). "
+                               f"strength does not read the base again (LongLive ships {LORA_FILE}, rank 256). "
                                "'none' loads the base alone."}),
                 "lora_strength": ("FLOAT", {
                     "default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..vace_core.sampler import PromptSegment
+from ..vace_core.plan import PromptSegment
 from .common import CATEGORY, MAX_VIDEO_FRAMES, PROMPTS_TYPE
 
 

@@ -10,16 +10,17 @@ import torch
 
 from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, encode_start_frames,
                                   latent_frames_for, video_frames_for)
+from ..vace_core.memory import run_memory_bytes
 from ..vace_core.passes import VACE_ATTENTION_MODES
-from ..vace_core.sampler import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, GenerationCancelled, PromptSegment,
-                                 SampleResult, SamplerSettings, StepInfo, VaceScaleRamp, check_vace, generate, run_cache_bytes,
-                                 tokens_per_frame)
+from ..vace_core.plan import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, PromptSegment, SamplerSettings,
+                              VaceScaleRamp, check_vace)
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, Preset, resolve_settings
+from ..vace_core.sampler import GenerationCancelled, SampleResult, StepInfo, generate
 from ..vace_core.scheduler import parse_steps
 from . import host
 from .common import (CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY,
                      VACE_TYPE)
-from .model_ref import LongLiveModel
+from .host.model_ref import LongLiveModel
 from .prompts import conditioning_tensor
 
 DEFAULTS = SamplerSettings()
@@ -242,14 +243,9 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.Load
     """The network loaded by the host's memory manager for the run, with room made for the KV cache
     and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
-    network = model.shared.network
-    cache = run_cache_bytes(network, height=plan.height, width=plan.width, ref_frames=plan.ref_frames,
-                            settings=plan.settings, uses_vace=plan.uses_vace)
-    frames_per_pass = max(plan.settings.chunk_frames, plan.ref_frames)
-    if len(plan.prompts) > 1:  # a prompt switch re-runs the window in one pass
-        frames_per_pass = max(frames_per_pass, plan.settings.window_frames)
-    memory = model.run_memory_bytes(tokens_per_frame=tokens_per_frame(plan.height, plan.width),
-                                    frames_per_pass=frames_per_pass, cache_bytes=cache)
+    memory = run_memory_bytes(model.facts.config, model.compute_dtype, height=plan.height, width=plan.width,
+                              ref_frames=plan.ref_frames, settings=plan.settings, uses_vace=plan.uses_vace,
+                              prompt_switches=len(plan.prompts) > 1)
     try:
         yield model.load_for_run(memory)
     finally:

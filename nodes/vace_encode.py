@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..vace_core.encoding import REFERENCE_FITS, VaceContext, check_size, encode_vace_context
 from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, VACE_TYPE
+from .host.files import WAN_VAE_FILE
 
 
 class LongLiveVaceEncode:
@@ -11,7 +12,7 @@ class LongLiveVaceEncode:
     def INPUT_TYPES(cls) -> dict:
         return {
             "required": {
-                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE (VAELoader with wan_2.1_vae.safetensors)."}),
+                "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE (VAELoader with {WAN_VAE_FILE})."}),
                 "width": ("INT", {"default": 832, "min": 16, "max": MAX_RESOLUTION, "step": 16,
                                   "tooltip": "Video width in pixels (multiple of 16); must equal the sampler's."}),
                 "height": ("INT", {"default": 480, "min": 16, "max": MAX_RESOLUTION, "step": 16,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
-from .model_ref import FileRef, LongLiveModel, file_stamp
-
-# the files the README recommends, in order: ComfyUI's repackaged Wan2.1-VACE, kijai's VACE module
-DEFAULT_VACE = ("wan2.1_vace_1.3B_fp16.safetensors", "Wan2_1-VACE_module_1_3B_bf16.safetensors")
+from .host.files import VACE_FILES
+from .host.model_ref import FileRef, LongLiveModel, file_stamp
 
 
 class LongLiveVaceGraft:
@@ -19,7 +17,7 @@ class LongLiveVaceGraft:
                 "model": (MODEL_TYPE, {"tooltip": "The LongLive model to give VACE blocks (left unchanged; "
                                                   "a new model is returned)."}),
                 "vace_checkpoint": (names, {
-                    **default_if_listed(names, *DEFAULT_VACE),
+                    **default_if_listed(names, *VACE_FILES),
                     "tooltip": "File in models/diffusion_models holding Wan2.1-VACE-1.3B weights: a VACE "
                                "module file (only vace_* keys) or a full VACE checkpoint, in original, "
                                "ComfyUI-prefixed or diffusers names. Only its VACE tensors are used."}),

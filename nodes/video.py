@@ -18,11 +18,13 @@ from typing import Any, Sequence
 import torch
 
 from ..vace_core.encoding import VAE_STRIDE_S, latent_frames_for
-from ..vace_core.sampler import GenerationCancelled, PromptSegment, plan_blocks
+from ..vace_core.plan import PromptSegment, plan_blocks
+from ..vace_core.sampler import GenerationCancelled
 from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
 from . import host
 from .common import CATEGORY, video_latents
-from .model_ref import LongLiveModel
+from .host.files import WAN_VAE_FILE
+from .host.model_ref import LongLiveModel
 from .sampler import (NO_RAMP, LongLiveSampler, encode_start_images, keep_loaded_and_check_interrupt,
                       on_compute_device, plan_run)
 
@@ -104,7 +106,7 @@ class LongLiveSaveVideo:
             "required": {
                 "samples": ("LATENT", {"tooltip": "Wan 2.1 latents, e.g. from the LongLive Sampler (its reference "
                                                   "frames are dropped)."}),
-                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE (wan_2.1_vae). Other VAEs decode chunk by chunk "
+                "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE ({WAN_VAE_FILE}). Other VAEs decode chunk by chunk "
                                            "with a little overlap and may show seams."}),
                 **_video_inputs(),
             },
@@ -142,7 +144,7 @@ class LongLiveSampleToVideo:
         return {
             "required": {
                 **inputs["required"],
-                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE (wan_2.1_vae) that decodes each chunk as soon as "
+                "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE ({WAN_VAE_FILE}) that decodes each chunk as soon as "
                                            "it is generated."}),
                 **_video_inputs(),
             },

@@ -10,9 +10,10 @@ run later replaces only its own figures, so a run cut short keeps what it measur
            the prompt embedded once per run, RoPE tables built once per block; on a GPU the
            attention kernels that ran. On the CPU at tiny size (the CI test runs it).
 - timing:  per-chunk wall time against the chunk index with the KV cache (window rolling: flat) and
-           for the naive baseline `cache_mode="recompute"` (quadratic, so it stops after fewer
-           chunks); throughput of T2V as DiT-only FPS and, with --comfyui, end-to-end FPS (DiT plus
-           the streaming decode of every chunk by ComfyUI's full-size Wan VAE, random weights).
+           for the naive baseline, the cache-free recompute (vace_core/testing/recompute.py:
+           quadratic, so it stops after fewer chunks); throughput of T2V as DiT-only FPS and, with
+           --comfyui, end-to-end FPS (DiT plus the streaming decode of every chunk by ComfyUI's
+           full-size Wan VAE, random weights).
 - vace:    per-chunk cost of VACE on every chunk in each `vace_attention` mode (causal, references,
            block) and on the first only (hint_chunks "first"), against VACE off; R2V throughput.
 - memory:  peak memory of a short and a long video (latents aside or kept, VACE on): on the CPU
@@ -50,45 +51,40 @@ import functools
 import importlib
 import importlib.util
 import json
-import multiprocessing
-import os
-import platform
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
 
-from vace_core.cache import KVCache
-from vace_core.config import preset
-from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
-from vace_core.rope import RotaryEmbedding
-from vace_core.model import CausalWanModel
-from vace_core.passes import VACE_ATTENTION_MODES
-from vace_core.sampler import ChunkInfo, SamplerSettings, generate, tokens_per_frame
+from bench_common import (FLAT_LIMIT, MEMORY_LIMIT, MIN_REPEATS, PLANS, SERIES, Bench, Plan, RunTimes,  # noqa: E402
+                          check_comfyui, curve_summary, fresh_process_reports, import_comfy, log, machine_info,
+                          mean_ratio, ratio, rss_now_mib, rss_peak_mib, sdpa_flags, timed_generate, verdict,
+                          write_markdown)
+from pack_loader import load_pack  # noqa: E402
+from vace_core.cache import KVCache  # noqa: E402
+from vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_T  # noqa: E402
+from vace_core.rope import RotaryEmbedding  # noqa: E402
+from vace_core.model import CausalWanModel  # noqa: E402
+from vace_core.passes import VACE_ATTENTION_MODES, CachedPasses, PassExecutor  # noqa: E402
+from vace_core.plan import SamplerSettings  # noqa: E402
+from vace_core.sampler import ChunkInfo, _Run  # noqa: E402
+from vace_core.testing.recompute import RecomputedPasses  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-FLAT_LIMIT = 1.10  # acceptance 1: late chunk / early chunk for the KV cache
 GROWTH_MIN = 1.5  # acceptance 1: the baseline's ratio must clearly grow
-MEMORY_LIMIT = 1.05  # acceptance 2: long / short peak memory
 VACE_FIRST_LIMIT = 1.10  # acceptance 3: hint_chunks="first" / VACE off
 # VACE attention modes, each timed with hints on every chunk ("vace_<mode>"); hint_chunks="first" is
 # timed in the default mode ("vace_first")
 VACE_MODES = VACE_ATTENTION_MODES
-PROMPT_TOKENS = 40  # real rows of the benchmark's 512-row prompt
-MIN_REPEATS = 3
-VIDEO_FRAMES_PER_LATENT = 4
 PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
 
 SECTIONS = ("smoke", "timing", "vace", "memory", "lowvram", "compile")
@@ -96,323 +92,65 @@ CPU_SECTIONS = ("smoke", "timing", "vace", "memory")  # the default on the CPU
 NEEDS_COMFYUI = ("lowvram",)
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Sizes and run lengths for one device (chunk numbers are 1-based)."""
-    preset: str
-    height: int
-    width: int
-    dtype: str
-    long_chunks: int  # KV-cache run; one more than late_chunk, which then has its clean pass
-    baseline_chunks: int  # naive recompute run (its cost per chunk grows with the index)
-    vace_chunks: int
-    memory_chunks: tuple[int, int]  # short, long
-    early_chunk: int  # window full (chunk 4 for chunk 3 / window 12): steady state from here
-    late_chunk: int
-    profile_chunks: tuple[int, int]  # profiled chunk range of the instrumented run
-    repeats: int
-    baseline_repeats: int
-    baseline_early_chunk: int = 5  # the baseline's growth is its last chunk over this one
-    compile_chunks: int = 7  # per run of the compile section
-
-
-PLANS = {
-    "cpu": Plan("tiny-vace", 128, 128, "float32", 41, 12, 12, (10, 40), 5, 40, (5, 8), 5, 3),
-    # each section a few minutes on an H100 / H200 (about 0.6 s per T2V chunk, 1 s per R2V chunk):
-    # a 16-chunk KV run, a 6-chunk naive baseline (its token-level mask over every earlier frame is
-    # 0.8 GB there), 7-chunk VACE runs, 3 repeats each
-    "cuda": Plan("wan2.1-vace-1.3B", 480, 832, "bfloat16", 16, 6, 7, (6, 18), 5, 15, (5, 8), MIN_REPEATS,
-                 MIN_REPEATS, baseline_early_chunk=2),
-    "quick": Plan("tiny-vace", 32, 32, "float32", 5, 4, 3, (2, 4), 2, 4, (2, 3), 1, 1, baseline_early_chunk=2,
-                  compile_chunks=3),
-}
-
-STARTED = time.perf_counter()
-
-
-def log(message: str) -> None:
-    print(f"[{time.perf_counter() - STARTED:6.1f} s] {message}", flush=True)
-
-
-# ---- machine and memory probes ---------------------------------------------------------------
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine_info(device: torch.device) -> dict:
-    info = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "gpu": None}
-    if device.type == "cuda":
-        info.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
-                    cudnn=torch.backends.cudnn.version())
-    return info
-
-
-def sdpa_flags(device: torch.device) -> dict:
-    """Which scaled-dot-product-attention backends CUDA may pick (what actually ran is in the profile)."""
-    if device.type != "cuda":
-        return {}
-    flags = {"flash": torch.backends.cuda.flash_sdp_enabled(),
-             "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
-             "math": torch.backends.cuda.math_sdp_enabled()}
-    if hasattr(torch.backends.cuda, "cudnn_sdp_enabled"):
-        flags["cudnn"] = torch.backends.cuda.cudnn_sdp_enabled()
-    return flags
-
-
-def proc_status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def rss_peak_mib() -> float:
-    kib = proc_status_kib("VmHWM")
-    if kib is None:  # not Linux: ru_maxrss is KiB on Linux, bytes on macOS
-        import resource
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        kib = peak // 1024 if sys.platform == "darwin" else peak
-    return kib / 1024
-
-
-def rss_now_mib() -> float | None:
-    kib = proc_status_kib("VmRSS")
-    return None if kib is None else kib / 1024
-
-
-# ---- ComfyUI, for the side-by-side scripts (run with ComfyUI's python) --------------------------
-
-def default_comfyui(needs: str = "comfy/model_management.py") -> Path:
-    """The --comfyui default: the first checkout in $COMFYUI_DIR (':'-separated, as .ci/run sets it)
-    that has `needs`, else its first entry, else /opt/ComfyUI."""
-    listed = [Path(p) for p in (os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep) if p]
-    return next((p for p in listed if (p / needs).is_file()), listed[0] if listed else Path("/opt/ComfyUI"))
-
-
-def check_comfyui(comfy_dir: Path) -> None:
-    if not (Path(comfy_dir) / "comfy" / "model_management.py").is_file():
-        raise SystemExit(f"--comfyui {comfy_dir}: not a ComfyUI checkout (no comfy/model_management.py)")
-
-
-def import_pack(*modules: str) -> dict[str, ModuleType]:
-    """The repository imported as ComfyUI imports a custom-node folder (so nodes/host.py finds
-    ComfyUI, imported before), under the name PACKAGE: its modules `modules` ("nodes.sampler", ...)."""
-    spec = importlib.util.spec_from_file_location(PACKAGE, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
-    return {name: importlib.import_module(f"{PACKAGE}.{name}") for name in modules}
-
-
-def import_comfy(comfy_dir: Path, base_dir: Path, flags: Sequence[str] = ("--cpu",), **modules: str):
-    """ComfyUI's modules as its server imports them with `flags` and a scratch base directory, as a
-    namespace (name -> module for each `name="comfy.x.y"`), plus its `version` and `dir`. Nothing
-    is written into the checkout when PYTHONDONTWRITEBYTECODE is set."""
-    check_comfyui(comfy_dir)
-    sys.path.insert(0, str(comfy_dir))
-    import comfy.options
-
-    comfy.options.enable_args_parsing()  # so comfy.cli_args reads the argv below, not ours
-    saved, sys.argv = sys.argv, [sys.argv[0], *flags, "--base-directory", str(base_dir)]
-    try:
-        import comfy.model_management  # noqa: F401  (reads the device and VRAM flags at import)
-        loaded = {name: importlib.import_module(module) for name, module in modules.items()}
-    finally:
-        sys.argv = saved
-    version_file = Path(comfy_dir) / "comfyui_version.py"
-    found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
-    return SimpleNamespace(**loaded, version=found.group(1) if found else "unknown", dir=str(comfy_dir))
-
-
-def random_prompt(config, seed: int = 1) -> torch.Tensor:
-    """What ComfyUI's umT5 encoder gives for a PROMPT_TOKENS-token prompt: text_len rows, the padding zeroed."""
-    text = torch.randn(1, config.text_len, config.text_dim, generator=torch.Generator().manual_seed(seed))
-    text[:, PROMPT_TOKENS:] = 0
-    return text
-
-
-def random_vace_context(height: int, width: int, latent_frames: int, ref_frames: int = 1,
-                        context_class: type = VaceContext) -> VaceContext:
-    """A random R2V-shaped context: the reference frames, then one stored generated frame that
-    repeats to the end (as the encoder stores the constant gray / mask-1 tail). `context_class`:
-    the VaceContext of the pack as a host imported it."""
-    noise = torch.Generator().manual_seed(2)
-    context = torch.randn(1, CONTEXT_CHANNELS, ref_frames + 1, height // 8, width // 8, generator=noise)
-    return context_class(context=context, ref_latents=context[:, :LATENT_CHANNELS, :ref_frames].clone(),
-                         ref_frames=ref_frames, latent_frames=latent_frames,
-                         video_frames=video_frames_for(latent_frames), height=height, width=width,
-                         repeated_tail=latent_frames - 1)
-
-
-# ---- the system under test ---------------------------------------------------------------------
-
-class Bench:
-    """A random-weight model of the plan's preset on `device`, a prompt and VACE contexts."""
-
-    def __init__(self, plan: Plan, device: torch.device) -> None:
-        self.plan = plan
-        self.device = device
-        self.dtype = DTYPES[plan.dtype]
-        torch.manual_seed(0)
-        with torch.device(device):  # built directly on the device, then cast (norms stay float32)
-            self.model = CausalWanModel(preset(plan.preset)).set_dtype(self.dtype).eval()
-        self.text = random_prompt(self.model.config)
-        self.settings = SamplerSettings()  # LongLive defaults: chunk 3, window 12, sink 3, 4 steps
-
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def vace_context(self, latent_frames: int, ref_frames: int = 1) -> VaceContext:
-        return random_vace_context(self.plan.height, self.plan.width, latent_frames, ref_frames)
-
-    def sizes(self) -> dict:
-        config = self.model.config
-        s = self.settings
-        tokens = tokens_per_frame(self.plan.height, self.plan.width)
-        return {"preset": self.plan.preset, "height": self.plan.height, "width": self.plan.width,
-                "dtype": self.plan.dtype, "params_m": round(sum(p.numel() for p in self.model.parameters()) / 1e6, 1),
-                "layers": config.num_layers, "vace_blocks": config.num_vace_blocks, "dim": config.dim,
-                "tokens_per_frame": tokens, "chunk_frames": s.chunk_frames, "window_frames": s.window_frames,
-                "sink_frames": s.sink_frames, "denoising_steps": list(s.denoising_steps),
-                "chunk_tokens": tokens * s.chunk_frames, "window_tokens": tokens * s.window_frames}
-
-
-@dataclass
-class RunTimes:
-    wall: list[float]  # seconds per generated chunk, chunk 1 first
-    cpu: list[float]  # process CPU seconds per generated chunk
-    first_chunk_latency: float  # start of generate -> first generated chunk done (refs included)
-    total_wall: float
-    video_frames: int
-    finite: bool | None = None  # every latent finite (None: latents not kept)
-
-
-def timed_generate(bench: Bench, chunks: int, settings: SamplerSettings, vace: bool,
-                   keep_latents: bool = True, extra: Callable[[ChunkInfo], None] | None = None) -> RunTimes:
-    """One generation of `chunks` chunks with perf_counter / process_time stamps per chunk."""
-    latent_frames = chunks * settings.chunk_frames
-    context = bench.vace_context(latent_frames) if vace else None
-    wall: list[float] = []
-    cpu: list[float] = []
-    first: list[float] = []
-    bench.sync()
-    start = time.perf_counter()
-    last = [start, time.process_time()]
-
-    def on_chunk(info: ChunkInfo) -> None:
-        bench.sync()  # the clean pass was only queued on a GPU
-        now_wall, now_cpu = time.perf_counter(), time.process_time()
-        if not info.block.is_reference:
-            wall.append(now_wall - last[0])
-            cpu.append(now_cpu - last[1])
-            if not first:
-                first.append(now_wall - start)
-        last[:] = [now_wall, now_cpu]
-        if extra is not None:
-            extra(info)
-
-    result = generate(bench.model, bench.text, video_frames=video_frames_for(latent_frames),
-                      height=bench.plan.height, width=bench.plan.width, seed=0, vace=context,
-                      settings=settings, on_chunk=on_chunk, keep_latents=keep_latents)
-    bench.sync()
-    finite = None if result.latents is None else bool(torch.isfinite(result.latents).all())
-    return RunTimes(wall, cpu, first[0], time.perf_counter() - start, result.video_frames, finite)
-
-
-# ---- statistics ----------------------------------------------------------------------------------
-
-# per-chunk series: clock (wall, process CPU) x statistic over repeats (median; min, which other
-# processes cannot inflate on a shared machine since their load only ever adds time)
-SERIES = ("wall", "wall_min", "cpu", "cpu_min")
-
-
-def per_index(runs: list[list[float]], stat: Callable[[list[float]], float]) -> list[float]:
-    return [stat(list(values)) for values in zip(*runs)]
-
-
-def ratio(curve: list[float], late: int, early: int) -> float:
-    """curve[late] / curve[early] with 1-based chunk numbers."""
-    return curve[late - 1] / curve[early - 1]
-
-
-def mean_ratio(on: list[float], off: list[float], first: int, last: int) -> float:
-    """sum(on) / sum(off) over chunks first..last (1-based, inclusive)."""
-    return sum(on[first - 1:last]) / sum(off[first - 1:last])
-
-
-def curve_summary(runs: list[RunTimes]) -> dict:
-    curves = {}
-    for series in SERIES:
-        clock, _, stat = series.partition("_")
-        values = per_index([getattr(r, clock) for r in runs], min if stat else statistics.median)
-        curves[f"{series}_s"] = [round(t, 5) for t in values]
-    return {**curves,
-            "first_chunk_latency_s": round(statistics.median(r.first_chunk_latency for r in runs), 4),
-            "total_wall_s": round(statistics.median(r.total_wall for r in runs), 3),
-            "video_frames": runs[0].video_frames,
-            "fps": round(runs[0].video_frames / statistics.median(r.total_wall for r in runs), 3),
-            "repeats": len(runs)}
-
-
-# ---- timing section: cache vs baseline, VACE cost (interleaved) -------------------------------
-
-
 # ---- timed configurations: warm-up over every shape, then interleaved repeats -----------------
 
-Config = tuple[int, SamplerSettings, bool, int]  # chunks, settings, VACE on, repeats
+@dataclass(frozen=True)
+class Config:
+    """One timed configuration."""
+    chunks: int
+    settings: SamplerSettings
+    vace: bool
+    repeats: int
+    executor: Callable[[_Run], PassExecutor] = CachedPasses.for_run  # what runs the passes
+
+    @property
+    def every_chunk_a_new_shape(self) -> bool:
+        return self.executor == RecomputedPasses.for_run  # the naive baseline attends to every earlier frame
+
+    def run(self, bench: Bench, chunks: int | None = None, extra: Callable[[ChunkInfo], None] | None = None
+            ) -> RunTimes:
+        return timed_generate(bench, chunks or self.chunks, self.settings, self.vace, extra=extra,
+                              executor=self.executor)
 
 
 def timing_configs(bench: Bench, plan: Plan) -> dict[str, Config]:
-    """The timing section: the KV cache over a long run, the naive recompute baseline."""
+    """The timing section: the KV cache over a long run, the naive recompute baseline (the
+    cache-free oracle of vace_core/testing as the run's executor)."""
     s = bench.settings
-    return {"kv": (plan.long_chunks, s, False, plan.repeats),
-            "recompute": (plan.baseline_chunks, replace(s, cache_mode="recompute"), False, plan.baseline_repeats)}
+    return {"kv": Config(plan.long_chunks, s, False, plan.repeats),
+            "recompute": Config(plan.baseline_chunks, s, False, plan.baseline_repeats, RecomputedPasses.for_run)}
 
 
 def vace_configs(bench: Bench, plan: Plan) -> dict[str, Config]:
     """The vace section: VACE off, on every chunk in each attention mode, on the first chunk only."""
     s = bench.settings
-    return {"vace_off": (plan.vace_chunks, s, False, plan.repeats),
-            **{f"vace_{mode}": (plan.vace_chunks, replace(s, vace_attention=mode, hint_chunks="all"), True,
-                                plan.repeats) for mode in VACE_MODES},
-            "vace_first": (plan.vace_chunks, replace(s, hint_chunks="first"), True, plan.repeats)}
+    return {"vace_off": Config(plan.vace_chunks, s, False, plan.repeats),
+            **{f"vace_{mode}": Config(plan.vace_chunks, replace(s, vace_attention=mode, hint_chunks="all"), True,
+                                      plan.repeats) for mode in VACE_MODES},
+            "vace_first": Config(plan.vace_chunks, replace(s, hint_chunks="first"), True, plan.repeats)}
 
 
-def warmup_chunks(chunks: int, settings: SamplerSettings, plan: Plan) -> int:
-    """Chunks of an untimed run that shows every shape a timed run of `chunks` chunks has: with the
-    cache, shapes stop changing once the window is full (`early_chunk`), and one chunk more is a
-    last chunk (no clean pass); the naive baseline's every chunk is a new shape."""
-    if settings.cache_mode == "recompute":
-        return chunks
-    return min(chunks, plan.early_chunk + 1)
+def warmup_chunks(config: Config, plan: Plan) -> int:
+    """Chunks of an untimed run that shows every shape a timed run of `config` has: with the cache,
+    shapes stop changing once the window is full (`early_chunk`), and one chunk more is a last
+    chunk (no clean pass); the naive baseline's every chunk is a new shape."""
+    if config.every_chunk_a_new_shape:
+        return config.chunks
+    return min(config.chunks, plan.early_chunk + 1)
 
 
 def run_interleaved(bench: Bench, configs: dict[str, Config], plan: Plan) -> dict[str, list[RunTimes]]:
     """Warm every configuration up over all its shapes, then time its repeats interleaved."""
-    for name, (chunks, settings, vace, _) in configs.items():
-        timed_generate(bench, warmup_chunks(chunks, settings, plan), settings, vace)
+    for config in configs.values():
+        config.run(bench, warmup_chunks(config, plan))
     log(f"warmed up: {', '.join(configs)}")
-    repeats = max(config[3] for config in configs.values())
+    repeats = max(config.repeats for config in configs.values())
     results: dict[str, list[RunTimes]] = {name: [] for name in configs}
     for repeat in range(repeats):
         order = list(configs) if repeat % 2 == 0 else list(reversed(configs))  # A B C .. C B A
         for name in order:
-            chunks, settings, vace, wanted = configs[name]
-            if repeat < wanted:
-                results[name].append(timed_generate(bench, chunks, settings, vace))
+            if repeat < configs[name].repeats:
+                results[name].append(configs[name].run(bench))
                 log(f"repeat {repeat + 1}/{repeats} {name}: {results[name][-1].total_wall:.1f} s")
     return results
 
@@ -425,7 +163,7 @@ def summarise(runs: dict[str, list[RunTimes]], plan: Plan, chunk_frames: int) ->
         curve = curve_summary(values)
         steady = curve["wall_s"][plan.early_chunk - 1:-1] or curve["wall_s"]
         curve["steady_chunk_s"] = round(statistics.median(steady), 5)
-        curve["steady_fps"] = round(VIDEO_FRAMES_PER_LATENT * chunk_frames / curve["steady_chunk_s"], 3)
+        curve["steady_fps"] = round(VAE_STRIDE_T * chunk_frames / curve["steady_chunk_s"], 3)
         curve["all_finite"] = all(r.finite is not False for r in values)
         curves[name] = curve
     return curves
@@ -466,7 +204,7 @@ def end_to_end(curve: dict, decode: dict | None, chunk_frames: int) -> dict:
     if decode is None or "steady_chunk_s" not in decode:
         return {"end_to_end_fps": None}
     seconds = curve["steady_chunk_s"] + decode["steady_chunk_s"]
-    return {"end_to_end_fps": round(VIDEO_FRAMES_PER_LATENT * chunk_frames / seconds, 3),
+    return {"end_to_end_fps": round(VAE_STRIDE_T * chunk_frames / seconds, 3),
             "decode_share": round(decode["steady_chunk_s"] / seconds, 4)}
 
 # ---- memory ---------------------------------------------------------------------------------------
@@ -515,42 +253,6 @@ def run_memory(plan: Plan, device: torch.device, bench: "Bench | None" = None) -
         return fresh_process_reports(functools.partial(child_memory, plan), specs, device)
     timed_generate(bench, plan.memory_chunks[0], bench.settings, vace=True)  # kernels, workspaces
     return [measure_memory(bench, spec) for spec in specs]
-
-
-def fresh_process_reports(worker: Callable[[torch.device, dict], dict], specs: list[dict],
-                          device: torch.device, parallel: int | None = None) -> list[dict]:
-    """`worker(device, spec)` for each spec, each in its own new process, so peaks do not mix. On the
-    CPU the processes are forked from this one (all start from its state, without paying the
-    imports again) and run `parallel` at a time (default: one per core); CUDA cannot be forked, so
-    there they are spawned (`worker` must then be picklable), one at a time."""
-    context = multiprocessing.get_context("fork" if device.type == "cpu" else "spawn")
-    if parallel is None or device.type != "cpu":
-        parallel = (os.cpu_count() or 1) if device.type == "cpu" else 1
-    reports = []
-    for first in range(0, len(specs), parallel):
-        children = []
-        for spec in specs[first:first + parallel]:
-            receiver, sender = context.Pipe(duplex=False)
-            process = context.Process(target=report_worker, args=(sender, worker, str(device), spec))
-            process.start()
-            sender.close()
-            children.append((process, receiver, spec))
-        for process, receiver, spec in children:
-            try:
-                reports.append(receiver.recv())
-            except EOFError:
-                process.join()
-                raise RuntimeError(f"memory child {spec} died (exit code {process.exitcode})") from None
-            process.join()
-    return reports
-
-
-def report_worker(sender, worker: Callable[[torch.device, dict], dict], device_name: str, spec: dict) -> None:
-    device = torch.device(device_name)
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    sender.send(worker(device, spec))
-    sender.close()
 
 
 def memory_figures(reports: list[dict], device: torch.device) -> dict:
@@ -676,10 +378,6 @@ def profile_summary(prof, device: torch.device, chunks: int, top: int = 10) -> d
 
 # ---- report -----------------------------------------------------------------------------------------
 
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 
 # ---- streaming VAE decode (end-to-end FPS): ComfyUI's Wan VAE in a process of its own ----------
 
@@ -707,7 +405,8 @@ def decode_child(spec: dict, out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="bench_comfy_") as base:
         comfy = import_comfy(Path(spec["comfyui"]), Path(base), flags=("--cpu",) if device.type == "cpu" else (),
                              sd="comfy.sd")
-        host = import_pack("nodes.host")["nodes.host"]
+        load_pack(PACKAGE, standalone=False)
+        host = importlib.import_module(f"{PACKAGE}.nodes.host")
         builder = importlib.util.spec_from_file_location("make_tiny_wan_vae",
                                                          ROOT / "tests" / "integration" / "make_tiny_wan_vae.py")
         vae_maker = importlib.util.module_from_spec(builder)
@@ -773,8 +472,8 @@ def section_smoke(ctx: Context) -> dict:
     plan = ctx.plan("smoke")
     bench = ctx.bench(plan)
     once = {}
-    for name, (chunks, settings, vace, _) in {**timing_configs(bench, plan), **vace_configs(bench, plan)}.items():
-        run = timed_generate(bench, warmup_chunks(chunks, settings, plan), settings, vace)
+    for name, config in {**timing_configs(bench, plan), **vace_configs(bench, plan)}.items():
+        run = config.run(bench, warmup_chunks(config, plan))
         once[name] = {"chunks": len(run.wall), "first_chunk_s": round(run.wall[0], 4),
                       "last_chunk_s": round(run.wall[-1], 4), "finite": run.finite}
     on_gpu = ctx.device.type == "cuda"
@@ -878,31 +577,6 @@ def section_compile(ctx: Context) -> dict:
 SECTION_RUNNERS: dict[str, Callable[[Context], dict]] = {
     "smoke": section_smoke, "timing": section_timing, "vace": section_vace, "memory": section_memory,
     "lowvram": section_lowvram, "compile": section_compile}
-
-
-# Sections other benchmark scripts add to a results file (scripts/bench_native_ar.py) follow this
-# line; rewriting the file keeps them.
-APPENDIX_MARK = "<!-- sections below are written by other scripts and kept when this file is rewritten -->"
-
-
-def write_markdown(path: Path, text: str) -> None:
-    """Write `text` as the main part of `path`, keeping the appendix sections already there."""
-    old = path.read_text() if path.exists() else ""
-    appendix = old[old.index(APPENDIX_MARK):] if APPENDIX_MARK in old else ""
-    path.write_text(text + ("\n" + appendix if appendix else ""))
-
-
-def write_section(path: Path, name: str, text: str) -> None:
-    """Put `text` into the appendix of `path` as section `name`, in place of an earlier one."""
-    old = path.read_text() if path.exists() else ""
-    main, _, appendix = old.partition(APPENDIX_MARK)
-    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
-    section = f"{begin}\n{text.strip()}\n{end}"
-    if begin in appendix and end in appendix:
-        appendix = appendix[:appendix.index(begin)] + section + appendix[appendix.index(end) + len(end):]
-    else:
-        appendix = appendix.rstrip("\n") + "\n\n" + section
-    path.write_text(main.rstrip("\n") + "\n\n" + APPENDIX_MARK + "\n\n" + appendix.strip("\n") + "\n")
 
 
 # ---- the results files: rewritten after every section ------------------------------------------

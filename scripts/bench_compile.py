@@ -29,13 +29,14 @@ from pathlib import Path
 
 import torch
 
-import bench  # scripts/bench.py (puts the repository root on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
 
-from vace_core.compiled import BlockCompiler
-from vace_core.config import preset
-from vace_core.encoding import video_frames_for
-from vace_core.model import CausalWanModel
-from vace_core.sampler import SamplerSettings, generate
+import bench_common as common  # noqa: E402  (scripts/bench_common.py)
+from vace_core.compiled import BlockCompiler  # noqa: E402
+from vace_core.config import architecture  # noqa: E402
+from vace_core.encoding import video_frames_for  # noqa: E402
+from vace_core.model import CausalWanModel  # noqa: E402
+from vace_core.sampler import SamplerSettings, generate  # noqa: E402
 
 SECTION = "compile"
 DEFAULTS = {"cpu": ("tiny-vace", 128, 128, "float32"), "cuda": ("wan2.1-vace-1.3B", 480, 832, "bfloat16")}
@@ -46,7 +47,7 @@ def chunk_times(model: CausalWanModel, text: torch.Tensor, args: argparse.Namesp
     """Seconds of every generated chunk of one R2V run (the reference block excluded), and its latents."""
     settings = SamplerSettings()
     latent_frames = settings.chunk_frames * args.chunks
-    vace = bench.random_vace_context(args.height, args.width, latent_frames)
+    vace = common.random_vace_context(args.height, args.width, latent_frames)
     marks: list[float] = []
 
     def mark(info) -> None:
@@ -61,11 +62,11 @@ def chunk_times(model: CausalWanModel, text: torch.Tensor, args: argparse.Namesp
 
 def measure(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
-    dtype = bench.DTYPES[args.dtype]
+    dtype = common.DTYPES[args.dtype]
     torch.manual_seed(0)
     with torch.device(device):
-        model = CausalWanModel(preset(args.preset)).set_dtype(dtype).eval()
-    text = bench.random_prompt(model.config)
+        model = CausalWanModel(architecture(args.preset)).set_dtype(dtype).eval()
+    text = common.random_prompt(model.config)
     compiler = BlockCompiler(args.backend)
 
     model.compiler = compiler
@@ -83,7 +84,7 @@ def measure(args: argparse.Namespace) -> dict:
             times[name] += chunk_times(model, text, args, device)[0][steady]
     model.compiler = None
     medians = {name: statistics.median(t) for name, t in times.items()}
-    return {"section": SECTION, "machine": bench.machine_info(device), "backend": compiler.backend,
+    return {"section": SECTION, "machine": common.machine_info(device), "backend": compiler.backend,
             "preset": args.preset, "height": args.height, "width": args.width, "dtype": args.dtype,
             "chunks_per_run": args.chunks, "repeats": args.repeats, "steady_chunks_timed": len(times["eager"]),
             "compiled_shapes": [list(s) for s in compiler.shapes], "fallbacks": compiler.fallbacks,
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset")
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
-    parser.add_argument("--dtype", choices=list(bench.DTYPES))
+    parser.add_argument("--dtype", choices=list(common.DTYPES))
     parser.add_argument("--chunks", type=int, default=6, help="generated chunks per run (>= 3)")
     parser.add_argument("--repeats", type=int, default=4, help="interleaved pairs of runs")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"results-compile-{args.device}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = markdown(result)
-    bench.write_section(args.out / f"results-{args.device}.md", SECTION, text)
+    common.write_section(args.out / f"results-{args.device}.md", SECTION, text)
     print(text)
     return 0
 

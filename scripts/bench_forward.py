@@ -37,10 +37,12 @@ from typing import Callable
 
 import torch
 
-import bench  # scripts/bench.py (puts the repository root on sys.path)
-from vace_core.config import WanConfig, preset
-from vace_core.fixtures import make_state_dict
-from vace_core.model import CausalWanModel
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
+
+import bench_common as common  # noqa: E402  (scripts/bench_common.py)
+from vace_core.config import WanConfig, architecture  # noqa: E402
+from vace_core.model import CausalWanModel  # noqa: E402
+from vace_core.testing.fixtures import make_state_dict  # noqa: E402
 
 TARGET = 0.90  # issue 12: ours / ComfyUI's per forward pass
 SECTION = "forward-vs-comfy"
@@ -56,11 +58,11 @@ class Case:
 
 
 CASES = {
-    "tiny": Case("tiny preset, 128x128, 3 frames (192 tokens)", preset("tiny-vace"), 3, 16, 16),
+    "tiny": Case("tiny preset, 128x128, 3 frames (192 tokens)", architecture("tiny-vace"), 3, 16, 16),
     "wide": Case("1.3B width, 2 blocks + 1 VACE block, 240x416, 3 frames (1170 tokens)",
                  WanConfig(num_layers=2).with_vace(1), 3, 30, 52),
 }
-QUICK = {"tiny": Case("tiny preset, 32x32, 1 frame (4 tokens)", preset("tiny-vace"), 1, 4, 4)}
+QUICK = {"tiny": Case("tiny preset, 32x32, 1 frame (4 tokens)", architecture("tiny-vace"), 1, 4, 4)}
 
 
 def random_model(config: WanConfig, seed: int) -> CausalWanModel:
@@ -90,7 +92,7 @@ def comfy_model(comfy, ours: CausalWanModel, vace: bool) -> torch.nn.Module:
 def inputs(case: Case, seed: int) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     config = case.config
-    context = bench.random_prompt(config, seed)
+    context = common.random_prompt(config, seed)
     return {"latents": torch.randn(1, 16, case.frames, case.height, case.width, generator=generator),
             "vace": torch.randn(1, config.vace_in_dim, case.frames, case.height, case.width, generator=generator),
             "context": context, "timestep": torch.tensor([937.5])}
@@ -142,18 +144,18 @@ def measure(runs: dict[str, Callable[[], torch.Tensor]], repeats: int) -> dict:
 
 def run(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as base:
-        comfy = bench.import_comfy(args.comfyui, Path(base), wan="comfy.ldm.wan.model", ops="comfy.ops")
+        comfy = common.import_comfy(args.comfyui, Path(base), wan="comfy.ldm.wan.model", ops="comfy.ops")
     cases = QUICK if args.quick else CASES
     results = {}
     for key, case in cases.items():
         for vace in (False, True):
             label = f"{key}_{'vace' if vace else 't2v'}"
-            bench.log(f"{label}: {case.name}")
+            common.log(f"{label}: {case.name}")
             results[label] = {"case": case.name, "model": "VaceWanModel" if vace else "WanModel",
                               **measure(contenders(comfy, case, vace), 1 if args.quick else args.repeats)}
-            bench.log(f"{label}: ours / ComfyUI {results[label]['ours_over_comfy']:.3f}")
+            common.log(f"{label}: ours / ComfyUI {results[label]['ours_over_comfy']:.3f}")
     return {"section": SECTION, "quick": args.quick, "comfyui": comfy.version,
-            "machine": bench.machine_info(torch.device("cpu")), "prompt_tokens": bench.PROMPT_TOKENS,
+            "machine": common.machine_info(torch.device("cpu")), "prompt_tokens": common.PROMPT_TOKENS,
             "target": TARGET, "cases": results}
 
 
@@ -179,7 +181,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--comfyui", type=Path, default=bench.default_comfyui(),
+    parser.add_argument("--comfyui", type=Path, default=common.default_comfyui(),
                         help="a ComfyUI checkout, 0.8 or newer (default: the first in $COMFYUI_DIR, else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one tiny case, one repeat")
     parser.add_argument("--repeats", type=int, default=5)
@@ -191,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"results-forward-cpu{'-quick' if args.quick else ''}"
     (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
     text = markdown(result)
-    bench.write_section(args.out / f"results-cpu{'-quick' if args.quick else ''}.md", SECTION, text)
+    common.write_section(args.out / f"results-cpu{'-quick' if args.quick else ''}.md", SECTION, text)
     print(text)
     return 0
 

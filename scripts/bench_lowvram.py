@@ -31,6 +31,7 @@ Run with ComfyUI's python on a CUDA machine (nothing is written into the checkou
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import shutil
 import subprocess
@@ -38,14 +39,19 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 
 import torch
 
-import bench  # scripts/bench.py (puts the repository root on sys.path)
-from vace_core import fixtures
-from vace_core.config import preset
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
+
+import bench_common as common  # noqa: E402  (scripts/bench_common.py)
+from pack_loader import load_pack  # noqa: E402
+from vace_core.testing import fixtures  # noqa: E402
+from vace_core.config import architecture  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
 SECTION = "lowvram"
 MODES = ("full", "lowvram")
 CHUNK_FRAMES = 3  # latent frames per chunk (the LongLive preset the sampler node runs)
@@ -70,10 +76,18 @@ def comfy_flags(mode: str, plan: dict) -> list[str]:
     return ["--lowvram", "--reserve-vram", f"{max(0.0, total_gib - plan['card_gib']):.2f}"]
 
 
+def import_pack() -> dict[str, ModuleType]:
+    """The repository imported as ComfyUI imports a custom-node folder (so nodes/host finds
+    ComfyUI's memory manager)."""
+    load_pack(PACKAGE, standalone=False)
+    return {name: importlib.import_module(f"{PACKAGE}.{name}") for name in (
+        "nodes.host.model_ref", "nodes.sampler", "vace_core.encoding")}
+
+
 def write_weights(plan: dict, folder: Path) -> dict[str, Path]:
     """Random weights of the plan's size as the pack's users have them: a Wan-layout base file and
-    a VACE module, bf16 at full size (std 0.02, as vace_core.fixtures makes them)."""
-    state = fixtures.make_state_dict(preset(plan["preset"]), seed=0)
+    a VACE module, bf16 at full size (std 0.02, as vace_core.testing.fixtures makes them)."""
+    state = fixtures.make_state_dict(architecture(plan["preset"]), seed=0)
     if plan["dtype"] == "bf16":
         state = {k: v.to(torch.bfloat16) for k, v in state.items()}
     return {"base": fixtures.write_wan_safetensors(folder / "base.safetensors", fixtures.main_only(state)),
@@ -85,10 +99,10 @@ def child(args: argparse.Namespace) -> None:
     if plan["device"] == "cpu":
         torch.set_num_threads(1)
     flags = comfy_flags(args.child, plan)
-    comfy = bench.import_comfy(args.comfyui, Path(args.work) / "base", flags=flags,
+    comfy = common.import_comfy(args.comfyui, Path(args.work) / "base", flags=flags,
                                model_management="comfy.model_management")
-    pack = bench.import_pack("nodes.model_ref", "nodes.sampler", "vace_core.encoding")
-    model_ref, sampler_nodes = pack["nodes.model_ref"], pack["nodes.sampler"]
+    pack = import_pack()
+    model_ref, sampler_nodes = pack["nodes.host.model_ref"], pack["nodes.sampler"]
     encoding, mm = pack["vace_core.encoding"], comfy.model_management
     files = json.loads(args.files)
 
@@ -98,14 +112,14 @@ def child(args: argparse.Namespace) -> None:
         return model_ref.FileRef("diffusion_models", path.name, str(path), (stat.st_size, stat.st_mtime_ns))
 
     model = model_ref.load_model(ref("base"), plan["dtype"]).with_vace(ref("vace"))
-    text = bench.random_prompt(model.shared.network.config)
+    text = common.random_prompt(model.shared.network.config)
     sampler = sampler_nodes.LongLiveSampler()
     device = mm.get_torch_device()
 
     def run(chunks: int) -> float:
         latent_frames = chunks * CHUNK_FRAMES
         video_frames = encoding.video_frames_for(latent_frames)
-        vace = bench.random_vace_context(plan["height"], plan["width"], latent_frames,
+        vace = common.random_vace_context(plan["height"], plan["width"], latent_frames,
                                          context_class=encoding.VaceContext)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -162,7 +176,7 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--comfyui", type=Path, default=bench.default_comfyui(),
+    parser.add_argument("--comfyui", type=Path, default=common.default_comfyui(),
                         help="a ComfyUI checkout (default: the first in $COMFYUI_DIR, else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="CPU smoke run: the tiny model, 32x32, 3 chunks")
     parser.add_argument("--card-gib", type=float, default=8.0, help="the GPU memory ComfyUI may use in lowvram mode")
@@ -177,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args)
         return 0
-    bench.check_comfyui(args.comfyui)
+    common.check_comfyui(args.comfyui)
     if args.chunks < 2:
         raise SystemExit(f"--chunks {args.chunks}: at least 2 (the steady cost is the difference to 1 chunk)")
     if not args.quick and not torch.cuda.is_available():
@@ -186,11 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bench_lowvram_"))
     try:
-        bench.log(f"writing random {plan['preset']} weights ({plan['dtype']})")
+        common.log(f"writing random {plan['preset']} weights ({plan['dtype']})")
         files = {name: str(path) for name, path in write_weights(plan, work).items()}
         modes = []
         for mode in MODES:
-            bench.log(f"{mode}: a ComfyUI process of its own")
+            common.log(f"{mode}: a ComfyUI process of its own")
             report = work / f"{mode}.json"
             child_run = subprocess.run([sys.executable, __file__, "--comfyui", str(args.comfyui), "--child", mode,
                                         "--plan", json.dumps(plan), "--files", json.dumps(files), "--work",
@@ -198,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             if child_run.returncode != 0:
                 raise SystemExit(f"the {mode} run failed (exit status {child_run.returncode}); its output is above")
             modes.append(json.loads(report.read_text()))
-            bench.log(f"{mode}: {modes[-1]['steady_chunk_s']} s per chunk, {modes[-1]['video_fps']} video fps")
+            common.log(f"{mode}: {modes[-1]['steady_chunk_s']} s per chunk, {modes[-1]['video_fps']} video fps")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result = {"plan": plan, "modes": modes, "runtime_s": round(time.perf_counter() - started, 1)}
@@ -208,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     text = markdown(result)
     (args.out / f"{stem}.md").write_text(text)
     if not args.quick:
-        bench.write_section(args.out / "results-cuda.md", SECTION, text)
+        common.write_section(args.out / "results-cuda.md", SECTION, text)
     print(text)
     print(f"wrote {args.out / stem}.json / .md in {result['runtime_s']} s")
     return 0

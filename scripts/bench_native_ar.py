@@ -53,13 +53,16 @@ from types import SimpleNamespace
 import torch
 from safetensors.torch import save_file
 
-import bench  # scripts/bench.py (puts the repository root on sys.path)
-from vace_core.cache import kv_cache_bytes
-from vace_core.checkpoints import load_longlive
-from vace_core.config import preset
-from vace_core.encoding import latent_frames_for, video_frames_for
-from vace_core.presets import resolve_settings
-from vace_core.sampler import SamplerSettings, cache_layout, generate, tokens_per_frame
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
+
+import bench_common as common  # noqa: E402  (scripts/bench_common.py)
+from vace_core.cache import kv_cache_bytes  # noqa: E402
+from vace_core.checkpoints import load_longlive  # noqa: E402
+from vace_core.config import architecture  # noqa: E402
+from vace_core.encoding import latent_frames_for, video_frames_for  # noqa: E402
+from vace_core.presets import resolve_settings  # noqa: E402
+from vace_core.plan import SamplerSettings, cache_layout, tokens_per_frame  # noqa: E402
+from vace_core.sampler import generate  # noqa: E402
 
 TINY = "tiny"  # the pack's tiny preset without VACE (the native path has none)
 OURS = {"ours": "LongLive", "ours_w21": "Self-Forcing"}  # configuration -> preset
@@ -90,11 +93,11 @@ PLANS = {"cpu": Plan(128, 128, 41, 5, 10, 40, (10, 40), 5),
 # ---- ComfyUI -----------------------------------------------------------------------------------
 
 def import_comfy(comfy_dir: Path, base_dir: Path) -> SimpleNamespace:
-    """ComfyUI's sampling and AR model modules (bench.import_comfy), refusing a ComfyUI without them."""
+    """ComfyUI's sampling and AR model modules (common.import_comfy), refusing a ComfyUI without them."""
     if not (comfy_dir / "comfy" / "ldm" / "wan" / "ar_model.py").is_file():
         raise SystemExit(f"{comfy_dir} has no native AR path (comfy/ldm/wan/ar_model.py): give a ComfyUI "
                          "0.2x or newer, e.g. 0.33.0, with --comfyui or COMFYUI_DIR")
-    return bench.import_comfy(comfy_dir, base_dir, sd="comfy.sd", sample="comfy.sample",
+    return common.import_comfy(comfy_dir, base_dir, sd="comfy.sd", sample="comfy.sample",
                               samplers="comfy.samplers", ar_model="comfy.ldm.wan.ar_model")
 
 
@@ -148,7 +151,7 @@ class Native:
 
 # ---- timing ------------------------------------------------------------------------------------
 
-def timed_native(native: Native, chunks: int, plan: Plan) -> bench.RunTimes:
+def timed_native(native: Native, chunks: int, plan: Plan) -> common.RunTimes:
     wall: list[float] = []
     cpu: list[float] = []
     start = time.perf_counter()
@@ -165,33 +168,33 @@ def timed_native(native: Native, chunks: int, plan: Plan) -> bench.RunTimes:
         native.sample(chunks, plan)
     finally:
         native.on_chunk = None
-    return bench.RunTimes(wall, cpu, wall[0], time.perf_counter() - start, video_frames_for(3 * chunks))
+    return common.RunTimes(wall, cpu, wall[0], time.perf_counter() - start, video_frames_for(3 * chunks))
 
 
-def run_timings(ours: bench.Bench, native: Native, plan: Plan) -> dict[str, list[bench.RunTimes]]:
+def run_timings(ours: common.Bench, native: Native, plan: Plan) -> dict[str, list[common.RunTimes]]:
     """Every timed run in its own process forked from this one (the models built and warmed up), one
     at a time in interleaved order, so no run inherits the allocator state of the one before (the
     native path allocates and frees a whole-video cache)."""
     settings = {name: resolve_settings(p) for name, p in OURS.items()}
 
-    def once(name: str, chunks: int) -> bench.RunTimes:
+    def once(name: str, chunks: int) -> common.RunTimes:
         if name == "native":
             return timed_native(native, chunks, plan)
-        return bench.timed_generate(ours, chunks, settings[name], vace=False)
+        return common.timed_generate(ours, chunks, settings[name], vace=False)
 
     def timed_child(device: torch.device, spec: dict) -> dict:
         times = once(spec["config"], plan.chunks)
-        bench.log(f"repeat {spec['repeat'] + 1}/{plan.repeats} {spec['config']}: {times.total_wall:.1f} s")
+        common.log(f"repeat {spec['repeat'] + 1}/{plan.repeats} {spec['config']}: {times.total_wall:.1f} s")
         return asdict(times)
 
     for name in CONFIGS:  # warm-up: allocator, kernels, ComfyUI's first model load
         once(name, 2)
     specs = [{"config": name, "repeat": repeat} for repeat in range(plan.repeats)
              for name in (CONFIGS if repeat % 2 == 0 else tuple(reversed(CONFIGS)))]  # A B C .. C B A
-    reports = bench.fresh_process_reports(timed_child, specs, torch.device("cpu"), parallel=1)
-    results: dict[str, list[bench.RunTimes]] = {name: [] for name in CONFIGS}
+    reports = common.fresh_process_reports(timed_child, specs, torch.device("cpu"), parallel=1)
+    results: dict[str, list[common.RunTimes]] = {name: [] for name in CONFIGS}
     for spec, report in zip(specs, reports):
-        results[spec["config"]].append(bench.RunTimes(**report))
+        results[spec["config"]].append(common.RunTimes(**report))
     return results
 
 
@@ -203,10 +206,10 @@ def timing_figures(curves: dict, plan: Plan) -> dict:
     and starting at `early`, which average out some of a shared machine's load changes."""
     figures = {}
     for name in CONFIGS:
-        for series in bench.SERIES:
+        for series in common.SERIES:
             curve = curves[name][f"{series}_s"]
-            figures[f"{name}_late_over_early_{series}"] = round(bench.ratio(curve, plan.late, plan.early), 4)
-            figures[f"{name}_late_over_steady_{series}"] = round(bench.ratio(curve, plan.late, plan.steady), 4)
+            figures[f"{name}_late_over_early_{series}"] = round(common.ratio(curve, plan.late, plan.early), 4)
+            figures[f"{name}_late_over_steady_{series}"] = round(common.ratio(curve, plan.late, plan.steady), 4)
             late_band = statistics.mean(curve[plan.late - BAND:plan.late])
             early_band = statistics.mean(curve[plan.early - 1:plan.early - 1 + BAND])
             figures[f"{name}_late_band_over_early_band_{series}"] = round(late_band / early_band, 4)
@@ -223,21 +226,21 @@ def child_peak(shared: SimpleNamespace, device: torch.device, spec: dict) -> dic
     plan, chunks = shared.plan, spec["chunks"]
     if spec["config"] == "native":
         native = Native(shared.comfy, shared.weights, shared.text, shared.sigmas)
-        before = bench.rss_now_mib()
+        before = common.rss_now_mib()
         native.sample(chunks, plan)
         cache_bytes = native.cache_bytes[-1]
     else:
         model = load_longlive(shared.weights, dtype="fp32")
-        before = bench.rss_now_mib()
+        before = common.rss_now_mib()
         result = generate(model, shared.text, video_frames=video_frames_for(3 * chunks), height=plan.height,
                           width=plan.width, seed=0, settings=resolve_settings(OURS[spec["config"]]))
         cache_bytes = result.cache_bytes
-    return dict(spec, rss_before_mib=before, rss_peak_mib=round(bench.rss_peak_mib(), 2), kv_cache_bytes=cache_bytes)
+    return dict(spec, rss_before_mib=before, rss_peak_mib=round(common.rss_peak_mib(), 2), kv_cache_bytes=cache_bytes)
 
 
 def run_memory(shared: SimpleNamespace) -> list[dict]:
     specs = [{"config": name, "chunks": chunks} for name in CONFIGS for chunks in shared.plan.memory_chunks]
-    return bench.fresh_process_reports(lambda device, spec: child_peak(shared, device, spec), specs,
+    return common.fresh_process_reports(lambda device, spec: child_peak(shared, device, spec), specs,
                                        torch.device("cpu"))
 
 
@@ -259,7 +262,7 @@ def full_size_cache_bytes(comfy: SimpleNamespace) -> list[dict]:
     """KV cache bytes at full size for some video lengths: ours by the formula the sampler sizes its
     cache with (`kv_cache_bytes`); ComfyUI's from its own `init_kv_caches` on the meta device (shapes,
     no memory), sized as `sample_ar_video` sizes it: latent frames x tokens per frame."""
-    config = preset("wan2.1-1.3B")
+    config = architecture("wan2.1-1.3B")
     tokens = tokens_per_frame(480, 832)
     shape = SimpleNamespace(num_layers=config.num_layers, num_heads=config.num_heads, head_dim=config.head_dim)
     rows = []
@@ -281,7 +284,7 @@ def full_size_cache_bytes(comfy: SimpleNamespace) -> list[dict]:
 # ---- one pass on the same input: the two models are the same network ---------------------------
 
 @torch.no_grad()
-def first_pass_difference(ours: bench.Bench, native: Native, plan: Plan) -> float:
+def first_pass_difference(ours: common.Bench, native: Native, plan: Plan) -> float:
     """Max |ComfyUI - ours| of the flow for the first chunk at t = 1000 (no earlier frames)."""
     x = torch.randn(1, 16, 3, plan.height // 8, plan.width // 8, generator=torch.Generator().manual_seed(5))
     tokens = 3 * tokens_per_frame(plan.height, plan.width)
@@ -300,8 +303,8 @@ def checks(timing: dict, memory: dict) -> dict:
     # flat by both clocks: on a shared machine other processes' load moves wall time between
     # chunks, process CPU time much less
     return {"ours_flat_time": max(timing["ours_late_over_early_wall"],
-                                  timing["ours_late_over_early_cpu"]) <= bench.FLAT_LIMIT,
-            "ours_flat_memory": memory["ours_peak_long_over_short"] <= bench.MEMORY_LIMIT}
+                                  timing["ours_late_over_early_cpu"]) <= common.FLAT_LIMIT,
+            "ours_flat_memory": memory["ours_peak_long_over_short"] <= common.MEMORY_LIMIT}
 
 
 def mib(n: int) -> str:
@@ -340,7 +343,7 @@ def markdown(result: dict) -> str:
     for name in CONFIGS:
         growth = mem[f"{name}_growth_mib"]
         kv = mem[f"{name}_kv_cache_bytes"]
-        early_ratios = " | ".join(f"{t[f'{name}_late_over_early_{series}']:.3f}" for series in bench.SERIES)
+        early_ratios = " | ".join(f"{t[f'{name}_late_over_early_{series}']:.3f}" for series in common.SERIES)
         lines.append(
             f"| {LABELS[name]} | {early_ratios} | {t[f'{name}_late_band_over_early_band_wall']:.3f}, "
             f"{t[f'{name}_late_band_over_early_band_cpu']:.3f} | {t[f'{name}_late_over_steady_wall']:.3f}, "
@@ -349,9 +352,9 @@ def markdown(result: dict) -> str:
             f"{mib(kv[0])} → {mib(kv[1])} |")
     lines += [
         "",
-        (f"Checks (ours, LongLive preset): chunk {late} / {early} <= {bench.FLAT_LIMIT} (wall and cpu medians): "
-         f"{bench.verdict(ok['ours_flat_time'])}; peak memory {long} / {short} chunks <= {bench.MEMORY_LIMIT}: "
-         f"{bench.verdict(ok['ours_flat_memory'])}. The native figures are as measured (no target). One pass "
+        (f"Checks (ours, LongLive preset): chunk {late} / {early} <= {common.FLAT_LIMIT} (wall and cpu medians): "
+         f"{common.verdict(ok['ours_flat_time'])}; peak memory {long} / {short} chunks <= {common.MEMORY_LIMIT}: "
+         f"{common.verdict(ok['ours_flat_memory'])}. The native figures are as measured (no target). One pass "
          f"of both models on the same input differs by {result['first_pass_max_abs_diff']:.1e}: the same "
          "network (float32 rounding)."),
         "",
@@ -385,22 +388,22 @@ def run(args: argparse.Namespace) -> dict:
     base_dir = Path(tempfile.mkdtemp(prefix="bench_native_ar_"))
     try:
         comfy = import_comfy(args.comfyui, base_dir)
-        ours = bench.Bench(replace(bench.PLANS["cpu"], preset=TINY, height=plan.height, width=plan.width,
+        ours = common.Bench(replace(common.PLANS["cpu"], preset=TINY, height=plan.height, width=plan.width,
                                    dtype="float32"), torch.device("cpu"))
         weights = write_weights(ours.model, base_dir / "tiny_causal_wan.safetensors")
         sigmas = resolve_settings("Self-Forcing").schedule.sigmas.tolist()
         assert sigmas == SamplerSettings().schedule.sigmas.tolist()  # one schedule for all three
         shared = SimpleNamespace(plan=plan, comfy=comfy, weights=weights, text=ours.text, sigmas=sigmas)
-        bench.log(f"memory: {len(CONFIGS) * 2} runs, one new process each")
+        common.log(f"memory: {len(CONFIGS) * 2} runs, one new process each")
         memory_runs = run_memory(shared)  # forked before this process builds the native model
         native = Native(comfy, weights, ours.text, sigmas)
         difference = first_pass_difference(ours, native, plan)
-        bench.log(f"first pass, ComfyUI vs ours: max abs diff {difference:.1e}; timing runs (interleaved)")
+        common.log(f"first pass, ComfyUI vs ours: max abs diff {difference:.1e}; timing runs (interleaved)")
         timings = run_timings(ours, native, plan)
-        curves = {name: bench.curve_summary(runs) for name, runs in timings.items()}
+        curves = {name: common.curve_summary(runs) for name, runs in timings.items()}
         timing, memory = timing_figures(curves, plan), memory_figures(memory_runs, plan)
         result = {
-            "device": "cpu", "quick": args.quick, "comfyui": comfy.version, "machine": bench.machine_info(
+            "device": "cpu", "quick": args.quick, "comfyui": comfy.version, "machine": common.machine_info(
                 torch.device("cpu")), "plan": asdict(plan),
             "params_m": round(sum(p.numel() for p in ours.model.parameters()) / 1e6, 2),
             "tokens_per_frame": tokens_per_frame(plan.height, plan.width), "sigmas": sigmas,
@@ -427,14 +430,14 @@ def write_results(result: dict, out: Path, section: Path | None) -> list[Path]:
     md_path.write_text(text)
     written = [json_path, md_path]
     if section is not None:
-        bench.write_section(section, SECTION, text)
+        common.write_section(section, SECTION, text)
         written.append(section)
     return written
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--comfyui", type=Path, default=bench.default_comfyui("comfy/ldm/wan/ar_model.py"),
+    parser.add_argument("--comfyui", type=Path, default=common.default_comfyui("comfy/ldm/wan/ar_model.py"),
                         help="ComfyUI checkout with the native AR nodes (default: the first such in $COMFYUI_DIR, "
                              "else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32x32, a few chunks, one repeat")
@@ -456,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     written = write_results(result, args.out, args.section)
     print(markdown(result))
     for name, ok in result["checks"].items():
-        print(f"{bench.verdict(ok)} {name}")
+        print(f"{common.verdict(ok)} {name}")
     print(f"wrote {', '.join(map(str, written))} in {result['runtime_s']} s")
     return 0
 

@@ -26,8 +26,8 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from vace_core.checkpoints import (AUTO_ENTRY_ORDER, LORA_ENTRIES, CheckpointError, TensorFile,  # noqa: E402
-                                   torch_load_is_safe)
+from vace_core.checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, TensorFile, torch_load_is_safe  # noqa: E402
+from vace_core.lora import LORA_ENTRIES  # noqa: E402
 
 ENTRIES = AUTO_ENTRY_ORDER + LORA_ENTRIES
 

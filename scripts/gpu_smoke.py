@@ -30,15 +30,20 @@ import sys
 import time
 import traceback
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-import bench  # scripts/bench.py (puts the repository root on sys.path)
-from vace_core.attention import SDPA
-from vace_core.sampler import ChunkInfo, SamplerSettings, tokens_per_frame
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core
+
+import bench_common as common  # noqa: E402  (scripts/bench_common.py)
+from vace_core.attention import SDPA  # noqa: E402
+from vace_core.encoding import VAE_STRIDE_T  # noqa: E402
+from vace_core.plan import SamplerSettings, tokens_per_frame  # noqa: E402
+from vace_core.sampler import ChunkInfo  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -68,7 +73,7 @@ class Report:
 
     def __init__(self, out: Path, device: torch.device, smoke: bool) -> None:
         self.path = out / f"gpu-smoke-{device.type}{'-smoke' if smoke else ''}"
-        self.data: dict = {"device": device.type, "smoke": smoke, "machine": bench.machine_info(device),
+        self.data: dict = {"device": device.type, "smoke": smoke, "machine": common.machine_info(device),
                            "parts": {}, "checks": {}}
         out.mkdir(parents=True, exist_ok=True)
 
@@ -78,7 +83,7 @@ class Report:
         self.path.with_suffix(".json").write_text(json.dumps(self.data, indent=1) + "\n")
         self.path.with_suffix(".md").write_text(markdown(self.data))
         for name, ok in checks.items():
-            print(f"{bench.verdict(ok)} {name}", flush=True)
+            print(f"{common.verdict(ok)} {name}", flush=True)
 
 
 # ---- 1. attention per backend ------------------------------------------------------------------
@@ -199,7 +204,7 @@ class SyncCapture:
 def part_runs(plan: Plan, device: torch.device) -> tuple[dict, dict]:
     from torch.profiler import ProfilerActivity, profile
 
-    model = bench.Bench(bench.replace(bench.PLANS["quick" if plan.preset == "tiny-vace" else "cuda"],
+    model = common.Bench(replace(common.PLANS["quick" if plan.preset == "tiny-vace" else "cuda"],
                                       preset=plan.preset, height=plan.height, width=plan.width, dtype=plan.dtype),
                         device)
     on_gpu = device.type == "cuda"
@@ -225,12 +230,12 @@ def part_runs(plan: Plan, device: torch.device) -> tuple[dict, dict]:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         settings = SamplerSettings(hint_chunks="all") if vace else SamplerSettings()
-        run = bench.timed_generate(model, CHUNKS, settings, vace, extra=hook)
+        run = common.timed_generate(model, CHUNKS, settings, vace, extra=hook)
         steady = statistics.median(run.wall[STEADY_FROM - 1:-1])
         figures[name] = {
             "chunks": len(run.wall), "first_chunk_latency_s": round(run.first_chunk_latency, 4),
             "per_chunk_s": [round(t, 4) for t in run.wall], "steady_chunk_s": round(steady, 4),
-            "steady_fps": round(bench.VIDEO_FRAMES_PER_LATENT * settings.chunk_frames / steady, 3),
+            "steady_fps": round(VAE_STRIDE_T * settings.chunk_frames / steady, 3),
             "finite": run.finite, "kernels": attention_kernels(prof, on_gpu),
             "sync_sites": syncs.sites if on_gpu else "needs CUDA",
             "peak_vram_mib": round(torch.cuda.max_memory_allocated(device) / 2**20, 1) if on_gpu else "needs CUDA"}
@@ -288,7 +293,7 @@ def markdown(data: dict) -> str:
                       f"Synchronising call sites in a steady {name} chunk: " + (
                           ", ".join(f"`{s}` x{n}" for s, n in runs[name]["sync_sites"].items()) or "none")
                       if isinstance(runs[name]["sync_sites"], dict) else "Synchronising call sites: needs CUDA."]
-    lines += ["", "Checks: " + ", ".join(f"{name} {bench.verdict(ok)}" for name, ok in data["checks"].items())]
+    lines += ["", "Checks: " + ", ".join(f"{name} {common.verdict(ok)}" for name, ok in data["checks"].items())]
     return "\n".join(lines) + "\n"
 
 
@@ -307,11 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     plan, report = Plan(args.smoke), Report(args.out, device, args.smoke)
     with torch.inference_mode():
-        bench.log("attention per backend")
+        common.log("attention per backend")
         report.add("attention", *part_attention(plan, device))
-        bench.log("7-chunk T2V and R2V runs")
+        common.log("7-chunk T2V and R2V runs")
         report.add("runs", *part_runs(plan, device))
-    bench.log(f"wrote {report.path}.json / .md")
+    common.log(f"wrote {report.path}.json / .md")
     failed = [name for name, ok in report.data["checks"].items() if not ok]
     if failed:
         print(f"failed checks: {', '.join(failed)}", file=sys.stderr)

@@ -32,9 +32,8 @@ To add a workflow: write a function that builds a `Graph` (see `t2v` below), dec
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
-import os
 import sys
 import urllib.request
 import uuid
@@ -44,6 +43,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pack_loader  # noqa: E402  (the pack imported as ComfyUI imports it)
 from editor_widgets import Port, editor_ports  # noqa: E402  (the editor's widget rules)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,21 +70,20 @@ class ModelFile:
 
 HF = "https://huggingface.co"
 WAN_REPACK = f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
-BASE = ModelFile("longlive_base.pt", "diffusion_models",
-                 f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/longlive_base.pt",
+FILES = importlib.import_module(f"{pack_loader.load_pack(PACK, standalone=True).__name__}.nodes.host.files")
+BASE = ModelFile(FILES.BASE_FILE, "diffusion_models",
+                 f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/{FILES.BASE_FILE}",
                  "LongLive generator (causal Wan2.1-T2V-1.3B), 5.7 GB")
-LORA = ModelFile("lora.pt", "loras", f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/lora.pt",
+LORA = ModelFile(FILES.LORA_FILE, "loras",
+                 f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/{FILES.LORA_FILE}",
                  "LongLive LoRA (rank 256), merged at load")
-VACE = ModelFile("wan2.1_vace_1.3B_fp16.safetensors", "diffusion_models",
-                 f"{WAN_REPACK}/diffusion_models/wan2.1_vace_1.3B_fp16.safetensors",
+VACE = ModelFile(FILES.VACE_FILES[0], "diffusion_models", f"{WAN_REPACK}/diffusion_models/{FILES.VACE_FILES[0]}",
                  "Wan2.1-VACE-1.3B; only its VACE blocks are grafted onto LongLive. The 0.7 GB VACE module "
-                 f"[Wan2_1-VACE_module_1_3B_bf16.safetensors]({HF}/Kijai/WanVideo_comfy/resolve/main/"
-                 "Wan2_1-VACE_module_1_3B_bf16.safetensors) works as well")
-UMT5 = ModelFile("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
-                 f"{WAN_REPACK}/text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+                 f"[{FILES.VACE_FILES[1]}]({HF}/Kijai/WanVideo_comfy/resolve/main/{FILES.VACE_FILES[1]}) works "
+                 "as well")
+UMT5 = ModelFile(FILES.TEXT_ENCODER_FILE, "text_encoders", f"{WAN_REPACK}/text_encoders/{FILES.TEXT_ENCODER_FILE}",
                  "umT5-XXL text encoder (ComfyUI's Wan text encoder; umt5_xxl_fp16 works too)")
-WAN_VAE = ModelFile("wan_2.1_vae.safetensors", "vae", f"{WAN_REPACK}/vae/wan_2.1_vae.safetensors",
-                    "Wan 2.1 VAE")
+WAN_VAE = ModelFile(FILES.WAN_VAE_FILE, "vae", f"{WAN_REPACK}/vae/{FILES.WAN_VAE_FILE}", "Wan 2.1 VAE")
 MODEL_FILES = {m.name: m for m in (BASE, LORA, VACE, UMT5, WAN_VAE)}
 # (node type, input) -> the model folder its value names a file in
 MODEL_INPUTS = {
@@ -183,26 +182,8 @@ NOTE_TYPE = "MarkdownNote"  # an editor-only node: never sent to the server
 
 
 def load_pack(name: str = PACK) -> ModuleType:
-    """Import the pack as ComfyUI does (a package named `name`, loaded from its __init__.py, so its
-    relative imports run as in ComfyUI), with the standalone host. The host reads
-    LONGLIVE_STANDALONE when it is imported; the variable is restored afterwards so that
-    subprocesses started later still find a real ComfyUI."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, ROOT / "__init__.py",
-                                                  submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    before = os.environ.get("LONGLIVE_STANDALONE")
-    os.environ["LONGLIVE_STANDALONE"] = "1"
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if before is None:
-            del os.environ["LONGLIVE_STANDALONE"]
-        else:
-            os.environ["LONGLIVE_STANDALONE"] = before
-    return module
+    """The pack with the standalone host (scripts/pack_loader.py)."""
+    return pack_loader.load_pack(name, standalone=True)
 
 
 def all_interfaces() -> dict[str, Interface]:

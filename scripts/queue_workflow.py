@@ -544,7 +544,9 @@ def describe_rejection(answer: dict, api: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# websocket (RFC 6455), just enough for ComfyUI's /ws progress messages
+# websocket (RFC 6455), just enough for ComfyUI's /ws progress messages: standard library only, so
+# the client runs with any Python and never needs a package installed into ComfyUI's (README,
+# "Headless use")
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 OP_CONTINUATION, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Self-test of the node pack without downloads or ComfyUI.
 
-Writes tiny random checkpoints in the real file formats (vace_core.fixtures) to a temporary
+Writes tiny random checkpoints in the real file formats (vace_core.testing.fixtures) to a temporary
 models folder, loads the pack the way ComfyUI loads a custom node folder, and runs the whole node
 chain in-process through the standalone host:
 
@@ -19,19 +19,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 import tempfile
 import time
 import traceback
 from pathlib import Path
-from types import ModuleType
 from typing import Callable, TypeVar
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from pack_loader import load_pack  # scripts/pack_loader.py
+
 PACK = "longlive_vace_selftest"
 T = TypeVar("T")
 
@@ -39,15 +38,6 @@ T = TypeVar("T")
 # of 6 (3 sink + 3 rolling) makes the KV cache roll, and the prompt switch at frame 16 re-caches it
 WIDTH, HEIGHT, FRAMES, FPS = 64, 48, 33, 16
 SWITCH_FRAME = 16
-
-
-def load_pack() -> ModuleType:
-    """Import the repository as a package the way ComfyUI imports custom_nodes/<pack>/__init__.py."""
-    spec = importlib.util.spec_from_file_location(PACK, ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACK] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 class Steps:
@@ -61,14 +51,15 @@ class Steps:
         return result
 
 
-def write_models(folder: Path, fixtures, config) -> None:
+def write_models(folder: Path, fixtures, config, files) -> None:
+    """Tiny weights under the file names the loaders preselect (`files`: nodes/host/files.py)."""
     diffusion, loras = folder / "diffusion_models", folder / "loras"
     diffusion.mkdir(parents=True, exist_ok=True)
     loras.mkdir(parents=True, exist_ok=True)
     state = fixtures.make_state_dict(config, seed=0)
-    fixtures.write_longlive_pt(diffusion / "longlive_base.pt", fixtures.main_only(state))
-    fixtures.write_vace_module(diffusion / "Wan2_1-VACE_module_1_3B_bf16.safetensors", state)
-    fixtures.write_peft_lora(loras / "lora.pt", fixtures.make_lora(config, rank=4, seed=1), wrapped=True)
+    fixtures.write_longlive_pt(diffusion / files.BASE_FILE, fixtures.main_only(state))
+    fixtures.write_vace_module(diffusion / files.VACE_FILES[-1], state)
+    fixtures.write_peft_lora(loras / files.LORA_FILE, fixtures.make_lora(config, rank=4, seed=1), wrapped=True)
     fixtures.write_comfy_lora(loras / "style.safetensors", fixtures.make_lora(config, rank=2, seed=2), "kohya")
 
 
@@ -76,26 +67,28 @@ def selftest(out: Path, models: Path) -> str:
     steps = Steps()
     os.environ["LONGLIVE_STANDALONE"] = "1"
     os.environ["LONGLIVE_MODELS_DIR"] = str(models)
-    pack = steps.run("import the pack as ComfyUI does", load_pack)
+    pack = steps.run("import the pack as ComfyUI does", lambda: load_pack(PACK, standalone=True))
     nodes = pack.NODE_CLASS_MAPPINGS
-    fixtures = importlib.import_module(f"{PACK}.vace_core.fixtures")
-    config = importlib.import_module(f"{PACK}.vace_core.config").preset("tiny-vace")
+    fixtures = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
+    config = importlib.import_module(f"{PACK}.vace_core.config").architecture("tiny-vace")
+    files = importlib.import_module(f"{PACK}.nodes.host.files")
 
     def node(name: str, **inputs):
         cls = nodes[name]
         return getattr(cls(), cls.FUNCTION)(**inputs)[0]
 
-    steps.run(f"write tiny checkpoints to {models}", lambda: write_models(models, fixtures, config))
-    model = steps.run("Load LongLive Model (longlive_base.pt + lora.pt)", lambda: node(
-        "LongLiveModelLoader", base_checkpoint="longlive_base.pt", lora="lora.pt", lora_strength=1.0, dtype="fp32"))
+    steps.run(f"write tiny checkpoints to {models}", lambda: write_models(models, fixtures, config, files))
+    model = steps.run(f"Load LongLive Model ({files.BASE_FILE} + {files.LORA_FILE})", lambda: node(
+        "LongLiveModelLoader", base_checkpoint=files.BASE_FILE, lora=files.LORA_FILE, lora_strength=1.0,
+        dtype="fp32"))
     model = steps.run("LongLive Extra LoRA (style.safetensors @ 0.5)", lambda: node(
         "LongLiveLoraLoader", model=model, lora="style.safetensors", strength=0.5))
     model = steps.run("Load VACE Weights (graft)", lambda: node(
-        "LongLiveVaceGraft", model=model, vace_checkpoint="Wan2_1-VACE_module_1_3B_bf16.safetensors"))
+        "LongLiveVaceGraft", model=model, vace_checkpoint=files.VACE_FILES[-1]))
     print(f"         model: {model.describe()}")
 
-    streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
-    vae = streaming.CausalStandInVAE()  # Wan 2.1 VAE interface and causal structure, random weights
+    stand_in = importlib.import_module(f"{PACK}.vace_core.testing.stand_in_vae")
+    vae = stand_in.CausalStandInVAE()  # Wan 2.1 VAE interface and causal structure, random weights
     generator = torch.Generator().manual_seed(0)
     reference = torch.rand(1, 40, 40, 3, generator=generator)  # square image: padded onto white
     context = steps.run("VACE Encode References (stand-in VAE)", lambda: node(
@@ -117,6 +110,8 @@ def selftest(out: Path, models: Path) -> str:
 
     video = steps.run("Decode (strip references)", lambda: node("LongLiveDecode", samples=latent, vae=vae))
     _require(tuple(video.shape) == (FRAMES, HEIGHT, WIDTH, 3), f"video {tuple(video.shape)}")
+
+    streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 
     def write_mp4() -> None:
         with streaming.VideoWriter(out, WIDTH, HEIGHT, fps=FPS) as writer:

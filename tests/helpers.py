@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -16,8 +18,8 @@ from types import ModuleType
 import torch
 import torch.nn.functional as F
 
-from vace_core import fixtures
-from vace_core.config import preset
+from vace_core.testing import fixtures
+from vace_core.config import architecture
 from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
 from vace_core.model import CausalWanModel
 
@@ -34,7 +36,7 @@ def tiny_model(name: str = "tiny-vace", seed: int = 0, modulation_std: float = 0
     `bias_std`, norm weights 1 + `bias_std` * noise, and the modulation vectors (which hold the
     residual gates) `modulation_std`.
     """
-    model = CausalWanModel(preset(name))
+    model = CausalWanModel(architecture(name))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for param_name, param in sorted(model.named_parameters()):
@@ -107,7 +109,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(name: str) -> ModuleType:
-    """Import scripts/<name>.py as module `name` (scripts are not a package)."""
+    """Import scripts/<name>.py as module `name` (scripts are not a package; scripts/ goes on sys.path,
+    as when one runs, for the modules it imports beside it)."""
+    if str(ROOT / "scripts") not in sys.path:
+        sys.path.insert(0, str(ROOT / "scripts"))
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
@@ -118,15 +123,15 @@ def load_script(name: str) -> ModuleType:
 
 def load_pack_standalone(name: str = PACK) -> ModuleType:
     """The repository imported as ComfyUI imports a custom-node pack, under the package name
-    `name`, with the standalone host (scripts/make_workflows.py's loader)."""
-    return load_script("make_workflows").load_pack(name)
+    `name`, with the standalone host (scripts/pack_loader.py)."""
+    return load_script("pack_loader").load_pack(name, standalone=True)
 
 
 def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bool = False) -> Path:
     """models/diffusion_models + models/loras under `root`, with one set of tiny weights in real
     layouts: longlive_base.pt, vace_module.safetensors, lora.pt (PEFT) and style.safetensors
     (ComfyUI down/up); with `other_base`, other_base.safetensors holds different base weights."""
-    config = preset(config_name)
+    config = architecture(config_name)
     diffusion, loras = root / "diffusion_models", root / "loras"
     diffusion.mkdir(parents=True)
     loras.mkdir()
@@ -154,3 +159,20 @@ def assert_same_weights(a: torch.nn.Module | dict, b: torch.nn.Module) -> None:
     assert sa.keys() == sb.keys()
     for key in sa:
         assert torch.equal(sa[key], sb[key]), key
+
+
+def comfyui_for_scripts(needs: str) -> tuple[Path, str, bool]:
+    """(checkout, python, found) for the benchmark scripts that run with ComfyUI's python: the first
+    checkout in COMFYUI_DIR (':'-separated; default /opt/ComfyUI) that has `needs`, and
+    COMFYUI_PYTHON (default /opt/comfy-venv/bin/python)."""
+    checkouts = [Path(p) for p in (os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep) if p]
+    checkout = next((p for p in checkouts if (p / needs).is_file()), checkouts[0])
+    python = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
+    return checkout, python, (checkout / needs).is_file() and Path(python).is_file()
+
+
+def run_quick_script(script: str, python: str, checkout: Path, out: Path) -> subprocess.CompletedProcess:
+    """scripts/<script> --quick against `checkout`, writing into `out`, with ComfyUI's python."""
+    return subprocess.run([python, str(ROOT / "scripts" / script), "--quick", "--comfyui", str(checkout), "--out",
+                           str(out)], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+                          check=False, capture_output=True, text=True, timeout=600)

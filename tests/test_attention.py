@@ -21,8 +21,10 @@ from helpers import random_text, random_vace_context, tiny_model
 from vace_core import attention, model as model_module
 from vace_core.attention import SDPA, AttentionKernels
 from vace_core.encoding import video_frames_for
-from vace_core.passes import VACE_ATTENTION_MODES
-from vace_core.sampler import RECACHE_MODES, PromptSegment, SamplerSettings, generate
+from vace_core.passes import VACE_ATTENTION_MODES, CachedPasses
+from vace_core.plan import RECACHE_MODES
+from vace_core.sampler import PromptSegment, SamplerSettings, generate
+from vace_core.testing.recompute import RecomputedPasses
 
 HEIGHT, WIDTH = 32, 48
 REFS, FRAMES = 1, 10  # window 4 of chunks 2 with a sink of 1: the window rolls from chunk 3
@@ -66,13 +68,14 @@ class MaskTripwire:
         return AttentionKernels(unmasked, masked, f"tripwire({self.inner.name})")
 
 
-def r2v_with_switches(model, **changes) -> torch.Tensor:
+def r2v_with_switches(model, executor=CachedPasses.for_run, **changes) -> torch.Tensor:
     prompts = [PromptSegment(0, random_text(seed=1))] + [PromptSegment(v, random_text(seed=2 + i))
                                                          for i, v in enumerate(SWITCHES)]
     settings = SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1, denoising_steps=(1000, 500),
                                **changes)
     return generate(model, prompts, video_frames=video_frames_for(FRAMES), height=HEIGHT, width=WIDTH, seed=0,
-                    vace=random_vace_context(REFS, FRAMES, HEIGHT, WIDTH, seed=3), settings=settings).latents
+                    vace=random_vace_context(REFS, FRAMES, HEIGHT, WIDTH, seed=3), settings=settings,
+                    executor=executor).latents
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +104,7 @@ def test_the_recompute_path_masks_fit_the_kernels_too(models, dtype):
     model = models[dtype]
     tripwire = MaskTripwire()
     model.attention = tripwire.kernels()
-    r2v_with_switches(model, cache_mode="recompute")
+    r2v_with_switches(model, executor=RecomputedPasses.for_run)
     assert tripwire.mismatches == []
     assert tripwire.calls["bool mask"] > 0 and tripwire.calls["float mask"] > 0
 

@@ -2,7 +2,7 @@
 
 The arithmetic is checked against ComfyUI's (quantize: x * (1/scale), clamp to +-448, round;
 dequantize: cast, then multiply by the scale in the target dtype) and against an independent
-quantizer (vace_core.fixtures.fp8_scaled, written separately for the checkpoint fixtures).
+quantizer (vace_core.testing.fixtures.fp8_scaled, written separately for the checkpoint fixtures).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import randn
-from vace_core import fixtures
+from vace_core.testing import fixtures
 from vace_core.casting import (CastLinear, cast_operations, compute_dtype_of, dequantize, quantize,
                                stored_like)
 

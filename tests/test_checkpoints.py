@@ -1,6 +1,6 @@
 """Checkpoint loading: every supported layout, the full-size key set, LoRA merging, errors, dtypes.
 
-One set of tiny random weights (vace_core.fixtures) is written in every layout; loading any of them
+One set of tiny random weights (vace_core.testing.fixtures) is written in every layout; loading any of them
 must give bit-identical tensors (DESIGN invariant 4).
 """
 
@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from vace_core import checkpoints as ckpt
-from vace_core import fixtures as fx
-from vace_core.checkpoints import CheckpointError, apply_lora, graft_vace, load_longlive
-from vace_core.config import WanConfig, infer_config, preset
+from vace_core import checkpoint_files, checkpoints
+from vace_core.checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, TensorFile
+from vace_core.checkpoints import expected_shapes, graft_vace, load_longlive, resolve_dtype
+from vace_core.key_names import detect_format, is_vace_key, wan_names
+from vace_core.lora import LORA_ENTRIES, apply_lora, lora_targets, plan_lora
+from vace_core.testing import fixtures as fx
+from vace_core.config import WanConfig, infer_config, architecture
 from vace_core.model import CausalWanModel, param_dtype
 
-TINY = preset("tiny-vace")
+TINY = architecture("tiny-vace")
 RANK = 4
 
 BASE_FILES = ["longlive_generator.pt", "longlive_ema_fsdp.pt", "longlive_model.pt", "wan.safetensors",
@@ -55,7 +58,7 @@ def assert_same(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tenso
 
 
 def has_vace_modules(model: CausalWanModel) -> bool:
-    return any(ckpt.is_vace_key(k) for k in model.state_dict()) or hasattr(model, "vace_blocks")
+    return any(is_vace_key(k) for k in model.state_dict()) or hasattr(model, "vace_blocks")
 
 
 def expected_merge(state, pairs, strength=1.0, scale=1.0) -> dict[str, torch.Tensor]:
@@ -173,22 +176,22 @@ def test_detect_format_names_every_layout(files):
     }
     assert expected.keys() == files.keys()
     for name, layout in expected.items():
-        entries = ckpt.LORA_ENTRIES if name.startswith("lora") else ckpt.AUTO_ENTRY_ORDER
-        with ckpt.TensorFile(files[name], entries) as source:
-            assert ckpt.detect_format(source.shapes) == layout, name
+        entries = LORA_ENTRIES if name.startswith("lora") else AUTO_ENTRY_ORDER
+        with TensorFile(files[name], entries) as source:
+            assert detect_format(source.shapes) == layout, name
 
 
 # ---------------------------------------------------------------------------------------------
 # 2. the full-size key set maps completely (meta device, no memory)
 
-FULL = preset("wan2.1-vace-1.3B")
+FULL = architecture("wan2.1-vace-1.3B")
 
 
 def test_full_size_key_set_is_the_meta_model():
     spec = fx.full_size_state_dict("wan2.1-vace-1.3B")
-    model_shapes = ckpt.expected_shapes(FULL)  # CausalWanModel built on the meta device
+    model_shapes = expected_shapes(FULL)  # CausalWanModel built on the meta device
     assert len(spec) == 1264  # Wan2.1-VACE-1.3B: 825 main tensors + 439 VACE tensors
-    assert len([k for k in spec if not ckpt.is_vace_key(k)]) == 825
+    assert len([k for k in spec if not is_vace_key(k)]) == 825
     assert model_shapes == {k: tuple(v.shape) for k, v in spec.items()}
     assert infer_config(spec) == FULL
 
@@ -203,20 +206,20 @@ def test_full_size_diffusers_names_map_back_exactly():
                  "vace_blocks.0.proj_in.weight", "vace_blocks.14.proj_out.weight",
                  "vace_blocks.7.scale_shift_table", "vace_patch_embedding.weight"):
         assert name in diffusers, name
-    mapped = ckpt.wan_names(diffusers)
+    mapped = wan_names(diffusers)
     assert mapped == diffusers  # every diffusers key back to its original, nothing missing or extra
 
 
 def test_full_size_longlive_lora_maps_all_300_layers():
-    weight_shapes = ckpt.expected_shapes(FULL)
-    main_linears = {m for m in ckpt.lora_targets(weight_shapes) if m.startswith("blocks.")}
+    weight_shapes = expected_shapes(FULL)
+    main_linears = {m for m in lora_targets(weight_shapes) if m.startswith("blocks.")}
     assert len(main_linears) == 300 and set(fx.lora_target_shapes(FULL)) == main_linears
     lora = {}
     for name, (out_features, in_features) in fx.lora_target_shapes(FULL).items():
         lora[f"base_model.model.{name}.lora_A.weight"] = (256, in_features)
         lora[f"base_model.model.{name}.lora_B.weight"] = (out_features, 256)
     assert len(lora) == 600
-    layers = ckpt.plan_lora(lora, weight_shapes)
+    layers = plan_lora(lora, weight_shapes)
     assert {layer.target for layer in layers} == {f"{m}.weight" for m in main_linears}
     assert {k for layer in layers for k in (layer.down, layer.up)} == set(lora)
     assert all(layer.rank == 256 and layer.alpha_key is None for layer in layers)
@@ -464,7 +467,7 @@ def test_pickle_that_needs_code_is_refused(tmp_path, base_model, loader):
 def test_dtype_choice(files, state, dtype):
     model = load_longlive(files["longlive_generator.pt"], dtype=dtype)
     graft_vace(model, files["vace_module.safetensors"])
-    wanted = ckpt.resolve_dtype(dtype)
+    wanted = resolve_dtype(dtype)
     assert model.compute_dtype == wanted
     for name, value in model.state_dict().items():
         assert value.dtype == param_dtype(name, wanted), name
@@ -481,14 +484,14 @@ def test_loading_builds_on_meta_and_assigns_each_tensor_once(files, monkeypatch)
             built_on.append(all(p.is_meta for p in self.parameters()))
 
     taken: list[str] = []
-    original_take = ckpt.TensorFile.take
+    original_take = TensorFile.take
 
     def counting_take(self, key):
         taken.append(key)
         return original_take(self, key)
 
-    monkeypatch.setattr(ckpt, "CausalWanModel", Recording)
-    monkeypatch.setattr(ckpt.TensorFile, "take", counting_take)
+    monkeypatch.setattr(checkpoints, "CausalWanModel", Recording)
+    monkeypatch.setattr(TensorFile, "take", counting_take)
     model = load_longlive(files["longlive_generator.pt"], dtype=torch.float32)
     assert built_on and all(built_on)  # only meta models were built: no random full-size weights
     assert sorted(taken) == sorted(set(taken)) and len(taken) == len(model.state_dict())
@@ -527,7 +530,7 @@ def test_loading_onto_cuda_matches_cpu(files):
 @pytest.fixture(scope="module")
 def trainer_states() -> dict[str, dict[str, torch.Tensor]]:
     """Three different tiny generators, so the loaded weights show which entry was taken."""
-    base = preset("tiny")
+    base = architecture("tiny")
     return {name: fx.make_state_dict(base, seed=seed)
             for name, seed in (("generator", 10), ("critic", 11), ("generator_ema", 12))}
 
@@ -543,7 +546,7 @@ def loaded(path: Path, **kwargs) -> dict[str, torch.Tensor]:
 
 
 def test_auto_entry_takes_generator_ema_and_logs_it(self_forcing_pt, trainer_states, caplog):
-    with caplog.at_level("INFO", logger=ckpt.__name__):
+    with caplog.at_level("INFO", logger=checkpoint_files.__name__):
         weights = loaded(self_forcing_pt)
     assert_same(weights, trainer_states["generator_ema"])
     assert not torch.equal(weights["head.head.weight"], trainer_states["generator"]["head.head.weight"])

@@ -27,9 +27,9 @@ SETTINGS = dict(seed=3, length=9, width=32, height=32, vace_scale=1.0, chunk_fra
 
 
 pack = load_pack_standalone(PACK)
-fx = importlib.import_module(f"{PACK}.vace_core.fixtures")
+fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 WanConfig = importlib.import_module(f"{PACK}.vace_core.config").WanConfig
-model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
+model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
 CONFIG = WanConfig(dim=256, ffn_dim=512, num_layers=2, num_heads=2, text_dim=4096, freq_dim=32)
 
 

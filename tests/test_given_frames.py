@@ -22,6 +22,7 @@ import torch
 from helpers import random_text, random_vace_context, randn, tiny_model
 from vace_core.encoding import VaceContext, video_frames_for
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
+from vace_core.testing.recompute import RecomputedPasses
 
 HEIGHT, WIDTH = 32, 48
 GRID = (HEIGHT // 8, WIDTH // 8)
@@ -115,7 +116,7 @@ def test_start_frames_are_the_video_start_and_the_cache_equals_recompute(model, 
     vace = random_vace_context(refs, frames, HEIGHT, WIDTH, seed=7) if refs else None
     given = randn(1, 16, start, *GRID, seed=8)
     cached = run(model, prompts, frames, vace, start_latents=given)
-    recomputed = run(model, prompts, frames, vace, start_latents=given, settings=dict(cache_mode="recompute"))
+    recomputed = run(model, prompts, frames, vace, start_latents=given, executor=RecomputedPasses.for_run)
     assert [(b.kind, b.frames) for b in cached.blocks] == (
         [("reference", refs)] * (refs > 0) + [("given", 2), ("given", 1)] + [("generated", 2)] * 4 + [("generated", 1)])
     assert torch.equal(cached.latents[:, :, refs:refs + start], given)

@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from helpers import load_script
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_smoke.py"
-load_script("bench")  # what gpu_smoke's `import bench` finds (the repository's bench/ folder would shadow it)
 smoke = load_script("gpu_smoke")
 
 

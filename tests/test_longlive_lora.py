@@ -22,7 +22,7 @@ import torch
 import longlive_reference as ll
 from helpers import randn, random_text, tiny_model
 from vace_core.checkpoints import load_longlive
-from vace_core.fixtures import write_longlive_pt
+from vace_core.testing.fixtures import write_longlive_pt
 
 pytestmark = pytest.mark.skipif(not ll.available(), reason="LongLive 1.0 reference code not found in ../shared")
 peft = pytest.importorskip("peft")

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from reference_wan import random_wan_state, wan_forward
-from vace_core.config import preset
+from vace_core.config import architecture
 from vace_core.cache import CacheLayout, KVCache
 from vace_core.model import CausalWanModel
 
@@ -35,7 +35,7 @@ BATCH = 2
 def model_and_state(name: str) -> tuple[CausalWanModel, dict[str, torch.Tensor]]:
     """The preset's model with seeded random weights (shared, never modified) and those weights.
     Keys sort main-before-vace_, so "tiny" and "tiny-vace" share their main weights."""
-    model = CausalWanModel(preset(name))
+    model = CausalWanModel(architecture(name))
     state = random_wan_state({k: v.shape for k, v in model.state_dict().items()}, seed=1)
     model.load_state_dict(state, strict=True)
     return model.eval(), state
@@ -140,7 +140,7 @@ def test_per_frame_timesteps_mask_and_offset_match_reference():
 @torch.no_grad()
 def test_vace_scale_zero_is_bit_identical_to_plain_model(zero):
     vace_model, state = model_and_state("tiny-vace")
-    plain = CausalWanModel(preset("tiny"))
+    plain = CausalWanModel(architecture("tiny"))
     plain.load_state_dict({k: v for k, v in state.items() if not k.startswith("vace_")}, strict=True)
     latents, timestep, context, vace = inputs(3, 4, 6, seed=3)
     with_vace = vace_model.forward_full(latents, timestep, context, vace_context=vace, vace_scale=zero)

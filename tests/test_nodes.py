@@ -1,5 +1,5 @@
 """The node pack through the standalone host on the CPU: every node's function, with tiny real-format
-checkpoints (vace_core.fixtures), a small stand-in VAE with ComfyUI's conventions, and real tensors.
+checkpoints (vace_core.testing.fixtures), a small stand-in VAE with ComfyUI's conventions, and real tensors.
 
 The pack is imported the way ComfyUI imports a custom node folder (a package named by its path,
 loaded from its __init__.py), so the relative imports are exercised as they run in ComfyUI.
@@ -21,15 +21,15 @@ from helpers import PACK, assert_same_weights, load_pack_standalone, run_node, w
 pack = load_pack_standalone()
 sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
 host = importlib.import_module(f"{PACK}.nodes.host")
-model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
-fx = importlib.import_module(f"{PACK}.vace_core.fixtures")
+model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
+fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 core_sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
 encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
 
 NODES = pack.NODE_CLASS_MAPPINGS
-TINY = config_mod.preset("tiny-vace")
+TINY = config_mod.architecture("tiny-vace")
 SIZE = 64
 FRAMES = 9  # 3 latent frames = one chunk of 3
 SAMPLER_DEFAULTS = dict(seed=7, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, chunk_frames=3,

@@ -12,12 +12,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from helpers import load_script
-from vace_core import fixtures
-from vace_core.checkpoints import CheckpointError, apply_lora, graft_vace, load_longlive, torch_load_is_safe
-from vace_core.config import preset
+from vace_core.testing import fixtures
+from vace_core.checkpoint_files import torch_load_is_safe
+from vace_core.checkpoints import CheckpointError, apply_lora, graft_vace, load_longlive
+from vace_core.config import architecture
 
 converter = load_script("convert_to_safetensors")
-TINY = preset("tiny-vace")
+TINY = architecture("tiny-vace")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """Causal chunked sampling (vace_core/sampler.py) on the tiny model, CPU, float32.
 
 What is proved here (DESIGN.md §4-§5, issue 3):
-* Invariant 2: the KV-cache loop equals the cache-free recompute (vace_core/recompute.py), over a
+* Invariant 2: the KV-cache loop equals the cache-free recompute (vace_core/testing/recompute.py), over a
   run long enough for the window to roll three times, with references and two prompt switches,
   for every combination of the named options; and the recompute path itself equals a
   block-causal sampler written out in this file, for each VACE attention mode.
@@ -36,16 +36,13 @@ from vace_core.encoding import (
     latent_frames_for,
     video_frames_for,
 )
-from vace_core.sampler import (
-    Block,
-    GenerationCancelled,
-    PromptSegment,
-    SamplerSettings,
-    VaceScaleRamp,
-    block_noise,
-    generate,
-    run_cache_bytes,
-)
+from vace_core.memory import run_cache_bytes
+from vace_core.noise import block_noise
+from vace_core.plan import Block, VaceScaleRamp
+from vace_core.sampler import GenerationCancelled, PromptSegment, SamplerSettings, generate
+from vace_core.testing.recompute import RecomputedPasses
+
+RECOMPUTE = dict(executor=RecomputedPasses.for_run)  # the cache-free oracle instead of the KV caches
 
 HEIGHT, WIDTH = 32, 48
 LATENT_H, LATENT_W = HEIGHT // 8, WIDTH // 8
@@ -126,8 +123,7 @@ def long_prompts(text):
 @pytest.mark.parametrize("changes", OPTION_CASES, ids=lambda c: "-".join(str(v) for v in c.values()))
 def test_kv_cache_equals_recompute_over_a_rolling_window(model, long_prompts, long_vace, changes):
     cached = sample(model, long_prompts, LONG_FRAMES, settings(**changes), vace=long_vace)
-    recomputed = sample(model, long_prompts, LONG_FRAMES, settings(cache_mode="recompute", **changes),
-                        vace=long_vace)
+    recomputed = sample(model, long_prompts, LONG_FRAMES, settings(**changes), vace=long_vace, **RECOMPUTE)
     assert cached.latents.shape == (1, 16, LONG_REFS + LONG_FRAMES, LATENT_H, LATENT_W)
     err = max_err(cached.latents, recomputed.latents)
     print(f"kv vs recompute [{changes}]: max abs err {err:.2e}")
@@ -164,7 +160,7 @@ def test_kv_cache_equals_recompute_with_ring_wraparound_partial_chunk_and_ramp(m
     config = dict(chunk_frames=3, window_frames=6, sink_frames=1)
     ramp = VaceScaleRamp(1.0, 0.0)
     cached = sample(model, text, frames, settings(**config), vace=vace, vace_scale=ramp)
-    recomputed = sample(model, text, frames, settings(cache_mode="recompute", **config), vace=vace,
+    recomputed = sample(model, text, frames, settings(**config), **RECOMPUTE, vace=vace,
                         vace_scale=ramp)
     assert [b.frames for b in cached.blocks] == [2, 3, 3, 3, 3, 3, 3, 1]
     err = max_err(cached.latents, recomputed.latents)
@@ -255,7 +251,7 @@ def test_recompute_path_equals_a_hand_built_block_causal_sampler(model, text, ca
     config = dict(chunk_frames=2, window_frames=3, sink_frames=1, denoising_steps=steps,
                   vace_attention=vace_attention, **HAND_SETTINGS[case])
     expected = hand_block_causal_sample(model, text, vace, 5, steps, case, vace_attention)
-    recomputed = sample(model, text, 6, settings(cache_mode="recompute", **config), seed=5, vace=vace)
+    recomputed = sample(model, text, 6, settings(**config), seed=5, vace=vace, **RECOMPUTE)
     cached = sample(model, text, 6, settings(**config), seed=5, vace=vace)
     err_recompute = max_err(recomputed.latents, expected)
     err_cached = max_err(cached.latents, expected)
@@ -351,8 +347,8 @@ def test_cache_memory_is_refs_plus_window_whatever_the_length(model, text, monke
     expected_bytes = (config.num_layers * main_frames + config.num_vace_blocks * vace_frames) * per_frame
     config_settings = settings(chunk_frames=1, window_frames=window, sink_frames=sink, denoising_steps=(1000,),
                                vace_attention=vace_attention)
-    assert run_cache_bytes(model, height=HEIGHT, width=WIDTH, ref_frames=refs, settings=config_settings,
-                           uses_vace=True) == expected_bytes
+    assert run_cache_bytes(model.config, model.compute_dtype, height=HEIGHT, width=WIDTH, ref_frames=refs,
+                           settings=config_settings, uses_vace=True) == expected_bytes
     sizes = {}
     for chunks in (5, 40):
         tokens_read.clear()
@@ -473,7 +469,7 @@ def test_short_last_chunk_matches_recompute(model, text):
     cached = generate(model, text, video_frames=25, height=HEIGHT, width=WIDTH, seed=2, vace=vace,
                       settings=settings(**config))
     recomputed = generate(model, text, video_frames=25, height=HEIGHT, width=WIDTH, seed=2, vace=vace,
-                          settings=settings(cache_mode="recompute", **config))
+                          settings=settings(**config), **RECOMPUTE)
     assert [b.frames for b in cached.blocks] == [1, 3, 3, 1]
     assert max_err(cached.latents, recomputed.latents) <= TOL
 
@@ -488,7 +484,6 @@ def test_short_last_chunk_matches_recompute(model, text):
      ["window_frames (4)", "sink (2)", "chunk (3)"]),
     (dict(settings=dict(reference_mode="noise")), ["reference_mode 'noise'", "denoise", "clean"]),
     (dict(settings=dict(hint_chunks="every")), ["hint_chunks 'every'", "all", "first"]),
-    (dict(settings=dict(cache_mode="none")), ["cache_mode 'none'", "kv", "recompute"]),
     (dict(video_frames=0), ["video_frames", "at least 1"]),
     (dict(settings=dict(chunk_frames=0)), ["chunk_frames", "at least 1"]),
     (dict(settings=dict(sink_frames=-1)), ["sink_frames", "0 or more"]),
@@ -542,7 +537,6 @@ def progress_prompts(text, switch: bool):
     (True, {}, PASSES_PLAIN + 1),
     (True, dict(recache="causal"), PASSES_PLAIN + 2),
     (False, dict(reference_mode="clean"), PASSES_PLAIN - 4),  # references: only the clean pass
-    (False, dict(cache_mode="recompute"), 6 * 4),  # no cache: no clean passes at all
 ])
 def test_callback_counts_every_pass_and_on_chunk_sees_every_block(model, text, progress_vace, switch, changes,
                                                                   expected_passes):
@@ -567,6 +561,21 @@ def test_callback_counts_every_pass_and_on_chunk_sees_every_block(model, text, p
     assert [c.block.frames for c in chunks] == [1, 2, 2, 2, 2, 2]
     for chunk in chunks:
         assert torch.equal(chunk.latents, result.latents[:, :, chunk.block.start:chunk.block.end])
+
+
+def test_the_cache_free_oracle_evaluates_only_the_denoising_passes(model, text, progress_vace):
+    """Without a cache no clean pass needs evaluating: the oracle records them for the passes that
+    depend on them. Progress still counts every pass the run decides."""
+    oracles, steps = [], []
+
+    def oracle(run):
+        oracles.append(RecomputedPasses.for_run(run))
+        return oracles[-1]
+
+    sample(model, progress_prompts(text, False), PROGRESS_FRAMES, settings(**PROGRESS_SETTINGS), vace=progress_vace,
+           callback=steps.append, executor=oracle)
+    assert oracles[0].evaluations == 6 * 4  # 6 blocks of 4 denoising passes, no clean passes at all
+    assert len(steps) == PASSES_PLAIN
 
 
 # (cancel after k passes, blocks finished): 5 passes per block; cancelling after pass 5 means the

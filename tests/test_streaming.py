@@ -27,13 +27,15 @@ ROOT = Path(__file__).resolve().parents[1]
 pack = load_pack_standalone()
 streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
+plan = importlib.import_module(f"{PACK}.vace_core.plan")
 encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
-fixtures = importlib.import_module(f"{PACK}.vace_core.fixtures")
+fixtures = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
+stand_in = importlib.import_module(f"{PACK}.vace_core.testing.stand_in_vae")
 model_mod = importlib.import_module(f"{PACK}.vace_core.model")
 host = importlib.import_module(f"{PACK}.nodes.host")
 video_nodes = importlib.import_module(f"{PACK}.nodes.video")
-vae_stream = importlib.import_module(f"{PACK}.nodes.vae_stream")
+vae_stream = importlib.import_module(f"{PACK}.nodes.host.vae_stream")
 
 # A causal Wan DiT small enough for a 1000-latent-frame run in seconds (same structure as the real one).
 MICRO = config_mod.WanConfig(dim=128, ffn_dim=256, num_layers=2, num_heads=1, freq_dim=32, text_dim=32)
@@ -88,7 +90,7 @@ def stream_decode(decoder, latents: torch.Tensor, split: list[int]) -> list[torc
 
 @pytest.mark.parametrize("split", [[1] * 7, [3, 3, 1], [1, 3, 3], [2, 5], [7], [1, 6], [4, 2, 1]])
 def test_chunked_decode_equals_whole_decode(split):
-    vae = streaming.CausalStandInVAE(seed=3)
+    vae = stand_in.CausalStandInVAE(seed=3)
     latents = raw_latents(7, 4, 6)
     whole = vae.decode(latents)[0]  # [25, 32, 48, 3]
     outs = stream_decode(vae.streaming_decoder(), latents, split)
@@ -101,7 +103,7 @@ def test_chunked_decode_equals_whole_decode(split):
 def test_stand_in_vae_carries_real_temporal_state():
     """Without the carried state a later chunk decodes differently, so the test above has teeth:
     frames after the first chunk depend on earlier latent frames (both causal convolutions)."""
-    vae = streaming.CausalStandInVAE(seed=3)
+    vae = stand_in.CausalStandInVAE(seed=3)
     latents = raw_latents(6)
     whole = vae.decode(latents)[0]
     fresh_tail = vae.streaming_decoder()
@@ -115,7 +117,7 @@ def test_stand_in_vae_carries_real_temporal_state():
 
 
 def test_stand_in_vae_follows_comfyui_conventions():
-    vae = streaming.CausalStandInVAE()
+    vae = stand_in.CausalStandInVAE()
     pixels = torch.rand(9, 32, 48, 3)
     latents = vae.encode(pixels)
     assert latents.shape == (1, 16, 3, 4, 6)
@@ -130,7 +132,7 @@ def test_stand_in_vae_follows_comfyui_conventions():
 
 
 def test_overlap_decoder_gives_the_right_frames_and_is_exact_with_enough_context():
-    vae = streaming.CausalStandInVAE(seed=1)
+    vae = stand_in.CausalStandInVAE(seed=1)
     latents = raw_latents(8)
     whole = vae.decode(latents)[0]
     short = stream_decode(streaming.OverlapChunkDecoder(vae, context_frames=1), latents, [3, 3, 2])
@@ -209,7 +211,7 @@ def whole_pipeline(model, prompts, vae, video_frames: int, vace=None, seed: int 
 
 
 def test_streamed_run_equals_keep_latents_and_whole_decode_with_references():
-    model, vae = micro_model(vace=True), streaming.CausalStandInVAE(seed=2)
+    model, vae = micro_model(vace=True), stand_in.CausalStandInVAE(seed=2)
     vace = encoding.encode_vace_context(vae, SIZE, SIZE, 41, reference_images=torch.rand(2, 40, 30, 3))
     expected = whole_pipeline(model, text(1), vae, 41, vace=vace)
     writer, seen = RecordingWriter(), []
@@ -224,7 +226,7 @@ def test_streamed_run_equals_keep_latents_and_whole_decode_with_references():
 
 
 def test_prompt_schedule_across_a_long_streamed_run():
-    model, vae = micro_model(), streaming.CausalStandInVAE(seed=2)
+    model, vae = micro_model(), stand_in.CausalStandInVAE(seed=2)
     schedule = [sampler.PromptSegment(0, text(1)), sampler.PromptSegment(40, text(2)),
                 sampler.PromptSegment(90, text(3))]
     frames = 4 * 30 - 3  # 30 latent frames, 10 chunks, two switches
@@ -234,13 +236,13 @@ def test_prompt_schedule_across_a_long_streamed_run():
     streaming.generate_to_video(model, schedule, video_frames=frames, height=SIZE, width=SIZE, seed=5,
                                 decoder=vae.streaming_decoder(), writer=writer)
     assert (writer.video() - expected).abs().max().item() < 1e-4
-    switch = 4 * sampler.switch_latent_frame(40) - 3  # first video frame after the first switch
+    switch = 4 * plan.switch_latent_frame(40) - 3  # first video frame after the first switch
     assert torch.equal(expected[:switch], single[:switch])
     assert not torch.allclose(expected[switch:], single[switch:], atol=1e-6)
 
 
 def test_latents_to_video_drops_references_and_decodes_in_chunks():
-    vae = streaming.CausalStandInVAE(seed=4)
+    vae = stand_in.CausalStandInVAE(seed=4)
     latents = raw_latents(1 + 8)
     expected = vae.decode(latents[:, :, 1:])[0]
     writer = RecordingWriter()
@@ -251,7 +253,7 @@ def test_latents_to_video_drops_references_and_decodes_in_chunks():
 
 # acceptance 3: an interrupt leaves a valid mp4 with exactly the frames made so far
 def test_cancelled_run_leaves_a_valid_shorter_mp4(tmp_path):
-    model, vae = micro_model(), streaming.CausalStandInVAE()
+    model, vae = micro_model(), stand_in.CausalStandInVAE()
     path = tmp_path / "cancelled.mp4"
     chunks_done = []
     with pytest.raises(sampler.GenerationCancelled):
@@ -273,9 +275,10 @@ CHILD = textwrap.dedent("""
     torch.set_num_threads(1)
     sys.path.insert(0, {root!r})
     from vace_core.config import WanConfig
-    from vace_core.fixtures import make_state_dict
+    from vace_core.testing.fixtures import make_state_dict
     from vace_core.model import CausalWanModel
     from vace_core import streaming
+    from vace_core.testing import stand_in_vae as stand_in
 
     def status(key):
         for line in open("/proc/self/status"):
@@ -286,7 +289,7 @@ CHILD = textwrap.dedent("""
     model = CausalWanModel(config)
     model.load_state_dict(make_state_dict(config))
     model.eval()
-    vae = streaming.CausalStandInVAE()
+    vae = stand_in.CausalStandInVAE()
     prompt = torch.randn(1, 8, config.text_dim, generator=torch.Generator().manual_seed(1))
     mode, latent_frames, runs, out = {mode!r}, {latent_frames}, {runs}, {out!r}
     size = {size}
@@ -360,7 +363,7 @@ def output_dir(tmp_path, monkeypatch) -> Path:
     return out
 
 
-class InterruptingVAE(streaming.CausalStandInVAE):
+class InterruptingVAE(stand_in.CausalStandInVAE):
     """Stand-in VAE whose streaming decoder presses Cancel after `after` chunks."""
 
     def __init__(self, after: int) -> None:
@@ -393,8 +396,8 @@ def test_save_video_node_writes_without_references_and_never_overwrites(output_d
     (output_dir / "clips").mkdir(parents=True)
     taken = output_dir / "clips" / "LongLive_00001_.mp4"
     taken.write_bytes(b"not mine")
-    first = save_node(samples=latent, vae=streaming.CausalStandInVAE(), filename_prefix="clips/LongLive")
-    second = save_node(samples=latent, vae=streaming.CausalStandInVAE(), filename_prefix="clips/LongLive")
+    first = save_node(samples=latent, vae=stand_in.CausalStandInVAE(), filename_prefix="clips/LongLive")
+    second = save_node(samples=latent, vae=stand_in.CausalStandInVAE(), filename_prefix="clips/LongLive")
     assert first["ui"] == {"images": [{"filename": "LongLive_00002_.mp4", "subfolder": "clips", "type": "output"}],
                            "animated": (True,)}
     assert second["ui"]["images"][0]["filename"] == "LongLive_00003_.mp4"
@@ -413,7 +416,7 @@ def test_save_video_node_interrupt_leaves_the_chunks_so_far(output_dir):
 
 
 def test_save_video_node_writes_the_workflow_metadata(output_dir):
-    save_node(samples={"samples": raw_latents(2)}, vae=streaming.CausalStandInVAE(),
+    save_node(samples={"samples": raw_latents(2)}, vae=stand_in.CausalStandInVAE(),
               prompt={"1": {"class_type": "X"}}, extra_pnginfo={"workflow": {"nodes": []}})
     with av.open(str(output_dir / "LongLive_00001_.mp4")) as container:
         assert json.loads(container.metadata["prompt"]) == {"1": {"class_type": "X"}}
@@ -423,7 +426,7 @@ def test_save_video_node_writes_the_workflow_metadata(output_dir):
 def test_non_wan_vae_falls_back_to_overlap_decoding_with_a_warning(caplog):
     class PlainVAE:
         def __init__(self):
-            self.inner = streaming.CausalStandInVAE()
+            self.inner = stand_in.CausalStandInVAE()
 
         def decode(self, latents):
             return self.inner.decode(latents)
@@ -432,7 +435,7 @@ def test_non_wan_vae_falls_back_to_overlap_decoding_with_a_warning(caplog):
         decoder = host.streaming_decoder(PlainVAE())
     assert isinstance(decoder, streaming.OverlapChunkDecoder)
     assert "not a Wan 2.1 VAE" in caplog.text
-    assert isinstance(host.streaming_decoder(streaming.CausalStandInVAE()), streaming.StandInStreamingDecoder)
+    assert isinstance(host.streaming_decoder(stand_in.CausalStandInVAE()), stand_in.StandInStreamingDecoder)
 
 
 # ---- LongLive Sampler -> Video
@@ -456,7 +459,7 @@ def sampler_args(model, **extra):
 
 
 def test_sampler_to_video_node_equals_sampler_then_decode(output_dir, micro_checkpoint, monkeypatch, caplog):
-    vae = streaming.CausalStandInVAE(seed=6)
+    vae = stand_in.CausalStandInVAE(seed=6)
     samples = pack.NODE_CLASS_MAPPINGS["LongLiveSampler"]().sample(**sampler_args(micro_checkpoint))[0]
     expected = pack.NODE_CLASS_MAPPINGS["LongLiveDecode"]().decode(samples, vae)[0]
     written = []
@@ -481,7 +484,7 @@ def test_sampler_to_video_node_with_start_images_equals_sampler_then_decode(outp
                                                                           monkeypatch):
     """Image-to-video through the streaming node: the start frames are written first (they are part of
     the video), the chunk count covers them, and the frames equal the sampler node's then a decode."""
-    vae = streaming.CausalStandInVAE(seed=6)
+    vae = stand_in.CausalStandInVAE(seed=6)
     start = torch.rand(5, SIZE, SIZE, 3, generator=torch.Generator().manual_seed(4))  # 2 latent frames
     args = sampler_args(micro_checkpoint, start_images=start)
     samples = pack.NODE_CLASS_MAPPINGS["LongLiveSampler"]().sample(**args, vae=vae)[0]

@@ -1,4 +1,4 @@
-"""nodes/vae_stream.py without ComfyUI: the exact streaming decoder, its one-time probe and the
+"""nodes/host/vae_stream.py without ComfyUI: the exact streaming decoder, its one-time probe and the
 fallbacks, on a small stand-in written in the style of ComfyUI 0.33's Wan VAE.
 
 `WanVAE` below follows the call conventions the streaming decoder relies on (a `conv2`, a decoder
@@ -24,7 +24,7 @@ from helpers import load_pack_standalone
 
 PACK = "longlive_vace_vae_stream_test"
 pack = load_pack_standalone(PACK)
-vae_stream = importlib.import_module(f"{PACK}.nodes.vae_stream")
+vae_stream = importlib.import_module(f"{PACK}.nodes.host.vae_stream")
 streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 TOLERANCE = 1e-5  # float32, the same convolutions on the same frames: measured ~1e-7
 
@@ -130,7 +130,7 @@ def decode_in_chunks(decoder, z, split):
 
 
 def host_decoder(vae):
-    """What nodes/host.py builds outside ComfyUI, with the VAE's tiled decode on out-of-memory."""
+    """What nodes/host/vae_stream.py builds outside ComfyUI, with the VAE's tiled decode on out-of-memory."""
     return vae_stream.streaming_decoder_for(vae, tiled_decode=lambda z: vae.decode_tiled(z)[0])
 
 

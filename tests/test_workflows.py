@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
-import struct
-import threading
 from pathlib import Path
 
 import pytest
@@ -424,95 +421,3 @@ def test_rejection_message_names_node_and_input():
     text = qw.describe_rejection(answer, graph)
     assert "Prompt outputs failed validation" in text
     assert f"node {graft} (LongLiveVaceGraft, 'Load VACE Weights (graft)'): Value not in list: vace_checkpoint" in text
-
-
-# ---------------------------------------------------------------------------------------------
-# queue_workflow.py: the websocket client against a scripted server
-
-
-def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
-    length = len(payload)
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if length < 126:
-        head += bytes([length])
-    elif length < 1 << 16:
-        head += bytes([126]) + struct.pack(">H", length)
-    else:
-        head += bytes([127]) + struct.pack(">Q", length)
-    return head + payload  # servers never mask
-
-
-def _read_client_frame(conn: socket.socket) -> tuple[int, bytes]:
-    first, second = conn.recv(2, socket.MSG_WAITALL)
-    assert second & 0x80, "client frames must be masked"
-    length = second & 0x7F
-    if length == 126:
-        length = struct.unpack(">H", conn.recv(2, socket.MSG_WAITALL))[0]
-    mask = conn.recv(4, socket.MSG_WAITALL)
-    data = conn.recv(length, socket.MSG_WAITALL) if length else b""
-    return first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-
-
-def test_websocket_client_handshake_fragments_ping_and_close():
-    import base64
-    import hashlib
-
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    seen: dict = {}
-    big = json.dumps({"type": "progress", "data": {"value": 1, "max": 2, "pad": "x" * 70000}}).encode()
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            request = b""
-            while b"\r\n\r\n" not in request:
-                request += conn.recv(4096)
-            lines = request.decode().split("\r\n")
-            seen["request_line"] = lines[0]
-            key = next(line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("sec-websocket-key"))
-            accept = base64.b64encode(hashlib.sha1((key + qw.WS_GUID).encode()).digest()).decode()
-            conn.sendall(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                         f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
-                         + _server_frame(qw.OP_TEXT, b'{"type": "status"}'))
-            conn.sendall(_server_frame(qw.OP_PING, b"hi")
-                         + _server_frame(qw.OP_TEXT, b'{"type": "exec', fin=False)
-                         + _server_frame(qw.OP_CONTINUATION, b'uting"}')
-                         + _server_frame(qw.OP_BINARY, b"\x00\x01preview")
-                         + _server_frame(qw.OP_TEXT, big))
-            seen["pong"] = _read_client_frame(conn)
-            conn.sendall(_server_frame(qw.OP_CLOSE, struct.pack(">H", 1000)))
-            seen["close"] = _read_client_frame(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    ws = qw.WebSocket(f"ws://127.0.0.1:{port}/ws?clientId=abc", timeout=10)
-    assert ws.receive(wait=5) == (qw.OP_TEXT, b'{"type": "status"}')
-    assert ws.receive(wait=5) == (qw.OP_TEXT, b'{"type": "executing"}')  # ping answered on the way
-    assert ws.receive(wait=5) == (qw.OP_BINARY, b"\x00\x01preview")
-    assert ws.receive(wait=5) == (qw.OP_TEXT, big)  # 64-bit length
-    with pytest.raises(qw.WebSocketClosed):
-        ws.receive(wait=5)
-    thread.join(timeout=10)
-    listener.close()
-    assert seen["request_line"] == "GET /ws?clientId=abc HTTP/1.1"
-    assert seen["pong"] == (qw.OP_PONG, b"hi")
-    assert seen["close"][0] == qw.OP_CLOSE
-
-
-def test_websocket_handshake_refusal_is_an_error():
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    with pytest.raises(ConnectionError, match="404"):
-        qw.WebSocket(f"ws://127.0.0.1:{port}/ws", timeout=10)
-    thread.join(timeout=10)
-    listener.close()

@@ -1,7 +1,8 @@
 """Architecture description of a (causal) Wan2.1 DiT, optionally with VACE blocks.
 
 Everything that depends on model size reads it from a `WanConfig`; the 1.3B numbers live only in
-the `wan2.1-1.3B` preset below. `infer_config` recovers a config from checkpoint tensor shapes.
+the `wan2.1-1.3B` entry of `ARCHITECTURES` below (vace_core/presets.py holds the sampler presets).
+`infer_config` recovers a config from checkpoint tensor shapes.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from typing import Mapping
 
 import torch
 
+from .encoding import CONTEXT_CHANNELS, LATENT_CHANNELS
+
 HEAD_DIM = 128  # every released Wan2.1 model uses 128-wide attention heads
-VACE_CONTEXT_CHANNELS = 96  # 16 inactive + 16 reactive latent channels + 64 folded mask channels
 
 
 @dataclass(frozen=True)
@@ -24,14 +26,14 @@ class WanConfig:
     freq_dim: int = 256
     text_dim: int = 4096
     text_len: int = 512
-    in_channels: int = 16
-    out_channels: int = 16
+    in_channels: int = LATENT_CHANNELS
+    out_channels: int = LATENT_CHANNELS
     patch_size: tuple[int, int, int] = (1, 2, 2)
     eps: float = 1e-6
     rope_max_frames: int = 1024
     # main-block index after which VACE hint k is added; empty = no VACE
     vace_layers: tuple[int, ...] = field(default_factory=tuple)
-    vace_in_dim: int = VACE_CONTEXT_CHANNELS
+    vace_in_dim: int = CONTEXT_CHANNELS
 
     def __post_init__(self) -> None:
         if self.dim % self.num_heads:
@@ -52,7 +54,7 @@ class WanConfig:
     def num_vace_blocks(self) -> int:
         return len(self.vace_layers)
 
-    def with_vace(self, num_vace_blocks: int, vace_in_dim: int = VACE_CONTEXT_CHANNELS) -> "WanConfig":
+    def with_vace(self, num_vace_blocks: int, vace_in_dim: int = CONTEXT_CHANNELS) -> "WanConfig":
         return replace(self, vace_layers=default_vace_layers(self.num_layers, num_vace_blocks),
                        vace_in_dim=vace_in_dim)
 
@@ -70,7 +72,7 @@ def default_vace_layers(num_layers: int, num_vace_blocks: int) -> tuple[int, ...
     return tuple(int(k * stride) for k in range(num_vace_blocks))
 
 
-PRESETS: dict[str, WanConfig] = {
+ARCHITECTURES: dict[str, WanConfig] = {
     "wan2.1-1.3B": WanConfig(),
     "wan2.1-vace-1.3B": WanConfig().with_vace(15),
     # small enough for CPU tests in milliseconds, same structure (2 heads of 128, VACE every 2nd block)
@@ -80,11 +82,11 @@ PRESETS: dict[str, WanConfig] = {
 }
 
 
-def preset(name: str) -> WanConfig:
+def architecture(name: str) -> WanConfig:
     try:
-        return PRESETS[name]
+        return ARCHITECTURES[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}") from None
 
 
 def infer_config(shapes: Mapping[str, torch.Size | tuple[int, ...]], text_len: int = 512) -> WanConfig:

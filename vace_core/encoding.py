@@ -68,7 +68,7 @@ def denormalize_latents(norm: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# frame arithmetic: the only place that knows the VAE's 4x causal temporal stride
+# frame arithmetic: the only place that knows the VAE's 4x causal temporal and 8x spatial strides
 
 
 def latent_frames_for(video_frames: int) -> int:
@@ -83,6 +83,11 @@ def video_frames_for(latent_frames: int) -> int:
     if latent_frames < 1:
         raise ValueError(f"latent_frames must be at least 1, got {latent_frames}")
     return VAE_STRIDE_T * (latent_frames - 1) + 1
+
+
+def latent_grid(height: int, width: int) -> tuple[int, int]:
+    """(h, w) of a latent frame of a height x width video: the VAE's spatial stride 8."""
+    return height // VAE_STRIDE_S, width // VAE_STRIDE_S
 
 
 def check_size(width: int, height: int) -> None:

@@ -2,12 +2,10 @@
 
 The sampler (vace_core/sampler.py) decides every pass: which frames it computes, at which timestep
 and under which prompt, which frames its main blocks and its VACE blocks attend to, and how
-strongly its VACE hints count. A `ModelPass` holds that decision; an executor runs it:
-
-- `CachedPasses` (this module): the main blocks' `KVCache` and, for the VACE attention modes that
-  need one, a VACE `KVCache`; a pass writes its K/V into them and reads the frames it sees;
-- `vace_core.recompute.RecomputedPasses`: no cache at all; every pass recomputes the keys it reads
-  from the latents that produced them (the reference the cache is tested against).
+strongly its VACE hints count. A `ModelPass` holds that decision; an executor (`PassExecutor`) runs
+it. `CachedPasses` (this module) keeps the main blocks' `KVCache` and, for the VACE attention modes
+that need one, a VACE `KVCache`; a pass writes its K/V into them and reads the frames it sees. (The
+tests check it against a cache-free executor, vace_core/testing/recompute.py.)
 
 VACE attention modes (`vace_attention`), i.e. which frames a VACE block of a pass attends to:
 - "causal": what the main blocks see (references + sink + rolling window), through a VACE KV cache
@@ -20,12 +18,15 @@ VACE attention modes (`vace_attention`), i.e. which frames a VACE block of a pas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import torch
 
-from .cache import CacheLayout, KVCache, kv_cache_bytes
+from .cache import CacheLayout, KVCache
 from .model import CausalWanModel, TextState
+
+if TYPE_CHECKING:
+    from .sampler import _Run
 
 VACE_ATTENTION_MODES = ("causal", "references", "block")
 
@@ -76,19 +77,15 @@ def vace_attention_plan(mode: str, own: range, visible: Sequence[int], ref_frame
     return list(own), False
 
 
-def run_cache_bytes(model: CausalWanModel, *, tokens_per_frame: int, layout: CacheLayout, ref_frames: int,
-                    vace_attention: str, uses_vace: bool) -> int:
-    """Bytes of every KV cache a run allocates: the main blocks', plus the VACE blocks' when the
-    run uses VACE and its mode keeps one."""
-    element = torch.finfo(model.compute_dtype).bits // 8  # the caches hold keys in the compute dtype
-    config = model.config
-    total = kv_cache_bytes(num_layers=config.num_layers, dim=config.dim, tokens_per_frame=tokens_per_frame,
-                           capacity_frames=layout.capacity_frames, element_size=element)
-    vace_layout = vace_cache_layout(vace_attention, layout, ref_frames) if uses_vace else None
-    if vace_layout is not None:
-        total += kv_cache_bytes(num_layers=config.num_vace_blocks, dim=config.dim, tokens_per_frame=tokens_per_frame,
-                                capacity_frames=vace_layout.capacity_frames, element_size=element)
-    return total
+class PassExecutor(Protocol):
+    """What a run needs from whatever runs its passes, in the order the run decides them."""
+
+    def run(self, p: ModelPass) -> torch.Tensor | None:
+        """The flow prediction [1, 16, frames, h, w] of the pass (what a pass with `needs_output`
+        returns), after recording what later passes may attend to."""
+
+    def nbytes(self) -> int:
+        """Bytes of the caches it holds."""
 
 
 def _new_cache(model: CausalWanModel, num_layers: int, layout: CacheLayout) -> KVCache:
@@ -97,7 +94,9 @@ def _new_cache(model: CausalWanModel, num_layers: int, layout: CacheLayout) -> K
 
 
 class CachedPasses:
-    """Runs passes through preallocated KV caches (the sampler's normal path)."""
+    """Runs passes through preallocated KV caches (the sampler's path). `text(index)` embeds prompt
+    `index`; one prompt's K/V are held at a time (a run never returns to an earlier prompt, and the
+    caches keep what earlier passes computed under it)."""
 
     def __init__(self, model: CausalWanModel, layout: CacheLayout, ref_frames: int, vace_attention: str,
                  uses_vace: bool, text: Callable[[int], TextState],
@@ -106,6 +105,7 @@ class CachedPasses:
         self.model = model
         self.chunk_frames = chunk_frames  # passes over this many frames run compiled, if the model is
         self.text = text
+        self._prompt: tuple[int, TextState] | None = None
         self.vace_frames = vace_frames
         self.layer_scale = layer_scale
         self.cache = _new_cache(model, model.config.num_layers, layout)
@@ -113,6 +113,17 @@ class CachedPasses:
         self.vace_cache = _new_cache(model, model.config.num_vace_blocks, vace_layout) if vace_layout else None
         # every block runs the same few timesteps: embed each once per run
         self._time: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def for_run(cls, run: "_Run") -> "CachedPasses":
+        return cls(run.model, run.layout, run.ref_frames, run.settings.vace_attention, run.uses_vace, run.text,
+                   run.vace_frames, run.layer_scale, run.settings.chunk_frames)
+
+    def prompt(self, index: int) -> TextState:
+        if self._prompt is None or self._prompt[0] != index:
+            self._prompt = None  # the old prompt's K/V are freed before the new ones are made
+            self._prompt = (index, self.text(index))
+        return self._prompt[1]
 
     def time(self, timestep: float) -> tuple[torch.Tensor, torch.Tensor]:
         if timestep not in self._time:
@@ -131,6 +142,6 @@ class CachedPasses:
             if self.vace_cache is not None:
                 vace_access = self.vace_cache.begin_block(p.start, p.frames, p.vace_visible, write=p.vace_writes)
             weight = None if bool((p.hint_weight == 1).all()) else p.hint_weight
-        return self.model.forward_block(p.latents, p.timestep, self.text(p.prompt), p.start, access, context,
+        return self.model.forward_block(p.latents, p.timestep, self.prompt(p.prompt), p.start, access, context,
                                         self.layer_scale, vace_cache=vace_access, vace_frame_weight=weight,
                                         time=self.time(p.timestep), compiled=p.frames == self.chunk_frames)

@@ -1,38 +1,7 @@
-"""Sampler presets for the causal Wan2.1-T2V-1.3B checkpoints this runtime runs.
-
-The checkpoints share LongLive's layout (same keys, same causal block model, a clean pass at t = 0
-after each chunk that writes the KV cache); they differ in the settings their authors distilled
-them for. Each preset holds those settings, read from the project's own inference code and
-configs at the commit named:
-
-- **LongLive** (NVlabs/LongLive 2462895, `configs/longlive_inference.yaml`, `inference.py`):
-  `num_frame_per_block: 3`; `local_attn_size: 12`, `sink_size: 3` (the window counts the sink);
-  `denoising_step_list [1000, 750, 500, 250]`, `warp_denoising_step: true`, `timestep_shift: 5.0`;
-  `use_ema: false`, so `inference.py` loads the `generator` entry.
-- **Self-Forcing** (guandeh17/Self-Forcing 33593df, `configs/self_forcing_dmd.yaml`,
-  `pipeline/causal_inference.py`, `utils/wan_wrapper.py`): `num_frame_per_block: 3`; no
-  `local_attn_size` / `sink_size`, so the wrapper's defaults -1 / 0 apply: global attention over a
-  cache of 32760 tokens = 21 latent frames at 480x832, no sink; steps `[1000, 750, 500, 250]`
-  warped with `timestep_shift: 5.0`. The README runs `inference.py --use_ema` and `demo.py` loads
-  `generator_ema`.
-- **CausVid (AR)** (tianweiy/CausVid ca21150, `configs/wan_causal_dmd.yaml`,
-  `causvid/models/wan/causal_inference.py`, `wan_wrapper.py`, `minimal_inference/
-  autoregressive_inference.py`): `num_frame_per_block: 3`; a 32760-token (21-frame) global cache,
-  no sink; `denoising_step_list [1000, 757, 522, 0]` (the 0 is dropped) with
-  `warp_denoising_step: false`, so 1000, 757, 522 are the timesteps themselves; the scheduler is
-  built with shift 8.0, whose table gives the sigmas (757 -> 0.75676); the script loads `generator`.
-- **Causal Forcing (chunkwise)** (thu-ml/Causal-Forcing 1fc7bbc,
-  `configs/causal_forcing_dmd_chunkwise.yaml`, `pipeline/causal_inference.py`, `inference.py`):
-  the Self-Forcing settings (chunk 3, global 21-frame cache, no sink, `[1000, 750, 500, 250]`
-  warped, shift 5.0). Its README runs the chunkwise checkpoint without `--use_ema` (`generator`),
-  the frame-wise ones and `demo.py` with `generator_ema`; keys may carry
-  `model._fsdp_wrapped_module.` (the loader drops it).
-
-"Global over 21 latent frames" is window 21 with no sink: identical attention up to 21 latent
-frames (81 video frames, what those projects generate). Their caches hold exactly 21 frames and
-their inference stops there, so they define nothing longer; past 21 frames this runtime rolls the
-window: every chunk attends to the most recent 21 latent frames (its own included), which those
-checkpoints were not trained for.
+"""Sampler presets for the causal Wan2.1-T2V-1.3B checkpoints this runtime runs (LongLive,
+Self-Forcing, CausVid, Causal Forcing): the settings each was distilled for, read from its project's
+own inference code and configs at the commit in `Preset.source`. README.md ("Other causal
+Wan2.1-1.3B checkpoints") lists the files read and what differs past their 21-frame caches.
 
 `resolve_settings` turns a preset plus the settings given explicitly into `SamplerSettings`: an
 explicit value always wins, `None` means "the preset's".
@@ -43,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Sequence
 
-from .sampler import SamplerSettings
+from .plan import SamplerSettings
 
 FROM_PRESET_FIELDS = ("chunk_frames", "window_frames", "sink_frames", "denoising_steps", "shift")
 

@@ -4,7 +4,7 @@ Runs with ComfyUI's python (`COMFYUI_DIR` names the checkout), forced onto the C
 
     python run_comfy_fp8.py PACK_DIR WORK_DIR OUT_JSON
 
-It writes tiny fp8 checkpoints (vace_core.fixtures) into WORK_DIR: a base in the scaled-fp8 layout
+It writes tiny fp8 checkpoints (vace_core.testing.fixtures) into WORK_DIR: a base in the scaled-fp8 layout
 (`scaled_fp8` marker, `scale_weight`), a full VACE model with `_quantization_metadata`, a VACE
 module with per-layer `comfy_quant` configs, and a LoRA; then records:
 
@@ -22,6 +22,7 @@ module with per-layer `comfy_quant` configs, and a LoRA; then records:
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -39,8 +40,8 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
     import comfy.sd
 
     mods = import_pack(pack_dir)
-    model_ref, fx, ckpt = mods["nodes.model_ref"], mods["vace_core.fixtures"], mods["vace_core.checkpoints"]
-    tiny = mods["vace_core.config"].preset("tiny-vace")
+    model_ref, fx, ckpt = mods["nodes.host.model_ref"], mods["vace_core.testing.fixtures"], mods["vace_core.checkpoints"]
+    tiny = mods["vace_core.config"].architecture("tiny-vace")
     work = Path(work_dir)
     state = fx.make_state_dict(tiny, seed=0)
     files = {
@@ -102,8 +103,8 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         full = forward(network)
         out["error_vs_vace_core_fp8"] = max_diff(full, forward(standalone))
         # bf16 compute (a GPU's): ComfyUI's layers keep the float32 time embedding as the model has it
-        host = mods["nodes.host"]
-        ops = host.layer_operations(torch.float8_e4m3fn, torch.bfloat16)
+        memory = importlib.import_module("longlive_pack.nodes.host.memory")
+        ops = memory.layer_operations(torch.float8_e4m3fn, torch.bfloat16)
         in_comfy, alone = (ckpt.graft_vace(ckpt.load_longlive(files["base"], dtype=torch.float8_e4m3fn,
                                                               compute_dtype=torch.bfloat16, operations=operations),
                                            files["vace"]) for operations in (ops, None))

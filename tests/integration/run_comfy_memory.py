@@ -4,8 +4,8 @@ Runs with ComfyUI's python (`COMFYUI_DIR` names the checkout), forced onto the C
 
     python run_comfy_memory.py PACK_DIR WORK_DIR OUT_JSON
 
-It imports ComfyUI, then our pack the way ComfyUI imports a custom node folder (so nodes/host.py
-finds ComfyUI), writes tiny checkpoints (vace_core.fixtures) into WORK_DIR and records, as JSON:
+It imports ComfyUI, then our pack the way ComfyUI imports a custom node folder (so nodes/host
+finds ComfyUI), writes tiny checkpoints (vace_core.testing.fixtures) into WORK_DIR and records, as JSON:
 
 - which patcher and layer classes the pack used, and the 'auto' dtype;
 - outputs of the loaded network for base + LoRA, + Extra LoRA, + VACE, against the same weights
@@ -54,16 +54,16 @@ def import_pack(pack_dir: str):
     sys.modules["longlive_pack"] = module
     spec.loader.exec_module(module)
     return {name: importlib.import_module(f"longlive_pack.{name}") for name in (
-        "nodes.host", "nodes.model_ref", "vace_core.fixtures", "vace_core.checkpoints", "vace_core.config")}
+        "nodes.host", "nodes.host.model_ref", "vace_core.testing.fixtures", "vace_core.checkpoints", "vace_core.config")}
 
 
 def main(pack_dir: str, work_dir: str, out_path: str) -> None:
     torch.set_num_threads(1)
     mm, model_patcher = import_comfy(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI")
     mods = import_pack(pack_dir)
-    host, model_ref, fx, ckpt = (mods[k] for k in ("nodes.host", "nodes.model_ref", "vace_core.fixtures",
+    host, model_ref, fx, ckpt = (mods[k] for k in ("nodes.host", "nodes.host.model_ref", "vace_core.testing.fixtures",
                                                    "vace_core.checkpoints"))
-    tiny = mods["vace_core.config"].preset("tiny-vace")
+    tiny = mods["vace_core.config"].architecture("tiny-vace")
     work = Path(work_dir)
     state = fx.make_state_dict(tiny, seed=0)
     files = {

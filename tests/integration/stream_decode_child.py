@@ -72,7 +72,7 @@ def _load_pack():
     sys.modules[CHILD_PACK] = module
     spec.loader.exec_module(module)
     return (importlib.import_module(f"{CHILD_PACK}.nodes.host"),
-            importlib.import_module(f"{CHILD_PACK}.nodes.vae_stream"),
+            importlib.import_module(f"{CHILD_PACK}.nodes.host.vae_stream"),
             importlib.import_module(f"{CHILD_PACK}.nodes.video"))
 
 

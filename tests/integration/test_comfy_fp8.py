@@ -27,8 +27,8 @@ from safetensors.torch import load_file
 
 from comfy_harness import HERE, REPO_ROOT
 
-from vace_core import fixtures as fx
-from vace_core.config import preset
+from vace_core.testing import fixtures as fx
+from vace_core.config import architecture
 
 EXACT = 1e-5
 LORA_TOL = 2e-2
@@ -122,7 +122,7 @@ def test_a_scaled_fp8_file_runs_on_the_server(comfy_server, tmp_path):
     """Acceptance: a scaled-fp8 base (ComfyUI's scaled_fp8 layout) and an fp8 VACE module
     (comfy_quant layout) load at dtype fp8_e4m3fn and run R2V; the latents equal the run of the
     same files at fp32 (which dequantizes them on loading)."""
-    state = fx.make_state_dict(preset("tiny-vace"), seed=4)
+    state = fx.make_state_dict(architecture("tiny-vace"), seed=4)
     base = comfy_server.add_model("diffusion_models", fx.write_fp8_safetensors(
         tmp_path / "longlive_fp8_scaled.safetensors", fx.main_only(state), "scaled_fp8"))
     vace = comfy_server.add_model("diffusion_models", fx.write_fp8_safetensors(

@@ -25,7 +25,7 @@ import pytest
 
 from comfy_harness import HERE, TINY_VAE_NAME, make_base_dir, start_server, stop_server
 
-from vace_core import fixtures as fx
+from vace_core.testing import fixtures as fx
 from vace_core.config import WanConfig
 
 MEDIUM = WanConfig(dim=1536, ffn_dim=8960, num_layers=3, num_heads=12, freq_dim=256, text_dim=4096)

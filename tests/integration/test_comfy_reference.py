@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the reference
 from reference_wan import random_wan_state, wan_forward  # noqa: E402
 
-from vace_core.config import preset  # noqa: E402
+from vace_core.config import architecture  # noqa: E402
 from vace_core.model import CausalWanModel  # noqa: E402
 
 HELPER = Path(__file__).resolve().parent / "run_comfy_wan.py"
@@ -71,7 +71,7 @@ def _comfy_context(context: torch.Tensor) -> torch.Tensor:
 def comfy_outputs(tmp_path_factory, comfy_install):
     """Run every case through ComfyUI once; returns (state, inputs per case, outputs per case)."""
     folder = tmp_path_factory.mktemp("comfy_wan")
-    config = preset("tiny-vace")
+    config = architecture("tiny-vace")
     model = CausalWanModel(config)
     state = random_wan_state({k: v.shape for k, v in model.state_dict().items()}, seed=5)
     save_file(state, folder / "weights.safetensors")
@@ -101,7 +101,7 @@ def comfy_outputs(tmp_path_factory, comfy_install):
 
 
 def _our_model(state: dict[str, torch.Tensor], vace: bool) -> CausalWanModel:
-    model = CausalWanModel(preset("tiny-vace" if vace else "tiny"))
+    model = CausalWanModel(architecture("tiny-vace" if vace else "tiny"))
     model.load_state_dict(state if vace else {k: v for k, v in state.items() if not k.startswith("vace_")})
     return model.eval()
 
@@ -117,7 +117,7 @@ def test_forward_full_matches_comfyui(comfy_outputs, name):
     ours = _our_model(state, strength is not None).forward_full(
         case["latents"], case["timestep"], case["context"], vace_context=vace, vace_scale=scale)
     reference = wan_forward(state, case["latents"], case["timestep"], case["context"], num_heads=2,
-                            vace_context=vace, vace_scale=scale, vace_layers=preset("tiny-vace").vace_layers,
+                            vace_context=vace, vace_scale=scale, vace_layers=architecture("tiny-vace").vace_layers,
                             time_dtype=torch.float32)
     comfy = outputs[name].double()
     ours_err = (ours.double() - comfy).abs().max().item()

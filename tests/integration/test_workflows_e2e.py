@@ -1,7 +1,7 @@
 """Every shipped API workflow runs to its video on a real ComfyUI, queued through scripts/queue_workflow.py.
 
 Real weights cannot be downloaded here, so each model file a workflow names is written as a tiny
-checkpoint in the real format under that very name (vace_core.fixtures: the LongLive trainer pickle,
+checkpoint in the real format under that very name (vace_core.testing.fixtures: the LongLive trainer pickle,
 a PEFT LoRA, a ComfyUI-repackaged VACE checkpoint; the tiny Wan VAE of the harness as the VAE). Two
 substitutions make the graphs runnable at that size:
 
@@ -32,13 +32,13 @@ from PIL import Image
 from comfy_harness import REPO_ROOT, TINY_VAE_NAME
 from helpers import load_script
 
-from vace_core import fixtures as fx
-from vace_core.config import preset
+from vace_core.testing import fixtures as fx
+from vace_core.config import architecture
 
 SCRIPT = REPO_ROOT / "scripts" / "queue_workflow.py"
 WORKFLOWS = REPO_ROOT / "example_workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
-TINY = preset("tiny-vace")
+TINY = architecture("tiny-vace")
 SIZE, FRAMES = 64, 25  # 25 frames = 7 latent frames: chunks of 3, 3 and 1
 RUN_TIMEOUT = 240
 

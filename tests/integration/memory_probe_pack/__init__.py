@@ -4,7 +4,7 @@ install it for real use.
 It registers no nodes, only two HTTP routes for test_comfy_memory_server.py:
 
 - POST /longlive_probe/reset: from now on record every checkpoint file the LongLive pack opens
-  (its one entry to checkpoint files, vace_core.checkpoints.TensorFile) and forget earlier ones;
+  (its one entry to checkpoint files, vace_core.checkpoint_files.TensorFile) and forget earlier ones;
 - GET /longlive_probe/state: {"reads": [file names in order], "loaded": [one entry per model in
   comfy.model_management.loaded_models(): class, lowvram state, loaded bytes, whether the patch
   set it was loaded with is still applied]}.
@@ -19,15 +19,15 @@ from server import PromptServer
 READS: list[str] = []
 
 
-def _checkpoints_module():
+def _checkpoint_files_module():
     for name, module in list(sys.modules.items()):
-        if name.endswith(".vace_core.checkpoints") and hasattr(module, "TensorFile"):
+        if name.endswith(".vace_core.checkpoint_files") and hasattr(module, "TensorFile"):
             return module
     raise RuntimeError("the LongLive pack is not loaded")
 
 
 def _record_reads() -> None:
-    tensor_file = _checkpoints_module().TensorFile
+    tensor_file = _checkpoint_files_module().TensorFile
     if getattr(tensor_file, "_probe_original_init", None) is not None:
         return
     original = tensor_file.__init__

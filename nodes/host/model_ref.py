@@ -3,7 +3,7 @@
 ComfyUI caches every node's output and hands the same object to every node wired to it, so a node
 must never change a model that another node produced, and copying a 1.3B model per LoRA or graft
 node would multiply its memory. A `LongLiveModel` therefore works like ComfyUI's own MODEL: it holds
-a model patcher (ComfyUI's ModelPatcher inside ComfyUI, the standalone one of nodes/patcher.py
+a model patcher (ComfyUI's ModelPatcher inside ComfyUI, the standalone one of patcher.py
 outside), and the clones of a patcher share one network while each carries its own patches:
 
 - Load LongLive Model reads the base file into a network with a root patcher. The root is shared
@@ -35,11 +35,14 @@ from typing import Any
 
 import torch
 
-from ..vace_core.checkpoints import load_longlive, read_lora, read_vace, resolve_dtype
-from ..vace_core.compiled import shared_compiler
-from ..vace_core.config import WanConfig
-from ..vace_core.model import CausalWanModel
-from . import host
+from ...vace_core.checkpoints import load_longlive, read_vace, resolve_dtype
+from ...vace_core.compiled import shared_compiler
+from ...vace_core.config import WanConfig
+from ...vace_core.lora import read_lora
+from ...vace_core.model import CausalWanModel
+from . import memory
+from .comfyui import log
+from .files import model_path
 
 AUTO = "auto"
 # the fp8 choices (ComfyUI's UNETLoader names): fp8 weights computed in the auto dtype, with fp8
@@ -51,7 +54,7 @@ DTYPES = (AUTO, "bf16", "fp16", "fp32", *FP8_CHOICES)
 def load_dtypes(dtype: str) -> tuple[torch.dtype, torch.dtype, bool]:
     """(weight dtype, compute dtype, fp8 matmuls) of a resolved loader dtype choice."""
     if dtype in FP8_CHOICES:
-        return torch.float8_e4m3fn, host.auto_dtype(), FP8_CHOICES[dtype]
+        return torch.float8_e4m3fn, memory.auto_dtype(), FP8_CHOICES[dtype]
     return resolve_dtype(dtype), resolve_dtype(dtype), False
 
 
@@ -66,7 +69,7 @@ class FileRef:
 
     @classmethod
     def resolve(cls, kind: str, name: str) -> "FileRef":
-        path = host.model_path(kind, name)
+        path = model_path(kind, name)
         stat = os.stat(path)
         return cls(kind, name, path, (stat.st_size, stat.st_mtime_ns))
 
@@ -94,16 +97,28 @@ class Step:
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What the nodes check before sampling, known without loading the model."""
-    has_vace: bool
-    num_vace_blocks: int
-    text_dim: int
-    rope_max_frames: int  # latent frame positions the RoPE table covers (references included)
+    """What the nodes check and plan before sampling, known without loading the model: the
+    architecture with the value's VACE blocks (the shared network's own config has none while a
+    VACE clone is not loaded) and the size of the weights."""
+    config: WanConfig
     param_bytes: int
 
-    @classmethod
-    def of(cls, config: WanConfig, param_bytes: int) -> "ModelFacts":
-        return cls(config.has_vace, config.num_vace_blocks, config.text_dim, config.rope_max_frames, param_bytes)
+    @property
+    def has_vace(self) -> bool:
+        return self.config.has_vace
+
+    @property
+    def num_vace_blocks(self) -> int:
+        return self.config.num_vace_blocks
+
+    @property
+    def text_dim(self) -> int:
+        return self.config.text_dim
+
+    @property
+    def rope_max_frames(self) -> int:
+        """Latent frame positions the RoPE table covers (references included)."""
+        return self.config.rope_max_frames
 
 
 class SharedBase:
@@ -112,7 +127,7 @@ class SharedBase:
     def __init__(self, network: CausalWanModel) -> None:
         self.config = network.config
         self.network = network
-        self.root = host.make_patcher(network)
+        self.root = memory.make_patcher(network)
 
 
 _SHARED: "weakref.WeakValueDictionary[tuple, SharedBase]" = weakref.WeakValueDictionary()
@@ -126,9 +141,9 @@ def shared_base(base: FileRef, dtype: str) -> SharedBase:
         shared = _SHARED.get(key)
         if shared is None:
             weights, compute, fp8_matmul = load_dtypes(dtype)
-            network = load_longlive(base.path, dtype=weights, compute_dtype=compute, device=host.offload_device(),
-                                    entry=base.entry, operations=host.layer_operations(weights, compute, fp8_matmul),
-                                    attention=host.attention_kernels())
+            network = load_longlive(base.path, dtype=weights, compute_dtype=compute, device=memory.offload_device(),
+                                    entry=base.entry, operations=memory.layer_operations(weights, compute, fp8_matmul),
+                                    attention=memory.attention_kernels())
             shared = SharedBase(network)
             _SHARED[key] = shared
         return shared
@@ -152,6 +167,11 @@ class LongLiveModel:
         return self.facts.has_vace
 
     @property
+    def compute_dtype(self) -> torch.dtype:
+        """What activations and the KV cache run in (fp8 weights are cast per layer to it)."""
+        return self.shared.network.compute_dtype
+
+    @property
     def loras(self) -> list[tuple[str, float]]:
         return [(s.file.name, s.strength) for s in self.steps if s.op == "lora"]
 
@@ -171,35 +191,19 @@ class LongLiveModel:
         """A new value that also applies this LoRA (only the LoRA file is read); this one is unchanged."""
         deltas = read_lora(self.shared.network, lora.path)
         return replace(self, steps=self.steps + (Step("lora", lora, strength),),
-                       patcher=host.with_lora(self.patcher, deltas, strength))
+                       patcher=memory.with_lora(self.patcher, deltas, strength))
 
     def with_vace(self, vace: FileRef) -> "LongLiveModel":
         """A new value with these VACE blocks (only the VACE file is read); this one is unchanged."""
-        weights = read_vace(self.shared.network, vace.path, device=host.offload_device())
-        patcher = host.with_vace(self.patcher, weights)
+        weights = read_vace(self.shared.network, vace.path, device=memory.offload_device())
+        patcher = memory.with_vace(self.patcher, weights)
         return replace(self, steps=self.steps + (Step("vace", vace),), patcher=patcher,
-                       facts=ModelFacts.of(weights.config, patcher.model_size()))
+                       facts=ModelFacts(weights.config, patcher.model_size()))
 
-    def run_memory_bytes(self, *, tokens_per_frame: int, frames_per_pass: int, cache_bytes: int) -> int:
-        """What a run needs besides the weights, for the memory manager: the KV cache plus the
-        activations of its largest pass. The estimate assumes a memory-efficient attention kernel
-        (no [queries x keys] score matrix), which PyTorch's SDPA picks on CUDA."""
-        config = self.shared.config
-        element = torch.finfo(self.shared.network.compute_dtype).bits // 8
-        tokens = tokens_per_frame * frames_per_pass
-        residual = tokens * config.dim * 4 * 6  # float32 stream, its norm and modulated copies
-        projections = tokens * config.dim * element * 4  # q, k, v and the attention output
-        ffn = tokens * config.ffn_dim * element * 2  # hidden layer before and after the GELU
-        vace = self.facts.num_vace_blocks
-        # the VACE blocks run interleaved with the main ones: their stream and one hint at a time
-        hints = tokens * config.dim * 4 * 2 if vace else 0
-        text = (config.num_layers + vace) * 2 * config.text_len * config.dim * element  # cross-attn K/V
-        return cache_bytes + residual + projections + ffn + hints + text
-
-    def load_for_run(self, memory_required: int = 0) -> host.LoadedNetwork:
+    def load_for_run(self, memory_required: int = 0) -> memory.LoadedNetwork:
         """The network with this value's patches, loaded by the host for a run needing
         `memory_required` bytes besides the weights."""
-        return host.load_for_run(self.patcher, memory_required)
+        return memory.load_for_run(self.patcher, memory_required)
 
 
 def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_strength: float = 1.0,
@@ -208,21 +212,21 @@ def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_stre
     `compile`: its full-chunk passes run through torch.compile'd block parts (vace_core.compiled)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    resolved = host.dtype_name(host.auto_dtype()) if dtype == AUTO else dtype
+    resolved = memory.dtype_name(memory.auto_dtype()) if dtype == AUTO else dtype
     shared = shared_base(base, resolved)
-    model = LongLiveModel(base, resolved, (), ModelFacts.of(shared.config, shared.root.model_size()),
+    model = LongLiveModel(base, resolved, (), ModelFacts(shared.config, shared.root.model_size()),
                           shared.root.clone(), shared)
     if lora is not None and lora_strength != 0:
         model = model.with_lora(lora, lora_strength)
     if compile:
         compiler = shared_compiler()
-        model = replace(model, patcher=host.with_compiler(model.patcher, compiler), compiled=True)
-        host.log.info("LongLive: %s: %s", model.describe(), compiler.describe())
+        model = replace(model, patcher=memory.with_compiler(model.patcher, compiler), compiled=True)
+        log.info("LongLive: %s: %s", model.describe(), compiler.describe())
     return model
 
 
 def clear_cache() -> None:
     """Unload every model and forget the shared bases (tests); values still held keep their own."""
-    host.unload_models()
+    memory.unload_models()
     with _SHARED_LOCK:
         _SHARED.clear()

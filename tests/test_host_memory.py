@@ -24,14 +24,18 @@ from helpers import PACK, assert_same_weights, load_pack_standalone, run_node, w
 
 pack = load_pack_standalone()
 host = importlib.import_module(f"{PACK}.nodes.host")
-model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
+host_memory = importlib.import_module(f"{PACK}.nodes.host.memory")
+model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
+lora = importlib.import_module(f"{PACK}.vace_core.lora")
+files = importlib.import_module(f"{PACK}.vace_core.checkpoint_files")
 cache_mod = importlib.import_module(f"{PACK}.vace_core.cache")
 passes_mod = importlib.import_module(f"{PACK}.vace_core.passes")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
+core_memory = importlib.import_module(f"{PACK}.vace_core.memory")
 
 NODES = pack.NODE_CLASS_MAPPINGS
-TINY = config_mod.preset("tiny-vace")
+TINY = config_mod.architecture("tiny-vace")
 SIZE, FRAMES = 32, 9
 SAMPLER = dict(seed=5, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, chunk_frames=3, window_frames=12,
                sink_frames=3, steps="1000,500", shift=5.0)
@@ -54,13 +58,13 @@ def standalone(models_dir, monkeypatch):
 def reads(monkeypatch) -> list[str]:
     """File names of every checkpoint file opened through vace_core from now on."""
     opened: list[str] = []
-    original = ckpt.TensorFile.__init__
+    original = files.TensorFile.__init__
 
     def counting(self, path, *args, **kwargs):
         opened.append(Path(path).name)
         original(self, path, *args, **kwargs)
 
-    monkeypatch.setattr(ckpt.TensorFile, "__init__", counting)
+    monkeypatch.setattr(files.TensorFile, "__init__", counting)
     return opened
 
 
@@ -90,7 +94,7 @@ def fresh(*steps) -> nn.Module:
     model = ckpt.load_longlive(root / "diffusion_models" / "longlive_base.pt", dtype=torch.float32)
     for op, name, strength in steps:
         if op == "lora":
-            ckpt.apply_lora(model, root / "loras" / name, strength)
+            lora.apply_lora(model, root / "loras" / name, strength)
         else:
             ckpt.graft_vace(model, root / "diffusion_models" / name)
     return model
@@ -277,19 +281,20 @@ def test_a_set_compute_device_is_where_inputs_and_the_cache_go():
 
 def test_the_run_asks_for_its_kv_cache_and_activations(monkeypatch):
     requested: list[int] = []
-    original = host.load_for_run
+    original = host_memory.load_for_run
 
     def recording(patcher, memory_required):
         requested.append(memory_required)
         return original(patcher, memory_required)
 
-    monkeypatch.setattr(host, "load_for_run", recording)
+    monkeypatch.setattr(host_memory, "load_for_run", recording)
     model = graft(load())
     sample(model, vace_context=vace_context())
     tokens = (SIZE // 16) ** 2
-    # keys + values of every main block for the reference frame plus the 12-frame window, float32
-    cache = TINY.num_layers * 2 * (1 + 12) * tokens * TINY.dim * 4
-    activations = model.run_memory_bytes(tokens_per_frame=tokens, frames_per_pass=3, cache_bytes=0)
+    # keys + values of every main block and (vace_attention "causal") every VACE block, for the
+    # reference frame plus the 12-frame window, float32
+    cache = (TINY.num_layers + TINY.num_vace_blocks) * 2 * (1 + 12) * tokens * TINY.dim * 4
+    activations = core_memory.pass_activation_bytes(TINY, torch.float32, tokens * 3)
     assert requested == [cache + activations]
     assert activations > tokens * 3 * TINY.ffn_dim * 4  # at least the FFN's hidden layer of a chunk
 
@@ -298,7 +303,7 @@ def test_the_run_asks_for_its_kv_cache_and_activations(monkeypatch):
                                              ((0, 38, 1), True), ((0, 7, 9), True), (None, True)])
 def test_an_untested_comfyui_version_is_named_in_a_warning(caplog, version, warned):
     with caplog.at_level("WARNING", logger="longlive_vace"):
-        host._warn_if_untested(version)
+        host_memory._warn_if_untested(version)
     assert bool(caplog.records) == warned
     if version is not None and warned:
         assert ".".join(map(str, version)) in caplog.text
@@ -307,6 +312,6 @@ def test_an_untested_comfyui_version_is_named_in_a_warning(caplog, version, warn
 def test_a_comfyui_without_the_known_memory_manager_degrades_with_a_warning(caplog, monkeypatch):
     # a host that has comfy.model_management but not the patcher, ops and LoRA adapter this pack uses
     with monkeypatch.context() as patched, caplog.at_level("WARNING", logger="longlive_vace"):
-        patched.setattr(host, "model_management", object())
-        assert host._comfy_memory() is None
+        patched.setattr(host_memory, "model_management", object())
+        assert host_memory._comfy_memory() is None
     assert "kept outside it" in caplog.text

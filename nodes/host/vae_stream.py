@@ -22,23 +22,23 @@ An out-of-memory error while decoding a chunk exactly falls back to the host's t
 that chunk (with a little latent context before it); the exact state is then rebuilt from that
 context for the next chunk.
 
-This module only receives the VAE object and calls its attributes; it never imports ComfyUI
-(host.py supplies model management, tiled decoding and the out-of-memory test as callables).
+The decoders only receive the VAE object and call its attributes; `streaming_decoder` (at the end)
+hands them the host's model management, tiled decoding and out-of-memory test as callables.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import sys
 from typing import Any, Callable
 
 import torch
 
-from ..vace_core.encoding import LATENT_CHANNELS
-from ..vace_core.streaming import ChunkDecoder, OverlapChunkDecoder, frames_for_chunk
-
-log = logging.getLogger("longlive_vace")
+from ...vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_S
+from ...vace_core.streaming import ChunkDecoder, OverlapChunkDecoder, frames_for_chunk
+from .comfyui import log, model_management
+from .files import WAN_VAE_FILE
+from .memory import soft_empty_cache
 
 CACHE_FRAMES = 2  # frames a causal convolution of kernel 3 keeps between calls
 PROBE_TOLERANCE = 1e-4  # float32 on the CPU: the exact path agrees to ~1e-7 on both known hosts
@@ -314,5 +314,49 @@ def streaming_decoder_for(vae: Any, prepare: Callable[[tuple[int, ...]], None] |
     if callable(own):
         return own()
     model = getattr(vae, "first_stage_model", vae)
-    return approximate_decoder(vae, f"{type(model).__name__} is not a Wan 2.1 VAE; use wan_2.1_vae.safetensors "
+    return approximate_decoder(vae, f"{type(model).__name__} is not a Wan 2.1 VAE; use {WAN_VAE_FILE} "
                                     "for an exact result")
+
+
+# ---------------------------------------------------------------------------------------------
+# the host's VAE: loading, tiled decode, out-of-memory test
+
+
+def prepare_vae_decode(vae: Any, latent_shape: tuple[int, ...]) -> None:
+    """Load a ComfyUI VAE onto its device for decoding `latent_shape`, as `VAE.decode` does."""
+    if model_management is None or not hasattr(vae, "patcher"):
+        return
+    memory = vae.memory_used_decode(latent_shape, vae.vae_dtype)
+    model_management.load_models_gpu([vae.patcher], memory_required=memory,
+                                     force_full_load=getattr(vae, "disable_offload", False))
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an out-of-memory error, as ComfyUI tells them apart (its `is_oom` since 0.33 also
+    recognises accelerator errors that report running out of memory)."""
+    if isinstance(error, torch.OutOfMemoryError):
+        return True
+    is_oom = getattr(model_management, "is_oom", None) if model_management is not None else None
+    return bool(is_oom(error)) if callable(is_oom) else False
+
+
+TILE_PIXELS, TILE_OVERLAP_PIXELS = 256, 64  # the tile ComfyUI's own VAE decode falls back to on OOM
+
+
+def tiled_decode(vae: Any, latents_raw: torch.Tensor) -> torch.Tensor:
+    """ComfyUI's tiled VAE decode of a short latent clip [1, 16, t, h, w] -> pixels [T, H, W, 3]:
+    spatial tiles of 256 pixels (64 overlap), the clip's frames in one temporal tile."""
+    if model_management is not None:
+        soft_empty_cache()
+    scale = vae.spacial_compression_decode() if hasattr(vae, "spacial_compression_decode") else VAE_STRIDE_S
+    out = vae.decode_tiled(latents_raw, tile_x=TILE_PIXELS // scale, tile_y=TILE_PIXELS // scale,
+                           overlap=TILE_OVERLAP_PIXELS // scale, tile_t=latents_raw.shape[2], overlap_t=1)
+    return out[0] if out.ndim == 5 else out
+
+
+def streaming_decoder(vae: Any) -> Any:
+    """A chunk decoder (`decode_chunk`) for `vae`: exact for ComfyUI's Wan 2.1 VAE (see the module
+    docstring). A chunk that runs out of memory is decoded with the VAE's tiled decode when it has one."""
+    tiled = (lambda latents: tiled_decode(vae, latents)) if hasattr(vae, "decode_tiled") else None
+    return streaming_decoder_for(vae, prepare=lambda shape: prepare_vae_decode(vae, shape), tiled_decode=tiled,
+                                 is_out_of_memory=is_out_of_memory)

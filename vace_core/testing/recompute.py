@@ -8,23 +8,26 @@ it attends to, the record that was live for that frame when it ran. Evaluating a
 masked forward over every record it depends on, directly or through other records: each record's
 tokens at its own positions, timestep and prompt, attending exactly to the tokens of the records it
 depended on (a frame-level mask), VACE tokens likewise. No slot, ring or buffer is involved, so
-the sampler's cached path can be tested against this one (`cache_mode="recompute"`). Its cost
-grows with the video: it is a baseline, not a way to generate.
+the sampler's cached path can be tested against this one: `generate(..., executor=RecomputedPasses.
+for_run)`. Its cost grows with the video: it is a baseline, not a way to generate.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 import torch
 
-from .device import to_device
-from .model import CausalWanModel, TextState, token_mask
-from .passes import ModelPass
-from .rope import concat_tables
-from .vace import VaceStream, layer_scales
+from ..device import to_device
+from ..model import CausalWanModel, TextState, token_mask
+from ..passes import ModelPass
+from ..rope import concat_tables
+from ..vace import VaceStream, layer_scales
+
+if TYPE_CHECKING:
+    from ..sampler import _Run
 
 _ORDER = count()
 
@@ -48,16 +51,28 @@ class PassRecord:
 
 
 class RecomputedPasses:
-    """Runs passes without any KV cache (see the module docstring)."""
+    """Runs passes without any KV cache (see the module docstring). Only passes whose output is
+    used are evaluated; cache-writing passes are recorded for the passes that depend on them."""
 
     def __init__(self, model: CausalWanModel, text: Callable[[int], TextState],
                  vace_frames: Callable[[int, int], torch.Tensor], layer_scale: float | Sequence[float]) -> None:
         self.model = model
-        self.text = text
+        self._encode = text
+        self._texts: dict[int, TextState] = {}  # every prompt: a pass may re-run frames of an earlier one
         self.vace_frames = vace_frames
         self.layer_scale = layer_scale
         self.live_main: dict[int, PassRecord] = {}
         self.live_vace: dict[int, PassRecord] = {}
+        self.evaluations = 0  # model evaluations so far
+
+    @classmethod
+    def for_run(cls, run: "_Run") -> "RecomputedPasses":
+        return cls(run.model, run.text, run.vace_frames, run.layer_scale)
+
+    def text(self, index: int) -> TextState:
+        if index not in self._texts:
+            self._texts[index] = self._encode(index)
+        return self._texts[index]
 
     def nbytes(self) -> int:
         return 0
@@ -89,6 +104,7 @@ class RecomputedPasses:
         return deps
 
     def _evaluate(self, target: PassRecord) -> torch.Tensor:
+        self.evaluations += 1
         model = self.model
         main = _closure([target], lambda r: r.main_deps.values())
         hinted = [r for r in main if r.hint_weight is not None]

@@ -14,20 +14,20 @@ ComfyUI's ModelPatcher semantics the pack relies on:
   weights are kept aside while patched copies are in use, so nothing upstream ever changes;
 - `unpatch` restores the originals and moves the model to the offload device.
 
-No ComfyUI import here: host.py picks ComfyUI's ModelPatcher when it runs inside ComfyUI.
+No ComfyUI import here: memory.py picks ComfyUI's ModelPatcher when it runs inside ComfyUI.
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..vace_core.casting import SCALE_SUFFIX, dequantize, stored_like
-from ..vace_core.checkpoints import LoraDelta
-from ..vace_core.model import CausalWanModel
+from ...vace_core.casting import SCALE_SUFFIX
+from ...vace_core.lora import LoraDelta, patched_weight
+from ...vace_core.model import CausalWanModel
 
 PREFIX = "diffusion_model."  # where the network's weights sit inside the wrapper
 _UNSET = object()  # an object patch on an attribute the model did not have
@@ -77,7 +77,7 @@ class _Applied:
 
 
 class StandalonePatcher:
-    """ComfyUI's ModelPatcher interface, as far as host.py uses it, for a host without ComfyUI."""
+    """ComfyUI's ModelPatcher interface, as far as memory.py uses it, for a host without ComfyUI."""
 
     def __init__(self, model: LongLiveDiT, load_device: torch.device, offload_device: torch.device,
                  size: int = 0) -> None:
@@ -153,18 +153,6 @@ class StandalonePatcher:
                 module, name = _owner(self.model, key)
                 original = getattr(module, name)
                 applied.weights[key] = original.data
-                patched = _patched(original, entries, getattr(module, SCALE_SUFFIX, None))
+                patched = patched_weight(original, entries, getattr(module, SCALE_SUFFIX, None))
                 setattr(module, name, nn.Parameter(patched, requires_grad=False))
         applied.patches_uuid = self.patches_uuid
-
-
-def _patched(weight: torch.Tensor, entries: Iterable[tuple[float, LoraDelta]],
-             weight_scale: torch.Tensor | None) -> torch.Tensor:
-    """weight + sum of strength * scale * up @ down, accumulated in float32 and rounded once (an fp8
-    weight at its layer's `weight_scale`)."""
-    merged = dequantize(weight, weight_scale, torch.float32)
-    for strength, delta in entries:
-        up = delta.up.to(weight.device, torch.float32)
-        down = delta.down.to(weight.device, torch.float32)
-        merged = merged + (strength * delta.scale) * (up @ down)
-    return stored_like(merged, weight, weight_scale)

@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 import torch
 from safetensors.torch import save_file
 
-from .config import WanConfig, preset
+from ..config import WanConfig, architecture
 
 StateDict = dict[str, torch.Tensor]
 # target module name ("blocks.3.self_attn.q") -> (down/A [rank, in], up/B [out, rank])
@@ -93,7 +93,7 @@ def wan_key_shapes(config: WanConfig) -> dict[str, tuple[int, ...]]:
 
 def full_size_state_dict(name: str = "wan2.1-vace-1.3B") -> StateDict:
     """Key -> meta tensor of a full-size preset (Wan2.1-VACE-1.3B: 1264 tensors); uses no memory."""
-    return {k: torch.empty(s, device="meta") for k, s in wan_key_shapes(preset(name)).items()}
+    return {k: torch.empty(s, device="meta") for k, s in wan_key_shapes(architecture(name)).items()}
 
 
 def lora_target_shapes(config: WanConfig) -> dict[str, tuple[int, int]]:
@@ -119,7 +119,7 @@ def _is_norm_weight(key: str) -> bool:
 
 def make_state_dict(config: WanConfig | None = None, seed: int = 0) -> StateDict:
     """Deterministic small random weights (std 0.02, norm weights near 1) for `config` (float32)."""
-    config = config or preset("tiny-vace")
+    config = config or architecture("tiny-vace")
     generator = torch.Generator().manual_seed(seed)
     state: StateDict = {}
     for key, shape in sorted(wan_key_shapes(config).items()):
@@ -131,7 +131,7 @@ def make_state_dict(config: WanConfig | None = None, seed: int = 0) -> StateDict
 def make_lora(config: WanConfig | None = None, rank: int = 4, seed: int = 1, std: float = 0.1,
               targets: Iterable[str] | None = None) -> LoraPairs:
     """Random LoRA pairs for every LongLive target (or `targets`), large enough to change outputs."""
-    config = config or preset("tiny-vace")
+    config = config or architecture("tiny-vace")
     shapes = lora_target_shapes(config)
     names = sorted(targets) if targets is not None else sorted(shapes)
     generator = torch.Generator().manual_seed(seed)
@@ -364,7 +364,7 @@ def write_all_formats(folder: str | Path, config: WanConfig | None = None, seed:
     """Write the same tiny weights in every supported layout into `folder`; name -> path."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = config or preset("tiny-vace")
+    config = config or architecture("tiny-vace")
     state = make_state_dict(config, seed)
     base = main_only(state)
     pairs = make_lora(config, rank=lora_rank, seed=seed + 1)

@@ -8,27 +8,19 @@ that do not depend on timing are: the cache bytes each path allocates and that b
 """
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_native_ar.py"
-# COMFYUI_DIR may list several checkouts separated by ':' (as .ci/run sets it): take one with the AR model
-_CHECKOUTS = [Path(p) for p in (os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep) if p]
-COMFYUI_DIR = next((p for p in _CHECKOUTS if (p / "comfy" / "ldm" / "wan" / "ar_model.py").is_file()), _CHECKOUTS[0])
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
+from helpers import comfyui_for_scripts, run_quick_script
 
-pytestmark = pytest.mark.skipif(
-    not (COMFYUI_DIR / "comfy" / "ldm" / "wan" / "ar_model.py").is_file() or not Path(COMFYUI_PYTHON).is_file(),
-    reason="needs a ComfyUI with the native AR nodes (COMFYUI_DIR, 0.2x+) and its python (COMFYUI_PYTHON)")
+COMFYUI_DIR, COMFYUI_PYTHON, FOUND = comfyui_for_scripts("comfy/ldm/wan/ar_model.py")
+
+pytestmark = pytest.mark.skipif(not FOUND, reason="needs a ComfyUI with the native AR nodes (COMFYUI_DIR, 0.2x+) "
+                                                  "and its python (COMFYUI_PYTHON)")
 
 
 def test_quick_side_by_side_writes_json_and_markdown(tmp_path):
-    run = subprocess.run([COMFYUI_PYTHON, str(SCRIPT), "--quick", "--comfyui", str(COMFYUI_DIR), "--out",
-                          str(tmp_path)], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-                         check=False, capture_output=True, text=True, timeout=600)
+    run = run_quick_script("bench_native_ar.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((tmp_path / "results-native-ar-cpu-quick.json").read_text())
     markdown = (tmp_path / "results-native-ar-cpu-quick.md").read_text()

@@ -7,25 +7,19 @@ GPU figures (partial loads, streamed layers, VRAM) need a CUDA device and are no
 """
 
 import json
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench_lowvram.py"
-COMFYUI_DIR = Path((os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep)[0])
-COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
+from helpers import comfyui_for_scripts, run_quick_script
 
-pytestmark = pytest.mark.skipif(
-    not (COMFYUI_DIR / "comfy" / "model_management.py").is_file() or not Path(COMFYUI_PYTHON).is_file(),
-    reason="needs a ComfyUI checkout (COMFYUI_DIR) and its python (COMFYUI_PYTHON)")
+COMFYUI_DIR, COMFYUI_PYTHON, FOUND = comfyui_for_scripts("comfy/model_management.py")
+
+pytestmark = pytest.mark.skipif(not FOUND, reason="needs a ComfyUI checkout (COMFYUI_DIR) and its python "
+                                                  "(COMFYUI_PYTHON)")
 
 
 def test_quick_run_loads_through_comfyui_and_reports_each_mode(tmp_path):
-    run = subprocess.run([COMFYUI_PYTHON, str(SCRIPT), "--quick", "--comfyui", str(COMFYUI_DIR), "--out",
-                          str(tmp_path)], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-                         check=False, capture_output=True, text=True, timeout=600)
+    run = run_quick_script("bench_lowvram.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results-lowvram-cpu-quick.json",
                                                          "results-lowvram-cpu-quick.md"]

@@ -1,7 +1,7 @@
 """scripts/queue_workflow.py against a fake ComfyUI on 127.0.0.1: every failure ends with its
 documented exit status and one line on stderr (never a traceback); --timeout and Ctrl-C withdraw
 the client's own prompt and nobody else's; downloads stream into new files and server file names
-that are not plain names are refused.
+that are not plain names are refused; the websocket client against a scripted server.
 
 `FakeComfy` answers the routes the client uses (POST /prompt, GET /history/<id>, GET /queue, POST
 /queue, POST /interrupt, GET /view, POST /upload/image, GET /object_info; /ws is not offered, so the
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -58,6 +59,7 @@ class FakeComfy:
         self.interrupts: list[str | None] = []  # the prompt_id of every POST /interrupt
         self.deleted: list[str] = []
         self.queued: list[str] = []
+        self.following = threading.Event()  # set once the client polls a prompt it queued
         self.lock = threading.Lock()
 
     def use(self, mode: str) -> None:
@@ -86,6 +88,8 @@ class FakeComfy:
                 return self.json(self.queue_prompt(json.loads(body)))
             if route == "GET /history":
                 prompt_id = path.rsplit("/", 1)[1]
+                if prompt_id in self.queued:
+                    self.following.set()
                 return self.json({prompt_id: self.history[prompt_id]} if prompt_id in self.history else {})
             if route == "GET /queue":
                 return self.json({"queue_running": [[0, i, {}, {}, []] for i in self.running],
@@ -328,7 +332,7 @@ def test_timeout_interrupts_our_running_prompt_only(fake, tmp_path):
     assert state.pending == [OTHER]
 
 
-def _start_and_wait_until_queued(url: str, tmp_path: Path, state: FakeComfy) -> subprocess.Popen:
+def _start_and_wait_until_following(url: str, tmp_path: Path, state: FakeComfy) -> subprocess.Popen:
     path = tmp_path / "workflow.json"
     path.write_text(json.dumps(API_GRAPH))
     # a shell's background job (a CI runner's, say) starts with SIGINT ignored, which a child would
@@ -336,11 +340,8 @@ def _start_and_wait_until_queued(url: str, tmp_path: Path, state: FakeComfy) -> 
     process = subprocess.Popen([sys.executable, str(SCRIPT), str(path), "--server", url, "--out", str(tmp_path)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 30
-    while not state.queued and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert state.queued, "the client never queued its prompt"
-    time.sleep(0.5)  # well inside its polling loop
+    # the fake server has no websocket, so the client follows its prompt by polling /history
+    assert state.following.wait(timeout=30), f"the client never followed its prompt (queued: {state.queued})"
     return process
 
 
@@ -348,7 +349,7 @@ def _start_and_wait_until_queued(url: str, tmp_path: Path, state: FakeComfy) -> 
 def test_ctrl_c_withdraws_our_prompt_only(fake, tmp_path, mode, what):
     state, url = fake
     state.use(mode)
-    process = _start_and_wait_until_queued(url, tmp_path, state)
+    process = _start_and_wait_until_following(url, tmp_path, state)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
     prompt = our_prompt(state)
@@ -419,3 +420,95 @@ def test_a_write_error_while_downloading_is_ours_and_leaves_no_half_file(fake, t
     with pytest.raises(qw.ClientError, match="cannot write .*clip.mp4: No space left on device"):
         qw.ComfyAPI(url).download({"filename": "clip.mp4", "subfolder": "video", "type": "output"}, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the websocket client against a scripted server
+
+
+def _server_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
+    length = len(payload)
+    head = bytes([(0x80 if fin else 0) | opcode])
+    if length < 126:
+        head += bytes([length])
+    elif length < 1 << 16:
+        head += bytes([126]) + struct.pack(">H", length)
+    else:
+        head += bytes([127]) + struct.pack(">Q", length)
+    return head + payload  # servers never mask
+
+
+def _read_client_frame(conn: socket.socket) -> tuple[int, bytes]:
+    first, second = conn.recv(2, socket.MSG_WAITALL)
+    assert second & 0x80, "client frames must be masked"
+    length = second & 0x7F
+    if length == 126:
+        length = struct.unpack(">H", conn.recv(2, socket.MSG_WAITALL))[0]
+    mask = conn.recv(4, socket.MSG_WAITALL)
+    data = conn.recv(length, socket.MSG_WAITALL) if length else b""
+    return first & 0x0F, bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def test_websocket_client_handshake_fragments_ping_and_close():
+    import base64
+    import hashlib
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    seen: dict = {}
+    big = json.dumps({"type": "progress", "data": {"value": 1, "max": 2, "pad": "x" * 70000}}).encode()
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(4096)
+            lines = request.decode().split("\r\n")
+            seen["request_line"] = lines[0]
+            key = next(line.split(":", 1)[1].strip() for line in lines if line.lower().startswith("sec-websocket-key"))
+            accept = base64.b64encode(hashlib.sha1((key + qw.WS_GUID).encode()).digest()).decode()
+            conn.sendall(f"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         f"Sec-WebSocket-Accept: {accept}\r\n\r\n".encode()
+                         + _server_frame(qw.OP_TEXT, b'{"type": "status"}'))
+            conn.sendall(_server_frame(qw.OP_PING, b"hi")
+                         + _server_frame(qw.OP_TEXT, b'{"type": "exec', fin=False)
+                         + _server_frame(qw.OP_CONTINUATION, b'uting"}')
+                         + _server_frame(qw.OP_BINARY, b"\x00\x01preview")
+                         + _server_frame(qw.OP_TEXT, big))
+            seen["pong"] = _read_client_frame(conn)
+            conn.sendall(_server_frame(qw.OP_CLOSE, struct.pack(">H", 1000)))
+            seen["close"] = _read_client_frame(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    ws = qw.WebSocket(f"ws://127.0.0.1:{port}/ws?clientId=abc", timeout=10)
+    assert ws.receive(wait=5) == (qw.OP_TEXT, b'{"type": "status"}')
+    assert ws.receive(wait=5) == (qw.OP_TEXT, b'{"type": "executing"}')  # ping answered on the way
+    assert ws.receive(wait=5) == (qw.OP_BINARY, b"\x00\x01preview")
+    assert ws.receive(wait=5) == (qw.OP_TEXT, big)  # 64-bit length
+    with pytest.raises(qw.WebSocketClosed):
+        ws.receive(wait=5)
+    thread.join(timeout=10)
+    listener.close()
+    assert seen["request_line"] == "GET /ws?clientId=abc HTTP/1.1"
+    assert seen["pong"] == (qw.OP_PONG, b"hi")
+    assert seen["close"][0] == qw.OP_CLOSE
+
+
+def test_websocket_handshake_refusal_is_an_error():
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    with pytest.raises(ConnectionError, match="404"):
+        qw.WebSocket(f"ws://127.0.0.1:{port}/ws", timeout=10)
+    thread.join(timeout=10)
+    listener.close()

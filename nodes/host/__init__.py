@@ -1,0 +1,32 @@
+"""The one adapter between the node pack and its host, and the only package that imports ComfyUI.
+
+Inside ComfyUI it uses ComfyUI's model folders, device policy, memory manager, progress bar,
+interrupt flag and latent previews; without ComfyUI (unit tests, `scripts/selftest.py`), or with
+LONGLIVE_STANDALONE=1, it falls back to a standalone host. Modules:
+
+- comfyui: the ComfyUI imports and the fallback;
+- files: model files by name, output files;
+- memory: devices, dtype and the memory manager (the network as a model patcher);
+- patcher: the network as a managed model, and the standalone patcher;
+- model_ref: the LONGLIVE_MODEL value the loader, LoRA, graft and sampler nodes pass along;
+- progress: progress bar, interrupt, latent and frame previews;
+- vae_stream: streaming (chunk-by-chunk) decoding with the VAE a node receives.
+
+The node files (and tests) call the names below as `host.<name>`.
+"""
+
+from .comfyui import IN_COMFYUI, InterruptProcessingException
+from .files import list_models, metadata_enabled, model_path, video_output_path
+from .memory import LoadedNetwork, auto_dtype, is_loaded, offload_device, soft_empty_cache, unload_models
+from .progress import (CountingProgressBar, check_interrupt, frame_previewer, is_interrupted, make_previewer,
+                       progress_bar, raise_interrupted, request_interrupt)
+from .vae_stream import streaming_decoder, tiled_decode
+
+__all__ = [
+    "IN_COMFYUI", "InterruptProcessingException",
+    "list_models", "metadata_enabled", "model_path", "video_output_path",
+    "LoadedNetwork", "auto_dtype", "is_loaded", "offload_device", "soft_empty_cache", "unload_models",
+    "CountingProgressBar", "check_interrupt", "frame_previewer", "is_interrupted", "make_previewer",
+    "progress_bar", "raise_interrupted", "request_interrupt",
+    "streaming_decoder", "tiled_decode",
+]

@@ -1,0 +1,66 @@
+"""What a run needs in memory besides the weights: its KV caches and the activations of its largest pass.
+
+A host's memory manager makes room for this before the run (nodes/host/memory.py). The caches are
+exact (`generate` allocates them once, at these sizes); the activations are an estimate for a
+memory-efficient attention kernel (no [queries x keys] score matrix, which PyTorch's SDPA picks on
+CUDA), so they scale with the queries of one pass, never with the keys it reads.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .cache import kv_cache_bytes
+from .config import WanConfig
+from .passes import vace_cache_layout
+from .plan import SamplerSettings, cache_layout, tokens_per_frame
+
+
+def run_cache_bytes(config: WanConfig, dtype: torch.dtype, *, height: int, width: int, ref_frames: int,
+                    settings: SamplerSettings, uses_vace: bool = False) -> int:
+    """Bytes of every KV cache `generate` allocates for such a run: the main blocks' (references +
+    window), plus the VACE blocks' when the run uses VACE and its `vace_attention` mode keeps one.
+    `config` is the model's with its VACE blocks, `dtype` its compute dtype."""
+    tokens = tokens_per_frame(height, width)
+    layout = cache_layout(settings, ref_frames, height, width)
+    element = torch.finfo(dtype).bits // 8
+    total = kv_cache_bytes(num_layers=config.num_layers, dim=config.dim, tokens_per_frame=tokens,
+                           capacity_frames=layout.capacity_frames, element_size=element)
+    vace_layout = vace_cache_layout(settings.vace_attention, layout, ref_frames) if uses_vace else None
+    if vace_layout is not None:
+        total += kv_cache_bytes(num_layers=config.num_vace_blocks, dim=config.dim, tokens_per_frame=tokens,
+                                capacity_frames=vace_layout.capacity_frames, element_size=element)
+    return total
+
+
+def largest_pass_frames(settings: SamplerSettings, ref_frames: int, prompt_switches: bool) -> int:
+    """Latent frames of the largest pass a run may make: the reference block or a chunk; with prompt
+    switches, `recache="longlive"` re-encodes up to a whole window in one pass (a switch right after
+    the first `window_frames` generated frames), while `recache="causal"` re-runs the window block
+    by block, so no pass exceeds a chunk."""
+    frames = max(settings.chunk_frames, ref_frames)
+    if prompt_switches and settings.recache == "longlive":
+        frames = max(frames, settings.window_frames)
+    return frames
+
+
+def pass_activation_bytes(config: WanConfig, dtype: torch.dtype, tokens: int) -> int:
+    """Activations of one pass over `tokens` query tokens, with the prompt's cross-attention K/V."""
+    element = torch.finfo(dtype).bits // 8
+    residual = tokens * config.dim * 4 * 6  # float32 stream, its norm and modulated copies
+    projections = tokens * config.dim * element * 4  # q, k, v and the attention output
+    ffn = tokens * config.ffn_dim * element * 2  # hidden layer before and after the GELU
+    vace = config.num_vace_blocks
+    # the VACE blocks run interleaved with the main ones: their stream and one hint at a time
+    hints = tokens * config.dim * 4 * 2 if vace else 0
+    text = (config.num_layers + vace) * 2 * config.text_len * config.dim * element  # cross-attn K/V
+    return residual + projections + ffn + hints + text
+
+
+def run_memory_bytes(config: WanConfig, dtype: torch.dtype, *, height: int, width: int, ref_frames: int,
+                     settings: SamplerSettings, uses_vace: bool, prompt_switches: bool) -> int:
+    """What a run needs besides the weights: its KV caches plus the activations of its largest pass."""
+    frames = largest_pass_frames(settings, ref_frames, prompt_switches)
+    return (run_cache_bytes(config, dtype, height=height, width=width, ref_frames=ref_frames, settings=settings,
+                            uses_vace=uses_vace)
+            + pass_activation_bytes(config, dtype, tokens_per_frame(height, width) * frames))

@@ -1,0 +1,200 @@
+"""What a run will do, decided before any model call: the sampler's settings, the blocks of the
+latent timeline, the prompt each block runs under, the cache layout, and the checks of the inputs.
+
+The timeline is `[reference frames | chunk 1 | chunk 2 | ...]` at consecutive RoPE frame positions:
+the references (if any) form the first causal block, then the video is cut into chunks of
+`chunk_frames` latent frames, first the given ones (start frames, or the video a continuation
+extends), then the generated ones. README.md ("How the causal R2V works") explains the design
+and the options to users.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .cache import CacheLayout
+from .encoding import LATENT_CHANNELS, SIZE_MULTIPLE, VAE_STRIDE_T, VaceContext, latent_grid, video_frames_for
+from .passes import VACE_ATTENTION_MODES
+from .scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, FewStepSchedule
+
+REFERENCE_MODES = ("denoise", "clean")
+HINT_CHUNKS = ("all", "first")
+RECACHE_MODES = ("longlive", "causal")
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """How a run is cut into blocks, what each pass attends to, and the named departures from
+    upstream VACE / LongLive (defaults: LongLive 1.0 and upstream VACE where they define one)."""
+    chunk_frames: int = 3  # latent frames per causal block (12 video frames)
+    window_frames: int = 12  # self-attention window in latent frames, sink included, refs excluded
+    sink_frames: int = 3  # first generated frames kept for the whole video
+    denoising_steps: tuple[int, ...] = DEFAULT_STEPS
+    shift: float = DEFAULT_SHIFT
+    warp_steps: bool = True  # False: the steps are the model's timesteps as they are (CausVid)
+    reference_mode: str = "denoise"  # "clean": the reference block is inserted and only its clean pass runs
+    vace_attention: str = "causal"  # what the VACE blocks attend to (VACE_ATTENTION_MODES, passes.py)
+    hint_chunks: str = "all"  # "first": VACE runs for the reference block and the first chunk only
+    hints_in_clean_pass: bool = True  # False: clean passes of generated chunks run without VACE
+    recache: str = "longlive"  # a prompt switch re-encodes the window in one pass; "causal": block by block
+
+    def validate(self) -> None:
+        if self.chunk_frames < 1:
+            raise ValueError(f"chunk_frames must be at least 1, got {self.chunk_frames}")
+        if self.sink_frames < 0:
+            raise ValueError(f"sink_frames must be 0 or more, got {self.sink_frames}")
+        if self.window_frames < self.sink_frames + self.chunk_frames:
+            raise ValueError(f"window_frames ({self.window_frames}) must hold the sink ({self.sink_frames}) "
+                             f"plus one chunk ({self.chunk_frames})")
+        for name, value, allowed in (("reference_mode", self.reference_mode, REFERENCE_MODES),
+                                     ("vace_attention", self.vace_attention, VACE_ATTENTION_MODES),
+                                     ("hint_chunks", self.hint_chunks, HINT_CHUNKS),
+                                     ("recache", self.recache, RECACHE_MODES)):
+            if value not in allowed:
+                raise ValueError(f"{name} {value!r}: expected one of {', '.join(allowed)}")
+
+    @property
+    def schedule(self) -> FewStepSchedule:
+        return FewStepSchedule(tuple(self.denoising_steps), self.shift, warp=self.warp_steps)
+
+    @property
+    def rolling_frames(self) -> int:
+        return self.window_frames - self.sink_frames
+
+
+@dataclass(frozen=True)
+class VaceScaleRamp:
+    """VACE strength moving linearly from `start` (reference block, first chunk) to `end` (last chunk)."""
+    start: float
+    end: float
+
+    def at(self, chunk_index: int, num_chunks: int) -> float:
+        if num_chunks <= 1 or chunk_index <= 0:
+            return self.start
+        return self.start + (self.end - self.start) * chunk_index / (num_chunks - 1)
+
+
+@dataclass(frozen=True)
+class PromptSegment:
+    start_frame: int  # first video frame of this prompt
+    context: torch.Tensor  # text conditioning [1, L, text_dim]
+
+
+BLOCK_KINDS = ("reference", "given", "generated")
+
+
+@dataclass(frozen=True)
+class Block:
+    index: int
+    start: int  # absolute latent frame (references count)
+    frames: int
+    chunk_index: int  # among the video's chunks (given and generated); -1 for the reference block
+    kind: str = "generated"  # "reference", "given" (start frames / an earlier video) or "generated"
+
+    @property
+    def end(self) -> int:
+        return self.start + self.frames
+
+    @property
+    def is_reference(self) -> bool:
+        return self.kind == "reference"
+
+    @property
+    def is_given(self) -> bool:
+        return self.kind == "given"
+
+
+def plan_blocks(ref_frames: int, latent_frames: int, chunk_frames: int, given_frames: int = 0) -> list[Block]:
+    """The reference block (if any), then chunks of `chunk_frames` over the video's latent frames:
+    first the `given_frames` that are inserted as they are (start frames, or the video a
+    continuation extends, chunked as a run from frame 0 would have chunked it), then the generated
+    ones. A chunk never straddles the two; the last chunk of each part may be shorter."""
+    blocks = [Block(0, 0, ref_frames, -1, "reference")] if ref_frames else []
+    for first, last, kind in ((0, given_frames, "given"), (given_frames, latent_frames, "generated")):
+        for start in range(first, last, chunk_frames):
+            frames = min(chunk_frames, last - start)
+            blocks.append(Block(len(blocks), ref_frames + start, frames, len(blocks) - (ref_frames > 0), kind))
+    return blocks
+
+
+def tokens_per_frame(height: int, width: int) -> int:
+    """DiT tokens of one latent frame of a height x width video: VAE stride 8, then 2x2 patches
+    (1560 at 480x832)."""
+    return (height // SIZE_MULTIPLE) * (width // SIZE_MULTIPLE)
+
+
+def cache_layout(settings: SamplerSettings, ref_frames: int, height: int, width: int) -> CacheLayout:
+    return CacheLayout(tokens_per_frame=tokens_per_frame(height, width), sink_end=ref_frames + settings.sink_frames,
+                       rolling_frames=settings.rolling_frames)
+
+
+def switch_latent_frame(video_frame: int) -> int:
+    """First latent frame whose video frames all lie at or after `video_frame`: ceil(v / 4)."""
+    return -(-video_frame // VAE_STRIDE_T)
+
+
+def prompt_for_blocks(prompts: Sequence[PromptSegment], blocks: Sequence[Block], ref_frames: int) -> list[int]:
+    """Index of the prompt each block runs under. A prompt starting at video frame v takes over at
+    the first chunk that starts at or after latent frame ceil(v / 4); references use prompt 0."""
+    starts = [switch_latent_frame(p.start_frame) for p in prompts]
+    chosen = []
+    for block in blocks:
+        generated_start = block.start - ref_frames
+        index = 0
+        if not block.is_reference:
+            index = max(i for i, s in enumerate(starts) if s <= generated_start)
+        chosen.append(index)
+    return chosen
+
+
+def normalize_prompts(prompts: Sequence[PromptSegment] | torch.Tensor) -> list[PromptSegment]:
+    if isinstance(prompts, torch.Tensor):
+        return [PromptSegment(0, prompts)]
+    segments = sorted(prompts, key=lambda p: p.start_frame)
+    if not segments:
+        raise ValueError("no prompt given")
+    if segments[0].start_frame != 0:
+        raise ValueError(f"the first prompt must start at frame 0, not {segments[0].start_frame}")
+    starts = [p.start_frame for p in segments]
+    if len(set(starts)) != len(starts):
+        raise ValueError(f"two prompts start at the same frame: {starts}")
+    return segments
+
+
+def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Tensor | None,
+                vace: VaceContext | None, latent_frames: int, height: int, width: int) -> None:
+    """Given latents fit the run: normalised Wan latents of the run's size, leaving frames to generate."""
+    grid = latent_grid(height, width)
+    if start_latents is not None:
+        if (start_latents.ndim != 5 or start_latents.shape[:2] != (1, LATENT_CHANNELS)
+                or tuple(start_latents.shape[3:]) != grid):
+            raise ValueError(f"start latents have shape {tuple(start_latents.shape)}, expected [1, 16, frames, "
+                             f"{grid[0]}, {grid[1]}] for a {width}x{height} video")
+        if not 1 <= start_latents.shape[2] < latent_frames:
+            raise ValueError(f"{start_latents.shape[2]} given latent frames leave nothing to generate in a video of "
+                             f"{latent_frames} latent frames ({video_frames_for(latent_frames)} video frames): "
+                             "make the video longer")
+    if reference_latents is not None:
+        refs = vace.ref_frames if vace is not None else 0
+        if refs == 0 or tuple(reference_latents.shape) != (1, LATENT_CHANNELS, refs, *grid):
+            raise ValueError(f"reference latents have shape {tuple(reference_latents.shape)}, but the VACE context "
+                             f"has {refs} reference frames of {width}x{height}: pass the VACE context the earlier "
+                             "video was made with")
+
+
+def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:
+    """A VACE context fits the run: the model has VACE weights (`model.has_vace`), same size, same length."""
+    if not model.has_vace:
+        raise ValueError("a VACE context was given but the model has no VACE weights: put a 'Load VACE "
+                         "Weights (graft)' node between the model loader and the sampler (or disconnect "
+                         "vace_context for plain text-to-video)")
+    if (vace.width, vace.height) != (width, height):
+        raise ValueError(f"the VACE context was encoded at {vace.width}x{vace.height} but the sampler "
+                         f"generates {width}x{height}: set the same width and height on 'VACE Encode References'")
+    if vace.latent_frames != latent_frames:
+        raise ValueError(f"the VACE context covers {vace.video_frames} video frames but the sampler was "
+                         f"asked for {video_frames_for(latent_frames)}: set the same length on 'VACE Encode "
+                         "References' and the sampler")

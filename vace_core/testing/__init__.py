@@ -1,0 +1,4 @@
+"""Test scaffolding for the core: tiny checkpoints in every file format (`fixtures`), a small causal
+stand-in VAE (`stand_in_vae`) and the cache-free oracle the KV caches are tested against
+(`recompute`). Used by tests/, scripts/selftest.py and the benchmarks; the product never imports it.
+"""
