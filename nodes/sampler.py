@@ -10,7 +10,6 @@ import torch
 
 from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, encode_start_frames,
                                   latent_frames_for, video_frames_for)
-from ..vace_core.checkpoints import resolve_dtype
 from ..vace_core.memory import run_memory_bytes
 from ..vace_core.passes import VACE_ATTENTION_MODES
 from ..vace_core.plan import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, PromptSegment, SamplerSettings,
@@ -244,7 +243,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.Load
     """The network loaded by the host's memory manager for the run, with room made for the KV cache
     and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
-    memory = run_memory_bytes(model.facts.config, resolve_dtype(model.dtype), height=plan.height, width=plan.width,
+    memory = run_memory_bytes(model.facts.config, model.compute_dtype, height=plan.height, width=plan.width,
                               ref_frames=plan.ref_frames, settings=plan.settings, uses_vace=plan.uses_vace,
                               prompt_switches=len(plan.prompts) > 1)
     try:
