@@ -123,8 +123,9 @@ def test_a_scaled_fp8_file_runs_on_the_server(comfy_server, tmp_path):
     (comfy_quant layout) load at dtype fp8_e4m3fn and run R2V; the latents equal the run of the
     same files at fp32 (which dequantizes them on loading)."""
     state = fx.make_state_dict(architecture("tiny-vace"), seed=4)
+    # marked causal as ComfyUI marks a causal (AR) Wan file: the loader refuses an unmarked Wan-named base
     base = comfy_server.add_model("diffusion_models", fx.write_fp8_safetensors(
-        tmp_path / "longlive_fp8_scaled.safetensors", fx.main_only(state), "scaled_fp8"))
+        tmp_path / "longlive_fp8_scaled.safetensors", fx.main_only(state), "scaled_fp8", causal_ar=True))
     vace = comfy_server.add_model("diffusion_models", fx.write_fp8_safetensors(
         tmp_path / "vace_module_fp8.safetensors", fx.vace_only(state), "comfy_quant", prefix=""))
     pixels = np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)
