@@ -39,9 +39,13 @@ class LongLiveModelLoader:
                     "tooltip": "Multiplier of the LoRA update (1.0 = as trained; 0 = no LoRA)."}),
                 "dtype": (list(DTYPES), {
                     "default": AUTO,
-                    "tooltip": "Compute precision of the weights. auto: ComfyUI's choice for the device (bf16 "
-                               "where supported, else fp16; fp32 on the CPU). bf16 is what LongLive runs in; "
-                               "fp32 for the CPU or debugging; fp16 may overflow on some prompts."}),
+                    "tooltip": "Precision of the weights. auto: ComfyUI's choice for the device (bf16 where "
+                               "supported, else fp16; fp32 on the CPU). bf16 is what LongLive runs in; fp32 for the "
+                               "CPU or debugging; fp16 may overflow on some prompts. fp8_e4m3fn: the transformer "
+                               "blocks' weights in fp8 (half of bf16's memory, each scaled per layer), cast per "
+                               "layer to the auto precision; fp8_e4m3fn_fast also runs fp8 matmuls on GPUs that "
+                               "have them (RTX 40xx, H100 and newer; elsewhere it is fp8_e4m3fn). An fp8 file loads "
+                               "with any choice."}),
             },
             "optional": {
                 "entry": (list(ENTRIES), {

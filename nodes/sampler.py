@@ -8,7 +8,6 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..vace_core.checkpoints import resolve_dtype
 from ..vace_core.encoding import (VaceContext, encode_start_frames, denormalize_latents, latent_frames_for,
                                   video_frames_for)
 from ..vace_core.memory import run_memory_bytes
@@ -203,7 +202,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan, steerable: bool = Fal
     and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
     # a steered run may switch prompts (and re-run the window in one pass) like a scheduled one
-    memory = run_memory_bytes(model.facts.config, resolve_dtype(model.dtype), height=plan.height, width=plan.width,
+    memory = run_memory_bytes(model.facts.config, model.compute_dtype, height=plan.height, width=plan.width,
                               ref_frames=plan.ref_frames, settings=plan.settings, uses_vace=plan.uses_vace,
                               prompt_switches=len(plan.prompts) > 1 or steerable)
     try:

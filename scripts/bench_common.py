@@ -53,17 +53,20 @@ class Plan:
     profile_chunks: tuple[int, int]  # profiled chunk range of the instrumented run
     repeats: int
     baseline_repeats: int
-    compile: bool = False  # torch.compile the transformer blocks (--compile)
     baseline_early_chunk: int = 5  # the baseline's growth is its last chunk over this one
+    compile_chunks: int = 7  # per run of bench.py's compile section
 
 
+MIN_REPEATS = 3  # timed repeats of every timed configuration (bench.py's sections)
 PLANS = {
-    "cpu": Plan("tiny-vace", 128, 128, "float32", 41, 12, 12, (10, 40), 5, 40, (5, 8), 5, 2),
-    # under 8 minutes on an H100 / H200 (about 0.6 s per chunk): 2 repeats, a 6-chunk naive baseline
-    # (its token-level mask over every earlier frame is 0.8 GB there)
-    "cuda": Plan("wan2.1-vace-1.3B", 480, 832, "bfloat16", 41, 6, 12, (10, 40), 5, 40, (5, 8), 2, 1,
-                 baseline_early_chunk=2),
-    "quick": Plan("tiny-vace", 32, 32, "float32", 5, 4, 3, (2, 4), 2, 4, (2, 3), 1, 1, baseline_early_chunk=2),
+    "cpu": Plan("tiny-vace", 128, 128, "float32", 41, 12, 12, (10, 40), 5, 40, (5, 8), 5, MIN_REPEATS),
+    # each section of bench.py a few minutes on an H100 / H200 (about 0.6 s per T2V chunk, 1 s per
+    # R2V chunk): a 16-chunk KV run, a 6-chunk naive baseline (its token-level mask over every
+    # earlier frame is 0.8 GB there), 7-chunk VACE runs, 3 repeats each
+    "cuda": Plan("wan2.1-vace-1.3B", 480, 832, "bfloat16", 16, 6, 7, (6, 18), 5, 15, (5, 8), MIN_REPEATS,
+                 MIN_REPEATS, baseline_early_chunk=2),
+    "quick": Plan("tiny-vace", 32, 32, "float32", 5, 4, 3, (2, 4), 2, 4, (2, 3), 1, 1, baseline_early_chunk=2,
+                  compile_chunks=3),
 }
 
 
@@ -198,8 +201,6 @@ class Bench:
         torch.manual_seed(0)
         with torch.device(device):  # built directly on the device, then cast (norms stay float32)
             self.model = CausalWanModel(architecture(plan.preset)).set_dtype(self.dtype).eval()
-        if plan.compile:
-            self.model.compile_blocks()
         self.text = random_prompt(self.model.config)
         self.settings = SamplerSettings()  # LongLive defaults: chunk 3, window 12, sink 3, 4 steps
 
@@ -229,6 +230,7 @@ class RunTimes:
     first_chunk_latency: float  # start of generate -> first generated chunk done (refs included)
     total_wall: float
     video_frames: int
+    finite: bool | None = None  # every latent finite (None: latents not kept)
 
 
 def timed_generate(bench: Bench, chunks: int, settings: SamplerSettings, vace: bool,
@@ -261,7 +263,8 @@ def timed_generate(bench: Bench, chunks: int, settings: SamplerSettings, vace: b
                       height=bench.plan.height, width=bench.plan.width, seed=0, vace=context,
                       settings=settings, on_chunk=on_chunk, keep_latents=keep_latents, executor=executor)
     bench.sync()
-    return RunTimes(wall, cpu, first[0], time.perf_counter() - start, result.video_frames)
+    finite = None if result.latents is None else bool(torch.isfinite(result.latents).all())
+    return RunTimes(wall, cpu, first[0], time.perf_counter() - start, result.video_frames, finite)
 
 
 # ---- statistics ----------------------------------------------------------------------------------

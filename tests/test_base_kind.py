@@ -13,7 +13,7 @@ import logging
 
 import pytest
 
-from helpers import PACK, load_pack_standalone, run_node
+from helpers import PACK, load_pack_standalone, load_script, run_node
 
 from vace_core.testing import fixtures as fx
 from vace_core.base_kind import base_kind
@@ -90,6 +90,17 @@ def test_a_safetensors_file_is_judged_from_its_header_alone(tmp_path):
         load_longlive(cut, dtype="fp32")
 
 
+@pytest.mark.parametrize("kind", ["longlive", "longlive_ema_fsdp", "self_forcing", "causvid"])
+def test_a_pt_converted_to_safetensors_stays_causal(tmp_path, kind):
+    """scripts/convert_to_safetensors.py, the way out for a PyTorch < 2.6, writes the state dict the
+    loader takes with the trainer's key names: the converted base passes as the .pt did."""
+    source = write(kind, tmp_path / f"{kind}.pt")
+    converted = tmp_path / f"{kind}.safetensors"
+    load_script("convert_to_safetensors").convert(source, converted)
+    found = base_kind(converted)
+    assert found.kind == "causal" and found.what == "a trainer checkpoint's weights (keys named 'model.*')", found
+
+
 def test_not_a_checkpoint_is_a_clear_error(tmp_path):
     junk = tmp_path / "notes.safetensors"
     junk.write_text("hello")
@@ -139,7 +150,7 @@ def test_a_vace_checkpoint_as_the_base_is_refused_naming_the_file(nodes):
 
 def test_a_bidirectional_wan_checkpoint_is_refused_naming_the_file(nodes):
     with pytest.raises(ValueError, match=r"base_checkpoint 'wan_t2v.safetensors' is a plain Wan2.1 checkpoint without "
-                                         r"causal metadata \(a bidirectional model such as Wan2.1-T2V-1.3B\)"):
+                                         r"causal metadata \(such as Wan2.1-T2V-1.3B\): a bidirectional model, "):
         load(nodes, "wan_t2v.safetensors")
 
 

@@ -216,7 +216,7 @@ def test_widget_order_and_defaults_follow_the_contract():
     assert loader["base_checkpoint"][0] == ["longlive_base.pt", "vace_module.safetensors"]
     assert loader["lora"][0] == ["none", "lora.pt", "style.safetensors"]
     assert loader["lora"][1]["default"] == "lora.pt" and loader["dtype"][1]["default"] == "auto"
-    assert loader["dtype"][0] == ["auto", "bf16", "fp16", "fp32"]
+    assert loader["dtype"][0] == ["auto", "bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_fast"]
     encode = NODES["LongLiveVaceEncode"]
     assert list(encode.INPUT_TYPES()["required"]) == ["vae", "width", "height", "length", "reference_fit"]
     assert list(encode.INPUT_TYPES()["optional"]) == ["reference_images", "more_reference_images", "control_video",
@@ -306,6 +306,30 @@ def test_graft_adds_vace_and_leaves_upstream_without():
     assert_same_weights(network(grafted), fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]))
     assert not network(upstream).has_vace
     assert_same_weights(network(upstream), fresh("lora.pt"))
+
+
+def test_fp8_loader_lora_and_graft_give_vace_core_fp8_weights():
+    """dtype fp8_e4m3fn: the LoRA patch merges into the fp8 weights at their scale, as vace_core's
+    apply_lora does (one LoRA: bit-identical), the VACE blocks are fp8 too, and a run completes."""
+    ref = run("LongLiveModelLoader", base_checkpoint="longlive_base.pt", lora="lora.pt", lora_strength=0.5,
+              dtype="fp8_e4m3fn")[0]
+    grafted = run("LongLiveVaceGraft", model=ref, vace_checkpoint="vace_module.safetensors")[0]
+    diffusion = Path(os.environ["LONGLIVE_MODELS_DIR"]) / "diffusion_models"
+    direct = ckpt.load_longlive(diffusion / "longlive_base.pt", Path(os.environ["LONGLIVE_MODELS_DIR"]) / "loras"
+                                / "lora.pt", 0.5, dtype=torch.float8_e4m3fn)
+    ckpt.graft_vace(direct, diffusion / "vace_module.safetensors")
+    net = network(grafted)
+    assert (net.weight_dtype, net.compute_dtype) == (torch.float8_e4m3fn, torch.float32)
+    assert net.vace_blocks[0].ffn[0].weight.dtype == torch.float8_e4m3fn
+    ours, theirs = net.state_dict(), direct.state_dict()
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key].view(torch.uint8) if ours[key].dtype == torch.float8_e4m3fn else ours[key],
+                           theirs[key].view(torch.uint8) if theirs[key].dtype == torch.float8_e4m3fn
+                           else theirs[key]), key
+    latent = run("LongLiveSampler", model=grafted, positive=conditioning(1), latent=video_latent(SIZE, SIZE, FRAMES),
+                 vace_context=reference_context(), **SAMPLER_DEFAULTS)[0]
+    assert torch.isfinite(latent["samples"]).all()
 
 
 def test_graft_of_a_file_without_vace_fails_and_keeps_the_model():

@@ -7,16 +7,17 @@ and runs without an error and makes a broken video, so a loader should know what
   model. (A VACE-only module is not a DiT at all; the loader refuses it anyway.)
 - **causal**: a safetensors file whose metadata marks it causal in ComfyUI's convention
   (`config` = JSON with `transformer.causal_ar` true, what ComfyUI's native AR nodes load), or a
-  torch checkpoint in a distillation trainer's layout: its weights under a `generator`,
+  checkpoint in a distillation trainer's layout: a torch file's weights under a `generator`,
   `generator_ema` or `model` entry, or keys carrying the trainer's `model.` prefix (or FSDP wrapper
-  segments). LongLive, Self-Forcing, CausVid, Causal Forcing and MemFlow save that way; Wan's own
-  releases never do.
+  segments), in a torch file or re-saved as safetensors (scripts/convert_to_safetensors.py).
+  LongLive, Self-Forcing, CausVid, Causal Forcing and MemFlow save that way; Wan's own releases
+  never do.
 - **bidirectional**: anything else: Wan2.1 weights in original, ComfyUI-repackaged
   (`model.diffusion_model.`) or diffusers names without causal metadata, as Wan2.1-T2V-1.3B ships.
 
 What the rule cannot see: a bidirectional model saved by the same trainers (CausVid's
-bidirectional teacher is a `generator` entry) reads as causal, and a causal model re-saved as plain
-safetensors without the metadata reads as bidirectional.
+bidirectional teacher is a `generator` entry) reads as causal, and a causal model re-saved as
+safetensors under Wan's own key names without the metadata reads as bidirectional.
 
 Cost: a safetensors file is read up to the end of its JSON header (keys and metadata); a torch zip checkpoint is
 unpickled memory-mapped, so its tensor data is not read (a legacy non-zip pickle is read whole).
@@ -52,7 +53,10 @@ def base_kind(path: PathLike) -> BaseKind:
     path = Path(path)
     if sniff_format(path) == "safetensors":
         keys, metadata = _safetensors_header(path)
-        return _kind_of(keys, causal_reason=_causal_metadata(metadata))
+        # a trainer's weights re-saved as safetensors (scripts/convert_to_safetensors.py) keep its key names
+        trainer_keys = "a trainer checkpoint's weights (keys named 'model.*')" \
+            if detect_format(keys) == "longlive-pt" else None
+        return _kind_of(keys, causal_reason=_causal_metadata(metadata) or trainer_keys)
     container = load_torch_file(path)
     if not isinstance(container, Mapping):
         raise CheckpointError(f"{path} holds a {type(container).__name__}, expected a dict of tensors")
@@ -99,5 +103,4 @@ def _kind_of(keys: Iterable[str], causal_reason: str | None) -> BaseKind:
         return BaseKind("vace", f"a Wan2.1-VACE checkpoint ({len(vace_blocks)} VACE blocks)")
     if causal_reason is not None:
         return BaseKind("causal", causal_reason)
-    return BaseKind("bidirectional", "a plain Wan2.1 checkpoint without causal metadata (a bidirectional model "
-                                     "such as Wan2.1-T2V-1.3B)")
+    return BaseKind("bidirectional", "a plain Wan2.1 checkpoint without causal metadata (such as Wan2.1-T2V-1.3B)")

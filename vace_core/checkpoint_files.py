@@ -2,7 +2,10 @@
 
 Safetensors files, or torch pickles (the content decides, not the extension). Torch pickles load with
 ``weights_only=True`` (memory-mapped when the file is a zip archive): a file that needs code to
-unpickle is refused. `TensorFile` knows every tensor's shape up front and reads the data one tensor
+unpickle is refused. Before PyTorch 2.6 ``weights_only=True`` is not safe (CVE-2025-32434), so
+there pickles are refused altogether, naming the ways out (upgrade, or convert with
+scripts/convert_to_safetensors.py under a safe PyTorch); safetensors load with any PyTorch.
+`TensorFile` knows every tensor's shape up front and reads the data one tensor
 at a time, so a loader can convert and drop each before the next. Every error is a
 ``CheckpointError`` naming the file.
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -52,6 +56,7 @@ class TensorFile:
             raise FileNotFoundError(f"checkpoint file not found: {self.path}")
         self._handle = None
         self._tensors: dict[str, torch.Tensor] = {}
+        self.metadata: dict[str, str] = {}  # a safetensors header's metadata
         if sniff_format(self.path) == "safetensors":
             if entry is not None:
                 raise CheckpointError(f"{self.path} is a safetensors file: it holds one state dict and no "
@@ -65,6 +70,7 @@ class TensorFile:
         try:
             self._handle = safe_open(str(self.path), framework="pt", device="cpu")
             self.shapes = {k: tuple(self._handle.get_slice(k).get_shape()) for k in self._handle.keys()}
+            self.metadata = dict(self._handle.metadata() or {})
         except Exception as error:  # safetensors raises its own error type for bad headers/sizes
             raise CheckpointError(f"{self.path} is truncated or corrupt: it cannot be read as a "
                                   f"safetensors file ({error})") from error
@@ -101,7 +107,29 @@ def sniff_format(path: Path) -> str:
                           "safetensors file nor a PyTorch checkpoint")
 
 
+SAFE_TORCH_LOAD = (2, 6)  # torch.load(weights_only=True) is safe from this version on (CVE-2025-32434)
+CONVERTER = "scripts/convert_to_safetensors.py"
+
+
+def torch_load_is_safe() -> bool:
+    """True when this PyTorch's torch.load(weights_only=True) cannot run code from a file."""
+    major, minor = (int(part) for part in re.match(r"(\d+)\.(\d+)", str(torch.__version__)).groups())
+    return (major, minor) >= SAFE_TORCH_LOAD
+
+
+def _unsafe_torch_message(path: PathLike) -> str:
+    safe = ".".join(map(str, SAFE_TORCH_LOAD))
+    return (f"{path} is a PyTorch pickle (.pt) checkpoint, and this PyTorch ({torch.__version__}) cannot "
+            f"load one safely: before {safe}, torch.load(weights_only=True) can still run code hidden in a "
+            f"malicious file (CVE-2025-32434), so it is not opened. Either upgrade PyTorch to {safe} or "
+            f"newer, or convert the file to safetensors with this pack's {CONVERTER}, run with a PyTorch >= "
+            f"{safe} in an environment of its own (not ComfyUI's): python {CONVERTER} {path}. safetensors "
+            "files load with every PyTorch.")
+
+
 def load_torch_file(path: Path) -> object:
+    if not torch_load_is_safe():
+        raise CheckpointError(_unsafe_torch_message(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:

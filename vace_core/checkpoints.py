@@ -1,10 +1,15 @@
 """Load LongLive / Wan2.1 base checkpoints and graft VACE weights onto them.
 
 ``load_longlive(base_path, lora_path=None, lora_strength=1.0, dtype=torch.bfloat16, device="cpu",
-*, lora_alpha=None, entry=None, operations=None, attention=None) -> CausalWanModel``
+*, lora_alpha=None, entry=None, operations=None, attention=None, compute_dtype=None, fp8_matmul=False)
+-> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
-    merge an optional LoRA (vace_core/lora.py). ``dtype`` is the compute dtype (torch dtype or
-    "bf16"/"fp16"/"fp32"); the small time-embedding, modulation and norm parameters stay float32
+    merge an optional LoRA (vace_core/lora.py). ``dtype`` is the weights' dtype (torch dtype or
+    "bf16"/"fp16"/"fp32"/"fp8_e4m3fn"/"fp8_e5m2"); the model computes in it, except for fp8: the
+    Linear weights of the transformer blocks are then stored in fp8 with a per-tensor scale and cast
+    per layer to ``compute_dtype`` (default bf16 when ``device`` is a GPU, float32 on the CPU; see
+    vace_core.casting), and ``fp8_matmul`` runs them as fp8 matmuls instead (GPUs with fp8 tensor
+    cores). The small time-embedding, modulation and norm parameters stay float32
     (``vace_core.model.param_dtype``). ``entry`` names the state dict to take from a trainer
     checkpoint holding several (vace_core/checkpoint_files.py). A base file that also holds VACE
     weights (a full Wan2.1-VACE checkpoint) gives a model with VACE. ``operations`` is the namespace
@@ -16,9 +21,14 @@
     are used. Their width and FFN size (and, for a full Wan2.1-VACE file, the text width) must match
     the base. A model that already has VACE gets the new weights.
 ``read_vace(model, vace_path, device=None) -> VaceWeights``
-    The same VACE blocks built for ``model`` (its operations and dtype policy, on ``device``,
+    The same VACE blocks built for ``model`` (its operations and dtypes, fp8 included, on ``device``,
     default the model's) but not attached: ``VaceWeights.attributes()`` are the model attributes
     that graft them, so a host can attach them per run while the base model stays shared.
+
+fp8 files of any layout load too: unscaled, or ComfyUI's scaled-fp8 layouts (``scaled_fp8`` marker
+with per-layer ``scale_weight``; ``comfy_quant`` / ``weight_scale`` / ``_quantization_metadata``), read
+as ComfyUI reads them (vace_core.quantized). Their weights load into any ``dtype``: dequantized with
+their scales, or kept as stored when ``dtype`` is theirs.
 
 Memory: the base model is built on the meta device and each tensor is converted to its target
 dtype/device one at a time while the source entry is dropped, then assigned
@@ -28,24 +38,31 @@ reads and checks everything before it changes the model, so a failed call leaves
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
 
 from .attention import AttentionKernels
+from .casting import (INPUT_SCALE_SUFFIX, SCALE_SUFFIX, cast_operations, default_compute_dtype, dequantize,
+                      is_fp8, quantize)
 from .checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, PathLike, Shape, TensorFile, preview
 from .config import WanConfig, infer_config
 from .key_names import detect_format, is_vace_key, wan_names
 from .lora import apply_lora
 from .model import CausalWanModel, param_dtype
+from .quantized import QuantizationError, QuantizedTensors, read_quantization
 from .vace import build_vace_modules
+
+log = logging.getLogger(__name__)
 
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
            "float16": torch.float16, "half": torch.float16, "fp32": torch.float32,
-           "float32": torch.float32, "float": torch.float32}
+           "float32": torch.float32, "float": torch.float32, "fp8_e4m3fn": torch.float8_e4m3fn,
+           "float8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2, "float8_e5m2": torch.float8_e5m2}
 
 
 def expected_shapes(config: WanConfig) -> dict[str, Shape]:
@@ -65,8 +82,9 @@ def _check_keys(found: Mapping[str, Shape], expected: Mapping[str, Shape], path:
         problems.append(f"{len(missing)} missing: {preview(missing)}")
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected: {preview(unexpected)}")
-        if any(k.endswith("scale_weight") or k == "scaled_fp8" for k in unexpected):
-            problems.append("fp8-scaled checkpoints are not supported; use an fp16/bf16/fp32 file")
+        if any(k.endswith((".scale_weight", ".scale_input")) for k in unexpected):
+            problems.append("per-layer fp8 scales without the file's 'scaled_fp8' marker (ComfyUI would ignore "
+                            "them and compute with wrongly scaled weights)")
     if wrong:
         problems.append(f"{len(wrong)} with the wrong shape: {preview(wrong)}")
     if problems:
@@ -87,6 +105,62 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | 
     return tensor.to(device=device, dtype=dtype, copy=True)
 
 
+def _quantization(source: TensorFile) -> QuantizedTensors:
+    try:
+        return read_quantization(source.shapes, source.metadata, source.take, str(source.path))
+    except QuantizationError as error:
+        raise CheckpointError(str(error)) from None
+
+
+def _model_tensors(source: TensorFile, quant: QuantizedTensors) -> list[str]:
+    """The file's keys that hold model tensors (not scales, markers or quantization configs)."""
+    return [key for key in source.shapes if key not in quant.consumed]
+
+
+def _read_state(source: TensorFile, names: Mapping[str, str], quant: QuantizedTensors,
+                dtype_of: Callable[[str], torch.dtype], device: torch.device | str) -> dict[str, torch.Tensor]:
+    """Model name -> tensor in its storage dtype `dtype_of(name)` on `device`, one at a time. An fp8
+    weight comes with its `weight_scale` (and a file's `input_scale`): kept as stored when the file
+    holds it in that dtype, else rounded to it; every other tensor is dequantized (times its scale,
+    in float32) and cast."""
+    state = {}
+    for key, name in names.items():
+        tensor = source.take(key)
+        scale_key = quant.weight_scales.get(key)
+        scale = source.take(scale_key).float() if scale_key else None
+        target = dtype_of(name)
+        if not is_fp8(target):
+            state[name] = _converted(tensor if scale is None else dequantize(tensor, scale, torch.float32),
+                                     target, device)
+            continue
+        if tensor.dtype == target:
+            stored, scale = tensor, torch.ones(()) if scale is None else scale
+        else:
+            stored, scale = quantize(dequantize(tensor, scale, torch.float32), target)
+        layer = name[: -len("weight")]
+        state[name] = _converted(stored, target, device)
+        state[layer + SCALE_SUFFIX] = _converted(scale.reshape(()), torch.float32, device)
+        input_key = quant.input_scales.get(key)
+        if input_key is not None:
+            state[layer + INPUT_SCALE_SUFFIX] = _converted(source.take(input_key).reshape(()), torch.float32, device)
+    return state
+
+
+def _dtypes(dtype: torch.dtype | str, compute_dtype: torch.dtype | str | None,
+            device: torch.device | str) -> tuple[torch.dtype, torch.dtype]:
+    """(weight dtype, compute dtype) of a load: fp8 weights compute in `compute_dtype` or the
+    device's default (bf16 on a GPU, float32 on the CPU); other weights in their own dtype unless
+    `compute_dtype` says otherwise."""
+    weights = resolve_dtype(dtype)
+    if compute_dtype is not None:
+        compute = resolve_dtype(compute_dtype)
+    else:
+        compute = default_compute_dtype(device) if is_fp8(weights) else weights
+    if is_fp8(compute):
+        raise ValueError(f"compute_dtype {compute}: fp8 is a storage dtype; compute in bf16, fp16 or fp32")
+    return weights, compute
+
+
 # ---------------------------------------------------------------------------------------------
 # base model
 
@@ -94,21 +168,26 @@ def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | 
 def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_strength: float = 1.0,
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
                   lora_alpha: float | None = None, entry: str | None = None,
-                  operations: type | None = None, attention: AttentionKernels | None = None) -> CausalWanModel:
+                  operations: type | None = None, attention: AttentionKernels | None = None,
+                  compute_dtype: torch.dtype | str | None = None, fp8_matmul: bool = False) -> CausalWanModel:
     """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring.
     `operations` and `attention` are the host's layers and attention kernels (CausalWanModel)."""
-    dtype = resolve_dtype(dtype)
+    weight_dtype, compute = _dtypes(dtype, compute_dtype, device)
     path = Path(base_path)
     with TensorFile(path, AUTO_ENTRY_ORDER, entry) as source:
-        names = wan_names(source.shapes, path)
+        quant = _quantization(source)
+        names = wan_names(_model_tensors(source, quant), path)
         shapes = {name: source.shapes[key] for key, name in names.items()}
         config = _base_config(shapes, path, names)
         # expected from a plain model: host operations may create their weights only on loading
         _check_keys(shapes, expected_shapes(config), path, "a Wan2.1 DiT of the inferred size")
-        with torch.device("meta"):
-            model = CausalWanModel(config, operations, attention)  # parameters without storage, replaced below
-        state = {name: _converted(source.take(key), param_dtype(name, dtype), device)
-                 for key, name in names.items()}
+        if operations is None and weight_dtype != compute:
+            if fp8_matmul and quant.full_precision_matmul:
+                log.info("%s asks for matmuls in full precision: fp8 weights are cast per layer", path.name)
+            operations = cast_operations(compute, fp8_matmul and not quant.full_precision_matmul)
+        with torch.device("meta"):  # parameters without storage, replaced below
+            model = CausalWanModel(config, operations, attention, compute_dtype=compute, weight_dtype=weight_dtype)
+        state = _read_state(source, names, quant, lambda name: param_dtype(name, compute, weight_dtype), device)
     model.load_state_dict(state, strict=True, assign=True)
     del state
     model.eval().requires_grad_(False)
@@ -144,8 +223,8 @@ class VaceWeights:
         return {"config": self.config, "vace_patch_embedding": self.patch_embedding, "vace_blocks": self.blocks}
 
     def nbytes(self) -> int:
-        tensors = list(self.patch_embedding.parameters()) + list(self.blocks.parameters())
-        return sum(t.numel() * t.element_size() for t in tensors)
+        tensors = list(self.patch_embedding.state_dict().values()) + list(self.blocks.state_dict().values())
+        return sum(t.nbytes for t in tensors)  # fp8 scales included; a quantized weight's stored bytes
 
 
 def graft_vace(model: CausalWanModel, vace_path: PathLike) -> CausalWanModel:
@@ -162,7 +241,8 @@ def read_vace(model: CausalWanModel, vace_path: PathLike, device: torch.device |
     reference = model.blocks[0].self_attn.q.weight
     device = reference.device if device is None else device
     with TensorFile(path, AUTO_ENTRY_ORDER) as source:
-        all_names = wan_names(source.shapes, path)
+        quant = _quantization(source)
+        all_names = wan_names(_model_tensors(source, quant), path)
         names = {key: name for key, name in all_names.items() if is_vace_key(name)}
         if not names:
             raise CheckpointError(
@@ -176,8 +256,8 @@ def read_vace(model: CausalWanModel, vace_path: PathLike, device: torch.device |
         shapes.pop("text_embedding.0.weight", None)
         expected = {k: s for k, s in expected_shapes(vace_config).items() if is_vace_key(k)}
         _check_keys(shapes, expected, path, "the VACE blocks this base model needs")
-        state = {name: _converted(source.take(key), param_dtype(name, reference.dtype), device)
-                 for key, name in names.items()}
+        state = _read_state(source, names, quant,
+                            lambda name: param_dtype(name, model.compute_dtype, model.weight_dtype), device)
     holder = nn.Module()  # parameter names as in the model: vace_patch_embedding.*, vace_blocks.*
     with torch.device("meta"):
         holder.vace_patch_embedding, holder.vace_blocks = build_vace_modules(vace_config, model.operations)

@@ -1,9 +1,10 @@
 """Building blocks of the Wan2.1 DiT: norms, attention projections, the transformer block, the head.
 
 Numerics follow the upstream model: norms, modulation and the residual stream run in float32,
-Linear layers run in their weight dtype (bf16/fp16 on GPU), RoPE angles (vace_core.rope) and the
-timestep sinusoid are computed in float64 on the CPU and moved to the compute device as float32
-(MPS, Intel Arc and DirectML have no float64). Parameter names match the original Wan checkpoint keys.
+Linear layers run in their compute dtype (bf16/fp16 on GPU; their weight dtype, or the dtype an fp8
+weight is cast to per call, see vace_core.casting), RoPE angles (vace_core.rope) and the timestep
+sinusoid are computed in float64 on the CPU and moved to the compute device as float32 (MPS, Intel
+Arc and DirectML have no float64). Parameter names match the original Wan checkpoint keys.
 The attention kernels are the host's (vace_core.attention), passed in as `kernels`.
 
 Layers with weights are made from an `operations` namespace (`Linear`, `Conv3d`, `LayerNorm`, with
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import SDPA, AttentionKernels
+from .casting import compute_dtype_of
 from .config import WanConfig
 from .rope import RopeTable, apply_rope
 
@@ -37,8 +39,8 @@ class TorchOps:
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Run `layer` in its own dtype, whatever dtype the residual stream has."""
-    return layer(x.to(layer.weight.dtype))
+    """Run `layer` in its compute dtype, whatever dtype the residual stream has."""
+    return layer(x.to(compute_dtype_of(layer)))
 
 
 def layer_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -87,10 +89,10 @@ class _Projections(nn.Module):
 
 class SelfAttention(_Projections):
     def inputs(self, x: torch.Tensor, rope: RopeTable) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """x [B, S, dim] -> q, k (rotated) and v [B, heads, S, head_dim] in the weights' dtype."""
+        """x [B, S, dim] -> q, k (rotated) and v [B, heads, S, head_dim] in the compute dtype."""
         batch, tokens, dim = x.shape
         heads = (batch, tokens, self.num_heads, dim // self.num_heads)
-        x = x.to(self.q.weight.dtype)  # cast once for q, k and v
+        x = x.to(compute_dtype_of(self.q))  # cast once for q, k and v
         q = apply_rope(self.norm_q(self.q(x)).view(heads), rope)
         k = apply_rope(self.norm_k(self.k(x)).view(heads), rope)
         v = self.v(x).view(heads)
@@ -109,7 +111,7 @@ class CrossAttention(_Projections):
         return k, v
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, S, dim] -> q [B, heads, S, head_dim] in the weights' dtype."""
+        """x [B, S, dim] -> q [B, heads, S, head_dim] in the compute dtype."""
         batch, tokens, _ = x.shape
         return self.norm_q(linear(self.q, x)).view(batch, tokens, self.num_heads, -1).transpose(1, 2)
 

@@ -21,6 +21,7 @@ from typing import Iterable, Mapping
 import torch
 from torch import nn
 
+from .casting import SCALE_SUFFIX, dequantize, stored_like
 from .checkpoint_files import CheckpointError, PathLike, Shape, TensorFile, preview
 from .key_names import WRAPPER_SEGMENTS, detect_format, diffusers_module, is_vace_key, lora_role, strip_namespaces
 from .model import CausalWanModel
@@ -73,18 +74,21 @@ def merge_lora(model: nn.Module, deltas: Iterable[LoraDelta], strength: float) -
     with torch.no_grad():
         for delta in deltas:
             weight = params[delta.target]
-            weight.copy_(patched_weight(weight, [(strength, delta)]))
+            weight_scale = getattr(model.get_submodule(delta.target.rpartition(".")[0]), SCALE_SUFFIX, None)
+            weight.copy_(patched_weight(weight, [(strength, delta)], weight_scale))
 
 
-def patched_weight(weight: torch.Tensor, entries: Iterable[tuple[float, LoraDelta]]) -> torch.Tensor:
+def patched_weight(weight: torch.Tensor, entries: Iterable[tuple[float, LoraDelta]],
+                   weight_scale: torch.Tensor | None = None) -> torch.Tensor:
     """weight + sum of strength * scale * up @ down over `entries`, accumulated in float32 and
-    rounded once to the weight's dtype."""
-    merged = weight.float()
+    rounded once to the weight's storage (an fp8 weight at its layer's `weight_scale`, see
+    vace_core.casting)."""
+    merged = dequantize(weight, weight_scale, torch.float32)
     for strength, delta in entries:
         down = delta.down.to(weight.device, torch.float32)  # [rank, in]
         up = delta.up.to(weight.device, torch.float32)  # [out, rank]
         merged = merged + (strength * delta.scale) * (up @ down)
-    return merged.to(weight.dtype)
+    return stored_like(merged, weight, weight_scale)
 
 
 def _lora_scale(source: TensorFile, layer: LoraLayer, alpha: float | None) -> float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from dataclasses import dataclass
 from typing import ContextManager, Sequence
 
@@ -17,6 +18,7 @@ from torch import nn
 
 from .attention import SDPA, AttentionKernels
 from .cache import BlockCacheAccess
+from .casting import compute_dtype_of, is_fp8
 from .compiled import BlockCompiler, shared_compiler
 from .config import WanConfig
 from .device import to_device
@@ -27,11 +29,21 @@ from .vace import VaceStream, build_vace_modules, layer_scales
 # Parameters kept in float32 whatever the compute dtype: they feed the float32 modulation and
 # norms (as upstream runs them under float32 autocast) and are small.
 FLOAT32_PARAM_MARKERS = ("time_embedding.", "time_projection.", "modulation", "norm")
+# The Linear weights of the transformer blocks (main and VACE): 99 % of the parameters, the ones a
+# weight dtype other than the compute dtype (fp8) applies to. Embeddings and the head, small and
+# the first and last maps of every pass, stay in the compute dtype.
+BLOCK_LINEAR_WEIGHT = re.compile(r"^(vace_)?blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.[02]|"
+                                 r"before_proj|after_proj)\.weight$")
 
 
-def param_dtype(name: str, dtype: torch.dtype) -> torch.dtype:
-    """Storage dtype of parameter `name` when the model computes in `dtype`."""
-    return torch.float32 if any(m in name for m in FLOAT32_PARAM_MARKERS) else dtype
+def param_dtype(name: str, dtype: torch.dtype, weight_dtype: torch.dtype | None = None) -> torch.dtype:
+    """Storage dtype of parameter `name` when the model computes in `dtype` and stores its block
+    Linear weights in `weight_dtype` (default: `dtype`)."""
+    if any(m in name for m in FLOAT32_PARAM_MARKERS):
+        return torch.float32
+    if weight_dtype is not None and BLOCK_LINEAR_WEIGHT.match(name):
+        return weight_dtype
+    return dtype
 
 
 @dataclass
@@ -59,16 +71,23 @@ class CausalWanModel(nn.Module):
     """`operations` makes the layers with weights (see vace_core.layers; default plain torch.nn);
     `attention` holds the attention kernels the blocks call (vace_core.attention; default SDPA).
     Both are the host's choice. `compiler`, when set (`compile_blocks`, or a host's object patch),
-    runs full-chunk passes through compiled block parts (vace_core.compiled)."""
+    runs full-chunk passes through compiled block parts (vace_core.compiled).
+    `compute_dtype` is what activations, attention and the KV cache run in; `weight_dtype` what the
+    block Linear weights are stored in (`param_dtype`): the same, or fp8 with `operations` that cast
+    per layer (vace_core.casting). The parameters are made in float32 here; the loader (or
+    `set_dtype`) gives them their dtypes."""
 
     def __init__(self, config: WanConfig, operations: type | None = None,
-                 attention: AttentionKernels | None = None) -> None:
+                 attention: AttentionKernels | None = None, *, compute_dtype: torch.dtype = torch.float32,
+                 weight_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         ops = operations or TorchOps
         self.config = config
         self.operations = ops
         self.attention = attention or SDPA
         self.compiler: BlockCompiler | None = None
+        self.compute_dtype = compute_dtype
+        self.weight_dtype = weight_dtype or compute_dtype
         # set by a host that keeps some weights elsewhere and streams them (see `device`)
         self.compute_device: torch.device | None = None
         dim = config.dim
@@ -97,9 +116,14 @@ class CausalWanModel(nn.Module):
         self.config = self.config.without_vace()
 
     def set_dtype(self, dtype: torch.dtype) -> "CausalWanModel":
-        """Cast weights to `dtype`, keeping the float32 parameters of `param_dtype` in float32."""
+        """Cast weights to `dtype` and compute in it, keeping the float32 parameters of
+        `param_dtype` in float32. fp8 weights come from the loader (`load_longlive(dtype=...)`)."""
+        if is_fp8(dtype) or self.weight_dtype != self.compute_dtype:
+            raise ValueError("set_dtype casts a model that computes in its weights' dtype; for fp8 weights "
+                             "load the checkpoint with load_longlive(dtype=torch.float8_e4m3fn)")
         for name, param in self.named_parameters():
             param.data = param.data.to(param_dtype(name, dtype))
+        self.compute_dtype = self.weight_dtype = dtype
         return self
 
     def compile_blocks(self, backend: str | None = "inductor") -> "CausalWanModel":
@@ -108,10 +132,6 @@ class CausalWanModel(nn.Module):
         each size compiles (minutes on a CPU); it pays off on a GPU over long videos."""
         self.compiler = shared_compiler(backend) if backend is not None else None
         return self
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return self.blocks[0].self_attn.q.weight.dtype
 
     @property
     def device(self) -> torch.device:
@@ -197,7 +217,7 @@ class CausalWanModel(nn.Module):
         else:
             time_emb, time_mod = time[0].expand(batch, grid[0], -1), time[1].expand(batch, grid[0], -1, -1)
 
-        x = self.patch_embedding(latents.to(device, self.patch_embedding.weight.dtype))  # [B, dim, f, h, w]
+        x = self.patch_embedding(latents.to(device, compute_dtype_of(self.patch_embedding)))  # [B, dim, f, h, w]
         x = x.flatten(2).transpose(1, 2).float().contiguous()  # [B, S, dim]
         tokens_per_frame = grid[1] * grid[2]
         rope = self.rope.table(start_frame, *grid, device=device)

@@ -89,9 +89,8 @@ class PassExecutor(Protocol):
 
 
 def _new_cache(model: CausalWanModel, num_layers: int, layout: CacheLayout) -> KVCache:
-    weight = model.blocks[0].self_attn.k.weight
     return KVCache(num_layers=num_layers, batch=1, num_heads=model.config.num_heads,
-                   head_dim=model.config.head_dim, layout=layout, dtype=weight.dtype, device=model.device)
+                   head_dim=model.config.head_dim, layout=layout, dtype=model.compute_dtype, device=model.device)
 
 
 class CachedPasses:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .attention import SDPA, AttentionKernels
+from .casting import compute_dtype_of
 from .config import WanConfig
 from .layers import BlockParts, TorchOps, WanBlock, linear
 from .rope import RopeTable
@@ -67,7 +68,7 @@ class VaceStream:
                  rope: RopeTable, cache: "BlockCacheAccess | None" = None,
                  attn_mask: torch.Tensor | None = None, text_mask: torch.Tensor | None = None, *,
                  kernels: AttentionKernels = SDPA, parts: BlockParts | None = None) -> None:
-        c = patch_embedding(vace_context.to(patch_embedding.weight.dtype))  # [B, dim, F, H/2, W/2]
+        c = patch_embedding(vace_context.to(compute_dtype_of(patch_embedding)))  # [B, dim, F, H/2, W/2]
         self._c = c.flatten(2).transpose(1, 2).float()  # [B, S, dim]
         self._x = x
         self._blocks = blocks

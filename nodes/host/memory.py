@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import gc
+import json
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import Any, Callable, Iterable
 import torch
 
 from ...vace_core.attention import SDPA, AttentionKernels, sdpa
+from ...vace_core.casting import SCALE_SUFFIX, cast_operations, fp8_matmul_supported
 from ...vace_core.checkpoints import VaceWeights
 from ...vace_core.compiled import BlockCompiler
 from ...vace_core.lora import LoraDelta
@@ -74,11 +77,62 @@ def soft_empty_cache() -> None:
 _DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
 
 
+_FP8_FORMATS = {torch.float8_e4m3fn: "float8_e4m3fn", torch.float8_e5m2: "float8_e5m2"}
+
+
+def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[[torch.dtype, bool], type]:
+    """ComfyUI's mixed-precision ops for vace_core's fp8 weights: a weight with a `weight_scale`
+    becomes ComfyUI's quantized weight (the per-layer config its loader reads from a file, added
+    here); any other weight keeps the dtype the model gave it (ComfyUI would cast it to the compute
+    dtype: the float32 time embedding too); `compute_dtype` on the Linear is what the model casts
+    its input to."""
+
+    @functools.lru_cache(maxsize=None)  # one class per choice, shared by every model built with it
+    def operations(compute_dtype: torch.dtype, fp8_matmul: bool) -> type:
+        disabled = [] if fp8_matmul else list(_FP8_FORMATS.values())
+        mixed = mixed_precision_ops({}, compute_dtype, full_precision_mm=not fp8_matmul, disabled=disabled)
+
+        class Linear(mixed.Linear):
+            def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+                weight = state_dict.get(prefix + "weight")
+                quantized = prefix + SCALE_SUFFIX in state_dict and weight is not None and weight.dtype in _FP8_FORMATS
+                if quantized:
+                    config = json.dumps({"format": _FP8_FORMATS[weight.dtype]}).encode()
+                    state_dict[prefix + "comfy_quant"] = torch.tensor(list(config), dtype=torch.uint8)
+                super()._load_from_state_dict(state_dict, prefix, *args)
+                if not quantized and weight is not None:
+                    self.weight = torch.nn.Parameter(weight, requires_grad=False)
+
+        Linear.compute_dtype = compute_dtype
+        return type("LongLiveFp8Ops", (mixed,), {"Linear": Linear})
+
+    return operations
+
+
+def _comfy_fp8_support(ops: Any) -> Callable[[torch.dtype, bool], type] | None:
+    """ComfyUI's fp8 layers, when it has them (mixed_precision_ops, and comfy_kitchen for its
+    quantized tensors); else a warning, and fp8 models are built from vace_core's cast layers
+    (outside ComfyUI's weight streaming)."""
+    try:
+        import comfy.quant_ops
+    except ImportError:
+        quantized_tensors = False
+    else:
+        quantized_tensors = getattr(comfy.quant_ops, "_CK_AVAILABLE", True)
+    mixed = getattr(ops, "mixed_precision_ops", None)
+    if mixed is None or not quantized_tensors or not hasattr(model_management, "supports_fp8_compute"):
+        log.warning("LongLive: this ComfyUI has no fp8 layers (comfy.ops.mixed_precision_ops with comfy_kitchen); "
+                    "fp8 weights are cast by the pack's own layers, which --lowvram cannot stream")
+        return None
+    return _comfy_fp8_operations(mixed)
+
+
 @dataclass(frozen=True)
 class _ComfyMemory:
     ModelPatcher: type
     ops: type
     LoRAAdapter: type
+    fp8_ops: Callable[[torch.dtype, bool], type] | None  # None: this ComfyUI cannot hold fp8 weights
 
 
 def _comfy_memory() -> _ComfyMemory | None:
@@ -89,7 +143,8 @@ def _comfy_memory() -> _ComfyMemory | None:
         import comfy.ops
         from comfy.weight_adapter import LoRAAdapter
 
-        api = _ComfyMemory(comfy.model_patcher.ModelPatcher, comfy.ops.disable_weight_init, LoRAAdapter)
+        api = _ComfyMemory(comfy.model_patcher.ModelPatcher, comfy.ops.disable_weight_init, LoRAAdapter,
+                           _comfy_fp8_support(comfy.ops))
         missing = [name for owner, names in (
             (api.ModelPatcher, ("clone", "add_patches", "add_object_patch", "model_size")),
             (api.ops, ("Linear", "Conv3d", "LayerNorm")),
@@ -131,10 +186,25 @@ def _warn_if_untested(version: tuple[int, ...] | None) -> None:
 _MEMORY = _comfy_memory()
 
 
-def layer_operations() -> type | None:
-    """The layer classes to build the network from: comfy.ops (which can stream weights) inside
-    ComfyUI, None (plain torch.nn) standalone."""
-    return _MEMORY.ops if _MEMORY is not None else None
+def layer_operations(weight_dtype: torch.dtype, compute_dtype: torch.dtype, fp8_matmul: bool = False) -> type | None:
+    """The layer classes to build the network from. Weights computed in their own dtype: comfy.ops
+    (which can stream weights) inside ComfyUI, None (plain torch.nn) standalone. fp8 weights cast per
+    layer to `compute_dtype`: inside ComfyUI its mixed-precision comfy.ops, what its own loader
+    builds for scaled-fp8 files (streamable, LoRA patches applied to the dequantized weight), else
+    vace_core's cast-per-layer Linear. `fp8_matmul` (the `_fast` choice) runs fp8 matmuls where the
+    GPU has them and casts per layer elsewhere, with a log line."""
+    if weight_dtype == compute_dtype:
+        return _MEMORY.ops if _MEMORY is not None else None
+    device = compute_device()
+    supported = (model_management.supports_fp8_compute(device) if _MEMORY is not None and _MEMORY.fp8_ops
+                 else fp8_matmul_supported(device))
+    if fp8_matmul and not supported:
+        log.info("LongLive: fp8_e4m3fn_fast: %s has no fp8 matmuls (they need an NVIDIA GPU of compute "
+                 "capability 8.9 or newer); the fp8 weights are cast per layer as with fp8_e4m3fn", device)
+    fp8_matmul = fp8_matmul and supported
+    if _MEMORY is not None and _MEMORY.fp8_ops is not None:
+        return _MEMORY.fp8_ops(compute_dtype, fp8_matmul)
+    return cast_operations(compute_dtype, fp8_matmul)
 
 
 def auto_dtype(device: torch.device | None = None) -> torch.dtype:

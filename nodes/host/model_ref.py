@@ -33,6 +33,8 @@ import weakref
 from dataclasses import dataclass, replace
 from typing import Any
 
+import torch
+
 from ...vace_core.checkpoints import load_longlive, read_vace, resolve_dtype
 from ...vace_core.compiled import shared_compiler
 from ...vace_core.config import WanConfig
@@ -43,7 +45,17 @@ from .comfyui import log
 from .files import model_path
 
 AUTO = "auto"
-DTYPES = (AUTO, "bf16", "fp16", "fp32")
+# the fp8 choices (ComfyUI's UNETLoader names): fp8 weights computed in the auto dtype, with fp8
+# matmuls for the _fast one (where the GPU has them)
+FP8_CHOICES = {"fp8_e4m3fn": False, "fp8_e4m3fn_fast": True}
+DTYPES = (AUTO, "bf16", "fp16", "fp32", *FP8_CHOICES)
+
+
+def load_dtypes(dtype: str) -> tuple[torch.dtype, torch.dtype, bool]:
+    """(weight dtype, compute dtype, fp8 matmuls) of a resolved loader dtype choice."""
+    if dtype in FP8_CHOICES:
+        return torch.float8_e4m3fn, memory.auto_dtype(), FP8_CHOICES[dtype]
+    return resolve_dtype(dtype), resolve_dtype(dtype), False
 
 
 @dataclass(frozen=True)
@@ -128,8 +140,9 @@ def shared_base(base: FileRef, dtype: str) -> SharedBase:
     with _SHARED_LOCK:
         shared = _SHARED.get(key)
         if shared is None:
-            network = load_longlive(base.path, dtype=resolve_dtype(dtype), device=memory.offload_device(),
-                                    entry=base.entry, operations=memory.layer_operations(),
+            weights, compute, fp8_matmul = load_dtypes(dtype)
+            network = load_longlive(base.path, dtype=weights, compute_dtype=compute, device=memory.offload_device(),
+                                    entry=base.entry, operations=memory.layer_operations(weights, compute, fp8_matmul),
                                     attention=memory.attention_kernels())
             shared = SharedBase(network)
             _SHARED[key] = shared
@@ -142,7 +155,7 @@ class LongLiveModel:
     see the module docstring. `patcher` is also what ComfyUI's RAM cache looks for to recognise a
     model among node outputs."""
     base: FileRef
-    dtype: str  # the compute dtype, resolved ("bf16", "fp16" or "fp32")
+    dtype: str  # the loader's dtype choice, resolved ("bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_fast")
     steps: tuple[Step, ...]
     facts: ModelFacts
     patcher: Any
@@ -152,6 +165,11 @@ class LongLiveModel:
     @property
     def has_vace(self) -> bool:
         return self.facts.has_vace
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """What activations and the KV cache run in (fp8 weights are cast per layer to it)."""
+        return self.shared.network.compute_dtype
 
     @property
     def loras(self) -> list[tuple[str, float]]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...vace_core.casting import SCALE_SUFFIX
 from ...vace_core.lora import LoraDelta, patched_weight
 from ...vace_core.model import CausalWanModel
 
@@ -53,8 +54,9 @@ class LongLiveDiT(nn.Module):
 
 
 def module_bytes(module: nn.Module) -> int:
-    """Bytes of every tensor in the module's state dict (what ComfyUI counts as a model's size)."""
-    return sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    """Bytes of every tensor in the module's state dict (what ComfyUI counts as a model's size; a
+    quantized weight counts its stored bytes)."""
+    return sum(t.nbytes for t in module.state_dict().values())
 
 
 def _owner(root: nn.Module, key: str) -> tuple[nn.Module, str]:
@@ -151,5 +153,6 @@ class StandalonePatcher:
                 module, name = _owner(self.model, key)
                 original = getattr(module, name)
                 applied.weights[key] = original.data
-                setattr(module, name, nn.Parameter(patched_weight(original, entries), requires_grad=False))
+                patched = patched_weight(original, entries, getattr(module, SCALE_SUFFIX, None))
+                setattr(module, name, nn.Parameter(patched, requires_grad=False))
         applied.patches_uuid = self.patches_uuid

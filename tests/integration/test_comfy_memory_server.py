@@ -98,10 +98,20 @@ def server(comfy_install, tmp_path_factory):
         stop_server(client.process)
 
 
-def wait_for_release(client, timeout: float = 90, settle: float = 4.0) -> int:
-    """RSS once the server has unloaded the model and its RSS has stopped falling for `settle` s."""
-    deadline = time.monotonic() + timeout
-    lowest, lowest_at = rss_bytes(client.process.pid), time.monotonic()
+FREE = {"unload_models": True, "free_memory": True}
+
+
+def wait_for_release(client, timeout: float = 90, settle: float = 4.0, repost_after: float = 5.0) -> int:
+    """RSS once the server has unloaded the model and its RSS has stopped falling for `settle` s.
+
+    /free only sets a flag and wakes the prompt worker; ComfyUI's worker reads the flags after each
+    wake-up, but a wake-up that arrives between its flag check and its next wait is lost, and the
+    worker then sleeps until the next prompt (seen under load on 0.8.0: the model was unloaded only
+    after the following run). So /free is posted again, as a user would click again, every
+    `repost_after` s while the model is still listed as loaded."""
+    start = time.monotonic()
+    deadline, next_post = start + timeout, start + repost_after
+    lowest, lowest_at = rss_bytes(client.process.pid), start
     while time.monotonic() < deadline:
         time.sleep(0.5)
         now = rss_bytes(client.process.pid)
@@ -110,6 +120,9 @@ def wait_for_release(client, timeout: float = 90, settle: float = 4.0) -> int:
         unloaded = not client.get_json("/longlive_probe/state")["loaded"]
         if unloaded and time.monotonic() - lowest_at > settle:
             break
+        if not unloaded and time.monotonic() > next_post:
+            post(client, "/free", FREE)
+            next_post = time.monotonic() + repost_after
     return lowest
 
 
@@ -128,7 +141,7 @@ def scenario(server) -> dict:
     step("same_model", seed=2, strength=0.5)
     step("new_strength", seed=2, strength=0.8)
     seen["rss_loaded"] = rss_bytes(client.process.pid)
-    post(client, "/free", {"unload_models": True, "free_memory": True})
+    post(client, "/free", FREE)
     seen["rss_freed"] = wait_for_release(client)
     seen["after_free"] = client.get_json("/longlive_probe/state")
     step("after_free_run", seed=3, strength=0.8)

@@ -92,9 +92,9 @@ def tiny_server(comfy_server, tmp_path_factory):
     return comfy_server
 
 
-def tiny_graph(graph: dict) -> dict:
-    """The workflow at test size: fake text encoder (core CLIPTextEncode on the test pack's CLIP),
-    80x48, 25 frames, switches scaled to fit."""
+def with_test_text_encoder(graph: dict) -> dict:
+    """A copy of the graph with the test pack's CLIP in place of CLIPLoader (core CLIPTextEncode
+    encodes with it: umT5-shaped conditioning)."""
     graph = copy.deepcopy(graph)
     for node_id, node in list(graph.items()):
         if node["class_type"] == "CLIPLoader":
@@ -102,6 +102,13 @@ def tiny_graph(graph: dict) -> dict:
                               "_meta": node["_meta"]}
     links = [v for n in graph.values() for v in n["inputs"].values() if isinstance(v, list)]
     assert all(source in graph for source, _ in links), "a removed node is still linked"
+    return graph
+
+
+def tiny_graph(graph: dict) -> dict:
+    """The workflow at test size: fake text encoder (core CLIPTextEncode on the test pack's CLIP),
+    80x48, 25 frames, switches scaled to fit."""
+    graph = with_test_text_encoder(graph)
     size_node = qw.size_nodes(graph)[0]
     length = graph[size_node]["inputs"]["length"]
     for node in graph.values():
@@ -279,6 +286,26 @@ def test_an_api_workflow_of_the_earlier_release_is_refused_naming_latent(tiny_se
     assert list(rejected.value.response["node_errors"]) == [sampler]
     message = str(rejected.value)
     assert f"node {sampler} (LongLiveSampler" in message and "latent" in message
+
+
+def test_a_ui_workflow_saved_by_the_earlier_release_is_refused_before_it_runs(tiny_server):
+    """The earlier release's text-to-video UI file (tests/data/earlier_release/, example_workflows/
+    longlive_t2v.json at 87eba2e), converted as the editor converts it (widget values by position,
+    with the live /object_info): its sampler has no latent link, and its saved length (161) and width
+    (832) land in vace_scale and preset. ComfyUI refuses it at the sampler before anything runs, naming
+    the three inputs: never a run with misplaced values (CHANGELOG.md)."""
+    saved = json.loads((REPO_ROOT / "tests" / "data" / "earlier_release" / "longlive_t2v.json").read_text())
+    graph = with_test_text_encoder(qw.ui_to_api(saved, tiny_server.get_object_info()))
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    assert graph[sampler]["inputs"]["vace_scale"] == 161 and graph[sampler]["inputs"]["preset"] == 832
+    with pytest.raises(qw.WorkflowRejected) as rejected:
+        qw.run(qw.ComfyAPI(tiny_server.url), graph, timeout=60, progress=qw.Progress(graph, stream=io.StringIO()))
+    node_errors = rejected.value.response["node_errors"]
+    assert list(node_errors) == [sampler]
+    refused = {e["extra_info"]["input_name"]: e["type"] for e in node_errors[sampler]["errors"]}
+    assert refused == {"latent": "required_input_missing", "vace_scale": "value_bigger_than_max",
+                       "preset": "value_not_in_list"}, node_errors
+    assert f"node {sampler} (LongLiveSampler" in str(rejected.value)
 
 
 def test_rejected_workflow_exit_status_and_message(tiny_server, tmp_path):

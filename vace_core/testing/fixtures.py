@@ -8,6 +8,7 @@ small random weights in each real layout and check that every layout loads to th
 * `full_size_state_dict(name)` - the same for a full-size preset as meta tensors (no memory).
 * `make_state_dict(config, seed)` / `make_lora(config, rank, seed)` - deterministic random weights.
 * `write_*` - one writer per supported file layout; each returns the path it wrote.
+* `write_fp8_safetensors` - the same weights as an fp8 checkpoint in each fp8 layout ComfyUI reads.
 * `to_diffusers_key(key)` - original Wan name -> diffusers `WanVACETransformer3DModel` name, spelled
   out here on purpose separately from the loader's reverse mapping, so a slip in one shows up.
 """
@@ -250,6 +251,63 @@ def write_diffusers_safetensors(path: str | Path, state: Mapping[str, torch.Tens
 def write_vace_module(path: str | Path, state: Mapping[str, torch.Tensor], prefix: str = "") -> Path:
     """A VACE-only module file (kijai / daydream style): just the vace_* keys."""
     return write_wan_safetensors(path, vace_only(state), prefix)
+
+
+FP8_LAYOUTS = ("unscaled", "scaled_fp8", "comfy_quant", "metadata")
+FP8_MAX = 448.0  # largest float8_e4m3fn value
+
+
+def fp8_scaled(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(float8_e4m3fn tensor, float32 scale) with weight ~ tensor * scale, scale = max|w| / 448."""
+    scale = weight.float().abs().max() / FP8_MAX
+    return (weight.float() / scale).to(torch.float8_e4m3fn), scale.reshape(())
+
+
+def write_fp8_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], layout: str = "scaled_fp8",
+                          prefix: str = "model.diffusion_model.", causal_ar: bool = False) -> Path:
+    """`state` as an fp8 checkpoint, every Linear weight (2-D) in float8_e4m3fn and the other tensors
+    in bf16, in one of ComfyUI's fp8 layouts:
+
+    "unscaled":    weights rounded to fp8 as they are (kijai's `*_fp8_e4m3fn` files);
+    "scaled_fp8":  Comfy-Org's `*_fp8_scaled` files: a `scaled_fp8` marker (an empty e4m3fn tensor) and
+                   per layer `<layer>.scale_weight` (float32 scalar) and `<layer>.scale_input` (1.0);
+    "comfy_quant": the current layout: `<layer>.weight_scale` and `<layer>.comfy_quant`, the layer's
+                   JSON config {"format": "float8_e4m3fn"} as uint8 bytes;
+    "metadata":    `<layer>.weight_scale`, the configs in the header's `_quantization_metadata`.
+
+    With `causal_ar`, the header also marks a causal checkpoint in ComfyUI's convention (a causal base).
+    """
+    if layout not in FP8_LAYOUTS:
+        raise ValueError(f"unknown fp8 layout {layout!r}; one of {', '.join(FP8_LAYOUTS)}")
+    out: StateDict = {}
+    layers: dict[str, dict] = {}
+    config = torch.tensor(list(json.dumps({"format": "float8_e4m3fn"}).encode()), dtype=torch.uint8)
+    for key, value in state.items():
+        name = prefix + key
+        if not (key.endswith(".weight") and value.ndim == 2):
+            out[name] = value.to(torch.bfloat16)
+            continue
+        layer = name[: -len(".weight")]
+        if layout == "unscaled":
+            out[name] = value.to(torch.float8_e4m3fn)
+            continue
+        out[name], scale = fp8_scaled(value)
+        if layout == "scaled_fp8":
+            out[f"{layer}.scale_weight"] = scale
+            out[f"{layer}.scale_input"] = torch.tensor(1.0)
+        else:
+            out[f"{layer}.weight_scale"] = scale
+            layers[layer[len(prefix):]] = {"format": "float8_e4m3fn"}
+            if layout == "comfy_quant":
+                out[f"{layer}.comfy_quant"] = config.clone()
+    if layout == "scaled_fp8":
+        out[prefix + "scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})} \
+        if layout == "metadata" else {}
+    if causal_ar:
+        metadata.update(CAUSAL_AR_METADATA)
+    save_file({k: v.contiguous() for k, v in out.items()}, str(path), metadata=metadata or None)
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -164,7 +164,7 @@ def _embed(model: CausalWanModel, records: Sequence[PassRecord], grid_h: int, gr
     """Embedded tokens [1, S, dim], time embedding [1, F, dim], modulation [1, F, 6, dim] and RoPE
     tables of the records laid one after another."""
     device = model.device
-    latents = torch.cat([r.latents for r in records], dim=2).to(device, model.patch_embedding.weight.dtype)
+    latents = torch.cat([r.latents for r in records], dim=2).to(device, model.compute_dtype)
     x = model.patch_embedding(latents).flatten(2).transpose(1, 2).float()
     timesteps = torch.cat([torch.full((r.frames,), float(r.timestep)) for r in records])[None]
     time_emb, time_mod = model.time_modulation(timesteps, timesteps.shape[1])
