@@ -5,6 +5,7 @@ from .decode import LongLiveDecode
 from .loader import LongLiveLoraLoader, LongLiveModelLoader
 from .prompts import LongLivePromptSchedule
 from .sampler import LongLiveSampler
+from .sampler_settings import LongLiveSamplerSettings
 from .vace_encode import LongLiveVaceEncode
 from .vace_graft import LongLiveVaceGraft
 from .video import LongLiveSampleToVideo, LongLiveSaveVideo
@@ -16,6 +17,7 @@ NODE_CLASS_MAPPINGS = {
     "LongLiveVaceEncode": LongLiveVaceEncode,
     "LongLivePromptSchedule": LongLivePromptSchedule,
     "LongLiveSampler": LongLiveSampler,
+    "LongLiveSamplerSettings": LongLiveSamplerSettings,
     "LongLiveDecode": LongLiveDecode,
     "LongLiveSaveVideo": LongLiveSaveVideo,
     "LongLiveSampleToVideo": LongLiveSampleToVideo,
@@ -29,6 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongLiveVaceEncode": "VACE Encode References",
     "LongLivePromptSchedule": "LongLive Prompt Schedule",
     "LongLiveSampler": "LongLive Sampler",
+    "LongLiveSamplerSettings": "LongLive Sampler Settings",
     "LongLiveDecode": "Decode (strip references)",
     "LongLiveSaveVideo": "Save Video (streaming decode)",
     "LongLiveSampleToVideo": "LongLive Sampler -> Video (streaming)",

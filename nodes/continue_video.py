@@ -15,22 +15,25 @@ import torch
 
 from ..vace_core.encoding import (VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denormalize_latents,
                                   normalize_latents, video_frames_for)
+from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.plan import PromptSegment
-from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, video_latents
+from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, VideoSize, video_latents
 from .host.model_ref import LongLiveModel
-from .sampler import NO_RAMP, LongLiveSampler, plan_run, sample_on_device
+from .sampler import Origin, plan_run, sample_on_device, sampler_inputs
+from .sampler_settings import SamplerChoices
 
 OUTPUTS = ("continuation", "earlier + continuation")
-# sampler inputs a continuation takes from the earlier latents instead
-_FROM_SAMPLES = ("length", "width", "height")
+# sampler inputs a continuation does not take: the size comes from the earlier latents, and start
+# images would replace them
+_NOT_TAKEN = ("latent", "start_images", "vae")
 
 
 class LongLiveContinue:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        sampler = LongLiveSampler.INPUT_TYPES()
-        required = {name: spec for name, spec in sampler["required"].items() if name not in _FROM_SAMPLES}
-        optional = {name: spec for name, spec in sampler["optional"].items() if name not in ("start_images", "vae")}
+        sampler = sampler_inputs()
+        required = {name: spec for name, spec in sampler["required"].items() if name not in _NOT_TAKEN}
+        optional = {name: spec for name, spec in sampler["optional"].items() if name not in _NOT_TAKEN}
         optional["vace_context"] = (optional["vace_context"][0], {
             "tooltip": "Needed when the earlier video has reference frames: the VACE context it was made with, "
                        "encoded for the WHOLE video (earlier + new frames)."})
@@ -58,6 +61,7 @@ class LongLiveContinue:
                                "for a seamless decode."}),
             },
             "optional": optional,
+            "hidden": sampler["hidden"],
         }
 
     RETURN_TYPES = ("LATENT",)
@@ -69,20 +73,20 @@ class LongLiveContinue:
                    "earlier run had them) and generates the next frames, exactly as one longer run would.")
 
     def extend(self, model: LongLiveModel, positive, samples: dict, seed: int, length: int, vace_scale: float,
-               chunk_frames: int, window_frames: int, sink_frames: int, steps: str, shift: float, output: str,
-               vace_context: VaceContext | None = None, prompt_schedule: Sequence[PromptSegment] | None = None,
-               vace_scale_end: float = NO_RAMP, **causal_options) -> tuple[dict]:
+               output: str, preset: str = DEFAULT_PRESET, vace_context: VaceContext | None = None,
+               prompt_schedule: Sequence[PromptSegment] | None = None, settings: SamplerChoices | None = None,
+               prompt: dict | None = None, unique_id: str | None = None) -> tuple[dict]:
         if output not in OUTPUTS:
             raise ValueError(f"output {output!r}: expected one of {', '.join(OUTPUTS)}")
         earlier, ref_frames = _earlier_latents(samples, vace_context)
         if length < VAE_STRIDE_T or length % VAE_STRIDE_T:
             raise ValueError(f"length {length}: the frames to add must be a positive multiple of {VAE_STRIDE_T}")
         given = earlier.shape[2] - ref_frames
-        total = video_frames_for(given + length // VAE_STRIDE_T)
         height, width = (s * VAE_STRIDE_S for s in earlier.shape[-2:])
-        plan = plan_run(model, positive, total, width, height, vace_scale, chunk_frames, window_frames, sink_frames,
-                        steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
-        result = sample_on_device(model, plan, video_frames=total, seed=seed, vace=vace_context,
+        size = VideoSize(width, height, video_frames_for(given + length // VAE_STRIDE_T))
+        plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
+                        Origin(prompt, unique_id), size_from="samples")
+        result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
                                   start_latents=earlier[:, :, ref_frames:],
                                   reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
         latents = denormalize_latents(result.latents)

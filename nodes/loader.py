@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
+from ..vace_core.base_kind import base_kind
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
 from .host.files import BASE_FILE, LORA_FILE
@@ -11,6 +13,9 @@ from .host.model_ref import AUTO, DTYPES, FileRef, LongLiveModel, file_stamp, lo
 
 NO_LORA = "none"
 ENTRIES = ("auto", "generator", "generator_ema", "model")
+NON_CAUSAL = ("refuse", "load anyway")  # what the loader does with a base that is not a causal model
+
+log = logging.getLogger("longlive_vace")
 
 
 class LongLiveModelLoader:
@@ -58,6 +63,12 @@ class LongLiveModelLoader:
                                "what was compiled). Needs a working inductor (Triton on NVIDIA); if compiling "
                                "fails, a warning is logged and the blocks run as without it. Attention kernels "
                                "(ComfyUI's choice) are not compiled."}),
+                "non_causal_base": (list(NON_CAUSAL), {
+                    "default": NON_CAUSAL[0],
+                    "tooltip": "A base that is not a causal model (a Wan2.1-VACE checkpoint, or plain bidirectional "
+                               "Wan2.1 weights) makes a broken video when run chunk by chunk, so it is refused. "
+                               "'load anyway' loads it with a warning: for a causal model saved as plain "
+                               "safetensors without causal_ar metadata."}),
             },
         }
 
@@ -78,16 +89,38 @@ class LongLiveModelLoader:
                    "manager keeps it loaded between runs; LoRA and VACE nodes further down share its weights.")
 
     def load(self, base_checkpoint: str, lora: str, lora_strength: float, dtype: str,
-             entry: str = "auto", compile: bool = False) -> tuple[LongLiveModel]:
+             entry: str = "auto", compile: bool = False,
+             non_causal_base: str = NON_CAUSAL[0]) -> tuple[LongLiveModel]:
         if dtype not in DTYPES:
             raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
         if entry not in ENTRIES:
             raise ValueError(f"entry {entry!r}: expected one of {', '.join(ENTRIES)}")
+        if non_causal_base not in NON_CAUSAL:
+            raise ValueError(f"non_causal_base {non_causal_base!r}: expected one of {', '.join(NON_CAUSAL)}")
         base = FileRef.resolve("diffusion_models", base_checkpoint)
+        check_causal_base(base, refuse=non_causal_base == NON_CAUSAL[0])
         if entry != "auto":
             base = replace(base, entry=entry)
         lora_file = FileRef.resolve("loras", lora) if lora != NO_LORA and lora_strength != 0 else None
         return (load_model(base, dtype, lora_file, float(lora_strength), compile=bool(compile)),)
+
+
+def check_causal_base(base: FileRef, refuse: bool) -> None:
+    """Refuse (or, when told to load it anyway, log) a base file that is not a causal model; read
+    from its keys and metadata only (vace_core/base_kind.py has the rule)."""
+    kind = base_kind(base.path)
+    if kind.is_causal:
+        return
+    if kind.kind == "vace":
+        fix = f"Choose the causal base (e.g. {BASE_FILE}) here and graft this file with 'Load VACE Weights (graft)'"
+    else:
+        fix = f"Choose a causal checkpoint ({BASE_FILE}, or a Self-Forcing, CausVid or Causal Forcing .pt)"
+    message = (f"base_checkpoint {base.name!r} is {kind.what}: a bidirectional model, which makes a broken video "
+               "when run chunk by chunk")
+    if refuse:
+        raise ValueError(f"{message}. {fix}; to run it anyway (a causal model saved without causal metadata), "
+                         "set non_causal_base to 'load anyway'.")
+    log.warning("LongLive: %s; loading it anyway (non_causal_base 'load anyway')", message)
 
 
 class LongLiveLoraLoader:

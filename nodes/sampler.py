@@ -4,89 +4,81 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
-from ..vace_core.encoding import (VaceContext, check_size, denormalize_latents, encode_start_frames,
-                                  latent_frames_for, video_frames_for)
+from ..vace_core.encoding import (VaceContext, encode_start_frames, denormalize_latents, latent_frames_for,
+                                  video_frames_for)
 from ..vace_core.memory import run_memory_bytes
-from ..vace_core.passes import VACE_ATTENTION_MODES
-from ..vace_core.plan import (HINT_CHUNKS, RECACHE_MODES, REFERENCE_MODES, PromptSegment, SamplerSettings,
-                              VaceScaleRamp, check_vace)
-from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES, PRESETS, Preset, resolve_settings
+from ..vace_core.plan import PromptSegment, SamplerSettings, VaceScaleRamp, check_vace
+from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES
 from ..vace_core.sampler import GenerationCancelled, SampleResult, StepInfo, generate
-from ..vace_core.scheduler import parse_steps
 from . import host
-from .common import (CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY,
-                     VACE_TYPE)
+from .common import (CATEGORY, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, SETTINGS_TYPE, VACE_TYPE, VideoSize,
+                     latent_video_size, source_node)
 from .host.model_ref import LongLiveModel
 from .prompts import conditioning_tensor
+from .sampler_settings import SamplerChoices
 
-DEFAULTS = SamplerSettings()
-NO_RAMP = -1.0
-FROM_PRESET = -1  # chunk_frames / window_frames / sink_frames / shift widget value: take the preset's
-STEPS_FROM_PRESET = ""
+# what ComfyUI passes every sampler node besides its inputs: the queued graph and the node's id,
+# so that an error can name the nodes an input came from
+HIDDEN = {"prompt": "PROMPT", "unique_id": "UNIQUE_ID"}
+
+
+def sampler_inputs() -> dict:
+    """The inputs of the LongLive sampler nodes, in the order the editor shows them: what most runs
+    change is on the node; the causal options and the preset overrides come from the optional
+    'LongLive Sampler Settings' node. The nodes built on it (Sampler -> Video, Continue Video) add
+    and remove entries by name, so a new input is added here once."""
+    return {
+        "required": {
+            "model": (MODEL_TYPE, {"tooltip": "The LongLive model (with VACE weights when a vace_context "
+                                              "is connected)."}),
+            "positive": ("CONDITIONING", {
+                "tooltip": "The prompt, from CLIPTextEncode with the umT5 'wan' text encoder. LongLive is "
+                           "distilled without CFG, so there is no negative prompt."}),
+            "latent": ("LATENT", {
+                "tooltip": "The video's width, height and length: an 'Empty HunyuanVideo 1.0 Latent' (the Wan "
+                           "2.1 video latent), or the latent output of 'VACE Encode References' when a VACE "
+                           "context is connected. Only its shape is used."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
+                             "tooltip": "Seed of the noise; the same seed gives the same video on any device."}),
+            "vace_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                     "tooltip": "Strength of the VACE hints (0 = plain text-to-video). "
+                                                "Ignored without a vace_context."}),
+            "preset": (list(PRESET_NAMES), {
+                "default": DEFAULT_PRESET,
+                "tooltip": "The settings the loaded checkpoint was distilled for (chunk, window, sink, steps, "
+                           "shift): LongLive, Self-Forcing, CausVid (AR) or Causal Forcing (chunkwise). The "
+                           "last three attend globally over 21 latent frames (81 video frames); longer videos "
+                           "roll that window. A 'LongLive Sampler Settings' node can override single values."}),
+        },
+        "optional": {
+            "vace_context": (VACE_TYPE, {"tooltip": "Reference / control conditioning from 'VACE Encode "
+                                                    "References' (its latent output gives the size)."}),
+            "prompt_schedule": (PROMPTS_TYPE, {
+                "tooltip": "Prompt switches from 'LongLive Prompt Schedule'; positive runs until the first "
+                           "switch (a scheduled prompt at frame 0 replaces it)."}),
+            "start_images": ("IMAGE", {
+                "tooltip": "Image(s) the video starts from (image-to-video): encoded with the vae, centre-cropped "
+                           "to the frame, they become the first output frames as they are and the video "
+                           "continues from them. One image = 1 frame; a clip of 4k+1 images = its k+1 latent "
+                           "frames."}),
+            "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE, to encode start_images (needed only with them)."}),
+            "settings": (SETTINGS_TYPE, {
+                "tooltip": "Optional 'LongLive Sampler Settings': the causal options, single preset values "
+                           "overridden, per-block VACE strength. Not connected = the preset's values and the "
+                           "defaults."}),
+        },
+        "hidden": dict(HIDDEN),
+    }
 
 
 class LongLiveSampler:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        return {
-            "required": {
-                "model": (MODEL_TYPE, {"tooltip": "The LongLive model (with VACE weights when a vace_context "
-                                                  "is connected)."}),
-                "positive": ("CONDITIONING", {
-                    "tooltip": "The prompt, from CLIPTextEncode with the umT5 'wan' text encoder. LongLive is "
-                               "distilled without CFG, so there is no negative prompt."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff,
-                                 "control_after_generate": True,
-                                 "tooltip": "Seed of the noise; the same seed gives the same video on any device."}),
-                "length": ("INT", {"default": 81, "min": 1, "max": MAX_VIDEO_FRAMES, "step": 4,
-                                   "tooltip": "Video frames to generate (4k+1: 81 = 21 latent frames, 5 s at "
-                                              "16 fps). Must match the VACE context's length."}),
-                "width": ("INT", {"default": 832, "min": 16, "max": MAX_RESOLUTION, "step": 16,
-                                  "tooltip": "Video width in pixels, a multiple of 16 (LongLive: 832)."}),
-                "height": ("INT", {"default": 480, "min": 16, "max": MAX_RESOLUTION, "step": 16,
-                                   "tooltip": "Video height in pixels, a multiple of 16 (LongLive: 480)."}),
-                "vace_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
-                                         "tooltip": "Strength of the VACE hints (0 = plain text-to-video). "
-                                                    "Ignored without a vace_context."}),
-                "chunk_frames": ("INT", {"default": FROM_PRESET, "min": FROM_PRESET, "max": 64,
-                                         "tooltip": "Latent frames generated per causal chunk (3 = 12 video "
-                                                    f"frames). {_from_preset_note('chunk_frames')}"}),
-                "window_frames": ("INT", {"default": FROM_PRESET, "min": FROM_PRESET, "max": 1024,
-                                          "tooltip": "Self-attention window in latent frames, sink included, "
-                                                     "references not counted; must hold sink_frames + "
-                                                     f"chunk_frames. {_from_preset_note('window_frames')}"}),
-                "sink_frames": ("INT", {"default": FROM_PRESET, "min": FROM_PRESET, "max": 1024,
-                                        "tooltip": "First generated latent frames kept in attention for the "
-                                                   f"whole video (0 = none). {_from_preset_note('sink_frames')}"}),
-                "steps": ("STRING", {"default": STEPS_FROM_PRESET,
-                                     "tooltip": "Denoising steps, strictly decreasing in 1..1000, e.g. "
-                                                "1000,750,500,250. Empty = the preset's: "
-                                                + _by_value(_steps_text) + "."}),
-                "shift": ("FLOAT", {"default": float(FROM_PRESET), "min": float(FROM_PRESET), "max": 20.0,
-                                    "step": 0.1,
-                                    "tooltip": "Timestep shift of the flow-matching schedule (positive). "
-                                               f"{_from_preset_note('shift')}"}),
-            },
-            "optional": {
-                "vace_context": (VACE_TYPE, {"tooltip": "Reference / control conditioning from 'VACE Encode "
-                                                        "References' (same width, height and length)."}),
-                "prompt_schedule": (PROMPTS_TYPE, {
-                    "tooltip": "Prompt switches from 'LongLive Prompt Schedule'; positive runs until the first "
-                               "switch (a scheduled prompt at frame 0 replaces it)."}),
-                **start_image_inputs(),
-                "vae": ("VAE", {"tooltip": "ComfyUI's Wan 2.1 VAE, to encode start_images (needed only with "
-                                           "them)."}),
-                "vace_scale_end": ("FLOAT", {"default": NO_RAMP, "min": NO_RAMP, "max": 2.0, "step": 0.05,
-                                             "tooltip": "VACE strength at the last chunk, ramping linearly from "
-                                                        "vace_scale at the first; -1 = constant vace_scale."}),
-                **causal_option_inputs(),
-                **preset_input(),
-            },
-        }
+        return sampler_inputs()
 
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("samples",)
@@ -96,49 +88,18 @@ class LongLiveSampler:
     DESCRIPTION = ("Generates a video chunk by chunk with LongLive's KV cache (flat cost per chunk), "
                    "following the VACE references and switching prompts on schedule.")
 
-    def sample(self, model: LongLiveModel, positive, seed: int, length: int, width: int, height: int,
-               vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
-               shift: float, vace_context: VaceContext | None = None,
+    def sample(self, model: LongLiveModel, positive, latent: dict, seed: int, vace_scale: float,
+               preset: str = DEFAULT_PRESET, vace_context: VaceContext | None = None,
                prompt_schedule: Sequence[PromptSegment] | None = None, start_images: torch.Tensor | None = None,
-               vae=None, vace_scale_end: float = NO_RAMP, **causal_options) -> tuple[dict]:
-        plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
-                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
-        result = sample_on_device(model, plan, video_frames=length, seed=seed, vace=vace_context,
+               vae=None, settings: SamplerChoices | None = None, prompt: dict | None = None,
+               unique_id: str | None = None) -> tuple[dict]:
+        size = latent_video_size(latent, "latent")
+        plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
+                        Origin(prompt, unique_id))
+        result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
                                   start_latents=encode_start_images(start_images, vae, plan))
         samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
         return ({"samples": samples, REF_FRAMES_KEY: result.ref_frames},)
-
-
-# The sampler's named departures from upstream VACE / LongLive (vace_core/sampler.py), shared by both
-# sampler nodes: (choices or "BOOLEAN", tooltip); defaults come from SamplerSettings.
-CAUSAL_OPTIONS = {
-    "reference_mode": (REFERENCE_MODES,
-                       "How the reference frames (the first causal block) are made: 'denoise' them from noise "
-                       "like upstream VACE, or insert their encoded latents 'clean' and only cache them (one "
-                       "pass instead of five)."),
-    "vace_attention": (VACE_ATTENTION_MODES,
-                       "What the VACE blocks attend to: 'causal' = the references, sink and window like the main "
-                       "blocks (through a VACE KV cache; hints of every chunk follow the references), "
-                       "'references' = the chunk plus the references (small cache), 'block' = the chunk alone "
-                       "(no cache; later chunks' hints do not see the references)."),
-    "hint_chunks": (HINT_CHUNKS,
-                    "Which chunks run VACE: 'all' (upstream behaviour) or 'first' (the references and the "
-                    "first chunk; later chunks follow them through the KV caches at no VACE cost)."),
-    "hints_in_clean_pass": ("BOOLEAN",
-                            "Keep VACE in each chunk's clean cache-writing pass, so later chunks attend to "
-                            "VACE-conditioned keys (off: cheaper, as Daydream Scope does)."),
-    "recache": (RECACHE_MODES,
-                "What a prompt switch re-encodes under the new prompt: 'longlive' = LongLive's recache (one "
-                "pass over the window before the switch; within the first window frames the sink too), "
-                "'causal' = the rolling window block by block, keeping the sink."),
-}
-
-
-def start_image_inputs() -> dict:
-    return {"start_images": ("IMAGE", {
-        "tooltip": "Optional image(s) the video starts from (image-to-video): encoded with the vae, centre-cropped "
-                   "to the frame, they become the first output frames as they are and the video continues from "
-                   "them. One image = 1 frame; a clip of 4k+1 images = its k+1 latent frames."})}
 
 
 def encode_start_images(start_images: torch.Tensor | None, vae, plan: "RunPlan") -> torch.Tensor | None:
@@ -150,26 +111,20 @@ def encode_start_images(start_images: torch.Tensor | None, vae, plan: "RunPlan")
     frames = latent_frames_for(start_images.shape[0]) if start_images.ndim == 4 else 1
     if frames >= plan.latent_frames:
         raise ValueError(f"start_images: {start_images.shape[0]} image(s) make {frames} latent frame(s), leaving "
-                         f"nothing to generate in a video of {plan.latent_frames} latent frames: raise length")
+                         f"nothing to generate in a video of {plan.latent_frames} latent frames: raise the length")
     return encode_start_frames(vae, start_images, plan.width, plan.height)
 
 
-def preset_input() -> dict:
-    return {"preset": (list(PRESET_NAMES), {
-        "default": DEFAULT_PRESET,
-        "tooltip": "Settings the checkpoint was distilled for: fills chunk_frames, window_frames, sink_frames, "
-                   "steps and shift wherever they are left at -1 / empty (a value set there wins). Pick the one "
-                   "of the loaded checkpoint: LongLive, Self-Forcing, CausVid (AR) or Causal Forcing (chunkwise). "
-                   "The last three attend globally over 21 latent frames (81 video frames); longer videos roll "
-                   "that window."})}
+@dataclass(frozen=True)
+class Origin:
+    """Where a sampler node sits in the queued graph (ComfyUI's hidden PROMPT and UNIQUE_ID), to name
+    the nodes its inputs come from; both None outside ComfyUI."""
+    prompt: dict | None = None
+    unique_id: str | None = None
 
-
-def causal_option_inputs() -> dict:
-    inputs = {}
-    for name, (choices, tooltip) in CAUSAL_OPTIONS.items():
-        kind = "BOOLEAN" if choices == "BOOLEAN" else list(choices)
-        inputs[name] = (kind, {"default": getattr(DEFAULTS, name), "tooltip": tooltip})
-    return inputs
+    def source(self, input_name: str) -> str:
+        """"node 7 'VACE Encode References'" (or "the <input_name> input" when unknown)."""
+        return source_node(self.prompt, self.unique_id, input_name) or f"the {input_name} input"
 
 
 @dataclass(frozen=True)
@@ -177,7 +132,7 @@ class RunPlan:
     """A sampler run's validated settings, shared by the sampler nodes."""
     settings: SamplerSettings
     prompts: list[PromptSegment]
-    vace_scale: float | VaceScaleRamp
+    vace_scale: float | list[float] | VaceScaleRamp
     ref_frames: int
     width: int
     height: int
@@ -185,57 +140,35 @@ class RunPlan:
     latent_frames: int
 
 
-def plan_run(model: LongLiveModel, positive, length: int, width: int, height: int, vace_scale: float,
-             chunk_frames: int, window_frames: int, sink_frames: int, steps: str, shift: float,
-             vace_context: VaceContext | None, prompt_schedule: Sequence[PromptSegment] | None,
-             vace_scale_end: float, causal_options: dict | None = None) -> RunPlan:
-    """Every check of the sampler inputs, run before the model moves or anything is computed."""
-    check_size(width, height)
-    options = dict(causal_options or {})
-    preset = options.pop("preset", DEFAULT_PRESET)
-    unknown = set(options) - set(CAUSAL_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown sampler option(s) {sorted(unknown)}; known: {', '.join(CAUSAL_OPTIONS)}")
-    settings = preset_settings(preset, chunk_frames, window_frames, sink_frames, steps, shift, **options)
-    prompts = _prompt_segments(model, positive, prompt_schedule, length)
+def plan_run(model: LongLiveModel, positive, size: VideoSize, vace_scale: float, preset: str,
+             choices: SamplerChoices | None, vace_context: VaceContext | None,
+             prompt_schedule: Sequence[PromptSegment] | None, origin: Origin = Origin(),
+             size_from: str = "latent") -> RunPlan:
+    """Every check of the sampler inputs, run before the model moves or anything is computed.
+    `size_from` names the input the size was read from (for messages)."""
+    choices = choices if choices is not None else SamplerChoices()
+    settings = choices.resolve(preset)
+    prompts = _prompt_segments(model, positive, prompt_schedule, size.length)
     if vace_context is not None:
-        check_vace(model, vace_context, latent_frames_for(length), height, width)
+        _check_same_size(size, vace_context, origin, size_from)
+        check_vace(model, vace_context, latent_frames_for(size.length), size.height, size.width)
     ref_frames = vace_context.ref_frames if vace_context is not None else 0
-    _check_rope(model, ref_frames, length)
-    scale = VaceScaleRamp(vace_scale, vace_scale_end) if vace_scale_end >= 0 else vace_scale
-    return RunPlan(settings, prompts, scale, ref_frames, width, height, vace_context is not None,
-                   latent_frames_for(length))
+    _check_rope(model, ref_frames, size.length)
+    scale = choices.vace_scale(vace_scale, model.facts.num_vace_blocks if vace_context is not None else None)
+    return RunPlan(settings, prompts, scale, ref_frames, size.width, size.height, vace_context is not None,
+                   latent_frames_for(size.length))
 
 
-def preset_settings(preset: str, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
-                    shift: float, **other) -> SamplerSettings:
-    """The sampler settings of the node's widgets: -1 (any negative) / empty steps take the preset's
-    value, anything else wins over it."""
-    def given(value):
-        return None if value < 0 else value
-
-    return resolve_settings(preset, chunk_frames=given(chunk_frames), window_frames=given(window_frames),
-                            sink_frames=given(sink_frames),
-                            denoising_steps=parse_steps(steps) if str(steps).strip() else None,
-                            shift=given(shift), **other)
-
-
-def _from_preset_note(name: str) -> str:
-    return f"-1 = the preset's ({_by_value(lambda p: f'{getattr(p, name):g}')})."
-
-
-def _by_value(show: Callable[[Preset], str]) -> str:
-    """'LongLive 12; Self-Forcing, CausVid (AR), ... 21' (presets grouped by the value shown)."""
-    groups: dict[str, list[str]] = {}
-    for p in PRESETS.values():
-        groups.setdefault(show(p), []).append(p.name)
-    if len(groups) == 1:
-        return f"{next(iter(groups))} in every preset"
-    return "; ".join(f"{', '.join(names)} {value}" for value, names in groups.items())
-
-
-def _steps_text(p: Preset) -> str:
-    return ",".join(map(str, p.denoising_steps)) + ("" if p.warp_steps else " fed unwarped")
+def _check_same_size(size: VideoSize, vace: VaceContext, origin: Origin, size_from: str) -> None:
+    """The LATENT and the VACE context describe one video; a second copy of the size that disagrees
+    is refused naming both nodes, before any model work."""
+    theirs = VideoSize(vace.width, vace.height, vace.video_frames)
+    if theirs != size:
+        raise ValueError(
+            f"{size_from} and vace_context describe different videos: {size_from} (from {origin.source(size_from)}) "
+            f"is {size.describe()}, vace_context (from {origin.source('vace_context')}) was encoded for "
+            f"{theirs.describe()}. Connect the latent output of 'VACE Encode References' to the sampler's "
+            f"{size_from}, so the size is set on that node only.")
 
 
 @contextmanager
@@ -293,7 +226,7 @@ def _prompt_segments(model: LongLiveModel, positive, schedule, length: int) -> l
     for entry in schedule or ():
         if entry.start_frame >= length:
             raise ValueError(f"prompt_schedule: a prompt starts at frame {entry.start_frame}, at or after the "
-                             f"end of the video (length {length}); shorten the schedule or raise length")
+                             f"end of the video (length {length}); shorten the schedule or raise the video's length")
         segments[entry.start_frame] = entry  # a scheduled prompt at frame 0 replaces positive
     for segment in segments.values():
         width = segment.context.shape[-1]

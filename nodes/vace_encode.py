@@ -1,8 +1,13 @@
-"""VACE Encode References: reference images (+ optional control video / masks) -> VACE_CONTEXT."""
+"""VACE Encode References: reference images (+ optional control video / masks) -> VACE_CONTEXT, and
+the empty video LATENT of the same size for the sampler (as core WanVaceToVideo hands its sampler a
+latent), so the video's width, height and length are set on this node only."""
 
 from __future__ import annotations
 
-from ..vace_core.encoding import REFERENCE_FITS, VaceContext, check_size, encode_vace_context
+import torch
+
+from ..vace_core.encoding import (LATENT_CHANNELS, REFERENCE_FITS, VAE_STRIDE_S, VaceContext, check_size,
+                                  encode_vace_context)
 from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, VACE_TYPE
 from .host.files import WAN_VAE_FILE
 
@@ -14,12 +19,12 @@ class LongLiveVaceEncode:
             "required": {
                 "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE (VAELoader with {WAN_VAE_FILE})."}),
                 "width": ("INT", {"default": 832, "min": 16, "max": MAX_RESOLUTION, "step": 16,
-                                  "tooltip": "Video width in pixels (multiple of 16); must equal the sampler's."}),
+                                  "tooltip": "Video width in pixels (multiple of 16; LongLive: 832)."}),
                 "height": ("INT", {"default": 480, "min": 16, "max": MAX_RESOLUTION, "step": 16,
-                                   "tooltip": "Video height in pixels (multiple of 16); must equal the sampler's."}),
+                                   "tooltip": "Video height in pixels (multiple of 16; LongLive: 480)."}),
                 "length": ("INT", {"default": 81, "min": 1, "max": MAX_VIDEO_FRAMES, "step": 4,
-                                   "tooltip": "Video frames to generate (4k+1, e.g. 81); must equal the "
-                                              "sampler's length."}),
+                                   "tooltip": "Video frames to generate (4k+1: 81 = 21 latent frames, 5 s at "
+                                              "16 fps)."}),
                 "reference_fit": (list(REFERENCE_FITS), {
                     "default": "pad",
                     "tooltip": "How a reference image is fitted to the frame: pad = whole image on white "
@@ -29,7 +34,10 @@ class LongLiveVaceEncode:
             "optional": {
                 "reference_images": ("IMAGE", {
                     "tooltip": "Reference image(s) the video should follow (subject, style); every image of "
-                               "the batch becomes one reference frame."}),
+                               "the batch becomes one reference frame, in batch order."}),
+                "more_reference_images": ("IMAGE", {
+                    "tooltip": "More reference images, of another size than reference_images (a scene, an "
+                               "object...): each is fitted to the frame on its own and follows them in order."}),
                 "control_video": ("IMAGE", {
                     "tooltip": "Optional control video (depth, pose, frames to keep...), cropped to the "
                                "frame; shorter videos are padded with gray."}),
@@ -39,23 +47,28 @@ class LongLiveVaceEncode:
             },
         }
 
-    RETURN_TYPES = (VACE_TYPE,)
-    RETURN_NAMES = ("vace_context",)
-    OUTPUT_TOOLTIPS = ("VACE conditioning for the LongLive Sampler (references first, then the video frames).",)
+    RETURN_TYPES = (VACE_TYPE, "LATENT")
+    RETURN_NAMES = ("vace_context", "latent")
+    OUTPUT_TOOLTIPS = ("VACE conditioning for the LongLive Sampler (references first, then the video frames).",
+                       "An empty video latent of this width, height and length, for the sampler's latent input.")
     FUNCTION = "encode"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Encodes reference images (and optionally a control video with masks) with the Wan VAE "
                    "into the 96-channel VACE context the grafted VACE blocks read.")
 
     def encode(self, vae, width: int, height: int, length: int, reference_fit: str,
-               reference_images=None, control_video=None, control_masks=None) -> tuple[VaceContext]:
+               reference_images=None, more_reference_images=None, control_video=None,
+               control_masks=None) -> tuple[VaceContext, dict]:
         check_size(width, height)
-        if reference_images is None and control_video is None:
+        references = [images for images in (reference_images, more_reference_images) if images is not None]
+        if not references and control_video is None:
             raise ValueError("VACE Encode References: connect reference_images and/or control_video "
                              "(with neither there is nothing to condition on)")
         if control_masks is not None and control_video is None:
             raise ValueError("VACE Encode References: control_masks need a control_video to apply to")
-        context = encode_vace_context(vae, width, height, length, reference_images=reference_images,
+        context = encode_vace_context(vae, width, height, length, reference_images=references,
                                       control_video=control_video, control_masks=control_masks,
                                       reference_fit=reference_fit)
-        return (context,)
+        # what core's EmptyHunyuanLatentVideo gives for this size: [1, 16, latent frames, h, w]
+        latent = torch.zeros(1, LATENT_CHANNELS, context.latent_frames, height // VAE_STRIDE_S, width // VAE_STRIDE_S)
+        return (context, {"samples": latent})

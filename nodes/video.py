@@ -19,14 +19,16 @@ import torch
 
 from ..vace_core.encoding import VAE_STRIDE_S, latent_frames_for
 from ..vace_core.plan import PromptSegment, plan_blocks
+from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.sampler import GenerationCancelled
 from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
 from . import host
-from .common import CATEGORY, video_latents
+from .common import CATEGORY, latent_video_size, video_latents
 from .host.files import WAN_VAE_FILE
 from .host.model_ref import LongLiveModel
-from .sampler import (NO_RAMP, LongLiveSampler, encode_start_images, keep_loaded_and_check_interrupt,
-                      on_compute_device, plan_run)
+from .sampler import (Origin, encode_start_images, keep_loaded_and_check_interrupt, on_compute_device, plan_run,
+                      sampler_inputs)
+from .sampler_settings import SamplerChoices
 
 log = logging.getLogger("longlive_vace")
 
@@ -140,7 +142,7 @@ class LongLiveSaveVideo:
 class LongLiveSampleToVideo:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
-        inputs = LongLiveSampler.INPUT_TYPES()
+        inputs = sampler_inputs()
         return {
             "required": {
                 **inputs["required"],
@@ -149,7 +151,7 @@ class LongLiveSampleToVideo:
                 **_video_inputs(),
             },
             "optional": {name: spec for name, spec in inputs["optional"].items() if name != "vae"},
-            "hidden": dict(_HIDDEN),
+            "hidden": {**inputs["hidden"], **_HIDDEN},
         }
 
     RETURN_TYPES = ()
@@ -162,27 +164,28 @@ class LongLiveSampleToVideo:
                    "appended at once and nothing else is kept, so memory stays flat however long the video "
                    "(minutes). Cancelling leaves a valid, shorter mp4.")
 
-    def generate(self, model: LongLiveModel, positive, seed: int, length: int, width: int, height: int,
-                 vace_scale: float, chunk_frames: int, window_frames: int, sink_frames: int, steps: str,
-                 shift: float, vae, filename_prefix: str, fps: int, crf: int, vace_context=None,
+    def generate(self, model: LongLiveModel, positive, latent: dict, seed: int, vace_scale: float, vae,
+                 filename_prefix: str, fps: int, crf: int, preset: str = DEFAULT_PRESET, vace_context=None,
                  prompt_schedule: Sequence[PromptSegment] | None = None, start_images=None,
-                 vace_scale_end: float = NO_RAMP, prompt=None, extra_pnginfo=None, **causal_options) -> dict:
-        plan = plan_run(model, positive, length, width, height, vace_scale, chunk_frames, window_frames,
-                        sink_frames, steps, shift, vace_context, prompt_schedule, vace_scale_end, causal_options)
+                 settings: SamplerChoices | None = None, prompt=None, extra_pnginfo=None,
+                 unique_id: str | None = None) -> dict:
+        size = latent_video_size(latent, "latent")
+        plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
+                        Origin(prompt, unique_id))
         start_latents = encode_start_images(start_images, vae, plan)
-        path, name, subfolder = host.video_output_path(filename_prefix, width, height)
+        path, name, subfolder = host.video_output_path(filename_prefix, size.width, size.height)
         decoder = host.streaming_decoder(vae)
         given = start_latents.shape[2] if start_latents is not None else 0
-        chunks = len(plan_blocks(0, latent_frames_for(length), plan.settings.chunk_frames, given))
+        chunks = len(plan_blocks(0, latent_frames_for(size.length), plan.settings.chunk_frames, given))
         progress = _ChunkProgress(chunks, "Sampler -> Video")
         with on_compute_device(model, plan) as loaded:
             try:
-                with VideoWriter(path, width, height, fps=fps, crf=crf,
+                with VideoWriter(path, size.width, size.height, fps=fps, crf=crf,
                                  metadata=_metadata(prompt, extra_pnginfo)) as writer:
                     # decoding a chunk loads the VAE, which may evict the model on a small GPU: every
                     # pass checks that it is still loaded
-                    _, stats = generate_to_video(loaded.network, plan.prompts, video_frames=length,
-                                                 height=height, width=width, seed=seed, decoder=decoder,
+                    _, stats = generate_to_video(loaded.network, plan.prompts, video_frames=size.length,
+                                                 height=size.height, width=size.width, seed=seed, decoder=decoder,
                                                  writer=writer, vace=vace_context, vace_scale=plan.vace_scale,
                                                  settings=plan.settings,
                                                  should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),

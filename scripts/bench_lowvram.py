@@ -118,14 +118,13 @@ def child(args: argparse.Namespace) -> None:
 
     def run(chunks: int) -> float:
         latent_frames = chunks * CHUNK_FRAMES
-        video_frames = encoding.video_frames_for(latent_frames)
         vace = common.random_vace_context(plan["height"], plan["width"], latent_frames,
                                          context_class=encoding.VaceContext)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        sampler.sample(model, [[text, {}]], 0, video_frames, plan["width"], plan["height"], 1.0, -1, -1, -1, "",
-                       -1.0, vace_context=vace, vace_attention="causal")
+        size = {"samples": torch.zeros(1, 16, latent_frames, plan["height"] // 8, plan["width"] // 8)}
+        sampler.sample(model, [[text, {}]], size, 0, 1.0, vace_context=vace)  # LongLive preset, vace_attention causal
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return time.perf_counter() - start

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Load every UI example workflow in the real ComfyUI editor (headless Chromium) and report, per
-workflow: missing node types, widgets that do not hold their intended value, and differences
-between the editor's `app.graphToPrompt()` and the workflow's API twin.
+workflow: missing node types, widgets that do not hold their intended value, differences between
+the editor's `app.graphToPrompt()` and the workflow's API twin, and how it opens from the template
+browser at 1600x1000 the way a user opens it (menu -> Browse Templates -> the pack -> the card): the
+zoom it opens at (the editor draws nodes as empty boxes below 0.6) and whether its note's text fits
+its box.
 
     # start each ComfyUI with the pack installed (default: the snapshots in ../shared/comfyui/)
     python3 scripts/check_workflows_in_editor.py --python /opt/comfy-venv/bin/python
@@ -9,16 +12,18 @@ between the editor's `app.graphToPrompt()` and the workflow's API twin.
     # or check a running server that has the pack installed
     python3 scripts/check_workflows_in_editor.py --server http://127.0.0.1:8188
 
-A started server gets an isolated base directory (our pack in custom_nodes/, an empty file under
-every model and input name the workflows use, so the loaders list them) and the editor version its
+A started server gets an isolated base directory (our pack in custom_nodes/, the example inputs
+in input/, an empty file under every model name the workflows use, so the loaders list them) and the editor version its
 requirements.txt pins (0.8.0: 1.35.9, 0.33.0: 1.49.6), through tests/integration/comfy_harness.py.
 
 Needs Playwright (`pip install playwright`) and a Chromium; `playwright install` is not needed: the
 browser is found at --chromium, $CHROMIUM or /usr/bin/chromium (Debian: `apt-get install chromium`).
-Exit status: 0 every count is zero, 1 a workflow has a problem, 2 the check could not run.
+Exit status: 0 every count is zero and every workflow opens at 0.6 or more with its note fitting,
+1 a workflow has a problem, 2 the check could not run.
 
-`--thumbnails DIR` also writes a screenshot of each loaded workflow as DIR/<name>.jpg (the template
-browser shows `example_workflows/<name>.jpg`).
+`--screenshot PATH` also saves what the last (newest) editor shows after opening the
+reference-to-video workflow from the template browser (the README's picture), as a JPEG 1200
+pixels wide, with the minimap hidden.
 """
 
 from __future__ import annotations
@@ -40,14 +45,22 @@ WORKFLOWS = ROOT / "example_workflows"
 HARNESS = ROOT / "tests" / "integration"
 EDITOR_ONLY = {"MarkdownNote", "Note"}
 PAGE_TIMEOUT_MS = 180_000
-THUMBNAIL_VIEWPORT, THUMBNAIL_WIDTH = {"width": 3600, "height": 1800}, 1280
+VIEWPORT = {"width": 1600, "height": 1000}  # the window a user opens the templates in
+MIN_ZOOM = 0.6  # below it the editor draws nodes as empty boxes (its low-quality threshold)
+SCREENSHOT_WIDTH = 1200
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 INPUT_FILES = {("LoadImage", "image"), ("LoadVideo", "file")}  # names in input/
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editor_widgets import editor_ports  # noqa: E402  (the editor's widget rules)
-from make_workflows import MODEL_INPUTS  # noqa: E402  (node type, input) -> models/ subfolder
+from make_example_inputs import write_examples  # noqa: E402  the example pictures the workflows load
+from make_workflows import MODEL_INPUTS, workflow_files  # noqa: E402  models/ subfolders, file names
+
+SCREENSHOT_OF = "longlive_vace_r2v"  # the workflow the README shows
+# the minimap panel covers the graph's lower right corner in a picture (editors 1.35 and 1.49)
+HIDE_MINIMAP_CSS = ("[data-testid=minimap-container], div:has(> [data-testid=close-minmap-button]), "
+                    "div:has(> [data-testid=close-minimap-button]) {display: none !important}")
 
 
 class CheckError(Exception):
@@ -67,7 +80,7 @@ def find_chromium(explicit: str | None = None) -> str | None:
 
 @dataclass
 class Workflow:
-    name: str
+    name: str  # the UI file's name: what the template browser lists
     ui: dict
     api: dict
 
@@ -87,9 +100,12 @@ def _is_link(value: Any) -> bool:
 
 
 def load_workflows(folder: Path = WORKFLOWS) -> list[Workflow]:
+    """Every UI workflow in `folder` with its API twin in `folder`/api/ (named as make_workflows
+    names it, else by the same file name)."""
+    twins = {f.ui.name: f.api.name for f in workflow_files()}
     found = []
     for path in sorted(folder.glob("*.json")):
-        twin = folder / "api" / path.name
+        twin = folder / "api" / twins.get(path.name, path.name)
         if not twin.is_file():
             raise CheckError(f"{path} has no API twin {twin}")
         found.append(Workflow(path.stem, json.loads(path.read_text(encoding="utf-8")),
@@ -161,10 +177,15 @@ class Result:
     widget_mismatches: list[str] = field(default_factory=list)
     prompt_differences: list[str] = field(default_factory=list)
     ignored_by_server: list[str] = field(default_factory=list)  # editor-only inputs, not differences
+    zoom: float | None = None  # the scale it opens at from the template browser (None: not a template)
+    note_fits: bool | None = None  # whether every note's text fits its box when opened so
+    template_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_nodes or self.widget_mismatches or self.prompt_differences)
+        readable = self.zoom is None or (self.zoom >= MIN_ZOOM and self.note_fits is not False)
+        return not (self.missing_nodes or self.widget_mismatches or self.prompt_differences
+                    or self.template_problems) and readable
 
 
 @dataclass
@@ -179,12 +200,19 @@ class EditorReport:
         return all(r.ok for r in self.results)
 
     def lines(self) -> list[str]:
-        out = [f"editor {self.editor_version} ({self.label or self.server})",
-               f"  {'workflow':<30} {'missing nodes':>13} {'widget mismatches':>17} {'prompt differences':>18}"]
+        out = [f"editor {self.editor_version} ({self.label or self.server}), opened from the template browser at "
+               f"{VIEWPORT['width']}x{VIEWPORT['height']}",
+               f"  {'workflow':<46} {'zoom':>5} {'note fits':>9} {'missing nodes':>13} {'widget mismatches':>17} "
+               f"{'prompt differences':>18}"]
         for r in self.results:
-            out.append(f"  {r.workflow:<30} {len(r.missing_nodes):>13} {len(r.widget_mismatches):>17} "
-                       f"{len(r.prompt_differences):>18}")
-            out.extend(f"    - {line}" for line in r.missing_nodes + r.widget_mismatches + r.prompt_differences)
+            zoom = f"{r.zoom:.2f}" if r.zoom is not None else "-"
+            fits = {None: "-", True: "yes", False: "NO"}[r.note_fits]
+            out.append(f"  {r.workflow:<46} {zoom:>5} {fits:>9} {len(r.missing_nodes):>13} "
+                       f"{len(r.widget_mismatches):>17} {len(r.prompt_differences):>18}")
+            out.extend(f"    - {line}" for line in r.missing_nodes + r.widget_mismatches + r.prompt_differences
+                       + r.template_problems)
+            if r.zoom is not None and r.zoom < MIN_ZOOM:
+                out.append(f"    - opens at zoom {r.zoom:.2f}, below {MIN_ZOOM}: every node is an empty box")
             out.extend(f"    (an input the node does not declare, ignored by the server: {line})"
                        for line in r.ignored_by_server)
         return out
@@ -235,36 +263,101 @@ def inspect(page, workflow: Workflow, declared: dict[str, set[str]] | None = Non
     return result
 
 
-GRAPH_BOX_JS = """() => {
-    const canvas = window.app.canvas, ds = canvas.ds, rect = canvas.canvas.getBoundingClientRect();
-    const nodes = window.app.graph._nodes, title = 30, pad = 12;
-    const sx = v => rect.left + (v + ds.offset[0]) * ds.scale, sy = v => rect.top + (v + ds.offset[1]) * ds.scale;
-    const x0 = Math.min(...nodes.map(n => sx(n.pos[0]))) - pad;
-    const x1 = Math.max(...nodes.map(n => sx(n.pos[0] + n.size[0]))) + pad;
-    const y0 = Math.min(...nodes.map(n => sy(n.pos[1] - title))) - pad;
-    const y1 = Math.max(...nodes.map(n => sy(n.pos[1] + n.size[1]))) + pad;
-    return {x: Math.max(0, x0), y: Math.max(0, y0), width: x1 - Math.max(0, x0), height: y1 - Math.max(0, y0)};
+# what a user sees once a template has opened: the zoom, the nodes, and for each note whether its
+# text fits (the bottom of its last line within the note's box; both sides scale with the zoom)
+OPENED_JS = """() => {
+    const app = window.app;
+    const notes = [...document.querySelectorAll('.comfy-markdown')].map(box => {
+        const content = box.querySelector('.tiptap, .ProseMirror') || box;
+        const last = content.lastElementChild;
+        if (!last) return true;
+        return last.getBoundingClientRect().bottom <= box.getBoundingClientRect().bottom + 1;
+    });
+    return {scale: app.canvas.ds.scale, nodes: app.graph._nodes.length, notes};
 }"""
 
 
-def _thumbnail(page, path: Path) -> None:
-    """A picture of the whole graph, as the template browser shows it: the editor's own "fit view"
-    command, cropped to the nodes, without dialogs or toasts over it. Use an editor that still draws
-    text at that zoom (1.35 does; 1.49 draws empty boxes below 50 %)."""
-    page.keyboard.press("Escape")
-    page.evaluate("""async () => {
-        document.querySelectorAll('.p-toast, .p-dialog-mask').forEach(e => e.remove());
-        await window.app.extensionManager.command.execute('Comfy.Canvas.FitView');
-    }""")
-    page.wait_for_timeout(800)  # the canvas redraws on the next animation frames
-    box = page.evaluate(GRAPH_BOX_JS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shot = page.screenshot(type="png", clip=box)
+def template_module(url: str, names: list[str]) -> str | None:
+    """The template browser's category of our workflows: the custom node folder GET
+    /api/workflow_templates lists them under (None when it lists none of them)."""
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/api/workflow_templates", timeout=60) as response:
+            listed = json.loads(response.read().decode("utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckError(f"cannot read {url}/api/workflow_templates: {error}") from None
+    return next((module for module, templates in listed.items() if set(names) & set(templates)), None)
+
+
+def open_from_template_browser(page, module: str, workflow: Workflow) -> tuple[float, bool, list[str]]:
+    """Open `workflow` as a user does: the ComfyUI menu -> Browse Templates -> the pack's category ->
+    its card. (zoom it opened at, whether its notes fit, problems)."""
+    _close_dialogs(page)
+    page.locator(".comfy-menu-button-wrapper").first.click()
+    page.get_by_role("menuitem", name="Browse Templates").click()
+    page.get_by_text(module, exact=True).first.click()
+    card = page.locator(f'[data-testid="template-workflow-{workflow.name}"]')
+    card.wait_for(timeout=30_000)
+    card.click()
+    expected = len(workflow.ui["nodes"])
+    page.wait_for_function(f"() => window.app.graph._nodes.length === {expected} && "
+                           "!document.querySelector('[data-testid=\"template-workflows-content\"]')", timeout=60_000)
+    # the notes render their markdown, and the fit is applied on a later animation frame: wait until
+    # the view has held still for a moment
+    page.wait_for_function("() => [...document.querySelectorAll('.comfy-markdown')].length > 0 && "
+                           "[...document.querySelectorAll('.comfy-markdown')].every(n => n.innerText.trim())",
+                           timeout=60_000)
+    _close_dialogs(page)  # a missing-models dialog, where the files are not there
+    seen, previous = page.evaluate(OPENED_JS), None
+    for _ in range(40):
+        page.wait_for_timeout(250)
+        previous, seen = seen, page.evaluate(OPENED_JS)
+        if seen == previous:
+            break
+    problems = []
+    if seen["nodes"] != expected:
+        problems.append(f"the template opened with {seen['nodes']} nodes, the file has {expected}")
+    if not seen["notes"]:
+        problems.append("no note was drawn")
+    return seen["scale"], all(seen["notes"]), problems
+
+
+# the close button of the topmost dialog: its top-right button (the editors label it with an icon only)
+CLOSE_BUTTON_JS = """() => {
+    const dialogs = [...document.querySelectorAll('.p-dialog, [role=dialog]')]
+        .filter(d => d.getBoundingClientRect().width > 0);
+    if (!dialogs.length) return null;
+    const buttons = [...dialogs[dialogs.length - 1].querySelectorAll('button')].map(b => b.getBoundingClientRect())
+        .filter(r => r.width > 0 && r.height > 0);
+    if (!buttons.length) return {x: -1, y: -1};
+    const best = buttons.reduce((a, b) => (b.right - b.top > a.right - a.top ? b : a));
+    return {x: best.left + best.width / 2, y: best.top + best.height / 2};
+}"""
+
+
+def _close_dialogs(page) -> None:
+    """Close what a user would close first: the template browser the editors open on a first start,
+    a missing-models dialog left by the previous workflow (its top-right button, else Escape)."""
+    for _ in range(4):
+        button = page.evaluate(CLOSE_BUTTON_JS)
+        if button is None:
+            return
+        if button["x"] < 0:
+            page.keyboard.press("Escape")
+        else:
+            page.mouse.click(button["x"], button["y"])
+        page.wait_for_timeout(400)
+
+
+def _screenshot(page, path: Path) -> None:
+    """The window as it is (a workflow just opened from the template browser), a JPEG of
+    SCREENSHOT_WIDTH pixels."""
     from PIL import Image  # only here: the check itself needs no imaging library
 
+    shot = page.screenshot(type="png")
     image = Image.open(io.BytesIO(shot)).convert("RGB")
-    height = round(image.height * THUMBNAIL_WIDTH / image.width)
-    image.resize((THUMBNAIL_WIDTH, height), Image.LANCZOS).save(path, quality=85)
+    height = round(image.height * SCREENSHOT_WIDTH / image.width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.resize((SCREENSHOT_WIDTH, height), Image.LANCZOS).save(path, quality=82, optimize=True)
 
 
 def _object_info(url: str) -> dict:
@@ -275,37 +368,63 @@ def _object_info(url: str) -> dict:
         raise CheckError(f"cannot read {url}/object_info: {error}") from None
 
 
+def _open_editor(browser, url: str):
+    """A fresh window (its own storage: no workflow tabs of an earlier visit) with the editor loaded."""
+    page = browser.new_context(viewport=VIEWPORT).new_page()
+    page.goto(url, wait_until="load", timeout=PAGE_TIMEOUT_MS)
+    page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph "
+                           "&& Object.keys(LiteGraph.registered_node_types).length > 0", timeout=PAGE_TIMEOUT_MS)
+    return page
+
+
 def check_server(url: str, workflows: list[Workflow], chromium: str, label: str = "",
-                 expect_editor: str | None = None, thumbnails: Path | None = None) -> EditorReport:
-    """Open the editor at `url` and inspect every workflow (one page, loaded once)."""
+                 expect_editor: str | None = None, screenshot: Path | None = None) -> EditorReport:
+    """Open the editor at `url` at 1600x1000 and inspect every workflow; then, in a fresh window,
+    open each one the server lists as a template from the template browser; with `screenshot`, a
+    third window opens the reference-to-video template for the picture (the minimap hidden)."""
     try:
         from playwright.sync_api import Error as PlaywrightError, sync_playwright
     except ImportError as error:
         raise CheckError(f"Playwright is not installed ({error}): pip install playwright") from None
+    module = template_module(url, [w.name for w in workflows])
+    listed = _listed_templates(url, module)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
             try:
-                # thumbnails: a viewport large enough that the fitted graph is drawn with its text
-                page = browser.new_page(viewport=THUMBNAIL_VIEWPORT if thumbnails else {"width": 1920, "height": 1080})
-                page.goto(url, wait_until="load", timeout=PAGE_TIMEOUT_MS)
-                page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph "
-                                       "&& Object.keys(LiteGraph.registered_node_types).length > 0",
-                                       timeout=PAGE_TIMEOUT_MS)
+                page = _open_editor(browser, url)
                 version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || null")
                 if expect_editor is not None and version != expect_editor:
                     raise CheckError(f"{url} serves editor {version}, expected {expect_editor}")
                 declared = declared_inputs(_object_info(url))
-                results = []
-                for workflow in workflows:
-                    results.append(inspect(page, workflow, declared))
-                    if thumbnails is not None:
-                        _thumbnail(page, thumbnails / f"{workflow.name}.jpg")
+                results = [inspect(page, workflow, declared) for workflow in workflows]
+                page = _open_editor(browser, url)
+                for workflow, result in zip(workflows, results):
+                    if workflow.name in listed:  # else a workflow made up for a test, not served as a template
+                        result.zoom, result.note_fits, result.template_problems = \
+                            open_from_template_browser(page, module, workflow)
+                if screenshot is not None:
+                    page = _open_editor(browser, url)
+                    page.add_style_tag(content=HIDE_MINIMAP_CSS)
+                    shown = next(w for w in workflows if w.name == _title_of(SCREENSHOT_OF))
+                    open_from_template_browser(page, module, shown)
+                    _screenshot(page, screenshot)
             finally:
                 browser.close()
     except PlaywrightError as error:
         raise CheckError(f"the browser failed on {url}: {str(error).splitlines()[0]}") from None
     return EditorReport(url, version, results, label)
+
+
+def _title_of(name: str) -> str:
+    return next(f.ui.stem for f in workflow_files() if f.name == name)
+
+
+def _listed_templates(url: str, module: str | None) -> set[str]:
+    if module is None:
+        return set()
+    with urllib.request.urlopen(url.rstrip("/") + "/api/workflow_templates", timeout=60) as response:
+        return set(json.loads(response.read().decode("utf-8")).get(module, []))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +449,7 @@ def _write_placeholders(base: Path, workflows: list[Workflow]) -> None:
 
 
 def check_checkouts(checkouts: list[Path], python: str, workflows: list[Workflow], chromium: str,
-                    thumbnails: Path | None = None) -> list[EditorReport]:
+                    screenshot: Path | None = None) -> list[EditorReport]:
     """Start each ComfyUI in turn (isolated base directory, its pinned editor) and check it."""
     harness = _harness()
     reports = []
@@ -344,6 +463,7 @@ def check_checkouts(checkouts: list[Path], python: str, workflows: list[Workflow
             for folder in ("models", "input", "output", "custom_nodes"):
                 (base / folder).mkdir()
             harness._install_packs(base / "custom_nodes")
+            write_examples(base / "input")  # as after the README's one command: Load Image shows them
             _write_placeholders(base, workflows)
             try:
                 client = harness.start_server(install, base, base / "server.log")
@@ -352,7 +472,7 @@ def check_checkouts(checkouts: list[Path], python: str, workflows: list[Workflow
             try:
                 reports.append(check_server(client.url, workflows, chromium, label=f"ComfyUI {install.label}",
                                             expect_editor=install.frontend,
-                                            thumbnails=thumbnails if not reports else None))
+                                            screenshot=screenshot if checkout == checkouts[-1] else None))
             finally:
                 harness.stop_server(client.process)
     return reports
@@ -376,8 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chromium", help="Chromium executable (default $CHROMIUM or /usr/bin/chromium)")
     parser.add_argument("--workflows", type=Path, default=WORKFLOWS, help="folder of UI workflows with api/ twins")
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
-    parser.add_argument("--thumbnails", type=Path, metavar="DIR",
-                        help="write a screenshot per workflow (from the first editor checked)")
+    parser.add_argument("--screenshot", type=Path, metavar="PATH",
+                        help="save the window of the last editor checked (the newest) after opening the "
+                             "reference-to-video workflow from the template browser, as a JPEG (the README's picture)")
     args = parser.parse_args(argv)
     try:
         chromium = find_chromium(args.chromium)
@@ -385,13 +506,14 @@ def main(argv: list[str] | None = None) -> int:
             raise CheckError("no Chromium found: apt-get install chromium, or pass --chromium")
         workflows = load_workflows(args.workflows)
         if args.server:
-            reports = [check_server(url, workflows, chromium, thumbnails=args.thumbnails if n == 0 else None)
+            reports = [check_server(url, workflows, chromium,
+                                    screenshot=args.screenshot if n == len(args.server) - 1 else None)
                        for n, url in enumerate(args.server)]
         else:
             checkouts = args.comfyui or default_checkouts()
             if not checkouts:
                 raise CheckError("no ComfyUI to check: pass --server or --comfyui")
-            reports = check_checkouts(checkouts, args.python, workflows, chromium, args.thumbnails)
+            reports = check_checkouts(checkouts, args.python, workflows, chromium, args.screenshot)
     except CheckError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

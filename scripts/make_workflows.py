@@ -7,8 +7,10 @@ Every workflow is written down once, below, as a graph of nodes with their input
 - `example_workflows/api/<name>.json`: API format, `{id: {"inputs", "class_type", "_meta": {"title"}}}`,
   for `scripts/queue_workflow.py` or any client of POST /prompt. It lives in a subfolder because
   ComfyUI offers every `example_workflows/*.json` of a pack as a template in the editor;
-- `example_workflows/<name>.json`: UI format (the litegraph document the editor saves, version 0.4),
-  laid out in columns by dependency depth, with notes naming every model file and where it goes.
+- `example_workflows/<title>.json`: UI format (the litegraph document the editor saves, version
+  0.4), named by what it does (the template browser shows the file name as the title), laid out
+  in grouped columns that open readable, with a note naming every model file and where it goes.
+  (scripts/make_thumbnails.py draws its picture, `<title>.jpg`.)
 
 Widget values of a UI node are positional. Their order comes from our nodes' INPUT_TYPES (imported
 from the pack, so an input a node gains appears in every regenerated workflow with its default)
@@ -21,7 +23,8 @@ tests/test_workflows.py converts every UI file back with an independent converte
 scripts/check_workflows_in_editor.py loads them in the real editors.
 
 To add a workflow: write a function that builds a `Graph` (see `t2v` below), decorate it with
-`@workflow`, run the script and commit the JSON (and add a line to the README's table).
+`@workflow`, run this script and make_thumbnails.py and commit the files (and add a line to the
+README's table). Files a definition no longer makes are removed.
 
     python3 scripts/make_workflows.py            # (re)write example_workflows/
     python3 scripts/make_workflows.py --check    # exit 1 when a committed file is stale
@@ -34,6 +37,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import re
 import sys
 import urllib.request
 import uuid
@@ -44,6 +48,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pack_loader  # noqa: E402  (the pack imported as ComfyUI imports it)
+import make_example_inputs as examples  # noqa: E402  (the input files the workflows load)
 from editor_widgets import Port, editor_ports  # noqa: E402  (the editor's widget rules)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +59,7 @@ PACK = "longlive_vace_workflow_gen"
 FRONTEND_VERSION = "1.35.9"  # the oldest editor the workflows are checked in (ComfyUI 0.8.0)
 # the core nodes the workflows may use (their /object_info entries are snapshotted per version)
 CORE_NODE_TYPES = ("CLIPLoader", "CLIPTextEncode", "VAELoader", "LoadImage", "LoadVideo", "GetVideoComponents",
-                   "ResizeAndPadImage", "ImageBatch")
+                   "EmptyHunyuanLatentVideo")
 
 # ---------------------------------------------------------------------------------------------
 # model files the workflows load (name as the loaders list it, model folder, download address)
@@ -66,24 +71,29 @@ class ModelFile:
     folder: str
     url: str
     about: str
+    gigabytes: float  # download size, GB (1e9 bytes)
 
 
 HF = "https://huggingface.co"
 WAN_REPACK = f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
 FILES = importlib.import_module(f"{pack_loader.load_pack(PACK, standalone=True).__name__}.nodes.host.files")
+# Sizes: the LongLive and VACE files from their tensors (1.42B base parameters in fp32, 350M LoRA
+# parameters in fp32, 2.15B VACE-model parameters in fp16; the full-size key set of
+# vace_core.testing.fixtures), the text encoder and VAE as Comfy-Org publishes them.
 BASE = ModelFile(FILES.BASE_FILE, "diffusion_models",
                  f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/{FILES.BASE_FILE}",
-                 "LongLive generator (causal Wan2.1-T2V-1.3B), 5.7 GB")
+                 "LongLive generator (causal Wan2.1-T2V-1.3B)", 5.7)
 LORA = ModelFile(FILES.LORA_FILE, "loras",
                  f"{HF}/Efficient-Large-Model/LongLive-1.3B/resolve/main/models/{FILES.LORA_FILE}",
-                 "LongLive LoRA (rank 256), merged at load")
+                 "LongLive LoRA (rank 256)", 1.4)
 VACE = ModelFile(FILES.VACE_FILES[0], "diffusion_models", f"{WAN_REPACK}/diffusion_models/{FILES.VACE_FILES[0]}",
-                 "Wan2.1-VACE-1.3B; only its VACE blocks are grafted onto LongLive. The 0.7 GB VACE module "
-                 f"[{FILES.VACE_FILES[1]}]({HF}/Kijai/WanVideo_comfy/resolve/main/{FILES.VACE_FILES[1]}) works "
-                 "as well")
+                 "Wan2.1-VACE-1.3B; only its VACE blocks are used", 4.3)
+VACE_MODULE = ModelFile(FILES.VACE_FILES[1], "diffusion_models",
+                        f"{HF}/Kijai/WanVideo_comfy/resolve/main/{FILES.VACE_FILES[1]}",
+                        "the VACE blocks alone: replaces the file above", 1.5)
 UMT5 = ModelFile(FILES.TEXT_ENCODER_FILE, "text_encoders", f"{WAN_REPACK}/text_encoders/{FILES.TEXT_ENCODER_FILE}",
-                 "umT5-XXL text encoder (ComfyUI's Wan text encoder; umt5_xxl_fp16 works too)")
-WAN_VAE = ModelFile(FILES.WAN_VAE_FILE, "vae", f"{WAN_REPACK}/vae/{FILES.WAN_VAE_FILE}", "Wan 2.1 VAE")
+                 "umT5-XXL text encoder, ComfyUI's Wan text encoder", 6.7)
+WAN_VAE = ModelFile(FILES.WAN_VAE_FILE, "vae", f"{WAN_REPACK}/vae/{FILES.WAN_VAE_FILE}", "Wan 2.1 VAE", 0.25)
 MODEL_FILES = {m.name: m for m in (BASE, LORA, VACE, UMT5, WAN_VAE)}
 # (node type, input) -> the model folder its value names a file in
 MODEL_INPUTS = {
@@ -211,27 +221,31 @@ class Node:
     type: str
     inputs: dict[str, Any]
     title: str | None = None
-
-
-@dataclass
-class Note:
-    title: str
-    text: str
+    column: int = 0  # layout column, left to right
 
 
 @dataclass
 class Graph:
+    """One workflow: `name` (the API file), `title` (the UI file, which the template browser shows
+    as the title: the hosts take no other title for a custom node's template), one line saying what
+    it does, its nodes, one note and a group per set of columns."""
     name: str
+    title: str
+    description: str
     nodes: dict[int, Node] = field(default_factory=dict)
-    notes: list[Note] = field(default_factory=list)
+    note_text: str = ""
+    groups: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
 
-    def add(self, type_: str, title: str | None = None, **inputs: Any) -> Ref:
+    def add(self, type_: str, title: str | None = None, column: int = 0, **inputs: Any) -> Ref:
         node_id = len(self.nodes) + 1
-        self.nodes[node_id] = Node(node_id, type_, inputs, title)
+        self.nodes[node_id] = Node(node_id, type_, inputs, title, column)
         return Ref(node_id)
 
-    def note(self, title: str, text: str) -> None:
-        self.notes.append(Note(title, text.strip()))
+    def note(self, text: str) -> None:
+        self.note_text = text.strip()
+
+    def group(self, title: str, *columns: int) -> None:
+        self.groups.append((title, columns))
 
 
 def fill_defaults(graph: Graph, interfaces: dict[str, Interface]) -> None:
@@ -274,157 +288,188 @@ def check_graph(graph: Graph, interfaces: dict[str, Interface]) -> None:
 
 WIDTH, HEIGHT = 832, 480  # LongLive's training resolution
 FPS = 16
-# -1 / empty: the sampler takes these from its preset (LongLive), so choosing another preset works
-SAMPLER_DEFAULTS = dict(vace_scale=1.0, chunk_frames=-1, window_frames=-1, sink_frames=-1,
-                        steps="", shift=-1.0, vace_scale_end=-1.0)
+PACK_FOLDER = "comfyui-longlive-vace"  # the folder name the README's clone command gives the pack
+SIZE_NODE = "EmptyHunyuanLatentVideo"  # core's empty Wan 2.1 video latent: width, height, length
+MODELS, INPUTS, GENERATE = 0, 1, 2  # the usual columns
 
 
 def _model_list(files: list[ModelFile]) -> str:
-    lines = ["## Model files", "", "Download each file into the folder shown (inside your ComfyUI folder):", ""]
+    total = round(sum(m.gigabytes for m in files) + 1e-9, 1)  # half up, as the README adds them
+    lines = [f"**Model files** ({total:.1f} GB), into ComfyUI's `models/` folders:"]
     for folder in ("diffusion_models", "loras", "text_encoders", "vae"):
-        picked = [m for m in files if m.folder == folder]
-        if not picked:
-            continue
-        lines.append(f"**models/{folder}/**")
-        lines.extend(f"- [{m.name}]({m.url}) – {m.about}" for m in picked)
-        lines.append("")
-    lines.append("Files already downloaded for ComfyUI's own Wan 2.1 workflows (text encoder, VAE, "
-                 "VACE) are the same files. Restart ComfyUI or press R in the editor after adding files.")
+        for m in (m for m in files if m.folder == folder):
+            lines.append(f"- models/{folder}/ [{m.name}]({m.url}) {m.gigabytes:g} GB")
+            if m is VACE:
+                lines.append(f"  (or [{VACE_MODULE.name}]({VACE_MODULE.url}) {VACE_MODULE.gigabytes:g} GB, "
+                             "the VACE blocks alone)")
     return "\n".join(lines)
+
+
+EXAMPLE_INPUTS_LINE = (f"No picture at hand? From the ComfyUI folder, `python custom_nodes/{PACK_FOLDER}/scripts/"
+                       "make_example_inputs.py` puts the example inputs into `input/` (press R to refresh), "
+                       "or upload your own with the node's upload button.")
+SETTINGS_LINE = ("More settings (window, steps, VACE strength per chunk or block, the causal options): plug a "
+                 "**LongLive Sampler Settings** node into the sampler's *settings*.")
+
+
+def _note(g: Graph, what: str, steps: list[str], files: list[ModelFile], example_inputs: bool = False) -> None:
+    numbered = "\n".join(f"{n}. {step}" for n, step in enumerate(steps, start=1))
+    parts = [f"## {g.title}", what, numbered]
+    if example_inputs:
+        parts.append(EXAMPLE_INPUTS_LINE)
+    parts += [SETTINGS_LINE, _model_list(files)]
+    g.note("\n\n".join(parts))
+
+
+def _models(g: Graph, vace: bool = False) -> Ref:
+    """The model loader (LongLive's base and LoRA; dtype auto = ComfyUI's choice for the device),
+    grafted with VACE when asked."""
+    model = g.add("LongLiveModelLoader", column=MODELS, base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0,
+                  dtype="auto")
+    if vace:
+        model = g.add("LongLiveVaceGraft", column=MODELS, model=model, vace_checkpoint=VACE.name)
+    return model
 
 
 def _text_and_vae(g: Graph, prompt: str, title: str = "Prompt") -> tuple[Ref, Ref, Ref]:
     """(CLIP, the prompt's CONDITIONING, VAE)."""
-    clip = g.add("CLIPLoader", clip_name=UMT5.name, type="wan", device="default")
-    positive = g.add("CLIPTextEncode", title, text=prompt, clip=clip)
-    vae = g.add("VAELoader", vae_name=WAN_VAE.name)
+    clip = g.add("CLIPLoader", column=MODELS, clip_name=UMT5.name, type="wan", device="default")
+    vae = g.add("VAELoader", column=MODELS, vae_name=WAN_VAE.name)
+    positive = g.add("CLIPTextEncode", title, column=INPUTS, text=prompt, clip=clip)
     return clip, positive, vae
 
 
-def _sampler(g: Graph, model: Ref, positive: Ref, length: int, seed: int, **extra: Any) -> Ref:
-    return g.add("LongLiveSampler", model=model, positive=positive, seed=seed, length=length, width=WIDTH,
-                 height=HEIGHT, **{**SAMPLER_DEFAULTS, **extra})
+def _video_size(g: Graph, length: int, column: int = INPUTS, title: str = "Video size") -> Ref:
+    """The one node that holds the video's width, height and length."""
+    return g.add(SIZE_NODE, title, column=column, width=WIDTH, height=HEIGHT, length=length, batch_size=1)
 
 
-def _loader(g: Graph) -> Ref:
-    # LongLive's base and LoRA; dtype auto = ComfyUI's choice for the device
-    return g.add("LongLiveModelLoader", base_checkpoint=BASE.name, lora=LORA.name, lora_strength=1.0, dtype="auto")
+def _sampler(g: Graph, model: Ref, positive: Ref, latent: Ref, seed: int = 42, column: int = GENERATE,
+             **extra: Any) -> Ref:
+    return g.add("LongLiveSampler", column=column, model=model, positive=positive, latent=latent, seed=seed,
+                 vace_scale=1.0, preset="LongLive", **extra)
 
 
-def _save_mp4(g: Graph, samples: Ref, vae: Ref, prefix: str) -> None:
+def _save_mp4(g: Graph, samples: Ref, vae: Ref, prefix: str, column: int = GENERATE) -> None:
     # the pack's own saver: core SaveVideo / CreateVideo changed their inputs between 0.8 and 0.33
-    g.add("LongLiveSaveVideo", samples=samples, vae=vae, filename_prefix=f"video/{prefix}", fps=FPS, crf=19)
-
-
-SAMPLER_NOTE = """
-## LongLive Sampler
-
-Generates the video chunk by chunk (3 latent frames = 12 video frames each) with LongLive's KV
-cache, so every chunk costs the same however long the video gets.
-
-- **length**: video frames, 4k+1 (81 = 5 s at 16 fps). Must equal *length* on VACE Encode References.
-- **width / height**: multiples of 16; LongLive is trained at 832×480.
-- **preset**: the checkpoint's settings (LongLive; Self-Forcing, CausVid, Causal Forcing for theirs).
-- **steps / shift / chunk / window / sink**: -1 or empty = the preset's; a value wins over the preset.
-- **vace_scale**: how strongly the references steer the video (0 = plain text-to-video).
-
-No negative prompt and no CFG: LongLive is distilled without them.
-"""
+    g.add("LongLiveSaveVideo", column=column, samples=samples, vae=vae, filename_prefix=f"video/{prefix}", fps=FPS,
+          crf=19)
 
 
 WORKFLOWS: dict[str, Callable[[], Graph]] = {}
 
 
 def workflow(build: Callable[[], Graph]) -> Callable[[], Graph]:
-    """Register a workflow builder; the file name is the graph's name."""
+    """Register a workflow builder; the API file name is the graph's name."""
     WORKFLOWS[build().name] = build
     return build
 
 
 @workflow
+def t2v() -> Graph:
+    g = Graph("longlive_t2v", "LongLive text to video", "A 10-second video from one prompt (plain LongLive, no VACE).")
+    model = _models(g)
+    _, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath steaming "
+                                     "in the cold air, soft golden light between the trees, cinematic tracking shot.")
+    size = _video_size(g, 161)
+    _save_mp4(g, _sampler(g, model, positive, size), vae, "LongLive_t2v")
+    g.group("Models", MODELS)
+    g.group("Prompt and video size", INPUTS)
+    g.group("Generate", GENERATE)
+    _note(g, "Plain LongLive: 161 frames = 10 s at 16 fps. Each chunk of 12 frames costs the same however "
+             "long the video gets, and the mp4 is written a few frames at a time.",
+          ["Put the model files below in place.", "Describe the scene in **Prompt**.",
+           "Set the size and length on **Video size** only (length 4k+1), then press **Run**: the mp4 lands in "
+           "`output/video/`."], [BASE, LORA, UMT5, WAN_VAE])
+    return g
+
+
+@workflow
+def i2v() -> Graph:
+    g = Graph("longlive_i2v", "LongLive image to video", "The video starts from your picture and carries on from it.")
+    model = _models(g)
+    _, positive, vae = _text_and_vae(g, "A sailing boat glides across a calm bay at sunset, gulls circling the mast, "
+                                     "the camera slowly following from the shore.")
+    start = g.add("LoadImage", "Start image", column=INPUTS, image=examples.START)
+    size = _video_size(g, 81, column=GENERATE)
+    _save_mp4(g, _sampler(g, model, positive, size, start_images=start, vae=vae), vae, "LongLive_i2v")
+    g.group("Models", MODELS)
+    g.group("Prompt and start image", INPUTS)
+    g.group("Generate", GENERATE)
+    _note(g, "The picture becomes the first frame of the mp4, as it is (centre-cropped to the frame); it stays in "
+             "LongLive's attention sink for the whole video, and the prompt says what happens next.",
+          ["Put the model files below in place.", "**Start image**: your picture.",
+           "Describe what happens in **Prompt**, then press **Run**."], [BASE, LORA, UMT5, WAN_VAE],
+          example_inputs=True)
+    return g
+
+
+@workflow
 def r2v() -> Graph:
-    g = Graph("longlive_vace_r2v")
-    loader = _loader(g)
-    model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
-    _, positive, vae = _text_and_vae(g, "A corgi wearing a red scarf runs along a sunny beach towards the camera, "
-                                     "waves rolling in behind it, the camera tracking alongside at dog height.")
-    reference = g.add("LoadImage", "Reference image", image="longlive_reference.png")
-    vace = g.add("LongLiveVaceEncode", vae=vae, width=WIDTH, height=HEIGHT, length=81, reference_fit="pad",
-                 reference_images=reference)
-    samples = _sampler(g, model, positive, 81, 42, vace_context=vace)
-    _save_mp4(g, samples, vae, "LongLive_r2v")
-    g.note("LongLive + VACE: reference to video", f"""
-# Reference-to-video with LongLive
-
-1. Put the model files listed below in place.
-2. **Load Image**: upload the reference (the subject on a plain background works best).
-3. Describe the scene in **Prompt**, then press **Run**.
-
-The reference is encoded by the VACE node as one extra latent frame ahead of the video and stays
-in LongLive's attention sink for the whole video. *reference_fit* **pad** fits it inside the frame
-on white, as upstream VACE does; **crop** fills the frame like ComfyUI's WanVaceToVideo.
-
-The mp4 lands in `output/video/`.
-
-{_model_list([BASE, LORA, VACE, UMT5, WAN_VAE])}
-""")
-    g.note("Sampler settings", SAMPLER_NOTE)
+    g = Graph("longlive_vace_r2v", "LongLive VACE reference image to video",
+              "A reference picture (a subject) steers the whole video through VACE.")
+    model = _models(g, vace=True)
+    _, positive, vae = _text_and_vae(g, "A small red toy robot with round blue eyes walks along a sunny beach towards "
+                                     "the camera, waves rolling in behind it, the camera tracking alongside.")
+    reference = g.add("LoadImage", "Reference image", column=INPUTS, image=examples.REFERENCE)
+    vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
+                 reference_fit="pad", reference_images=reference)
+    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), vace_context=vace), vae, "LongLive_r2v")
+    g.group("Models", MODELS)
+    g.group("Prompt and reference", INPUTS)
+    g.group("Generate", GENERATE)
+    _note(g, "The reference is encoded by VACE as one latent frame ahead of the video and stays in the cache for "
+             "the whole video. *reference_fit* **pad** fits it on white (upstream VACE), **crop** fills the frame.",
+          ["Put the model files below in place.", "**Reference image**: the subject, on a plain background.",
+           "Describe the scene in **Prompt**; set the size on **VACE Encode References** (it hands it to the "
+           "sampler), then press **Run**."], [BASE, LORA, VACE, UMT5, WAN_VAE], example_inputs=True)
     return g
 
 
 @workflow
 def r2v_multi_ref() -> Graph:
-    g = Graph("longlive_vace_r2v_multi_ref")
-    loader = _loader(g)
-    model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
-    _, positive, vae = _text_and_vae(g, "A young woman in a yellow raincoat walks through a quiet street of old stone "
-                                     "houses in the rain, holding a transparent umbrella; the camera follows her "
-                                     "from the front.")
-    first = g.add("LoadImage", "Reference 1 (subject)", image="longlive_reference_subject.png")
-    second = g.add("LoadImage", "Reference 2 (scene or object)", image="longlive_reference_scene.png")
-    fitted = [g.add("ResizeAndPadImage", f"Fit reference {i}", image=image, target_width=WIDTH,
-                    target_height=HEIGHT, padding_color="white", interpolation="area")
-              for i, image in ((1, first), (2, second))]
-    batch = g.add("ImageBatch", "References as one batch", image1=fitted[0], image2=fitted[1])
-    vace = g.add("LongLiveVaceEncode", vae=vae, width=WIDTH, height=HEIGHT, length=81, reference_fit="pad",
-                 reference_images=batch)
-    samples = _sampler(g, model, positive, 81, 42, vace_context=vace)
-    _save_mp4(g, samples, vae, "LongLive_r2v_multi_ref")
-    g.note("LongLive + VACE: several references", f"""
-# Several reference images
-
-Every image of the batch given to **reference_images** becomes one reference frame (all are used,
-in batch order). A batch needs images of one size, and *Batch Images* would stretch or crop the
-second image to the first one's size, so each reference is first fitted inside the video frame
-on white (**ResizeAndPadImage** at the video's width × height, what upstream VACE does).
-
-For a third reference, add another Load Image → ResizeAndPadImage and chain a second Batch Images
-after the first. If you change width/height, change them on the ResizeAndPadImage nodes too.
-
-{_model_list([BASE, LORA, VACE, UMT5, WAN_VAE])}
-""")
-    g.note("Sampler settings", SAMPLER_NOTE)
+    g = Graph("longlive_vace_r2v_multi_ref", "LongLive VACE two reference images to video",
+              "A subject and a scene picture steer the video together through VACE.")
+    model = _models(g, vace=True)
+    _, positive, vae = _text_and_vae(g, "A small red toy robot with round blue eyes walks down a quiet street of old "
+                                     "stone houses in the rain, the camera following it from the front.")
+    subject = g.add("LoadImage", "Reference 1 (subject)", column=INPUTS, image=examples.SUBJECT)
+    scene = g.add("LoadImage", "Reference 2 (scene)", column=INPUTS, image=examples.SCENE)
+    vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
+                 reference_fit="pad", reference_images=subject, more_reference_images=scene)
+    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), vace_context=vace), vae, "LongLive_r2v_multi_ref")
+    g.group("Models", MODELS)
+    g.group("Prompt and references", INPUTS)
+    g.group("Generate", GENERATE)
+    _note(g, "Each reference becomes one reference frame, fitted to the frame on its own: *reference_images* "
+             "first (a batch of one size, in order), then *more_reference_images*, which may have another size.",
+          ["Put the model files below in place.", "**Reference 1** and **2**: a subject and a scene.",
+           "Describe the scene in **Prompt**; the size is set on **VACE Encode References**. Press **Run**."],
+          [BASE, LORA, VACE, UMT5, WAN_VAE], example_inputs=True)
     return g
 
 
 @workflow
-def t2v() -> Graph:
-    g = Graph("longlive_t2v")
-    model = _loader(g)
-    _, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath steaming "
-                                     "in the cold air, soft golden light between the trees, cinematic tracking shot.")
-    samples = _sampler(g, model, positive, 161, 42)
-    _save_mp4(g, samples, vae, "LongLive_t2v")
-    g.note("LongLive: text to video", f"""
-# Text-to-video with LongLive
-
-Plain LongLive, no VACE: no reference, no VACE weights needed. 161 frames = 10 s at 16 fps; raise
-*length* for longer videos: the cost per chunk stays flat, and **Save Video (streaming decode)**
-writes the mp4 a few frames at a time, so minutes of video never sit in memory as images.
-
-{_model_list([BASE, LORA, UMT5, WAN_VAE])}
-""")
-    g.note("Sampler settings", SAMPLER_NOTE)
+def v2v() -> Graph:
+    g = Graph("longlive_vace_v2v", "LongLive VACE control video to video",
+              "A control video (pose, depth, edges, motion) guides a new video through VACE.")
+    model = _models(g, vace=True)
+    _, positive, vae = _text_and_vae(g, "A robot made of polished brass dances in a dim jazz club, warm spotlights, "
+                                     "smoke in the air, the camera slowly circling.")
+    video = g.add("LoadVideo", "Control video", column=INPUTS, file=examples.CONTROL)
+    frames = g.add("GetVideoComponents", column=INPUTS, video=video)
+    vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
+                 reference_fit="pad", control_video=frames)
+    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), vace_context=vace), vae, "LongLive_v2v")
+    g.group("Models", MODELS)
+    g.group("Prompt and control video", INPUTS)
+    g.group("Generate", GENERATE)
+    _note(g, "The control video's frames are centre-cropped to the frame; a shorter video is padded with grey (the "
+             "rest is free), a longer one is cut. A reference image on *reference_images* fixes the subject's look; "
+             "*control_masks* (1 = generate, 0 = keep) make it inpainting.",
+          ["Put the model files below in place.", "**Control video**: a pose, depth or edge video, or any video "
+           "whose motion to follow.", "Describe the new video in **Prompt**, then press **Run**."],
+          [BASE, LORA, VACE, UMT5, WAN_VAE], example_inputs=True)
     return g
 
 
@@ -437,116 +482,52 @@ SWITCH_PROMPTS = (
 
 @workflow
 def prompt_switch() -> Graph:
-    g = Graph("longlive_prompt_switch")
-    model = _loader(g)
+    g = Graph("longlive_prompt_switch", "LongLive prompt switching (30 s)",
+              "A 30-second video that follows three prompts in turn.")
+    model = _models(g)
     clip, positive, vae = _text_and_vae(g, SWITCH_PROMPTS[0], "Prompt 1 (from frame 0)")
     schedule = None
     for number, (prompt, start) in enumerate(zip(SWITCH_PROMPTS[1:], (160, 320)), start=2):
-        text = g.add("CLIPTextEncode", f"Prompt {number} (from frame {start})", text=prompt, clip=clip)
+        text = g.add("CLIPTextEncode", f"Prompt {number} (from frame {start})", column=INPUTS, text=prompt, clip=clip)
         extra = {"previous": schedule} if schedule is not None else {}
-        schedule = g.add("LongLivePromptSchedule", f"Switch to prompt {number}", conditioning=text,
+        schedule = g.add("LongLivePromptSchedule", f"Switch to prompt {number}", column=INPUTS, conditioning=text,
                          start_frame=start, **extra)
-    samples = _sampler(g, model, positive, 481, 42, prompt_schedule=schedule)
-    _save_mp4(g, samples, vae, "LongLive_prompt_switch")
-    g.note("LongLive: prompt switching", f"""
-# A long video that follows a sequence of prompts
-
-481 frames = 30 s at 16 fps. **Prompt 1** runs from the start; each **LongLive Prompt Schedule**
-node adds a prompt from its *start_frame* on (chain them through *previous*). At a switch LongLive
-resets its text cache and re-caches its recent frames under the new prompt, so the scene changes
-smoothly instead of cutting. Keep the subject and setting in every prompt for continuity.
-
-**Save Video (streaming decode)** decodes and writes the mp4 a few frames at a time, so even
-minutes of video never sit in memory as images.
-
-{_model_list([BASE, LORA, UMT5, WAN_VAE])}
-""")
-    g.note("Sampler settings", SAMPLER_NOTE)
-    return g
-
-
-@workflow
-def v2v() -> Graph:
-    g = Graph("longlive_vace_v2v")
-    loader = _loader(g)
-    model = g.add("LongLiveVaceGraft", model=loader, vace_checkpoint=VACE.name)
-    _, positive, vae = _text_and_vae(g, "A robot made of polished brass dances in a dim jazz club, warm spotlights, "
-                                     "smoke in the air, the camera slowly circling.")
-    video = g.add("LoadVideo", "Control video", file="longlive_control.mp4")
-    frames = g.add("GetVideoComponents", video=video)
-    vace = g.add("LongLiveVaceEncode", vae=vae, width=WIDTH, height=HEIGHT, length=81, reference_fit="pad",
-                 control_video=frames)
-    samples = _sampler(g, model, positive, 81, 42, vace_context=vace)
-    _save_mp4(g, samples, vae, "LongLive_v2v")
-    g.note("LongLive + VACE: video to video", f"""
-# Video-to-video with a control video
-
-**Load Video**: a control video, e.g. a depth, pose or edge video, or a plain video whose motion and
-layout the new video should follow. Its frames are centre-cropped to the frame; a shorter video is
-padded with gray (the rest is generated freely), a longer one is cut to *length*.
-
-Add a reference image on **reference_images** to also fix the subject's look, and masks on
-**control_masks** (1 = generate, 0 = keep the control pixels) for inpainting.
-
-{_model_list([BASE, LORA, VACE, UMT5, WAN_VAE])}
-""")
-    g.note("Sampler settings", SAMPLER_NOTE)
-    return g
-
-
-
-@workflow
-def i2v() -> Graph:
-    g = Graph("longlive_i2v")
-    model = _loader(g)
-    _, positive, vae = _text_and_vae(g, "A sailing boat glides across a calm bay at golden hour, gulls circling "
-                                     "the mast, the camera slowly following from the shore.")
-    start = g.add("LoadImage", "Start image", image="longlive_start.png")
-    samples = _sampler(g, model, positive, 81, 42, start_images=start, vae=vae)
-    _save_mp4(g, samples, vae, "LongLive_i2v")
-    g.note("LongLive: image to video", f"""
-# Image-to-video with LongLive
-
-**Load Image**: the video's first frame. The sampler centre-crops it to the frame, encodes it with
-the VAE and starts the video from it: it is the first frame of the mp4, it sits in LongLive's
-attention sink for the whole video, and the prompt describes what happens next. A clip of 4k+1
-images (Load Video → Get Video Components) works too and becomes the first 4k+1 frames.
-
-Add **Load VACE Weights** and **VACE Encode References** for a reference image on top.
-
-{_model_list([BASE, LORA, UMT5, WAN_VAE])}
-""")
-    g.note("Sampler settings", SAMPLER_NOTE)
+    size = _video_size(g, 481, column=GENERATE)
+    _save_mp4(g, _sampler(g, model, positive, size, prompt_schedule=schedule), vae, "LongLive_prompt_switch")
+    g.group("Models", MODELS)
+    g.group("Prompts and switches", INPUTS)
+    g.group("Generate", GENERATE)
+    _note(g, "481 frames = 30 s at 16 fps. Each **Prompt Schedule** node starts a prompt at its *start_frame* "
+             "(chain them through *previous*); at a switch LongLive re-caches its recent frames under the new "
+             "prompt, so the scene changes smoothly. Keep the subject and setting in every prompt.",
+          ["Put the model files below in place.", "Write the three prompts; move the switches on the schedule "
+           "nodes.", "Press **Run**."], [BASE, LORA, UMT5, WAN_VAE])
     return g
 
 
 @workflow
 def continue_video() -> Graph:
-    g = Graph("longlive_continue")
-    model = _loader(g)
+    g = Graph("longlive_continue", "LongLive continue a video",
+              "81 frames, then 80 more, exactly as one 161-frame run would make them.")
+    model = _models(g)
     _, positive, vae = _text_and_vae(g, "A hot air balloon drifts over green hills and small villages in the "
                                      "morning haze, the camera flying slowly beside it.")
-    first = _sampler(g, model, positive, 81, 42)
-    extended = g.add("LongLiveContinue", "Continue Video (+80 frames)", model=model, positive=positive,
-                     samples=first, seed=42, length=80, output="earlier + continuation",
-                     **{k: v for k, v in SAMPLER_DEFAULTS.items() if k != "vace_scale_end"})
+    size = _video_size(g, 81, title="Video size (first part)")
+    first = _sampler(g, model, positive, size, column=INPUTS)
+    extended = g.add("LongLiveContinue", "Continue Video (+80 frames)", column=GENERATE, model=model,
+                     positive=positive, samples=first, seed=42, length=80, vace_scale=1.0, preset="LongLive",
+                     output="earlier + continuation")
     _save_mp4(g, extended, vae, "LongLive_continued")
-    g.note("LongLive: continue a video", f"""
-# Continue a video, exactly
-
-**Continue Video** takes the latents of a finished video and generates *length* more frames after
-it. It replays the clean pass of every earlier chunk, which rebuilds exactly the KV caches the
-first run had (sink and window), and draws the noise one longer run would have drawn: with the same
-model, settings, seed and prompt, 81 frames + 80 more is the 161-frame video.
-
-Give it the earlier run's seed and settings. For a video with reference images, connect the
-same VACE context, encoded for the whole length (earlier + new frames); for a prompt schedule, the
-whole video's schedule. *output*: **earlier + continuation** decodes seamlessly; **continuation**
-returns only the new latent frames.
-
-{_model_list([BASE, LORA, UMT5, WAN_VAE])}
-""")
-    g.note("Sampler settings", SAMPLER_NOTE)
+    g.group("Models", MODELS)
+    g.group("The first 81 frames", INPUTS)
+    g.group("80 frames more", GENERATE)
+    _note(g, "**Continue Video** takes a finished video's latents and adds *length* frames: it rebuilds the KV "
+             "caches the first run had and draws the noise one longer run would, so 81 + 80 frames equal one "
+             "161-frame run with the same seed and settings.",
+          ["Put the model files below in place.", "Give Continue Video the first run's seed and settings (and "
+           "its VACE context for the whole length, if it had one).", "Press **Run**. *output* **earlier + "
+           "continuation** decodes seamlessly; **continuation** returns the new frames only."],
+          [BASE, LORA, UMT5, WAN_VAE])
     return g
 
 
@@ -573,14 +554,27 @@ def to_api(graph: Graph, interfaces: dict[str, Interface]) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # UI format: layout
+#
+# The template browser opens a workflow by fitting all its nodes into the window at 3/4 of the
+# window's size (editor 1.49; 1.35 shows the view stored in the file, which is set here to the same
+# fit), and the editor draws nodes as empty boxes below 0.6 zoom. So a workflow is laid out in a few
+# columns, each a group, with one note on the left, and its nodes are kept to the size the editor
+# gives them (measured in both editors: the minimum heights below).
 
-COLUMN_GAP, ROW_GAP = 60, 40
+COLUMN_GAP, ROW_GAP, TITLE_HEIGHT = 50, 24, 30
+GROUP_PAD, GROUP_TITLE = 12, 40
 SLOT_HEIGHT, WIDGET_HEIGHT = 22, 24
-NODE_WIDTHS = {"CLIPTextEncode": 420, "LongLiveSampler": 340, "LoadImage": 300, "LoadVideo": 300,
-               "LongLiveSaveVideo": 340, "LongLiveModelLoader": 340, "LongLiveVaceGraft": 380}
-MIN_HEIGHTS = {"CLIPTextEncode": 180, "LoadImage": 330, "LoadVideo": 330}
-NOTE_WIDTH, NOTE_HEIGHTS = 460, {"Sampler settings": 380}
-DEFAULT_WIDTH, DEFAULT_NOTE_HEIGHT = 320, 600
+NODE_WIDTHS = {"CLIPTextEncode": 380, "CLIPLoader": 340, "LongLiveVaceGraft": 340, "LoadImage": 280, "LoadVideo": 280,
+               "LongLiveSaveVideo": 310, "ImageBatch": 260, "GetVideoComponents": 260}
+# the heights the editors compute (1.35.9 and 1.49.6, the larger), and room for a text box or picture
+MIN_HEIGHTS = {"CLIPTextEncode": 150, "LoadImage": 290, "LoadVideo": 290, "GetVideoComponents": 110}
+DEFAULT_WIDTH = 300
+NOTE_WIDTH, NOTE_COLOR, NOTE_BGCOLOR = 340, "#432", "#653"
+# the markdown note's text in both editors: 10 px type on 12 px lines, headings on 19 px lines, about
+# 55 characters (headings 35) to a line of this width (measured: note_height is within a line of it)
+NOTE_LINE_HEIGHT, NOTE_CHARS_PER_LINE, NOTE_HEADING_HEIGHT, NOTE_HEADING_CHARS = 12, 52, 19, 34
+NOTE_PARAGRAPH_GAP, NOTE_PADDING = 10, 36
+FIT_VIEWPORT, FIT_ZOOM = (1600, 1000), 0.75  # the window templates are measured in; 1.49's fit rule
 
 
 def _node_size(node: Node, interface: Interface) -> list[int]:
@@ -590,50 +584,77 @@ def _node_size(node: Node, interface: Interface) -> list[int]:
     return [NODE_WIDTHS.get(node.type, DEFAULT_WIDTH), max(height, MIN_HEIGHTS.get(node.type, 0))]
 
 
-def _sources(node: Node) -> list[int]:
-    return [v.node for v in node.inputs.values() if isinstance(v, Ref)]
+def note_height(text: str) -> int:
+    """The height the note's markdown takes in the editor, estimated from its wrapped lines."""
+    height = NOTE_PADDING
+    for paragraph in text.split("\n\n"):
+        for line in paragraph.splitlines():
+            if line.startswith("#"):
+                height += NOTE_HEADING_HEIGHT * max(1, -(-len(line.lstrip("# ")) // NOTE_HEADING_CHARS))
+                continue
+            shown = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", line).replace("**", "").replace("`", "")
+            height += NOTE_LINE_HEIGHT * max(1, -(-len(shown) // NOTE_CHARS_PER_LINE))
+        height += NOTE_PARAGRAPH_GAP
+    return height
 
 
-def _depths(graph: Graph) -> dict[int, int]:
-    """Longest path from a node without links: the column of each node."""
+@dataclass
+class Layout:
+    nodes: dict[int, tuple[list[int], list[int]]]  # node id -> (pos, size)
+    note: tuple[list[int], list[int]]
+    groups: list[tuple[str, list[int]]]  # (title, [x, y, w, h])
+
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(x, y, w, h) of every node with its title bar: what the editor fits into the window."""
+        rects = [(p[0], p[1] - TITLE_HEIGHT, p[0] + s[0], p[1] + s[1]) for p, s in [*self.nodes.values(), self.note]]
+        x0, y0 = min(r[0] for r in rects), min(r[1] for r in rects)
+        return x0, y0, max(r[2] for r in rects) - x0, max(r[3] for r in rects) - y0
+
+    def fitted_view(self) -> tuple[float, list[float]]:
+        """(scale, offset) of the editor's fit of the bounds into FIT_VIEWPORT."""
+        x, y, w, h = self.bounds()
+        width, height = FIT_VIEWPORT
+        scale = min(FIT_ZOOM * width / w, FIT_ZOOM * height / h)
+        return scale, [round(-x - w / 2 + width / scale / 2, 1), round(-y - h / 2 + height / scale / 2, 1)]
+
+
+def layout(graph: Graph, interfaces: dict[str, Interface]) -> Layout:
+    """Columns left to right (nodes stacked in the order they were added), one group per set of
+    columns, the note left of the first column."""
+    columns = sorted({n.column for n in graph.nodes.values()})
+    sizes = {i: _node_size(n, interfaces[n.type]) for i, n in graph.nodes.items()}
+    placed: dict[int, tuple[list[int], list[int]]] = {}
+    x = 0
+    for column in columns:
+        members = [i for i, n in graph.nodes.items() if n.column == column]
+        width = max(sizes[i][0] for i in members)
+        y = GROUP_TITLE
+        for node_id in members:
+            placed[node_id] = ([x, y + TITLE_HEIGHT], [width, sizes[node_id][1]])
+            y += TITLE_HEIGHT + sizes[node_id][1] + ROW_GAP
+        x += width + 2 * GROUP_PAD + COLUMN_GAP
+    groups = []
+    for title, in_group in graph.groups:
+        rects = [placed[i] for i, n in graph.nodes.items() if n.column in in_group]
+        x0 = min(p[0] for p, _ in rects) - GROUP_PAD
+        y0 = min(p[1] for p, _ in rects) - TITLE_HEIGHT - GROUP_TITLE
+        x1 = max(p[0] + s[0] for p, s in rects) + GROUP_PAD
+        y1 = max(p[1] + s[1] for p, s in rects) + GROUP_PAD
+        groups.append((title, [x0, y0, x1 - x0, y1 - y0]))
+    note = ([-(NOTE_WIDTH + GROUP_PAD + COLUMN_GAP), TITLE_HEIGHT], [NOTE_WIDTH, note_height(graph.note_text)])
+    return Layout(placed, note, groups)
+
+
+def _topological(graph: Graph) -> list[int]:
     depth: dict[int, int] = {}
 
     def visit(node_id: int) -> int:
         if node_id not in depth:
-            sources = _sources(graph.nodes[node_id])
+            sources = [v.node for v in graph.nodes[node_id].inputs.values() if isinstance(v, Ref)]
             depth[node_id] = 1 + max(map(visit, sources)) if sources else 0
         return depth[node_id]
 
-    for node_id in graph.nodes:
-        visit(node_id)
-    return depth
-
-
-def layout(graph: Graph, interfaces: dict[str, Interface]) -> dict[int, tuple[list[int], list[int]]]:
-    """Node id -> (pos, size): one column per dependency depth, each column ordered by where its
-    sources sit (so links run mostly left to right without crossing), notes in a column on the left."""
-    depths = _depths(graph)
-    sizes = {i: _node_size(n, interfaces[n.type]) for i, n in graph.nodes.items()}
-    placed: dict[int, tuple[list[int], list[int]]] = {}
-    x = 0
-    for column in range(max(depths.values()) + 1):
-        members = [i for i in graph.nodes if depths[i] == column]
-
-        def anchor(node_id: int) -> tuple[float, int]:
-            ys = [placed[s][0][1] + placed[s][1][1] / 2 for s in _sources(graph.nodes[node_id])]
-            return (sum(ys) / len(ys) if ys else 0.0, node_id)
-
-        y = 0
-        for node_id in sorted(members, key=anchor):
-            placed[node_id] = ([x, y], sizes[node_id])
-            y += sizes[node_id][1] + ROW_GAP + 30  # 30: the title bar sits above pos
-        x += max(sizes[i][0] for i in members) + COLUMN_GAP
-    return placed
-
-
-def _topological(graph: Graph) -> list[int]:
-    depths = _depths(graph)
-    return sorted(graph.nodes, key=lambda i: (depths[i], i))
+    return sorted(graph.nodes, key=lambda i: (visit(i), i))
 
 
 def to_ui(graph: Graph, interfaces: dict[str, Interface]) -> dict:
@@ -651,7 +672,7 @@ def to_ui(graph: Graph, interfaces: dict[str, Interface]) -> dict:
                 in_links[(node.id, port.name)] = link_id
                 out_links.setdefault((value.node, value.slot), []).append(link_id)
 
-    order = {node_id: n for n, node_id in enumerate(_topological(graph), start=len(graph.notes))}
+    order = {node_id: n for n, node_id in enumerate(_topological(graph), start=1)}
     ui_nodes = []
     for node in graph.nodes.values():
         interface = interfaces[node.type]
@@ -678,25 +699,17 @@ def to_ui(graph: Graph, interfaces: dict[str, Interface]) -> dict:
                   if type_ == node.type and node.inputs.get(name) in MODEL_FILES]
         if models:  # the editor offers to download missing files listed here
             properties["models"] = [{"name": m.name, "url": m.url, "directory": m.folder} for m in models]
-        pos, size = placed[node.id]
-        ui_node = {"id": node.id, "type": node.type, "pos": pos, "size": size, "flags": {}, "order": order[node.id],
-                   "mode": 0, "inputs": inputs, "outputs": outputs}
-        # always explicit: each editor would otherwise show (and queue) its own display name
-        ui_node["title"] = _title(node, interfaces)
-        ui_node["properties"] = properties
-        ui_node["widgets_values"] = widgets_values
-        ui_nodes.append(ui_node)
-
-    note_x = -NOTE_WIDTH - COLUMN_GAP * 2
-    y = 0
-    for n, note in enumerate(graph.notes):
-        height = NOTE_HEIGHTS.get(note.title, DEFAULT_NOTE_HEIGHT)
-        ui_nodes.append({"id": len(graph.nodes) + n + 1, "type": NOTE_TYPE, "pos": [note_x, y],
-                         "size": [NOTE_WIDTH, height], "flags": {}, "order": n, "mode": 0, "inputs": [],
-                         "outputs": [], "title": note.title, "properties": {}, "widgets_values": [note.text],
-                         "color": "#432", "bgcolor": "#653"})
-        y += height + ROW_GAP + 30
-
+        pos, size = placed.nodes[node.id]
+        ui_nodes.append({"id": node.id, "type": node.type, "pos": pos, "size": size, "flags": {},
+                         "order": order[node.id], "mode": 0, "inputs": inputs, "outputs": outputs,
+                         # always explicit: each editor would otherwise show (and queue) its own display name
+                         "title": _title(node, interfaces), "properties": properties,
+                         "widgets_values": widgets_values})
+    pos, size = placed.note
+    ui_nodes.append({"id": len(graph.nodes) + 1, "type": NOTE_TYPE, "pos": pos, "size": size, "flags": {}, "order": 0,
+                     "mode": 0, "inputs": [], "outputs": [], "title": "Read me", "properties": {},
+                     "widgets_values": [graph.note_text], "color": NOTE_COLOR, "bgcolor": NOTE_BGCOLOR})
+    scale, offset = placed.fitted_view()
     return {
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"comfyui-longlive-vace/{graph.name}")),
         "revision": 0,
@@ -704,9 +717,10 @@ def to_ui(graph: Graph, interfaces: dict[str, Interface]) -> dict:
         "last_link_id": len(links),
         "nodes": ui_nodes,
         "links": links,
-        "groups": [],
+        "groups": [{"id": n, "title": title, "bounding": bounding, "color": "#3f789e", "font_size": 24, "flags": {}}
+                   for n, (title, bounding) in enumerate(placed.groups, start=1)],
         "config": {},
-        "extra": {"ds": {"scale": 0.7, "offset": [-note_x + 40, 80]}, "frontendVersion": FRONTEND_VERSION},
+        "extra": {"ds": {"scale": round(scale, 4), "offset": offset}, "frontendVersion": FRONTEND_VERSION},
         "version": 0.4,
     }
 
@@ -717,6 +731,26 @@ def to_ui(graph: Graph, interfaces: dict[str, Interface]) -> dict:
 
 def _dump(data: dict) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+@dataclass(frozen=True)
+class WorkflowFiles:
+    name: str  # the API file's name, what scripts and the client use
+    title: str  # the UI file's name, what the template browser shows
+    description: str
+    ui: Path
+    api: Path
+    thumbnail: Path  # the template browser's picture: <UI file name>.jpg
+
+
+def workflow_files() -> list[WorkflowFiles]:
+    """Every workflow's files, in the order they are defined."""
+    found = []
+    for name, build in WORKFLOWS.items():
+        graph = build()
+        found.append(WorkflowFiles(name, graph.title, graph.description, WORKFLOW_DIR / f"{graph.title}.json",
+                                   API_DIR / f"{name}.json", WORKFLOW_DIR / f"{graph.title}.jpg"))
+    return found
 
 
 def render_all() -> dict[Path, str]:
@@ -730,19 +764,31 @@ def render_all() -> dict[Path, str]:
         fill_defaults(graph, interfaces)
         check_graph(graph, interfaces)
         files[API_DIR / f"{name}.json"] = _dump(to_api(graph, interfaces))
-        files[WORKFLOW_DIR / f"{name}.json"] = _dump(to_ui(graph, interfaces))
+        files[WORKFLOW_DIR / f"{graph.title}.json"] = _dump(to_ui(graph, interfaces))
     return files
 
 
+def obsolete_files() -> list[Path]:
+    """Workflow files and thumbnails in example_workflows/ that no definition makes any more (the
+    editor would still list them as templates)."""
+    wanted = {f.ui for f in workflow_files()} | {f.api for f in workflow_files()} | {f.thumbnail for f in workflow_files()}
+    present = [*WORKFLOW_DIR.glob("*.json"), *WORKFLOW_DIR.glob("*.jpg"), *API_DIR.glob("*.json")]
+    return sorted(path for path in present if path not in wanted)
+
+
 def stale_files() -> list[Path]:
-    """Generated files whose committed text differs (or that are missing)."""
+    """Generated files whose committed text differs, that are missing, or that are obsolete."""
     return [path for path, text in render_all().items()
-            if not path.is_file() or path.read_text(encoding="utf-8") != text]
+            if not path.is_file() or path.read_text(encoding="utf-8") != text] + obsolete_files()
 
 
 def write_all() -> list[Path]:
+    rendered = render_all()
     written = []
-    for path, text in render_all().items():
+    for path in obsolete_files():
+        path.unlink()
+        written.append(path)
+    for path, text in rendered.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")

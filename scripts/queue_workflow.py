@@ -14,8 +14,11 @@ Before queueing, inputs can be changed from the command line:
                      order; repeat it for several references
   --video PATH       upload a video into the Load Video node
   --seed N           every `seed` input
-  --frames N         the `length` (video frames) of every LongLive node but Continue Video
-  --width/--height N the frame size of every LongLive node (and of ResizeAndPadImage)
+  --frames N         the video's length in frames, 4k+1 (81, 161, ...), on the node that holds the
+                     video's size (Video size = EmptyHunyuanLatentVideo, or VACE Encode References);
+                     another number is refused with the two nearest valid lengths. Continue Video's
+                     `length` (the frames it adds) is left alone: --set changes it
+  --width/--height N the frame size, a multiple of 16, on that same node
   --set ID.INPUT=VALUE   any input of any node; VALUE is read as JSON when it parses, else as text
 
 Progress comes from the server's websocket (/ws, a minimal RFC 6455 client below; falls back to
@@ -281,6 +284,35 @@ class Overrides:
     sets: list[str] = field(default_factory=list)
 
 
+# the nodes that hold a video's width, height and length (what the sampler nodes read from their
+# LATENT): core's empty Wan 2.1 video latent and VACE Encode References
+SIZE_NODES = ("EmptyHunyuanLatentVideo", "LongLiveVaceEncode")
+SIZE_MULTIPLE, FRAME_STRIDE = 16, 4
+
+
+def check_frames(frames: int) -> None:
+    """A length the Wan VAE makes: 4k+1 frames (the first frame alone, then 4 per latent frame)."""
+    if frames >= 1 and frames % FRAME_STRIDE == 1:
+        return
+    above = frames + (1 - frames) % FRAME_STRIDE if frames > 1 else 1
+    nearest = f"{above - FRAME_STRIDE} or {above}" if above > FRAME_STRIDE else f"{above} or {above + FRAME_STRIDE}"
+    raise ClientError(f"--frames {frames}: a video is 4k+1 frames long (the Wan VAE turns the first frame and then "
+                      f"every 4 frames into one latent frame): use {nearest}")
+
+
+def check_size(axis: str, value: int) -> None:
+    """A frame size the model takes: a positive multiple of 16 (VAE stride 8 x patch 2)."""
+    if value >= SIZE_MULTIPLE and value % SIZE_MULTIPLE == 0:
+        return
+    below = max(SIZE_MULTIPLE, value - value % SIZE_MULTIPLE)
+    nearest = f"{below} or {below + SIZE_MULTIPLE}" if value > SIZE_MULTIPLE else f"{SIZE_MULTIPLE}"
+    raise ClientError(f"--{axis} {value}: must be a positive multiple of {SIZE_MULTIPLE}: use {nearest}")
+
+
+def size_nodes(api: dict) -> list[str]:
+    return _targets(api, lambda _, n: n["class_type"] in SIZE_NODES)
+
+
 def apply_overrides(api: dict, o: Overrides) -> list[str]:
     """Change `api` in place; returns one line per changed input."""
     changes: list[str] = []
@@ -288,24 +320,25 @@ def apply_overrides(api: dict, o: Overrides) -> list[str]:
     _assign_in_order(api, image_nodes(api), "image", o.images, "--reference image(s)", changes)
     if o.video is not None:
         _assign_in_order(api, video_nodes(api), "file", [o.video], "--video", changes)
-    longlive = {i for i, n in api.items() if n["class_type"].startswith("LongLive")}
     for node_id, node in _ordered(api):
-        inputs = node["inputs"]
-
-        def settable(name: str) -> bool:
-            return name in inputs and _is_literal(inputs[name])
-
-        if o.seed is not None and settable("seed"):
+        if o.seed is not None and "seed" in node["inputs"] and _is_literal(node["inputs"]["seed"]):
             _set(api, node_id, "seed", o.seed, changes)
-        # Continue Video's length is the frames it adds, not the video's: --set changes it
-        if o.frames is not None and node_id in longlive and settable("length") \
-                and node["class_type"] != "LongLiveContinue":
-            _set(api, node_id, "length", o.frames, changes)
-        for axis, value in (("width", o.width), ("height", o.height)):
-            # our nodes' frame size, and the reference fitting of the multi-reference workflow
-            name = axis if node_id in longlive else f"target_{axis}"
-            if value is not None and (node_id in longlive or node["class_type"] == "ResizeAndPadImage") \
-                    and settable(name):
+    size = {name: value for name, value in (("length", o.frames), ("width", o.width), ("height", o.height))
+            if value is not None}
+    if o.frames is not None:
+        check_frames(o.frames)
+    for axis in ("width", "height"):
+        if axis in size:
+            check_size(axis, size[axis])
+    holders = size_nodes(api)
+    if size and not holders:
+        options = "/".join(f"--{'frames' if name == 'length' else name}" for name in size)
+        raise ClientError(f"{options}: the workflow has no node that holds the video's size "
+                          f"({' or '.join(SIZE_NODES)}); use --set NODE_ID.INPUT=VALUE")
+    # Continue Video's length is the frames it adds, not the video's: --set changes it
+    for node_id in holders:
+        for name, value in size.items():
+            if _is_literal(api[node_id]["inputs"].get(name, value)):
                 _set(api, node_id, name, value, changes)
     for assignment in o.sets:
         node_id, name, value = parse_set(assignment)
@@ -903,9 +936,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="image uploaded into the next Load Image node (repeatable)")
     parser.add_argument("--video", metavar="PATH", help="video uploaded into the Load Video node")
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--frames", type=int, help="video frames (`length`), 4k+1, e.g. 81")
-    parser.add_argument("--width", type=int)
-    parser.add_argument("--height", type=int)
+    parser.add_argument("--frames", type=int, help="the video's length in frames, 4k+1 (e.g. 81, 161)")
+    parser.add_argument("--width", type=int, help="frame width, a multiple of 16 (e.g. 832)")
+    parser.add_argument("--height", type=int, help="frame height, a multiple of 16 (e.g. 480)")
     parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
                         help="set any input (VALUE as JSON, else text; repeatable)")
     parser.add_argument("--out", default="comfy_outputs", help="folder for the downloaded outputs (default %(default)s)")

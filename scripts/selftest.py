@@ -73,9 +73,13 @@ def selftest(out: Path, models: Path) -> str:
     config = importlib.import_module(f"{PACK}.vace_core.config").architecture("tiny-vace")
     files = importlib.import_module(f"{PACK}.nodes.host.files")
 
-    def node(name: str, **inputs):
+    def node(name: str, outputs: int = 1, **inputs):
         cls = nodes[name]
-        return getattr(cls(), cls.FUNCTION)(**inputs)[0]
+        result = getattr(cls(), cls.FUNCTION)(**inputs)
+        return result[0] if outputs == 1 else result[:outputs]
+
+    def widget_defaults(name: str) -> dict:
+        return {k: spec[1]["default"] for k, spec in nodes[name].INPUT_TYPES()["required"].items()}
 
     steps.run(f"write tiny checkpoints to {models}", lambda: write_models(models, fixtures, config, files))
     model = steps.run(f"Load LongLive Model ({files.BASE_FILE} + {files.LORA_FILE})", lambda: node(
@@ -91,17 +95,18 @@ def selftest(out: Path, models: Path) -> str:
     vae = stand_in.CausalStandInVAE()  # Wan 2.1 VAE interface and causal structure, random weights
     generator = torch.Generator().manual_seed(0)
     reference = torch.rand(1, 40, 40, 3, generator=generator)  # square image: padded onto white
-    context = steps.run("VACE Encode References (stand-in VAE)", lambda: node(
+    context, size = steps.run("VACE Encode References (stand-in VAE)", lambda: node(
         "LongLiveVaceEncode", vae=vae, width=WIDTH, height=HEIGHT, length=FRAMES, reference_fit="pad",
-        reference_images=reference))
+        reference_images=reference, outputs=2))
     first = [[torch.randn(1, 16, config.text_dim, generator=generator), {}]]
     second = [[torch.randn(1, 16, config.text_dim, generator=generator), {}]]
     schedule = steps.run(f"LongLive Prompt Schedule (switch at frame {SWITCH_FRAME})", lambda: node(
         "LongLivePromptSchedule", conditioning=second, start_frame=SWITCH_FRAME))
+    settings = steps.run("LongLive Sampler Settings (window 6: the window rolls)", lambda: node(
+        "LongLiveSamplerSettings", **{**widget_defaults("LongLiveSamplerSettings"), "window_frames": "6"}))
     latent = steps.run("LongLive Sampler", lambda: node(
-        "LongLiveSampler", model=model, positive=first, seed=42, length=FRAMES, width=WIDTH, height=HEIGHT,
-        vace_scale=1.0, chunk_frames=3, window_frames=6, sink_frames=3, steps="1000,750,500,250", shift=5.0,
-        vace_context=context, prompt_schedule=schedule))
+        "LongLiveSampler", model=model, positive=first, latent=size, seed=42, vace_scale=1.0, preset="LongLive",
+        vace_context=context, prompt_schedule=schedule, settings=settings))
     samples, refs = latent["samples"], latent["longlive_ref_frames"]
     expect = (1, 16, 1 + (FRAMES - 1) // 4 + 1, HEIGHT // 8, WIDTH // 8)
     _require(tuple(samples.shape) == expect, f"latents {tuple(samples.shape)}, expected {expect}")

@@ -130,7 +130,7 @@ def load_pack_standalone(name: str = PACK) -> ModuleType:
 def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bool = False) -> Path:
     """models/diffusion_models + models/loras under `root`, with one set of tiny weights in real
     layouts: longlive_base.pt, vace_module.safetensors, lora.pt (PEFT) and style.safetensors
-    (ComfyUI down/up); with `other_base`, other_base.safetensors holds different base weights."""
+    (ComfyUI down/up); with `other_base`, other_base.safetensors holds different base weights (marked causal)."""
     config = architecture(config_name)
     diffusion, loras = root / "diffusion_models", root / "loras"
     diffusion.mkdir(parents=True)
@@ -139,11 +139,25 @@ def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bo
     fixtures.write_longlive_pt(diffusion / "longlive_base.pt", fixtures.main_only(state))
     if other_base:
         fixtures.write_wan_safetensors(diffusion / "other_base.safetensors",
-                                       fixtures.main_only(fixtures.make_state_dict(config, seed=9)))
+                                       fixtures.main_only(fixtures.make_state_dict(config, seed=9)), causal_ar=True)
     fixtures.write_vace_module(diffusion / "vace_module.safetensors", state)
     fixtures.write_peft_lora(loras / "lora.pt", fixtures.make_lora(config, rank=4, seed=1), wrapped=True)
     fixtures.write_comfy_lora(loras / "style.safetensors", fixtures.make_lora(config, rank=2, seed=2), "down_up")
     return root
+
+
+def video_latent(width: int, height: int, length: int) -> dict:
+    """The LATENT core's EmptyHunyuanLatentVideo makes for this size (batch 1): what gives the sampler
+    nodes their video's size."""
+    return {"samples": torch.zeros(1, LATENT_CHANNELS, (length - 1) // 4 + 1, height // 8, width // 8)}
+
+
+def sampler_settings(nodes: dict, **widgets):
+    """The LONGLIVE_SETTINGS of a 'LongLive Sampler Settings' node with these widgets, the others at
+    their defaults (e.g. `steps="1000,500"`; the rest follows the sampler's preset)."""
+    spec = nodes["LongLiveSamplerSettings"].INPUT_TYPES()["required"]
+    return run_node(nodes, "LongLiveSamplerSettings", **{**{k: v[1]["default"] for k, v in spec.items()},
+                                                          **widgets})[0]
 
 
 def run_node(nodes: dict, name: str, **inputs):

@@ -18,12 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load_pack_standalone
+from helpers import load_pack_standalone, video_latent
 
 PACK = "longlive_vace_conditioning_test"
 TEXT_LEN = 512
-SETTINGS = dict(seed=3, length=9, width=32, height=32, vace_scale=1.0, chunk_frames=3, window_frames=12,
-                sink_frames=3, steps="1000,750,500,250", shift=5.0)
+SIZE = 32
 
 
 pack = load_pack_standalone(PACK)
@@ -76,8 +75,10 @@ def comfy_umt5(embeddings: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     return [[cond.to(dtype), {"pooled_output": None, "attention_mask": mask}]]
 
 
-def sample(positive, **extra) -> torch.Tensor:
-    return run("LongLiveSampler", model=model(), positive=positive, **{**SETTINGS, **extra})[0]["samples"]
+def sample(positive, length: int = 9, **extra) -> torch.Tensor:
+    """The sampler's latents for a video of `length` frames (LongLive preset)."""
+    return run("LongLiveSampler", model=model(), positive=positive, latent=video_latent(SIZE, SIZE, length), seed=3,
+               vace_scale=1.0, **extra)[0]["samples"]
 
 
 def test_umt5_shaped_conditioning_is_accepted():

@@ -20,7 +20,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import PACK, assert_same_weights, load_pack_standalone, run_node, write_node_models
+from helpers import (PACK, assert_same_weights, load_pack_standalone, run_node, sampler_settings, video_latent,
+                     write_node_models)
 
 pack = load_pack_standalone()
 host = importlib.import_module(f"{PACK}.nodes.host")
@@ -37,8 +38,8 @@ core_memory = importlib.import_module(f"{PACK}.vace_core.memory")
 NODES = pack.NODE_CLASS_MAPPINGS
 TINY = config_mod.architecture("tiny-vace")
 SIZE, FRAMES = 32, 9
-SAMPLER = dict(seed=5, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, chunk_frames=3, window_frames=12,
-               sink_frames=3, steps="1000,500", shift=5.0)
+SAMPLER = dict(seed=5, latent=video_latent(SIZE, SIZE, FRAMES), vace_scale=1.0,
+               settings=sampler_settings(NODES, steps="1000,500"))
 
 
 @pytest.fixture(scope="module")

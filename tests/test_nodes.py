@@ -16,10 +16,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import PACK, assert_same_weights, load_pack_standalone, run_node, write_node_models
+from helpers import (PACK, assert_same_weights, load_pack_standalone, run_node, sampler_settings, video_latent,
+                     write_node_models)
 
 pack = load_pack_standalone()
 sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
+settings_node = importlib.import_module(f"{PACK}.nodes.sampler_settings")
 host = importlib.import_module(f"{PACK}.nodes.host")
 model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
 fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
@@ -32,8 +34,7 @@ NODES = pack.NODE_CLASS_MAPPINGS
 TINY = config_mod.architecture("tiny-vace")
 SIZE = 64
 FRAMES = 9  # 3 latent frames = one chunk of 3
-SAMPLER_DEFAULTS = dict(seed=7, length=FRAMES, width=SIZE, height=SIZE, vace_scale=1.0, chunk_frames=3,
-                        window_frames=12, sink_frames=3, steps="1000,750,500,250", shift=5.0)
+SAMPLER_DEFAULTS = dict(seed=7, vace_scale=1.0)  # and the LongLive preset: chunk 3, window 12, sink 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,50 +157,70 @@ def test_node_definition_is_complete(name):
     assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
     parameters = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
     named = {p for p, v in parameters.items() if v.kind is not inspect.Parameter.VAR_KEYWORD} - {"self"}
-    # the sampler nodes take their causal options and the preset as one group (**causal_options)
-    grouped = set(sampler_node.CAUSAL_OPTIONS) | {"preset"} if len(named) < len(parameters) - 1 else set()
+    # the settings node takes its override and option widgets as one group (**widgets)
+    grouped = set(settings_node.OVERRIDES) | set(settings_node.CAUSAL_OPTIONS) if len(named) < len(parameters) - 1 \
+        else set()
     assert set(inputs) | set(spec.get("hidden", {})) == named | grouped
-    assert grouped <= set(spec.get("optional", {}))
-    for optional in set(spec.get("optional", {})) - grouped:
+    for optional in set(spec.get("optional", {})) | set(spec.get("hidden", {})):
         assert parameters[optional].default is not inspect.Parameter.empty
+
+
+def test_no_widget_default_reads_like_an_error():
+    """No -1, -1.0 or empty box anywhere: a value meaning "the preset's" reads "preset"."""
+    for name, cls in NODES.items():
+        spec = cls.INPUT_TYPES()
+        for input_name, (kind, options) in {**spec["required"], **spec.get("optional", {})}.items():
+            default = options.get("default")
+            if default is None:
+                continue
+            where = f"{name}.{input_name}"
+            assert not (isinstance(default, (int, float)) and not isinstance(default, bool) and default < 0), where
+            assert default != "", where
 
 
 def test_widget_order_and_defaults_follow_the_contract():
     sampler = NODES["LongLiveSampler"].INPUT_TYPES()
-    assert list(sampler["required"]) == ["model", "positive", "seed", "length", "width", "height", "vace_scale",
-                                         "chunk_frames", "window_frames", "sink_frames", "steps", "shift"]
-    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "start_images", "vae",
-                                         "vace_scale_end", "reference_mode",
-                                         "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache", "preset"]
-    optional = sampler["optional"]
-    assert (optional["vace_attention"][1]["default"], optional["recache"][1]["default"]) == ("causal", "longlive")
-    assert optional["vace_attention"][0] == ["causal", "references", "block"]
-    assert optional["recache"][0] == ["longlive", "causal"]
+    # what most runs change, on the sampler; the rest on the optional settings node
+    assert list(sampler["required"]) == ["model", "positive", "latent", "seed", "vace_scale", "preset"]
+    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "start_images", "vae", "settings"]
+    assert sampler["required"]["latent"][0] == "LATENT" and sampler["optional"]["settings"][0] == "LONGLIVE_SETTINGS"
     req = sampler["required"]
     assert req["seed"][1]["control_after_generate"] is True
-    assert (req["width"][1]["default"], req["height"][1]["default"], req["length"][1]["default"]) == (832, 480, 81)
-    assert req["length"][1]["step"] == 4
     assert (req["vace_scale"][1]["min"], req["vace_scale"][1]["max"], req["vace_scale"][1]["step"]) == (0.0, 2.0, 0.05)
-    # the preset fills what is left at -1 / empty (LongLive unless chosen otherwise)
-    assert [req[k][1]["default"] for k in ("chunk_frames", "window_frames", "sink_frames", "steps", "shift")] \
-        == [-1, -1, -1, "", -1.0]
-    assert sampler["optional"]["preset"][1]["default"] == "LongLive"
+    assert req["preset"][1]["default"] == "LongLive"
+    settings_spec = NODES["LongLiveSamplerSettings"].INPUT_TYPES()
+    assert list(settings_spec["required"]) == ["chunk_frames", "window_frames", "sink_frames", "steps", "shift",
+                                               "recache", "reference_mode", "vace_attention", "hint_chunks",
+                                               "hints_in_clean_pass", "vace_scale_at_end", "vace_block_scales"]
+    widgets = settings_spec["required"]
+    assert [widgets[k][1]["default"] for k in ("chunk_frames", "window_frames", "sink_frames", "steps", "shift")] \
+        == ["preset"] * 5
+    assert (widgets["vace_attention"][1]["default"], widgets["recache"][1]["default"]) == ("causal", "longlive")
+    assert widgets["vace_attention"][0] == ["causal", "references", "block"]
+    assert widgets["recache"][0] == ["longlive", "causal"]
+    assert (widgets["vace_scale_at_end"][1]["default"], widgets["vace_block_scales"][1]["default"]) == (1.0, "1.0")
+    assert "LongLive 12; Self-Forcing, CausVid (AR), Causal Forcing (chunkwise) 21" in \
+        widgets["window_frames"][1]["tooltip"]
     loader_inputs = NODES["LongLiveModelLoader"].INPUT_TYPES()
     loader = loader_inputs["required"]
     assert list(loader) == ["base_checkpoint", "lora", "lora_strength", "dtype"]
     assert loader_inputs["optional"]["entry"] == (["auto", "generator", "generator_ema", "model"],
                                                   loader_inputs["optional"]["entry"][1])
     assert loader_inputs["optional"]["entry"][1]["default"] == "auto"
-    assert list(loader_inputs["optional"]) == ["entry", "compile"]
+    assert list(loader_inputs["optional"]) == ["entry", "compile", "non_causal_base"]
     assert loader_inputs["optional"]["compile"] == ("BOOLEAN", loader_inputs["optional"]["compile"][1])
     assert loader_inputs["optional"]["compile"][1]["default"] is False
+    assert loader_inputs["optional"]["non_causal_base"][0] == ["refuse", "load anyway"]
+    assert loader_inputs["optional"]["non_causal_base"][1]["default"] == "refuse"
     assert loader["base_checkpoint"][0] == ["longlive_base.pt", "vace_module.safetensors"]
     assert loader["lora"][0] == ["none", "lora.pt", "style.safetensors"]
     assert loader["lora"][1]["default"] == "lora.pt" and loader["dtype"][1]["default"] == "auto"
     assert loader["dtype"][0] == ["auto", "bf16", "fp16", "fp32", "fp8_e4m3fn", "fp8_e4m3fn_fast"]
-    encode = NODES["LongLiveVaceEncode"].INPUT_TYPES()
-    assert list(encode["required"]) == ["vae", "width", "height", "length", "reference_fit"]
-    assert list(encode["optional"]) == ["reference_images", "control_video", "control_masks"]
+    encode = NODES["LongLiveVaceEncode"]
+    assert list(encode.INPUT_TYPES()["required"]) == ["vae", "width", "height", "length", "reference_fit"]
+    assert list(encode.INPUT_TYPES()["optional"]) == ["reference_images", "more_reference_images", "control_video",
+                                                      "control_masks"]
+    assert encode.RETURN_TYPES == ("VACE_CONTEXT", "LATENT")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,8 +326,8 @@ def test_fp8_loader_lora_and_graft_give_vace_core_fp8_weights():
         assert torch.equal(ours[key].view(torch.uint8) if ours[key].dtype == torch.float8_e4m3fn else ours[key],
                            theirs[key].view(torch.uint8) if theirs[key].dtype == torch.float8_e4m3fn
                            else theirs[key]), key
-    latent = run("LongLiveSampler", model=grafted, positive=conditioning(1), vace_context=reference_context(),
-                 **SAMPLER_DEFAULTS)[0]
+    latent = run("LongLiveSampler", model=grafted, positive=conditioning(1), latent=video_latent(SIZE, SIZE, FRAMES),
+                 vace_context=reference_context(), **SAMPLER_DEFAULTS)[0]
     assert torch.isfinite(latent["samples"]).all()
 
 
@@ -376,6 +397,20 @@ def test_vace_encode_references_prepends_one_frame_each():
     assert torch.count_nonzero(context.context[:, 16:, :2]) == 0
 
 
+def test_vace_encode_takes_more_references_of_another_size():
+    """reference_images (a batch of one size) then more_reference_images (another size): one
+    reference frame each, in that order, each fitted on its own; the same as the core given both."""
+    subject, scene = images(1, seed=3, height=48, width=80), images(1, seed=4, height=96, width=40)
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad",
+                  reference_images=subject, more_reference_images=scene)[0]
+    assert context.ref_frames == 2
+    expected = encoding.encode_vace_context(TinyVAE(), SIZE, SIZE, FRAMES, reference_images=[subject, scene])
+    assert torch.equal(context.context, expected.context)
+    alone = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad",
+                more_reference_images=scene)[0]
+    assert alone.ref_frames == 1 and torch.equal(alone.context[:, :, :1], context.context[:, :, 1:2])
+
+
 def test_vace_encode_control_video_and_masks():
     masks = torch.zeros(FRAMES, SIZE, SIZE)
     masks[:, :, SIZE // 2:] = 1
@@ -414,13 +449,24 @@ def test_prompt_schedule_chains_without_changing_the_previous_value():
 # sampler and decode
 
 
-def direct_generate(model, prompts, vace=None, settings=None, **overrides):
+def sample(model, positive, length: int = FRAMES, width: int = SIZE, height: int = SIZE,
+           node: str = "LongLiveSampler", **inputs) -> dict:
+    """A sampler node's LATENT for a video of this size (given as core's empty video latent)."""
+    return run(node, model=model, positive=positive, latent=video_latent(width, height, length),
+               **{**SAMPLER_DEFAULTS, **inputs})[0]
+
+
+def settings(**widgets):
+    return sampler_settings(NODES, **widgets)
+
+
+def direct_generate(model, prompts, vace=None, settings=None, length=FRAMES, width=SIZE, height=SIZE,
+                    vace_scale=1.0):
     """The same run through vace_core alone: raw (denormalised) latents."""
     settings = settings or core_sampler.SamplerSettings()
-    args = {**SAMPLER_DEFAULTS, **overrides}
-    result = core_sampler.generate(model, prompts, video_frames=args["length"], height=args["height"],
-                                   width=args["width"], seed=args["seed"], vace=vace,
-                                   vace_scale=args["vace_scale"], settings=settings)
+    result = core_sampler.generate(model, prompts, video_frames=length, height=height, width=width,
+                                   seed=SAMPLER_DEFAULTS["seed"], vace=vace, vace_scale=vace_scale,
+                                   settings=settings)
     return encoding.denormalize_latents(result.latents)
 
 
@@ -428,7 +474,7 @@ def test_sampler_t2v_equals_the_core_and_counts_passes(monkeypatch):
     bars = []
     monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(host.CountingProgressBar(total)) or bars[-1])
     positive = conditioning(1)
-    latent = run("LongLiveSampler", model=load("lora.pt"), positive=positive, **SAMPLER_DEFAULTS)[0]
+    latent = sample(load("lora.pt"), positive)
     assert set(latent) == {"samples", "longlive_ref_frames"}
     assert latent["longlive_ref_frames"] == 0
     assert tuple(latent["samples"].shape) == (1, 16, 3, SIZE // 8, SIZE // 8)
@@ -438,30 +484,60 @@ def test_sampler_t2v_equals_the_core_and_counts_passes(monkeypatch):
     assert len(bars) == 1 and (bars[0].current, bars[0].total) == (4, 4)
 
 
+def test_sampler_takes_width_height_and_length_from_the_latent():
+    """The LATENT's shape is the video's: another size in it is another video of that size, its
+    values are not used, and a LongLive output's reference frames do not count."""
+    positive = conditioning(1)
+    wide = sample(load(), positive, length=13, width=2 * SIZE, height=SIZE)
+    assert tuple(wide["samples"].shape) == (1, 16, 4, SIZE // 8, 2 * SIZE // 8)
+    assert torch.equal(wide["samples"], direct_generate(fresh(), positive[0][0], length=13, width=2 * SIZE))
+    latent = video_latent(2 * SIZE, SIZE, 13)
+    latent["samples"].normal_()  # values are not used, only the shape
+    same = run("LongLiveSampler", model=load(), positive=positive, latent=latent, **SAMPLER_DEFAULTS)[0]
+    assert torch.equal(same["samples"], wide["samples"])
+    with_refs = {"samples": torch.zeros(1, 16, 2 + 4, SIZE // 8, 2 * SIZE // 8), "longlive_ref_frames": 2}
+    again = run("LongLiveSampler", model=load(), positive=positive, latent=with_refs, **SAMPLER_DEFAULTS)[0]
+    assert torch.equal(again["samples"], wide["samples"])
+
+
+@pytest.mark.parametrize("latent, message", [
+    ({"samples": torch.zeros(1, 4, 3, 8, 8)}, r"latent: expected a Wan 2.1 video latent .* got \(1, 4, 3, 8, 8\)"),
+    ({"samples": torch.zeros(1, 16, 8, 8)}, r"latent: expected a Wan 2.1 video latent"),
+    ({"samples": torch.zeros(2, 16, 3, 8, 8)}, "batch of 2 videos"),
+    ({"samples": torch.zeros(1, 16, 3, 8, 9)}, "latent: width 72"),
+])
+def test_sampler_refuses_a_latent_that_is_not_one_video(no_generation, latent, message):
+    with pytest.raises(ValueError, match=message):
+        run("LongLiveSampler", model=load(), positive=conditioning(1), latent=latent, **SAMPLER_DEFAULTS)
+
+
 def test_sampler_ticks_every_pass_and_previews_denoising_passes(monkeypatch):
     bars, seen = [], []
     monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(host.CountingProgressBar(total)) or bars[-1])
     monkeypatch.setattr(host, "make_previewer", lambda: lambda x0: seen.append(tuple(x0.shape)) or "preview")
-    run("LongLiveSampler", model=load(), positive=conditioning(1), **{**SAMPLER_DEFAULTS, "length": 17})
+    sample(load(), conditioning(1), length=17)
     # chunks of 3 and 2 latent frames: 4 denoising passes each, one clean pass between them
     assert (bars[0].current, bars[0].total, bars[0].previews) == (9, 9, 8)
     assert seen == [(1, 16, 3, SIZE // 8, SIZE // 8)] * 4 + [(1, 16, 2, SIZE // 8, SIZE // 8)] * 4
 
 
-def test_sampler_r2v_then_decode_strips_the_references():
+def test_sampler_r2v_with_the_encoder_latent_then_decode_strips_the_references():
     vae = TinyVAE()
     model = vace_model()
-    context = run("LongLiveVaceEncode", vae=vae, width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad",
-                  reference_images=images(2))[0]
+    context, size = run("LongLiveVaceEncode", vae=vae, width=SIZE, height=SIZE, length=FRAMES, reference_fit="pad",
+                        reference_images=images(2))
+    # the encoder's latent is core's empty video latent of its size: the size is set there only
+    assert torch.equal(size["samples"], video_latent(SIZE, SIZE, FRAMES)["samples"])
     positive = conditioning(1)
-    latent = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **SAMPLER_DEFAULTS)[0]
+    latent = run("LongLiveSampler", model=model, positive=positive, latent=size, vace_context=context,
+                 **SAMPLER_DEFAULTS)[0]
     assert latent["longlive_ref_frames"] == 2
     assert tuple(latent["samples"].shape) == (1, 16, 5, SIZE // 8, SIZE // 8)
     expected = direct_generate(fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]), positive[0][0],
                                vace=context)
     assert torch.equal(latent["samples"], expected)
     # the VACE context really conditions the run
-    t2v = run("LongLiveSampler", model=model, positive=positive, **SAMPLER_DEFAULTS)[0]
+    t2v = sample(model, positive)
     assert not torch.allclose(t2v["samples"], latent["samples"][:, :, 2:])
 
     video = run("LongLiveDecode", samples=latent, vae=vae)[0]
@@ -477,53 +553,100 @@ def test_sampler_vace_scale_zero_is_text_to_video():
     context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=FRAMES,
                   reference_fit="pad", control_video=images(FRAMES, height=SIZE, width=SIZE))[0]
     positive = conditioning(1)
-    args = {**SAMPLER_DEFAULTS, "vace_scale": 0.0}
-    with_context = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **args)[0]
-    without = run("LongLiveSampler", model=model, positive=positive, **args)[0]
+    with_context = sample(model, positive, vace_context=context, vace_scale=0.0)
+    without = sample(model, positive, vace_scale=0.0)
     assert torch.equal(with_context["samples"], without["samples"])
 
 
 def test_sampler_prompt_schedule_switches_prompt():
     positive, later = conditioning(1), conditioning(2)
     schedule = run("LongLivePromptSchedule", conditioning=later, start_frame=12)[0]
-    args = {**SAMPLER_DEFAULTS, "length": 17}  # 5 latent frames: chunks [0,3) and [3,5)
-    switched = run("LongLiveSampler", model=load(), positive=positive, prompt_schedule=schedule, **args)[0]
+    # 17 frames = 5 latent frames: chunks [0,3) and [3,5)
+    switched = sample(load(), positive, length=17, prompt_schedule=schedule)
     expected = direct_generate(fresh(), [core_sampler.PromptSegment(0, positive[0][0]),
-                                         core_sampler.PromptSegment(12, later[0][0])], **args)
+                                         core_sampler.PromptSegment(12, later[0][0])], length=17)
     assert torch.equal(switched["samples"], expected)
-    plain = run("LongLiveSampler", model=load(), positive=positive, **args)[0]
+    plain = sample(load(), positive, length=17)
     assert torch.equal(plain["samples"][:, :, :3], switched["samples"][:, :, :3])  # same first chunk
     assert not torch.equal(plain["samples"][:, :, 3:], switched["samples"][:, :, 3:])
     # a scheduled prompt at frame 0 replaces positive
-    replaced = run("LongLiveSampler", model=load(), positive=positive,
-                   prompt_schedule=run("LongLivePromptSchedule", conditioning=later, start_frame=0)[0], **args)[0]
-    assert torch.equal(replaced["samples"], run("LongLiveSampler", model=load(), positive=later, **args)[0]["samples"])
+    replaced = sample(load(), positive, length=17,
+                      prompt_schedule=run("LongLivePromptSchedule", conditioning=later, start_frame=0)[0])
+    assert torch.equal(replaced["samples"], sample(load(), later, length=17)["samples"])
 
 
-def test_sampler_vace_scale_ramp_reaches_the_core():
+def test_settings_vace_ramp_reaches_the_core():
+    """vace_scale_at_end is a multiple of vace_scale: 0.5 at vace_scale 0.8 ramps 0.8 -> 0.4."""
     model = vace_model()
     context = reference_context(length=17)
     positive = conditioning(1)
-    args = {**SAMPLER_DEFAULTS, "length": 17}
-    ramped = run("LongLiveSampler", model=model, positive=positive, vace_context=context, vace_scale_end=0.0,
-                 **args)[0]
+    ramped = sample(model, positive, length=17, vace_context=context, vace_scale=0.8,
+                    settings=settings(vace_scale_at_end=0.5))
     expected = direct_generate(fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]), positive[0][0],
-                               vace=context, **{**args, "vace_scale": core_sampler.VaceScaleRamp(1.0, 0.0)})
+                               vace=context, length=17, vace_scale=core_sampler.VaceScaleRamp(0.8, 0.4))
+    assert torch.equal(ramped["samples"], expected)
+    constant = sample(model, positive, length=17, vace_context=context, vace_scale=0.8)
+    assert not torch.equal(ramped["samples"], constant["samples"])
+
+
+def test_settings_per_block_vace_scales_reach_the_core():
+    """One strength per VACE block, times vace_scale; all zero is the model without VACE; a ramp
+    multiplies them per chunk; a list of the wrong length is refused before any work."""
+    model = vace_model()
+    context = reference_context(length=17)
+    positive = conditioning(1)
+    blocks = TINY.num_vace_blocks
+    per_block = [0.5 + 0.25 * k for k in range(blocks)]
+    text = ", ".join(f"{v:g}" for v in per_block)
+    latent = sample(model, positive, length=17, vace_context=context, vace_scale=0.8,
+                    settings=settings(vace_block_scales=text))
+    vace_model_direct = fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)])
+    expected = direct_generate(vace_model_direct, positive[0][0], vace=context, length=17,
+                               vace_scale=[0.8 * v for v in per_block])
+    assert torch.equal(latent["samples"], expected)
+    uniform = sample(model, positive, length=17, vace_context=context, vace_scale=0.8)
+    assert not torch.equal(latent["samples"], uniform["samples"])
+    control = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=17, reference_fit="pad",
+                  control_video=images(17, height=SIZE, width=SIZE))[0]
+    off = sample(model, positive, length=17, vace_context=control,
+                 settings=settings(vace_block_scales=", ".join(["0"] * blocks)))
+    assert torch.equal(off["samples"], sample(model, positive, length=17)["samples"])
+    ramped = sample(model, positive, length=17, vace_context=context, vace_scale=0.8,
+                    settings=settings(vace_block_scales=text, vace_scale_at_end=0.5))
+    expected = direct_generate(vace_model_direct, positive[0][0], vace=context, length=17,
+                               vace_scale=core_sampler.VaceScaleRamp(0.8, 0.4, per_block))
     assert torch.equal(ramped["samples"], expected)
 
 
-def test_sampler_departure_options_reach_the_core():
+def test_settings_errors_name_the_widget(no_generation):
+    with pytest.raises(ValueError, match=r"window_frames 'twelve': expected a whole number of latent frames, "
+                                         r"or 'preset' for the preset's value"):
+        settings(window_frames="twelve")
+    with pytest.raises(ValueError, match=r"sink_frames '-1': expected .* \(at least 0\)"):
+        settings(sink_frames="-1")
+    with pytest.raises(ValueError, match=r"shift '0': expected a positive number"):
+        settings(shift="0")
+    with pytest.raises(ValueError, match="vace_block_scales 'strong'"):
+        settings(vace_block_scales="strong")
+    with pytest.raises(ValueError, match=r"vace_block_scales lists 3 values but the model has 2 VACE blocks"):
+        sample(vace_model(), conditioning(1), vace_context=reference_context(),
+               settings=settings(vace_block_scales="1, 1, 1"))
+
+
+def test_settings_causal_options_reach_the_core():
     model = vace_model()
     context = reference_context(length=17)
     positive = conditioning(1)
-    args = {**SAMPLER_DEFAULTS, "length": 17}
     options = {"reference_mode": "clean", "hint_chunks": "first", "hints_in_clean_pass": False}
-    latent = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **options, **args)[0]
+    latent = sample(model, positive, length=17, vace_context=context, settings=settings(**options))
     expected = direct_generate(fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]), positive[0][0],
-                               vace=context, settings=core_sampler.SamplerSettings(**options), **args)
+                               vace=context, settings=core_sampler.SamplerSettings(**options), length=17)
     assert torch.equal(latent["samples"], expected)
-    default = run("LongLiveSampler", model=model, positive=positive, vace_context=context, **args)[0]
+    default = sample(model, positive, length=17, vace_context=context)
     assert not torch.equal(latent["samples"], default["samples"])
+    # the node with its defaults is the sampler without it
+    assert torch.equal(sample(model, positive, length=17, vace_context=context, settings=settings())["samples"],
+                       default["samples"])
 
 
 def test_sampler_start_images_begin_the_video(monkeypatch):
@@ -531,19 +654,18 @@ def test_sampler_start_images_begin_the_video(monkeypatch):
     node equals the core with the same start latents, and another image changes what follows."""
     vae = TinyVAE()
     start = images(1, seed=5, height=SIZE, width=SIZE)
-    args = {**SAMPLER_DEFAULTS, "length": 17}  # 5 latent frames: the start frame, then chunks of 3 and 1
-    latent = run("LongLiveSampler", model=load(), positive=conditioning(1), start_images=start, vae=vae, **args)[0]
+    # 17 frames = 5 latent frames: the start frame, then chunks of 3 and 1
+    latent = sample(load(), conditioning(1), length=17, start_images=start, vae=vae)
     start_latents = encoding.encode_start_frames(TinyVAE(), start, SIZE, SIZE)
     assert torch.allclose(latent["samples"][:, :, :1], encoding.denormalize_latents(start_latents), atol=1e-6)
     video = run("LongLiveDecode", samples=latent, vae=vae)[0]
     round_trip = (vae.decode(vae.encode(start))[0] - start).abs().max()
     assert (video[0] - start[0]).abs().max() <= round_trip + 1e-5
     expected = core_sampler.generate(fresh(), conditioning(1)[0][0], video_frames=17, height=SIZE, width=SIZE,
-                                     seed=args["seed"], settings=core_sampler.SamplerSettings(),
+                                     seed=SAMPLER_DEFAULTS["seed"], settings=core_sampler.SamplerSettings(),
                                      start_latents=start_latents).latents
     assert torch.equal(latent["samples"], encoding.denormalize_latents(expected))
-    other = run("LongLiveSampler", model=load(), positive=conditioning(1), vae=vae,
-                start_images=images(1, seed=6, height=SIZE, width=SIZE), **args)[0]
+    other = sample(load(), conditioning(1), length=17, vae=vae, start_images=images(1, seed=6, height=SIZE, width=SIZE))
     # the fixture's weights (init scale 0.02) make the history's pull small; identical inputs give identical
     # bits, so anything far above float32 rounding is the start image's doing
     assert (other["samples"][:, :, 1:4] - latent["samples"][:, :, 1:4]).abs().max() > 1e-4
@@ -552,19 +674,18 @@ def test_sampler_start_images_begin_the_video(monkeypatch):
 def test_sampler_start_images_with_references_and_a_prompt_switch():
     vae = TinyVAE()
     model = vace_model()
-    args = {**SAMPLER_DEFAULTS, "length": 25}  # 7 latent frames
-    context = run("LongLiveVaceEncode", vae=vae, width=SIZE, height=SIZE, length=25, reference_fit="pad",
-                  reference_images=images(1))[0]
+    context, size = run("LongLiveVaceEncode", vae=vae, width=SIZE, height=SIZE, length=25, reference_fit="pad",
+                        reference_images=images(1))  # 25 frames = 7 latent frames
     schedule = run("LongLivePromptSchedule", conditioning=conditioning(2), start_frame=4)[0]
     start = images(5, seed=8, height=SIZE, width=SIZE)  # a 5-frame clip: 2 latent frames
-    latent = run("LongLiveSampler", model=model, positive=conditioning(1), vace_context=context,
-                 prompt_schedule=schedule, start_images=start, vae=vae, **args)[0]
+    latent = run("LongLiveSampler", model=model, positive=conditioning(1), latent=size, vace_context=context,
+                 prompt_schedule=schedule, start_images=start, vae=vae, **SAMPLER_DEFAULTS)[0]
     assert latent["longlive_ref_frames"] == 1 and latent["samples"].shape[2] == 1 + 7
     start_latents = encoding.encode_start_frames(TinyVAE(), start, SIZE, SIZE)
     expected = core_sampler.generate(
         fresh("lora.pt", [("vace", "vace_module.safetensors", 1.0)]),
         [core_sampler.PromptSegment(0, conditioning(1)[0][0]), core_sampler.PromptSegment(4, conditioning(2)[0][0])],
-        video_frames=25, height=SIZE, width=SIZE, seed=args["seed"], vace=context,
+        video_frames=25, height=SIZE, width=SIZE, seed=SAMPLER_DEFAULTS["seed"], vace=context,
         settings=core_sampler.SamplerSettings(), start_latents=start_latents).latents
     assert torch.equal(latent["samples"], encoding.denormalize_latents(expected))
 
@@ -574,24 +695,21 @@ def test_continue_video_equals_one_longer_run(with_references):
     """Sampler (21 frames = 6 latent frames), then Continue Video (+24 frames = 6 latent frames) is the
     sampler's 45-frame run; 'continuation' is its new part."""
     model = vace_model() if with_references else load()
-    args = {**SAMPLER_DEFAULTS, "window_frames": 6}  # sink 3 + 3 rolling: the window rolls
-    extra = {}
+    rolling = settings(window_frames="6")  # sink 3 + 3 rolling: the window rolls
+    extra, first_context = {}, {}
     if with_references:
         extra["vace_context"] = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=45,
                                     reference_fit="pad", reference_images=images(1))[0]
-    first_context = {}
-    if with_references:
         first_context["vace_context"] = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=21,
                                             reference_fit="pad", reference_images=images(1))[0]
     positive = conditioning(1)
-    whole = run("LongLiveSampler", model=model, positive=positive, **{**args, "length": 45}, **extra)[0]
-    first = run("LongLiveSampler", model=model, positive=positive, **{**args, "length": 21}, **first_context)[0]
+    whole = sample(model, positive, length=45, settings=rolling, **extra)
+    first = sample(model, positive, length=21, settings=rolling, **first_context)
     refs = 1 if with_references else 0
-    common = {k: v for k, v in args.items() if k not in ("length", "width", "height")}
     both = run("LongLiveContinue", model=model, positive=positive, samples=first, length=24,
-               output="earlier + continuation", **common, **extra)[0]
+               output="earlier + continuation", settings=rolling, **SAMPLER_DEFAULTS, **extra)[0]
     new = run("LongLiveContinue", model=model, positive=positive, samples=first, length=24, output="continuation",
-              **common, **extra)[0]
+              settings=rolling, **SAMPLER_DEFAULTS, **extra)[0]
     assert both["longlive_ref_frames"] == refs and new["longlive_ref_frames"] == 0
     assert both["samples"].shape == whole["samples"].shape == (1, 16, refs + 12, SIZE // 8, SIZE // 8)
     assert torch.allclose(both["samples"], whole["samples"], atol=1e-5)
@@ -599,32 +717,34 @@ def test_continue_video_equals_one_longer_run(with_references):
 
 
 def test_continue_video_errors():
-    first = run("LongLiveSampler", model=vace_model(), positive=conditioning(1), vace_context=reference_context(21),
-                **{**SAMPLER_DEFAULTS, "length": 21})[0]
-    common = {k: v for k, v in SAMPLER_DEFAULTS.items() if k not in ("length", "width", "height")}
+    first = sample(vace_model(), conditioning(1), length=21, vace_context=reference_context(21))
     with pytest.raises(ValueError, match="1 reference frame"):
         run("LongLiveContinue", model=vace_model(), positive=conditioning(1), samples=first, length=24,
-            output="continuation", **common)
+            output="continuation", **SAMPLER_DEFAULTS)
     with pytest.raises(ValueError, match="multiple of 4"):
         run("LongLiveContinue", model=vace_model(), positive=conditioning(1), samples=first, length=10,
-            output="continuation", vace_context=reference_context(45), **common)
+            output="continuation", vace_context=reference_context(45), **SAMPLER_DEFAULTS)
     with pytest.raises(ValueError, match="expected one video of Wan 2.1 latents"):
         run("LongLiveContinue", model=load(), positive=conditioning(1), samples={"samples": torch.zeros(1, 4, 8, 8)},
-            length=8, output="continuation", **common)
+            length=8, output="continuation", **SAMPLER_DEFAULTS)
+    # a context for another length names the earlier video's LATENT as where the size came from
+    with pytest.raises(ValueError, match=r"samples and vace_context describe different videos: samples \(from the "
+                                         r"samples input\) is 64x64, 45 frames"):
+        run("LongLiveContinue", model=vace_model(), positive=conditioning(1), samples=first, length=24,
+            output="continuation", vace_context=reference_context(21), **SAMPLER_DEFAULTS)
 
 
 def test_start_images_errors():
-    args = {**SAMPLER_DEFAULTS, "length": 9}
     with pytest.raises(ValueError, match="connect the vae input"):
-        run("LongLiveSampler", model=load(), positive=conditioning(1), start_images=images(1), **args)
+        sample(load(), conditioning(1), length=9, start_images=images(1))
     with pytest.raises(ValueError, match="leaving nothing to generate"):
-        run("LongLiveSampler", model=load(), positive=conditioning(1), start_images=images(9), vae=TinyVAE(), **args)
+        sample(load(), conditioning(1), length=9, start_images=images(9), vae=TinyVAE())
 
 
 def test_sampler_interrupt_raises_comfy_exception():
     host.request_interrupt()
     with pytest.raises(host.InterruptProcessingException):
-        run("LongLiveSampler", model=load(), positive=conditioning(1), **SAMPLER_DEFAULTS)
+        sample(load(), conditioning(1))
     assert not host.is_interrupted()
 
 
@@ -634,54 +754,69 @@ def test_sampler_interrupt_raises_comfy_exception():
 
 @pytest.fixture
 def no_generation(monkeypatch):
-    """Fail the test if a bad input got as far as generating."""
+    """Fail the test if a bad input got as far as loading the model for a run or generating."""
     sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
 
     def refuse(*args, **kwargs):
-        raise AssertionError("generate() was reached")
+        raise AssertionError("the model was loaded for a run or generate() was reached")
 
     monkeypatch.setattr(sampler_node, "generate", refuse)
+    monkeypatch.setattr(model_ref.LongLiveModel, "load_for_run", refuse)
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"width": 72}, "width 72"),
-    ({"height": 40}, "height 40"),
-    ({"window_frames": 5}, "window_frames"),
+@pytest.mark.parametrize("widgets, message", [
+    ({"window_frames": "5"}, r"window_frames \(5\) must hold the sink \(3\) plus one chunk \(3\)"),
     ({"steps": "1000,1000"}, "strictly decreasing"),
-    ({"steps": "fast"}, "comma-separated integers"),
+    ({"steps": "fast"}, "comma-separated"),
 ])
-def test_sampler_rejects_bad_settings(no_generation, override, message):
+def test_sampler_rejects_bad_settings(no_generation, widgets, message):
     with pytest.raises(ValueError, match=message):
-        run("LongLiveSampler", model=load(), positive=conditioning(1), **{**SAMPLER_DEFAULTS, **override})
+        sample(load(), conditioning(1), settings=settings(**widgets))
 
 
 def test_vace_context_on_a_model_without_vace(no_generation):
     context = reference_context()
     with pytest.raises(ValueError, match=r"no VACE weights: put a 'Load VACE Weights \(graft\)'"):
-        run("LongLiveSampler", model=load(), positive=conditioning(1), vace_context=context, **SAMPLER_DEFAULTS)
+        sample(load(), conditioning(1), vace_context=context)
 
 
 @pytest.mark.parametrize("encode, message", [
-    ({"length": 17}, "covers 17 video frames but the sampler was asked for 9"),
-    ({"width": 128}, "encoded at 128x64"),
+    ({"length": 17}, r"latent \(from the latent input\) is 64x64, 9 frames, vace_context \(from the vace_context "
+                     r"input\) was encoded for 64x64, 17 frames"),
+    ({"width": 128}, r"is 64x64, 9 frames, vace_context .* was encoded for 128x64, 9 frames"),
 ])
-def test_mismatched_vace_context(no_generation, encode, message):
+def test_a_latent_that_disagrees_with_the_vace_context_is_refused(no_generation, encode, message):
     args = {"width": SIZE, "height": SIZE, "length": FRAMES, **encode}
     context = run("LongLiveVaceEncode", vae=TinyVAE(), reference_fit="pad", reference_images=images(1), **args)[0]
     with pytest.raises(ValueError, match=message):
-        run("LongLiveSampler", model=vace_model(), positive=conditioning(1), vace_context=context,
-            **SAMPLER_DEFAULTS)
+        sample(vace_model(), conditioning(1), vace_context=context)
+
+
+def test_the_size_mismatch_names_both_nodes_of_the_queued_graph(no_generation):
+    """Inside ComfyUI the sampler gets the queued graph (hidden PROMPT) and its own id: the message
+    names the node of each input with its title and id."""
+    context = run("LongLiveVaceEncode", vae=TinyVAE(), width=SIZE, height=SIZE, length=17, reference_fit="pad",
+                  reference_images=images(1))[0]
+    graph = {"5": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {}, "_meta": {"title": "Video size"}},
+             "7": {"class_type": "LongLiveVaceEncode", "inputs": {}, "_meta": {"title": "VACE Encode References"}},
+             "9": {"class_type": "LongLiveSampler", "inputs": {"latent": ["5", 0], "vace_context": ["7", 0]}}}
+    with pytest.raises(ValueError) as refused:
+        sample(vace_model(), conditioning(1), vace_context=context, prompt=graph, unique_id="9")
+    message = str(refused.value)
+    assert "latent (from node 5 'Video size') is 64x64, 9 frames" in message
+    assert "vace_context (from node 7 'VACE Encode References') was encoded for 64x64, 17 frames" in message
+    assert "Connect the latent output of 'VACE Encode References' to the sampler's latent" in message
 
 
 def test_bad_conditioning_and_schedule(no_generation):
     wide = [[torch.zeros(1, 8, 32), {}]]
     with pytest.raises(ValueError, match="positive: the conditioning has 32 channels"):
-        run("LongLiveSampler", model=load(), positive=wide, **SAMPLER_DEFAULTS)
+        sample(load(), wide)
     with pytest.raises(ValueError, match="expected a CONDITIONING"):
-        run("LongLiveSampler", model=load(), positive=None, **SAMPLER_DEFAULTS)
+        sample(load(), None)
     late = run("LongLivePromptSchedule", conditioning=conditioning(2), start_frame=FRAMES)[0]
     with pytest.raises(ValueError, match="at or after the end of the video"):
-        run("LongLiveSampler", model=load(), positive=conditioning(1), prompt_schedule=late, **SAMPLER_DEFAULTS)
+        sample(load(), conditioning(1), prompt_schedule=late)
 
 
 def test_decode_rejects_image_latents():
@@ -693,16 +828,17 @@ def test_decode_rejects_image_latents():
 # presets and checkpoint entries (issue 11)
 
 
-def test_sampler_preset_fills_the_widgets_left_at_minus_one():
+def test_sampler_preset_without_settings_and_single_values_typed_over_it():
     presets = importlib.import_module(f"{PACK}.vace_core.presets")
     positive = conditioning(1)
-    from_preset = dict(SAMPLER_DEFAULTS, chunk_frames=-1, window_frames=-1, sink_frames=-1, steps="", shift=-1.0)
-    latent = run("LongLiveSampler", model=load(), positive=positive, preset="CausVid (AR)", **from_preset)[0]
+    latent = sample(load(), positive, preset="CausVid (AR)")
     expected = direct_generate(fresh(), positive[0][0], settings=presets.resolve_settings("CausVid (AR)"))
     assert torch.equal(latent["samples"], expected)
-    # a widget set to a value wins: the LongLive steps, still fed the CausVid way (unwarped, shift 8)
-    explicit = run("LongLiveSampler", model=load(), positive=positive, preset="CausVid (AR)",
-                   **{**from_preset, "steps": "1000,750,500,250"})[0]
+    # the settings node with its "preset" widgets changes nothing
+    assert torch.equal(sample(load(), positive, preset="CausVid (AR)", settings=settings())["samples"],
+                       latent["samples"])
+    # a value typed there wins: the LongLive steps, still fed the CausVid way (unwarped, shift 8)
+    explicit = sample(load(), positive, preset="CausVid (AR)", settings=settings(steps="1000,750,500,250"))
     expected = direct_generate(fresh(), positive[0][0], settings=presets.resolve_settings(
         "CausVid (AR)", denoising_steps=(1000, 750, 500, 250)))
     assert torch.equal(explicit["samples"], expected)
@@ -711,7 +847,7 @@ def test_sampler_preset_fills_the_widgets_left_at_minus_one():
 
 def test_sampler_rejects_an_unknown_preset(no_generation):
     with pytest.raises(ValueError, match="preset 'Wan'"):
-        run("LongLiveSampler", model=load(), positive=conditioning(1), preset="Wan", **SAMPLER_DEFAULTS)
+        sample(load(), conditioning(1), preset="Wan")
 
 
 def test_loader_entry_picks_the_state_dict(tmp_path, monkeypatch):
@@ -758,9 +894,9 @@ def test_loader_compile_runs_full_chunks_compiled_and_keeps_the_video(monkeypatc
     compiled = run("LongLiveVaceGraft", model=base, vace_checkpoint="vace_module.safetensors")[0]
     assert compiled.compiled and compiled.describe().endswith("compiled")
     positive, context = conditioning(1), reference_context()
-    video = run("LongLiveSampler", model=compiled, positive=positive, vace_context=context, **SAMPLER_DEFAULTS)[0]
+    video = sample(compiled, positive, vace_context=context)
     assert compiler.shapes == [(3, 3 * (SIZE // 16) ** 2, "float32")] and compiler.fallbacks == []
     assert len(passes) == 4  # the one chunk's denoising passes (the reference block's 1 frame runs eagerly)
-    plain = run("LongLiveSampler", model=vace_model(), positive=positive, vace_context=context, **SAMPLER_DEFAULTS)[0]
+    plain = sample(vace_model(), positive, vace_context=context)
     assert len(passes) == 4 and network(vace_model()).compiler is None
     assert (video["samples"] - plain["samples"]).abs().max().item() <= 1e-6

@@ -2,18 +2,17 @@
 
 Each preset is checked against DESIGN.md §9 (values written out below, from that table), a run with
 the CausVid preset against a sampler written out here with upstream's table lookup, and the sampler
-node's "-1 / empty = from the preset" rule.
+settings node's "preset = the sampler preset's value" rule.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import asdict
 
 import pytest
 import torch
 
-from helpers import PACK, load_pack_standalone, random_text, tiny_model
+from helpers import load_pack_standalone, random_text, sampler_settings, tiny_model
 from vace_core.encoding import video_frames_for
 from vace_core.presets import DEFAULT_PRESET, PRESETS, resolve_settings
 from vace_core.sampler import Block, SamplerSettings, block_noise, generate
@@ -164,37 +163,43 @@ def test_causvid_run_feeds_its_steps_unwarped_with_table_sigmas():
     assert no_lookup > 10 * TOL and if_warped > 1000 * TOL
 
 
-# ---- the sampler node's widgets ----------------------------------------------------------------
+# ---- the sampler nodes and the settings node ----------------------------------------------------
 
 pack = load_pack_standalone()
-node_sampler = importlib.import_module(f"{PACK}.nodes.sampler")
+NODES = pack.NODE_CLASS_MAPPINGS
 
 
-def test_node_widgets_at_minus_one_take_the_preset():
-    settings = node_sampler.preset_settings("Causal Forcing (chunkwise)", -1, -1, -1, "", -1.0)
-    assert asdict(settings) == asdict(resolve_settings("Causal Forcing (chunkwise)"))  # the pack's own classes
-    mixed = node_sampler.preset_settings("CausVid (AR)", -1, 9, 0, " 1000, 600 ", -1.0)
+def choices(**widgets):
+    return sampler_settings(NODES, **widgets)
+
+
+def test_settings_left_at_preset_take_the_preset():
+    assert asdict(choices().resolve("Causal Forcing (chunkwise)")) == asdict(resolve_settings("Causal Forcing (chunkwise)"))
+    mixed = choices(window_frames="9", sink_frames=" 0 ", steps=" 1000, 600 ").resolve("CausVid (AR)")
     assert (mixed.window_frames, mixed.sink_frames, mixed.denoising_steps, mixed.shift) == (9, 0, (1000, 600), 8.0)
+    assert choices(shift="3.5").resolve("LongLive").shift == 3.5
 
 
-def test_every_input_of_both_sampler_nodes_offers_the_preset():
-    for name in ("LongLiveSampler", "LongLiveSampleToVideo"):
-        spec = pack.NODE_CLASS_MAPPINGS[name].INPUT_TYPES()
-        choices, options = spec["optional"]["preset"]
-        assert choices == list(DESIGN_9) and options["default"] == "LongLive"
-        for widget in ("chunk_frames", "window_frames", "sink_frames", "shift"):
-            assert spec["required"][widget][1]["default"] == -1 == spec["required"][widget][1]["min"]
-            assert "-1 = the preset's" in spec["required"][widget][1]["tooltip"]
-        assert spec["required"]["steps"][1]["default"] == ""
-        assert "Empty = the preset's" in spec["required"]["steps"][1]["tooltip"]
-    tooltip = pack.NODE_CLASS_MAPPINGS["LongLiveSampler"].INPUT_TYPES()["required"]["window_frames"][1]["tooltip"]
-    assert "LongLive 12; Self-Forcing, CausVid (AR), Causal Forcing (chunkwise) 21" in tooltip
+def test_every_sampler_node_offers_the_preset_and_the_settings_node_reads_preset():
+    for name in ("LongLiveSampler", "LongLiveSampleToVideo", "LongLiveContinue"):
+        spec = NODES[name].INPUT_TYPES()
+        choices_, options = spec["required"]["preset"]
+        assert choices_ == list(DESIGN_9) and options["default"] == "LongLive"
+        assert spec["optional"]["settings"][0] == "LONGLIVE_SETTINGS"
+    widgets = NODES["LongLiveSamplerSettings"].INPUT_TYPES()["required"]
+    for widget in ("chunk_frames", "window_frames", "sink_frames", "steps", "shift"):
+        assert widgets[widget][0] == "STRING" and widgets[widget][1]["default"] == "preset"
+        assert "'preset' = the sampler preset's value" in widgets[widget][1]["tooltip"]
+    assert "LongLive 12; Self-Forcing, CausVid (AR), Causal Forcing (chunkwise) 21" in \
+        widgets["window_frames"][1]["tooltip"]
+    assert "LongLive, Self-Forcing, Causal Forcing (chunkwise) 1000,750,500,250; CausVid (AR) 1000,757,522 fed " \
+           "unwarped" in widgets["steps"][1]["tooltip"]
 
 
-def test_node_error_names_the_preset_and_the_widgets():
+def test_an_error_names_the_preset_and_the_typed_values():
     with pytest.raises(ValueError, match=r"window_frames \(4\) must hold the sink \(3\) plus one chunk \(3\) "
                                          r"\(from preset 'LongLive': chunk_frames 3, sink_frames 3, steps "
                                          r"1000,750,500,250, shift 5; given: window_frames 4\)"):
-        node_sampler.preset_settings("LongLive", -1, 4, -1, "", -1.0)
-    with pytest.raises(ValueError, match="comma-separated integers"):
-        node_sampler.preset_settings("LongLive", -1, -1, -1, "fast", -1.0)
+        choices(window_frames="4").resolve("LongLive")
+    with pytest.raises(ValueError, match="steps 'fast': expected comma-separated steps"):
+        choices(steps="fast")

@@ -21,7 +21,7 @@ import av
 import pytest
 import torch
 
-from helpers import PACK, load_pack_standalone
+from helpers import PACK, load_pack_standalone, video_latent
 
 ROOT = Path(__file__).resolve().parents[1]
 pack = load_pack_standalone()
@@ -446,16 +446,16 @@ def micro_checkpoint(tmp_path, monkeypatch):
     root = tmp_path / "models"
     (root / "diffusion_models").mkdir(parents=True)
     fixtures.write_wan_safetensors(root / "diffusion_models" / "micro.safetensors",
-                                   fixtures.make_state_dict(MICRO, seed=0))
+                                   fixtures.make_state_dict(MICRO, seed=0), causal_ar=True)
     monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(root))
     loader = importlib.import_module(f"{PACK}.nodes.loader")
     return loader.LongLiveModelLoader().load("micro.safetensors", "none", 1.0, "fp32")[0]
 
 
 def sampler_args(model, **extra):
-    return {"model": model, "positive": [[text(1), {}]], "seed": 3, "length": 45, "width": SIZE, "height": SIZE,
-            "vace_scale": 1.0, "chunk_frames": 3, "window_frames": 12, "sink_frames": 3,
-            "steps": "1000,750,500,250", "shift": 5.0, **extra}
+    # the LongLive preset: chunk 3, window 12, sink 3, steps 1000,750,500,250, shift 5
+    return {"model": model, "positive": [[text(1), {}]], "latent": video_latent(SIZE, SIZE, 45), "seed": 3,
+            "vace_scale": 1.0, **extra}
 
 
 def test_sampler_to_video_node_equals_sampler_then_decode(output_dir, micro_checkpoint, monkeypatch, caplog):

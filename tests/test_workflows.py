@@ -6,7 +6,10 @@
   (positional widgets_values -> input names, links -> [node_id, slot]) with the node definitions of
   each tested ComfyUI version, equals its API twin;
 - node types exist, links join outputs and inputs of one type, inputs are valid values, and the
-  notes name every model file with its folder and download address.
+  notes name every model file with its folder and download address;
+- each video's width, height and length are set on exactly one node, which feeds the samplers;
+- the layout opens readable (the editor's fit of the graph into 1600x1000 at >= 0.6), the
+  thumbnails can be told apart, the example inputs the workflows load are made by the script.
 
 Interfaces come from our node classes (as ComfyUI's /object_info would show them) and from
 tests/data/comfyui_core_nodes/<version>.json, snapshots of each tested ComfyUI's /object_info for
@@ -17,8 +20,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from helpers import load_script
@@ -52,15 +58,16 @@ OURS = {name: mw.object_info_of_class(cls, pack.NODE_DISPLAY_NAME_MAPPINGS[name]
 OBJECT_INFO_BY_VERSION = {path.stem: {**json.loads(path.read_text()), **OURS}
                           for path in sorted(CORE_SNAPSHOTS.glob("*.json"))}
 OBJECT_INFO = OBJECT_INFO_BY_VERSION["0.8.0"]  # the oldest tested version
-NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
+FILES = {f.name: f for f in mw.workflow_files()}
+NAMES = sorted(FILES)  # the API names
 
 
 def ui(name: str) -> dict:
-    return json.loads((WORKFLOWS / f"{name}.json").read_text())
+    return json.loads(FILES[name].ui.read_text())
 
 
 def api(name: str) -> dict:
-    return json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    return json.loads(FILES[name].api.read_text())
 
 
 def input_spec(class_type: str, name: str) -> tuple[list | str, dict]:
@@ -80,10 +87,16 @@ def notes_text(workflow: dict) -> str:
 # the files
 
 
-def test_seven_workflows_each_in_both_formats():
+def test_seven_workflows_each_in_both_formats_with_a_thumbnail():
     assert NAMES == sorted(["longlive_vace_r2v", "longlive_vace_r2v_multi_ref", "longlive_t2v",
                             "longlive_prompt_switch", "longlive_vace_v2v", "longlive_i2v", "longlive_continue"])
     assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == NAMES
+    # the template browser lists every *.json of the folder, by file name: one readable name each
+    assert sorted(p.name for p in WORKFLOWS.glob("*.json")) == sorted(f.ui.name for f in FILES.values())
+    assert sorted(p.name for p in WORKFLOWS.glob("*.jpg")) == sorted(f.thumbnail.name for f in FILES.values())
+    for files in FILES.values():
+        assert files.title.startswith("LongLive ") and not set("_-") & set(files.title), files.title
+        assert files.description.endswith(".") and len(files.description) < 90, files.description
 
 
 def test_committed_files_match_the_generator():
@@ -156,15 +169,12 @@ def test_new_optional_sampler_inputs_reach_the_workflows(monkeypatch):
 
     monkeypatch.setattr(sampler, "INPUT_TYPES", classmethod(lambda cls: with_new_input()))
     files = mw.render_all()
-    # Continue Video takes the sampler's optional inputs too
-    continuation = mw.load_pack().NODE_CLASS_MAPPINGS["LongLiveContinue"]
-    info = {**OBJECT_INFO, "LongLiveSampler": mw.object_info_of_class(sampler, "LongLive Sampler"),
-            "LongLiveContinue": mw.object_info_of_class(continuation, "LongLive Continue Video")}
+    info = {**OBJECT_INFO, "LongLiveSampler": mw.object_info_of_class(sampler, "LongLive Sampler")}
     for name in NAMES:
-        graph = json.loads(files[mw.API_DIR / f"{name}.json"])
+        graph = json.loads(files[FILES[name].api])
         samplers = [n for n in graph.values() if n["class_type"] == "LongLiveSampler"]
-        assert all(n["inputs"]["brand_new"] == 0.25 for n in samplers), name
-        ui_doc = json.loads(files[mw.WORKFLOW_DIR / f"{name}.json"])
+        assert samplers and all(n["inputs"]["brand_new"] == 0.25 for n in samplers), name
+        ui_doc = json.loads(files[FILES[name].ui])
         assert qw.ui_to_api(ui_doc, info) == graph, name
 
 
@@ -274,25 +284,111 @@ def test_notes_name_every_model_file_with_folder_and_address(name):
         assert re.search(rf"\[{re.escape(filename)}\]\(https://[^)\s]+/{re.escape(filename)}\)", text), filename
 
 
+SIZE_INPUTS = ("width", "height", "length")
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_sizes_and_lengths_agree_between_nodes(name):
-    """The sampler, the VACE encoder and the reference fitting use one frame size and length, and
-    every prompt switch lies inside the video."""
+def test_each_video_size_is_set_on_exactly_one_node(name):
+    """The video's width, height and length live on one node (core's empty video latent, or VACE
+    Encode References), whose LATENT the sampler reads; no other node holds a width, height or
+    length (Continue Video's length is the frames it adds)."""
     graph = api(name)
-    sampler = next(n["inputs"] for n in graph.values() if n["class_type"] == "LongLiveSampler")
+    holders = [i for i, n in graph.items() if any(k in n["inputs"] for k in SIZE_INPUTS)
+               and n["class_type"] != "LongLiveContinue"]
+    assert len(holders) == 1, holders
+    holder = graph[holders[0]]
+    assert holder["class_type"] in qw.SIZE_NODES
+    assert all(isinstance(holder["inputs"][k], int) for k in SIZE_INPUTS)
+    samplers = [n for n in graph.values() if n["class_type"] in ("LongLiveSampler", "LongLiveSampleToVideo")]
+    assert samplers and all(n["inputs"]["latent"][0] == holders[0] for n in samplers)
+    uses_vace = holder["class_type"] == "LongLiveVaceEncode"
+    assert uses_vace == any("vace_context" in n["inputs"] for n in samplers)
+    if uses_vace:  # the VACE context and the size come from the same node
+        assert all(n["inputs"]["latent"] == [holders[0], 1] and n["inputs"]["vace_context"] == [holders[0], 0]
+                   for n in samplers)
+    inputs = holder["inputs"]
+    assert inputs["width"] % 16 == 0 and inputs["height"] % 16 == 0 and inputs["length"] % 4 == 1
     for node in graph.values():
-        inputs = node["inputs"]
-        if node["class_type"] == "LongLiveVaceEncode":
-            assert [inputs[k] for k in ("width", "height", "length")] == \
-                   [sampler[k] for k in ("width", "height", "length")]
-            assert "vace_context" in sampler
-        if node["class_type"] == "ResizeAndPadImage":
-            assert (inputs["target_width"], inputs["target_height"]) == (sampler["width"], sampler["height"])
         if node["class_type"] == "LongLivePromptSchedule":
-            assert 0 < inputs["start_frame"] < sampler["length"]
-    assert sampler["width"] % 16 == 0 and sampler["height"] % 16 == 0 and sampler["length"] % 4 == 1
-    uses_vace = any(n["class_type"] == "LongLiveVaceEncode" for n in graph.values())
+            assert 0 < node["inputs"]["start_frame"] < inputs["length"]
     assert uses_vace == any(n["class_type"] == "LongLiveVaceGraft" for n in graph.values())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_graph_opens_readable_and_tidy(name):
+    """The editor's fit of the nodes into 1600x1000 (the template browser's rule, stored as the
+    view for 1.35) is 0.6 or more with a margin; no two nodes overlap; every group holds its nodes
+    and the note. scripts/check_workflows_in_editor.py measures the real editors."""
+    workflow = ui(name)
+    scale = workflow["extra"]["ds"]["scale"]
+    assert scale >= 0.7, scale
+    rects = [(n["pos"][0], n["pos"][1] - mw.TITLE_HEIGHT, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+             for n in workflow["nodes"]]
+    for a in range(len(rects)):
+        for b in range(a + 1, len(rects)):
+            ra, rb = rects[a], rects[b]
+            assert ra[2] <= rb[0] or rb[2] <= ra[0] or ra[3] <= rb[1] or rb[3] <= ra[1], (a, b)
+    groups = [g["bounding"] for g in workflow["groups"]]
+    assert len(groups) >= 3
+    for node, rect in zip(workflow["nodes"], rects):
+        if node["type"] in EDITOR_ONLY:
+            continue
+        assert any(x <= rect[0] and y <= rect[1] and rect[2] <= x + w and rect[3] <= y + h
+                   for x, y, w, h in groups), node["title"]
+    notes = [n for n in workflow["nodes"] if n["type"] in EDITOR_ONLY]
+    assert len(notes) == 1 and notes[0]["size"][1] >= mw.note_height(notes[0]["widgets_values"][0])
+
+
+def test_thumbnails_can_be_told_apart():
+    """Each thumbnail is a 640x480 picture, and any two differ in a large share of their pixels
+    (not just a caption)."""
+    from PIL import Image
+
+    pictures = {name: np.asarray(Image.open(files.thumbnail).convert("L"), dtype=np.float32)
+                for name, files in FILES.items()}
+    for picture in pictures.values():
+        assert picture.shape == (480, 640)
+    names = sorted(pictures)
+    for a in range(len(names)):
+        for b in range(a + 1, len(names)):
+            differing = (np.abs(pictures[names[a]] - pictures[names[b]]) > 24).mean()
+            assert differing > 0.04, (names[a], names[b], differing)
+
+
+def test_thumbnails_are_what_the_script_draws():
+    """The committed thumbnails are make_thumbnails.py's pictures (within JPEG and font rounding)."""
+    from PIL import Image
+
+    thumbnails = load_script("make_thumbnails")
+    for files in FILES.values():
+        committed = np.asarray(Image.open(files.thumbnail).convert("RGB"), dtype=np.float32)
+        drawn = np.asarray(thumbnails.draw_card(files), dtype=np.float32)
+        assert np.abs(committed - drawn).mean() < 3.0, files.name
+
+
+def test_example_inputs_are_the_files_the_workflows_load(tmp_path):
+    """scripts/make_example_inputs.py writes every picture and video the workflows name, of the
+    stated sizes, and never overwrites a file that is there."""
+    import av
+    from PIL import Image
+
+    examples = load_script("make_example_inputs")
+    named = {n["inputs"][key] for name in NAMES for n in api(name).values()
+             for key in ("image", "file") if n["class_type"] in ("LoadImage", "LoadVideo") and key in n["inputs"]}
+    assert named == set(examples.EXAMPLES)
+    mine = tmp_path / examples.START
+    mine.write_bytes(b"the user's own picture")
+    written, kept = examples.write_examples(tmp_path)
+    assert kept == [mine] and mine.read_bytes() == b"the user's own picture"
+    assert sorted(p.name for p in written) == sorted(set(examples.EXAMPLES) - {examples.START})
+    assert Image.open(tmp_path / examples.REFERENCE).size == (512, 512)
+    assert Image.open(tmp_path / examples.SCENE).size == (640, 448)
+    with av.open(str(tmp_path / examples.CONTROL)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == examples.CONTROL_FRAMES and frames[0].shape == (240, 416, 3)
+    assert 0 < np.mean(frames[0]) < 40  # white lines on black
+    assert np.abs(frames[0].astype(int) - frames[12].astype(int)).max() > 100  # the figure moves
+    assert sum(p.stat().st_size for p in written) < 100_000  # small enough to make in a second
 
 
 def test_every_workflow_saves_a_video():
@@ -308,8 +404,7 @@ def test_every_workflow_saves_a_video():
 def test_widget_slots_skip_editor_only_values():
     assert qw.widget_slots(OBJECT_INFO["LoadImage"]) == ["image", None]  # + the upload button
     sampler = qw.widget_slots(OBJECT_INFO["LongLiveSampler"])
-    assert sampler[:3] == ["seed", None, "length"]  # + control_after_generate after the seed
-    assert sampler.index("vace_scale_end") > sampler.index("shift")  # optional widgets follow required ones
+    assert sampler == ["seed", None, "vace_scale", "preset"]  # + control_after_generate after the seed
     ksampler_like = {"input": {"required": {"noise_seed": ["INT", {}], "cfg": ["FLOAT", {}],
                                             "image": ["IMAGE", {}], "n": ["INT", {"forceInput": True}]}}}
     assert qw.widget_slots(ksampler_like) == ["noise_seed", None, "cfg"]
@@ -370,23 +465,60 @@ def test_link_objects_of_the_newer_schema_are_read():
 
 def test_overrides_on_the_multi_reference_workflow():
     graph = api("longlive_vace_r2v_multi_ref")
+    encode = next(i for i, n in graph.items() if n["class_type"] == "LongLiveVaceEncode")
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    prompt = qw.prompt_nodes(graph)[0]
     changes = qw.apply_overrides(graph, qw.Overrides(
         prompts=["a dog"], images=["a.png", "b.png"], seed=7, frames=17, width=64, height=48,
-        sets=['5.text="second"', "12.vace_scale=0.5"]))
-    by_type = {}
-    for node_id, node in graph.items():
-        by_type.setdefault(node["class_type"], []).append((node_id, node["inputs"]))
-    assert [i["image"] for _, i in by_type["LoadImage"]] == ["a.png", "b.png"]
-    assert by_type["LongLiveSampler"][0][1]["seed"] == 7
-    for class_type in ("LongLiveSampler", "LongLiveVaceEncode"):
-        inputs = by_type[class_type][0][1]
-        assert (inputs["length"], inputs["width"], inputs["height"]) == (17, 64, 48)
-    assert all((i["target_width"], i["target_height"]) == (64, 48) for _, i in by_type["ResizeAndPadImage"])
-    assert graph["4"]["inputs"]["text"] == "a dog"
-    assert graph["12"]["inputs"]["vace_scale"] == 0.5
-    assert any("vace_scale" in line for line in changes)
+        sets=[f'{prompt}.text="second"', f"{sampler}.vace_scale=0.5"]))
     untouched = api("longlive_vace_r2v_multi_ref")
-    assert graph["4"]["inputs"]["clip"] == untouched["4"]["inputs"]["clip"]  # links stay links
+    assert [n["inputs"]["image"] for n in graph.values() if n["class_type"] == "LoadImage"] == ["a.png", "b.png"]
+    assert graph[sampler]["inputs"]["seed"] == 7
+    # the size: only the node that holds it
+    inputs = graph[encode]["inputs"]
+    assert (inputs["length"], inputs["width"], inputs["height"]) == (17, 64, 48)
+    changed = {(line.split()[1], line.split(")")[1].split(".")[1].split(" ")[0]) for line in changes}
+    assert {node for node, name in changed if name in SIZE_INPUTS} == {encode}
+    assert graph[prompt]["inputs"]["text"] == "second"
+    assert graph[sampler]["inputs"]["vace_scale"] == 0.5
+    assert graph[prompt]["inputs"]["clip"] == untouched[prompt]["inputs"]["clip"]  # links stay links
+
+
+def test_size_overrides_leave_the_continuation_alone():
+    graph = api("longlive_continue")
+    qw.apply_overrides(graph, qw.Overrides(frames=41, width=64, height=64))
+    size = next(n["inputs"] for n in graph.values() if n["class_type"] == "EmptyHunyuanLatentVideo")
+    assert (size["length"], size["width"], size["height"]) == (41, 64, 64)
+    assert next(n["inputs"]["length"] for n in graph.values() if n["class_type"] == "LongLiveContinue") == 80
+
+
+@pytest.mark.parametrize("frames, nearest", [(30, "29 or 33"), (80, "77 or 81"), (2, "1 or 5"), (0, "1 or 5")])
+def test_frames_that_are_not_4k_plus_1_are_refused_with_the_nearest_lengths(frames, nearest):
+    graph = api("longlive_t2v")
+    with pytest.raises(qw.ClientError, match=rf"--frames {frames}: a video is 4k\+1 frames long .*: use {nearest}$"):
+        qw.apply_overrides(graph, qw.Overrides(frames=frames))
+    assert graph == api("longlive_t2v")  # nothing changed
+    with pytest.raises(qw.ClientError, match="--width 100: must be a positive multiple of 16: use 96 or 112"):
+        qw.apply_overrides(graph, qw.Overrides(width=100))
+    for good in (1, 5, 29, 81, 161):
+        qw.apply_overrides(api("longlive_t2v"), qw.Overrides(frames=good))
+
+
+def test_cli_refuses_30_frames_before_asking_the_server(tmp_path):
+    """The client exits 1 with one line naming 29 and 33, without a server (none runs here)."""
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "queue_workflow.py"),
+                           str(FILES["longlive_t2v"].api), "--frames", "30", "--server", "http://127.0.0.1:9",
+                           "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --frames 30: a video is 4k+1 frames long (the Wan VAE turns the first frame and then every 4 "
+        "frames into one latent frame): use 29 or 33")
+
+
+def test_size_overrides_need_a_node_that_holds_the_size():
+    graph = {"1": {"class_type": "LongLiveSampler", "inputs": {"seed": 1}, "_meta": {"title": "x"}}}
+    with pytest.raises(qw.ClientError, match="--frames/--width: the workflow has no node that holds the video's size"):
+        qw.apply_overrides(graph, qw.Overrides(frames=81, width=832))
 
 
 def test_prompts_fill_prompt_nodes_in_id_order():

@@ -57,13 +57,13 @@ class TensorFile:
         self._handle = None
         self._tensors: dict[str, torch.Tensor] = {}
         self.metadata: dict[str, str] = {}  # a safetensors header's metadata
-        if _sniff(self.path) == "safetensors":
+        if sniff_format(self.path) == "safetensors":
             if entry is not None:
                 raise CheckpointError(f"{self.path} is a safetensors file: it holds one state dict and no "
                                       f"entries, so entry {entry!r} cannot be chosen; use entry 'auto'")
             self._open_safetensors()
         else:
-            self._tensors = _find_state_dict(_torch_load(self.path), entries, entry, self.path)
+            self._tensors = _find_state_dict(load_torch_file(self.path), entries, entry, self.path)
             self.shapes = {k: tuple(v.shape) for k, v in self._tensors.items()}
 
     def _open_safetensors(self) -> None:
@@ -95,7 +95,7 @@ class TensorFile:
         self.close()
 
 
-def _sniff(path: Path) -> str:
+def sniff_format(path: Path) -> str:
     """'safetensors' or 'torch' from the first bytes (extensions are often wrong in model folders)."""
     with open(path, "rb") as f:
         head = f.read(9)
@@ -127,7 +127,7 @@ def _unsafe_torch_message(path: PathLike) -> str:
             "files load with every PyTorch.")
 
 
-def _torch_load(path: Path) -> object:
+def load_torch_file(path: Path) -> object:
     if not torch_load_is_safe():
         raise CheckpointError(_unsafe_torch_message(path))
     try:
@@ -149,7 +149,7 @@ def _find_state_dict(container: object, entries: tuple[str, ...], entry: str | N
     """The tensor dict inside a torch checkpoint: `entry`, the first of `entries`, or the top level."""
     if not isinstance(container, Mapping):
         raise CheckpointError(f"{path} holds a {type(container).__name__}, expected a dict of tensors")
-    present = [k for k, v in container.items() if _holds_tensors(v)]  # nested state dicts (not optimizer states)
+    present = [k for k, v in container.items() if holds_tensors(v)]  # nested state dicts (not optimizer states)
     if entry is not None:
         if entry not in present:
             raise CheckpointError(_missing_entry(path, entry, present))
@@ -166,7 +166,7 @@ def _find_state_dict(container: object, entries: tuple[str, ...], entry: str | N
     return tensors
 
 
-def _holds_tensors(value: object) -> bool:
+def holds_tensors(value: object) -> bool:
     return isinstance(value, Mapping) and any(isinstance(v, torch.Tensor) for v in value.values())
 
 

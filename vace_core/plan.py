@@ -67,9 +67,11 @@ class SamplerSettings:
 
 @dataclass(frozen=True)
 class VaceScaleRamp:
-    """VACE strength moving linearly from `start` (reference block, first chunk) to `end` (last chunk)."""
+    """VACE strength moving linearly from `start` (reference block, first chunk) to `end` (last chunk),
+    times `layers`: one factor for every VACE block, or one per block."""
     start: float
     end: float
+    layers: float | Sequence[float] = 1.0
 
     def at(self, chunk_index: int, num_chunks: int) -> float:
         if num_chunks <= 1 or chunk_index <= 0:

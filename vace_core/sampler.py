@@ -61,7 +61,7 @@ class GenerationCancelled(Exception):
 
 def _scales_all_zero(vace_scale: float | Sequence[float] | VaceScaleRamp) -> bool:
     if isinstance(vace_scale, VaceScaleRamp):
-        return vace_scale.start == 0.0 and vace_scale.end == 0.0
+        return (vace_scale.start == 0.0 and vace_scale.end == 0.0) or _scales_all_zero(vace_scale.layers)
     if isinstance(vace_scale, (int, float)):
         return float(vace_scale) == 0.0
     return all(float(s) == 0.0 for s in vace_scale)
@@ -82,8 +82,10 @@ class _Run:
         self.vace = vace
         self.vace_scale = vace_scale
         self.uses_vace = vace is not None and not _scales_all_zero(vace_scale)
-        if self.uses_vace and not isinstance(vace_scale, VaceScaleRamp):
-            layer_scales(vace_scale, model.config.num_vace_blocks)  # a wrong list fails before any work
+        # the per-block factors; a ramp's share of each block is a per-frame weight (block_scale)
+        self.layer_scale = vace_scale.layers if isinstance(vace_scale, VaceScaleRamp) else vace_scale
+        if self.uses_vace:
+            layer_scales(self.layer_scale, model.config.num_vace_blocks)  # a wrong list fails before any work
         self.ref_frames = vace.ref_frames if vace is not None else 0
         self.latent_frames = latent_frames
         self.grid = latent_grid(height, width)
@@ -96,7 +98,6 @@ class _Run:
         self.prompts = prompts
         self.layout = cache_layout(settings, self.ref_frames, height, width)
         self._vace_slice: tuple[tuple[int, int], torch.Tensor] | None = None
-        self.layer_scale = 1.0 if isinstance(vace_scale, VaceScaleRamp) else vace_scale  # a ramp is per frame
         self.passes = executor(self)
         total = self.ref_frames + latent_frames
         # pinned on CUDA: each block's x0 is copied back asynchronously, without a sync per block

@@ -110,10 +110,10 @@ def r2v_graph(info: dict, base: str, vace: str, reference: str, vae: str, dtype:
         "5": {"class_type": "LoadImage", "inputs": {"image": reference}},
         "6": with_defaults(info, "LongLiveVaceEncode", {"vae": ["4", 0], "width": size, "height": size, "length": 9,
                                                         "reference_fit": "pad", "reference_images": ["5", 0]}),
+        # the size from VACE Encode References' latent; LongLive's preset: chunk 3, window 12, sink 3
         "7": with_defaults(info, "LongLiveSampler", {
-            "model": ["3", 0], "positive": ["1", 0], "vace_context": ["6", 0], "seed": 3, "length": 9,
-            "width": size, "height": size, "vace_scale": 1.0, "chunk_frames": 3, "window_frames": 12,
-            "sink_frames": 3, "steps": "1000,750,500,250", "shift": 5.0}),
+            "model": ["3", 0], "positive": ["1", 0], "vace_context": ["6", 0], "latent": ["6", 1], "seed": 3,
+            "vace_scale": 1.0, "preset": "LongLive"}),
         "8": {"class_type": "SaveLatent", "inputs": {"samples": ["7", 0], "filename_prefix": prefix}},
     }
 
@@ -123,8 +123,9 @@ def test_a_scaled_fp8_file_runs_on_the_server(comfy_server, tmp_path):
     (comfy_quant layout) load at dtype fp8_e4m3fn and run R2V; the latents equal the run of the
     same files at fp32 (which dequantizes them on loading)."""
     state = fx.make_state_dict(architecture("tiny-vace"), seed=4)
+    # marked causal as ComfyUI marks a causal (AR) Wan file: the loader refuses an unmarked Wan-named base
     base = comfy_server.add_model("diffusion_models", fx.write_fp8_safetensors(
-        tmp_path / "longlive_fp8_scaled.safetensors", fx.main_only(state), "scaled_fp8"))
+        tmp_path / "longlive_fp8_scaled.safetensors", fx.main_only(state), "scaled_fp8", causal_ar=True))
     vace = comfy_server.add_model("diffusion_models", fx.write_fp8_safetensors(
         tmp_path / "vace_module_fp8.safetensors", fx.vace_only(state), "comfy_quant", prefix=""))
     pixels = np.random.default_rng(5).integers(0, 256, (64, 64, 3), dtype=np.uint8)

@@ -69,12 +69,12 @@ def graph(info: dict, seed: int, style_strength: float) -> dict:
                                                           "dtype": "fp32"}),
         "3": with_defaults(info, "LongLiveLoraLoader", {"model": ["2", 0], "lora": STYLE, "strength": style_strength}),
         "4": with_defaults(info, "LongLiveSampler", {
-            "model": ["3", 0], "positive": ["1", 0], "seed": seed, "length": 9, "width": 64, "height": 64,
-            "vace_scale": 1.0, "chunk_frames": 3, "window_frames": 12, "sink_frames": 3,
-            "steps": "1000,750,500,250", "shift": 5.0}),
+            "model": ["3", 0], "positive": ["1", 0], "latent": ["8", 0], "seed": seed, "vace_scale": 1.0}),
         "5": {"class_type": "VAELoader", "inputs": {"vae_name": TINY_VAE_NAME}},
         "6": {"class_type": "LongLiveDecode", "inputs": {"samples": ["4", 0], "vae": ["5", 0]}},
         "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},
+        "8": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9,
+                                                                  "batch_size": 1}},
     }
 
 
@@ -86,7 +86,8 @@ def server(comfy_install, tmp_path_factory):
                     ignore=shutil.ignore_patterns("__pycache__"))
     state = fx.make_state_dict(MEDIUM, seed=0)
     weight_bytes = sum(t.numel() * t.element_size() for t in state.values())
-    fx.write_wan_safetensors(base / "models" / "diffusion_models" / BASE, state, prefix="model.diffusion_model.")
+    fx.write_wan_safetensors(base / "models" / "diffusion_models" / BASE, state, prefix="model.diffusion_model.",
+                             causal_ar=True)
     del state
     fx.write_peft_lora(base / "models" / "loras" / LORA, fx.make_lora(MEDIUM, rank=8, seed=1), wrapped=True)
     fx.write_comfy_lora(base / "models" / "loras" / STYLE, fx.make_lora(MEDIUM, rank=4, seed=2), "lora_ab")

@@ -18,18 +18,20 @@ from comfy_harness import PACK_DIR_NAME, REPO_ROOT, TEST_PACK_DIR_NAME
 # INPUT_TYPES order (required, then optional) and outputs from the team contract. UI-format
 # workflows store widget values by position, so the order is part of the interface.
 OUR_NODES = {
-    "LongLiveModelLoader": (["base_checkpoint", "lora", "lora_strength", "dtype"], ["entry", "compile"],
+    "LongLiveModelLoader": (["base_checkpoint", "lora", "lora_strength", "dtype"],
+                            ["entry", "compile", "non_causal_base"],
                             ["LONGLIVE_MODEL"]),
     "LongLiveLoraLoader": (["model", "lora", "strength"], [], ["LONGLIVE_MODEL"]),
     "LongLiveVaceGraft": (["model", "vace_checkpoint"], [], ["LONGLIVE_MODEL"]),
     "LongLiveVaceEncode": (["vae", "width", "height", "length", "reference_fit"],
-                           ["reference_images", "control_video", "control_masks"], ["VACE_CONTEXT"]),
+                           ["reference_images", "more_reference_images", "control_video", "control_masks"],
+                           ["VACE_CONTEXT", "LATENT"]),
     "LongLivePromptSchedule": (["conditioning", "start_frame"], ["previous"], ["LONGLIVE_PROMPTS"]),
-    "LongLiveSampler": (["model", "positive", "seed", "length", "width", "height", "vace_scale",
-                         "chunk_frames", "window_frames", "sink_frames", "steps", "shift"],
-                        ["vace_context", "prompt_schedule", "start_images", "vae", "vace_scale_end",
-                         "reference_mode", "vace_attention", "hint_chunks", "hints_in_clean_pass", "recache",
-                         "preset"], ["LATENT"]),
+    "LongLiveSampler": (["model", "positive", "latent", "seed", "vace_scale", "preset"],
+                        ["vace_context", "prompt_schedule", "start_images", "vae", "settings"], ["LATENT"]),
+    "LongLiveSamplerSettings": (["chunk_frames", "window_frames", "sink_frames", "steps", "shift", "recache",
+                                 "reference_mode", "vace_attention", "hint_chunks", "hints_in_clean_pass",
+                                 "vace_scale_at_end", "vace_block_scales"], [], ["LONGLIVE_SETTINGS"]),
     "LongLiveDecode": (["samples", "vae"], [], ["IMAGE"]),
 }
 CATEGORY = "LongLive/VACE"
@@ -129,3 +131,16 @@ def test_core_graph_runs_with_tiny_vae_and_test_conditioning(comfy_server, tmp_p
         assert webp.n_frames == 5  # 2 latent frames decode to 4*2-3 frames
         assert webp.size == (64, 64)
     assert entry["outputs"]["8"]["text"][0].startswith("[[tensor(")
+
+
+def test_core_empty_video_latent_has_the_shape_the_sampler_reads(comfy_server):
+    """EmptyHunyuanLatentVideo, the workflows' 'Video size' node, gives [B, 16, (length-1)//4+1,
+    H/8, W/8] on this ComfyUI, with the inputs the workflows set."""
+    node = comfy_server.get_object_info("EmptyHunyuanLatentVideo")["EmptyHunyuanLatentVideo"]
+    assert node["input_order"]["required"] == ["width", "height", "length", "batch_size"]
+    assert node["output"] == ["LATENT"]
+    graph = {"1": {"class_type": "EmptyHunyuanLatentVideo",
+                   "inputs": {"width": 96, "height": 64, "length": 29, "batch_size": 1}},
+             "2": {"class_type": "LongLiveTestLatentShape", "inputs": {"latent": ["1", 0]}}}
+    entry = comfy_server.run(graph, timeout=60)
+    assert entry["outputs"]["2"]["shape"] == [[1, 16, (29 - 1) // 4 + 1, 64 // 8, 96 // 8]]

@@ -7,7 +7,9 @@ substitutions make the graphs runnable at that size:
 
 - the CLIPLoader + CLIPTextEncode pair becomes the test pack's LongLiveTestConditioning (umT5-shaped
   [1, 512, text_dim] conditioning; the 5.7B encoder cannot be built in a test);
-- frame size and length shrink to 64x64 and 25 frames (prompt switches scale with the length).
+- frame size and length shrink to 80x48 and 25 frames, set by the client on the one node that holds
+  them (prompt switches scale with the length). The inputs are the example inputs the README's
+  command makes (scripts/make_example_inputs.py).
 
 Also here: the UI files convert to their API twins with the LIVE server's /object_info, the core
 snapshot used by the unit tests matches the server, the command-line client runs a workflow end to
@@ -39,12 +41,14 @@ SCRIPT = REPO_ROOT / "scripts" / "queue_workflow.py"
 WORKFLOWS = REPO_ROOT / "example_workflows"
 API_FILES = sorted((WORKFLOWS / "api").glob("*.json"))
 TINY = architecture("tiny-vace")
-SIZE, FRAMES = 64, 25  # 25 frames = 7 latent frames: chunks of 3, 3 and 1
+WIDTH, HEIGHT, FRAMES = 80, 48, 25  # 25 frames = 7 latent frames: chunks of 3, 3 and 1
 RUN_TIMEOUT = 240
 
 
 qw = load_script("queue_workflow")
 mw = load_script("make_workflows")
+examples = load_script("make_example_inputs")
+FILES = {f.name: f for f in mw.workflow_files()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -67,19 +71,6 @@ def _write_reference(path: Path, size: tuple[int, int], seed: int) -> None:
     Image.fromarray(pixels).save(path)
 
 
-def _write_video(path: Path, frames: int, width: int, height: int) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=16)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for t in range(frames):
-            x = np.linspace(0, 255, width)[None, :, None] + 8 * t
-            frame = np.broadcast_to(x % 256, (height, width, 3)).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 @pytest.fixture(scope="module")
 def tiny_server(comfy_server, tmp_path_factory):
     """The session's server with every model and input file the workflows name."""
@@ -94,17 +85,15 @@ def tiny_server(comfy_server, tmp_path_factory):
                                fx.write_wan_safetensors(work / name, state, prefix="model.diffusion_model."))
     for name in _named("VAELoader", "vae_name"):
         comfy_server.add_model("vae", comfy_server.models_dir("vae") / TINY_VAE_NAME, name)
-    for n, name in enumerate(sorted(_named("LoadImage", "image"))):
-        _write_reference(work / name, ((80, 48), (48, 96))[n % 2], seed=n)  # sizes unlike the frame
-        comfy_server.add_input(work / name)
-    for name in _named("LoadVideo", "file"):
-        _write_video(work / name, 30, 96, 64)
-        comfy_server.add_input(work / name)
+    # the example inputs, as after the README's command: every size unlike the frame
+    written, _ = examples.write_examples(work / "input", sorted(_named("LoadImage", "image") | _named("LoadVideo", "file")))
+    for path in written:
+        comfy_server.add_input(path)
     return comfy_server
 
 
-def tiny_graph(graph: dict) -> dict:
-    """The workflow at test size: fake text encoder, 64x64, 25 frames, switches scaled to fit."""
+def with_test_text_encoder(graph: dict) -> dict:
+    """A copy of the graph with the test pack's umT5-shaped conditioning in place of CLIPLoader + CLIPTextEncode."""
     graph = copy.deepcopy(graph)
     for node_id, node in list(graph.items()):
         if node["class_type"] == "CLIPTextEncode":
@@ -114,11 +103,21 @@ def tiny_graph(graph: dict) -> dict:
         del graph[node_id]
     links = [v for n in graph.values() for v in n["inputs"].values() if isinstance(v, list)]
     assert all(source in graph for source, _ in links), "a removed node is still linked"
-    length = next(n["inputs"]["length"] for n in graph.values() if n["class_type"] == "LongLiveSampler")
+    return graph
+
+
+def tiny_graph(graph: dict) -> dict:
+    """The workflow at test size: fake text encoder, 80x48, 25 frames, switches scaled to fit."""
+    graph = with_test_text_encoder(graph)
+    size_node = qw.size_nodes(graph)[0]
+    length = graph[size_node]["inputs"]["length"]
     for node in graph.values():
         if node["class_type"] == "LongLivePromptSchedule":
             node["inputs"]["start_frame"] = max(1, round(node["inputs"]["start_frame"] * FRAMES / length))
-    qw.apply_overrides(graph, qw.Overrides(frames=FRAMES, width=SIZE, height=SIZE))
+    before = copy.deepcopy(graph)
+    qw.apply_overrides(graph, qw.Overrides(frames=FRAMES, width=WIDTH, height=HEIGHT))
+    # the client changed the one node that holds the size, and nothing else
+    assert [i for i in graph if graph[i] != before[i]] == [size_node]
     return graph
 
 
@@ -149,7 +148,7 @@ def test_workflow_runs_to_a_video(tiny_server, path, tmp_path):
     assert result.files[0].read_bytes() == on_server[0].read_bytes()  # downloaded through /view
     # reference frames stripped; a continuation adds its `length` after the sampler's video
     added = sum(n["inputs"]["length"] for n in graph.values() if n["class_type"] == "LongLiveContinue")
-    assert video_frames(result.files[0]) == (FRAMES + added, SIZE, SIZE)
+    assert video_frames(result.files[0]) == (FRAMES + added, WIDTH, HEIGHT)
     sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
     assert f"running node {sampler} (LongLive Sampler)" in log.getvalue()
     assert "(100%)" in log.getvalue()
@@ -161,7 +160,7 @@ def test_cli_uploads_follows_progress_and_downloads(tiny_server, tmp_path):
     graph_file = tmp_path / "r2v_tiny.json"
     graph_file.write_text(json.dumps(tiny_graph(load_api("longlive_vace_r2v"))))
     reference = tmp_path / "my_reference.png"
-    _write_reference(reference, (40, 72), seed=9)
+    _write_reference(reference, (40, 72), seed=9)  # a user's own picture, uploaded by --reference
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, str(SCRIPT), str(graph_file), "--server", tiny_server.url,
                            "--reference", str(reference), "--prompt", "a small test cat", "--seed", "11",
@@ -173,17 +172,17 @@ def test_cli_uploads_follows_progress_and_downloads(tiny_server, tmp_path):
         assert expected in done.stderr, expected
     paths = [Path(line) for line in done.stdout.split()]
     assert len(paths) == 1 and paths[0].parent == out
-    assert video_frames(paths[0]) == (FRAMES, SIZE, SIZE)
+    assert video_frames(paths[0]) == (FRAMES, WIDTH, HEIGHT)
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.stem)
 def test_ui_file_converts_with_the_live_object_info(tiny_server, path):
-    ui = json.loads((WORKFLOWS / f"{path.stem}.json").read_text())
+    ui = json.loads(FILES[path.stem].ui.read_text())
     assert qw.ui_to_api(ui, tiny_server.get_object_info()) == json.loads(path.read_text())
 
 
 def test_cli_dry_run_converts_a_ui_file(tiny_server):
-    done = subprocess.run([sys.executable, str(SCRIPT), str(WORKFLOWS / "longlive_prompt_switch.json"),
+    done = subprocess.run([sys.executable, str(SCRIPT), str(FILES["longlive_prompt_switch"].ui),
                            "--server", tiny_server.url, "--dry-run"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == load_api("longlive_prompt_switch")
@@ -226,20 +225,87 @@ def test_missing_vace_file_is_a_validation_error_naming_the_input(tiny_server):
 
 
 def test_bad_size_fails_with_our_message_and_the_server_keeps_serving(tiny_server, tmp_path):
+    """A width core's size node floors to an odd number of latent columns (104 -> 13) is refused by
+    the sampler with its message; the client itself refuses a --width that is not a multiple of 16."""
+    graph = tiny_graph(load_api("longlive_t2v"))
     graph_file = tmp_path / "t2v_tiny.json"
-    graph_file.write_text(json.dumps(tiny_graph(load_api("longlive_t2v"))))
+    graph_file.write_text(json.dumps(graph))
+    size = qw.size_nodes(graph)[0]
     command = [sys.executable, str(SCRIPT), str(graph_file), "--server", tiny_server.url, "--out", str(tmp_path)]
-    failed = subprocess.run(command + ["--width", "100"], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    refused = subprocess.run(command + ["--width", "100"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "--width 100: must be a positive multiple of 16: use 96 or 112" in refused.stderr
+    failed = subprocess.run(command + ["--set", f"{size}.width=104"], capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT)
     assert failed.returncode == 3, failed.stderr
-    assert "(LongLiveSampler, 'LongLive Sampler') failed: ValueError: width 100: must be a positive multiple of 16" \
-        in failed.stderr
+    assert "(LongLiveSampler, 'LongLive Sampler') failed: ValueError: latent: width 104: must be a positive " \
+           "multiple of 16" in failed.stderr
     # the next prompt runs normally (a new seed, so nothing comes from ComfyUI's cache), followed
     # by polling this time
     done = subprocess.run(command + ["--seed", "1234", "--no-websocket"], capture_output=True, text=True,
                           timeout=RUN_TIMEOUT)
     assert done.returncode == 0, done.stderr
     assert "polling /history" in done.stderr
-    assert video_frames(Path(done.stdout.split()[0])) == (FRAMES, SIZE, SIZE)
+    assert video_frames(Path(done.stdout.split()[0])) == (FRAMES, WIDTH, HEIGHT)
+
+
+def test_a_latent_that_disagrees_with_the_vace_context_is_refused_before_any_model_work(tiny_server):
+    """R2V with a second size node on the sampler's latent (29 frames against the VACE node's 25):
+    the run fails at the sampler, naming both nodes and both sizes, before its first model pass (the
+    sampler reports progress on every pass, and none came; the unit tests show that the model is
+    not even loaded for the run)."""
+    graph = tiny_graph(load_api("longlive_vace_r2v"))
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    encode = next(i for i, n in graph.items() if n["class_type"] == "LongLiveVaceEncode")
+    graph["99"] = {"class_type": "EmptyHunyuanLatentVideo", "_meta": {"title": "Video size"},
+                   "inputs": {"width": WIDTH, "height": HEIGHT, "length": FRAMES + 4, "batch_size": 1}}
+    graph[sampler]["inputs"]["latent"] = ["99", 0]
+    graph[sampler]["inputs"]["seed"] = 4321  # nothing from ComfyUI's cache
+    log = io.StringIO()
+    with pytest.raises(qw.WorkflowFailed) as failed:
+        qw.run(qw.ComfyAPI(tiny_server.url), graph, timeout=RUN_TIMEOUT, progress=qw.Progress(graph, stream=log))
+    message = str(failed.value)
+    assert f"node {sampler} (LongLiveSampler" in message
+    assert (f"latent (from node 99 'Video size') is {WIDTH}x{HEIGHT}, {FRAMES + 4} frames, vace_context (from node "
+            f"{encode} 'VACE Encode References') was encoded for {WIDTH}x{HEIGHT}, {FRAMES} frames") in message
+    assert f"running node {sampler} (LongLive Sampler)" in log.getvalue()
+    assert f"node {sampler} (LongLive Sampler): " not in log.getvalue(), log.getvalue()  # no progress line
+
+
+def test_an_api_workflow_of_the_earlier_release_is_refused_naming_latent(tiny_server):
+    """A sampler saved by the earlier release (width/height/length and the preset overrides on the
+    sampler, no latent) does not run with its sizes silently dropped: validation refuses it, naming
+    the sampler node and the missing latent (CHANGELOG.md, "Workflows saved with an earlier release")."""
+    graph = tiny_graph(load_api("longlive_t2v"))
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    inputs = graph[sampler]["inputs"]
+    del inputs["latent"]
+    inputs.update(length=FRAMES, width=WIDTH, height=HEIGHT, chunk_frames=-1, window_frames=-1, sink_frames=-1,
+                  steps="", shift=-1.0, vace_scale_end=-1.0)
+    with pytest.raises(qw.WorkflowRejected) as rejected:
+        qw.run(qw.ComfyAPI(tiny_server.url), graph, timeout=60, progress=qw.Progress(graph, stream=io.StringIO()))
+    assert list(rejected.value.response["node_errors"]) == [sampler]
+    message = str(rejected.value)
+    assert f"node {sampler} (LongLiveSampler" in message and "latent" in message
+
+
+def test_a_ui_workflow_saved_by_the_earlier_release_is_refused_before_it_runs(tiny_server):
+    """The earlier release's text-to-video UI file (tests/data/earlier_release/, example_workflows/
+    longlive_t2v.json at 87eba2e), converted as the editor converts it (widget values by position,
+    with the live /object_info): its sampler has no latent link, and its saved length (161) and width
+    (832) land in vace_scale and preset. ComfyUI refuses it at the sampler before anything runs, naming
+    the three inputs: never a run with misplaced values (CHANGELOG.md)."""
+    saved = json.loads((REPO_ROOT / "tests" / "data" / "earlier_release" / "longlive_t2v.json").read_text())
+    graph = with_test_text_encoder(qw.ui_to_api(saved, tiny_server.get_object_info()))
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    assert graph[sampler]["inputs"]["vace_scale"] == 161 and graph[sampler]["inputs"]["preset"] == 832
+    with pytest.raises(qw.WorkflowRejected) as rejected:
+        qw.run(qw.ComfyAPI(tiny_server.url), graph, timeout=60, progress=qw.Progress(graph, stream=io.StringIO()))
+    node_errors = rejected.value.response["node_errors"]
+    assert list(node_errors) == [sampler]
+    refused = {e["extra_info"]["input_name"]: e["type"] for e in node_errors[sampler]["errors"]}
+    assert refused == {"latent": "required_input_missing", "vace_scale": "value_bigger_than_max",
+                       "preset": "value_not_in_list"}, node_errors
+    assert f"node {sampler} (LongLiveSampler" in str(rejected.value)
 
 
 def test_rejected_workflow_exit_status_and_message(tiny_server, tmp_path):
@@ -277,8 +343,8 @@ def _streaming_t2v(length: int, prefix: str) -> dict:
     vae_id = next(i for i, n in graph.items() if n["class_type"] == "VAELoader")
     for node_id in [i for i, n in graph.items() if n["class_type"] == "LongLiveSaveVideo"]:
         del graph[node_id]
-    inputs = dict(graph[sampler_id]["inputs"], length=length, vae=[vae_id, 0], filename_prefix=prefix,
-                  fps=16, crf=23)
+    graph[qw.size_nodes(graph)[0]]["inputs"]["length"] = length
+    inputs = dict(graph[sampler_id]["inputs"], vae=[vae_id, 0], filename_prefix=prefix, fps=16, crf=23)
     graph[sampler_id] = {"class_type": "LongLiveSampleToVideo", "inputs": inputs,
                          "_meta": {"title": "LongLive Sampler -> Video (streaming)"}}
     return graph
@@ -308,10 +374,10 @@ def test_interrupt_mid_video_leaves_a_valid_shorter_file_and_the_server_carries_
     frames, width, height = video_frames(written[0])
     # the first chunk makes 9 frames (3 latent frames, the first alone), every later one 12
     assert 9 <= frames < length and (frames - 9) % 12 == 0, frames
-    assert (width, height) == (SIZE, SIZE)
+    assert (width, height) == (WIDTH, HEIGHT)
     # the next prompt runs normally
     after = tiny_server.run(_streaming_t2v(FRAMES, "after_interrupt"), timeout=RUN_TIMEOUT)
-    assert video_frames(tiny_server.output_files(after)[0]) == (FRAMES, SIZE, SIZE)
+    assert video_frames(tiny_server.output_files(after)[0]) == (FRAMES, WIDTH, HEIGHT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,17 +387,17 @@ def test_interrupt_mid_video_leaves_a_valid_shorter_file_and_the_server_carries_
 def _broken_copy(workflows):
     """A deliberately broken workflow the check must flag: a node type the server lacks, and a
     widget value in the UI file that differs from the API twin."""
-    broken = copy.deepcopy(next(w for w in workflows if w.name == "longlive_t2v"))
+    broken = copy.deepcopy(next(w for w in workflows if w.name == FILES["longlive_t2v"].title))
     broken.name = "broken_on_purpose"
     nodes = broken.ui["nodes"]
     sampler = next(n for n in nodes if n["type"] == "LongLiveSampler")
-    sampler["widgets_values"][2] = 17  # length, after seed and its control value
+    sampler["widgets_values"][2] = 1.7  # vace_scale, after seed and its control value
     note = next(n for n in nodes if n["type"] == "MarkdownNote")
     note["type"] = "NoSuchNodeType"
     return broken
 
 
-def test_every_ui_workflow_loads_in_this_editor(tiny_server, report_figure):
+def test_every_ui_workflow_loads_in_this_editor_and_opens_readable(tiny_server, report_figure):
     editor = load_script("check_workflows_in_editor")
     chromium = editor.find_chromium()
     if chromium is None:
@@ -347,11 +413,15 @@ def test_every_ui_workflow_loads_in_this_editor(tiny_server, report_figure):
     assert report.editor_version == tiny_server.install.frontend
     assert [r.workflow for r in shipped] == [p.stem for p in sorted(WORKFLOWS.glob("*.json"))]
     assert all(r.ok for r in shipped), "\n".join(report.lines())
-    # the check sees what it must: the unknown type, the changed length in the widget and the prompt
+    # every one opened from the template browser at 1600x1000, readable, with its note fitting
+    assert all(r.zoom is not None and r.zoom >= editor.MIN_ZOOM and r.note_fits for r in shipped), \
+        "\n".join(report.lines())
+    # the check sees what it must: the unknown type, the changed value in the widget and the prompt
     assert broken.missing_nodes == ["node type 'NoSuchNodeType' is not registered"], broken
     sampler = next(i for i, n in load_api("longlive_t2v").items() if n["class_type"] == "LongLiveSampler")
-    assert any(f"node {sampler} (LongLiveSampler).length: shows 17" in line for line in broken.widget_mismatches)
-    assert any(f"node {sampler} (LongLiveSampler).length: editor 17" in line for line in broken.prompt_differences)
+    assert any(f"node {sampler} (LongLiveSampler).vace_scale: shows 1.7" in line for line in broken.widget_mismatches)
+    assert any(f"node {sampler} (LongLiveSampler).vace_scale: editor 1.7" in line for line in broken.prompt_differences)
+    assert broken.zoom is None  # not a template: not opened from the browser
 
 
 def test_cli_timeout_withdraws_its_own_prompt_from_a_real_server(tiny_server, tmp_path):
@@ -376,4 +446,4 @@ def test_cli_timeout_withdraws_its_own_prompt_from_a_real_server(tiny_server, tm
     frames, _, _ = video_frames(written[0])
     assert 9 <= frames < 4 * 900 + 1 and (frames - 9) % 12 == 0, frames
     after = tiny_server.run(_streaming_t2v(FRAMES, "after_cli_timeout"), timeout=RUN_TIMEOUT)
-    assert video_frames(tiny_server.output_files(after)[0]) == (FRAMES, SIZE, SIZE)
+    assert video_frames(tiny_server.output_files(after)[0]) == (FRAMES, WIDTH, HEIGHT)

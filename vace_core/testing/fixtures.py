@@ -226,14 +226,22 @@ def write_trainer_pt(path: str | Path, entries: Mapping[str, Mapping[str, torch.
     return Path(path)
 
 
-def _save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor]) -> Path:
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+def _save_safetensors(path: str | Path, state: Mapping[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> Path:
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
     return Path(path)
 
 
-def write_wan_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], prefix: str = "") -> Path:
-    """Original Wan names, optionally prefixed (ComfyUI repackages use "model.diffusion_model.")."""
-    return _save_safetensors(path, {prefix + k: v for k, v in state.items()})
+# ComfyUI's mark of a causal (autoregressive) Wan checkpoint in a safetensors header
+CAUSAL_AR_METADATA = {"config": json.dumps({"transformer": {"causal_ar": True}})}
+
+
+def write_wan_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], prefix: str = "",
+                          causal_ar: bool = False) -> Path:
+    """Original Wan names, optionally prefixed (ComfyUI repackages use "model.diffusion_model."); with
+    `causal_ar`, the header metadata that marks a causal checkpoint in ComfyUI's convention."""
+    return _save_safetensors(path, {prefix + k: v for k, v in state.items()},
+                             CAUSAL_AR_METADATA if causal_ar else None)
 
 
 def write_diffusers_safetensors(path: str | Path, state: Mapping[str, torch.Tensor]) -> Path:
@@ -256,7 +264,7 @@ def fp8_scaled(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def write_fp8_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], layout: str = "scaled_fp8",
-                          prefix: str = "model.diffusion_model.") -> Path:
+                          prefix: str = "model.diffusion_model.", causal_ar: bool = False) -> Path:
     """`state` as an fp8 checkpoint, every Linear weight (2-D) in float8_e4m3fn and the other tensors
     in bf16, in one of ComfyUI's fp8 layouts:
 
@@ -266,6 +274,8 @@ def write_fp8_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], l
     "comfy_quant": the current layout: `<layer>.weight_scale` and `<layer>.comfy_quant`, the layer's
                    JSON config {"format": "float8_e4m3fn"} as uint8 bytes;
     "metadata":    `<layer>.weight_scale`, the configs in the header's `_quantization_metadata`.
+
+    With `causal_ar`, the header also marks a causal checkpoint in ComfyUI's convention (a causal base).
     """
     if layout not in FP8_LAYOUTS:
         raise ValueError(f"unknown fp8 layout {layout!r}; one of {', '.join(FP8_LAYOUTS)}")
@@ -293,8 +303,10 @@ def write_fp8_safetensors(path: str | Path, state: Mapping[str, torch.Tensor], l
     if layout == "scaled_fp8":
         out[prefix + "scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
     metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})} \
-        if layout == "metadata" else None
-    save_file({k: v.contiguous() for k, v in out.items()}, str(path), metadata=metadata)
+        if layout == "metadata" else {}
+    if causal_ar:
+        metadata.update(CAUSAL_AR_METADATA)
+    save_file({k: v.contiguous() for k, v in out.items()}, str(path), metadata=metadata or None)
     return Path(path)
 
 

@@ -9,6 +9,9 @@ small test node packs into a real server the same way.)
 {}]]`: rows for the prompt's tokens are pseudo-random, seeded from a hash of the text (so the same
 text always gives the same tensor, in every process), and the rows after the token count are zero,
 as ComfyUI's umT5 zeroes padded positions.
+
+`LongLiveTestLatentShape` reports the shape of a LATENT in its UI output, so a test can read what a
+core node (EmptyHunyuanLatentVideo) hands our sampler on each ComfyUI version.
 """
 import hashlib
 
@@ -55,5 +58,22 @@ class LongLiveTestConditioning:
         return ([[fake_umt5_embedding(text, dim), {}]],)
 
 
-NODE_CLASS_MAPPINGS = {"LongLiveTestConditioning": LongLiveTestConditioning}
-NODE_DISPLAY_NAME_MAPPINGS = {"LongLiveTestConditioning": "LongLive Test Conditioning (test only)"}
+class LongLiveTestLatentShape:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"latent": ("LATENT",)}}
+
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "report"
+    CATEGORY = "LongLive/testing"
+    DESCRIPTION = "TEST ONLY: the shape of a LATENT, in the UI output."
+
+    def report(self, latent):
+        return {"ui": {"shape": [list(latent["samples"].shape)]}}
+
+
+NODE_CLASS_MAPPINGS = {"LongLiveTestConditioning": LongLiveTestConditioning,
+                       "LongLiveTestLatentShape": LongLiveTestLatentShape}
+NODE_DISPLAY_NAME_MAPPINGS = {"LongLiveTestConditioning": "LongLive Test Conditioning (test only)",
+                              "LongLiveTestLatentShape": "LongLive Test Latent Shape (test only)"}
