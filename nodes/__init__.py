@@ -3,7 +3,7 @@
 from .continue_video import LongLiveContinue
 from .decode import LongLiveDecode
 from .loader import LongLiveLoraLoader, LongLiveModelLoader
-from .prompts import LongLivePromptSchedule
+from .prompts import LongLivePromptSchedule, LongLiveSteeringSchedule
 from .sampler import LongLiveSampler
 from .sampler_settings import LongLiveSamplerSettings
 from .vace_encode import LongLiveVaceEncode
@@ -16,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "LongLiveVaceGraft": LongLiveVaceGraft,
     "LongLiveVaceEncode": LongLiveVaceEncode,
     "LongLivePromptSchedule": LongLivePromptSchedule,
+    "LongLiveSteeringSchedule": LongLiveSteeringSchedule,
     "LongLiveSampler": LongLiveSampler,
     "LongLiveSamplerSettings": LongLiveSamplerSettings,
     "LongLiveDecode": LongLiveDecode,
@@ -30,6 +31,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongLiveVaceGraft": "Load VACE Weights (graft)",
     "LongLiveVaceEncode": "VACE Encode References",
     "LongLivePromptSchedule": "LongLive Prompt Schedule",
+    "LongLiveSteeringSchedule": "LongLive Schedule from Steering",
     "LongLiveSampler": "LongLive Sampler",
     "LongLiveSamplerSettings": "LongLive Sampler Settings",
     "LongLiveDecode": "Decode (strip references)",

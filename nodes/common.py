@@ -14,6 +14,7 @@ VACE_TYPE = "VACE_CONTEXT"
 PROMPTS_TYPE = "LONGLIVE_PROMPTS"
 SETTINGS_TYPE = "LONGLIVE_SETTINGS"
 REF_FRAMES_KEY = "longlive_ref_frames"  # LATENT entry: leading reference latent frames
+STEERING_KEY = "longlive_steering"  # LATENT entry, UI output and video metadata: [{"frame", "text"}, ...]
 MAX_RESOLUTION = 16384  # ComfyUI nodes.MAX_RESOLUTION
 MAX_VIDEO_FRAMES = 4093  # the RoPE table's 1024 latent frames, as video frames
 

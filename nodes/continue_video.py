@@ -17,15 +17,16 @@ from ..vace_core.encoding import (VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denor
                                   normalize_latents, video_frames_for)
 from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.plan import PromptSegment
-from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, VideoSize, video_latents
+from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, STEERING_KEY, VideoSize, video_latents
 from .host.model_ref import LongLiveModel
-from .sampler import Origin, plan_run, sample_on_device, sampler_inputs
+from .live import live_run
+from .sampler import Origin, plan_run, run_blocks, sample_on_device, sampler_inputs
 from .sampler_settings import SamplerChoices
 
 OUTPUTS = ("continuation", "earlier + continuation")
-# sampler inputs a continuation does not take: the size comes from the earlier latents, and start
-# images would replace them
-_NOT_TAKEN = ("latent", "start_images", "vae")
+# sampler inputs a continuation does not take: the size comes from the earlier latents, start
+# images would replace them, and it is not steerable (the sampler nodes are): no clip
+_NOT_TAKEN = ("latent", "start_images", "vae", "clip")
 
 
 class LongLiveContinue:
@@ -86,13 +87,18 @@ class LongLiveContinue:
         size = VideoSize(width, height, video_frames_for(given + length // VAE_STRIDE_T))
         plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
                         Origin(prompt, unique_id), size_from="samples")
-        result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
-                                  start_latents=earlier[:, :, ref_frames:],
-                                  reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
+        start_latents = earlier[:, :, ref_frames:]
+        with live_run(unique_id, run_blocks(plan, start_latents), ref_frames) as live:
+            result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
+                                      start_latents=start_latents, on_chunk=live.on_chunk,
+                                      reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
         latents = denormalize_latents(result.latents)
         if output == OUTPUTS[0]:
             return ({"samples": latents[:, :, ref_frames + given:].contiguous(), REF_FRAMES_KEY: 0},)
-        return ({"samples": latents, REF_FRAMES_KEY: ref_frames},)
+        whole = {"samples": latents, REF_FRAMES_KEY: ref_frames}
+        if STEERING_KEY in samples:  # the same timeline: the earlier video's steering still applies
+            whole[STEERING_KEY] = samples[STEERING_KEY]
+        return (whole,)
 
 
 def _earlier_latents(samples: dict, vace_context: VaceContext | None) -> tuple[torch.Tensor, int]:

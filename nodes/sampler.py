@@ -11,14 +11,15 @@ import torch
 from ..vace_core.encoding import (VaceContext, encode_start_frames, denormalize_latents, latent_frames_for,
                                   video_frames_for)
 from ..vace_core.memory import run_memory_bytes
-from ..vace_core.plan import PromptSegment, SamplerSettings, VaceScaleRamp, check_vace
+from ..vace_core.plan import Block, PromptSegment, SamplerSettings, VaceScaleRamp, check_vace, plan_blocks
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES
 from ..vace_core.sampler import GenerationCancelled, SampleResult, StepInfo, generate
 from . import host
-from .common import (CATEGORY, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, SETTINGS_TYPE, VACE_TYPE, VideoSize,
-                     latent_video_size, source_node)
+from .common import (CATEGORY, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, SETTINGS_TYPE, STEERING_KEY, VACE_TYPE,
+                     VideoSize, latent_video_size, source_node)
 from .host.model_ref import LongLiveModel
-from .prompts import conditioning_tensor
+from .live import live_run
+from .prompts import check_clip, check_text_width, conditioning_tensor
 from .sampler_settings import SamplerChoices
 
 # what ComfyUI passes every sampler node besides its inputs: the queued graph and the node's id,
@@ -70,6 +71,11 @@ def sampler_inputs() -> dict:
                 "tooltip": "Optional 'LongLive Sampler Settings': the causal options, single preset values "
                            "overridden, per-block VACE strength. Not connected = the preset's values and the "
                            "defaults."}),
+            "clip": ("CLIP", {
+                "tooltip": "Optional, for live steering: the umT5 'wan' CLIP (the one that encodes positive). While "
+                           "the node runs, a text typed on the node (or POST /longlive/steer) is encoded with it and "
+                           "takes over at the next chunk, as a Prompt Schedule entry there would; the video records "
+                           "it (longlive_steering)."}),
         },
         "hidden": dict(HIDDEN),
     }
@@ -91,15 +97,34 @@ class LongLiveSampler:
     def sample(self, model: LongLiveModel, positive, latent: dict, seed: int, vace_scale: float,
                preset: str = DEFAULT_PRESET, vace_context: VaceContext | None = None,
                prompt_schedule: Sequence[PromptSegment] | None = None, start_images: torch.Tensor | None = None,
-               vae=None, settings: SamplerChoices | None = None, prompt: dict | None = None,
-               unique_id: str | None = None) -> tuple[dict]:
+               vae=None, settings: SamplerChoices | None = None, clip=None, prompt: dict | None = None,
+               unique_id: str | None = None) -> tuple[dict] | dict:
         size = latent_video_size(latent, "latent")
         plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
                         Origin(prompt, unique_id))
-        result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
-                                  start_latents=encode_start_images(start_images, vae, plan))
+        if clip is not None:
+            check_clip(clip, "clip")
+        start_latents = encode_start_images(start_images, vae, plan)
+        with live_run(unique_id, run_blocks(plan, start_latents), plan.ref_frames, clip,
+                      model.facts.text_dim) as live:
+            result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
+                                      start_latents=start_latents, on_chunk=live.on_chunk, steer=live.steer)
         samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
-        return ({"samples": samples, REF_FRAMES_KEY: result.ref_frames},)
+        return with_steering({"samples": samples, REF_FRAMES_KEY: result.ref_frames}, live.record)
+
+
+def run_blocks(plan: "RunPlan", start_latents: torch.Tensor | None = None) -> list[Block]:
+    """The blocks `generate` makes for the plan (the reference block, given and generated chunks)."""
+    given = start_latents.shape[2] if start_latents is not None else 0
+    return plan_blocks(plan.ref_frames, plan.latent_frames, plan.settings.chunk_frames, given)
+
+
+def with_steering(latent: dict, record: list | None) -> tuple[dict] | dict:
+    """The LATENT output; a steerable run also carries its steering record in it (for Save Video's
+    metadata) and shows it in the node's UI output."""
+    if record is None:
+        return (latent,)
+    return {"ui": {STEERING_KEY: list(record)}, "result": ({**latent, STEERING_KEY: list(record)},)}
 
 
 def encode_start_images(start_images: torch.Tensor | None, vae, plan: "RunPlan") -> torch.Tensor | None:
@@ -172,13 +197,14 @@ def _check_same_size(size: VideoSize, vace: VaceContext, origin: Origin, size_fr
 
 
 @contextmanager
-def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.LoadedNetwork]:
+def on_compute_device(model: LongLiveModel, plan: RunPlan, steerable: bool = False) -> Iterator[host.LoadedNetwork]:
     """The network loaded by the host's memory manager for the run, with room made for the KV cache
     and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
+    # a steered run may switch prompts (and re-run the window in one pass) like a scheduled one
     memory = run_memory_bytes(model.facts.config, model.compute_dtype, height=plan.height, width=plan.width,
                               ref_frames=plan.ref_frames, settings=plan.settings, uses_vace=plan.uses_vace,
-                              prompt_switches=len(plan.prompts) > 1)
+                              prompt_switches=len(plan.prompts) > 1 or steerable)
     try:
         yield model.load_for_run(memory)
     finally:
@@ -188,7 +214,7 @@ def on_compute_device(model: LongLiveModel, plan: RunPlan) -> Iterator[host.Load
 def sample_on_device(model: LongLiveModel, plan: RunPlan, **inputs) -> SampleResult:
     """`generate` with the plan's settings on the network the memory manager loaded, a progress
     tick per pass, and Cancel honoured before every pass (`inputs`: generate's per-run arguments)."""
-    with on_compute_device(model, plan) as loaded:
+    with on_compute_device(model, plan, steerable=inputs.get("steer") is not None) as loaded:
         try:
             return generate(loaded.network, plan.prompts, height=plan.height, width=plan.width,
                             vace_scale=plan.vace_scale, settings=plan.settings, callback=PassProgress(),
@@ -229,11 +255,8 @@ def _prompt_segments(model: LongLiveModel, positive, schedule, length: int) -> l
                              f"end of the video (length {length}); shorten the schedule or raise the video's length")
         segments[entry.start_frame] = entry  # a scheduled prompt at frame 0 replaces positive
     for segment in segments.values():
-        width = segment.context.shape[-1]
-        if width != model.facts.text_dim:
-            name = "positive" if segment.context is first else f"prompt_schedule (frame {segment.start_frame})"
-            raise ValueError(f"{name}: the conditioning has {width} channels but the model expects "
-                             f"{model.facts.text_dim}: encode the prompt with CLIPLoader type 'wan' (umT5-XXL)")
+        name = "positive" if segment.context is first else f"prompt_schedule (frame {segment.start_frame})"
+        check_text_width(segment.context, model.facts.text_dim, name)
     return [segments[start] for start in sorted(segments)]
 
 

@@ -13,21 +13,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
-from ..vace_core.encoding import VAE_STRIDE_S, latent_frames_for
-from ..vace_core.plan import PromptSegment, plan_blocks
+from ..vace_core.encoding import VAE_STRIDE_S
+from ..vace_core.plan import PromptSegment
 from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.sampler import GenerationCancelled
 from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
 from . import host
-from .common import CATEGORY, latent_video_size, video_latents
+from .common import CATEGORY, STEERING_KEY, latent_video_size, video_latents
 from .host.files import WAN_VAE_FILE
 from .host.model_ref import LongLiveModel
+from .live import live_run, record_json
+from .prompts import check_clip
 from .sampler import (Origin, encode_start_images, keep_loaded_and_check_interrupt, on_compute_device, plan_run,
-                      sampler_inputs)
+                      run_blocks, sampler_inputs)
 from .sampler_settings import SamplerChoices
 
 log = logging.getLogger("longlive_vace")
@@ -52,19 +54,26 @@ def _video_inputs() -> dict:
 _HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
 
 
-def _metadata(prompt: Any, extra_pnginfo: Any) -> dict[str, str]:
-    """The workflow written into the mp4, as ComfyUI's SaveVideo does (unless --disable-metadata)."""
+def _metadata(prompt: Any, extra_pnginfo: Any, steering: list | None = None) -> dict[str, str]:
+    """The workflow written into the mp4, as ComfyUI's SaveVideo does, and the steering record of a
+    steerable run (both unless --disable-metadata)."""
     if not host.metadata_enabled():
         return {}
     data = dict(extra_pnginfo or {})
     if prompt is not None:
         data["prompt"] = prompt
-    return {key: json.dumps(value) for key, value in data.items()}
+    metadata = {key: json.dumps(value) for key, value in data.items()}
+    if steering is not None:
+        metadata[STEERING_KEY] = record_json(steering)
+    return metadata
 
 
-def _ui(name: str, subfolder: str) -> dict:
+def _ui(name: str, subfolder: str, steering: list | None = None) -> dict:
     # what ComfyUI's own SaveVideo reports (ui.PreviewVideo): the frontend shows a video player
-    return {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
+    ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
+    if steering is not None:
+        ui[STEERING_KEY] = list(steering)
+    return ui
 
 
 class _ChunkProgress:
@@ -127,16 +136,18 @@ class LongLiveSaveVideo:
     def save(self, samples: dict, vae, filename_prefix: str, fps: int, crf: int, prompt=None,
              extra_pnginfo=None) -> dict:
         latents, ref_frames = video_latents(samples)
+        steering = samples.get(STEERING_KEY)
         height, width = (s * VAE_STRIDE_S for s in latents.shape[-2:])
         path, name, subfolder = host.video_output_path(filename_prefix, width, height)
         decoder = host.streaming_decoder(vae)
         chunks = -(-(latents.shape[2] - ref_frames) // DECODE_CHUNK_FRAMES)
         progress = _ChunkProgress(chunks, "Save Video")
-        with VideoWriter(path, width, height, fps=fps, crf=crf, metadata=_metadata(prompt, extra_pnginfo)) as writer:
+        with VideoWriter(path, width, height, fps=fps, crf=crf,
+                         metadata=_metadata(prompt, extra_pnginfo, steering)) as writer:
             stats = latents_to_video(latents, ref_frames, decoder, writer, DECODE_CHUNK_FRAMES,
                                      on_frames=progress, before_chunk=host.check_interrupt)
         _log_done("Save Video", path, stats, time.perf_counter() - progress.start)
-        return {"ui": _ui(name, subfolder), "result": ()}
+        return {"ui": _ui(name, subfolder, steering), "result": ()}
 
 
 class LongLiveSampleToVideo:
@@ -167,33 +178,49 @@ class LongLiveSampleToVideo:
     def generate(self, model: LongLiveModel, positive, latent: dict, seed: int, vace_scale: float, vae,
                  filename_prefix: str, fps: int, crf: int, preset: str = DEFAULT_PRESET, vace_context=None,
                  prompt_schedule: Sequence[PromptSegment] | None = None, start_images=None,
-                 settings: SamplerChoices | None = None, prompt=None, extra_pnginfo=None,
+                 settings: SamplerChoices | None = None, clip=None, prompt=None, extra_pnginfo=None,
                  unique_id: str | None = None) -> dict:
         size = latent_video_size(latent, "latent")
         plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
                         Origin(prompt, unique_id))
+        if clip is not None:
+            check_clip(clip, "clip")
         start_latents = encode_start_images(start_images, vae, plan)
         path, name, subfolder = host.video_output_path(filename_prefix, size.width, size.height)
         decoder = host.streaming_decoder(vae)
-        given = start_latents.shape[2] if start_latents is not None else 0
-        chunks = len(plan_blocks(0, latent_frames_for(size.length), plan.settings.chunk_frames, given))
-        progress = _ChunkProgress(chunks, "Sampler -> Video")
-        with on_compute_device(model, plan) as loaded:
+        blocks = run_blocks(plan, start_latents)
+        progress = _ChunkProgress(sum(not b.is_reference for b in blocks), "Sampler -> Video")
+        with live_run(unique_id, blocks, plan.ref_frames, clip, model.facts.text_dim, fps=fps,
+                      latent_previews=False) as live, \
+                on_compute_device(model, plan, steerable=live.steer is not None) as loaded:
             try:
                 with VideoWriter(path, size.width, size.height, fps=fps, crf=crf,
-                                 metadata=_metadata(prompt, extra_pnginfo)) as writer:
-                    # decoding a chunk loads the VAE, which may evict the model on a small GPU: every
-                    # pass checks that it is still loaded
-                    _, stats = generate_to_video(loaded.network, plan.prompts, video_frames=size.length,
-                                                 height=size.height, width=size.width, seed=seed, decoder=decoder,
-                                                 writer=writer, vace=vace_context, vace_scale=plan.vace_scale,
-                                                 settings=plan.settings,
-                                                 should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),
-                                                 on_frames=progress, start_latents=start_latents)
+                                 metadata=_metadata(prompt, extra_pnginfo, live.record)) as writer:
+                    try:
+                        # decoding a chunk loads the VAE, which may evict the model on a small GPU: every
+                        # pass checks that it is still loaded
+                        _, stats = generate_to_video(loaded.network, plan.prompts, video_frames=size.length,
+                                                     height=size.height, width=size.width, seed=seed,
+                                                     decoder=decoder, writer=writer, vace=vace_context,
+                                                     vace_scale=plan.vace_scale, settings=plan.settings,
+                                                     should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),
+                                                     on_frames=_both(progress, live.on_frames),
+                                                     start_latents=start_latents, steer=live.steer)
+                    finally:  # a cancelled video records the steering of its chunks too
+                        if live.record and host.metadata_enabled():
+                            writer.set_metadata(STEERING_KEY, record_json(live.record))
             except GenerationCancelled:
                 # the writer is closed by now: the mp4 holds every chunk finished before the cancel
                 log.info("LongLive Sampler -> Video: cancelled after %d of %d chunks; %s keeps them",
                          progress.done, progress.total, path)
                 host.raise_interrupted()
         _log_done("Sampler -> Video", path, stats, time.perf_counter() - progress.start)
-        return {"ui": _ui(name, subfolder), "result": ()}
+        return {"ui": _ui(name, subfolder, live.record), "result": ()}
+
+
+def _both(first: Callable, second: Callable) -> Callable:
+    def call(*args) -> None:
+        first(*args)
+        second(*args)
+
+    return call

@@ -369,10 +369,12 @@ def workflow(build: Callable[[], Graph]) -> Callable[[], Graph]:
 def t2v() -> Graph:
     g = Graph("longlive_t2v", "LongLive text to video", "A 10-second video from one prompt (plain LongLive, no VACE).")
     model = _models(g)
-    _, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath steaming "
-                                     "in the cold air, soft golden light between the trees, cinematic tracking shot.")
+    clip, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath "
+                                        "steaming in the cold air, soft golden light between the trees, cinematic "
+                                        "tracking shot.")
     size = _video_size(g, 161)
-    _save_mp4(g, _sampler(g, model, positive, size), vae, "LongLive_t2v")
+    # the CLIP on the sampler too: it can be steered while it runs
+    _save_mp4(g, _sampler(g, model, positive, size, clip=clip), vae, "LongLive_t2v")
     g.group("Models", MODELS)
     g.group("Prompt and video size", INPUTS)
     g.group("Generate", GENERATE)
@@ -380,7 +382,10 @@ def t2v() -> Graph:
              "long the video gets, and the mp4 is written a few frames at a time.",
           ["Put the model files below in place.", "Describe the scene in **Prompt**.",
            "Set the size and length on **Video size** only (length 4k+1), then press **Run**: the mp4 lands in "
-           "`output/video/`."], [BASE, LORA, UMT5, WAN_VAE])
+           "`output/video/`.",
+           "While it runs, the sampler plays each finished chunk: type what happens next in its box and press "
+           "**Steer**. The mp4 records it; **LongLive Schedule from Steering** replays it."],
+          [BASE, LORA, UMT5, WAN_VAE])
     return g
 
 

@@ -21,6 +21,17 @@ Before queueing, inputs can be changed from the command line:
   --width/--height N the frame size, a multiple of 16, on that same node
   --set ID.INPUT=VALUE   any input of any node; VALUE is read as JSON when it parses, else as text
 
+Live steering and its replay (a LongLive Sampler or Sampler -> Video with its clip connected):
+
+  --steer            read lines from standard input while the prompt runs and steer it with each
+                     (POST /longlive/steer): from the first finished chunk on, each line takes
+                     over at the next chunk; several lines before one chunk boundary: the last wins
+  --replay-steering [SOURCE]  make the steered video again: a 'LongLive Schedule from Steering'
+                     node with the steering record of SOURCE (an mp4 with `longlive_steering`
+                     metadata, or a JSON file of the record) feeds the sampler's prompt_schedule.
+                     The workflow may itself be such an mp4 (its `prompt` metadata is the API
+                     graph, seed included): `queue_workflow.py LongLive_00001_.mp4 --replay-steering`
+
 Progress comes from the server's websocket (/ws, a minimal RFC 6455 client below; falls back to
 polling /history when the websocket cannot be opened). Output files (type "output") are streamed
 from GET /view into --out, never over an existing file (a second `x.mp4` arrives as `x-2.mp4`),
@@ -59,6 +70,7 @@ import socket
 import ssl
 import struct
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -727,14 +739,66 @@ class Progress:
                 self.say(f"  {self._label(data.get('node', self.node))}: {value}/{total} ({percent:.0f}%)")
         elif kind == "executed":
             self.say(f"done {self._label(data.get('node'))}")
+        elif kind == "longlive.chunk":
+            first, frames = data.get("first_frame", 0), data.get("frames", 0)
+            self.say(f"  {self._label(data.get('node'))}: chunk {data.get('chunk')}/{data.get('chunks')} made "
+                     f"(frames {first}-{first + frames - 1})")
+
+
+class Steerer:
+    """--steer: sends each line of `lines` (standard input) to POST /longlive/steer for our own
+    prompt, from the first chunk the prompt reports on (the node takes steers by then), and prints
+    the server's answer. Runs on its own thread while the main one follows the websocket."""
+
+    def __init__(self, comfy: "ComfyAPI", prompt_id: str, lines: Iterable[str], say: Callable[[str], None]):
+        self.comfy, self.prompt_id, self.lines, self.say = comfy, prompt_id, lines, say
+        self.ready = threading.Event()  # a chunk has been made: the node is running and steerable
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="steer", daemon=True)
+
+    def event(self, kind: str, data: dict) -> None:
+        if kind == "longlive.chunk":
+            self.ready.set()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.ready.set()
+
+    def _run(self) -> None:
+        for line in self.lines:
+            text = line.rstrip("\r\n")
+            if not text.strip():
+                continue
+            self.ready.wait()
+            if self.stopped.is_set():
+                return
+            self.send(text)
+
+    def send(self, text: str) -> None:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        try:
+            answer = self.comfy.call_json("POST", "/longlive/steer", body={"prompt_id": self.prompt_id, "text": text})
+            self.say(f"steered: {shown!r} takes over at frame {answer.get('takes_effect_at_frame')}")
+        except HTTPStatusError as error:
+            try:
+                reason = json.loads(error.body).get("error", error.body)
+            except (ValueError, AttributeError):
+                reason = error.body
+            self.say(f"steer {shown!r} refused (HTTP {error.code}): {_one_line(reason)}")
+        except ServerError as error:
+            self.say(f"steer {shown!r} not sent: {error}")
 
 
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
 
 
 def wait_with_websocket(ws: WebSocket, comfy: ComfyAPI, prompt_id: str, progress: Progress,
-                        deadline: float) -> None:
-    """Follow the websocket until the prompt ends (or the deadline passes)."""
+                        deadline: float, on_event: Callable[[str, dict], None] | None = None) -> None:
+    """Follow the websocket until the prompt ends (or the deadline passes); `on_event(kind, data)`
+    also sees every message of the prompt."""
     last_poll = time.monotonic()
     while time.monotonic() < deadline:
         message = ws.receive(wait=1.0)
@@ -758,6 +822,8 @@ def wait_with_websocket(ws: WebSocket, comfy: ComfyAPI, prompt_id: str, progress
         if data.get("prompt_id") not in (None, prompt_id):
             continue
         progress.event(kind, data)
+        if on_event is not None:
+            on_event(kind, data)
         if kind in TERMINAL_EVENTS or (kind == "executing" and data.get("node") is None
                                        and data.get("prompt_id") == prompt_id):
             return
@@ -859,8 +925,10 @@ def withdraw(comfy: ComfyAPI, prompt_id: str, wait: float = WITHDRAW_SECONDS, ma
 
 
 def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: float = 3600,
-        use_websocket: bool = True, progress: Progress | None = None) -> RunResult:
+        use_websocket: bool = True, progress: Progress | None = None,
+        steer_lines: Iterable[str] | None = None) -> RunResult:
     """Queue `api`, follow it to the end, download its output files into out_dir (when given).
+    With `steer_lines` (needs the websocket), each line steers the prompt while it runs (--steer).
 
     On --timeout (TimedOut) or Ctrl-C (KeyboardInterrupt) our prompt is withdrawn from the server
     before the exception goes on; the exception's message says what became of it.
@@ -870,6 +938,7 @@ def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: flo
     prompt_id = str(uuid.uuid4())  # ours from the start: even a Ctrl-C during POST /prompt can withdraw it
     deadline = time.monotonic() + timeout
     ws = None
+    steerer = Steerer(comfy, prompt_id, steer_lines, progress.say) if steer_lines is not None else None
     try:
         if use_websocket:
             try:  # open before queueing, so no message of the prompt is missed
@@ -883,9 +952,15 @@ def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: flo
                 outcome = withdraw(comfy, prompt_id, wait=NO_ANSWER_WITHDRAW_SECONDS, may_appear=True)
                 raise NoAnswer(f"{error}; {outcome}") from None
             progress.say(f"queued prompt {prompt_id}")
+            if steerer is not None:
+                if ws is None:
+                    progress.say("--steer: no websocket, so no chunk can be seen and nothing is steered")
+                else:
+                    steerer.start()
             if ws is not None:
                 try:
-                    wait_with_websocket(ws, comfy, prompt_id, progress, deadline)
+                    wait_with_websocket(ws, comfy, prompt_id, progress, deadline,
+                                        steerer.event if steerer is not None else None)
                 except (OSError, WebSocketClosed) as error:
                     progress.say(f"websocket lost ({_one_line(error)})")
                     wait_with_polling(comfy, prompt_id, progress, deadline)
@@ -896,6 +971,8 @@ def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: flo
         except KeyboardInterrupt:
             raise KeyboardInterrupt(withdraw(comfy, prompt_id)) from None
     finally:
+        if steerer is not None:
+            steerer.stop()
         if ws is not None:
             ws.close()
     entry = finished_entry(comfy, prompt_id, deadline + 30)
@@ -909,13 +986,145 @@ def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: flo
 
 
 def load_workflow(path: str | Path) -> dict:
+    """A workflow from a JSON file, or the API graph an mp4 of ComfyUI's records (`prompt` metadata)."""
+    if is_mp4(path):
+        text = mp4_metadata(path).get("prompt")
+        if text is None:
+            raise ClientError(f"{path} holds no workflow (no 'prompt' metadata: was ComfyUI run with "
+                              "--disable-metadata?)")
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ClientError(f"cannot read workflow {path}: {error}") from None
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
         raise ClientError(f"cannot read workflow {path}: {error}") from None
     if not isinstance(data, dict):
         raise ClientError(f"{path}: not a workflow (expected a JSON object)")
     return data
+
+
+# ---------------------------------------------------------------------------------------------
+# live steering: its record and replay
+
+
+STEERABLE = ("LongLiveSampler", "LongLiveSampleToVideo")
+STEERING_KEY = "longlive_steering"
+
+
+def is_mp4(path: str | Path) -> bool:
+    """True for an ISO media file (mp4, mov): its first box is 'ftyp'."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8)[4:8] == b"ftyp"
+    except OSError:
+        return False
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of the ISO boxes in data[start:end]."""
+    while start + 8 <= end:
+        size, kind = struct.unpack(">I4s", data[start:start + 8])
+        header = 8
+        if size == 1:
+            size, header = struct.unpack(">Q", data[start + 8:start + 16])[0], 16
+        elif size == 0:
+            size = end - start
+        if size < header or start + size > end:
+            return
+        yield kind, start + header, start + size
+        start += size
+
+
+def mp4_metadata(path: str | Path) -> dict[str, str]:
+    """The text metadata of an mp4 as ffmpeg writes it with `use_metadata_tags` (what ComfyUI and
+    this pack write: moov/udta/meta with 'mdta' keys and an ilst of UTF-8 values)."""
+    data = _read_local(Path(path))
+    found: dict[str, str] = {}
+    for kind, start, end in _boxes(data, 0, len(data)):
+        if kind != b"moov":
+            continue
+        containers = [(start, end)] + [(s, e) for k, s, e in _boxes(data, start, end) if k == b"udta"]
+        for c_start, c_end in containers:
+            for meta_kind, m_start, m_end in _boxes(data, c_start, c_end):
+                if meta_kind == b"meta":
+                    found.update(_meta_items(data, m_start, m_end))
+    return found
+
+
+def _meta_items(data: bytes, start: int, end: int) -> dict[str, str]:
+    if data[start + 4:start + 8] not in (b"hdlr", b"keys", b"ilst"):
+        start += 4  # an ISO 'meta' full box: version and flags first
+    keys: list[str] = []
+    values: dict[int, str] = {}
+    for kind, s, e in _boxes(data, start, end):
+        if kind == b"keys":
+            offset = s + 8  # version/flags, entry count
+            while offset + 8 <= e:
+                size = struct.unpack(">I", data[offset:offset + 4])[0]
+                if size < 8:
+                    break
+                keys.append(data[offset + 8:offset + size].decode("utf-8", "replace"))
+                offset += size
+        elif kind == b"ilst":
+            for item, i_start, i_end in _boxes(data, s, e):
+                for box, d_start, d_end in _boxes(data, i_start, i_end):
+                    if box == b"data" and data[d_start:d_start + 4] == b"\x00\x00\x00\x01":  # UTF-8 text
+                        values[struct.unpack(">I", item)[0]] = data[d_start + 8:d_end].decode("utf-8", "replace")
+    return {keys[index - 1]: value for index, value in values.items() if 1 <= index <= len(keys)}
+
+
+def load_steering_record(source: str | Path) -> list[dict]:
+    """The steering record [{"frame", "text"}, ...] of an mp4 (its longlive_steering metadata) or a JSON file."""
+    if is_mp4(source):
+        text = mp4_metadata(source).get(STEERING_KEY)
+        if text is None:
+            raise ClientError(f"{source} has no {STEERING_KEY} metadata: it was not made by a steerable LongLive "
+                              "node (or ComfyUI ran with --disable-metadata)")
+    else:
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as error:
+            raise ClientError(f"cannot read the steering record {source}: {error}") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ClientError(f"the steering record of {source} is not JSON: {error}") from None
+    if not isinstance(record, list) or not all(isinstance(e, dict) and {"frame", "text"} <= set(e) for e in record):
+        raise ClientError(f"the steering record of {source} is not a list of {{\"frame\", \"text\"}} entries")
+    return record
+
+
+def add_steering_replay(api: dict, record: list[dict]) -> list[str]:
+    """Feed the workflow's LongLive sampler a 'LongLive Schedule from Steering' made from `record`
+    (chained after the sampler's own schedule, encoded with the sampler's clip, or else the CLIP of
+    the prompt node feeding `positive`). Changes `api` in place; returns one line per change."""
+    samplers = [i for i, n in _ordered(api) if n["class_type"] in STEERABLE]
+    if len(samplers) != 1:
+        raise ClientError(f"--replay-steering needs exactly one LongLive Sampler or Sampler -> Video in the workflow, "
+                          f"found {len(samplers)}; add a 'LongLive Schedule from Steering' node by hand")
+    node_id = samplers[0]
+    inputs = api[node_id]["inputs"]
+    clip = inputs.get("clip")
+    positive = inputs.get("positive")
+    if not _is_literal(positive or 0) and clip is None:
+        clip = api.get(positive[0], {}).get("inputs", {}).get("clip")
+    if clip is None or _is_literal(clip):
+        raise ClientError(f"--replay-steering: node {node_id} has no CLIP to encode the texts with (connect its "
+                          "clip input)")
+    new_id = str(max((int(i) for i in api if i.isdigit()), default=0) + 1)
+    schedule = {"clip": clip, "steering": json.dumps(record, ensure_ascii=False)}
+    if "prompt_schedule" in inputs and not _is_literal(inputs["prompt_schedule"]):
+        schedule["previous"] = inputs["prompt_schedule"]
+    api[new_id] = {"inputs": schedule, "class_type": "LongLiveSteeringSchedule",
+                   "_meta": {"title": "Replay of the steering"}}
+    inputs["prompt_schedule"] = [new_id, 0]
+    return [f"node {new_id} (LongLiveSteeringSchedule) replays {len(record)} steering text(s) into node {node_id}"]
+
+
+REPLAY_FROM_WORKFLOW = "<the workflow's mp4>"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -928,7 +1137,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=EXIT_STATUS_HELP)
-    parser.add_argument("workflow", help="workflow JSON, API format or UI format")
+    parser.add_argument("workflow", help="workflow JSON, API format or UI format, or an mp4 that records one")
     parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
     parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
                         help="prompt text for the next prompt node (repeatable)")
@@ -941,6 +1150,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--height", type=int, help="frame height, a multiple of 16 (e.g. 480)")
     parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
                         help="set any input (VALUE as JSON, else text; repeatable)")
+    parser.add_argument("--steer", action="store_true",
+                        help="steer the running prompt with each line read from standard input")
+    parser.add_argument("--replay-steering", nargs="?", const=REPLAY_FROM_WORKFLOW, metavar="SOURCE",
+                        help="replay a run's steering: SOURCE is its mp4 or a JSON file of the record "
+                             "(default: the workflow, when it is an mp4)")
     parser.add_argument("--out", default="comfy_outputs", help="folder for the downloaded outputs (default %(default)s)")
     parser.add_argument("--no-download", action="store_true", help="leave the outputs on the server")
     parser.add_argument("--timeout", type=float, default=3600,
@@ -1000,12 +1214,27 @@ def _main(args: argparse.Namespace, say: Callable[[str], None]) -> int:
                           width=args.width, height=args.height, sets=args.set)
     for change in apply_overrides(workflow, overrides):
         say(f"set {change}")
+    if args.replay_steering is not None:
+        source = args.workflow if args.replay_steering == REPLAY_FROM_WORKFLOW else args.replay_steering
+        if args.replay_steering == REPLAY_FROM_WORKFLOW and not is_mp4(source):
+            raise ClientError("--replay-steering without SOURCE replays the workflow's own record: give an mp4 as "
+                              "the workflow, or the record's file or mp4 as SOURCE")
+        for change in add_steering_replay(workflow, load_steering_record(source)):
+            say(f"set {change}")
     if args.dry_run:
         print(json.dumps(workflow, indent=2, ensure_ascii=False))
         return EXIT_OK
+    if args.steer and args.no_websocket:
+        raise ClientError("--steer needs the websocket (it steers from the first chunk the server reports): "
+                          "drop --no-websocket")
     out_dir = None if args.no_download else Path(args.out)
-    result = run(comfy, workflow, out_dir=out_dir, timeout=args.timeout, use_websocket=not args.no_websocket)
+    result = run(comfy, workflow, out_dir=out_dir, timeout=args.timeout, use_websocket=not args.no_websocket,
+                 steer_lines=sys.stdin if args.steer else None)
     say(f"finished prompt {result.prompt_id}: {len(output_items(result.entry))} output file(s)")
+    for node_id, output in (result.entry.get("outputs") or {}).items():
+        if output.get(STEERING_KEY):
+            say(f"steering of node {node_id} (replay it with --replay-steering): "
+                f"{json.dumps(output[STEERING_KEY], ensure_ascii=False)}")
     for path in result.files:
         print(path)
     return EXIT_OK

@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core import device as device_module
-from vace_core.device import FiniteCheck, to_device
+from vace_core.device import FiniteCheck, HostCopy, to_device
 from vace_core.encoding import video_frames_for
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
 
@@ -173,11 +173,15 @@ def test_the_tripwire_sees_each_class_of_sync(tripwire):
     assert len(tripwire.syncs) == 7
 
 
-def sample_on_meta(model, prompts, vace, tripwire, latent_frames: int = 8, **changes) -> int:
-    """Run the sampler on meta, arming `tripwire` after the first chunk; returns the chunks after it."""
+def sample_on_meta(model, prompts, vace, tripwire, latent_frames: int = 8, on_chunk=None, steer=None,
+                   **changes) -> int:
+    """Run the sampler on meta, arming `tripwire` after the first chunk; returns the chunks after it.
+    `on_chunk` and `steer` are handed to the sampler too (what the live nodes give it)."""
     armed_chunks = []
 
     def arm(info) -> None:
+        if on_chunk is not None:
+            on_chunk(info)
         if info.block.chunk_index >= 0:
             armed_chunks.append(info.block.chunk_index)
             tripwire.armed = True
@@ -185,7 +189,7 @@ def sample_on_meta(model, prompts, vace, tripwire, latent_frames: int = 8, **cha
     settings = SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1, denoising_steps=(1000, 500),
                                **changes)
     result = generate(model, prompts, video_frames=video_frames_for(latent_frames), height=HEIGHT, width=WIDTH,
-                      seed=0, vace=vace, settings=settings, on_chunk=arm)
+                      seed=0, vace=vace, settings=settings, on_chunk=arm, steer=steer)
     assert len(result.blocks) == len(armed_chunks) + (vace is not None)  # the whole run happened
     return len(armed_chunks) - 1
 
@@ -210,6 +214,29 @@ def test_no_host_sync_after_the_first_chunk_r2v_with_a_prompt_switch(meta_model,
     chunks = sample_on_meta(meta_model, prompts, vace, tripwire, vace_attention=vace_attention)
     assert tripwire.syncs == []
     assert tripwire.designated_reads == chunks == 3
+
+
+def test_live_preview_and_steering_hooks_add_no_host_sync(meta_model, tripwire):
+    """What the live nodes give the sampler (nodes/live.py): a steer callable consulted at every chunk
+    boundary (nothing steered here), and an on_chunk that leaves a HostCopy of the chunk's latents
+    for the preview worker."""
+    copies, boundaries = [], []
+
+    def steer(boundary):
+        boundaries.append(boundary.frame)
+        return []
+
+    chunks = sample_on_meta(meta_model, random_text(seed=1), None, tripwire, steer=steer,
+                            on_chunk=lambda info: copies.append(HostCopy(info.latents)))
+    assert tripwire.syncs == []
+    assert tripwire.designated_reads == chunks == 3
+    assert boundaries == [5, 13, 21] and len(copies) == 4
+
+
+def test_the_tripwire_catches_a_blocking_copy_for_the_preview(meta_model, tripwire):
+    """Planted: the chunk's latents copied to the host the plain way."""
+    sample_on_meta(meta_model, random_text(seed=1), None, tripwire, on_chunk=lambda info: info.latents.to("cpu"))
+    assert len(tripwire.syncs) == 3 and all("device-to-host" in s for s in tripwire.syncs)
 
 
 def test_the_tripwire_catches_the_old_sigma_tensor(meta_model, tripwire, monkeypatch):

@@ -182,7 +182,8 @@ def test_widget_order_and_defaults_follow_the_contract():
     sampler = NODES["LongLiveSampler"].INPUT_TYPES()
     # what most runs change, on the sampler; the rest on the optional settings node
     assert list(sampler["required"]) == ["model", "positive", "latent", "seed", "vace_scale", "preset"]
-    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "start_images", "vae", "settings"]
+    assert list(sampler["optional"]) == ["vace_context", "prompt_schedule", "start_images", "vae", "settings",
+                                         "clip"]
     assert sampler["required"]["latent"][0] == "LATENT" and sampler["optional"]["settings"][0] == "LONGLIVE_SETTINGS"
     req = sampler["required"]
     assert req["seed"][1]["control_after_generate"] is True

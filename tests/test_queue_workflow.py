@@ -59,6 +59,7 @@ class FakeComfy:
         self.interrupts: list[str | None] = []  # the prompt_id of every POST /interrupt
         self.deleted: list[str] = []
         self.queued: list[str] = []
+        self.steers: list[dict] = []  # the body of every POST /longlive/steer
         self.following = threading.Event()  # set once the client polls a prompt it queued
         self.lock = threading.Lock()
 
@@ -109,6 +110,12 @@ class FakeComfy:
                         self.history[target] = {"status": {"status_str": "error", "completed": False, "messages": [
                             ["execution_interrupted", {"prompt_id": target, "node_id": "1"}]]}, "outputs": {}}
                 return 200, b"", "text/plain"
+            if route == "POST /longlive/steer":
+                request = json.loads(body)
+                self.steers.append(request)
+                if request["text"] == "late":
+                    return 404, json.dumps({"error": "no chunk boundary left"}).encode(), "application/json"
+                return self.json({"prompt_id": request["prompt_id"], "node": "5", "takes_effect_at_frame": 21})
             if route == "GET /view":
                 if query.get("filename") == "clip.mp4" and query.get("subfolder") == "video":
                     return 200, VIDEO, "video/mp4"
@@ -423,6 +430,135 @@ def test_a_write_error_while_downloading_is_ours_and_leaves_no_half_file(fake, t
 
 
 # ---------------------------------------------------------------------------------------------
+# live steering: --steer, and --replay-steering from an mp4's metadata or a JSON record
+
+
+SAMPLER_GRAPH = {
+    "2": {"class_type": "LongLiveTestCLIP", "inputs": {"dim": 64}, "_meta": {"title": "CLIP"}},
+    "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "a fox", "clip": ["2", 0]}, "_meta": {"title": "P"}},
+    "5": {"class_type": "LongLiveSampleToVideo", "inputs": {"positive": ["3", 0], "clip": ["2", 0], "seed": 7},
+          "_meta": {"title": "Sampler"}},
+}
+RECORD = [{"frame": 21, "text": "a hare, \u00fcn\u00efc\u00f6d\u00e9"}, {"frame": 45, "text": "night falls"}]
+
+
+def write_mp4(path: Path, metadata: dict[str, str], late: dict[str, str] | None = None) -> Path:
+    """An mp4 written by the pack's own VideoWriter, with metadata at the start and (late) at the end."""
+    import importlib
+
+    import torch
+
+    load_pack = load_script("make_workflows").load_pack
+    load_pack("longlive_vace_under_test")
+    streaming = importlib.import_module("longlive_vace_under_test.vace_core.streaming")
+    with streaming.VideoWriter(path, 16, 16, metadata=metadata) as writer:
+        writer.write(torch.rand(5, 16, 16, 3))
+        for key, value in (late or {}).items():
+            writer.set_metadata(key, value)
+    return path
+
+
+def test_the_mp4_reader_gets_the_metadata_ffmpeg_wrote(tmp_path):
+    import av
+
+    big = json.dumps({str(n): {"class_type": "X" * 40, "inputs": {"text": "y" * 200}} for n in range(400)})
+    path = write_mp4(tmp_path / "a.mp4", {"prompt": big, "workflow": "{}"},
+                     late={"longlive_steering": json.dumps(RECORD, ensure_ascii=False)})
+    with av.open(str(path)) as container:
+        expected = {k: v for k, v in container.metadata.items() if k in ("prompt", "workflow", "longlive_steering")}
+    found = qw.mp4_metadata(path)
+    assert {k: found[k] for k in expected} == expected and len(found["prompt"]) > 100_000
+    assert json.loads(found["longlive_steering"]) == RECORD
+    assert qw.is_mp4(path) and not qw.is_mp4(tmp_path / "missing.mp4")
+
+
+def test_replay_from_the_mp4_alone_rebuilds_the_recorded_workflow_with_the_steering(tmp_path):
+    video = write_mp4(tmp_path / "LongLive_00001_.mp4", {"prompt": json.dumps(SAMPLER_GRAPH)},
+                      late={"longlive_steering": json.dumps(RECORD)})
+    done = subprocess.run([sys.executable, str(SCRIPT), str(video), "--replay-steering", "--dry-run"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    graph = json.loads(done.stdout)
+    assert graph["6"] == {"inputs": {"clip": ["2", 0], "steering": json.dumps(RECORD, ensure_ascii=False)},
+                          "class_type": "LongLiveSteeringSchedule", "_meta": {"title": "Replay of the steering"}}
+    assert graph["5"]["inputs"] == {**SAMPLER_GRAPH["5"]["inputs"], "prompt_schedule": ["6", 0]}
+    assert {k: v for k, v in graph.items() if k != "6" and k != "5"} == \
+        {k: v for k, v in SAMPLER_GRAPH.items() if k != "5"}
+    assert "node 6 (LongLiveSteeringSchedule) replays 2 steering text(s) into node 5" in done.stderr
+
+
+def test_replay_from_a_record_file_chains_the_run_schedule_and_finds_the_prompt_clip(tmp_path):
+    graph = json.loads(json.dumps(SAMPLER_GRAPH))
+    del graph["5"]["inputs"]["clip"]  # not steerable itself: the CLIP comes from the prompt node
+    graph["5"]["inputs"]["prompt_schedule"] = ["9", 0]
+    graph["9"] = {"class_type": "LongLivePromptSchedule", "inputs": {"conditioning": ["3", 0], "start_frame": 80}}
+    (tmp_path / "record.json").write_text(json.dumps(RECORD))
+    done = run_client("http://127.0.0.1:9", tmp_path, "--replay-steering", str(tmp_path / "record.json"),
+                      "--dry-run", workflow=graph)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["10"]["inputs"] == {"clip": ["2", 0], "steering": json.dumps(RECORD, ensure_ascii=False),
+                                   "previous": ["9", 0]}
+    assert out["5"]["inputs"]["prompt_schedule"] == ["10", 0]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("json workflow, no source", "give an mp4 as the workflow"),
+    ("mp4 without a record", "has no longlive_steering metadata"),
+    ("mp4 without a workflow", "holds no workflow"),
+    ("two samplers", "exactly one LongLive Sampler"),
+    ("bad record", "not a list"),
+    ("steer without websocket", "--steer needs the websocket"),
+])
+def test_steering_options_fail_with_one_line(fake, tmp_path, case, message):
+    state, url = fake
+    plain = write_mp4(tmp_path / "plain.mp4", {"prompt": json.dumps(SAMPLER_GRAPH)})
+    bad, good = tmp_path / "bad.json", tmp_path / "record.json"
+    bad.write_text(json.dumps({"frame": 1}))
+    good.write_text(json.dumps(RECORD))
+    two = {**SAMPLER_GRAPH, "6": SAMPLER_GRAPH["5"]}
+    args = {
+        "json workflow, no source": ([str(tmp_path / "workflow.json"), "--replay-steering"], SAMPLER_GRAPH),
+        "mp4 without a record": ([str(plain), "--replay-steering"], None),
+        "mp4 without a workflow": ([str(write_mp4(tmp_path / "empty.mp4", {}))], None),
+        "two samplers": ([str(tmp_path / "workflow.json"), "--replay-steering", str(good)], two),
+        "bad record": ([str(tmp_path / "workflow.json"), "--replay-steering", str(bad)], SAMPLER_GRAPH),
+        "steer without websocket": ([str(tmp_path / "workflow.json"), "--steer", "--no-websocket"], SAMPLER_GRAPH),
+    }[case]
+    command, workflow = args
+    if workflow is not None:
+        (tmp_path / "workflow.json").write_text(json.dumps(workflow))
+    done = subprocess.run([sys.executable, str(SCRIPT), *command, "--server", url], capture_output=True, text=True,
+                          timeout=60)
+    assert_one_line_failure(done, qw.EXIT_USAGE, message)
+    assert state.queued == []
+
+
+def test_steerer_waits_for_the_first_chunk_then_sends_each_line_for_its_own_prompt(fake):
+    state, url = fake
+    said = []
+    lines = iter(["\n", "a hare\n", "late\n"])
+    steerer = qw.Steerer(qw.ComfyAPI(url), "our-prompt", lines, said.append)
+    steerer.start()
+    time.sleep(0.3)
+    assert state.steers == []  # nothing before the node has made a chunk
+    steerer.event("progress", {})
+    steerer.event("longlive.chunk", {"chunk": 1})
+    steerer.thread.join(timeout=10)
+    assert state.steers == [{"prompt_id": "our-prompt", "text": "a hare"}, {"prompt_id": "our-prompt", "text": "late"}]
+    assert said == ["steered: 'a hare' takes over at frame 21",
+                    "steer 'late' refused (HTTP 404): no chunk boundary left"]
+
+
+def test_a_stopped_steerer_sends_nothing(fake):
+    state, url = fake
+    steerer = qw.Steerer(qw.ComfyAPI(url), "our-prompt", iter(["too late\n"]), print)
+    steerer.start()
+    steerer.stop()
+    steerer.thread.join(timeout=10)
+    assert state.steers == [] and not steerer.thread.is_alive()
+
+
 # the websocket client against a scripted server
 
 

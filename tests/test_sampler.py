@@ -38,7 +38,7 @@ from vace_core.encoding import (
 )
 from vace_core.memory import run_cache_bytes
 from vace_core.noise import block_noise
-from vace_core.plan import Block, VaceScaleRamp
+from vace_core.plan import Block, VaceScaleRamp, first_video_frame, plan_blocks, steer_boundaries
 from vace_core.sampler import GenerationCancelled, PromptSegment, SamplerSettings, generate
 from vace_core.testing.recompute import RecomputedPasses
 
@@ -701,3 +701,83 @@ def test_vace_hints_follow_the_references_unless_the_vace_blocks_see_only_their_
                 assert all(torch.equal(a, b) for a, b in zip(first[chunk], second[chunk]))
             else:
                 assert min(differences) > 1e-3
+
+
+# ---- prompts given during the run (live steering) ------------------------------------------------
+
+STEER_REFS, STEER_FRAMES = 1, 12  # chunks of 2 start at generated latent frames 0, 2, ..., 10
+
+
+@pytest.fixture(scope="module")
+def steer_vace():
+    return random_vace_context(STEER_REFS, STEER_FRAMES, HEIGHT, WIDTH, seed=151)
+
+
+def test_steering_boundaries_are_every_chunk_start_but_the_first():
+    blocks = plan_blocks(STEER_REFS, STEER_FRAMES, 2)
+    # latent frame L >= 1 decodes to video frames 4L-3 .. 4L: a chunk starting at latent 2 starts at frame 5
+    assert [(b.block.start - STEER_REFS, b.frame) for b in steer_boundaries(blocks, STEER_REFS)] == \
+        [(2, 5), (4, 13), (6, 21), (8, 29), (10, 37)]
+    assert [first_video_frame(b, STEER_REFS) for b in blocks[1:3]] == [0, 5]
+
+
+def steer_at(given: dict[int, torch.Tensor], seen: list):
+    """A steer callable giving `given[frame]` at the boundary of that frame, recording every call."""
+    def steer(boundary):
+        seen.append(boundary.frame)
+        return [PromptSegment(boundary.frame, given[boundary.frame])] if boundary.frame in given else []
+    return steer
+
+
+# (frames given live, settings): a switch inside the first window (LongLive re-encodes the sink too),
+# two later ones past the window, the causal rebuild, and the cache-free recompute.
+@pytest.mark.parametrize("frames, changes", [
+    ((13,), {}),
+    ((29, 37), {}),
+    ((13, 29), dict(recache="causal")),
+    ((21,), RECOMPUTE),
+])
+def test_a_prompt_given_at_a_boundary_equals_the_same_prompt_scheduled(model, text, steer_vace, frames, changes):
+    executor = {k: v for k, v in changes.items() if k == "executor"}
+    config = settings(**{k: v for k, v in changes.items() if k != "executor"})
+    given = {frame: random_text(seed=160 + n) for n, frame in enumerate(frames)}
+    later = PromptSegment(33, random_text(seed=170))  # a scheduled switch the steering must leave alone
+    steps_live, seen = [], []
+    live = sample(model, [PromptSegment(0, text), later], STEER_FRAMES, config, vace=steer_vace,
+                  callback=steps_live.append, steer=steer_at(given, seen), **executor)
+    steps_scheduled = []
+    scheduled = sample(model, [PromptSegment(0, text), later] + [PromptSegment(f, c) for f, c in given.items()],
+                       STEER_FRAMES, config, vace=steer_vace, callback=steps_scheduled.append, **executor)
+    assert seen == [5, 13, 21, 29, 37]
+    assert torch.equal(live.latents, scheduled.latents)
+    assert len(steps_live) == len(steps_scheduled)  # the same recache passes
+    assert steps_live[-1].total_passes == steps_scheduled[-1].total_passes == len(steps_live)
+    # the comparison has teeth: the same prompt one chunk later is another video
+    late = sample(model, [PromptSegment(0, text), later] + [PromptSegment(f + 8, c) for f, c in given.items()],
+                  STEER_FRAMES, config, vace=steer_vace, **executor)
+    assert max_err(live.latents, late.latents) > 1e-3
+
+
+def test_a_boundary_without_prompts_changes_nothing(model, text, steer_vace):
+    plain = sample(model, text, STEER_FRAMES, settings(), vace=steer_vace)
+    steered = sample(model, text, STEER_FRAMES, settings(), vace=steer_vace, steer=lambda boundary: [])
+    assert torch.equal(plain.latents, steered.latents)
+
+
+def test_a_given_prompt_replaces_a_scheduled_one_at_the_same_frame(model, text, steer_vace):
+    scheduled, given = random_text(seed=181), random_text(seed=182)
+    live = sample(model, [PromptSegment(0, text), PromptSegment(21, scheduled)], STEER_FRAMES, settings(),
+                  vace=steer_vace, steer=steer_at({21: given}, []))
+    expected = sample(model, [PromptSegment(0, text), PromptSegment(21, given)], STEER_FRAMES, settings(),
+                      vace=steer_vace)
+    assert torch.equal(live.latents, expected.latents)
+
+
+@pytest.mark.parametrize("frame", [0, 4, 5])
+def test_a_prompt_that_would_change_chunks_already_made_is_refused(model, text, steer_vace, frame):
+    """At the boundary before frame 13 (latent 4), frames 0..4 map to chunks already made; frame 5
+    would replace nothing but retime the chunk at latent 2."""
+    def steer(boundary):
+        return [PromptSegment(frame, random_text(seed=190))] if boundary.frame == 13 else []
+    with pytest.raises(ValueError, match="would change chunks already made"):
+        sample(model, text, STEER_FRAMES, settings(), vace=steer_vace, steer=steer)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 
@@ -180,6 +181,44 @@ def test_video_writer_keeps_frames_written_before_an_exception(tmp_path):
     writer.close()  # idempotent
     with pytest.raises(ValueError, match="closed"):
         writer.write(torch.rand(1, 32, 32, 3))
+
+
+def test_metadata_set_after_the_first_frames_is_in_the_closed_file_with_the_same_frames(tmp_path):
+    frames = torch.rand(30, 32, 48, 3)
+    late, early = tmp_path / "late.mp4", tmp_path / "early.mp4"
+    with streaming.VideoWriter(early, 48, 32, metadata={"prompt": "{}"}) as writer:
+        writer.set_metadata("longlive_steering", "[1]")
+        writer.write(frames)
+    with streaming.VideoWriter(late, 48, 32, metadata={"prompt": "{}"}) as writer:
+        writer.set_metadata("first", "before any frame")
+        writer.write(frames[:20])
+        writer.set_metadata("longlive_steering", "[]")
+        writer.write(frames[20:])
+        writer.set_metadata("longlive_steering", '[{"frame": 9, "text": "a dog"}]')  # the last value wins
+    with av.open(str(late)) as container:
+        tags = dict(container.metadata)
+    assert tags["longlive_steering"] == '[{"frame": 9, "text": "a dog"}]'
+    assert (tags["prompt"], tags["first"]) == ("{}", "before any frame")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["early.mp4", "late.mp4"]  # no leftover copy
+    # the streams were copied, not re-encoded: the same encoded frames as a file written in one go
+    assert streaming.read_video_info(late) == streaming.read_video_info(early) == (30, 48, 32, 16.0)
+    assert all(np.array_equal(a, b) for a, b in zip(decoded_frames(late), decoded_frames(early)))
+
+
+def test_a_failed_metadata_rewrite_leaves_the_video_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "kept.mp4"
+    writer = streaming.VideoWriter(path, 32, 32)
+    writer.write(torch.rand(5, 32, 32, 3))
+    writer.set_metadata("longlive_steering", "[]")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(streaming.os, "replace", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        writer.close()
+    assert len(decoded_frames(path)) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.mp4"]
 
 
 @pytest.mark.parametrize("kwargs, message", [

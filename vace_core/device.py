@@ -64,3 +64,25 @@ class FiniteCheck:
             self._event.synchronize()
             return bool(self._host)
         return bool(self._flag)
+
+
+class HostCopy:
+    """A device tensor's values on the host, copied without making the queuing thread wait: on CUDA
+    the copy into pinned memory is queued after the work already queued, with an event after it;
+    `get()` waits for that event alone (call it on another thread to keep this one free)."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self._event = None
+        if stages_in_pinned_memory(tensor.device):
+            self._host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            self._host.copy_(tensor, non_blocking=True)
+            if tensor.device.type == "cuda":
+                self._event = torch.cuda.Event()
+                self._event.record(torch.cuda.current_stream(tensor.device))
+        else:
+            self._host = tensor.detach()
+
+    def get(self) -> torch.Tensor:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._host

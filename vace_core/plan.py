@@ -122,6 +122,28 @@ def plan_blocks(ref_frames: int, latent_frames: int, chunk_frames: int, given_fr
     return blocks
 
 
+@dataclass(frozen=True)
+class Boundary:
+    """The chunk boundary before `block`: a prompt given here takes over at `frame`, the block's first
+    video frame (as a scheduled `PromptSegment(frame, ...)` would)."""
+    block: Block
+    frame: int
+
+
+def first_video_frame(block: Block, ref_frames: int) -> int:
+    """The first video frame of a (non-reference) block: latent frame L >= 1 decodes to frames
+    4L-3 .. 4L, latent frame 0 to frame 0."""
+    generated_start = block.start - ref_frames
+    return video_frames_for(generated_start) if generated_start > 0 else 0
+
+
+def steer_boundaries(blocks: Sequence[Block], ref_frames: int) -> list[Boundary]:
+    """The boundaries where `generate` consults its `steer` callable, in order: before every block of
+    the video but its first (the reference block and the first chunk run under the prompt at frame 0)."""
+    return [Boundary(b, first_video_frame(b, ref_frames)) for b in blocks
+            if not b.is_reference and b.start > ref_frames]
+
+
 def tokens_per_frame(height: int, width: int) -> int:
     """DiT tokens of one latent frame of a height x width video: VAE stride 8, then 2x2 patches
     (1560 at 480x832)."""

@@ -5,6 +5,13 @@ then one clean pass of its x0 at t = 0 writes the caches for the blocks that fol
 block whose prompt differs from its predecessor's, recache passes re-encode the window under the
 new prompt. The run decides every pass (a `ModelPass`); an executor runs it (`CachedPasses`, or any
 object built by the `executor` argument of `generate`).
+
+Prompts arriving during the run (`steer`, LongLive's interactive switching): `generate` consults
+the callable at every chunk boundary inside the video (before each block but the video's first);
+the segments it returns join the schedule exactly as if they had been scheduled before the run,
+so a prompt given at the boundary before a block that starts at video frame v makes the same
+frames, recache included, as a `PromptSegment` at frame v in the schedule. They may only change
+blocks not yet made.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ from .encoding import LATENT_CHANNELS, VaceContext, check_size, latent_frames_fo
 from .model import CausalWanModel, TextState
 from .noise import block_noise
 from .passes import CachedPasses, ModelPass, PassExecutor, vace_attention_plan
-from .plan import (Block, PromptSegment, SamplerSettings, VaceScaleRamp, cache_layout, check_given, check_vace,
-                   normalize_prompts, plan_blocks, prompt_for_blocks)
+from .plan import (Block, Boundary, PromptSegment, SamplerSettings, VaceScaleRamp, cache_layout, check_given,
+                   check_vace, normalize_prompts, plan_blocks, prompt_for_blocks, steer_boundaries)
 from .scheduler import renoise, x0_from_flow
 from .vace import layer_scales
 
@@ -221,6 +228,25 @@ class _Run:
         while self.recent and self.recent[0][0].end <= block.end - self.settings.window_frames:
             self.recent.popleft()
 
+    def add_prompts(self, new: Sequence[PromptSegment], boundary: Boundary) -> None:
+        """Merge prompts given at `boundary` into the schedule, as if scheduled from the start (one at
+        the frame of a scheduled prompt replaces it). Blocks already made keep their prompts, and so
+        keep the indices their passes (and the executors' text caches) refer to."""
+        if not new:
+            return
+        merged = {p.start_frame: p for p in self.prompts}
+        merged.update((p.start_frame, p) for p in new)
+        prompts = normalize_prompts(list(merged.values()))
+        of_block = prompt_for_blocks(prompts, self.blocks, self.ref_frames)
+        done = boundary.block.index
+        used = set(self.prompt_of_block[:done])
+        if of_block[:done] != self.prompt_of_block[:done] or any(prompts[i] is not self.prompts[i] for i in used):
+            frames = sorted(p.start_frame for p in new)
+            raise ValueError(f"prompts given at the boundary before video frame {boundary.frame} start at frames "
+                             f"{frames}: they would change chunks already made (a prompt takes over at the first "
+                             f"chunk starting at or after its frame)")
+        self.prompts, self.prompt_of_block = prompts, of_block
+
     def switches_before(self, block: Block) -> bool:
         return block.index > 0 and self.prompt_of_block[block.index] != self.prompt_of_block[block.index - 1]
 
@@ -249,7 +275,8 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
              on_chunk: Callable[[ChunkInfo], None] | None = None,
              keep_latents: bool = True, start_latents: torch.Tensor | None = None,
              reference_latents: torch.Tensor | None = None,
-             executor: Callable[[_Run], PassExecutor] = CachedPasses.for_run) -> SampleResult:
+             executor: Callable[[_Run], PassExecutor] = CachedPasses.for_run,
+             steer: Callable[[Boundary], Sequence[PromptSegment]] | None = None) -> SampleResult:
     """Generate `video_frames` frames (4k+1; others round down like the VAE) causally, chunk by chunk.
 
     prompts: a text conditioning [1, L, text_dim] or a schedule of `PromptSegment`s (video frames).
@@ -261,6 +288,8 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
     (a continuation), inserted instead of denoised.
     executor(run) builds what runs the passes: by default the KV caches (`CachedPasses`); the tests
     inject the cache-free oracle (vace_core/testing/recompute.py) here.
+    steer(boundary) -> prompts given live: consulted at every `steer_boundaries` boundary, just
+    before that block is made; what it returns joins the schedule (see the module docstring).
     Returns normalised latents including the reference and given frames (decode drops the references).
     """
     settings.validate()
@@ -293,8 +322,13 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
         run.passes.run(p)
         tick(block, None, None)
 
+    boundaries = {b.block.index: b for b in steer_boundaries(run.blocks, run.ref_frames)} if steer else {}
+
     with torch.inference_mode():
         for block in run.blocks:
+            if block.index in boundaries:
+                run.add_prompts(steer(boundaries[block.index]), boundaries[block.index])
+                total = run.total_passes()  # a new switch adds its recache passes
             if run.switches_before(block):
                 for covered, p in run.recache_passes(block):
                     cache_pass(covered, p, block.index)

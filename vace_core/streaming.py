@@ -17,6 +17,7 @@ Never imports ComfyUI; the host supplies a streaming decoder for ComfyUI's own W
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -29,7 +30,7 @@ import torch
 from .encoding import (LATENT_CHANNELS, VAE_STRIDE_T, VaceContext, as_frames, denormalize_latents,
                        strip_reference_frames)
 from .model import CausalWanModel
-from .plan import Block, PromptSegment, SamplerSettings, VaceScaleRamp
+from .plan import Block, Boundary, PromptSegment, SamplerSettings, VaceScaleRamp
 from .sampler import ChunkInfo, SampleResult, StepInfo, generate
 
 # ---------------------------------------------------------------------------------------------
@@ -104,6 +105,11 @@ class VideoWriter:
     the encoder and finalises the file; it is idempotent, and the context manager calls it on any
     exit, so an exception or an interrupt leaves a valid mp4 with every frame written before it.
     Width and height must be even (yuv420p halves the chroma planes).
+
+    Container metadata is written with the header, before the first frames; `set_metadata` after
+    that (something known only at the end, e.g. the live steering) makes `close()` copy the
+    finished streams, without re-encoding, into a file with the new metadata, which then replaces
+    the first one.
     """
 
     def __init__(self, path: str | Path, width: int, height: int, fps: float = 16, crf: int = 19,
@@ -120,12 +126,14 @@ class VideoWriter:
         self.width, self.height = width, height
         self.frames_written = 0
         self._closed = False
+        self._metadata = dict(metadata or {})
+        self._late_metadata: dict[str, str] = {}
         rate = Fraction(fps).limit_denominator(1001)
         # faststart moves the index to the front at close, so browsers can start playing at once;
         # use_metadata_tags keeps custom keys (ComfyUI stores the workflow there, as its SaveVideo does)
         self._container = av.open(str(self.path), mode="w", options={"movflags": "+faststart+use_metadata_tags"})
         try:
-            for key, value in (metadata or {}).items():
+            for key, value in self._metadata.items():
                 self._container.metadata[key] = value
             self._stream = self._container.add_stream("libx264", rate=rate)
             self._stream.width, self._stream.height = width, height
@@ -151,6 +159,16 @@ class VideoWriter:
                 self._container.mux(packet)
             self.frames_written += 1
 
+    def set_metadata(self, key: str, value: str) -> None:
+        """Container metadata `key` = `value`, written with the header when no frame was written
+        yet, else at `close()` by rewriting the file (see the class docstring)."""
+        if self._closed:
+            raise ValueError(f"{self.path} is already closed")
+        if self.frames_written == 0:
+            self._metadata[key] = self._container.metadata[key] = value
+        else:
+            self._late_metadata[key] = value
+
     def close(self) -> None:
         if self._closed:
             return
@@ -160,6 +178,8 @@ class VideoWriter:
                 self._container.mux(packet)
         finally:
             self._container.close()
+        if self._late_metadata:
+            rewrite_metadata(self.path, {**self._metadata, **self._late_metadata})
 
     @property
     def closed(self) -> bool:
@@ -170,6 +190,30 @@ class VideoWriter:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def rewrite_metadata(path: str | Path, metadata: dict[str, str]) -> None:
+    """Give the mp4 at `path` this container metadata: its streams are copied packet by packet (no
+    re-encoding) into a new file beside it, which replaces it only once complete, so a failure
+    leaves the original as it was."""
+    import av
+
+    path = Path(path)
+    rewritten = path.with_name(f".{path.stem}.metadata{path.suffix}")
+    try:
+        with av.open(str(path)) as source, av.open(str(rewritten), mode="w", format="mp4",
+                                                  options={"movflags": "+faststart+use_metadata_tags"}) as target:
+            for key, value in metadata.items():
+                target.metadata[key] = value
+            streams = {s.index: target.add_stream_from_template(s) for s in source.streams}
+            for packet in source.demux():
+                if packet.dts is None:  # the demuxer's empty end-of-stream packet
+                    continue
+                packet.stream = streams[packet.stream.index]
+                target.mux(packet)
+        os.replace(rewritten, path)
+    finally:
+        rewritten.unlink(missing_ok=True)
 
 
 def read_video_info(path: str | Path) -> tuple[int, int, int, float]:
@@ -238,6 +282,7 @@ def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | 
                       should_cancel: Callable[[], bool] | None = None,
                       on_frames: Callable[[torch.Tensor, Block], None] | None = None,
                       start_latents: torch.Tensor | None = None,
+                      steer: Callable[[Boundary], Sequence[PromptSegment]] | None = None,
                       ) -> tuple[SampleResult, StreamStats]:
     """Generate with the causal sampler and write every finished chunk to `writer` at once
     (keep_latents=False: no latents are kept, memory stays flat with length).
@@ -249,7 +294,7 @@ def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | 
     result = generate(model, prompts, video_frames=video_frames, height=height, width=width, seed=seed,
                       vace=vace, vace_scale=vace_scale, settings=settings, callback=callback,
                       should_cancel=should_cancel, on_chunk=sink, keep_latents=False,
-                      start_latents=start_latents)
+                      start_latents=start_latents, steer=steer)
     return result, sink.stats
 
 

@@ -10,6 +10,8 @@ LONGLIVE_STANDALONE=1, it falls back to a standalone host. Modules:
 - patcher: the network as a managed model, and the standalone patcher;
 - model_ref: the LONGLIVE_MODEL value the loader, LoRA, graft and sampler nodes pass along;
 - progress: progress bar, interrupt, latent and frame previews;
+- live: the running prompt, its client's websocket, the temp folder, the Latent2RGB previewer and
+  the steering route (live chunk previews and steering, nodes/live.py);
 - vae_stream: streaming (chunk-by-chunk) decoding with the VAE a node receives.
 
 The node files (and tests) call the names below as `host.<name>`.
@@ -17,6 +19,7 @@ The node files (and tests) call the names below as `host.<name>`.
 
 from .comfyui import IN_COMFYUI, InterruptProcessingException
 from .files import list_models, metadata_enabled, model_path, video_output_path
+from .live import add_json_post_route, client_messenger, latent_rgb_previewer, running_prompt_id, temp_dir
 from .memory import LoadedNetwork, auto_dtype, is_loaded, offload_device, soft_empty_cache, unload_models
 from .progress import (CountingProgressBar, check_interrupt, frame_previewer, is_interrupted, make_previewer,
                        progress_bar, raise_interrupted, request_interrupt)
@@ -25,6 +28,7 @@ from .vae_stream import streaming_decoder, tiled_decode
 __all__ = [
     "IN_COMFYUI", "InterruptProcessingException",
     "list_models", "metadata_enabled", "model_path", "video_output_path",
+    "add_json_post_route", "client_messenger", "latent_rgb_previewer", "running_prompt_id", "temp_dir",
     "LoadedNetwork", "auto_dtype", "is_loaded", "offload_device", "soft_empty_cache", "unload_models",
     "CountingProgressBar", "check_interrupt", "frame_previewer", "is_interrupted", "make_previewer",
     "progress_bar", "raise_interrupted", "request_interrupt",

@@ -42,7 +42,7 @@ PACK_DIR_NAME = "comfyui-longlive-vace"
 TEST_PACK_DIR_NAME = "comfyui-longlive-test-pack"
 TINY_VAE_NAME = "tiny_wan_2.1_vae.safetensors"
 # What a user's clone of the repo contributes to custom_nodes/ (tests and dev files stay out).
-PACK_ENTRIES = ("__init__.py", "nodes", "vace_core", "example_workflows",
+PACK_ENTRIES = ("__init__.py", "nodes", "vace_core", "web", "example_workflows",
                 "pyproject.toml", "requirements.txt", "README.md", "LICENSE")
 MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "text_encoders")
 LOG_TAIL_LINES = 80

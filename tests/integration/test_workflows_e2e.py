@@ -5,8 +5,8 @@ checkpoint in the real format under that very name (vace_core.testing.fixtures: 
 a PEFT LoRA, a ComfyUI-repackaged VACE checkpoint; the tiny Wan VAE of the harness as the VAE). Two
 substitutions make the graphs runnable at that size:
 
-- the CLIPLoader + CLIPTextEncode pair becomes the test pack's LongLiveTestConditioning (umT5-shaped
-  [1, 512, text_dim] conditioning; the 5.7B encoder cannot be built in a test);
+- the CLIPLoader becomes the test pack's LongLiveTestCLIP, which core CLIPTextEncode encodes with
+  (umT5-shaped [1, 512, text_dim] conditioning; the 5.7B encoder cannot be built in a test);
 - frame size and length shrink to 80x48 and 25 frames, set by the client on the one node that holds
   them (prompt switches scale with the length). The inputs are the example inputs the README's
   command makes (scripts/make_example_inputs.py).
@@ -93,21 +93,21 @@ def tiny_server(comfy_server, tmp_path_factory):
 
 
 def with_test_text_encoder(graph: dict) -> dict:
-    """A copy of the graph with the test pack's umT5-shaped conditioning in place of CLIPLoader + CLIPTextEncode."""
+    """A copy of the graph with the test pack's CLIP in place of CLIPLoader (core CLIPTextEncode
+    encodes with it: umT5-shaped conditioning)."""
     graph = copy.deepcopy(graph)
     for node_id, node in list(graph.items()):
-        if node["class_type"] == "CLIPTextEncode":
-            graph[node_id] = {"inputs": {"text": node["inputs"]["text"], "dim": TINY.text_dim},
-                              "class_type": "LongLiveTestConditioning", "_meta": node["_meta"]}
-    for node_id in [i for i, n in graph.items() if n["class_type"] == "CLIPLoader"]:
-        del graph[node_id]
+        if node["class_type"] == "CLIPLoader":
+            graph[node_id] = {"inputs": {"dim": TINY.text_dim}, "class_type": "LongLiveTestCLIP",
+                              "_meta": node["_meta"]}
     links = [v for n in graph.values() for v in n["inputs"].values() if isinstance(v, list)]
     assert all(source in graph for source, _ in links), "a removed node is still linked"
     return graph
 
 
 def tiny_graph(graph: dict) -> dict:
-    """The workflow at test size: fake text encoder, 80x48, 25 frames, switches scaled to fit."""
+    """The workflow at test size: fake text encoder (core CLIPTextEncode on the test pack's CLIP),
+    80x48, 25 frames, switches scaled to fit."""
     graph = with_test_text_encoder(graph)
     size_node = qw.size_nodes(graph)[0]
     length = graph[size_node]["inputs"]["length"]

@@ -10,6 +10,10 @@ small test node packs into a real server the same way.)
 text always gives the same tensor, in every process), and the rows after the token count are zero,
 as ComfyUI's umT5 zeroes padded positions.
 
+`LongLiveTestCLIP` returns a CLIP stand-in with the interface CLIPTextEncode uses (`tokenize`, then
+`encode_from_tokens_scheduled`), encoding a text to the same tensor: so core CLIPTextEncode, the
+LongLive Schedule from Steering node and live steering can all run on it.
+
 `LongLiveTestLatentShape` reports the shape of a LATENT in its UI output, so a test can read what a
 core node (EmptyHunyuanLatentVideo) hands our sampler on each ComfyUI version.
 """
@@ -58,6 +62,35 @@ class LongLiveTestConditioning:
         return ([[fake_umt5_embedding(text, dim), {}]],)
 
 
+class FakeUMT5Clip:
+    """What CLIPTextEncode calls on a CLIP: tokens as ComfyUI's tokenizers lay them out, a conditioning
+    [[tensor [1, 512, dim], {"pooled_output": None}]]."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    def tokenize(self, text: str):
+        return {"umt5xxl": [[(text, 1.0)]]}
+
+    def encode_from_tokens_scheduled(self, tokens, unprojected: bool = False, add_dict=None, show_pbar: bool = True):
+        text = tokens["umt5xxl"][0][0][0]
+        return [[fake_umt5_embedding(text, self.dim), {"pooled_output": None}]]
+
+
+class LongLiveTestCLIP:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"dim": ("INT", {"default": 4096, "min": 1, "max": 8192})}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "LongLive/testing"
+    DESCRIPTION = "TEST ONLY: a CLIP whose encoding is LongLiveTestConditioning's."
+
+    def load(self, dim: int):
+        return (FakeUMT5Clip(dim),)
+
+
 class LongLiveTestLatentShape:
     @classmethod
     def INPUT_TYPES(cls):
@@ -73,7 +106,8 @@ class LongLiveTestLatentShape:
         return {"ui": {"shape": [list(latent["samples"].shape)]}}
 
 
-NODE_CLASS_MAPPINGS = {"LongLiveTestConditioning": LongLiveTestConditioning,
+NODE_CLASS_MAPPINGS = {"LongLiveTestConditioning": LongLiveTestConditioning, "LongLiveTestCLIP": LongLiveTestCLIP,
                        "LongLiveTestLatentShape": LongLiveTestLatentShape}
 NODE_DISPLAY_NAME_MAPPINGS = {"LongLiveTestConditioning": "LongLive Test Conditioning (test only)",
+                              "LongLiveTestCLIP": "LongLive Test CLIP (test only)",
                               "LongLiveTestLatentShape": "LongLive Test Latent Shape (test only)"}
