@@ -985,22 +985,28 @@ def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: flo
 # command line
 
 
-def load_workflow(path: str | Path) -> dict:
-    """A workflow from a JSON file, or the API graph an mp4 of ComfyUI's records (`prompt` metadata)."""
-    if is_mp4(path):
-        text = mp4_metadata(path).get("prompt")
+def read_json_or_mp4_record(source: str | Path, key: str, what: str, missing: str) -> object:
+    """The JSON held by a file, or by an mp4's `key` metadata (ClientError `missing` when it has none);
+    `what` names the thing in the other errors."""
+    if is_mp4(source):
+        text = mp4_metadata(source).get(key)
         if text is None:
-            raise ClientError(f"{path} holds no workflow (no 'prompt' metadata: was ComfyUI run with "
-                              "--disable-metadata?)")
+            raise ClientError(missing)
     else:
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            text = Path(source).read_text(encoding="utf-8")
         except OSError as error:
-            raise ClientError(f"cannot read workflow {path}: {error}") from None
+            raise ClientError(f"cannot read {what} {source}: {error}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as error:
-        raise ClientError(f"cannot read workflow {path}: {error}") from None
+        raise ClientError(f"cannot read {what} {source}: it is not JSON ({error})") from None
+
+
+def load_workflow(path: str | Path) -> dict:
+    """A workflow from a JSON file, or the API graph an mp4 of ComfyUI's records (`prompt` metadata)."""
+    data = read_json_or_mp4_record(path, "prompt", "workflow", f"{path} holds no workflow (no 'prompt' metadata: "
+                                   "was ComfyUI run with --disable-metadata?)")
     if not isinstance(data, dict):
         raise ClientError(f"{path}: not a workflow (expected a JSON object)")
     return data
@@ -1078,20 +1084,9 @@ def _meta_items(data: bytes, start: int, end: int) -> dict[str, str]:
 
 def load_steering_record(source: str | Path) -> list[dict]:
     """The steering record [{"frame", "text"}, ...] of an mp4 (its longlive_steering metadata) or a JSON file."""
-    if is_mp4(source):
-        text = mp4_metadata(source).get(STEERING_KEY)
-        if text is None:
-            raise ClientError(f"{source} has no {STEERING_KEY} metadata: it was not made by a steerable LongLive "
-                              "node (or ComfyUI ran with --disable-metadata)")
-    else:
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except OSError as error:
-            raise ClientError(f"cannot read the steering record {source}: {error}") from None
-    try:
-        record = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ClientError(f"the steering record of {source} is not JSON: {error}") from None
+    record = read_json_or_mp4_record(source, STEERING_KEY, "the steering record",
+                                     f"{source} has no {STEERING_KEY} metadata: it was not made by a steerable "
+                                     "LongLive node (or ComfyUI ran with --disable-metadata)")
     if not isinstance(record, list) or not all(isinstance(e, dict) and {"frame", "text"} <= set(e) for e in record):
         raise ClientError(f"the steering record of {source} is not a list of {{\"frame\", \"text\"}} entries")
     return record

@@ -508,6 +508,7 @@ def test_replay_from_a_record_file_chains_the_run_schedule_and_finds_the_prompt_
     ("mp4 without a workflow", "holds no workflow"),
     ("two samplers", "exactly one LongLive Sampler"),
     ("bad record", "not a list"),
+    ("record not JSON", "cannot read the steering record"),
     ("steer without websocket", "--steer needs the websocket"),
 ])
 def test_steering_options_fail_with_one_line(fake, tmp_path, case, message):
@@ -515,6 +516,7 @@ def test_steering_options_fail_with_one_line(fake, tmp_path, case, message):
     plain = write_mp4(tmp_path / "plain.mp4", {"prompt": json.dumps(SAMPLER_GRAPH)})
     bad, good = tmp_path / "bad.json", tmp_path / "record.json"
     bad.write_text(json.dumps({"frame": 1}))
+    (tmp_path / "broken.json").write_text('[{"frame": 21,')
     good.write_text(json.dumps(RECORD))
     two = {**SAMPLER_GRAPH, "6": SAMPLER_GRAPH["5"]}
     args = {
@@ -523,6 +525,8 @@ def test_steering_options_fail_with_one_line(fake, tmp_path, case, message):
         "mp4 without a workflow": ([str(write_mp4(tmp_path / "empty.mp4", {}))], None),
         "two samplers": ([str(tmp_path / "workflow.json"), "--replay-steering", str(good)], two),
         "bad record": ([str(tmp_path / "workflow.json"), "--replay-steering", str(bad)], SAMPLER_GRAPH),
+        "record not JSON": ([str(tmp_path / "workflow.json"), "--replay-steering", str(tmp_path / "broken.json")],
+                            SAMPLER_GRAPH),
         "steer without websocket": ([str(tmp_path / "workflow.json"), "--steer", "--no-websocket"], SAMPLER_GRAPH),
     }[case]
     command, workflow = args

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_comfy_memory import import_comfy, import_pack  # noqa: E402
+from run_comfy_memory import file_refs, forward_inputs, import_comfy, import_pack  # noqa: E402
 
 
 def main(pack_dir: str, work_dir: str, out_path: str) -> None:
@@ -54,16 +54,8 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         "lora": fx.write_peft_lora(work / "lora.pt", fx.make_lora(tiny, rank=4, seed=1), wrapped=True),
     }
 
-    def ref(kind: str, key: str):
-        path = str(files[key])
-        stat = os.stat(path)
-        return model_ref.FileRef(kind, Path(path).name, path, (stat.st_size, stat.st_mtime_ns))
-
-    generator = torch.Generator().manual_seed(3)
-    latents = torch.randn(1, 16, 3, 8, 8, generator=generator)
-    timestep = torch.tensor([750.0])
-    context = torch.randn(1, 12, tiny.text_dim, generator=generator)
-    vace_context = torch.randn(1, 96, 3, 8, 8, generator=generator)
+    ref = file_refs(model_ref, files)
+    latents, timestep, context, vace_context = forward_inputs(tiny.text_dim)
 
     def forward(network) -> torch.Tensor:
         return network.forward_full(latents, timestep, context, vace_context if network.has_vace else None).float()

@@ -57,6 +57,26 @@ def import_pack(pack_dir: str):
         "nodes.host", "nodes.host.model_ref", "vace_core.testing.fixtures", "vace_core.checkpoints", "vace_core.config")}
 
 
+def file_refs(model_ref, files: dict):
+    """ref(kind, key): the host's FileRef of files[key] under the model folder `kind`, as its file
+    pickers make it."""
+    def ref(kind: str, key: str):
+        path = str(files[key])
+        stat = os.stat(path)
+        return model_ref.FileRef(kind, Path(path).name, path, (stat.st_size, stat.st_mtime_ns))
+    return ref
+
+
+def forward_inputs(text_dim: int) -> tuple[torch.Tensor, ...]:
+    """Seeded latents [1, 16, 3, 8, 8], timestep, prompt [1, 12, text_dim] and VACE context
+    [1, 96, 3, 8, 8] for one full forward of a tiny model."""
+    generator = torch.Generator().manual_seed(3)
+    latents = torch.randn(1, 16, 3, 8, 8, generator=generator)
+    context = torch.randn(1, 12, text_dim, generator=generator)
+    vace_context = torch.randn(1, 96, 3, 8, 8, generator=generator)
+    return latents, torch.tensor([750.0]), context, vace_context
+
+
 def main(pack_dir: str, work_dir: str, out_path: str) -> None:
     torch.set_num_threads(1)
     mm, model_patcher = import_comfy(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI")
@@ -73,16 +93,8 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         "style": fx.write_comfy_lora(work / "style.safetensors", fx.make_lora(tiny, rank=2, seed=2), "down_up"),
     }
 
-    def ref(kind: str, key: str):
-        path = str(files[key])
-        stat = os.stat(path)
-        return model_ref.FileRef(kind, Path(path).name, path, (stat.st_size, stat.st_mtime_ns))
-
-    generator = torch.Generator().manual_seed(3)
-    latents = torch.randn(1, 16, 3, 8, 8, generator=generator)
-    timestep = torch.tensor([750.0])
-    context = torch.randn(1, 12, tiny.text_dim, generator=generator)
-    vace_context = torch.randn(1, 96, 3, 8, 8, generator=generator)
+    ref = file_refs(model_ref, files)
+    latents, timestep, context, vace_context = forward_inputs(tiny.text_dim)
 
     def forward(network, vace: bool) -> torch.Tensor:
         return network.forward_full(latents, timestep, context, vace_context if vace else None).float()
