@@ -99,12 +99,9 @@ class LongLiveSampler:
                prompt_schedule: Sequence[PromptSegment] | None = None, start_images: torch.Tensor | None = None,
                vae=None, settings: SamplerChoices | None = None, clip=None, prompt: dict | None = None,
                unique_id: str | None = None) -> tuple[dict] | dict:
-        size = latent_video_size(latent, "latent")
-        plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
-                        Origin(prompt, unique_id))
-        if clip is not None:
-            check_clip(clip, "clip")
-        start_latents = encode_start_images(start_images, vae, plan)
+        size, plan, start_latents = prepare_sampling(model, positive, latent, vace_scale, preset, settings,
+                                                     vace_context, prompt_schedule, start_images, vae, clip,
+                                                     Origin(prompt, unique_id))
         with live_run(unique_id, run_blocks(plan, start_latents), plan.ref_frames, clip,
                       model.facts.text_dim) as live:
             result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
@@ -125,6 +122,19 @@ def with_steering(latent: dict, record: list | None) -> tuple[dict] | dict:
     if record is None:
         return (latent,)
     return {"ui": {STEERING_KEY: list(record)}, "result": ({**latent, STEERING_KEY: list(record)},)}
+
+
+def prepare_sampling(model: LongLiveModel, positive, latent: dict, vace_scale: float, preset: str,
+                     settings: SamplerChoices | None, vace_context: VaceContext | None,
+                     prompt_schedule: Sequence[PromptSegment] | None, start_images: torch.Tensor | None, vae,
+                     clip, origin: Origin) -> tuple[VideoSize, "RunPlan", torch.Tensor | None]:
+    """The checks and inputs Sampler and Sampler -> Video share: the video's size from `latent`, the
+    run's plan, the steering clip checked, and the start images encoded (None without them)."""
+    size = latent_video_size(latent, "latent")
+    plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule, origin)
+    if clip is not None:
+        check_clip(clip, "clip")
+    return size, plan, encode_start_images(start_images, vae, plan)
 
 
 def encode_start_images(start_images: torch.Tensor | None, vae, plan: "RunPlan") -> torch.Tensor | None:

@@ -23,13 +23,12 @@ from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.sampler import GenerationCancelled
 from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
 from . import host
-from .common import CATEGORY, STEERING_KEY, latent_video_size, video_latents
+from .common import CATEGORY, STEERING_KEY, video_latents
 from .host.files import WAN_VAE_FILE
 from .host.model_ref import LongLiveModel
 from .live import live_run, record_json
-from .prompts import check_clip
-from .sampler import (Origin, encode_start_images, keep_loaded_and_check_interrupt, on_compute_device, plan_run,
-                      run_blocks, sampler_inputs)
+from .sampler import (Origin, keep_loaded_and_check_interrupt, on_compute_device, prepare_sampling, run_blocks,
+                      sampler_inputs)
 from .sampler_settings import SamplerChoices
 
 log = logging.getLogger("longlive_vace")
@@ -180,12 +179,9 @@ class LongLiveSampleToVideo:
                  prompt_schedule: Sequence[PromptSegment] | None = None, start_images=None,
                  settings: SamplerChoices | None = None, clip=None, prompt=None, extra_pnginfo=None,
                  unique_id: str | None = None) -> dict:
-        size = latent_video_size(latent, "latent")
-        plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
-                        Origin(prompt, unique_id))
-        if clip is not None:
-            check_clip(clip, "clip")
-        start_latents = encode_start_images(start_images, vae, plan)
+        size, plan, start_latents = prepare_sampling(model, positive, latent, vace_scale, preset, settings,
+                                                     vace_context, prompt_schedule, start_images, vae, clip,
+                                                     Origin(prompt, unique_id))
         path, name, subfolder = host.video_output_path(filename_prefix, size.width, size.height)
         decoder = host.streaming_decoder(vae)
         blocks = run_blocks(plan, start_latents)
