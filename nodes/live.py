@@ -1,4 +1,4 @@
-"""Watch it grow, steer it live (DESIGN.md §12): what the LongLive sampler nodes do while they run.
+"""Watch it grow, steer it live (docs/live.md#the-contract): what the LongLive sampler nodes do while they run.
 
 - Previews: after every finished chunk the node writes a short mp4 of that chunk's video frames into
   the host's temp folder and sends the `longlive.chunk` message naming it to the client that queued

@@ -38,7 +38,7 @@ Usage (from the repository root):
     python3 scripts/bench.py                              # CPU: smoke, timing, vace, memory at 128x128 (6-9 min)
     python3 scripts/bench.py --sections smoke --out DIR   # CPU smoke run (~20 s; the CI test)
     python scripts/bench.py --device cuda --sections smoke --comfyui DIR    # GPU, one section per call;
-        (README: the commands and each section's expected time on an H100)  -> bench/results-cuda.{json,md}
+        (docs/benchmarks.md: the commands and each section's expected time on an H100)  -> bench/results-cuda.{json,md}
 It prints PASS/FAIL per check and exits 1 when a check of the sections it ran failed (2: a section
 could not run).
 """

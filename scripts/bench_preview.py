@@ -17,7 +17,7 @@ Measured here, float32 on one CPU thread, medians over interleaved repeats:
 
 A GPU machine runs the worker's CPU code just the same (ComfyUI's VAE hands decoded frames back on
 the CPU), so the 480x832 figures stand for it: the report sets them against a chunk's time on an
-H100 (LongLive's 20.7 FPS: 0.58 s per 12 frames; the compute-only bound of DESIGN.md §10, 69 FPS:
+H100 (LongLive's 20.7 FPS: 0.58 s per 12 frames; the compute-only bound in docs/how-it-works.md, 69 FPS:
 0.17 s). The worker adds nothing to a chunk while it needs less than a chunk's time.
 
 Run with ComfyUI's python (the LATENT path uses ComfyUI's previewer); nothing is written into the
@@ -54,8 +54,8 @@ PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack ge
 
 SECTION = "live-preview"
 CHUNK_FRAMES = 3
-H100_CHUNK_S = 12 / 20.7  # LongLive 1.0 on one H100, T2V at 480x832 (DESIGN.md §4)
-BOUND_CHUNK_S = 12 / 69  # compute-only bound at 800 TFLOP/s (DESIGN.md §10)
+H100_CHUNK_S = 12 / 20.7  # LongLive 1.0 on one H100, T2V at 480x832 (docs/how-it-works.md#the-gpu-path)
+BOUND_CHUNK_S = 12 / 69  # compute-only bound at 800 TFLOP/s (docs/how-it-works.md#the-gpu-path)
 TINY_SIZE = 128
 
 

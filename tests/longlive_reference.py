@@ -9,7 +9,7 @@ LongLive is at ../shared/reference/longlive-1.0 (the 1.0 commit, Apache-2.0). Te
   `torch.cuda.current_device` answers 0 while they import (nothing here runs on that device);
 - replaces its two attention entry points with float32 scaled-dot-product attention: its SDPA
   fallback casts q/k/v to bfloat16 and its cross-attention goes through a flash-attention function
-  that asserts CUDA (DESIGN.md §8). Both compute softmax(qk^T/sqrt(d))v over [B, L, heads, d].
+  that asserts CUDA (docs/how-it-works.md). Both compute softmax(qk^T/sqrt(d))v over [B, L, heads, d].
 
 `make_pipeline` builds LongLive's real `CausalInferencePipeline` / `InteractiveCausalInferencePipeline`
 around a LongLive `CausalWanModel` carrying our tiny model's weights. Only what is sized for the

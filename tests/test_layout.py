@@ -1,4 +1,4 @@
-"""The import graph shows the architecture (DESIGN.md §2), read from the source with `ast`:
+"""The import graph shows the architecture (docs/development.md#layout), read from the source with `ast`:
 
 * only the host package (nodes/host/) imports ComfyUI;
 * vace_core never imports the nodes, and the product (the pack's __init__, nodes/, vace_core/)

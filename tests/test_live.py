@@ -1,4 +1,4 @@
-"""Live previews and steering (nodes/live.py, DESIGN.md §12) through the standalone host, on the CPU.
+"""Live previews and steering (nodes/live.py, docs/live.md#the-contract) through the standalone host, on the CPU.
 
 The host's server side is replaced by stand-ins that behave as ComfyUI's: `running_prompt_id` gives a
 prompt id, `client_messenger` records the `longlive.chunk` messages (and a test may steer from it,

@@ -1,4 +1,4 @@
-"""Fidelity of the causal Wan / VACE model (DESIGN.md §5, invariants 1-3).
+"""Fidelity of the causal Wan / VACE model (docs/how-it-works.md#what-the-tests-prove, 1-3).
 
 * Invariant 1: `forward_full` equals the independent float64 reference in `reference_wan.py`.
 * Invariant 2: `forward_block` with a KV cache equals the same block-causal attention recomputed

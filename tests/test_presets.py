@@ -1,6 +1,6 @@
 """Presets for the causal Wan2.1-1.3B checkpoints (vace_core/presets.py) and the unwarped schedule.
 
-Each preset is checked against DESIGN.md §9 (values written out below, from that table), a run with
+Each preset is checked against docs/presets.md (values written out below, from that table), a run with
 the CausVid preset against a sampler written out here with upstream's table lookup, and the sampler
 settings node's "preset = the sampler preset's value" rule.
 """
@@ -18,7 +18,7 @@ from vace_core.presets import DEFAULT_PRESET, PRESETS, resolve_settings
 from vace_core.sampler import Block, SamplerSettings, block_noise, generate
 from vace_core.scheduler import FewStepSchedule
 
-# DESIGN.md §9 (chunk, window, sink, steps, shift, warped) and the entry each project's inference loads
+# docs/presets.md (chunk, window, sink, steps, shift, warped) and the entry each project's inference loads
 DESIGN_9 = {
     "LongLive": dict(chunk_frames=3, window_frames=12, sink_frames=3, denoising_steps=(1000, 750, 500, 250),
                      shift=5.0, warp_steps=True, checkpoint_entry="generator"),
@@ -32,7 +32,7 @@ DESIGN_9 = {
 }
 SOURCES = {"LongLive": "NVlabs/LongLive@2462895", "Self-Forcing": "guandeh17/Self-Forcing@33593df",
            "CausVid (AR)": "tianweiy/CausVid@ca21150", "Causal Forcing (chunkwise)": "thu-ml/Causal-Forcing@1fc7bbc"}
-WARPED_TIMESTEPS = [1000.0, 937.5, 2500.0 / 3.0, 625.0]  # DESIGN.md §4: the shift-5 warp of 1000..250
+WARPED_TIMESTEPS = [1000.0, 937.5, 2500.0 / 3.0, 625.0]  # docs/how-it-works.md#the-schedule: shift-5 warp of 1000..250
 
 
 def upstream_table(shift: float, n: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:

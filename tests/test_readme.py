@@ -1,6 +1,7 @@
-"""The README against the code and CI: its two commands (the main job, the tests) and .ci/run,
-its contents table, the user's path on its first screen, the model files' sizes and total, the
-picture, the release notes."""
+"""The README against the code and CI: its length, its two commands (the main job, the tests) and
+.ci/run, its contents table, the user's path on its first screen, the model files' sizes and total,
+the pictures, the release notes. (Its node table, its links and the material moved to docs/ are
+checked in test_docs.py.)"""
 
 from __future__ import annotations
 
@@ -14,8 +15,12 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 mw = load_script("make_workflows")
 
 
-def fenced_commands() -> list[str]:
-    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", README, re.S)]
+def fenced_commands(text: str = README) -> list[str]:
+    return [block.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S)]
+
+
+DOCS_COMMANDS = [command for page in sorted((ROOT / "docs").glob("*.md"))
+                 for command in fenced_commands(page.read_text(encoding="utf-8"))]
 
 
 def command_under(heading: str) -> str:
@@ -31,7 +36,7 @@ def test_the_two_commands_use_their_own_virtual_environment():
         assert command.startswith("python3 -m venv .venv && .venv/bin/pip install -r requirements-dev.txt && "
                                   ".venv/bin/python "), command
     assert main_job.endswith("scripts/selftest.py") and tests.endswith("-m pytest -q")
-    for command in fenced_commands():  # nowhere a pip install into the running python
+    for command in fenced_commands() + DOCS_COMMANDS:  # nowhere a pip install into the running python
         assert "python3 -m pip install" not in command, command
 
 
@@ -46,14 +51,23 @@ def test_the_readme_says_the_selftest_runs_with_comfyuis_python():
     assert "`scripts/selftest.py` also runs with ComfyUI's Python as it is, installing nothing" in README
 
 
-def test_the_first_screen_is_the_users_path():
+def test_the_readme_is_for_users_and_short():
+    """At most 300 lines (the design, benchmarks, presets' provenance, development and the library
+    live in docs/); only the user's sections, in the user's order."""
+    assert len(README.splitlines()) <= 300
     headings = re.findall(r"^## (.+)$", README, re.M)
-    assert headings[:6] == ["Contents", "Install", "Model files", "Open a workflow", "The nodes", "Long videos"]
-    order = ["Image-to-video and continuing a video", "Headless use", "Presets: other causal Wan2.1-1.3B checkpoints",
-             "The native AR nodes or this pack?", "How the causal R2V works", "Benchmarks", "Development"]
-    assert [h for h in headings if h in order] == order
-    first_screen = README[:README.index("## Model files")]
+    assert headings == ["Contents", "Install", "Model files", "Open a workflow", "The nodes", "Long videos and limits",
+                        "Image-to-video and continuing a video", "Watch it grow, steer it live",
+                        "Several GPUs and machines", "Headless use", "Troubleshooting", "Development", "License"]
+
+
+def test_the_first_screen_is_the_users_path():
+    """The first 45 lines (a screen) show what the pack does, the picture, the way to a first video and
+    the install command."""
+    first_screen = "\n".join(README.splitlines()[:45])
     assert "![" in first_screen and "git clone" in first_screen and "What changed" not in README
+    for step in ("(#install)", "(#model-files)", "(#open-a-workflow)", "**Run**"):
+        assert step in first_screen.split("## Contents")[0], step
     assert "Browse Templates" in README and "Workflow → Browse Templates" not in README
 
 
@@ -75,9 +89,10 @@ def test_model_files_sizes_and_total_match_the_workflows():
     assert f"Total {total:g} GB; {without_vace:g} GB without VACE" in README
 
 
-def test_the_picture_and_the_release_notes_exist():
-    picture = ROOT / "docs" / "workflow.jpg"
-    assert picture.is_file() and picture.stat().st_size < 250_000
-    assert "(docs/workflow.jpg)" in README
+def test_the_pictures_and_the_release_notes_exist():
+    for name in ("workflow.jpg", "live-steering.png"):
+        picture = ROOT / "docs" / name
+        assert picture.is_file() and picture.stat().st_size < 250_000, name
+        assert f"(docs/{name})" in README
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert "## Unreleased" in changelog and "### Workflows saved with an earlier release" in changelog

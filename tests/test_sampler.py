@@ -1,6 +1,6 @@
 """Causal chunked sampling (vace_core/sampler.py) on the tiny model, CPU, float32.
 
-What is proved here (DESIGN.md §4-§5, issue 3):
+What is proved here (docs/how-it-works.md, issue 3):
 * Invariant 2: the KV-cache loop equals the cache-free recompute (vace_core/testing/recompute.py), over a
   run long enough for the window to roll three times, with references and two prompt switches,
   for every combination of the named options; and the recompute path itself equals a
@@ -81,7 +81,7 @@ def max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def longlive_schedule(steps, shift: float = 5.0) -> list[tuple[float, float, float]]:
-    """(timestep, sigma, next sigma) per step, from DESIGN.md §4: step s is fed as
+    """(timestep, sigma, next sigma) per step, from docs/how-it-works.md#the-schedule: step s is fed as
     t = 1000 * k*u / (1 + (k-1)*u) with u = s/1000 and k the shift; sigma = t/1000; 0 after the last."""
     sigmas = [shift * (s / 1000) / (1 + (shift - 1) * (s / 1000)) for s in steps]
     return [(1000 * s, s, n) for s, n in zip(sigmas, sigmas[1:] + [0.0])]
@@ -171,7 +171,7 @@ def test_kv_cache_equals_recompute_with_ring_wraparound_partial_chunk_and_ramp(m
 # Hand-built block-causal sampler: 2 references, sink 1, chunks of 2, window 3 (ring of 2 frames).
 # Latent frames 0-1 are the references, then chunks [2,4), [4,6), [6,8).
 HAND_BLOCKS = [(0, 2), (2, 4), (4, 6), (6, 8)]
-# Which key frames (columns) each query frame (row) sees, from DESIGN.md §4-§5: every frame of a
+# Which key frames (columns) each query frame (row) sees, from docs/how-it-works.md: every frame of a
 # block sees the same keys: the references and the first `sink` generated frame (the permanent sink,
 # here frames 0-2) that exist by the block's end, plus the most recent window - sink = 2 frames
 # ending at the block's end (the block itself). Frame 3 drops out of the window at chunk [4,6).
@@ -648,7 +648,7 @@ def test_scale_zero_is_exactly_the_model_without_vace(model, text, scale, vace_a
 
 
 def test_hand_schedule_gives_the_longlive_timesteps():
-    """The schedule written out in this file gives DESIGN.md's numbers: 1000, 937.5, 833.33, 625."""
+    """The schedule written out in this file gives docs/how-it-works.md's numbers: 1000, 937.5, 833.33, 625."""
     timesteps = [t for t, _, _ in longlive_schedule((1000, 750, 500, 250))]
     assert timesteps[0] == 1000.0 and timesteps[1] == 937.5 and timesteps[3] == 625.0
     assert math.isclose(timesteps[2], 2500 / 3)

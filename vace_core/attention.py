@@ -1,6 +1,6 @@
 """The attention kernels the model calls, chosen by the host and injected like `operations`.
 
-The model makes two kinds of attention calls (DESIGN.md §10):
+The model makes two kinds of attention calls (docs/how-it-works.md#the-gpu-path):
 
 - `unmasked(q, k, v)`: self-attention of the cached passes, about 60 % of a chunk's work at 480x832.
   The KV cache is read as a view of exactly the frames a pass sees, so these calls need no mask

@@ -11,7 +11,7 @@ at a time, so a loader can convert and drop each before the next. Every error is
 
 A trainer checkpoint holds several state dicts: `entry` names one; without it the first present
 of ``AUTO_ENTRY_ORDER`` is taken (and logged), else the top level (a bare state dict). ``critic``
-(the score model DMD trains beside the generator) is never taken. README.md ("Which weights in the
+(the score model DMD trains beside the generator) is never taken. docs/presets.md ("Which weights in the
 file") explains the order with the projects' own inference scripts.
 """
 

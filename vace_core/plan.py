@@ -4,7 +4,7 @@ latent timeline, the prompt each block runs under, the cache layout, and the che
 The timeline is `[reference frames | chunk 1 | chunk 2 | ...]` at consecutive RoPE frame positions:
 the references (if any) form the first causal block, then the video is cut into chunks of
 `chunk_frames` latent frames, first the given ones (start frames, or the video a continuation
-extends), then the generated ones. README.md ("How the causal R2V works") explains the design
+extends), then the generated ones. docs/how-it-works.md ("How the causal R2V works") explains the design
 and the options to users.
 """
 

@@ -1,6 +1,6 @@
 """Sampler presets for the causal Wan2.1-T2V-1.3B checkpoints this runtime runs (LongLive,
 Self-Forcing, CausVid, Causal Forcing): the settings each was distilled for, read from its project's
-own inference code and configs at the commit in `Preset.source`. README.md ("Other causal
+own inference code and configs at the commit in `Preset.source`. docs/presets.md ("Other causal
 Wan2.1-1.3B checkpoints") lists the files read and what differs past their 21-frame caches.
 
 `resolve_settings` turns a preset plus the settings given explicitly into `SamplerSettings`: an

@@ -1,4 +1,4 @@
-// LongLive: watch the video grow on the running sampler node, and steer it live (DESIGN.md §12).
+// LongLive: watch the video grow on the running sampler node, and steer it live (docs/live.md).
 //
 // Every `longlive.chunk` message names a short mp4 of one finished chunk in ComfyUI's temp folder.
 // The node gets a panel (a DOM widget, never saved with the workflow) whose player plays the chunks

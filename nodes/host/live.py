@@ -1,4 +1,4 @@
-"""Live preview and steering, the server side (DESIGN.md §12; the logic is nodes/live.py): the
+"""Live preview and steering, the server side (docs/live.md#the-contract; the logic is nodes/live.py): the
 running prompt, its client's websocket, the temp folder the chunk clips go to, ComfyUI's own
 Latent2RGB previewer, and the steering route on ComfyUI's server. Standalone there is no prompt,
 no client and no route: the functions say so (None / False) and the nodes run without previews.

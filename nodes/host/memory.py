@@ -394,7 +394,7 @@ _TRIM = _HeapTrim()
 # to this model too. It takes q, k, v [B, heads, S, head_dim] with skip_reshape=True and returns
 # [B, S, heads * head_dim] (0.8 and 0.33 alike; looked up per call, as ComfyUI sets it at import).
 # Masked calls (cross-attention's padding bias, the recompute's frame masks) stay on SDPA with the
-# mask in q's dtype: flash and sage take no mask (vace_core.attention, DESIGN.md §10).
+# mask in q's dtype: flash and sage take no mask (vace_core.attention, docs/how-it-works.md#the-gpu-path).
 
 
 def _comfy_attention() -> AttentionKernels | None:

@@ -8,7 +8,7 @@ reaches this model:
 - every self-attention call of the blocks went through ComfyUI's `optimized_attention`, which is
   the function the flag selects;
 - every cross-attention call (the prompt's merged padding bias) went to PyTorch's SDPA with its
-  mask in the queries' dtype, as flash and sage take no mask (DESIGN.md §10);
+  mask in the queries' dtype, as flash and sage take no mask (docs/how-it-works.md#the-gpu-path);
 - the video equals the same weights run standalone on SDPA: measured 2.5-2.7e-7 max abs difference
   (float32 rounding of other kernels); tolerance 2e-5, as for the injected-kernel unit test, where a
   kernel that drops the mask moves the video by more than 1e-1;

@@ -1,4 +1,4 @@
-"""Watch it grow, steer it live, on real ComfyUIs (DESIGN.md §12): the `longlive.chunk` messages and
+"""Watch it grow, steer it live, on real ComfyUIs (docs/live.md#the-contract): the `longlive.chunk` messages and
 their preview clips served by GET /view, POST /longlive/steer while a node runs (200 / 404 / 400),
 the steering record in the mp4, and replays that give the same frames.
 
