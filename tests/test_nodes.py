@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import (PACK, assert_same_weights, load_pack_standalone, run_node, sampler_settings, video_latent,
-                     write_node_models)
+from helpers import (PACK, assert_same_weights, load_pack_standalone, run_node, sampler_settings, standalone_host,
+                     video_latent, write_node_models)
 
 pack = load_pack_standalone()
 sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
@@ -48,12 +48,9 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def standalone_host(models_dir, monkeypatch):
-    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(models_dir))
-    model_ref.clear_cache()
-    host.request_interrupt(False)
-    yield
-    host.request_interrupt(False)
+def standalone(models_dir, monkeypatch):
+    with standalone_host(models_dir, monkeypatch):
+        yield
 
 
 class TinyVAE:
@@ -759,9 +756,9 @@ def no_generation(monkeypatch):
     sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded for a run or generate() was reached")
+        raise AssertionError("the model was loaded for a run or sample() was reached")
 
-    monkeypatch.setattr(sampler_node, "generate", refuse)
+    monkeypatch.setattr(sampler_node, "sample", refuse)
     monkeypatch.setattr(model_ref.LongLiveModel, "load_for_run", refuse)
 
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from helpers import random_text, random_vace_context, randn, tiny_model
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.memory import largest_pass_frames
 from vace_core.passes import ModelPass
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
