@@ -27,6 +27,8 @@ model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
 fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 core_sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
+core_plan = importlib.import_module(f"{PACK}.vace_core.plan")
+core_streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
 
@@ -743,6 +745,41 @@ def test_sampler_interrupt_raises_comfy_exception():
     host.request_interrupt()
     with pytest.raises(host.InterruptProcessingException):
         sample(load(), conditioning(1))
+    assert not host.is_interrupted()
+
+
+@pytest.mark.parametrize("node", ["LongLiveSampler", "LongLiveSampleToVideo", "LongLiveContinue"])
+def test_every_sampler_node_takes_the_one_path_to_the_sampler(node, monkeypatch, tmp_path):
+    """Sampler, Sampler -> Video and Continue Video hand `sample` one request with the same hooks: the
+    model kept loaded before every pass, Cancel asked of the host; the streaming node's chunks go to
+    its mp4 sink and no latents are kept. Cancel pressed before the first pass ends each of them with
+    ComfyUI's exception, the flag consumed."""
+    calls = []
+    original = sampler_node.sample
+
+    def recording(network, request, **hooks):
+        calls.append((request, hooks))
+        return original(network, request, **hooks)
+
+    monkeypatch.setattr(sampler_node, "sample", recording)
+    monkeypatch.setenv("LONGLIVE_OUTPUT_DIR", str(tmp_path))
+    model, positive = load(), conditioning(1)
+    inputs = {"LongLiveSampler": dict(latent=video_latent(SIZE, SIZE, FRAMES)),
+              "LongLiveSampleToVideo": dict(latent=video_latent(SIZE, SIZE, FRAMES), vae=TinyVAE(),
+                                            filename_prefix="LongLive", fps=16, crf=19),
+              "LongLiveContinue": dict(samples=sample(model, positive), length=4, output="continuation")}[node]
+    run(node, model=model, positive=positive, **SAMPLER_DEFAULTS, **inputs)
+    request, hooks = calls[-1]
+    assert isinstance(request, core_plan.RunRequest) and request.seed == SAMPLER_DEFAULTS["seed"]
+    assert hooks["should_cancel"] is host.is_interrupted
+    assert hooks["before_pass"].__func__ is host.LoadedNetwork.keep_loaded
+    streaming = node == "LongLiveSampleToVideo"
+    assert hooks["keep_latents"] is not streaming
+    assert isinstance(hooks["on_chunk"], core_streaming.ChunkVideoSink) is streaming
+
+    host.request_interrupt()
+    with pytest.raises(host.InterruptProcessingException):
+        run(node, model=model, positive=positive, **SAMPLER_DEFAULTS, **inputs)
     assert not host.is_interrupted()
 
 

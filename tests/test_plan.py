@@ -137,3 +137,12 @@ def test_the_largest_pass_is_the_largest_any_switch_makes(model, recache, refs):
     assert max(largest.values()) == largest_pass_frames(settings, refs, prompt_switches=True)
     expected = WINDOW if recache == "longlive" else max(CHUNK, refs)
     assert largest_pass_frames(settings, refs, prompt_switches=True) == expected
+
+
+def test_the_largest_pass_follows_the_plan_when_the_window_is_no_multiple_of_the_chunk(model):
+    """Window 7, chunks of 2, sink 2: LongLive's largest re-run is the 6 generated frames before a
+    switch at frame 6 (at 8 it re-runs the 5 rolling frames); no switch re-runs a whole window."""
+    largest = max(p.frames for switch in range(CHUNK, LATENT_FRAMES, CHUNK)
+                  for p in recorded_run(model, "longlive", 0, "denoise", 0, switch, window=7)[0])
+    settings = SamplerSettings(chunk_frames=CHUNK, window_frames=7, sink_frames=SINK)
+    assert largest == largest_pass_frames(settings, 0, prompt_switches=True) == 6
