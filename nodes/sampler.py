@@ -116,7 +116,7 @@ def with_steering(latent: dict, record: list | None) -> tuple[dict] | dict:
     return {"ui": {STEERING_KEY: list(record)}, "result": ({**latent, STEERING_KEY: list(record)},)}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
 class SamplerInputs:
     """What the LongLive sampler nodes take besides the model, the video's size and the steering clip:
     ComfyUI's inputs of the same names (`vace` is the vace_context input)."""

@@ -207,7 +207,7 @@ class HasVace(Protocol):
     def has_vace(self) -> bool: ...
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
 class RunRequest:
     """One video to make: everything a run needs besides the model and the hooks that watch it.
 
@@ -304,7 +304,7 @@ def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Ten
                              "video was made with")
 
 
-def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:
+def check_vace(model: HasVace, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:
     """A VACE context fits the run: the model has VACE weights (`model.has_vace`), same size, same length."""
     if not model.has_vace:
         raise ValueError("a VACE context was given but the model has no VACE weights: put a 'Load VACE "
