@@ -99,8 +99,10 @@ class _Run:
         self.prompt_of_block = prompt_for_blocks(self.prompts, self.blocks, self.ref_frames)
         self.layout = request.layout()
         self._vace_slice: tuple[tuple[int, int], torch.Tensor] | None = None
-        self.passes = executor(RunView(model, self.layout, self.ref_frames, self.settings, self.uses_vace,
-                                       request.layer_scale, self.text, self.vace_frames))
+        self.passes = executor(RunView(model=model, layout=self.layout, ref_frames=self.ref_frames,
+                                       settings=self.settings, uses_vace=self.uses_vace,
+                                       layer_scale=request.layer_scale, text=self.text,
+                                       vace_frames=self.vace_frames))
         total = self.ref_frames + request.latent_frames
         # pinned on CUDA: each block's x0 is copied back asynchronously, without a sync per block
         self.latents = host_buffer((1, LATENT_CHANNELS, total, *self.grid), model.device) if keep_latents else None
