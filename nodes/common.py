@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_S, check_size, video_frames_for
+from ..vace_core.latents import LATENT_CHANNELS, VAE_STRIDE_S, check_size, video_frames_for
 
 CATEGORY = "LongLive/VACE"
 MODEL_TYPE = "LONGLIVE_MODEL"
@@ -34,7 +34,9 @@ def video_latents(samples) -> tuple[torch.Tensor, int]:
     raw = samples.get("samples") if isinstance(samples, dict) else None
     if not isinstance(raw, torch.Tensor) or raw.ndim != 5 or raw.shape[:2] != (1, LATENT_CHANNELS):
         shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else None
-        raise ValueError(f"samples: expected one video of Wan 2.1 latents [1, 16, frames, h, w], got {shape}")
+        image = shape is not None and len(shape) == 4
+        hint = ": image latents, where this node expected video latents" if image else ""
+        raise ValueError(f"samples: expected one video of Wan 2.1 latents [1, 16, frames, h, w], got {shape}{hint}")
     ref_frames = int(samples.get(REF_FRAMES_KEY, 0))
     if not 0 <= ref_frames < raw.shape[2]:
         raise ValueError(f"samples: {ref_frames} reference frames but only {raw.shape[2]} latent frames")

@@ -9,18 +9,20 @@ settings, seed, prompts and VACE context, "earlier run + continuation" equals on
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from dataclasses import replace
 from typing import Sequence
 
 import torch
 
-from ..vace_core.encoding import (VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denormalize_latents,
-                                  normalize_latents, video_frames_for)
+from ..vace_core.encoding import VaceContext
+from ..vace_core.latents import VAE_STRIDE_S, VAE_STRIDE_T, denormalize_latents, normalize_latents, video_frames_for
 from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.plan import PromptSegment
 from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, STEERING_KEY, VideoSize, video_latents
 from .host.model_ref import LongLiveModel
 from .live import live_run
-from .sampler import Origin, plan_run, run_blocks, sample_on_device, sampler_inputs
+from .sampler import Origin, SamplerInputs, run_request, sample_on_device, sampler_inputs
 from .sampler_settings import SamplerChoices
 
 OUTPUTS = ("continuation", "earlier + continuation")
@@ -85,13 +87,13 @@ class LongLiveContinue:
         given = earlier.shape[2] - ref_frames
         height, width = (s * VAE_STRIDE_S for s in earlier.shape[-2:])
         size = VideoSize(width, height, video_frames_for(given + length // VAE_STRIDE_T))
-        plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule,
-                        Origin(prompt, unique_id), size_from="samples")
-        start_latents = earlier[:, :, ref_frames:]
-        with live_run(unique_id, run_blocks(plan, start_latents), ref_frames) as live:
-            result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
-                                      start_latents=start_latents, on_chunk=live.on_chunk,
-                                      reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
+        inputs = SamplerInputs(positive=positive, seed=seed, vace_scale=vace_scale, preset=preset, settings=settings,
+                               vace=vace_context, prompt_schedule=prompt_schedule)
+        request = replace(run_request(model, size, inputs, Origin(prompt, unique_id), size_from="samples"),
+                          start_latents=earlier[:, :, ref_frames:],
+                          reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
+        with live_run(unique_id, request.blocks(), ref_frames) as live:
+            result = sample_on_device(model, request, chunk_output=nullcontext(live.on_chunk))
         latents = denormalize_latents(result.latents)
         if output == OUTPUTS[0]:
             return ({"samples": latents[:, :, ref_frames + given:].contiguous(), REF_FRAMES_KEY: 0},)
@@ -101,10 +103,10 @@ class LongLiveContinue:
         return (whole,)
 
 
-def _earlier_latents(samples: dict, vace_context: VaceContext | None) -> tuple[torch.Tensor, int]:
+def _earlier_latents(samples: dict, vace: VaceContext | None) -> tuple[torch.Tensor, int]:
     """The earlier video as normalised latents [1, 16, refs + frames, h, w] and its reference count."""
     raw, ref_frames = video_latents(samples)
-    context_refs = vace_context.ref_frames if vace_context is not None else 0
+    context_refs = vace.ref_frames if vace is not None else 0
     if ref_frames and context_refs != ref_frames:
         raise ValueError(f"samples: the earlier video has {ref_frames} reference frame(s), so connect the "
                          f"vace_context it was made with (encoded for the whole length); this one has {context_refs}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..vace_core.encoding import decode_without_references
-from .common import CATEGORY, REF_FRAMES_KEY
+from .common import CATEGORY, video_latents
 
 
 class LongLiveDecode:
@@ -28,8 +28,5 @@ class LongLiveDecode:
                    "(the VAE is causal in time, so they must not be decoded with the video).")
 
     def decode(self, samples: dict, vae) -> tuple[torch.Tensor]:
-        latents = samples["samples"]
-        if latents.ndim != 5:
-            raise ValueError(f"samples: expected video latents [1, 16, frames, h, w], got {tuple(latents.shape)}")
-        ref_frames = int(samples.get(REF_FRAMES_KEY, 0))
+        latents, ref_frames = video_latents(samples)
         return (decode_without_references(vae, latents, ref_frames).float(),)

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from ..vace_core.device import HostCopy
-from ..vace_core.encoding import VAE_STRIDE_T
+from ..vace_core.latents import VAE_STRIDE_T
 from ..vace_core.plan import Block, Boundary, PromptSegment, first_video_frame, steer_boundaries
 from ..vace_core.sampler import ChunkInfo
 from ..vace_core.streaming import VideoWriter

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import replace
 
 from ..vace_core.base_kind import base_kind
+from ..vace_core.checkpoint_files import TRAINER_ENTRIES
+from ..vace_core.logs import log
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
 from .host.files import BASE_FILE, LORA_FILE
 from .host.model_ref import AUTO, DTYPES, FileRef, LongLiveModel, file_stamp, load_model
 
 NO_LORA = "none"
-ENTRIES = ("auto", "generator", "generator_ema", "model")
+ENTRIES = ("auto", *TRAINER_ENTRIES)
 NON_CAUSAL = ("refuse", "load anyway")  # what the loader does with a base that is not a causal model
 
-log = logging.getLogger("longlive_vace")
 
 
 class LongLiveModelLoader:

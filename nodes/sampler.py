@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any, ContextManager, Iterator, Sequence
 
 import torch
 
-from ..vace_core.encoding import (VaceContext, encode_start_frames, denormalize_latents, latent_frames_for,
-                                  video_frames_for)
+from ..vace_core.encoding import VaceContext, encode_start_frames
+from ..vace_core.latents import denormalize_latents, latent_frames_for, video_frames_for
 from ..vace_core.memory import run_memory_bytes
-from ..vace_core.plan import Block, PromptSegment, SamplerSettings, VaceScaleRamp, check_vace, plan_blocks
+from ..vace_core.plan import PromptSegment, RunRequest, check_vace
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES
-from ..vace_core.sampler import GenerationCancelled, SampleResult, StepInfo, generate
+from ..vace_core.sampler import ChunkSink, GenerationCancelled, SampleResult, Steer, StepInfo, sample
 from . import host
 from .common import (CATEGORY, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, SETTINGS_TYPE, STEERING_KEY, VACE_TYPE,
                      VideoSize, latent_video_size, source_node)
@@ -99,21 +99,13 @@ class LongLiveSampler:
                prompt_schedule: Sequence[PromptSegment] | None = None, start_images: torch.Tensor | None = None,
                vae=None, settings: SamplerChoices | None = None, clip=None, prompt: dict | None = None,
                unique_id: str | None = None) -> tuple[dict] | dict:
-        size, plan, start_latents = prepare_sampling(model, positive, latent, vace_scale, preset, settings,
-                                                     vace_context, prompt_schedule, start_images, vae, clip,
-                                                     Origin(prompt, unique_id))
-        with live_run(unique_id, run_blocks(plan, start_latents), plan.ref_frames, clip,
-                      model.facts.text_dim) as live:
-            result = sample_on_device(model, plan, video_frames=size.length, seed=seed, vace=vace_context,
-                                      start_latents=start_latents, on_chunk=live.on_chunk, steer=live.steer)
+        inputs = SamplerInputs(positive=positive, seed=seed, vace_scale=vace_scale, preset=preset, settings=settings,
+                               vace=vace_context, prompt_schedule=prompt_schedule, start_images=start_images, vae=vae)
+        request = prepare_sampling(model, latent, inputs, clip, Origin(prompt, unique_id))
+        with live_run(unique_id, request.blocks(), request.ref_frames, clip, model.facts.text_dim) as live:
+            result = sample_on_device(model, request, chunk_output=nullcontext(live.on_chunk), steer=live.steer)
         samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
         return with_steering({"samples": samples, REF_FRAMES_KEY: result.ref_frames}, live.record)
-
-
-def run_blocks(plan: "RunPlan", start_latents: torch.Tensor | None = None) -> list[Block]:
-    """The blocks `generate` makes for the plan (the reference block, given and generated chunks)."""
-    given = start_latents.shape[2] if start_latents is not None else 0
-    return plan_blocks(plan.ref_frames, plan.latent_frames, plan.settings.chunk_frames, given)
 
 
 def with_steering(latent: dict, record: list | None) -> tuple[dict] | dict:
@@ -124,30 +116,42 @@ def with_steering(latent: dict, record: list | None) -> tuple[dict] | dict:
     return {"ui": {STEERING_KEY: list(record)}, "result": ({**latent, STEERING_KEY: list(record)},)}
 
 
-def prepare_sampling(model: LongLiveModel, positive, latent: dict, vace_scale: float, preset: str,
-                     settings: SamplerChoices | None, vace_context: VaceContext | None,
-                     prompt_schedule: Sequence[PromptSegment] | None, start_images: torch.Tensor | None, vae,
-                     clip, origin: Origin) -> tuple[VideoSize, "RunPlan", torch.Tensor | None]:
-    """The checks and inputs Sampler and Sampler -> Video share: the video's size from `latent`, the
-    run's plan, the steering clip checked, and the start images encoded (None without them)."""
-    size = latent_video_size(latent, "latent")
-    plan = plan_run(model, positive, size, vace_scale, preset, settings, vace_context, prompt_schedule, origin)
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class SamplerInputs:
+    """What the LongLive sampler nodes take besides the model, the video's size and the steering clip:
+    ComfyUI's inputs of the same names (`vace` is the vace_context input)."""
+    positive: Any  # CONDITIONING
+    seed: int
+    vace_scale: float
+    preset: str = DEFAULT_PRESET
+    settings: SamplerChoices | None = None
+    vace: VaceContext | None = None
+    prompt_schedule: Sequence[PromptSegment] | None = None
+    start_images: torch.Tensor | None = None
+    vae: Any = None  # VAE, to encode the start images
+
+
+def prepare_sampling(model: LongLiveModel, latent: dict, inputs: SamplerInputs, clip: Any,
+                     origin: Origin) -> RunRequest:
+    """The checks and inputs Sampler and Sampler -> Video share: the run request, its size from
+    `latent`, its start images encoded; the steering clip checked."""
+    request = run_request(model, latent_video_size(latent, "latent"), inputs, origin)
     if clip is not None:
         check_clip(clip, "clip")
-    return size, plan, encode_start_images(start_images, vae, plan)
+    return replace(request, start_latents=encode_start_images(inputs.start_images, inputs.vae, request))
 
 
-def encode_start_images(start_images: torch.Tensor | None, vae, plan: "RunPlan") -> torch.Tensor | None:
+def encode_start_images(start_images: torch.Tensor | None, vae, request: RunRequest) -> torch.Tensor | None:
     """The start images as normalised latents, checked against the run (None without them)."""
     if start_images is None:
         return None
     if vae is None:
         raise ValueError("start_images: connect the vae input too (the Wan 2.1 VAE that encodes them)")
     frames = latent_frames_for(start_images.shape[0]) if start_images.ndim == 4 else 1
-    if frames >= plan.latent_frames:
+    if frames >= request.latent_frames:
         raise ValueError(f"start_images: {start_images.shape[0]} image(s) make {frames} latent frame(s), leaving "
-                         f"nothing to generate in a video of {plan.latent_frames} latent frames: raise the length")
-    return encode_start_frames(vae, start_images, plan.width, plan.height)
+                         f"nothing to generate in a video of {request.latent_frames} latent frames: raise the length")
+    return encode_start_frames(vae, start_images, request.width, request.height)
 
 
 @dataclass(frozen=True)
@@ -162,36 +166,22 @@ class Origin:
         return source_node(self.prompt, self.unique_id, input_name) or f"the {input_name} input"
 
 
-@dataclass(frozen=True)
-class RunPlan:
-    """A sampler run's validated settings, shared by the sampler nodes."""
-    settings: SamplerSettings
-    prompts: list[PromptSegment]
-    vace_scale: float | list[float] | VaceScaleRamp
-    ref_frames: int
-    width: int
-    height: int
-    uses_vace: bool
-    latent_frames: int
-
-
-def plan_run(model: LongLiveModel, positive, size: VideoSize, vace_scale: float, preset: str,
-             choices: SamplerChoices | None, vace_context: VaceContext | None,
-             prompt_schedule: Sequence[PromptSegment] | None, origin: Origin = Origin(),
-             size_from: str = "latent") -> RunPlan:
-    """Every check of the sampler inputs, run before the model moves or anything is computed.
-    `size_from` names the input the size was read from (for messages)."""
-    choices = choices if choices is not None else SamplerChoices()
-    settings = choices.resolve(preset)
-    prompts = _prompt_segments(model, positive, prompt_schedule, size.length)
-    if vace_context is not None:
-        _check_same_size(size, vace_context, origin, size_from)
-        check_vace(model, vace_context, latent_frames_for(size.length), size.height, size.width)
-    ref_frames = vace_context.ref_frames if vace_context is not None else 0
-    _check_rope(model, ref_frames, size.length)
-    scale = choices.vace_scale(vace_scale, model.facts.num_vace_blocks if vace_context is not None else None)
-    return RunPlan(settings, prompts, scale, ref_frames, size.width, size.height, vace_context is not None,
-                   latent_frames_for(size.length))
+def run_request(model: LongLiveModel, size: VideoSize, inputs: SamplerInputs, origin: Origin = Origin(),
+                size_from: str = "latent") -> RunRequest:
+    """Every check of the sampler inputs, run before the model moves or anything is computed, and the
+    run they ask for (start images not yet encoded). `size_from` names the input the size was read
+    from (for messages)."""
+    choices = inputs.settings if inputs.settings is not None else SamplerChoices()
+    settings = choices.resolve(inputs.preset)
+    prompts = _prompt_segments(model, inputs.positive, inputs.prompt_schedule, size.length)
+    vace = inputs.vace
+    if vace is not None:
+        _check_same_size(size, vace, origin, size_from)
+        check_vace(model, vace, latent_frames_for(size.length), size.height, size.width)
+    _check_rope(model, vace.ref_frames if vace is not None else 0, size.length)
+    scale = choices.vace_scale(inputs.vace_scale, model.facts.num_vace_blocks if vace is not None else None)
+    return RunRequest(prompts=prompts, video_frames=size.length, height=size.height, width=size.width,
+                      seed=inputs.seed, vace=vace, vace_scale=scale, settings=settings)
 
 
 def _check_same_size(size: VideoSize, vace: VaceContext, origin: Origin, size_from: str) -> None:
@@ -207,37 +197,37 @@ def _check_same_size(size: VideoSize, vace: VaceContext, origin: Origin, size_fr
 
 
 @contextmanager
-def on_compute_device(model: LongLiveModel, plan: RunPlan, steerable: bool = False) -> Iterator[host.LoadedNetwork]:
+def on_compute_device(model: LongLiveModel, request: RunRequest,
+                      steerable: bool = False) -> Iterator[host.LoadedNetwork]:
     """The network loaded by the host's memory manager for the run, with room made for the KV cache
     and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
     # a steered run may switch prompts (and re-run the window in one pass) like a scheduled one
-    memory = run_memory_bytes(model.facts.config, model.compute_dtype, height=plan.height, width=plan.width,
-                              ref_frames=plan.ref_frames, settings=plan.settings, uses_vace=plan.uses_vace,
-                              prompt_switches=len(plan.prompts) > 1 or steerable)
+    memory = run_memory_bytes(model.facts.config, model.compute_dtype, height=request.height, width=request.width,
+                              ref_frames=request.ref_frames, settings=request.settings, uses_vace=request.uses_vace,
+                              prompt_switches=len(request.prompts) > 1 or steerable)
     try:
         yield model.load_for_run(memory)
     finally:
         host.soft_empty_cache()
 
 
-def sample_on_device(model: LongLiveModel, plan: RunPlan, **inputs) -> SampleResult:
-    """`generate` with the plan's settings on the network the memory manager loaded, a progress
-    tick per pass, and Cancel honoured before every pass (`inputs`: generate's per-run arguments)."""
-    with on_compute_device(model, plan, steerable=inputs.get("steer") is not None) as loaded:
+def sample_on_device(model: LongLiveModel, request: RunRequest, *,
+                     chunk_output: ContextManager[ChunkSink | None] = nullcontext(), steer: Steer | None = None,
+                     keep_latents: bool = True, pass_progress: bool = True) -> SampleResult:
+    """The one way from a sampler node to the sampler: the network loaded by the host's memory
+    manager (`on_compute_device`), `sample` on it with a progress tick per pass (`pass_progress`),
+    and Cancel as ComfyUI's interrupt. Before every pass the model is loaded again if the memory
+    manager unloaded it meanwhile (decoding a chunk loads the VAE, which may evict it on a small GPU).
+    `chunk_output` gives the sink every finished chunk goes to: it is entered once the model is
+    loaded and left when the run ends, however it ends (the streaming node's mp4 is closed there)."""
+    with on_compute_device(model, request, steerable=steer is not None) as loaded, chunk_output as on_chunk:
         try:
-            return generate(loaded.network, plan.prompts, height=plan.height, width=plan.width,
-                            vace_scale=plan.vace_scale, settings=plan.settings, callback=PassProgress(),
-                            should_cancel=lambda: keep_loaded_and_check_interrupt(loaded), **inputs)
+            return sample(loaded.network, request, callback=PassProgress() if pass_progress else None,
+                          before_pass=loaded.keep_loaded, should_cancel=host.is_interrupted, on_chunk=on_chunk,
+                          keep_latents=keep_latents, steer=steer)
         except GenerationCancelled:
             host.raise_interrupted()
-
-
-def keep_loaded_and_check_interrupt(loaded: host.LoadedNetwork) -> bool:
-    """The sampler's check before every pass: the model is loaded again if the memory manager
-    unloaded it meanwhile, then True when the user cancelled."""
-    loaded.keep_loaded()
-    return host.is_interrupted()
 
 
 class PassProgress:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from ..vace_core.encoding import (LATENT_CHANNELS, REFERENCE_FITS, VAE_STRIDE_S, VaceContext, check_size,
-                                  encode_vace_context)
+from ..vace_core.encoding import REFERENCE_FITS, VaceContext, encode_vace_context
+from ..vace_core.latents import LATENT_CHANNELS, VAE_STRIDE_S, check_size
 from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, VACE_TYPE
 from .host.files import WAN_VAE_FILE
 

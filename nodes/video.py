@@ -11,27 +11,27 @@ frames equal a whole decode) and leave a valid, shorter mp4 when interrupted.
 from __future__ import annotations
 
 import json
-import logging
 import time
-from typing import Any, Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..vace_core.encoding import VAE_STRIDE_S
-from ..vace_core.plan import PromptSegment
+from ..vace_core.latents import VAE_STRIDE_S
+from ..vace_core.plan import Block, PromptSegment, RunRequest
+from ..vace_core.logs import log
 from ..vace_core.presets import DEFAULT_PRESET
-from ..vace_core.sampler import GenerationCancelled
-from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
+from ..vace_core.streaming import ChunkDecoder, ChunkVideoSink, StreamStats, VideoWriter, latents_to_video
 from . import host
 from .common import CATEGORY, STEERING_KEY, video_latents
 from .host.files import WAN_VAE_FILE
 from .host.model_ref import LongLiveModel
 from .live import live_run, record_json
-from .sampler import (Origin, keep_loaded_and_check_interrupt, on_compute_device, prepare_sampling, run_blocks,
-                      sampler_inputs)
+from .sampler import Origin, SamplerInputs, prepare_sampling, sample_on_device, sampler_inputs
 from .sampler_settings import SamplerChoices
 
-log = logging.getLogger("longlive_vace")
 
 DECODE_CHUNK_FRAMES = 3  # latent frames per decode call in Save Video (12 video frames)
 
@@ -179,39 +179,55 @@ class LongLiveSampleToVideo:
                  prompt_schedule: Sequence[PromptSegment] | None = None, start_images=None,
                  settings: SamplerChoices | None = None, clip=None, prompt=None, extra_pnginfo=None,
                  unique_id: str | None = None) -> dict:
-        size, plan, start_latents = prepare_sampling(model, positive, latent, vace_scale, preset, settings,
-                                                     vace_context, prompt_schedule, start_images, vae, clip,
-                                                     Origin(prompt, unique_id))
-        path, name, subfolder = host.video_output_path(filename_prefix, size.width, size.height)
+        inputs = SamplerInputs(positive=positive, seed=seed, vace_scale=vace_scale, preset=preset, settings=settings,
+                               vace=vace_context, prompt_schedule=prompt_schedule, start_images=start_images, vae=vae)
+        request = prepare_sampling(model, latent, inputs, clip, Origin(prompt, unique_id))
+        path, name, subfolder = host.video_output_path(filename_prefix, request.width, request.height)
         decoder = host.streaming_decoder(vae)
-        blocks = run_blocks(plan, start_latents)
+        blocks = request.blocks()
         progress = _ChunkProgress(sum(not b.is_reference for b in blocks), "Sampler -> Video")
-        with live_run(unique_id, blocks, plan.ref_frames, clip, model.facts.text_dim, fps=fps,
-                      latent_previews=False) as live, \
-                on_compute_device(model, plan, steerable=live.steer is not None) as loaded:
+        with live_run(unique_id, blocks, request.ref_frames, clip, model.facts.text_dim, fps=fps,
+                      latent_previews=False) as live:
+            mp4 = _Mp4Output(path=path, request=request, decoder=decoder, fps=fps, crf=crf,
+                             metadata=_metadata(prompt, extra_pnginfo, live.record),
+                             on_frames=_both(progress, live.on_frames), steering=live.record)
             try:
-                with VideoWriter(path, size.width, size.height, fps=fps, crf=crf,
-                                 metadata=_metadata(prompt, extra_pnginfo, live.record)) as writer:
-                    try:
-                        # decoding a chunk loads the VAE, which may evict the model on a small GPU: every
-                        # pass checks that it is still loaded
-                        _, stats = generate_to_video(loaded.network, plan.prompts, video_frames=size.length,
-                                                     height=size.height, width=size.width, seed=seed,
-                                                     decoder=decoder, writer=writer, vace=vace_context,
-                                                     vace_scale=plan.vace_scale, settings=plan.settings,
-                                                     should_cancel=lambda: keep_loaded_and_check_interrupt(loaded),
-                                                     on_frames=_both(progress, live.on_frames),
-                                                     start_latents=start_latents, steer=live.steer)
-                    finally:  # a cancelled video records the steering of its chunks too
-                        if live.record and host.metadata_enabled():
-                            writer.set_metadata(STEERING_KEY, record_json(live.record))
-            except GenerationCancelled:
+                sample_on_device(model, request, chunk_output=mp4.sink(), steer=live.steer, keep_latents=False,
+                                 pass_progress=False)
+            except host.InterruptProcessingException:
                 # the writer is closed by now: the mp4 holds every chunk finished before the cancel
                 log.info("LongLive Sampler -> Video: cancelled after %d of %d chunks; %s keeps them",
                          progress.done, progress.total, path)
-                host.raise_interrupted()
-        _log_done("Sampler -> Video", path, stats, time.perf_counter() - progress.start)
+                raise
+        _log_done("Sampler -> Video", path, mp4.stats, time.perf_counter() - progress.start)
         return {"ui": _ui(name, subfolder, live.record), "result": ()}
+
+
+@dataclass
+class _Mp4Output:
+    """The streaming node's chunk output: an mp4 written chunk by chunk (`sink`), opened once the
+    model is loaded; the steering record is added when it is closed (a cancelled video's too)."""
+    path: Path
+    request: RunRequest
+    decoder: ChunkDecoder
+    fps: int
+    crf: int
+    metadata: dict[str, str]
+    on_frames: Callable[[torch.Tensor, Block], None]
+    steering: list | None
+    stats: StreamStats = field(default_factory=StreamStats)
+
+    @contextmanager
+    def sink(self) -> Iterator[ChunkVideoSink]:
+        with VideoWriter(self.path, self.request.width, self.request.height, fps=self.fps, crf=self.crf,
+                         metadata=self.metadata) as writer:
+            sink = ChunkVideoSink(self.decoder, writer, self.on_frames)
+            self.stats = sink.stats
+            try:
+                yield sink
+            finally:
+                if self.steering and host.metadata_enabled():
+                    writer.set_metadata(STEERING_KEY, record_json(self.steering))
 
 
 def _both(first: Callable, second: Callable) -> Callable:

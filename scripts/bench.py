@@ -71,7 +71,7 @@ from bench_common import (FLAT_LIMIT, MEMORY_LIMIT, MIN_REPEATS, PLANS, SERIES, 
                           write_markdown)
 from pack_loader import load_pack  # noqa: E402
 from vace_core.cache import KVCache  # noqa: E402
-from vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_T  # noqa: E402
+from vace_core.latents import LATENT_CHANNELS, VAE_STRIDE_T  # noqa: E402
 from vace_core.rope import RotaryEmbedding  # noqa: E402
 from vace_core.model import CausalWanModel  # noqa: E402
 from vace_core.passes import VACE_ATTENTION_MODES, CachedPasses, PassExecutor  # noqa: E402

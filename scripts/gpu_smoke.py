@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 import bench_common as common  # noqa: E402  (scripts/bench_common.py)
 from vace_core.attention import SDPA  # noqa: E402
-from vace_core.encoding import VAE_STRIDE_T  # noqa: E402
+from vace_core.latents import VAE_STRIDE_T  # noqa: E402
 from vace_core.plan import SamplerSettings, tokens_per_frame  # noqa: E402
 from vace_core.sampler import ChunkInfo  # noqa: E402
 

@@ -7,20 +7,24 @@ Imported by test modules as `from helpers import ...` (pytest puts tests/ on sys
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from vace_core.testing import fixtures
 from vace_core.config import architecture
-from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
+from vace_core.encoding import CONTEXT_CHANNELS, VaceContext
+from vace_core.latents import LATENT_CHANNELS, video_frames_for
 from vace_core.model import CausalWanModel
 
 NORM_WEIGHT_SUFFIXES = ("norm_q.weight", "norm_k.weight", "norm3.weight")
@@ -125,6 +129,23 @@ def load_pack_standalone(name: str = PACK) -> ModuleType:
     """The repository imported as ComfyUI imports a custom-node pack, under the package name
     `name`, with the standalone host (scripts/pack_loader.py)."""
     return load_script("pack_loader").load_pack(name, standalone=True)
+
+
+@contextmanager
+def standalone_host(models_dir: Path, monkeypatch, pack: str = PACK) -> Iterator[None]:
+    """The standalone host of the pack imported as `pack` reading model files from `models_dir`, with
+    no model value kept from an earlier test and no Cancel pending, and both cleared again after (the
+    autouse fixture of the node test modules)."""
+    host = importlib.import_module(f"{pack}.nodes.host")
+    model_ref = importlib.import_module(f"{pack}.nodes.host.model_ref")
+    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(models_dir))
+    model_ref.clear_cache()
+    host.request_interrupt(False)
+    try:
+        yield
+    finally:
+        model_ref.clear_cache()
+        host.request_interrupt(False)
 
 
 def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bool = False) -> Path:

@@ -20,7 +20,7 @@ import torch
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core import attention, model as model_module
 from vace_core.attention import SDPA, AttentionKernels
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.passes import VACE_ATTENTION_MODES, CachedPasses
 from vace_core.plan import RECACHE_MODES
 from vace_core.sampler import PromptSegment, SamplerSettings, generate

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from vace_core import checkpoint_files, checkpoints
+from vace_core import checkpoints
 from vace_core.checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, TensorFile
 from vace_core.checkpoints import expected_shapes, graft_vace, load_longlive, resolve_dtype
 from vace_core.key_names import detect_format, is_vace_key, wan_names
+from vace_core.logs import LOGGER_NAME
 from vace_core.lora import LORA_ENTRIES, apply_lora, lora_targets, plan_lora
 from vace_core.testing import fixtures as fx
 from vace_core.config import WanConfig, infer_config, architecture
@@ -546,7 +547,7 @@ def loaded(path: Path, **kwargs) -> dict[str, torch.Tensor]:
 
 
 def test_auto_entry_takes_generator_ema_and_logs_it(self_forcing_pt, trainer_states, caplog):
-    with caplog.at_level("INFO", logger=checkpoint_files.__name__):
+    with caplog.at_level("INFO", logger=LOGGER_NAME):
         weights = loaded(self_forcing_pt)
     assert_same(weights, trainer_states["generator_ema"])
     assert not torch.equal(weights["head.head.weight"], trainer_states["generator"]["head.head.weight"])

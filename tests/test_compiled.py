@@ -23,7 +23,8 @@ from torch._dynamo.utils import counters
 
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core.compiled import BlockCompiler
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
+from vace_core.logs import LOGGER_NAME
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
 
 HEIGHT, WIDTH = 32, 48
@@ -100,7 +101,7 @@ def test_a_shape_beyond_the_recompile_limit_warns_and_runs_eagerly(model, eager,
     model.compiler = compiler
     try:
         first = r2v_with_a_switch(model)
-        with caplog.at_level(logging.WARNING, logger="vace_core.compiled"):
+        with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
             other_size = r2v_with_a_switch(model, height=48)
     finally:
         model.compiler = None
@@ -119,7 +120,7 @@ def test_a_compile_failure_warns_and_runs_eagerly(model, eager, caplog):
 
     model.compiler = BlockCompiler(broken)
     try:
-        with caplog.at_level(logging.WARNING, logger="vace_core.compiled"):
+        with caplog.at_level(logging.WARNING, logger=LOGGER_NAME):
             out = r2v_with_a_switch(model)
     finally:
         fallbacks, model.compiler = model.compiler.fallbacks, None

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import load_pack_standalone, video_latent
+from helpers import load_pack_standalone, run_node, standalone_host, video_latent
 
 PACK = "longlive_vace_conditioning_test"
 TEXT_LEN = 512
@@ -28,7 +28,6 @@ SIZE = 32
 pack = load_pack_standalone(PACK)
 fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 WanConfig = importlib.import_module(f"{PACK}.vace_core.config").WanConfig
-model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
 CONFIG = WanConfig(dim=256, ffn_dim=512, num_layers=2, num_heads=2, text_dim=4096, freq_dim=32)
 
 
@@ -41,17 +40,13 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def standalone_models(models_dir, monkeypatch):
-    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(models_dir))
-    model_ref.clear_cache()
-    yield
-    model_ref.clear_cache()
+def standalone(models_dir, monkeypatch):
+    with standalone_host(models_dir, monkeypatch, PACK):
+        yield
 
 
 def run(name: str, **inputs):
-    cls = pack.NODE_CLASS_MAPPINGS[name]
-    with torch.inference_mode():  # as ComfyUI's executor runs nodes
-        return getattr(cls(), cls.FUNCTION)(**inputs)
+    return run_node(pack.NODE_CLASS_MAPPINGS, name, **inputs)
 
 
 def model():

@@ -29,7 +29,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core import device as device_module
 from vace_core.device import FiniteCheck, HostCopy, to_device
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
 
 aten = torch.ops.aten

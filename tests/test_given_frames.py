@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from helpers import random_text, random_vace_context, randn, tiny_model
-from vace_core.encoding import VaceContext, video_frames_for
+from vace_core.encoding import VaceContext
+from vace_core.latents import video_frames_for
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
 from vace_core.testing.recompute import RecomputedPasses
 

@@ -25,7 +25,7 @@ import torch
 
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core import model as model_module
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
 
 HEIGHT, WIDTH = 32, 48

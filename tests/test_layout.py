@@ -2,7 +2,8 @@
 
 * only the host package (nodes/host/) imports ComfyUI;
 * vace_core never imports the nodes, and the product (the pack's __init__, nodes/, vace_core/)
-  never imports the test scaffolding in vace_core/testing/.
+  never imports the test scaffolding in vace_core/testing/;
+* the product's modules import each other without a cycle (imports inside functions count too).
 """
 
 from __future__ import annotations
@@ -20,21 +21,30 @@ PRODUCT = [ROOT / "__init__.py", *sorted((ROOT / "nodes").rglob("*.py")),
            *sorted(p for p in (ROOT / "vace_core").rglob("*.py") if "testing" not in p.relative_to(ROOT).parts)]
 
 
-def imported_modules(path: Path) -> set[str]:
-    """Absolute dotted names (from the repository root) of everything `path` imports."""
+def import_statements(path: Path) -> list[tuple[str, list[str]]]:
+    """Every import of `path` as (absolute dotted name of the module it names, the names it takes
+    from it): `import a.b` gives ("a.b", []), `from .x import y, z` ("<package>.x", ["y", "z"])."""
     package = path.relative_to(ROOT).with_suffix("").parts[:-1]  # a module's package, or an __init__'s own
-    names = set()
+    statements = []
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
+            statements.extend((alias.name, []) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 parent = list(package[:len(package) - node.level + 1])
                 base = ".".join(parent + ([node.module] if node.module else []))
             else:
                 base = node.module
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
+            statements.append((base, [alias.name for alias in node.names]))
+    return statements
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute dotted names (from the repository root) of everything `path` imports."""
+    names = set()
+    for base, taken in import_statements(path):
+        names.add(base)
+        names.update(f"{base}.{name}" for name in taken)
     return names
 
 
@@ -45,7 +55,7 @@ def relative(path: Path) -> str:
 def test_the_resolver_reads_relative_and_absolute_imports():
     """Guards the checks below: a planted import of each kind is found."""
     assert "vace_core.testing.fixtures" in imported_modules(ROOT / "scripts" / "bench_lowvram.py")
-    assert "vace_core.encoding.LATENT_CHANNELS" in imported_modules(ROOT / "nodes" / "common.py")
+    assert "vace_core.latents.LATENT_CHANNELS" in imported_modules(ROOT / "nodes" / "common.py")
     assert "nodes.host.comfyui.model_management" in imported_modules(ROOT / "nodes" / "host" / "memory.py")
     assert "folder_paths" in imported_modules(ROOT / "nodes" / "host" / "comfyui.py")
 
@@ -70,3 +80,62 @@ def test_comfyui_is_imported_in_the_host_package():
     """The check above is not vacuous: the host package does import ComfyUI."""
     host = [p for p in PRODUCT if p.is_relative_to(ROOT / "nodes" / "host")]
     assert any(n.split(".")[0] in COMFYUI_MODULES for p in host for n in imported_modules(p))
+
+
+def module_name(path: Path) -> str:
+    """"vace_core.plan" for vace_core/plan.py, "nodes.host" for nodes/host/__init__.py."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(paths: list[Path]) -> dict[str, set[str]]:
+    """Each module of `paths` -> the modules of `paths` it imports: `from pkg import module` is an
+    edge to the module (the package runs first, as the parent of every module, and is no edge);
+    `from pkg import name` to the package."""
+    modules = {module_name(p): p for p in paths}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for base, taken in import_statements(path):
+            submodules = {f"{base}.{t}" for t in taken if f"{base}.{t}" in modules}
+            targets |= submodules
+            if len(submodules) < len(taken) or not taken:
+                targets.add(base)
+        graph[name] = {t for t in targets if t in modules and t != name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """A cycle of the graph as [a, b, ..., a], or None (depth-first search)."""
+    state: dict[str, str] = {}  # "open" while on the current path, "done" once all it reaches is searched
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == "open":
+                return path[path.index(target):] + [target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        path.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle():
+    """Guards the check below: a cycle through three modules is found, a diamond is not one."""
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"d"}, "c": {"d"}, "d": set()}) is None
+
+
+def test_the_product_imports_without_a_cycle():
+    graph = import_graph(PRODUCT)
+    assert graph["vace_core.sampler"] >= {"vace_core.plan", "vace_core.passes"}  # the graph is read
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)

@@ -21,7 +21,7 @@ import torch
 
 import longlive_reference as ll
 from helpers import random_text, tiny_model
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.sampler import Block, PromptSegment, SamplerSettings, block_noise, generate
 
 pytestmark = pytest.mark.skipif(not ll.available(), reason="LongLive 1.0 reference code not found in ../shared")
@@ -136,16 +136,12 @@ def test_keeping_the_sink_at_an_early_switch_would_be_detected(model, prompts, g
     """LongLive re-encodes the sink at a switch within the first `window` frames (its re-run starts
     at frame 0). A recache that kept the sink there, re-running only the rolling frames as it does
     later, differs from LongLive from the first switch on."""
-    from vace_core import sampler
+    from vace_core import plan
 
-    def rolling_frames_only(run, switch, prompt):
-        first = max(run.layout.sink_end, switch - run.settings.rolling_frames)
-        parts = [x0[:, :, max(0, first - block.start):] for block, x0 in run.recent if block.end > first]
-        covered = Block(0, first, switch - first, 0)
-        return [(covered, run.make_pass(first, torch.cat(parts, dim=2), 0.0, prompt,
-                                        run.layout.visible_frames(switch), None, needs_output=False))]
+    def rolling_frames_only(settings, ref_frames, switch):
+        return max(ref_frames + settings.sink_frames, switch - settings.rolling_frames)
 
-    monkeypatch.setattr(sampler._Run, "_longlive_recache", rolling_frames_only)
+    monkeypatch.setattr(plan, "longlive_recache_start", rolling_frames_only)
     errors = chunk_errors(our_latents(model, prompts, SWITCHES), golden_switch)
     first = SWITCHES[0] // CHUNK
     print("sink kept at the early switch: max abs error per chunk:", " ".join(f"{e:.1e}" for e in errors))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import random_text, random_vace_context, tiny_model
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.memory import largest_pass_frames, pass_activation_bytes, run_cache_bytes, run_memory_bytes
 from vace_core.passes import CachedPasses
 from vace_core.plan import SamplerSettings, tokens_per_frame

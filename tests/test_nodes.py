@@ -16,8 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import (PACK, assert_same_weights, load_pack_standalone, run_node, sampler_settings, video_latent,
-                     write_node_models)
+from helpers import (PACK, assert_same_weights, load_pack_standalone, run_node, sampler_settings, standalone_host,
+                     video_latent, write_node_models)
 
 pack = load_pack_standalone()
 sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
@@ -27,6 +27,8 @@ model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
 fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 core_sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
+core_plan = importlib.import_module(f"{PACK}.vace_core.plan")
+core_streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
 config_mod = importlib.import_module(f"{PACK}.vace_core.config")
 
@@ -48,12 +50,9 @@ def models_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def standalone_host(models_dir, monkeypatch):
-    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(models_dir))
-    model_ref.clear_cache()
-    host.request_interrupt(False)
-    yield
-    host.request_interrupt(False)
+def standalone(models_dir, monkeypatch):
+    with standalone_host(models_dir, monkeypatch):
+        yield
 
 
 class TinyVAE:
@@ -749,6 +748,41 @@ def test_sampler_interrupt_raises_comfy_exception():
     assert not host.is_interrupted()
 
 
+@pytest.mark.parametrize("node", ["LongLiveSampler", "LongLiveSampleToVideo", "LongLiveContinue"])
+def test_every_sampler_node_takes_the_one_path_to_the_sampler(node, monkeypatch, tmp_path):
+    """Sampler, Sampler -> Video and Continue Video hand `sample` one request with the same hooks: the
+    model kept loaded before every pass, Cancel asked of the host; the streaming node's chunks go to
+    its mp4 sink and no latents are kept. Cancel pressed before the first pass ends each of them with
+    ComfyUI's exception, the flag consumed."""
+    calls = []
+    original = sampler_node.sample
+
+    def recording(network, request, **hooks):
+        calls.append((request, hooks))
+        return original(network, request, **hooks)
+
+    monkeypatch.setattr(sampler_node, "sample", recording)
+    monkeypatch.setenv("LONGLIVE_OUTPUT_DIR", str(tmp_path))
+    model, positive = load(), conditioning(1)
+    inputs = {"LongLiveSampler": dict(latent=video_latent(SIZE, SIZE, FRAMES)),
+              "LongLiveSampleToVideo": dict(latent=video_latent(SIZE, SIZE, FRAMES), vae=TinyVAE(),
+                                            filename_prefix="LongLive", fps=16, crf=19),
+              "LongLiveContinue": dict(samples=sample(model, positive), length=4, output="continuation")}[node]
+    run(node, model=model, positive=positive, **SAMPLER_DEFAULTS, **inputs)
+    request, hooks = calls[-1]
+    assert isinstance(request, core_plan.RunRequest) and request.seed == SAMPLER_DEFAULTS["seed"]
+    assert hooks["should_cancel"] is host.is_interrupted
+    assert hooks["before_pass"].__func__ is host.LoadedNetwork.keep_loaded
+    streaming = node == "LongLiveSampleToVideo"
+    assert hooks["keep_latents"] is not streaming
+    assert isinstance(hooks["on_chunk"], core_streaming.ChunkVideoSink) is streaming
+
+    host.request_interrupt()
+    with pytest.raises(host.InterruptProcessingException):
+        run(node, model=model, positive=positive, **SAMPLER_DEFAULTS, **inputs)
+    assert not host.is_interrupted()
+
+
 # ---------------------------------------------------------------------------------------------
 # clear errors, raised before any model work
 
@@ -759,9 +793,9 @@ def no_generation(monkeypatch):
     sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
 
     def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded for a run or generate() was reached")
+        raise AssertionError("the model was loaded for a run or sample() was reached")
 
-    monkeypatch.setattr(sampler_node, "generate", refuse)
+    monkeypatch.setattr(sampler_node, "sample", refuse)
     monkeypatch.setattr(model_ref.LongLiveModel, "load_for_run", refuse)
 
 

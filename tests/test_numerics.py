@@ -17,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core import sampler
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.passes import CachedPasses
 from vace_core.sampler import NonFiniteError, PromptSegment, SamplerSettings, generate
 

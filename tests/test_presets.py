@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from helpers import load_pack_standalone, random_text, sampler_settings, tiny_model
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.presets import DEFAULT_PRESET, PRESETS, resolve_settings
 from vace_core.sampler import Block, SamplerSettings, block_noise, generate
 from vace_core.scheduler import FewStepSchedule

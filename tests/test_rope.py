@@ -15,7 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import random_text, random_vace_context, randn, tiny_model
-from vace_core.encoding import video_frames_for
+from vace_core.latents import video_frames_for
 from vace_core.rope import RotaryEmbedding, apply_rope
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
 

@@ -28,18 +28,13 @@ import torch
 from helpers import LinearFakeVAE, random_text, random_vace_context, randn, tiny_model
 from vace_core.cache import KVCache
 from vace_core.passes import CachedPasses, ModelPass
-from vace_core.encoding import (
-    VaceContext,
-    decode_normalized_without_references,
-    denormalize_latents,
-    encode_vace_context,
-    latent_frames_for,
-    video_frames_for,
-)
+from vace_core.encoding import VaceContext, decode_normalized_without_references, encode_vace_context
+from vace_core.latents import denormalize_latents, latent_frames_for, video_frames_for
 from vace_core.memory import run_cache_bytes
 from vace_core.noise import block_noise
 from vace_core.plan import Block, VaceScaleRamp, first_video_frame, plan_blocks, steer_boundaries
 from vace_core.sampler import GenerationCancelled, PromptSegment, SamplerSettings, generate
+from vace_core.testing.probes import cached_frames, detach_vace
 from vace_core.testing.recompute import RecomputedPasses
 
 RECOMPUTE = dict(executor=RecomputedPasses.for_run)  # the cache-free oracle instead of the KV caches
@@ -362,13 +357,13 @@ def test_cache_memory_is_refs_plus_window_whatever_the_length(model, text, monke
         # the ring holds the sink (references + first generated frame) and the last 3 frames
         total = refs + chunks
         window_now = list(range(refs + sink)) + list(range(total - (window - sink), total))
-        assert passes.cache.cached_frames() == window_now
+        assert cached_frames(passes.cache) == window_now
         if vace_attention == "block":
             assert passes.vace_cache is None
         else:
             assert tuple(passes.vace_cache.buffer.shape) == (config.num_vace_blocks, 2, 1, config.num_heads,
                                                              vace_frames * TOKENS_PER_FRAME, config.head_dim)
-            assert passes.vace_cache.cached_frames() == (window_now if vace_attention == "causal" else [0, 1])
+            assert cached_frames(passes.vace_cache) == (window_now if vace_attention == "causal" else [0, 1])
         # attention never reads more than the capacity, and reads all of it once the window is full
         assert max(tokens_read) == main_frames * TOKENS_PER_FRAME
         sizes[chunks] = result.cache_bytes
@@ -398,7 +393,7 @@ def test_decode_drops_exactly_the_reference_frames(model, text, n_refs):
 
 def test_generate_refuses_a_vace_context_without_vace_weights(model, text):
     plain = copy.deepcopy(model)
-    plain.detach_vace()
+    detach_vace(plain)
     vace = random_vace_context(1, 3, HEIGHT, WIDTH, seed=81)
     with pytest.raises(ValueError, match="no VACE weights"):
         sample(plain, text, 3, settings(), vace=vace)
@@ -638,7 +633,7 @@ def test_scale_zero_is_exactly_the_model_without_vace(model, text, scale, vace_a
     zero = sample(model, text, 5, settings(vace_attention=vace_attention), vace=vace, vace_scale=scale)
     without = sample(model, text, 5, settings(), vace=None)
     plain = copy.deepcopy(model)
-    plain.detach_vace()
+    detach_vace(plain)
     detached = sample(plain, text, 5, settings(), vace=None)
     assert torch.equal(zero.latents, without.latents)
     assert torch.equal(zero.latents, detached.latents)

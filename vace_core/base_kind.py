@@ -30,12 +30,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 
-from .checkpoint_files import (AUTO_ENTRY_ORDER, CheckpointError, PathLike, holds_tensors, load_torch_file,
-                               sniff_format)
+from .checkpoint_files import (AUTO_ENTRY_ORDER, TRAINER_ENTRIES, CheckpointError, PathLike, holds_tensors,
+                               load_torch_file, sniff_format)
 from .key_names import detect_format, is_vace_key, strip_namespaces
 
 KINDS = ("causal", "vace", "bidirectional")
-TRAINER_ENTRIES = ("generator", "generator_ema", "model")
 
 
 @dataclass(frozen=True)

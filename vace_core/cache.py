@@ -80,9 +80,6 @@ class KVCache:
     def nbytes(self) -> int:
         return self.buffer.numel() * self.buffer.element_size()
 
-    def cached_frames(self) -> list[int]:
-        return sorted(f for f in self.slot_frame if f >= 0)
-
     def begin_block(self, start_frame: int, num_frames: int, visible: Sequence[int],
                     write: bool = True) -> "BlockCacheAccess":
         """Bookkeeping of one pass over frames [start_frame, start_frame + num_frames) that attends

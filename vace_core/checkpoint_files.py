@@ -17,7 +17,6 @@ file") explains the order with the projects' own inference scripts.
 
 from __future__ import annotations
 
-import logging
 import pickle
 import re
 import zipfile
@@ -27,13 +26,19 @@ from typing import Iterable, Mapping
 import torch
 from safetensors import safe_open
 
+from .logs import log
+
 PathLike = str | Path
 Shape = tuple[int, ...]
 
-AUTO_ENTRY_ORDER = ("generator_ema", "generator", "model", "state_dict", "module")
+# The state dicts the distillation trainers (LongLive, Self-Forcing, CausVid, Causal Forcing) save
+# their networks under, the one table of them (the loader node's choices, the causal-base rule).
+TRAINER_ENTRIES = ("generator", "generator_ema", "model")
+# `auto` takes the EMA weights first (what the projects' demos load), then the others, then the
+# state dict of a plain training wrapper
+AUTO_ENTRY_ORDER = (*sorted(TRAINER_ENTRIES, key=lambda entry: not entry.endswith("_ema")), "state_dict", "module")
 _EXAMPLES = 5
 
-log = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):

@@ -38,7 +38,6 @@ reads and checks everything before it changes the model, so a failed call leaves
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
@@ -53,11 +52,11 @@ from .checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, PathLike, Shape
 from .config import WanConfig, infer_config
 from .key_names import detect_format, is_vace_key, wan_names
 from .lora import apply_lora
+from .logs import log
 from .model import CausalWanModel, param_dtype
 from .quantized import QuantizationError, QuantizedTensors, read_quantization
 from .vace import build_vace_modules
 
-log = logging.getLogger(__name__)
 
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
            "float16": torch.float16, "half": torch.float16, "fp32": torch.float32,

@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import logging
 import time
 from typing import Any, Callable, Iterator
 
 import torch
 
 from .layers import EAGER_PARTS, BlockParts
+from .logs import log
 
-log = logging.getLogger(__name__)
 
 RECOMPILE_LIMIT = 8  # per part: resolutions x dtypes x (main, VACE block class) before the loud fallback
 

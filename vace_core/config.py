@@ -12,7 +12,8 @@ from typing import Mapping
 
 import torch
 
-from .encoding import CONTEXT_CHANNELS, LATENT_CHANNELS
+from .encoding import CONTEXT_CHANNELS
+from .latents import LATENT_CHANNELS
 
 HEAD_DIM = 128  # every released Wan2.1 model uses 128-wide attention heads
 

@@ -1,11 +1,11 @@
 """VACE conditioning: reference images, control video and masks -> the 96-channel VACE context.
 
-Spaces and conventions (ComfyUI's, because the VAE is ComfyUI's own Wan 2.1 VAE):
+Spaces and conventions (ComfyUI's, because the VAE is ComfyUI's own Wan 2.1 VAE; the latent format
+is vace_core/latents.py):
 - pixels are [T, H, W, 3] floats in 0..1 (ComfyUI IMAGE); masks are [T, H, W] in 0..1 (MASK);
-- `vae.encode(pixels)` returns RAW latents [1, 16, (T-1)//4+1, H/8, W/8]; `vae.decode(raw)`
-  returns 4t-3 frames as [T, H, W, 3] or [1, T, H, W, 3];
-- the DiT works on NORMALISED latents, (raw - mean) / std with the Wan 2.1 per-channel statistics.
-  Everything in `VaceContext` is normalised; a ComfyUI LATENT is raw.
+- `vae.encode(pixels)` returns RAW latents; `vae.decode(raw)` returns 4t-3 frames as [T, H, W, 3]
+  or [1, T, H, W, 3];
+- everything in `VaceContext` is NORMALISED; a ComfyUI LATENT is raw.
 
 The context of one latent frame is 16 channels VAE(inactive) + 16 channels VAE(reactive) + 64
 channels of the folded pixel mask. The reference images come first in time, one latent frame each.
@@ -19,84 +19,16 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
-LATENT_CHANNELS = 16
-VAE_STRIDE_T = 4
-VAE_STRIDE_S = 8
+from .latents import (LATENT_CHANNELS, VAE_STRIDE_S, check_size, denormalize_latents, latent_frames_for,
+                      normalize_latents, video_frames_for)
+
 MASK_CHANNELS = VAE_STRIDE_S * VAE_STRIDE_S  # one channel per pixel of an 8x8 patch
 CONTEXT_CHANNELS = 2 * LATENT_CHANNELS + MASK_CHANNELS  # 96
-SIZE_MULTIPLE = VAE_STRIDE_S * 2  # VAE stride 8 times the DiT's 2x2 patch
 REFERENCE_FITS = ("pad", "crop", "stretch")
 # Constant latent frames encoded after the informative ones: the Wan 2.1 VAE encoder's causal
 # convolutions see about 28 latent frames back (measured: a constant clip's latents are exactly
 # constant from latent frame 29 on), so 32 reach its steady state with a margin.
 TAIL_PROBE_LATENT_FRAMES = 32
-
-# Wan 2.1 VAE latent statistics (ComfyUI latent format Wan21; the same numbers as Wan2.1's vae.py).
-WAN21_LATENTS_MEAN: tuple[float, ...] = (
-    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
-)
-WAN21_LATENTS_STD: tuple[float, ...] = (
-    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# latent normalisation
-
-
-def _latent_stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if like.ndim != 5 or like.shape[1] != LATENT_CHANNELS:
-        raise ValueError(f"expected latents [B, {LATENT_CHANNELS}, T, h, w], got {tuple(like.shape)}")
-    shape = (1, LATENT_CHANNELS, 1, 1, 1)
-    mean = torch.tensor(WAN21_LATENTS_MEAN, device=like.device, dtype=like.dtype).view(shape)
-    std = torch.tensor(WAN21_LATENTS_STD, device=like.device, dtype=like.dtype).view(shape)
-    return mean, std
-
-
-def normalize_latents(raw: torch.Tensor) -> torch.Tensor:
-    """RAW VAE latents [B,16,T,h,w] -> the model's normalised space: (raw - mean) / std."""
-    mean, std = _latent_stats(raw)
-    return (raw - mean) / std
-
-
-def denormalize_latents(norm: torch.Tensor) -> torch.Tensor:
-    """Normalised latents [B,16,T,h,w] -> RAW VAE space (ComfyUI LATENT): norm * std + mean."""
-    mean, std = _latent_stats(norm)
-    return norm * std + mean
-
-
-# ---------------------------------------------------------------------------------------------
-# frame arithmetic: the only place that knows the VAE's 4x causal temporal and 8x spatial strides
-
-
-def latent_frames_for(video_frames: int) -> int:
-    """Latent frames the Wan VAE makes of `video_frames` frames: the first frame alone, then 4 each."""
-    if video_frames < 1:
-        raise ValueError(f"video_frames must be at least 1, got {video_frames}")
-    return (video_frames - 1) // VAE_STRIDE_T + 1
-
-
-def video_frames_for(latent_frames: int) -> int:
-    """Video frames that `latent_frames` latent frames decode to: 4 * (latent_frames - 1) + 1."""
-    if latent_frames < 1:
-        raise ValueError(f"latent_frames must be at least 1, got {latent_frames}")
-    return VAE_STRIDE_T * (latent_frames - 1) + 1
-
-
-def latent_grid(height: int, width: int) -> tuple[int, int]:
-    """(h, w) of a latent frame of a height x width video: the VAE's spatial stride 8."""
-    return height // VAE_STRIDE_S, width // VAE_STRIDE_S
-
-
-def check_size(width: int, height: int) -> None:
-    """Width and height must be positive multiples of 16 (VAE stride 8 x DiT patch 2)."""
-    bad = [f"{name} {value}" for name, value in (("width", width), ("height", height))
-           if value < SIZE_MULTIPLE or value % SIZE_MULTIPLE]
-    if bad:
-        raise ValueError(f"{' and '.join(bad)}: must be a positive multiple of {SIZE_MULTIPLE} "
-                         f"(VAE stride 8 x patch 2), e.g. 832x480")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,17 +99,6 @@ def prepare_reference(image: torch.Tensor, width: int, height: int, fit: str = "
 # masks
 
 
-def fold_mask(mask: torch.Tensor, latent_frames: int) -> torch.Tensor:
-    """Pixel mask [T, H, W] -> VACE mask channels [64, latent_frames, H/8, W/8].
-
-    Binarised at 0.5; pixel (dy, dx) of each 8x8 patch goes to channel dy*8 + dx; the time axis
-    is resampled to the latent frame count with nearest-exact (as upstream VACE does).
-    """
-    if mask.ndim != 3:
-        raise ValueError(f"mask must be [T, H, W], got {tuple(mask.shape)}")
-    return _fold_patches(mask[mask_sources(mask.shape[0], latent_frames)])
-
-
 def mask_sources(video_frames: int, latent_frames: int) -> torch.Tensor:
     """The video frame whose mask each latent frame takes: nearest-exact resampling of the time
     axis (spatial folding does not mix frames, so folding then resampling equals this selection)."""
@@ -186,8 +107,9 @@ def mask_sources(video_frames: int, latent_frames: int) -> torch.Tensor:
     return picked.view(latent_frames).long()
 
 
-def _fold_patches(mask: torch.Tensor) -> torch.Tensor:
-    # [t, H, W] -> [64, t, H/8, W/8], binarised
+def fold_patches(mask: torch.Tensor) -> torch.Tensor:
+    """Pixel masks [t, H, W] -> VACE mask channels [64, t, H/8, W/8]: binarised at 0.5, pixel
+    (dy, dx) of each 8x8 patch to channel dy*8 + dx."""
     t, hh, ww = mask.shape
     if hh % VAE_STRIDE_S or ww % VAE_STRIDE_S:
         raise ValueError(f"mask size {ww}x{hh} is not a multiple of {VAE_STRIDE_S}")
@@ -406,7 +328,7 @@ def _encode_video_part(vae: Any, width: int, height: int, video_frames: int, con
         inactive = _encode(vae, (x * (1 - m) + 1) / 2)  # [1, 16, stored, h, w]
         reactive = _encode(vae, (x * m + 1) / 2)
         del x, pixels
-        folded = _fold_patches(mask[sources[:stored]]).unsqueeze(0).to(inactive.device)  # [1, 64, stored, h, w]
+        folded = fold_patches(mask[sources[:stored]]).unsqueeze(0).to(inactive.device)  # [1, 64, stored, h, w]
         video_ctx = torch.cat([inactive, reactive, folded], dim=1)
         if stored == latent_frames:
             return video_ctx, 0

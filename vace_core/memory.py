@@ -12,8 +12,9 @@ import torch
 
 from .cache import kv_cache_bytes
 from .config import WanConfig
+from .latents import SIZE_MULTIPLE
 from .passes import vace_cache_layout
-from .plan import SamplerSettings, cache_layout, tokens_per_frame
+from .plan import SamplerSettings, cache_layout, plan_blocks, recache_passes, tokens_per_frame
 
 
 def run_cache_bytes(config: WanConfig, dtype: torch.dtype, *, height: int, width: int, ref_frames: int,
@@ -34,14 +35,20 @@ def run_cache_bytes(config: WanConfig, dtype: torch.dtype, *, height: int, width
 
 
 def largest_pass_frames(settings: SamplerSettings, ref_frames: int, prompt_switches: bool) -> int:
-    """Latent frames of the largest pass a run may make: the reference block or a chunk; with prompt
-    switches, `recache="longlive"` re-encodes up to a whole window in one pass (a switch right after
-    the first `window_frames` generated frames), while `recache="causal"` re-runs the window block
-    by block, so no pass exceeds a chunk."""
+    """Latent frames of the largest pass a run may make: the reference block or a chunk, and with
+    prompt switches the largest recache pass of the plan (`plan.recache_passes`) at any chunk
+    boundary: `recache="longlive"` re-encodes up to a whole window in one pass (a switch right after
+    the first `window_frames` generated frames), `recache="causal"` re-runs the window block by
+    block, so no pass exceeds a chunk."""
     frames = max(settings.chunk_frames, ref_frames)
-    if prompt_switches and settings.recache == "longlive":
-        frames = max(frames, settings.window_frames)
-    return frames
+    if not prompt_switches:
+        return frames
+    # boundaries inside the first window and past it: a longer run only repeats the later ones
+    blocks = plan_blocks(ref_frames, settings.window_frames + 2 * settings.chunk_frames, settings.chunk_frames)
+    layout = cache_layout(settings, ref_frames, SIZE_MULTIPLE, SIZE_MULTIPLE)  # the frame size plays no part
+    recaches = [r.covered.frames for block in blocks if block.start > ref_frames
+                for r in recache_passes(settings, layout, blocks, block, ref_frames)]
+    return max([frames, *recaches])
 
 
 def pass_activation_bytes(config: WanConfig, dtype: torch.dtype, tokens: int) -> int:

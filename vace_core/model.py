@@ -109,12 +109,6 @@ class CausalWanModel(nn.Module):
     def has_vace(self) -> bool:
         return self.config.has_vace
 
-    def detach_vace(self) -> None:
-        for name in ("vace_patch_embedding", "vace_blocks"):
-            if hasattr(self, name):
-                delattr(self, name)
-        self.config = self.config.without_vace()
-
     def set_dtype(self, dtype: torch.dtype) -> "CausalWanModel":
         """Cast weights to `dtype` and compute in it, keeping the float32 parameters of
         `param_dtype` in float32. fp8 weights come from the loader (`load_longlive(dtype=...)`)."""
@@ -217,8 +211,7 @@ class CausalWanModel(nn.Module):
         else:
             time_emb, time_mod = time[0].expand(batch, grid[0], -1), time[1].expand(batch, grid[0], -1, -1)
 
-        x = self.patch_embedding(latents.to(device, compute_dtype_of(self.patch_embedding)))  # [B, dim, f, h, w]
-        x = x.flatten(2).transpose(1, 2).float().contiguous()  # [B, S, dim]
+        x = self.embed(latents)
         tokens_per_frame = grid[1] * grid[2]
         rope = self.rope.table(start_frame, *grid, device=device)
         attn_mask = token_mask(frame_mask, tokens_per_frame, device)
@@ -247,7 +240,12 @@ class CausalWanModel(nn.Module):
                         x = x + (hint if weight is None else hint * weight) * scales[k]
 
         out = self.head(x, time_emb)  # [B, S, C * pt * ph * pw]
-        return self._unpatchify(out, grid)
+        return self.unpatchify(out, grid)
+
+    def embed(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents [B, C, F, H, W] -> the float32 residual stream's tokens [B, S, dim] (f, h, w order)."""
+        x = self.patch_embedding(latents.to(self.device, compute_dtype_of(self.patch_embedding)))  # [B, dim, f, h, w]
+        return x.flatten(2).transpose(1, 2).float().contiguous()
 
     def _block_parts(self, compiled: bool, frames: int, x: torch.Tensor) -> ContextManager[BlockParts | None]:
         """The compiler's parts for this pass shape, or None (eager) when not compiled."""
@@ -279,7 +277,7 @@ class CausalWanModel(nn.Module):
         if len(text.vace_kv) != self.config.num_vace_blocks:
             raise ValueError("the prompt was encoded before VACE was grafted; encode it again")
 
-    def _unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """[B, S, C*pt*ph*pw] -> [B, C, F, H, W]; each patch's features are ordered (pt, ph, pw, C)."""
         frames, height, width = grid
         pt, ph, pw = self.config.patch_size

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from .encoding import LATENT_CHANNELS
+from .latents import LATENT_CHANNELS
 from .plan import Block
 
 _MASK64 = (1 << 64) - 1

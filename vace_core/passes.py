@@ -2,33 +2,23 @@
 
 The sampler (vace_core/sampler.py) decides every pass: which frames it computes, at which timestep
 and under which prompt, which frames its main blocks and its VACE blocks attend to, and how
-strongly its VACE hints count. A `ModelPass` holds that decision; an executor (`PassExecutor`) runs
-it. `CachedPasses` (this module) keeps the main blocks' `KVCache` and, for the VACE attention modes
-that need one, a VACE `KVCache`; a pass writes its K/V into them and reads the frames it sees. (The
-tests check it against a cache-free executor, vace_core/testing/recompute.py.)
-
-VACE attention modes (`vace_attention`), i.e. which frames a VACE block of a pass attends to:
-- "causal": what the main blocks see (references + sink + rolling window), through a VACE KV cache
-  laid out like the main one and written by the same passes (the causal analog of upstream VACE,
-  whose VACE blocks run over [references | video] jointly);
-- "references": the pass's own frames plus the reference frames (a cache of the references only);
-- "block": the pass's own frames only (no cache).
+strongly its VACE hints count. A `ModelPass` holds that decision; an executor (`PassExecutor`),
+built from a `RunView` of the run, runs it. `CachedPasses` (this module) keeps the main blocks'
+`KVCache` and, for the VACE attention modes that need one (plan.VACE_ATTENTION_MODES), a VACE
+`KVCache`; a pass writes its K/V into them and reads the frames it sees. (The tests check it against
+a cache-free executor, vace_core/testing/recompute.py.)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import torch
 
 from .cache import CacheLayout, KVCache
 from .model import CausalWanModel, TextState
-
-if TYPE_CHECKING:
-    from .sampler import _Run
-
-VACE_ATTENTION_MODES = ("causal", "references", "block")
+from .plan import VACE_ATTENTION_MODES, SamplerSettings
 
 
 @dataclass
@@ -77,6 +67,21 @@ def vace_attention_plan(mode: str, own: range, visible: Sequence[int], ref_frame
     return list(own), False
 
 
+@dataclass(frozen=True)
+class RunView:
+    """What an executor sees of a run: the model, the cache layout and the settings, whether the VACE
+    stream runs and its per-block factors, and the run's prompts and VACE frames, read through
+    functions because steering adds prompts while the run goes."""
+    model: CausalWanModel
+    layout: CacheLayout
+    ref_frames: int
+    settings: SamplerSettings
+    uses_vace: bool
+    layer_scale: float | Sequence[float]
+    text: Callable[[int], TextState]  # prompt index -> the embedded prompt
+    vace_frames: Callable[[int, int], torch.Tensor]  # [start, stop) -> VACE context frames on the device
+
+
 class PassExecutor(Protocol):
     """What a run needs from whatever runs its passes, in the order the run decides them."""
 
@@ -115,7 +120,7 @@ class CachedPasses:
         self._time: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def for_run(cls, run: "_Run") -> "CachedPasses":
+    def for_run(cls, run: RunView) -> "CachedPasses":
         return cls(run.model, run.layout, run.ref_frames, run.settings.vace_attention, run.uses_vace, run.text,
                    run.vace_frames, run.layer_scale, run.settings.chunk_frames)
 

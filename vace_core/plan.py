@@ -1,5 +1,6 @@
-"""What a run will do, decided before any model call: the sampler's settings, the blocks of the
-latent timeline, the prompt each block runs under, the cache layout, and the checks of the inputs.
+"""What a run will do, decided before any model call: the run request, the sampler's settings, the
+blocks of the latent timeline, the prompt each block runs under, the cache layout, the recache at a
+prompt switch, and the checks of the inputs.
 
 The timeline is `[reference frames | chunk 1 | chunk 2 | ...]` at consecutive RoPE frame positions:
 the references (if any) form the first causal block, then the video is cut into chunks of
@@ -10,25 +11,34 @@ and the options to users.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
 
 import torch
 
 from .cache import CacheLayout
-from .encoding import LATENT_CHANNELS, SIZE_MULTIPLE, VAE_STRIDE_T, VaceContext, latent_grid, video_frames_for
-from .passes import VACE_ATTENTION_MODES
+from .encoding import VaceContext
+from .latents import (LATENT_CHANNELS, SIZE_MULTIPLE, check_size, first_video_frame_of, latent_frames_for,
+                      latent_grid, switch_latent_frame, video_frames_for)
 from .scheduler import DEFAULT_SHIFT, DEFAULT_STEPS, FewStepSchedule
 
-REFERENCE_MODES = ("denoise", "clean")
-HINT_CHUNKS = ("all", "first")
-RECACHE_MODES = ("longlive", "causal")
+# The named options of `SamplerSettings`, each tuple's first entry its default:
+REFERENCE_MODES = ("denoise", "clean")  # the reference block is denoised like a chunk, or inserted clean
+# what the VACE blocks of a pass attend to: "causal" = what the main blocks see (references + sink +
+# rolling window, through a VACE KV cache laid out like the main one; the causal analog of upstream
+# VACE, whose blocks run over [references | video] jointly); "references" = the pass's own frames
+# plus the reference frames (a cache of the references only); "block" = its own frames only (no cache)
+VACE_ATTENTION_MODES = ("causal", "references", "block")
+HINT_CHUNKS = ("all", "first")  # which chunks get VACE hints ("first": the reference block and chunk 1)
+RECACHE_MODES = ("longlive", "causal")  # a prompt switch re-encodes the window in one pass, or block by block
 
 
 @dataclass(frozen=True)
 class SamplerSettings:
     """How a run is cut into blocks, what each pass attends to, and the named departures from
-    upstream VACE / LongLive (defaults: LongLive 1.0 and upstream VACE where they define one)."""
+    upstream VACE / LongLive. The defaults are LongLive 1.0's (its schedule's in scheduler.py), the
+    one place they are written: the "LongLive" preset reads them here, and upstream VACE's where it
+    defines one."""
     chunk_frames: int = 3  # latent frames per causal block (12 video frames)
     window_frames: int = 12  # self-attention window in latent frames, sink included, refs excluded
     sink_frames: int = 3  # first generated frames kept for the whole video
@@ -36,7 +46,7 @@ class SamplerSettings:
     shift: float = DEFAULT_SHIFT
     warp_steps: bool = True  # False: the steps are the model's timesteps as they are (CausVid)
     reference_mode: str = "denoise"  # "clean": the reference block is inserted and only its clean pass runs
-    vace_attention: str = "causal"  # what the VACE blocks attend to (VACE_ATTENTION_MODES, passes.py)
+    vace_attention: str = "causal"  # what the VACE blocks attend to (VACE_ATTENTION_MODES)
     hint_chunks: str = "all"  # "first": VACE runs for the reference block and the first chunk only
     hints_in_clean_pass: bool = True  # False: clean passes of generated chunks run without VACE
     recache: str = "longlive"  # a prompt switch re-encodes the window in one pass; "causal": block by block
@@ -85,9 +95,6 @@ class PromptSegment:
     context: torch.Tensor  # text conditioning [1, L, text_dim]
 
 
-BLOCK_KINDS = ("reference", "given", "generated")
-
-
 @dataclass(frozen=True)
 class Block:
     index: int
@@ -131,10 +138,8 @@ class Boundary:
 
 
 def first_video_frame(block: Block, ref_frames: int) -> int:
-    """The first video frame of a (non-reference) block: latent frame L >= 1 decodes to frames
-    4L-3 .. 4L, latent frame 0 to frame 0."""
-    generated_start = block.start - ref_frames
-    return video_frames_for(generated_start) if generated_start > 0 else 0
+    """The first video frame of a (non-reference) block."""
+    return first_video_frame_of(block.start - ref_frames)
 
 
 def steer_boundaries(blocks: Sequence[Block], ref_frames: int) -> list[Boundary]:
@@ -153,11 +158,6 @@ def tokens_per_frame(height: int, width: int) -> int:
 def cache_layout(settings: SamplerSettings, ref_frames: int, height: int, width: int) -> CacheLayout:
     return CacheLayout(tokens_per_frame=tokens_per_frame(height, width), sink_end=ref_frames + settings.sink_frames,
                        rolling_frames=settings.rolling_frames)
-
-
-def switch_latent_frame(video_frame: int) -> int:
-    """First latent frame whose video frames all lie at or after `video_frame`: ceil(v / 4)."""
-    return -(-video_frame // VAE_STRIDE_T)
 
 
 def prompt_for_blocks(prompts: Sequence[PromptSegment], blocks: Sequence[Block], ref_frames: int) -> list[int]:
@@ -188,6 +188,101 @@ def normalize_prompts(prompts: Sequence[PromptSegment] | torch.Tensor) -> list[P
     return segments
 
 
+VaceScale = float | Sequence[float] | VaceScaleRamp  # one factor, one per VACE block, or a ramp over chunks
+
+
+def scales_all_zero(vace_scale: VaceScale) -> bool:
+    """Whether the VACE hints count nothing anywhere (the run is then plain text-to-video)."""
+    if isinstance(vace_scale, VaceScaleRamp):
+        return (vace_scale.start == 0.0 and vace_scale.end == 0.0) or scales_all_zero(vace_scale.layers)
+    if isinstance(vace_scale, (int, float)):
+        return float(vace_scale) == 0.0
+    return all(float(s) == 0.0 for s in vace_scale)
+
+
+class HasVace(Protocol):
+    """A model, or a host's value standing for one, that says whether it has VACE weights."""
+
+    @property
+    def has_vace(self) -> bool: ...
+
+
+@dataclass(frozen=True, eq=False)  # holds tensors: compared by identity
+class RunRequest:
+    """One video to make: everything a run needs besides the model and the hooks that watch it.
+
+    prompts: a text conditioning [1, L, text_dim] or a schedule of `PromptSegment`s (video frames);
+    kept as the sorted schedule. video_frames: 4k+1 (others round down like the VAE).
+    start_latents [1, 16, S, h, w] (normalised): the video's first S latent frames, given rather
+    than generated (encoded start images, or an earlier video to continue); they are inserted as
+    they are and cached by their clean passes, chunk by chunk as a run would have made them, and
+    generation continues after them with the noise a single run would draw there.
+    reference_latents [1, 16, R, h, w]: the reference block as an earlier run made it (a
+    continuation), inserted instead of denoised.
+    """
+    prompts: Sequence[PromptSegment] | torch.Tensor
+    video_frames: int
+    height: int
+    width: int
+    seed: int
+    vace: VaceContext | None = None
+    vace_scale: VaceScale = 1.0
+    settings: SamplerSettings = field(default_factory=SamplerSettings)
+    start_latents: torch.Tensor | None = None
+    reference_latents: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "prompts", tuple(normalize_prompts(self.prompts)))
+
+    @property
+    def latent_frames(self) -> int:
+        return latent_frames_for(self.video_frames)
+
+    @property
+    def ref_frames(self) -> int:
+        return self.vace.ref_frames if self.vace is not None else 0
+
+    @property
+    def given_frames(self) -> int:
+        return self.start_latents.shape[2] if self.start_latents is not None else 0
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return latent_grid(self.height, self.width)
+
+    @property
+    def uses_vace(self) -> bool:
+        """Whether the VACE stream runs: a context is given and some hint counts."""
+        return self.vace is not None and not scales_all_zero(self.vace_scale)
+
+    @property
+    def layer_scale(self) -> float | Sequence[float]:
+        """The per-VACE-block factors (a ramp's share of each chunk is a per-frame weight)."""
+        return self.vace_scale.layers if isinstance(self.vace_scale, VaceScaleRamp) else self.vace_scale
+
+    def blocks(self) -> list[Block]:
+        return plan_blocks(self.ref_frames, self.latent_frames, self.settings.chunk_frames, self.given_frames)
+
+    def layout(self) -> CacheLayout:
+        return cache_layout(self.settings, self.ref_frames, self.height, self.width)
+
+    def is_inserted(self, block: Block) -> bool:
+        """Whether the block's latents are given rather than denoised (only its clean pass runs)."""
+        if block.is_reference:
+            return self.reference_latents is not None or self.settings.reference_mode == "clean"
+        return block.is_given
+
+    def check(self, model: HasVace) -> None:
+        """Every check of the request, before any model work: settings, size, length, the VACE
+        context against the model and the run, the given latents."""
+        self.settings.validate()
+        check_size(self.width, self.height)
+        latent_frames = self.latent_frames
+        if self.vace is not None:
+            check_vace(model, self.vace, latent_frames, self.height, self.width)
+        check_given(self.start_latents, self.reference_latents, self.vace, latent_frames, self.height, self.width)
+
+
 def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Tensor | None,
                 vace: VaceContext | None, latent_frames: int, height: int, width: int) -> None:
     """Given latents fit the run: normalised Wan latents of the run's size, leaving frames to generate."""
@@ -209,7 +304,7 @@ def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Ten
                              "video was made with")
 
 
-def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:
+def check_vace(model: HasVace, vace: VaceContext, latent_frames: int, height: int, width: int) -> None:
     """A VACE context fits the run: the model has VACE weights (`model.has_vace`), same size, same length."""
     if not model.has_vace:
         raise ValueError("a VACE context was given but the model has no VACE weights: put a 'Load VACE "
@@ -222,3 +317,61 @@ def check_vace(model, vace: VaceContext, latent_frames: int, height: int, width:
         raise ValueError(f"the VACE context covers {vace.video_frames} video frames but the sampler was "
                          f"asked for {video_frames_for(latent_frames)}: set the same length on 'VACE Encode "
                          "References' and the sampler")
+
+
+# ---------------------------------------------------------------------------------------------
+# the recache at a prompt switch: the one rule the run follows, its progress counts and the memory
+# budget sizes
+
+
+@dataclass(frozen=True)
+class RecachePass:
+    """A pass that re-encodes the clean latents of the frames `covered` under the new prompt at a
+    switch (t = 0, nothing returned); it attends to `visible` (its own frames included)."""
+    covered: Block
+    visible: list[int]
+
+
+def longlive_recache_start(settings: SamplerSettings, ref_frames: int, switch: int) -> int:
+    """The first frame LongLive's `_recache_after_switch` re-runs before the block starting at
+    `switch`: within the first window its re-run starts at the video's first frame (the sink is
+    re-encoded under the new prompt), later only the frames it keeps (the rolling ones)."""
+    if switch - ref_frames <= settings.window_frames:
+        return ref_frames
+    return switch - settings.rolling_frames
+
+
+def recache_passes(settings: SamplerSettings, layout: CacheLayout, blocks: Sequence[Block], next_block: Block,
+                   ref_frames: int) -> list[RecachePass]:
+    """The passes that re-encode the cache under the prompt of `next_block`, in order: recache
+    "longlive" is LongLive's one pass over the window before it; "causal" re-runs, block by block,
+    the rolling frames `next_block` will read, each seeing what it saw when it was made. References
+    are conditioning, not generated content: neither re-encodes them."""
+    made = [b for b in blocks[:next_block.index] if not b.is_reference]
+    if settings.recache == "longlive":
+        first = longlive_recache_start(settings, ref_frames, next_block.start)
+        source = next(b for b in made if b.end > first)
+        covered = Block(source.index, first, next_block.start - first, source.chunk_index)
+        return [RecachePass(covered, layout.visible_frames(next_block.start))]
+    low = max(layout.sink_end, next_block.end - layout.rolling_frames)
+    return [RecachePass(Block(b.index, max(b.start, low), b.end - max(b.start, low), b.chunk_index),
+                        layout.visible_frames(b.end, rolling_start=low))
+            for b in made if b.end > low]
+
+
+def switches_before(block: Block, prompt_of_block: Sequence[int]) -> bool:
+    return block.index > 0 and prompt_of_block[block.index] != prompt_of_block[block.index - 1]
+
+
+def total_passes(request: RunRequest, blocks: Sequence[Block], prompt_of_block: Sequence[int]) -> int:
+    """Model passes a run makes (progress bars): each step of every block not inserted, a clean pass
+    after every block but the last, and the recache passes at every prompt switch."""
+    steps = len(request.settings.schedule)
+    layout = request.layout()
+    total = 0
+    for block in blocks:
+        total += 0 if request.is_inserted(block) else steps
+        total += 1 if block is not blocks[-1] else 0
+        if switches_before(block, prompt_of_block):
+            total += len(recache_passes(request.settings, layout, blocks, block, request.ref_frames))
+    return total

@@ -34,8 +34,11 @@ class Preset:
         return {name: getattr(self, name) for name in FROM_PRESET_FIELDS + ("warp_steps",)}
 
 
+LONGLIVE = SamplerSettings()  # the sampler's defaults are LongLive 1.0's settings (plan.py)
+
 PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("LongLive", 3, 12, 3, (1000, 750, 500, 250), 5.0, True, "generator", "NVlabs/LongLive@2462895"),
+    Preset("LongLive", LONGLIVE.chunk_frames, LONGLIVE.window_frames, LONGLIVE.sink_frames, LONGLIVE.denoising_steps,
+           LONGLIVE.shift, LONGLIVE.warp_steps, "generator", "NVlabs/LongLive@2462895"),
     Preset("Self-Forcing", 3, 21, 0, (1000, 750, 500, 250), 5.0, True, "generator_ema",
            "guandeh17/Self-Forcing@33593df"),
     Preset("CausVid (AR)", 3, 21, 0, (1000, 757, 522), 8.0, False, "generator", "tianweiy/CausVid@ca21150"),

@@ -15,7 +15,7 @@ host computation and no host-to-device copy per pass.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -28,11 +28,6 @@ class RopeTable(NamedTuple):
     member flipped, so that rotate(x) = x * cos + swap_pairs(x) * sin."""
     cos: torch.Tensor
     sin: torch.Tensor
-
-
-def concat_tables(tables: Sequence[RopeTable]) -> RopeTable:
-    """The tables of several passes laid one after another (the cache-free recompute)."""
-    return RopeTable(torch.cat([t.cos for t in tables]), torch.cat([t.sin for t in tables]))
 
 
 def apply_rope(x: torch.Tensor, rope: RopeTable) -> torch.Tensor:

@@ -4,9 +4,13 @@ Every block of the plan (vace_core/plan.py) is denoised in a few steps that read
 then one clean pass of its x0 at t = 0 writes the caches for the blocks that follow; before a
 block whose prompt differs from its predecessor's, recache passes re-encode the window under the
 new prompt. The run decides every pass (a `ModelPass`); an executor runs it (`CachedPasses`, or any
-object built by the `executor` argument of `generate`).
+object built by the `executor` argument of `sample`).
 
-Prompts arriving during the run (`steer`, LongLive's interactive switching): `generate` consults
+A run is asked for with one value, a `RunRequest` (plan.py): `sample(model, request, ...)` makes it,
+with the hooks that watch it (progress, cancel, the chunk sink, steering); `generate` is the same
+with the request's fields as arguments (the library's form).
+
+Prompts arriving during the run (`steer`, LongLive's interactive switching): `sample` consults
 the callable at every chunk boundary inside the video (before each block but the video's first);
 the segments it returns join the schedule exactly as if they had been scheduled before the run,
 so a prompt given at the boundary before a block that starts at video frame v makes the same
@@ -18,17 +22,19 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from .device import FiniteCheck, host_buffer, to_device
-from .encoding import LATENT_CHANNELS, VaceContext, check_size, latent_frames_for, latent_grid, video_frames_for
+from .encoding import VaceContext
+from .latents import LATENT_CHANNELS, video_frames_for
 from .model import CausalWanModel, TextState
 from .noise import block_noise
-from .passes import CachedPasses, ModelPass, PassExecutor, vace_attention_plan
-from .plan import (Block, Boundary, PromptSegment, SamplerSettings, VaceScaleRamp, cache_layout, check_given,
-                   check_vace, normalize_prompts, plan_blocks, prompt_for_blocks, steer_boundaries)
+from .passes import CachedPasses, ModelPass, PassExecutor, RunView, vace_attention_plan
+from .plan import (Block, Boundary, PromptSegment, RecachePass, RunRequest, SamplerSettings, VaceScale,
+                   VaceScaleRamp, normalize_prompts, prompt_for_blocks, recache_passes, steer_boundaries,
+                   switches_before, total_passes)
 from .scheduler import renoise, x0_from_flow
 from .vace import layer_scales
 
@@ -48,6 +54,10 @@ class ChunkInfo:
     latents: torch.Tensor  # final normalised latents of the block [1, 16, f, h, w]
 
 
+ChunkSink = Callable[[ChunkInfo], None]  # where each finished block goes (previews, a streaming video decoder)
+Steer = Callable[[Boundary], Sequence[PromptSegment]]  # the prompts given live at a chunk boundary
+
+
 @dataclass
 class SampleResult:
     latents: torch.Tensor | None  # normalised [1, 16, ref_frames + latent_frames, h, w] (CPU, float32)
@@ -59,54 +69,41 @@ class SampleResult:
 
 
 class GenerationCancelled(Exception):
-    """Raised between passes when `should_cancel` says so; `blocks_done` blocks were finished."""
+    """Raised before a pass when `should_cancel` says so; `blocks_done` blocks were finished."""
 
     def __init__(self, blocks_done: int) -> None:
         super().__init__(f"generation cancelled after {blocks_done} blocks")
         self.blocks_done = blocks_done
 
 
-def _scales_all_zero(vace_scale: float | Sequence[float] | VaceScaleRamp) -> bool:
-    if isinstance(vace_scale, VaceScaleRamp):
-        return (vace_scale.start == 0.0 and vace_scale.end == 0.0) or _scales_all_zero(vace_scale.layers)
-    if isinstance(vace_scale, (int, float)):
-        return float(vace_scale) == 0.0
-    return all(float(s) == 0.0 for s in vace_scale)
-
-
 class _Run:
-    """State of one generation: blocks, prompts, passes, noise and finished latents."""
+    """State of one generation: the request, the prompts each block runs under, the passes, the
+    finished latents and the clean latents a recache re-encodes."""
 
-    def __init__(self, model: CausalWanModel, prompts: list[PromptSegment], latent_frames: int, height: int,
-                 width: int, seed: int, vace: VaceContext | None,
-                 vace_scale: float | Sequence[float] | VaceScaleRamp, settings: SamplerSettings,
-                 keep_latents: bool, executor: Callable[["_Run"], PassExecutor],
-                 start_latents: torch.Tensor | None = None, reference_latents: torch.Tensor | None = None) -> None:
+    def __init__(self, model: CausalWanModel, request: RunRequest, keep_latents: bool,
+                 executor: Callable[[RunView], PassExecutor]) -> None:
         self.model = model
-        self.settings = settings
-        self.schedule = settings.schedule
-        self.seed = seed
-        self.vace = vace
-        self.vace_scale = vace_scale
-        self.uses_vace = vace is not None and not _scales_all_zero(vace_scale)
-        # the per-block factors; a ramp's share of each block is a per-frame weight (block_scale)
-        self.layer_scale = vace_scale.layers if isinstance(vace_scale, VaceScaleRamp) else vace_scale
-        if self.uses_vace:
-            layer_scales(self.layer_scale, model.config.num_vace_blocks)  # a wrong list fails before any work
-        self.ref_frames = vace.ref_frames if vace is not None else 0
-        self.latent_frames = latent_frames
-        self.grid = latent_grid(height, width)
-        self.start_latents = start_latents
-        self.reference_latents = reference_latents
-        given = start_latents.shape[2] if start_latents is not None else 0
-        self.blocks = plan_blocks(self.ref_frames, latent_frames, settings.chunk_frames, given)
+        self.request = request
+        self.settings = request.settings
+        self.schedule = request.settings.schedule
+        self.vace = request.vace
+        self.vace_scale = request.vace_scale
+        self.uses_vace = request.uses_vace
+        if self.uses_vace:  # a wrong list of per-block factors fails before any work
+            layer_scales(request.layer_scale, model.config.num_vace_blocks)
+        self.ref_frames = request.ref_frames
+        self.grid = request.grid
+        self.blocks = request.blocks()
         self.num_chunks = sum(not b.is_reference for b in self.blocks)
-        self.prompt_of_block = prompt_for_blocks(prompts, self.blocks, self.ref_frames)
-        self.prompts = prompts
-        self.layout = cache_layout(settings, self.ref_frames, height, width)
+        self.prompts = list(request.prompts)
+        self.prompt_of_block = prompt_for_blocks(self.prompts, self.blocks, self.ref_frames)
+        self.layout = request.layout()
         self._vace_slice: tuple[tuple[int, int], torch.Tensor] | None = None
-        self.passes = executor(self)
-        total = self.ref_frames + latent_frames
+        self.passes = executor(RunView(model=model, layout=self.layout, ref_frames=self.ref_frames,
+                                       settings=self.settings, uses_vace=self.uses_vace,
+                                       layer_scale=request.layer_scale, text=self.text,
+                                       vace_frames=self.vace_frames))
+        total = self.ref_frames + request.latent_frames
         # pinned on CUDA: each block's x0 is copied back asynchronously, without a sync per block
         self.latents = host_buffer((1, LATENT_CHANNELS, total, *self.grid), model.device) if keep_latents else None
         # x0 of the generated blocks within the last `window_frames` frames (what a recache re-runs)
@@ -144,23 +141,18 @@ class _Run:
             return None
         if not clean or self.settings.hints_in_clean_pass:
             return self.block_scale(block)
-        if self.is_inserted(block) and self.settings.vace_attention != "block":
+        if self.request.is_inserted(block) and self.settings.vace_attention != "block":
             # a block without denoising passes: the stream runs to cache its VACE keys, adding no hints
             return 0.0
         return None
 
-    def is_inserted(self, block: Block) -> bool:
-        """Whether the block's latents are given rather than denoised (only its clean pass runs)."""
-        if block.is_reference:
-            return self.reference_latents is not None or self.settings.reference_mode == "clean"
-        return block.is_given
-
     def inserted_latents(self, block: Block) -> torch.Tensor:
         if block.is_reference:
-            latents = self.reference_latents if self.reference_latents is not None else self.vace.ref_latents
+            given = self.request.reference_latents
+            latents = given if given is not None else self.vace.ref_latents
         else:
             first = block.start - self.ref_frames
-            latents = self.start_latents[:, :, first:first + block.frames]
+            latents = self.request.start_latents[:, :, first:first + block.frames]
         return to_device(latents, self.model.device, torch.float32)
 
     def hint_weights(self, blocks_and_frames: Sequence[tuple[Block, int]], clean: bool) -> torch.Tensor | None:
@@ -187,39 +179,20 @@ class _Run:
                               self.hint_weights([(block, block.frames)], clean),
                               needs_output=not clean)
 
-    def recache_passes(self, next_block: Block) -> list[tuple[Block, ModelPass]]:
-        """The passes that re-encode the window under the new prompt before `next_block`."""
+    def recache(self, next_block: Block) -> list[tuple[Block, ModelPass]]:
+        """The passes that re-encode the cache under the new prompt before `next_block` (the plan's
+        `recache_passes`), made of the clean latents the run kept, each with the frames it covers."""
         prompt = self.prompt_of_block[next_block.index]
-        if self.settings.recache == "longlive":
-            return self._longlive_recache(next_block.start, prompt)
-        return self._causal_recache(next_block, prompt)
+        plan = recache_passes(self.settings, self.layout, self.blocks, next_block, self.ref_frames)
+        return [(r.covered, self.recache_pass(r, prompt)) for r in plan]
 
-    def _longlive_recache(self, switch: int, prompt: int) -> list[tuple[Block, ModelPass]]:
-        generated = switch - self.ref_frames
-        if generated <= self.settings.window_frames:
-            first = self.ref_frames  # LongLive's re-run starts at frame 0: the sink is re-encoded
-        else:
-            first = switch - self.settings.rolling_frames  # only the frames LongLive keeps
-        parts = [(block, x0[:, :, max(0, first - block.start):]) for block, x0 in self.recent if block.end > first]
-        latents = torch.cat([x0 for _, x0 in parts], dim=2)
+    def recache_pass(self, r: RecachePass, prompt: int) -> ModelPass:
+        first, end = r.covered.start, r.covered.end
+        parts = [(block, x0[:, :, max(0, first - block.start):end - block.start])
+                 for block, x0 in self.recent if block.end > first and block.start < end]
+        latents = parts[0][1] if len(parts) == 1 else torch.cat([x0 for _, x0 in parts], dim=2)
         weights = self.hint_weights([(block, x0.shape[2]) for block, x0 in parts], clean=True)
-        covered = Block(parts[0][0].index, first, switch - first, parts[0][0].chunk_index)
-        return [(covered, self.make_pass(first, latents, 0.0, prompt, self.layout.visible_frames(switch),
-                                         weights, needs_output=False))]
-
-    def _causal_recache(self, next_block: Block, prompt: int) -> list[tuple[Block, ModelPass]]:
-        low = max(self.layout.sink_end, next_block.end - self.layout.rolling_frames)
-        passes = []
-        for block, x0 in self.recent:
-            if block.end <= low:
-                continue
-            skip = max(0, low - block.start)
-            part = Block(block.index, block.start + skip, block.frames - skip, block.chunk_index)
-            passes.append((part, self.make_pass(part.start, x0[:, :, skip:], 0.0, prompt,
-                                                self.layout.visible_frames(part.end, rolling_start=low),
-                                                self.hint_weights([(block, part.frames)], clean=True),
-                                                needs_output=False)))
-        return passes
+        return self.make_pass(first, latents, 0.0, prompt, r.visible, weights, needs_output=False)
 
     def remember(self, block: Block, x0: torch.Tensor) -> None:
         if block.is_reference:
@@ -248,59 +221,49 @@ class _Run:
         self.prompts, self.prompt_of_block = prompts, of_block
 
     def switches_before(self, block: Block) -> bool:
-        return block.index > 0 and self.prompt_of_block[block.index] != self.prompt_of_block[block.index - 1]
+        return switches_before(block, self.prompt_of_block)
 
     def total_passes(self) -> int:
         """Model passes the run will make (progress bars)."""
-        steps = len(self.schedule)
-        total = 0
-        for block in self.blocks:
-            total += 0 if self.is_inserted(block) else steps
-            total += 1 if block is not self.blocks[-1] else 0
-            if self.switches_before(block):
-                total += 1 if self.settings.recache == "longlive" else self._window_blocks(block)
-        return total
-
-    def _window_blocks(self, next_block: Block) -> int:
-        low = max(self.layout.sink_end, next_block.end - self.layout.rolling_frames)
-        return sum(1 for b in self.blocks[:next_block.index] if b.end > low and not b.is_reference)
+        return total_passes(self.request, self.blocks, self.prompt_of_block)
 
 
 def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Tensor, *, video_frames: int,
-             height: int, width: int, seed: int, vace: VaceContext | None = None,
-             vace_scale: float | Sequence[float] | VaceScaleRamp = 1.0,
-             settings: SamplerSettings = SamplerSettings(),
-             callback: Callable[[StepInfo], None] | None = None,
-             should_cancel: Callable[[], bool] | None = None,
-             on_chunk: Callable[[ChunkInfo], None] | None = None,
-             keep_latents: bool = True, start_latents: torch.Tensor | None = None,
-             reference_latents: torch.Tensor | None = None,
-             executor: Callable[[_Run], PassExecutor] = CachedPasses.for_run,
-             steer: Callable[[Boundary], Sequence[PromptSegment]] | None = None) -> SampleResult:
-    """Generate `video_frames` frames (4k+1; others round down like the VAE) causally, chunk by chunk.
+             height: int, width: int, seed: int, vace: VaceContext | None = None, vace_scale: VaceScale = 1.0,
+             settings: SamplerSettings = SamplerSettings(), start_latents: torch.Tensor | None = None,
+             reference_latents: torch.Tensor | None = None, **hooks: Any) -> SampleResult:
+    """`sample` with the request given field by field (see `RunRequest`): generate `video_frames`
+    frames (4k+1; others round down like the VAE) causally, chunk by chunk. `hooks` are `sample`'s
+    keyword arguments (callback, should_cancel, before_pass, on_chunk, keep_latents, executor, steer)."""
+    request = RunRequest(prompts=prompts, video_frames=video_frames, height=height, width=width, seed=seed, vace=vace,
+                         vace_scale=vace_scale, settings=settings, start_latents=start_latents,
+                         reference_latents=reference_latents)
+    return sample(model, request, **hooks)
 
-    prompts: a text conditioning [1, L, text_dim] or a schedule of `PromptSegment`s (video frames).
-    start_latents [1, 16, S, h, w] (normalised): the video's first S latent frames, given rather
-    than generated (encoded start images, or an earlier video to continue). They are inserted as
-    they are and cached by their clean passes, chunk by chunk as a run would have made them, and
-    generation continues after them at the next frame position with the noise a single run would
-    draw there. reference_latents [1, 16, R, h, w]: the reference block as an earlier run made it
-    (a continuation), inserted instead of denoised.
-    executor(run) builds what runs the passes: by default the KV caches (`CachedPasses`); the tests
-    inject the cache-free oracle (vace_core/testing/recompute.py) here.
+
+def sample(model: CausalWanModel, request: RunRequest, *,
+           callback: Callable[[StepInfo], None] | None = None,
+           should_cancel: Callable[[], bool] | None = None,
+           before_pass: Callable[[], None] | None = None,
+           on_chunk: ChunkSink | None = None,
+           keep_latents: bool = True,
+           executor: Callable[[RunView], PassExecutor] = CachedPasses.for_run,
+           steer: Steer | None = None) -> SampleResult:
+    """Make the video `request` asks for, causally, chunk by chunk.
+
+    callback(StepInfo) after every model pass (progress, previews of x0); before_pass() before every
+    pass (a host that may have unloaded the model reloads it here), then should_cancel() (True stops
+    the run with GenerationCancelled); on_chunk(ChunkInfo) with every finished block, references
+    included (a video sink decodes and writes it); keep_latents=False keeps no latents (a sink has
+    them all), so memory stays flat with length.
+    executor(run) builds what runs the passes from the run's `RunView`: by default the KV caches
+    (`CachedPasses`); the tests inject the cache-free oracle (vace_core/testing/recompute.py) here.
     steer(boundary) -> prompts given live: consulted at every `steer_boundaries` boundary, just
     before that block is made; what it returns joins the schedule (see the module docstring).
     Returns normalised latents including the reference and given frames (decode drops the references).
     """
-    settings.validate()
-    check_size(width, height)
-    segments = normalize_prompts(prompts)
-    latent_frames = latent_frames_for(video_frames)
-    if vace is not None:
-        check_vace(model, vace, latent_frames, height, width)
-    check_given(start_latents, reference_latents, vace, latent_frames, height, width)
-    run = _Run(model, segments, latent_frames, height, width, seed, vace, vace_scale, settings, keep_latents,
-               executor, start_latents, reference_latents)
+    request.check(model)
+    run = _Run(model, request, keep_latents, executor)
     device = model.device
     finite = FiniteCheck(device)
     steps = len(run.schedule)
@@ -313,12 +276,14 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
         if callback is not None:
             callback(StepInfo(passes, total, block, step, x0))
 
-    def check_cancel(done: int) -> None:
+    def start_pass(done: int) -> None:
+        if before_pass is not None:
+            before_pass()
         if should_cancel is not None and should_cancel():
             raise GenerationCancelled(done)
 
     def cache_pass(block: Block, p: ModelPass, done: int) -> None:
-        check_cancel(done)
+        start_pass(done)
         run.passes.run(p)
         tick(block, None, None)
 
@@ -330,15 +295,15 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
                 run.add_prompts(steer(boundaries[block.index]), boundaries[block.index])
                 total = run.total_passes()  # a new switch adds its recache passes
             if run.switches_before(block):
-                for covered, p in run.recache_passes(block):
+                for covered, p in run.recache(block):
                     cache_pass(covered, p, block.index)
-            if run.is_inserted(block):
+            if request.is_inserted(block):
                 x0 = run.inserted_latents(block)
             else:
-                noise = to_device(block_noise(seed, block, run.ref_frames, steps, run.grid), device)
+                noise = to_device(block_noise(request.seed, block, run.ref_frames, steps, run.grid), device)
                 x = noise[0]
                 for step in run.schedule:
-                    check_cancel(block.index)
+                    start_pass(block.index)
                     flow = run.passes.run(run.block_pass(block, x, step.timestep, clean=False))
                     x0 = x0_from_flow(x, flow.float(), step.sigma)
                     tick(block, step.index, x0)
@@ -359,6 +324,7 @@ def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Ten
 
     if run.latents is not None and device.type == "cuda":
         torch.cuda.synchronize(device)  # the asynchronous copies of x0 have landed
+    latent_frames = request.latent_frames
     return SampleResult(latents=run.latents, ref_frames=run.ref_frames, latent_frames=latent_frames,
                         video_frames=video_frames_for(latent_frames), cache_bytes=run.passes.nbytes(),
                         blocks=run.blocks)

@@ -89,7 +89,8 @@ def validate_steps(steps: Sequence[int], num_train_timesteps: int = NUM_TRAIN_TI
             raise ValueError(f"{name}: steps must be strictly decreasing ({a} is followed by {b})")
 
 
-class Step(NamedTuple):
+class DenoisingStep(NamedTuple):
+    """One step of the schedule: its index, the timestep the model is given and the noise levels."""
     index: int
     timestep: float    # what the model is given, 0..1000
     sigma: float       # timestep / 1000: noise level of the input
@@ -131,11 +132,11 @@ class FewStepSchedule:
     def __len__(self) -> int:
         return len(self.steps)
 
-    def __iter__(self) -> Iterator[Step]:
+    def __iter__(self) -> Iterator[DenoisingStep]:
         times, sig = self.timesteps.tolist(), self.sigmas.tolist()
         nxt = sig[1:] + [0.0]
         for i, (t, s, n) in enumerate(zip(times, sig, nxt)):
-            yield Step(i, t, s, n)
+            yield DenoisingStep(i, t, s, n)
 
 
 def _working_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -9,8 +9,9 @@ temporal state (the last frames of every causal convolution) from one call to th
   that does so: the first latent frame of the video gives 1 frame, every later one 4;
 - `OverlapChunkDecoder` serves any VAE without a streaming decoder (approximate, bounded memory);
 - `VideoWriter` appends frames to an H.264 mp4 and leaves a valid file even when interrupted;
-- `ChunkVideoSink` / `generate_to_video` / `latents_to_video` wire the sampler or a finished LATENT
-  to the writer.
+- `ChunkVideoSink` is the sampler's chunk sink (`sample(..., on_chunk=sink)`): it decodes each
+  finished chunk and appends it to the writer; `generate_to_video` (the library's form) and
+  `latents_to_video` (a finished LATENT) wire it up.
 
 Never imports ComfyUI; the host supplies a streaming decoder for ComfyUI's own Wan VAE.
 """
@@ -27,11 +28,11 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 import torch
 
-from .encoding import (LATENT_CHANNELS, VAE_STRIDE_T, VaceContext, as_frames, denormalize_latents,
-                       strip_reference_frames)
+from .encoding import as_frames, strip_reference_frames
+from .latents import LATENT_CHANNELS, denormalize_latents, frames_for_chunk
 from .model import CausalWanModel
-from .plan import Block, Boundary, PromptSegment, SamplerSettings, VaceScaleRamp
-from .sampler import ChunkInfo, SampleResult, StepInfo, generate
+from .plan import Block, PromptSegment
+from .sampler import ChunkInfo, SampleResult, generate
 
 # ---------------------------------------------------------------------------------------------
 # chunk decoders
@@ -42,11 +43,6 @@ class ChunkDecoder(Protocol):
         """RAW latents [1, 16, t, h, w], the next t latent frames of one video, -> pixels
         [T, 8h, 8w, 3] in 0..1 (T = 4t, or 4t - 3 for the chunk holding the video's first frame)."""
         ...
-
-
-def frames_for_chunk(latent_frames: int, first: bool) -> int:
-    """Video frames that `latent_frames` consecutive latent frames decode to inside a video."""
-    return VAE_STRIDE_T * latent_frames - (VAE_STRIDE_T - 1 if first else 0)
 
 
 def check_chunk(latents: torch.Tensor) -> None:
@@ -275,26 +271,17 @@ class ChunkVideoSink:
 
 
 def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Tensor, *,
-                      video_frames: int, height: int, width: int, seed: int, decoder: ChunkDecoder,
-                      writer: VideoWriter, vace: VaceContext | None = None, vace_scale: float | Sequence[float] | VaceScaleRamp = 1.0,
-                      settings: SamplerSettings = SamplerSettings(),
-                      callback: Callable[[StepInfo], None] | None = None,
-                      should_cancel: Callable[[], bool] | None = None,
+                      decoder: ChunkDecoder, writer: VideoWriter,
                       on_frames: Callable[[torch.Tensor, Block], None] | None = None,
-                      start_latents: torch.Tensor | None = None,
-                      steer: Callable[[Boundary], Sequence[PromptSegment]] | None = None,
-                      ) -> tuple[SampleResult, StreamStats]:
-    """Generate with the causal sampler and write every finished chunk to `writer` at once
-    (keep_latents=False: no latents are kept, memory stays flat with length).
+                      **run: Any) -> tuple[SampleResult, StreamStats]:
+    """`generate` (`run`: its arguments) writing every finished chunk to `writer` at once through a
+    `ChunkVideoSink` (keep_latents=False: no latents are kept, memory stays flat with length).
 
     The writer is the caller's: open it in a `with` block so that a cancelled or failed run still
     leaves a valid, shorter file (GenerationCancelled propagates after the chunks so far are written).
     """
     sink = ChunkVideoSink(decoder, writer, on_frames)
-    result = generate(model, prompts, video_frames=video_frames, height=height, width=width, seed=seed,
-                      vace=vace, vace_scale=vace_scale, settings=settings, callback=callback,
-                      should_cancel=should_cancel, on_chunk=sink, keep_latents=False,
-                      start_latents=start_latents, steer=steer)
+    result = generate(model, prompts, on_chunk=sink, keep_latents=False, **run)
     return result, sink.stats
 
 

@@ -35,7 +35,9 @@ def _child() -> None:
     import torch
     import comfy.sd
 
-    from vace_core.encoding import encode_vace_context, fold_mask, normalize_latents
+    from vace_core.encoding import encode_vace_context
+    from vace_core.latents import normalize_latents
+    from vace_core.testing.probes import fold_mask
 
     torch.set_num_threads(1)
     vae = comfy.sd.VAE(sd=make_tiny_wan_vae.build_state_dict(dim=8, seed=3))

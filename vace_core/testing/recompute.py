@@ -16,18 +16,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import count
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
 from ..device import to_device
 from ..model import CausalWanModel, TextState, token_mask
-from ..passes import ModelPass
-from ..rope import concat_tables
+from ..passes import ModelPass, RunView
+from ..rope import RopeTable
 from ..vace import VaceStream, layer_scales
-
-if TYPE_CHECKING:
-    from ..sampler import _Run
 
 _ORDER = count()
 
@@ -66,7 +63,7 @@ class RecomputedPasses:
         self.evaluations = 0  # model evaluations so far
 
     @classmethod
-    def for_run(cls, run: "_Run") -> "RecomputedPasses":
+    def for_run(cls, run: RunView) -> "RecomputedPasses":
         return cls(run.model, run.text, run.vace_frames, run.layer_scale)
 
     def text(self, index: int) -> TextState:
@@ -144,7 +141,7 @@ class RecomputedPasses:
         out = model.head(x, time_emb)
         first = sum(r.frames for r in main[:-1]) * tokens  # the target is the last record
         grid = (target.frames, grid_h, grid_w)
-        return model._unpatchify(out[:, first:], grid)
+        return model.unpatchify(out[:, first:], grid)
 
 
 def _closure(roots: Sequence[PassRecord], deps: Callable[[PassRecord], Iterable[PassRecord]]) -> list[PassRecord]:
@@ -163,12 +160,11 @@ def _closure(roots: Sequence[PassRecord], deps: Callable[[PassRecord], Iterable[
 def _embed(model: CausalWanModel, records: Sequence[PassRecord], grid_h: int, grid_w: int):
     """Embedded tokens [1, S, dim], time embedding [1, F, dim], modulation [1, F, 6, dim] and RoPE
     tables of the records laid one after another."""
-    device = model.device
-    latents = torch.cat([r.latents for r in records], dim=2).to(device, model.compute_dtype)
-    x = model.patch_embedding(latents).flatten(2).transpose(1, 2).float()
+    x = model.embed(torch.cat([r.latents for r in records], dim=2))
     timesteps = torch.cat([torch.full((r.frames,), float(r.timestep)) for r in records])[None]
     time_emb, time_mod = model.time_modulation(timesteps, timesteps.shape[1])
-    rope = concat_tables([model.rope.table(r.start, r.frames, grid_h, grid_w, device=device) for r in records])
+    tables = [model.rope.table(r.start, r.frames, grid_h, grid_w, device=model.device) for r in records]
+    rope = RopeTable(torch.cat([t.cos for t in tables]), torch.cat([t.sin for t in tables]))
     return x, time_emb, time_mod, rope
 
 

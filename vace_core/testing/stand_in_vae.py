@@ -11,7 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..encoding import LATENT_CHANNELS, VAE_STRIDE_S, VAE_STRIDE_T, as_frames, latent_frames_for
+from ..encoding import as_frames
+from ..latents import LATENT_CHANNELS, VAE_STRIDE_S, VAE_STRIDE_T, latent_frames_for
 from ..streaming import check_chunk
 
 
