@@ -1,7 +1,8 @@
 """What a run decides before any model call (vace_core/plan.py): the recache at a prompt switch, and
 the passes a run counts and sizes from it.
 
-The recache passes are written out here from LongLive's `_recache_after_switch` (DESIGN.md §4): at a
+The recache passes are written out here from LongLive's `_recache_after_switch` (docs/how-it-works.md,
+"How the causal R2V works"): at a
 switch before the block starting at generated frame g, "longlive" re-runs the last min(window, g)
 generated frames in one pass (from frame 0, sink included, while g <= window; else the rolling
 frames only) that sees the sink and the re-run frames; "causal" re-runs, block by block, the rolling
