@@ -27,6 +27,7 @@ pack = load_pack_standalone()
 host = importlib.import_module(f"{PACK}.nodes.host")
 host_memory = importlib.import_module(f"{PACK}.nodes.host.memory")
 model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
+precision = importlib.import_module(f"{PACK}.vace_core.precision")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 lora = importlib.import_module(f"{PACK}.vace_core.lora")
 files = importlib.import_module(f"{PACK}.vace_core.checkpoint_files")
@@ -236,8 +237,10 @@ def test_auto_dtype_is_fp32_on_the_cpu():
     ("cuda", True, torch.bfloat16), ("cuda", False, torch.float16), ("mps", None, torch.float16),
     ("cpu", None, torch.float32)])
 def test_standalone_auto_dtype_rules(monkeypatch, device, native_bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a simulated GPU
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0) if native_bf16 else (7, 5))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16)
-    assert host.auto_dtype(torch.device(device)) == expected
+    assert precision.auto_dtype(host.device_capabilities(torch.device(device))) == expected
 
 
 def test_every_weighted_layer_comes_from_the_operations(models_dir):

@@ -15,17 +15,18 @@ import gc
 import json
 import uuid
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterable
 
 import torch
 
 from ...vace_core.attention import SDPA, AttentionKernels, sdpa
-from ...vace_core.casting import SCALE_SUFFIX, cast_operations, fp8_matmul_supported
+from ...vace_core.casting import SCALE_SUFFIX, cast_operations_for
 from ...vace_core.checkpoints import VaceWeights
 from ...vace_core.compiled import BlockCompiler
 from ...vace_core.lora import LoraDelta
 from ...vace_core.model import CausalWanModel
+from ...vace_core.precision import FP8_DTYPES, DeviceCapabilities, Precision, capabilities_of, torch_name
 from .comfyui import log, model_management
 from .patcher import PREFIX, LongLiveDiT, StandalonePatcher, module_bytes
 
@@ -70,15 +71,9 @@ def soft_empty_cache() -> None:
 # - the wrapped module (patcher.LongLiveDiT) takes a `device` assignment and the plain attributes
 #   the patcher adds (model_loaded_weight_memory, model_lowvram, current_weight_patches_uuid, ...);
 # - model_management.load_models_gpu(models, memory_required=...), loaded_models(),
-#   unload_all_models(), unet_dtype(device, supported_dtypes=...).
+#   unload_all_models().
 # Anything missing: a warning, and the standalone patcher (the model then sits outside ComfyUI's
 # manager, which cannot evict or stream it).
-
-_DTYPE_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
-
-
-_FP8_FORMATS = {torch.float8_e4m3fn: "float8_e4m3fn", torch.float8_e5m2: "float8_e5m2"}
-
 
 def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[[torch.dtype, bool], type]:
     """ComfyUI's mixed-precision ops for vace_core's fp8 weights: a weight with a `weight_scale`
@@ -89,15 +84,15 @@ def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[
 
     @functools.lru_cache(maxsize=None)  # one class per choice, shared by every model built with it
     def operations(compute_dtype: torch.dtype, fp8_matmul: bool) -> type:
-        disabled = [] if fp8_matmul else list(_FP8_FORMATS.values())
+        disabled = [] if fp8_matmul else [torch_name(d) for d in FP8_DTYPES]
         mixed = mixed_precision_ops({}, compute_dtype, full_precision_mm=not fp8_matmul, disabled=disabled)
 
         class Linear(mixed.Linear):
             def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
                 weight = state_dict.get(prefix + "weight")
-                quantized = prefix + SCALE_SUFFIX in state_dict and weight is not None and weight.dtype in _FP8_FORMATS
+                quantized = prefix + SCALE_SUFFIX in state_dict and weight is not None and weight.dtype in FP8_DTYPES
                 if quantized:
-                    config = json.dumps({"format": _FP8_FORMATS[weight.dtype]}).encode()
+                    config = json.dumps({"format": torch_name(weight.dtype)}).encode()
                     state_dict[prefix + "comfy_quant"] = torch.tensor(list(config), dtype=torch.uint8)
                 super()._load_from_state_dict(state_dict, prefix, *args)
                 if not quantized and weight is not None:
@@ -148,7 +143,7 @@ def _comfy_memory() -> _ComfyMemory | None:
         missing = [name for owner, names in (
             (api.ModelPatcher, ("clone", "add_patches", "add_object_patch", "model_size")),
             (api.ops, ("Linear", "Conv3d", "LayerNorm")),
-            (model_management, ("load_models_gpu", "loaded_models", "unload_all_models", "unet_dtype")),
+            (model_management, ("load_models_gpu", "loaded_models", "unload_all_models")),
         ) for name in names if not hasattr(owner, name)]
         if missing:
             raise ImportError(f"missing {', '.join(missing)}")
@@ -186,60 +181,46 @@ def _warn_if_untested(version: tuple[int, ...] | None) -> None:
 _MEMORY = _comfy_memory()
 
 
-def layer_operations(weight_dtype: torch.dtype, compute_dtype: torch.dtype, fp8_matmul: bool = False) -> type | None:
-    """The layer classes to build the network from. Weights computed in their own dtype: comfy.ops
-    (which can stream weights) inside ComfyUI, None (plain torch.nn) standalone. fp8 weights cast per
-    layer to `compute_dtype`: inside ComfyUI its mixed-precision comfy.ops, what its own loader
-    builds for scaled-fp8 files (streamable, LoRA patches applied to the dequantized weight), else
-    vace_core's cast-per-layer Linear. `fp8_matmul` (the `_fast` choice) runs fp8 matmuls where the
-    GPU has them and casts per layer elsewhere, with a log line."""
-    if weight_dtype == compute_dtype:
+def layer_operations(precision: Precision) -> type | None:
+    """The layer classes to build a network of `precision` from. Weights computed in their own dtype:
+    comfy.ops (which can stream weights) inside ComfyUI, None (plain torch.nn) standalone. fp8 weights
+    cast per layer to the compute dtype: inside ComfyUI its mixed-precision comfy.ops, what its own
+    loader builds for scaled-fp8 files (streamable, LoRA patches applied to the dequantized weight),
+    with fp8 matmuls where the precision has them; else vace_core's cast-per-layer Linear."""
+    if not precision.casts:
         return _MEMORY.ops if _MEMORY is not None else None
-    device = compute_device()
-    supported = (model_management.supports_fp8_compute(device) if _MEMORY is not None and _MEMORY.fp8_ops
-                 else fp8_matmul_supported(device))
-    if fp8_matmul and not supported:
-        log.info("LongLive: fp8_e4m3fn_fast: %s has no fp8 matmuls (they need an NVIDIA GPU of compute "
-                 "capability 8.9 or newer); the fp8 weights are cast per layer as with fp8_e4m3fn", device)
-    fp8_matmul = fp8_matmul and supported
     if _MEMORY is not None and _MEMORY.fp8_ops is not None:
-        return _MEMORY.fp8_ops(compute_dtype, fp8_matmul)
-    return cast_operations(compute_dtype, fp8_matmul)
+        return _MEMORY.fp8_ops(precision.compute, precision.fp8_matmul)
+    return cast_operations_for(precision)
 
 
-def auto_dtype(device: torch.device | None = None) -> torch.dtype:
-    """The compute dtype 'auto' stands for on `device`: ComfyUI's choice for a diffusion model there
-    (bf16 where supported, else fp16, fp32 on the CPU; --bf16-unet / --fp16-unet / --fp32-unet
-    decide when given), or standalone bf16 on a CUDA GPU with native bf16, fp16 on other GPUs and
-    fp32 on the CPU. fp16 relies on the sampler's overflow guard."""
+COMPUTE_DTYPES = (torch.bfloat16, torch.float16, torch.float32)  # what the model can compute in
+
+
+def device_capabilities(device: torch.device | None = None) -> DeviceCapabilities:
+    """The compute device (or `device`) as the dtype decision (vace_core.precision) sees it: torch's
+    report of it, and inside ComfyUI its choice for a diffusion model there (bf16 where supported,
+    else fp16, fp32 on the CPU; --bf16-unet / --fp16-unet / --fp32-unet decide when given) and
+    whether it runs fp8 matmuls there."""
     device = device or compute_device()
-    if _MEMORY is not None:
-        try:
-            chosen = model_management.unet_dtype(device=device,
-                                                 supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
-        except Exception as error:  # an unknown device or ComfyUI version: choose without it
-            chosen = f"nothing ({error})"
-        if chosen in _DTYPE_NAMES:
-            return chosen
-        log.warning("LongLive: ComfyUI chose %s for diffusion models, which this model cannot compute in; "
-                    "dtype 'auto' uses the device's default instead", chosen)
-    return _standalone_dtype(device)
+    found = capabilities_of(device)
+    if model_management is None:
+        return found
+    supports_fp8 = getattr(model_management, "supports_fp8_compute", None)
+    fp8_matmul = bool(supports_fp8(device)) if callable(supports_fp8) else found.fp8_matmul
+    return replace(found, host_dtype=_comfy_dtype(device), fp8_matmul=fp8_matmul)
 
 
-def _standalone_dtype(device: torch.device) -> torch.dtype:
-    if device.type == "cpu":
-        return torch.float32
-    if device.type == "cuda":
-        try:
-            native = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # torch before 2.3 has no emulation flag
-            native = torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if native else torch.float16
-    return torch.float16
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return _DTYPE_NAMES[dtype]
+def _comfy_dtype(device: torch.device) -> torch.dtype | None:
+    try:
+        chosen = model_management.unet_dtype(device=device, supported_dtypes=list(COMPUTE_DTYPES))
+    except Exception as error:  # an unknown device or ComfyUI version: choose without it
+        chosen = f"nothing ({error})"
+    if chosen in COMPUTE_DTYPES:
+        return chosen
+    log.warning("LongLive: ComfyUI chose %s for diffusion models, which this model cannot compute in; "
+                "dtype 'auto' uses the device's default instead", chosen)
+    return None
 
 
 def make_patcher(network: CausalWanModel) -> Any:

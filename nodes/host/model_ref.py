@@ -35,27 +35,19 @@ from typing import Any
 
 import torch
 
-from ...vace_core.checkpoints import load_longlive, read_vace, resolve_dtype
+from ...vace_core.checkpoints import load_longlive, read_vace
 from ...vace_core.compiled import shared_compiler
 from ...vace_core.config import WanConfig
 from ...vace_core.lora import read_lora
 from ...vace_core.model import CausalWanModel
+from ...vace_core.precision import AUTO, DTYPE_CHOICES, auto_dtype, dtype_name
 from . import memory
 from .comfyui import log
 from .files import model_path
 
-AUTO = "auto"
-# the fp8 choices (ComfyUI's UNETLoader names): fp8 weights computed in the auto dtype, with fp8
-# matmuls for the _fast one (where the GPU has them)
-FP8_CHOICES = {"fp8_e4m3fn": False, "fp8_e4m3fn_fast": True}
-DTYPES = (AUTO, "bf16", "fp16", "fp32", *FP8_CHOICES)
-
-
-def load_dtypes(dtype: str) -> tuple[torch.dtype, torch.dtype, bool]:
-    """(weight dtype, compute dtype, fp8 matmuls) of a resolved loader dtype choice."""
-    if dtype in FP8_CHOICES:
-        return torch.float8_e4m3fn, memory.auto_dtype(), FP8_CHOICES[dtype]
-    return resolve_dtype(dtype), resolve_dtype(dtype), False
+# the loader's dtype choices (vace_core.precision's table): fp8 weights compute in the auto dtype,
+# with fp8 matmuls for the _fast one where the GPU has them and the file does not decline them
+DTYPES = tuple(DTYPE_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -140,10 +132,9 @@ def shared_base(base: FileRef, dtype: str) -> SharedBase:
     with _SHARED_LOCK:
         shared = _SHARED.get(key)
         if shared is None:
-            weights, compute, fp8_matmul = load_dtypes(dtype)
-            network = load_longlive(base.path, dtype=weights, compute_dtype=compute, device=memory.offload_device(),
-                                    entry=base.entry, operations=memory.layer_operations(weights, compute, fp8_matmul),
-                                    attention=memory.attention_kernels())
+            network = load_longlive(base.path, dtype=dtype, device=memory.offload_device(), entry=base.entry,
+                                    capabilities=memory.device_capabilities(),
+                                    operations_for=memory.layer_operations, attention=memory.attention_kernels())
             shared = SharedBase(network)
             _SHARED[key] = shared
         return shared
@@ -212,7 +203,7 @@ def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_stre
     `compile`: its full-chunk passes run through torch.compile'd block parts (vace_core.compiled)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    resolved = memory.dtype_name(memory.auto_dtype()) if dtype == AUTO else dtype
+    resolved = dtype_name(auto_dtype(memory.device_capabilities())) if dtype == AUTO else dtype
     shared = shared_base(base, resolved)
     model = LongLiveModel(base, resolved, (), ModelFacts(shared.config, shared.root.model_size()),
                           shared.root.clone(), shared)

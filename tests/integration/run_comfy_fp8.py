@@ -96,7 +96,8 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         out["error_vs_vace_core_fp8"] = max_diff(full, forward(standalone))
         # bf16 compute (a GPU's): ComfyUI's layers keep the float32 time embedding as the model has it
         memory = importlib.import_module("longlive_pack.nodes.host.memory")
-        ops = memory.layer_operations(torch.float8_e4m3fn, torch.bfloat16)
+        precision = importlib.import_module("longlive_pack.vace_core.precision")
+        ops = memory.layer_operations(precision.Precision(torch.float8_e4m3fn, torch.bfloat16))
         in_comfy, alone = (ckpt.graft_vace(ckpt.load_longlive(files["base"], dtype=torch.float8_e4m3fn,
                                                               compute_dtype=torch.bfloat16, operations=operations),
                                            files["vace"]) for operations in (ops, None))
