@@ -18,8 +18,8 @@ from ..vace_core.encoding import (VAE_STRIDE_S, VAE_STRIDE_T, VaceContext, denor
 from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.plan import PromptSegment
 from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, STEERING_KEY, VideoSize, video_latents
-from .host.model_ref import LongLiveModel
 from .live import live_run
+from .model_ref import LongLiveModel
 from .sampler import Origin, plan_run, run_blocks, sample_on_device, sampler_inputs
 from .sampler_settings import SamplerChoices
 

@@ -9,7 +9,7 @@ import torch
 from ..vace_core.encoding import (LATENT_CHANNELS, REFERENCE_FITS, VAE_STRIDE_S, VaceContext, check_size,
                                   encode_vace_context)
 from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, VACE_TYPE
-from .host.files import WAN_VAE_FILE
+from .model_files import WAN_VAE_FILE
 
 
 class LongLiveVaceEncode:

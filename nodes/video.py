@@ -24,9 +24,9 @@ from ..vace_core.sampler import GenerationCancelled
 from ..vace_core.streaming import StreamStats, VideoWriter, generate_to_video, latents_to_video
 from . import host
 from .common import CATEGORY, STEERING_KEY, video_latents
-from .host.files import WAN_VAE_FILE
-from .host.model_ref import LongLiveModel
 from .live import live_run, record_json
+from .model_files import WAN_VAE_FILE
+from .model_ref import LongLiveModel
 from .sampler import (Origin, keep_loaded_and_check_interrupt, on_compute_device, prepare_sampling, run_blocks,
                       sampler_inputs)
 from .sampler_settings import SamplerChoices

@@ -7,6 +7,7 @@ Imported by test modules as `from helpers import ...` (pytest puts tests/ on sys
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 import os
@@ -125,6 +126,15 @@ def load_pack_standalone(name: str = PACK) -> ModuleType:
     """The repository imported as ComfyUI imports a custom-node pack, under the package name
     `name`, with the standalone host (scripts/pack_loader.py)."""
     return load_script("pack_loader").load_pack(name, standalone=True)
+
+
+def request_interrupt(value: bool = True, pack: str = PACK) -> None:
+    """Set (or clear) the standalone host's interrupt flag, as a user's Cancel sets ComfyUI's."""
+    flag = importlib.import_module(f"{pack}.nodes.host.progress").STANDALONE_INTERRUPT
+    if value:
+        flag.set()
+    else:
+        flag.clear()
 
 
 def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bool = False) -> Path:

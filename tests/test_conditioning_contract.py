@@ -28,7 +28,7 @@ SIZE = 32
 pack = load_pack_standalone(PACK)
 fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 WanConfig = importlib.import_module(f"{PACK}.vace_core.config").WanConfig
-model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
+model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
 CONFIG = WanConfig(dim=256, ffn_dim=512, num_layers=2, num_heads=2, text_dim=4096, freq_dim=32)
 
 

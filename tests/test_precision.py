@@ -20,7 +20,8 @@ from safetensors.torch import load_file, save_file
 from helpers import PACK, load_pack_standalone
 
 pack = load_pack_standalone()
-model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
+model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
+model_files = importlib.import_module(f"{PACK}.nodes.model_files")
 pack_host = importlib.import_module(f"{PACK}.nodes.host")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
@@ -83,7 +84,7 @@ def library(file: str, device: str, **choice):
 
 
 def node_path(file: str, dtype: str):
-    return model_ref.load_model(model_ref.FileRef.resolve("diffusion_models", file), dtype).shared.network
+    return model_ref.load_model(model_files.FileRef.resolve("diffusion_models", file), dtype).shared.network
 
 
 def made(network) -> tuple:

@@ -202,7 +202,7 @@ def child(out_dir: str) -> dict:
     import folder_paths
 
     host, vae_stream, video = _load_pack()
-    assert host.IN_COMFYUI, "the host did not pick up ComfyUI"
+    assert vae_stream.model_management is not None, "the host did not pick up ComfyUI"
     warnings = _Warnings()
     logging.getLogger("longlive_vace").addHandler(warnings)
     folder_paths.set_output_directory(out_dir)
@@ -278,7 +278,7 @@ def _out_of_memory(host, state, latents, reference, samples, node, warnings, out
     chunks = [decoder.decode_chunk(latents[:, :, a:b]) for a, b in ((0, 3), (3, 6), (6, 8))]
     lines, calls, raised = list(warnings.lines), list(tiled_calls), network.raised
     # the failed chunk, independently: ComfyUI's tiled decode of latent frames 1..5, its last 12 frames
-    independent = host.tiled_decode(vae, latents[:, :, 1:6])[-12:]
+    independent = vae_stream.tiled_decode(vae, latents[:, :, 1:6])[-12:]
 
     network.calls, network.oom_at = 0, OOM_CALL  # once more, through the node, for the mp4
     saved = node.save(samples, vae, "oom", 16, 19)
