@@ -256,11 +256,11 @@ def child(out_dir: str) -> dict:
                                                         [3, 3, 2]), reference)
             report["variants"][name] = entry
 
-        report["oom"] = _out_of_memory(host, state, latents, reference, samples, node, warnings, out_dir)
+        report["oom"] = _out_of_memory(vae_stream, state, latents, reference, samples, node, warnings, out_dir)
     return report
 
 
-def _out_of_memory(host, state, latents, reference, samples, node, warnings, out_dir) -> dict:
+def _out_of_memory(vae_stream, state, latents, reference, samples, node, warnings, out_dir) -> dict:
     """A decoder that runs out of memory once, at its OOM_CALL-th call (in the second chunk)."""
     vae = _vae_with(state, _variant_class("oom_once"))
     tiled_calls = []
@@ -274,7 +274,7 @@ def _out_of_memory(host, state, latents, reference, samples, node, warnings, out
     network = vae.first_stage_model
     network.oom_at = OOM_CALL
     warnings.lines.clear()
-    decoder = host.streaming_decoder(vae)
+    decoder = vae_stream.streaming_decoder(vae)
     chunks = [decoder.decode_chunk(latents[:, :, a:b]) for a, b in ((0, 3), (3, 6), (6, 8))]
     lines, calls, raised = list(warnings.lines), list(tiled_calls), network.raised
     # the failed chunk, independently: ComfyUI's tiled decode of latent frames 1..5, its last 12 frames
