@@ -1,7 +1,10 @@
-"""ComfyUI node classes of the pack, one module per step; `host` adapts them to ComfyUI."""
+"""ComfyUI node classes of the pack, one module per step, and its routes on ComfyUI's server; `host`
+adapts them to ComfyUI."""
 
+from . import host
 from .continue_video import LongLiveContinue
 from .decode import LongLiveDecode
+from .live import ROUTES
 from .loader import LongLiveLoraLoader, LongLiveModelLoader
 from .prompts import LongLivePromptSchedule, LongLiveSteeringSchedule
 from .sampler import LongLiveSampler
@@ -39,3 +42,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongLiveSampleToVideo": "LongLive Sampler -> Video (streaming)",
     "LongLiveContinue": "LongLive Continue Video",
 }
+
+for path, answer, max_body in ROUTES:  # standalone (no server) this does nothing
+    host.add_json_post_route(path, answer, max_body)

@@ -20,8 +20,8 @@ from ..vace_core.latents import VAE_STRIDE_S, VAE_STRIDE_T, denormalize_latents,
 from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.plan import PromptSegment
 from .common import CATEGORY, MAX_VIDEO_FRAMES, REF_FRAMES_KEY, STEERING_KEY, VideoSize, video_latents
-from .host.model_ref import LongLiveModel
 from .live import live_run
+from .model_ref import LongLiveModel
 from .sampler import Origin, SamplerInputs, run_request, sample_on_device, sampler_inputs
 from .sampler_settings import SamplerChoices
 

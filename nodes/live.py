@@ -15,8 +15,8 @@
   one wins (the earlier ones are dropped unencoded). What took effect is the steering record,
   `[{"frame", "text"}, ...]`, which the nodes put into their output and the video's metadata.
 
-The host (nodes/host/live.py) supplies the route, the websocket, the temp folder and ComfyUI's previewer;
-nothing here imports ComfyUI.
+The host (nodes/host/live.py, previews.py) supplies the routes, the websocket, the temp folder and
+ComfyUI's previewer; nothing here imports ComfyUI.
 """
 
 from __future__ import annotations
@@ -341,4 +341,7 @@ def record_json(record: list[dict[str, Any]]) -> str:
     return json.dumps(record, ensure_ascii=False)
 
 
-host.add_json_post_route(STEER_ROUTE, REGISTRY.answer, MAX_STEER_BODY_BYTES)
+
+# the routes of the live contract on the host's server: (path, answer(body) -> (status, JSON), max body
+# bytes); the pack registers them where it is assembled (nodes/__init__.py)
+ROUTES = ((STEER_ROUTE, REGISTRY.answer, MAX_STEER_BODY_BYTES),)

@@ -9,8 +9,8 @@ from ..vace_core.checkpoint_files import TRAINER_ENTRIES
 from ..vace_core.logs import log
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
-from .host.files import BASE_FILE, LORA_FILE
-from .host.model_ref import AUTO, DTYPES, FileRef, LongLiveModel, file_stamp, load_model
+from .model_files import BASE_FILE, LORA_FILE, FileRef, file_stamp
+from .model_ref import AUTO, DTYPES, LongLiveModel, load_model
 
 NO_LORA = "none"
 ENTRIES = ("auto", *TRAINER_ENTRIES)

@@ -17,8 +17,8 @@ from ..vace_core.sampler import ChunkSink, GenerationCancelled, SampleResult, St
 from . import host
 from .common import (CATEGORY, MODEL_TYPE, PROMPTS_TYPE, REF_FRAMES_KEY, SETTINGS_TYPE, STEERING_KEY, VACE_TYPE,
                      VideoSize, latent_video_size, source_node)
-from .host.model_ref import LongLiveModel
 from .live import live_run
+from .model_ref import LongLiveModel
 from .prompts import check_clip, check_text_width, conditioning_tensor
 from .sampler_settings import SamplerChoices
 

@@ -9,7 +9,7 @@ import torch
 from ..vace_core.encoding import REFERENCE_FITS, VaceContext, encode_vace_context
 from ..vace_core.latents import LATENT_CHANNELS, VAE_STRIDE_S, check_size
 from .common import CATEGORY, MAX_RESOLUTION, MAX_VIDEO_FRAMES, VACE_TYPE
-from .host.files import WAN_VAE_FILE
+from .model_files import WAN_VAE_FILE
 
 
 class LongLiveVaceEncode:

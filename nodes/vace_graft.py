@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from . import host
 from .common import CATEGORY, MODEL_TYPE, default_if_listed
-from .host.files import VACE_FILES
-from .host.model_ref import FileRef, LongLiveModel, file_stamp
+from .model_files import VACE_FILES, FileRef, file_stamp
+from .model_ref import LongLiveModel
 
 
 class LongLiveVaceGraft:

@@ -26,9 +26,9 @@ from ..vace_core.presets import DEFAULT_PRESET
 from ..vace_core.streaming import ChunkDecoder, ChunkVideoSink, StreamStats, VideoWriter, latents_to_video
 from . import host
 from .common import CATEGORY, STEERING_KEY, video_latents
-from .host.files import WAN_VAE_FILE
-from .host.model_ref import LongLiveModel
 from .live import live_run, record_json
+from .model_files import WAN_VAE_FILE
+from .model_ref import LongLiveModel
 from .sampler import Origin, SamplerInputs, prepare_sampling, sample_on_device, sampler_inputs
 from .sampler_settings import SamplerChoices
 

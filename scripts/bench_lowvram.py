@@ -81,7 +81,7 @@ def import_pack() -> dict[str, ModuleType]:
     ComfyUI's memory manager)."""
     load_pack(PACKAGE, standalone=False)
     return {name: importlib.import_module(f"{PACKAGE}.{name}") for name in (
-        "nodes.host.model_ref", "nodes.sampler", "vace_core.encoding")}
+        "nodes.model_files", "nodes.model_ref", "nodes.sampler", "vace_core.encoding")}
 
 
 def write_weights(plan: dict, folder: Path) -> dict[str, Path]:
@@ -102,14 +102,15 @@ def child(args: argparse.Namespace) -> None:
     comfy = common.import_comfy(args.comfyui, Path(args.work) / "base", flags=flags,
                                model_management="comfy.model_management")
     pack = import_pack()
-    model_ref, sampler_nodes = pack["nodes.host.model_ref"], pack["nodes.sampler"]
+    model_ref, sampler_nodes = pack["nodes.model_ref"], pack["nodes.sampler"]
     encoding, mm = pack["vace_core.encoding"], comfy.model_management
     files = json.loads(args.files)
 
     def ref(name: str):
         path = Path(files[name])
         stat = path.stat()
-        return model_ref.FileRef("diffusion_models", path.name, str(path), (stat.st_size, stat.st_mtime_ns))
+        return pack["nodes.model_files"].FileRef("diffusion_models", path.name, str(path),
+                                                 (stat.st_size, stat.st_mtime_ns))
 
     model = model_ref.load_model(ref("base"), plan["dtype"]).with_vace(ref("vace"))
     text = common.random_prompt(model.shared.network.config)

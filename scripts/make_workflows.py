@@ -76,7 +76,7 @@ class ModelFile:
 
 HF = "https://huggingface.co"
 WAN_REPACK = f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
-FILES = importlib.import_module(f"{pack_loader.load_pack(PACK, standalone=True).__name__}.nodes.host.files")
+FILES = importlib.import_module(f"{pack_loader.load_pack(PACK, standalone=True).__name__}.nodes.model_files")
 # Sizes: the LongLive and VACE files from their tensors (1.42B base parameters in fp32, 350M LoRA
 # parameters in fp32, 2.15B VACE-model parameters in fp16; the full-size key set of
 # vace_core.testing.fixtures), the text encoder and VAE as Comfy-Org publishes them.

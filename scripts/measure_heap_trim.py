@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Does the host's heap trim (nodes/host/memory.py, `_release_when_freed`) give a freed model's
+"""Does the host's heap trim (nodes/heap.py, `release_when_freed`) give a freed model's
 memory back to the OS? Measured, not assumed.
 
 Each variant runs in a fresh process with the standalone host and the pack's nodes, as a user's
@@ -47,10 +47,10 @@ def child(models: Path, trim: bool) -> dict:
     """In a fresh process: RSS before loading, after a sampler run, and after freeing the model."""
     os.environ["LONGLIVE_MODELS_DIR"] = str(models)
     nodes = load_pack(PACK, standalone=True).NODE_CLASS_MAPPINGS
-    memory = importlib.import_module(f"{PACK}.nodes.host.memory")
-    model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
+    heap = importlib.import_module(f"{PACK}.nodes.heap")
+    model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
     if not trim:
-        memory._TRIM.request = lambda: None
+        heap.TRIM.request = lambda: None
 
     def run(name: str, **inputs):
         cls = nodes[name]

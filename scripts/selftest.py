@@ -52,7 +52,7 @@ class Steps:
 
 
 def write_models(folder: Path, fixtures, config, files) -> None:
-    """Tiny weights under the file names the loaders preselect (`files`: nodes/host/files.py)."""
+    """Tiny weights under the file names the loaders preselect (`files`: nodes/model_files.py)."""
     diffusion, loras = folder / "diffusion_models", folder / "loras"
     diffusion.mkdir(parents=True, exist_ok=True)
     loras.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ def selftest(out: Path, models: Path) -> str:
     nodes = pack.NODE_CLASS_MAPPINGS
     fixtures = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
     config = importlib.import_module(f"{PACK}.vace_core.config").architecture("tiny-vace")
-    files = importlib.import_module(f"{PACK}.nodes.host.files")
+    files = importlib.import_module(f"{PACK}.nodes.model_files")
 
     def node(name: str, outputs: int = 1, **inputs):
         cls = nodes[name]

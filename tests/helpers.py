@@ -136,16 +136,24 @@ def standalone_host(models_dir: Path, monkeypatch, pack: str = PACK) -> Iterator
     """The standalone host of the pack imported as `pack` reading model files from `models_dir`, with
     no model value kept from an earlier test and no Cancel pending, and both cleared again after (the
     autouse fixture of the node test modules)."""
-    host = importlib.import_module(f"{pack}.nodes.host")
-    model_ref = importlib.import_module(f"{pack}.nodes.host.model_ref")
+    model_ref = importlib.import_module(f"{pack}.nodes.model_ref")
     monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(models_dir))
     model_ref.clear_cache()
-    host.request_interrupt(False)
+    request_interrupt(False, pack)
     try:
         yield
     finally:
         model_ref.clear_cache()
-        host.request_interrupt(False)
+        request_interrupt(False, pack)
+
+
+def request_interrupt(value: bool = True, pack: str = PACK) -> None:
+    """Set (or clear) the standalone host's interrupt flag, as a user's Cancel sets ComfyUI's."""
+    flag = importlib.import_module(f"{pack}.nodes.host.progress").STANDALONE_INTERRUPT
+    if value:
+        flag.set()
+    else:
+        flag.clear()
 
 
 def write_node_models(root: Path, config_name: str = "tiny-vace", other_base: bool = False) -> Path:

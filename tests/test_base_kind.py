@@ -119,7 +119,7 @@ def nodes(tmp_path, monkeypatch):
     (tmp_path / "loras").mkdir()
     monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(tmp_path))
     pack = load_pack_standalone()
-    importlib.import_module(f"{PACK}.nodes.host.model_ref").clear_cache()
+    importlib.import_module(f"{PACK}.nodes.model_ref").clear_cache()
     for kind in CAUSAL + ["wan_t2v", "wan_vace_repackaged"]:
         write(kind, diffusion / f"{kind}{suffix(kind)}")
     return pack.NODE_CLASS_MAPPINGS

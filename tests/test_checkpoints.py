@@ -13,13 +13,14 @@ import torch
 
 from vace_core import checkpoints
 from vace_core.checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, TensorFile
-from vace_core.checkpoints import expected_shapes, graft_vace, load_longlive, resolve_dtype
+from vace_core.checkpoints import expected_shapes, graft_vace, load_longlive
 from vace_core.key_names import detect_format, is_vace_key, wan_names
 from vace_core.logs import LOGGER_NAME
 from vace_core.lora import LORA_ENTRIES, apply_lora, lora_targets, plan_lora
 from vace_core.testing import fixtures as fx
 from vace_core.config import WanConfig, infer_config, architecture
 from vace_core.model import CausalWanModel, param_dtype
+from vace_core.precision import resolve_dtype
 
 TINY = architecture("tiny-vace")
 RANK = 4

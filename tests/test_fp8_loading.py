@@ -19,6 +19,7 @@ from vace_core.checkpoints import (CheckpointError, apply_lora, expected_shapes,
                                    read_vace)
 from vace_core.config import architecture
 from vace_core.model import BLOCK_LINEAR_WEIGHT, param_dtype
+from vace_core.precision import DeviceCapabilities
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
 
 E4M3 = torch.float8_e4m3fn
@@ -31,6 +32,14 @@ SETTINGS = SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1)
 # exceed it: ComfyUI's plain (unscaled) rounding 3.6e-2, e5m2 (2 mantissa bits) 5.0e-2, one layer's
 # scale lost 0.87.
 FP8_TOL = 3.2e-2
+# A GPU with fp8 tensor cores as the dtype decision sees it (vace_core.precision): fp8 matmuls are
+# chosen only there. The weights stay on the CPU, whose torch._scaled_mm stands in for the GPU's.
+FP8_GPU = DeviceCapabilities("cuda", native_bf16=True, fp8_matmul=True)
+
+
+def load_for_fp8_gpu(path: Path, fp8_matmul: bool = True) -> torch.nn.Module:
+    """fp8 weights chosen as on FP8_GPU, computed in float32 (the CPU's own dtype) on the CPU."""
+    return load_longlive(path, dtype=E4M3, fp8_matmul=fp8_matmul, compute_dtype=torch.float32, capabilities=FP8_GPU)
 
 
 def relative_rms(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -197,9 +206,9 @@ def test_a_two_element_marker_turns_fp8_matmuls_off(tmp_path, files):
     raw = load_file(str(files["scaled_fp8"]))
     raw["model.diffusion_model.scaled_fp8"] = torch.zeros(2, dtype=E4M3)
     save_file(raw, str(tmp_path / "full_precision.safetensors"))
-    declined = load_longlive(tmp_path / "full_precision.safetensors", dtype=E4M3, fp8_matmul=True)
+    declined = load_for_fp8_gpu(tmp_path / "full_precision.safetensors")
     assert not declined.blocks[0].ffn[0].fp8_matmul
-    assert load_longlive(files["scaled_fp8"], dtype=E4M3, fp8_matmul=True).blocks[0].ffn[0].fp8_matmul
+    assert load_for_fp8_gpu(files["scaled_fp8"]).blocks[0].ffn[0].fp8_matmul
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,7 +288,7 @@ def test_fp8_matmuls_stay_close(r2v):
     """fp8_matmul rounds activations to e4m3 too (the CPU's _scaled_mm here): measured 3.35e-2;
     tolerance 4.5e-2 (activation and weight rounding, each ~2.4 % RMS)."""
     path, run, reference = r2v
-    model = load_longlive(path, dtype=E4M3, fp8_matmul=True)
+    model = load_for_fp8_gpu(path)
     assert model.blocks[0].self_attn.q.fp8_matmul
     assert 1e-3 < relative_rms(run(model), reference) <= 4.5e-2
 
@@ -294,8 +303,8 @@ def test_compiled_block_parts_run_fp8_weights_in_whole_graphs(r2v, fp8_matmul):
     from vace_core.compiled import BlockCompiler
 
     path, run, _ = r2v
-    eager = run(load_longlive(path, dtype=E4M3, fp8_matmul=fp8_matmul))
-    model = load_longlive(path, dtype=E4M3, fp8_matmul=fp8_matmul)
+    eager = run(load_for_fp8_gpu(path, fp8_matmul))
+    model = load_for_fp8_gpu(path, fp8_matmul)
     model.compiler = BlockCompiler("aot_eager")
     breaks, graphs = sum(counters["graph_break"].values()), counters["stats"]["unique_graphs"]
     compiled = run(model)

@@ -26,7 +26,9 @@ from helpers import (PACK, assert_same_weights, load_pack_standalone, run_node, 
 pack = load_pack_standalone()
 host = importlib.import_module(f"{PACK}.nodes.host")
 host_memory = importlib.import_module(f"{PACK}.nodes.host.memory")
-model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
+host_patcher = importlib.import_module(f"{PACK}.nodes.host.patcher")
+model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
+precision = importlib.import_module(f"{PACK}.vace_core.precision")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 lora = importlib.import_module(f"{PACK}.vace_core.lora")
 files = importlib.import_module(f"{PACK}.vace_core.checkpoint_files")
@@ -182,13 +184,13 @@ def test_one_model_is_loaded_at_a_time():
     first, other = load(), load(base="other_base.safetensors")
     styled = extra_lora(first, 0.8)
     network(first)
-    assert host.is_loaded(first.patcher)
+    assert host_memory.is_loaded(first.patcher)
     network(styled)  # a clone of the same network: its patches replace the first's
-    assert host.is_loaded(styled.patcher) and not host.is_loaded(first.patcher)
+    assert host_memory.is_loaded(styled.patcher) and not host_memory.is_loaded(first.patcher)
     network(other)
-    assert host.is_loaded(other.patcher) and not host.is_loaded(styled.patcher)
-    host.unload_models()
-    assert not host.is_loaded(other.patcher)
+    assert host_memory.is_loaded(other.patcher) and not host_memory.is_loaded(styled.patcher)
+    host_memory.unload_models()
+    assert not host_memory.is_loaded(other.patcher)
     assert_same_weights(first.shared.network, fresh())  # unloading restored the original weights
 
 
@@ -236,8 +238,10 @@ def test_auto_dtype_is_fp32_on_the_cpu():
     ("cuda", True, torch.bfloat16), ("cuda", False, torch.float16), ("mps", None, torch.float16),
     ("cpu", None, torch.float32)])
 def test_standalone_auto_dtype_rules(monkeypatch, device, native_bf16, expected):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a simulated GPU
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0) if native_bf16 else (7, 5))
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native_bf16)
-    assert host.auto_dtype(torch.device(device)) == expected
+    assert precision.auto_dtype(host.device_capabilities(torch.device(device))) == expected
 
 
 def test_every_weighted_layer_comes_from_the_operations(models_dir):
@@ -282,13 +286,13 @@ def test_a_set_compute_device_is_where_inputs_and_the_cache_go():
 
 def test_the_run_asks_for_its_kv_cache_and_activations(monkeypatch):
     requested: list[int] = []
-    original = host_memory.load_for_run
+    original = host.load_for_run
 
     def recording(patcher, memory_required):
         requested.append(memory_required)
         return original(patcher, memory_required)
 
-    monkeypatch.setattr(host_memory, "load_for_run", recording)
+    monkeypatch.setattr(host, "load_for_run", recording)
     model = graft(load())
     sample(model, vace_context=vace_context())
     tokens = (SIZE // 16) ** 2
@@ -304,7 +308,7 @@ def test_the_run_asks_for_its_kv_cache_and_activations(monkeypatch):
                                              ((0, 38, 1), True), ((0, 7, 9), True), (None, True)])
 def test_an_untested_comfyui_version_is_named_in_a_warning(caplog, version, warned):
     with caplog.at_level("WARNING", logger="longlive_vace"):
-        host_memory._warn_if_untested(version)
+        host_patcher._warn_if_untested(version)
     assert bool(caplog.records) == warned
     if version is not None and warned:
         assert ".".join(map(str, version)) in caplog.text
@@ -313,6 +317,6 @@ def test_an_untested_comfyui_version_is_named_in_a_warning(caplog, version, warn
 def test_a_comfyui_without_the_known_memory_manager_degrades_with_a_warning(caplog, monkeypatch):
     # a host that has comfy.model_management but not the patcher, ops and LoRA adapter this pack uses
     with monkeypatch.context() as patched, caplog.at_level("WARNING", logger="longlive_vace"):
-        patched.setattr(host_memory, "model_management", object())
-        assert host_memory._comfy_memory() is None
+        patched.setattr(host_patcher, "model_management", object())
+        assert host_patcher._comfy_memory() is None
     assert "kept outside it" in caplog.text

@@ -16,14 +16,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import (PACK, assert_same_weights, load_pack_standalone, run_node, sampler_settings, standalone_host,
-                     video_latent, write_node_models)
+from helpers import (PACK, assert_same_weights, load_pack_standalone, request_interrupt, run_node, sampler_settings,
+                     standalone_host, video_latent, write_node_models)
 
 pack = load_pack_standalone()
 sampler_node = importlib.import_module(f"{PACK}.nodes.sampler")
 settings_node = importlib.import_module(f"{PACK}.nodes.sampler_settings")
 host = importlib.import_module(f"{PACK}.nodes.host")
-model_ref = importlib.import_module(f"{PACK}.nodes.host.model_ref")
+model_ref = importlib.import_module(f"{PACK}.nodes.model_ref")
+progress = importlib.import_module(f"{PACK}.nodes.host.progress")
+comfyui = importlib.import_module(f"{PACK}.nodes.host.comfyui")
 fx = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 ckpt = importlib.import_module(f"{PACK}.vace_core.checkpoints")
 core_sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
@@ -240,14 +242,14 @@ def test_host_resolves_names_inside_the_model_folders(models_dir):
 
 
 def test_host_standalone_defaults():
-    assert not host.IN_COMFYUI
+    assert not comfyui.IN_COMFYUI
     assert host.offload_device() == torch.device("cpu")
     bar = host.progress_bar(4)
     bar.update(1)
     bar.update_absolute(9)
     assert (bar.current, bar.total) == (4, 4)
     assert host.make_previewer() is None
-    host.request_interrupt()
+    request_interrupt()
     assert host.is_interrupted()
     with pytest.raises(host.InterruptProcessingException):
         host.check_interrupt()
@@ -472,7 +474,8 @@ def direct_generate(model, prompts, vace=None, settings=None, length=FRAMES, wid
 
 def test_sampler_t2v_equals_the_core_and_counts_passes(monkeypatch):
     bars = []
-    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(host.CountingProgressBar(total)) or bars[-1])
+    monkeypatch.setattr(host, "progress_bar",
+                        lambda total: bars.append(progress.CountingProgressBar(total)) or bars[-1])
     positive = conditioning(1)
     latent = sample(load("lora.pt"), positive)
     assert set(latent) == {"samples", "longlive_ref_frames"}
@@ -513,7 +516,8 @@ def test_sampler_refuses_a_latent_that_is_not_one_video(no_generation, latent, m
 
 def test_sampler_ticks_every_pass_and_previews_denoising_passes(monkeypatch):
     bars, seen = [], []
-    monkeypatch.setattr(host, "progress_bar", lambda total: bars.append(host.CountingProgressBar(total)) or bars[-1])
+    monkeypatch.setattr(host, "progress_bar",
+                        lambda total: bars.append(progress.CountingProgressBar(total)) or bars[-1])
     monkeypatch.setattr(host, "make_previewer", lambda: lambda x0: seen.append(tuple(x0.shape)) or "preview")
     sample(load(), conditioning(1), length=17)
     # chunks of 3 and 2 latent frames: 4 denoising passes each, one clean pass between them
@@ -742,7 +746,7 @@ def test_start_images_errors():
 
 
 def test_sampler_interrupt_raises_comfy_exception():
-    host.request_interrupt()
+    request_interrupt()
     with pytest.raises(host.InterruptProcessingException):
         sample(load(), conditioning(1))
     assert not host.is_interrupted()
@@ -777,7 +781,7 @@ def test_every_sampler_node_takes_the_one_path_to_the_sampler(node, monkeypatch,
     assert hooks["keep_latents"] is not streaming
     assert isinstance(hooks["on_chunk"], core_streaming.ChunkVideoSink) is streaming
 
-    host.request_interrupt()
+    request_interrupt()
     with pytest.raises(host.InterruptProcessingException):
         run(node, model=model, positive=positive, **SAMPLER_DEFAULTS, **inputs)
     assert not host.is_interrupted()

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import PACK, load_pack_standalone, video_latent
+from helpers import PACK, load_pack_standalone, request_interrupt, video_latent
 
 ROOT = Path(__file__).resolve().parents[1]
 pack = load_pack_standalone()
@@ -419,7 +419,7 @@ class InterruptingVAE(stand_in.CausalStandInVAE):
             def decode_chunk(self, latents):
                 Decoder.calls += 1
                 if Decoder.calls == vae.after:
-                    host.request_interrupt()
+                    request_interrupt()
                 return inner.decode_chunk(latents)
 
         return Decoder()

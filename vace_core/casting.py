@@ -10,11 +10,12 @@ ComfyUI's quantizer calls "recalculate"): the weights then use fp8's whole range
 rounding leaves trained weights (|w| ~ 0.02, many below fp8's smallest normal 2^-6) in the
 subnormals with one to three significant bits.
 
-`fp8_matmul` (ComfyUI's `fp8_e4m3fn_fast`): on GPUs with fp8 tensor cores (compute capability 8.9
-and up) the input is rounded to fp8 as well (clamped to +-448, like ComfyUI's fp8_linear) and the
-product runs as one `torch._scaled_mm`; elsewhere the layer casts as above.
+`fp8_matmul` (ComfyUI's `fp8_e4m3fn_fast`; vace_core.precision decides where it applies): the input
+is rounded to fp8 as well (clamped to +-448, like ComfyUI's fp8_linear) and the product runs as one
+`torch._scaled_mm`.
 
-`cast_operations(compute_dtype)` is the layer namespace (see vace_core.layers) whose Linear does this;
+`cast_operations(compute_dtype)` is the layer namespace (see vace_core.layers) whose Linear does this,
+`cast_operations_for(precision)` the namespace a model of that precision is built from;
 `compute_dtype_of(layer)` is what the model casts a layer's input to.
 """
 
@@ -26,27 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+from .precision import Precision, is_fp8, torch_name
+
 SCALE_SUFFIX = "weight_scale"  # state-dict name of an fp8 weight's scale, beside "weight" (as ComfyUI's)
 INPUT_SCALE_SUFFIX = "input_scale"  # a file's activation scale for fp8 matmuls, where it has one
-FP8_MATMUL_CAPABILITY = (8, 9)  # Ada, Hopper and later have fp8 tensor cores
-
-
-def is_fp8(dtype: torch.dtype) -> bool:
-    return dtype in FP8_DTYPES
-
-
-def default_compute_dtype(device: torch.device | str) -> torch.dtype:
-    """The compute dtype of fp8 weights when none is chosen: bf16 on a GPU, float32 on the CPU."""
-    return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
-
-
-def fp8_matmul_supported(device: torch.device | str) -> bool:
-    """True on a CUDA GPU with fp8 tensor cores (compute capability 8.9 or higher)."""
-    device = torch.device(device)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return False
-    return torch.cuda.get_device_capability(device) >= FP8_MATMUL_CAPABILITY
 
 
 def quantize(weight: torch.Tensor, dtype: torch.dtype,
@@ -141,5 +125,11 @@ def cast_operations(compute_dtype: torch.dtype, fp8_matmul: bool = False) -> typ
     than `compute_dtype`: Linear casts per call; Conv3d and LayerNorm keep their weights in the
     dtype they compute in (the model's dtype policy), so torch.nn's serve."""
     linear = type("Linear", (CastLinear,), {"compute_dtype": compute_dtype, "fp8_matmul": fp8_matmul})
-    name = f"CastOps_{str(compute_dtype).removeprefix('torch.')}{'_fp8_matmul' if fp8_matmul else ''}"
+    name = f"CastOps_{torch_name(compute_dtype)}{'_fp8_matmul' if fp8_matmul else ''}"
     return type(name, (), {"Linear": linear, "Conv3d": nn.Conv3d, "LayerNorm": nn.LayerNorm})
+
+
+def cast_operations_for(precision: Precision) -> type | None:
+    """The layers of a model of `precision`: cast per layer when its weights are stored in another
+    dtype than it computes in, else None (torch.nn)."""
+    return cast_operations(precision.compute, precision.fp8_matmul) if precision.casts else None

@@ -1,20 +1,25 @@
 """Load LongLive / Wan2.1 base checkpoints and graft VACE weights onto them.
 
 ``load_longlive(base_path, lora_path=None, lora_strength=1.0, dtype=torch.bfloat16, device="cpu",
-*, lora_alpha=None, entry=None, operations=None, attention=None, compute_dtype=None, fp8_matmul=False)
--> CausalWanModel``
+*, lora_alpha=None, entry=None, operations=None, attention=None, compute_dtype=None, fp8_matmul=False,
+capabilities=None, operations_for=None) -> CausalWanModel``
     Build the causal Wan DiT from a base checkpoint (architecture inferred from tensor shapes) and
-    merge an optional LoRA (vace_core/lora.py). ``dtype`` is the weights' dtype (torch dtype or
-    "bf16"/"fp16"/"fp32"/"fp8_e4m3fn"/"fp8_e5m2"); the model computes in it, except for fp8: the
+    merge an optional LoRA (vace_core/lora.py). ``dtype`` is the weights' dtype (torch dtype or a
+    name of vace_core.precision's table: "bf16"/"fp16"/"fp32"/"fp8_e4m3fn"/"fp8_e4m3fn_fast"/
+    "fp8_e5m2", or "auto" for the device's own); the model computes in it, except for fp8: the
     Linear weights of the transformer blocks are then stored in fp8 with a per-tensor scale and cast
-    per layer to ``compute_dtype`` (default bf16 when ``device`` is a GPU, float32 on the CPU; see
-    vace_core.casting), and ``fp8_matmul`` runs them as fp8 matmuls instead (GPUs with fp8 tensor
-    cores). The small time-embedding, modulation and norm parameters stay float32
-    (``vace_core.model.param_dtype``). ``entry`` names the state dict to take from a trainer
-    checkpoint holding several (vace_core/checkpoint_files.py). A base file that also holds VACE
-    weights (a full Wan2.1-VACE checkpoint) gives a model with VACE. ``operations`` is the namespace
-    of layer classes the model is built from (default torch.nn; see vace_core.layers), ``attention``
-    the attention kernels (default SDPA; see vace_core.attention).
+    per layer to ``compute_dtype`` (default the device's own: bf16 on a GPU with native bf16, fp16 on
+    other GPUs, float32 on the CPU), and ``fp8_matmul`` (or "fp8_e4m3fn_fast") runs them as fp8
+    matmuls instead where the device has fp8 tensor cores and the file does not ask for matmuls in
+    full precision (vace_core.precision makes the choice). The small time-embedding, modulation and
+    norm parameters stay float32 (``vace_core.model.param_dtype``). ``entry`` names the state dict to
+    take from a trainer checkpoint holding several (vace_core/checkpoint_files.py). A base file that
+    also holds VACE weights (a full Wan2.1-VACE checkpoint) gives a model with VACE. ``operations``
+    is the namespace of layer classes the model is built from (default torch.nn, or vace_core's cast
+    layers for fp8; see vace_core.layers), ``attention`` the attention kernels (default SDPA; see
+    vace_core.attention). A host whose model computes elsewhere than its weights are loaded passes
+    that device's ``capabilities`` (default: ``device``'s) and ``operations_for(precision)``, its
+    layer classes for the precision chosen.
 ``graft_vace(model, vace_path) -> model``
     Add VACE blocks to ``model`` (the same object is returned) from a full Wan2.1-VACE checkpoint or
     a VACE-only module file, in any key layout (vace_core/key_names.py). Only the ``vace_*`` tensors
@@ -46,22 +51,16 @@ import torch
 from torch import nn
 
 from .attention import AttentionKernels
-from .casting import (INPUT_SCALE_SUFFIX, SCALE_SUFFIX, cast_operations, default_compute_dtype, dequantize,
-                      is_fp8, quantize)
+from .casting import INPUT_SCALE_SUFFIX, SCALE_SUFFIX, cast_operations_for, dequantize, quantize
 from .checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, PathLike, Shape, TensorFile, preview
 from .config import WanConfig, infer_config
 from .key_names import detect_format, is_vace_key, wan_names
 from .lora import apply_lora
 from .logs import log
 from .model import CausalWanModel, param_dtype
+from .precision import DeviceCapabilities, Precision, capabilities_of, choose_precision, is_fp8
 from .quantized import QuantizationError, QuantizedTensors, read_quantization
 from .vace import build_vace_modules
-
-
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, "half": torch.float16, "fp32": torch.float32,
-           "float32": torch.float32, "float": torch.float32, "fp8_e4m3fn": torch.float8_e4m3fn,
-           "float8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2, "float8_e5m2": torch.float8_e5m2}
 
 
 def expected_shapes(config: WanConfig) -> dict[str, Shape]:
@@ -88,15 +87,6 @@ def _check_keys(found: Mapping[str, Shape], expected: Mapping[str, Shape], path:
         problems.append(f"{len(wrong)} with the wrong shape: {preview(wrong)}")
     if problems:
         raise CheckpointError(f"{path} does not match {what}: " + "; ".join(problems))
-
-
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[dtype.lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}") from None
 
 
 def _converted(tensor: torch.Tensor, dtype: torch.dtype, device: torch.device | str) -> torch.Tensor:
@@ -145,21 +135,6 @@ def _read_state(source: TensorFile, names: Mapping[str, str], quant: QuantizedTe
     return state
 
 
-def _dtypes(dtype: torch.dtype | str, compute_dtype: torch.dtype | str | None,
-            device: torch.device | str) -> tuple[torch.dtype, torch.dtype]:
-    """(weight dtype, compute dtype) of a load: fp8 weights compute in `compute_dtype` or the
-    device's default (bf16 on a GPU, float32 on the CPU); other weights in their own dtype unless
-    `compute_dtype` says otherwise."""
-    weights = resolve_dtype(dtype)
-    if compute_dtype is not None:
-        compute = resolve_dtype(compute_dtype)
-    else:
-        compute = default_compute_dtype(device) if is_fp8(weights) else weights
-    if is_fp8(compute):
-        raise ValueError(f"compute_dtype {compute}: fp8 is a storage dtype; compute in bf16, fp16 or fp32")
-    return weights, compute
-
-
 # ---------------------------------------------------------------------------------------------
 # base model
 
@@ -168,25 +143,30 @@ def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_s
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
                   lora_alpha: float | None = None, entry: str | None = None,
                   operations: type | None = None, attention: AttentionKernels | None = None,
-                  compute_dtype: torch.dtype | str | None = None, fp8_matmul: bool = False) -> CausalWanModel:
+                  compute_dtype: torch.dtype | str | None = None, fp8_matmul: bool = False,
+                  capabilities: DeviceCapabilities | None = None,
+                  operations_for: Callable[[Precision], type | None] | None = None) -> CausalWanModel:
     """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring.
-    `operations` and `attention` are the host's layers and attention kernels (CausalWanModel)."""
-    weight_dtype, compute = _dtypes(dtype, compute_dtype, device)
+    `operations` (or `operations_for`) and `attention` are the host's layers and attention kernels
+    (CausalWanModel); `capabilities` describes the device the model computes on."""
     path = Path(base_path)
     with TensorFile(path, AUTO_ENTRY_ORDER, entry) as source:
         quant = _quantization(source)
+        precision = choose_precision(dtype, capabilities or capabilities_of(device), quant.full_precision_matmul,
+                                     compute_dtype=compute_dtype, fp8_matmul=fp8_matmul)
+        if precision.note is not None:
+            log.info("%s: %s", path.name, precision.note)
         names = wan_names(_model_tensors(source, quant), path)
         shapes = {name: source.shapes[key] for key, name in names.items()}
         config = _base_config(shapes, path, names)
         # expected from a plain model: host operations may create their weights only on loading
         _check_keys(shapes, expected_shapes(config), path, "a Wan2.1 DiT of the inferred size")
-        if operations is None and weight_dtype != compute:
-            if fp8_matmul and quant.full_precision_matmul:
-                log.info("%s asks for matmuls in full precision: fp8 weights are cast per layer", path.name)
-            operations = cast_operations(compute, fp8_matmul and not quant.full_precision_matmul)
+        layers = operations or (operations_for or cast_operations_for)(precision)
         with torch.device("meta"):  # parameters without storage, replaced below
-            model = CausalWanModel(config, operations, attention, compute_dtype=compute, weight_dtype=weight_dtype)
-        state = _read_state(source, names, quant, lambda name: param_dtype(name, compute, weight_dtype), device)
+            model = CausalWanModel(config, layers, attention, compute_dtype=precision.compute,
+                                   weight_dtype=precision.weights)
+        state = _read_state(source, names, quant,
+                            lambda name: param_dtype(name, precision.compute, precision.weights), device)
     model.load_state_dict(state, strict=True, assign=True)
     del state
     model.eval().requires_grad_(False)

@@ -18,11 +18,12 @@ from torch import nn
 
 from .attention import SDPA, AttentionKernels
 from .cache import BlockCacheAccess
-from .casting import compute_dtype_of, is_fp8
+from .casting import compute_dtype_of
 from .compiled import BlockCompiler, shared_compiler
 from .config import WanConfig
 from .device import to_device
 from .layers import BlockParts, Head, TorchOps, WanBlock, linear, sinusoidal_embedding
+from .precision import is_fp8
 from .rope import RotaryEmbedding
 from .vace import VaceStream, build_vace_modules, layer_scales
 

@@ -25,9 +25,11 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
+from .precision import FP8_DTYPES, torch_name
+
 MARKER = "scaled_fp8"
 METADATA_KEY = "_quantization_metadata"
-FP8_FORMATS = ("float8_e4m3fn", "float8_e5m2")
+FP8_FORMATS = tuple(torch_name(d) for d in FP8_DTYPES)  # ComfyUI's format names are torch's
 _OLD_SCALES = {".scale_weight": "weight", ".scale_input": "input"}
 _NEW_SCALES = {".weight_scale": "weight", ".input_scale": "input"}
 _CONFIG_SUFFIX = ".comfy_quant"

@@ -1,36 +1,48 @@
 """The one adapter between the node pack and its host, and the only package that imports ComfyUI.
 
-Inside ComfyUI it uses ComfyUI's model folders, device policy, memory manager, progress bar,
-interrupt flag and latent previews; without ComfyUI (unit tests, `scripts/selftest.py`), or with
-LONGLIVE_STANDALONE=1, it falls back to a standalone host. Modules:
+Inside ComfyUI it uses ComfyUI's model folders, device policy, memory manager, layers, attention,
+progress bar, interrupt flag, previews and server; without ComfyUI (unit tests, `scripts/selftest.py`),
+or with LONGLIVE_STANDALONE=1, it falls back to a standalone host. Modules:
 
 - comfyui: the ComfyUI imports and the fallback;
 - files: model files by name, output files;
-- memory: devices, dtype and the memory manager (the network as a model patcher);
-- patcher: the network as a managed model, and the standalone patcher;
-- model_ref: the LONGLIVE_MODEL value the loader, LoRA, graft and sampler nodes pass along;
-- progress: progress bar, interrupt, latent and frame previews;
-- live: the running prompt, its client's websocket, the temp folder, the Latent2RGB previewer and
-  the steering route (live chunk previews and steering, nodes/live.py);
+- devices: where the network computes and waits, and the compute device as the dtype decision sees it;
+- layers: the layer classes for the precision chosen (comfy.ops, its fp8 layers);
+- attention: the attention kernels (ComfyUI's optimized_attention);
+- patcher: the network as a managed model (ComfyUI's ModelPatcher, or the standalone patcher) and
+  its LoRA, VACE and compiler clones;
+- memory: the memory manager: loading for a run, unloading;
+- progress: progress bar and interrupt;
+- previews: latent, frame and Latent2RGB previews;
+- live: the running prompt, its client's websocket, the temp folder and JSON routes on the server
+  (live chunk previews and steering, nodes/live.py);
 - vae_stream: streaming (chunk-by-chunk) decoding with the VAE a node receives.
 
-The node files (and tests) call the names below as `host.<name>`.
+The node files call the names below as `host.<name>` (tests reach further, into the modules).
 """
 
-from .comfyui import IN_COMFYUI, InterruptProcessingException
+from .attention import attention_kernels
+from .comfyui import InterruptProcessingException
+from .devices import device_capabilities, offload_device, soft_empty_cache
 from .files import list_models, metadata_enabled, model_path, video_output_path
-from .live import add_json_post_route, client_messenger, latent_rgb_previewer, running_prompt_id, temp_dir
-from .memory import LoadedNetwork, auto_dtype, is_loaded, offload_device, soft_empty_cache, unload_models
-from .progress import (CountingProgressBar, check_interrupt, frame_previewer, is_interrupted, make_previewer,
-                       progress_bar, raise_interrupted, request_interrupt)
-from .vae_stream import streaming_decoder, tiled_decode
+from .layers import layer_operations
+from .live import add_json_post_route, client_messenger, running_prompt_id, temp_dir
+from .memory import LoadedNetwork, load_for_run, unload_models
+from .patcher import make_patcher, with_compiler, with_lora, with_vace
+from .previews import frame_previewer, latent_rgb_previewer, make_previewer
+from .progress import check_interrupt, is_interrupted, progress_bar, raise_interrupted
+from .vae_stream import streaming_decoder
 
 __all__ = [
-    "IN_COMFYUI", "InterruptProcessingException",
+    "attention_kernels",
+    "InterruptProcessingException",
+    "device_capabilities", "offload_device", "soft_empty_cache",
     "list_models", "metadata_enabled", "model_path", "video_output_path",
-    "add_json_post_route", "client_messenger", "latent_rgb_previewer", "running_prompt_id", "temp_dir",
-    "LoadedNetwork", "auto_dtype", "is_loaded", "offload_device", "soft_empty_cache", "unload_models",
-    "CountingProgressBar", "check_interrupt", "frame_previewer", "is_interrupted", "make_previewer",
-    "progress_bar", "raise_interrupted", "request_interrupt",
-    "streaming_decoder", "tiled_decode",
+    "layer_operations",
+    "add_json_post_route", "client_messenger", "running_prompt_id", "temp_dir",
+    "LoadedNetwork", "load_for_run", "unload_models",
+    "make_patcher", "with_compiler", "with_lora", "with_vace",
+    "frame_previewer", "latent_rgb_previewer", "make_previewer",
+    "check_interrupt", "is_interrupted", "progress_bar", "raise_interrupted",
+    "streaming_decoder",
 ]

@@ -14,6 +14,14 @@ import os
 from typing import Any
 
 log = logging.getLogger("longlive_vace")
+_WARNED: set[str] = set()
+
+
+def warn_once(key: str, message: str, *args: Any) -> None:
+    """Log a warning the first time `key` is given (one line per process for a missing host feature)."""
+    if key not in _WARNED:
+        _WARNED.add(key)
+        log.warning(message, *args)
 
 
 def _import_comfy() -> tuple[Any, Any, Any] | None:

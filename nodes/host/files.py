@@ -16,14 +16,6 @@ MODEL_KINDS = ("diffusion_models", "loras")
 # ComfyUI's folder_paths.supported_pt_extensions, repeated for the standalone host
 MODEL_EXTENSIONS = (".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft")
 
-# the model files the README names (the loaders preselect them when they are present)
-BASE_FILE = "longlive_base.pt"  # models/diffusion_models
-LORA_FILE = "lora.pt"  # models/loras
-# models/diffusion_models, in order of preference: ComfyUI's repackaged Wan2.1-VACE, kijai's VACE module
-VACE_FILES = ("wan2.1_vace_1.3B_fp16.safetensors", "Wan2_1-VACE_module_1_3B_bf16.safetensors")
-TEXT_ENCODER_FILE = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"  # models/text_encoders (ComfyUI's CLIPLoader)
-WAN_VAE_FILE = "wan_2.1_vae.safetensors"  # models/vae (ComfyUI's VAELoader)
-
 
 def models_dir() -> Path:
     """Root of the standalone model folders (read on every call so tests can point it elsewhere)."""

@@ -1,7 +1,7 @@
 """Live preview and steering, the server side (docs/live.md#the-contract; the logic is nodes/live.py): the
-running prompt, its client's websocket, the temp folder the chunk clips go to, ComfyUI's own
-Latent2RGB previewer, and the steering route on ComfyUI's server. Standalone there is no prompt,
-no client and no route: the functions say so (None / False) and the nodes run without previews.
+running prompt, its client's websocket, the temp folder the chunk clips go to, and JSON routes on
+ComfyUI's server (previews.py has the Latent2RGB previewer). Standalone there is no prompt, no client
+and no route: the functions say so (None / False) and the nodes run without previews.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from .comfyui import IN_COMFYUI, folder_paths, log
+from .comfyui import IN_COMFYUI, folder_paths, warn_once
 
 
 def _prompt_server() -> Any:
@@ -31,8 +29,8 @@ def running_prompt_id() -> str | None:
     try:
         from comfy_execution.utils import get_executing_context
     except ImportError as error:
-        _warn_once("context", "LongLive: no live previews or steering: this ComfyUI has no executing context (%s)",
-                   error)
+        warn_once("context", "LongLive: no live previews or steering: this ComfyUI has no executing context (%s)",
+                  error)
         return None
     context = get_executing_context()
     return None if context is None else str(context.prompt_id)
@@ -62,35 +60,6 @@ def temp_dir() -> Path:
     return Path(os.environ.get("LONGLIVE_TEMP_DIR", "temp")).resolve()
 
 
-def latent_rgb_previewer() -> Callable[[torch.Tensor], Any] | None:
-    """A function from normalised Wan 2.1 latents [1, 16, t, h, w] to uint8 images [t, h, w, 3]:
-    ComfyUI's own Latent2RGB previewer with its Wan 2.1 factors, one image per latent frame, used
-    whatever the user's preview setting. None standalone or when this ComfyUI lacks either."""
-    if not IN_COMFYUI:
-        return None
-    try:
-        import comfy.latent_formats
-        import latent_preview
-
-        wan = comfy.latent_formats.Wan21()
-        previewer = latent_preview.Latent2RGBPreviewer(wan.latent_rgb_factors,
-                                                       getattr(wan, "latent_rgb_factors_bias", None),
-                                                       getattr(wan, "latent_rgb_factors_reshape", None))
-    except Exception as error:  # previews are never worth failing a run for
-        _warn_once("latent2rgb", "LongLive: no chunk previews from LATENT samplers: ComfyUI's Latent2RGB previewer "
-                                 "for Wan 2.1 is unavailable (%s)", error)
-        return None
-
-    def project(latents: torch.Tensor) -> Any:
-        import numpy as np
-
-        frames = [np.asarray(previewer.decode_latent_to_preview(latents[:, :, i:i + 1]).convert("RGB"))
-                  for i in range(latents.shape[2])]
-        return np.stack(frames)
-
-    return project
-
-
 def add_json_post_route(path: str, answer: Callable[[bytes], tuple[int, dict]], max_body: int) -> bool:
     """Serve POST `path` (and /api`path`, as ComfyUI mirrors its routes) on ComfyUI's server:
     `answer(body) -> (status, JSON object)`. The route sits behind the same middleware as /prompt
@@ -117,12 +86,3 @@ def add_json_post_route(path: str, answer: Callable[[bytes], tuple[int, dict]], 
 
     routes.post(path)(handle)
     return True
-
-
-_WARNED: set[str] = set()
-
-
-def _warn_once(key: str, message: str, *args: Any) -> None:
-    if key not in _WARNED:
-        _WARNED.add(key)
-        log.warning(message, *args)

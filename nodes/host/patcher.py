@@ -1,4 +1,5 @@
-"""The LongLive network as a memory-managed model, and the patcher the standalone host uses.
+"""The LongLive network as a memory-managed model: ComfyUI's ModelPatcher, or the patcher the
+standalone host uses; its clones with LoRA, VACE and compiler patches.
 
 `LongLiveDiT` wraps a CausalWanModel the way ComfyUI's model classes wrap theirs: the weights sit
 under `diffusion_model.`, a ModelPatcher keeps its bookkeeping attributes on the wrapper, and the
@@ -14,20 +15,40 @@ ComfyUI's ModelPatcher semantics the pack relies on:
   weights are kept aside while patched copies are in use, so nothing upstream ever changes;
 - `unpatch` restores the originals and moves the model to the offload device.
 
-No ComfyUI import here: memory.py picks ComfyUI's ModelPatcher when it runs inside ComfyUI.
+Inside ComfyUI the network is a `comfy.model_patcher.ModelPatcher` built from `comfy.ops` layers (the
+plain one, in 0.8 and 0.33 alike; 0.33's ModelPatcherDynamic needs layers registered with its own
+allocator), so `load_models_gpu` can evict it, load it partially and stream the rest through the
+layers' cast path (--lowvram), and list it in `loaded_models()` (memory.py). What this relies on,
+checked once below, in both versions:
+- ModelPatcher(model, load_device, offload_device, size): `clone()` shares the model and its
+  backups; `add_patches({key: patch}, strength)` with `comfy.weight_adapter.LoRAAdapter(keys,
+  (up, down, alpha, None, None, None))` patches, which apply `strength * alpha / rank * up @ down`
+  on load (or per call for streamed weights); `add_object_patch(name, value)` sets a model
+  attribute while the clone is loaded and restores it when it is unpatched; `size` and
+  `patches_uuid` attributes (a VACE clone gets its own of both, see `with_vace`);
+- the wrapped module (LongLiveDiT) takes a `device` assignment and the plain attributes the
+  patcher adds (model_loaded_weight_memory, model_lowvram, current_weight_patches_uuid, ...);
+- model_management.load_models_gpu(models, memory_required=...), loaded_models(), unload_all_models().
+Anything missing: a warning, and the standalone patcher (the model then sits outside ComfyUI's
+manager, which cannot evict or stream it).
 """
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterable
 
 import torch
 from torch import nn
 
 from ...vace_core.casting import SCALE_SUFFIX
+from ...vace_core.checkpoints import VaceWeights
+from ...vace_core.compiled import BlockCompiler
 from ...vace_core.lora import LoraDelta, patched_weight
 from ...vace_core.model import CausalWanModel
+from .comfyui import log, model_management
+from .devices import compute_device, offload_device
 
 PREFIX = "diffusion_model."  # where the network's weights sit inside the wrapper
 _UNSET = object()  # an object patch on an attribute the model did not have
@@ -77,7 +98,7 @@ class _Applied:
 
 
 class StandalonePatcher:
-    """ComfyUI's ModelPatcher interface, as far as memory.py uses it, for a host without ComfyUI."""
+    """ComfyUI's ModelPatcher interface, as far as this package uses it, for a host without ComfyUI."""
 
     def __init__(self, model: LongLiveDiT, load_device: torch.device, offload_device: torch.device,
                  size: int = 0) -> None:
@@ -156,3 +177,114 @@ class StandalonePatcher:
                 patched = patched_weight(original, entries, getattr(module, SCALE_SUFFIX, None))
                 setattr(module, name, nn.Parameter(patched, requires_grad=False))
         applied.patches_uuid = self.patches_uuid
+
+
+# ---------------------------------------------------------------------------------------------
+# ComfyUI's memory manager
+
+
+@dataclass(frozen=True)
+class ComfyMemory:
+    """The parts of ComfyUI's memory manager the model is made of."""
+    ModelPatcher: type
+    ops: type  # comfy.ops.disable_weight_init: layers whose weights it can stream
+    LoRAAdapter: type
+
+
+def _comfy_memory() -> ComfyMemory | None:
+    if model_management is None:
+        return None
+    try:
+        import comfy.model_patcher
+        import comfy.ops
+        from comfy.weight_adapter import LoRAAdapter
+
+        api = ComfyMemory(comfy.model_patcher.ModelPatcher, comfy.ops.disable_weight_init, LoRAAdapter)
+        missing = [name for owner, names in (
+            (api.ModelPatcher, ("clone", "add_patches", "add_object_patch", "model_size")),
+            (api.ops, ("Linear", "Conv3d", "LayerNorm")),
+            (model_management, ("load_models_gpu", "loaded_models", "unload_all_models")),
+        ) for name in names if not hasattr(owner, name)]
+        if missing:
+            raise ImportError(f"missing {', '.join(missing)}")
+    except ImportError as error:
+        log.warning("LongLive: this ComfyUI's memory manager is not the one this pack knows (%s); the "
+                    "model is kept outside it: it cannot be evicted, partially loaded or unloaded by "
+                    "'Unload models'", error)
+        return None
+    _warn_if_untested(_comfy_version())
+    return api
+
+
+TESTED_VERSIONS = ((0, 8), (0, 33))  # oldest and newest ComfyUI minor versions the integration was tested with
+
+
+def _comfy_version() -> tuple[int, ...] | None:
+    try:
+        from comfyui_version import __version__
+    except ImportError:
+        return None
+    try:
+        return tuple(int(part) for part in __version__.split(".")[:3])
+    except ValueError:
+        return None
+
+
+def _warn_if_untested(version: tuple[int, ...] | None) -> None:
+    if version is None or not TESTED_VERSIONS[0] <= version[:2] <= TESTED_VERSIONS[-1]:
+        shown = ".".join(map(str, version)) if version else "of unknown version"
+        log.warning("LongLive: ComfyUI %s: the model uses ComfyUI's memory manager through interfaces "
+                    "tested with ComfyUI 0.8 to 0.33 only; they were all found, but if loading, LoRAs or "
+                    "'Unload models' misbehave, report it with this version", shown)
+
+
+MEMORY = _comfy_memory()  # None: the standalone patcher and torch.nn layers
+
+
+# ---------------------------------------------------------------------------------------------
+# patchers and their clones
+
+
+def make_patcher(network: CausalWanModel) -> Any:
+    """A root patcher for a freshly loaded network: clones of it share the network's weights."""
+    model = LongLiveDiT(network)
+    if MEMORY is not None:
+        return MEMORY.ModelPatcher(model, load_device=compute_device(), offload_device=offload_device(),
+                                   size=module_bytes(model))
+    return StandalonePatcher(model, compute_device(), offload_device())
+
+
+def with_lora(patcher: Any, deltas: Iterable[LoraDelta], strength: float) -> Any:
+    """A clone of `patcher` that also applies these LoRA layers at `strength`."""
+    clone = patcher.clone()
+    if isinstance(clone, StandalonePatcher):
+        patches = {PREFIX + d.target: d for d in deltas}
+    else:
+        # alpha is given so that ComfyUI's alpha / rank is the delta's scale
+        patches = {PREFIX + d.target: MEMORY.LoRAAdapter(set(), (d.up, d.down, d.scale * d.down.shape[0],
+                                                                 None, None, None)) for d in deltas}
+    taken = clone.add_patches(patches, strength)
+    if len(taken) != len(patches):
+        raise RuntimeError(f"the model patcher took {len(taken)} of {len(patches)} LoRA layers")
+    return clone
+
+
+def with_vace(patcher: Any, weights: VaceWeights) -> Any:
+    """A clone of `patcher` whose network carries these VACE blocks while it is loaded."""
+    clone = patcher.clone()
+    for name, value in weights.attributes().items():
+        clone.add_object_patch(PREFIX + name, value)
+    clone.size = patcher.model_size() + weights.nbytes()
+    # A clone loaded after another unpatches the model only when their patch sets differ; a VACE
+    # clone must always count as different, or its blocks could be left on the GPU by a base clone.
+    clone.patches_uuid = uuid.uuid4()
+    return clone
+
+
+def with_compiler(patcher: Any, compiler: BlockCompiler) -> Any:
+    """A clone of `patcher` whose network runs its full-chunk passes through `compiler`'s parts
+    while it is loaded (an object patch, as ComfyUI's own TorchCompileModel patches its models)."""
+    clone = patcher.clone()
+    clone.add_object_patch(PREFIX + "compiler", compiler)
+    clone.patches_uuid = uuid.uuid4()  # as for VACE: never taken for an already loaded uncompiled clone
+    return clone

@@ -37,8 +37,7 @@ import torch
 from ...vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_S
 from ...vace_core.streaming import ChunkDecoder, OverlapChunkDecoder, frames_for_chunk
 from .comfyui import log, model_management
-from .files import WAN_VAE_FILE
-from .memory import soft_empty_cache
+from .devices import soft_empty_cache
 
 CACHE_FRAMES = 2  # frames a causal convolution of kernel 3 keeps between calls
 PROBE_TOLERANCE = 1e-4  # float32 on the CPU: the exact path agrees to ~1e-7 on both known hosts
@@ -314,7 +313,7 @@ def streaming_decoder_for(vae: Any, prepare: Callable[[tuple[int, ...]], None] |
     if callable(own):
         return own()
     model = getattr(vae, "first_stage_model", vae)
-    return approximate_decoder(vae, f"{type(model).__name__} is not a Wan 2.1 VAE; use {WAN_VAE_FILE} "
+    return approximate_decoder(vae, f"{type(model).__name__} is not a Wan 2.1 VAE; use ComfyUI's Wan 2.1 VAE "
                                     "for an exact result")
 
 

@@ -6,7 +6,7 @@ own attention flags after the three arguments:
     python run_comfy_attention.py PACK_DIR WORK_DIR OUT_JSON [--use-split-cross-attention ...]
 
 It imports ComfyUI, then our pack the way ComfyUI imports a custom node folder, loads a tiny base +
-VACE through the pack's loader path (nodes/host/model_ref.py, so the network gets the host's attention
+VACE through the pack's loader path (nodes/model_ref.py, so the network gets the host's attention
 kernels as a real load does), and records, as JSON:
 
 - the host kernels' name and the name of the function ComfyUI's `optimized_attention` is;
@@ -54,16 +54,15 @@ def import_pack(pack_dir: str) -> dict:
     sys.modules["longlive_pack"] = module
     spec.loader.exec_module(module)
     return {name: importlib.import_module(f"longlive_pack.{name}") for name in (
-        "nodes.host", "nodes.host.model_ref", "vace_core.testing.fixtures", "vace_core.checkpoints", "vace_core.config",
-        "vace_core.encoding", "vace_core.sampler", "vace_core.attention", "vace_core.compiled")}
+        "nodes.model_ref", "nodes.model_files", "vace_core.testing.fixtures", "vace_core.checkpoints",
+        "vace_core.config", "vace_core.encoding", "vace_core.sampler", "vace_core.attention", "vace_core.compiled")}
 
 
 def main(pack_dir: str, work_dir: str, out_path: str, *flags: str) -> None:
     torch.set_num_threads(1)
     attention = import_comfy(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI", list(flags))
     mods = import_pack(pack_dir)
-    host, model_ref, fx, ckpt = (mods[k] for k in ("nodes.host", "nodes.host.model_ref", "vace_core.testing.fixtures",
-                                                   "vace_core.checkpoints"))
+    model_ref, fx, ckpt = (mods[k] for k in ("nodes.model_ref", "vace_core.testing.fixtures", "vace_core.checkpoints"))
     encoding, sampler, core_attention = mods["vace_core.encoding"], mods["vace_core.sampler"], mods["vace_core.attention"]
     compiled = mods["vace_core.compiled"]
     tiny = mods["vace_core.config"].architecture("tiny-vace")
@@ -75,7 +74,7 @@ def main(pack_dir: str, work_dir: str, out_path: str, *flags: str) -> None:
     def ref(kind: str, key: str):
         path = str(files[key])
         stat = os.stat(path)
-        return model_ref.FileRef(kind, Path(path).name, path, (stat.st_size, stat.st_mtime_ns))
+        return mods["nodes.model_files"].FileRef(kind, Path(path).name, path, (stat.st_size, stat.st_mtime_ns))
 
     generator = torch.Generator().manual_seed(3)
     prompts = [sampler.PromptSegment(0, torch.randn(1, 12, tiny.text_dim, generator=generator)),

@@ -40,7 +40,7 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
     import comfy.sd
 
     mods = import_pack(pack_dir)
-    model_ref, fx, ckpt = mods["nodes.host.model_ref"], mods["vace_core.testing.fixtures"], mods["vace_core.checkpoints"]
+    model_ref, fx, ckpt = mods["nodes.model_ref"], mods["vace_core.testing.fixtures"], mods["vace_core.checkpoints"]
     tiny = mods["vace_core.config"].architecture("tiny-vace")
     work = Path(work_dir)
     state = fx.make_state_dict(tiny, seed=0)
@@ -54,7 +54,7 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         "lora": fx.write_peft_lora(work / "lora.pt", fx.make_lora(tiny, rank=4, seed=1), wrapped=True),
     }
 
-    ref = file_refs(model_ref, files)
+    ref = file_refs(mods["nodes.model_files"], files)
     latents, timestep, context, vace_context = forward_inputs(tiny.text_dim)
 
     def forward(network) -> torch.Tensor:
@@ -95,8 +95,9 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         full = forward(network)
         out["error_vs_vace_core_fp8"] = max_diff(full, forward(standalone))
         # bf16 compute (a GPU's): ComfyUI's layers keep the float32 time embedding as the model has it
-        memory = importlib.import_module("longlive_pack.nodes.host.memory")
-        ops = memory.layer_operations(torch.float8_e4m3fn, torch.bfloat16)
+        layers = importlib.import_module("longlive_pack.nodes.host.layers")
+        precision = importlib.import_module("longlive_pack.vace_core.precision")
+        ops = layers.layer_operations(precision.Precision(torch.float8_e4m3fn, torch.bfloat16))
         in_comfy, alone = (ckpt.graft_vace(ckpt.load_longlive(files["base"], dtype=torch.float8_e4m3fn,
                                                               compute_dtype=torch.bfloat16, operations=operations),
                                            files["vace"]) for operations in (ops, None))

@@ -54,16 +54,17 @@ def import_pack(pack_dir: str):
     sys.modules["longlive_pack"] = module
     spec.loader.exec_module(module)
     return {name: importlib.import_module(f"longlive_pack.{name}") for name in (
-        "nodes.host", "nodes.host.model_ref", "vace_core.testing.fixtures", "vace_core.checkpoints", "vace_core.config")}
+        "nodes.host.memory", "nodes.model_ref", "nodes.model_files", "vace_core.testing.fixtures",
+        "vace_core.checkpoints", "vace_core.config")}
 
 
-def file_refs(model_ref, files: dict):
+def file_refs(model_files, files: dict):
     """ref(kind, key): the host's FileRef of files[key] under the model folder `kind`, as its file
     pickers make it."""
     def ref(kind: str, key: str):
         path = str(files[key])
         stat = os.stat(path)
-        return model_ref.FileRef(kind, Path(path).name, path, (stat.st_size, stat.st_mtime_ns))
+        return model_files.FileRef(kind, Path(path).name, path, (stat.st_size, stat.st_mtime_ns))
     return ref
 
 
@@ -81,8 +82,8 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
     torch.set_num_threads(1)
     mm, model_patcher = import_comfy(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI")
     mods = import_pack(pack_dir)
-    host, model_ref, fx, ckpt = (mods[k] for k in ("nodes.host", "nodes.host.model_ref", "vace_core.testing.fixtures",
-                                                   "vace_core.checkpoints"))
+    host_memory, model_ref, fx, ckpt = (mods[k] for k in ("nodes.host.memory", "nodes.model_ref",
+                                                          "vace_core.testing.fixtures", "vace_core.checkpoints"))
     tiny = mods["vace_core.config"].architecture("tiny-vace")
     work = Path(work_dir)
     state = fx.make_state_dict(tiny, seed=0)
@@ -93,7 +94,7 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         "style": fx.write_comfy_lora(work / "style.safetensors", fx.make_lora(tiny, rank=2, seed=2), "down_up"),
     }
 
-    ref = file_refs(model_ref, files)
+    ref = file_refs(mods["nodes.model_files"], files)
     latents, timestep, context, vace_context = forward_inputs(tiny.text_dim)
 
     def forward(network, vace: bool) -> torch.Tensor:
@@ -131,7 +132,7 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
             outputs[name] = forward(value.load_for_run(1 << 20).network, vace)
             errors[name] = (outputs[name] - forward(merged(*steps), vace)).abs().max().item()
             out[f"loaded_after_{name}"] = loaded_names()
-            out[f"is_loaded_{name}"] = host.is_loaded(value.patcher)
+            out[f"is_loaded_{name}"] = host_memory.is_loaded(value.patcher)
         out["errors_full_load"] = errors
         # how far apart the cases are: what a patch left out or applied twice would show
         out["extra_lora_vs_base_lora"] = (outputs["extra_lora"] - outputs["base_lora"]).abs().max().item()
@@ -165,9 +166,9 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         # loads it again, patches and VACE blocks included
         loaded = grafted.load_for_run(1 << 20)
         mm.unload_all_models()
-        out["evicted"] = {"is_loaded": host.is_loaded(grafted.patcher), "vace_attached": loaded.network.has_vace}
+        out["evicted"] = {"is_loaded": host_memory.is_loaded(grafted.patcher), "vace_attached": loaded.network.has_vace}
         loaded.keep_loaded()
-        out["reloaded"] = {"is_loaded": host.is_loaded(grafted.patcher), "loaded": loaded_names(),
+        out["reloaded"] = {"is_loaded": host_memory.is_loaded(grafted.patcher), "loaded": loaded_names(),
                            "error_vs_full_load": (forward(loaded.network, True) - full).abs().max().item()}
         mm.unload_all_models()
 

@@ -202,7 +202,7 @@ def child(out_dir: str) -> dict:
     import folder_paths
 
     host, vae_stream, video = _load_pack()
-    assert host.IN_COMFYUI, "the host did not pick up ComfyUI"
+    assert vae_stream.model_management is not None, "the host did not pick up ComfyUI"
     warnings = _Warnings()
     logging.getLogger("longlive_vace").addHandler(warnings)
     folder_paths.set_output_directory(out_dir)
@@ -256,11 +256,11 @@ def child(out_dir: str) -> dict:
                                                         [3, 3, 2]), reference)
             report["variants"][name] = entry
 
-        report["oom"] = _out_of_memory(host, state, latents, reference, samples, node, warnings, out_dir)
+        report["oom"] = _out_of_memory(vae_stream, state, latents, reference, samples, node, warnings, out_dir)
     return report
 
 
-def _out_of_memory(host, state, latents, reference, samples, node, warnings, out_dir) -> dict:
+def _out_of_memory(vae_stream, state, latents, reference, samples, node, warnings, out_dir) -> dict:
     """A decoder that runs out of memory once, at its OOM_CALL-th call (in the second chunk)."""
     vae = _vae_with(state, _variant_class("oom_once"))
     tiled_calls = []
@@ -274,11 +274,11 @@ def _out_of_memory(host, state, latents, reference, samples, node, warnings, out
     network = vae.first_stage_model
     network.oom_at = OOM_CALL
     warnings.lines.clear()
-    decoder = host.streaming_decoder(vae)
+    decoder = vae_stream.streaming_decoder(vae)
     chunks = [decoder.decode_chunk(latents[:, :, a:b]) for a, b in ((0, 3), (3, 6), (6, 8))]
     lines, calls, raised = list(warnings.lines), list(tiled_calls), network.raised
     # the failed chunk, independently: ComfyUI's tiled decode of latent frames 1..5, its last 12 frames
-    independent = host.tiled_decode(vae, latents[:, :, 1:6])[-12:]
+    independent = vae_stream.tiled_decode(vae, latents[:, :, 1:6])[-12:]
 
     network.calls, network.oom_at = 0, OOM_CALL  # once more, through the node, for the mp4
     saved = node.save(samples, vae, "oom", 16, 19)

@@ -3,7 +3,7 @@
 ComfyUI caches every node's output and hands the same object to every node wired to it, so a node
 must never change a model that another node produced, and copying a 1.3B model per LoRA or graft
 node would multiply its memory. A `LongLiveModel` therefore works like ComfyUI's own MODEL: it holds
-a model patcher (ComfyUI's ModelPatcher inside ComfyUI, the standalone one of patcher.py
+a model patcher (ComfyUI's ModelPatcher inside ComfyUI, the standalone one of host/patcher.py
 outside), and the clones of a patcher share one network while each carries its own patches:
 
 - Load LongLive Model reads the base file into a network with a root patcher. The root is shared
@@ -27,7 +27,7 @@ weak), so when it drops them, on /free for instance, the weights are freed.
 
 from __future__ import annotations
 
-import os
+import logging
 import threading
 import weakref
 from dataclasses import dataclass, replace
@@ -35,53 +35,21 @@ from typing import Any
 
 import torch
 
-from ...vace_core.checkpoints import load_longlive, read_vace, resolve_dtype
-from ...vace_core.compiled import shared_compiler
-from ...vace_core.config import WanConfig
-from ...vace_core.lora import read_lora
-from ...vace_core.model import CausalWanModel
-from . import memory
-from .comfyui import log
-from .files import model_path
+from ..vace_core.checkpoints import load_longlive, read_vace
+from ..vace_core.compiled import shared_compiler
+from ..vace_core.config import WanConfig
+from ..vace_core.lora import read_lora
+from ..vace_core.model import CausalWanModel
+from ..vace_core.precision import AUTO, DTYPE_CHOICES, auto_dtype, dtype_name
+from . import host
+from .heap import release_when_freed
+from .model_files import FileRef
 
-AUTO = "auto"
-# the fp8 choices (ComfyUI's UNETLoader names): fp8 weights computed in the auto dtype, with fp8
-# matmuls for the _fast one (where the GPU has them)
-FP8_CHOICES = {"fp8_e4m3fn": False, "fp8_e4m3fn_fast": True}
-DTYPES = (AUTO, "bf16", "fp16", "fp32", *FP8_CHOICES)
+log = logging.getLogger("longlive_vace")
 
-
-def load_dtypes(dtype: str) -> tuple[torch.dtype, torch.dtype, bool]:
-    """(weight dtype, compute dtype, fp8 matmuls) of a resolved loader dtype choice."""
-    if dtype in FP8_CHOICES:
-        return torch.float8_e4m3fn, memory.auto_dtype(), FP8_CHOICES[dtype]
-    return resolve_dtype(dtype), resolve_dtype(dtype), False
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """A model file by its folder name, its path, and a stamp that changes when it is replaced."""
-    kind: str  # "diffusion_models" | "loras"
-    name: str
-    path: str
-    stamp: tuple[int, int]  # (size, mtime_ns)
-    entry: str | None = None  # the state dict to take from a trainer checkpoint; None = automatic
-
-    @classmethod
-    def resolve(cls, kind: str, name: str) -> "FileRef":
-        path = model_path(kind, name)
-        stat = os.stat(path)
-        return cls(kind, name, path, (stat.st_size, stat.st_mtime_ns))
-
-
-def file_stamp(kind: str, name: str) -> str:
-    """What a loader node's IS_CHANGED reports: the file's size and mtime, so ComfyUI runs the node
-    again (and the file is read again) when a file of the same name is replaced."""
-    try:
-        stamp = FileRef.resolve(kind, name).stamp
-    except (OSError, ValueError):
-        return f"{kind}/{name}: missing"  # the node itself reports the error when it runs
-    return f"{kind}/{name}: {stamp[0]} bytes, mtime {stamp[1]}"
+# the loader's dtype choices (vace_core.precision's table): fp8 weights compute in the auto dtype,
+# with fp8 matmuls for the _fast one where the GPU has them and the file does not decline them
+DTYPES = tuple(DTYPE_CHOICES)
 
 
 @dataclass(frozen=True)
@@ -127,7 +95,8 @@ class SharedBase:
     def __init__(self, network: CausalWanModel) -> None:
         self.config = network.config
         self.network = network
-        self.root = memory.make_patcher(network)
+        self.root = host.make_patcher(network)
+        release_when_freed(network)
 
 
 _SHARED: "weakref.WeakValueDictionary[tuple, SharedBase]" = weakref.WeakValueDictionary()
@@ -140,10 +109,9 @@ def shared_base(base: FileRef, dtype: str) -> SharedBase:
     with _SHARED_LOCK:
         shared = _SHARED.get(key)
         if shared is None:
-            weights, compute, fp8_matmul = load_dtypes(dtype)
-            network = load_longlive(base.path, dtype=weights, compute_dtype=compute, device=memory.offload_device(),
-                                    entry=base.entry, operations=memory.layer_operations(weights, compute, fp8_matmul),
-                                    attention=memory.attention_kernels())
+            network = load_longlive(base.path, dtype=dtype, device=host.offload_device(), entry=base.entry,
+                                    capabilities=host.device_capabilities(), operations_for=host.layer_operations,
+                                    attention=host.attention_kernels())
             shared = SharedBase(network)
             _SHARED[key] = shared
         return shared
@@ -191,19 +159,19 @@ class LongLiveModel:
         """A new value that also applies this LoRA (only the LoRA file is read); this one is unchanged."""
         deltas = read_lora(self.shared.network, lora.path)
         return replace(self, steps=self.steps + (Step("lora", lora, strength),),
-                       patcher=memory.with_lora(self.patcher, deltas, strength))
+                       patcher=host.with_lora(self.patcher, deltas, strength))
 
     def with_vace(self, vace: FileRef) -> "LongLiveModel":
         """A new value with these VACE blocks (only the VACE file is read); this one is unchanged."""
-        weights = read_vace(self.shared.network, vace.path, device=memory.offload_device())
-        patcher = memory.with_vace(self.patcher, weights)
+        weights = read_vace(self.shared.network, vace.path, device=host.offload_device())
+        patcher = host.with_vace(self.patcher, weights)
         return replace(self, steps=self.steps + (Step("vace", vace),), patcher=patcher,
                        facts=ModelFacts(weights.config, patcher.model_size()))
 
-    def load_for_run(self, memory_required: int = 0) -> memory.LoadedNetwork:
+    def load_for_run(self, memory_required: int = 0) -> host.LoadedNetwork:
         """The network with this value's patches, loaded by the host for a run needing
         `memory_required` bytes besides the weights."""
-        return memory.load_for_run(self.patcher, memory_required)
+        return host.load_for_run(self.patcher, memory_required)
 
 
 def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_strength: float = 1.0,
@@ -212,7 +180,7 @@ def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_stre
     `compile`: its full-chunk passes run through torch.compile'd block parts (vace_core.compiled)."""
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
-    resolved = memory.dtype_name(memory.auto_dtype()) if dtype == AUTO else dtype
+    resolved = dtype_name(auto_dtype(host.device_capabilities())) if dtype == AUTO else dtype
     shared = shared_base(base, resolved)
     model = LongLiveModel(base, resolved, (), ModelFacts(shared.config, shared.root.model_size()),
                           shared.root.clone(), shared)
@@ -220,13 +188,13 @@ def load_model(base: FileRef, dtype: str, lora: FileRef | None = None, lora_stre
         model = model.with_lora(lora, lora_strength)
     if compile:
         compiler = shared_compiler()
-        model = replace(model, patcher=memory.with_compiler(model.patcher, compiler), compiled=True)
+        model = replace(model, patcher=host.with_compiler(model.patcher, compiler), compiled=True)
         log.info("LongLive: %s: %s", model.describe(), compiler.describe())
     return model
 
 
 def clear_cache() -> None:
     """Unload every model and forget the shared bases (tests); values still held keep their own."""
-    memory.unload_models()
+    host.unload_models()
     with _SHARED_LOCK:
         _SHARED.clear()
