@@ -18,13 +18,13 @@ import torch
 
 from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "bench.py"
 COMFYUI_DIR = Path((os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI").split(os.pathsep)[0])
 COMFYUI_PYTHON = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
 SMOKE_CHECKS = {"smoke_outputs_finite", "smoke_cache_read_as_view", "smoke_prompt_embedded_once",
                 "smoke_rope_once_per_block"}
 
-bench = load_script("bench")
+bench = load_script("bench/bench")
 
 
 def check_smoke(out: Path) -> dict:

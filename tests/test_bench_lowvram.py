@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not FOUND, reason="needs a ComfyUI checkout (COM
 
 
 def test_quick_run_loads_through_comfyui_and_reports_each_mode(tmp_path):
-    run = run_quick_script("bench_lowvram.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
+    run = run_quick_script("bench/bench_lowvram.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results-lowvram-cpu-quick.json",
                                                          "results-lowvram-cpu-quick.md"]

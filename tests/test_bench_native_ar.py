@@ -20,7 +20,7 @@ pytestmark = pytest.mark.skipif(not FOUND, reason="needs a ComfyUI with the nati
 
 
 def test_quick_side_by_side_writes_json_and_markdown(tmp_path):
-    run = run_quick_script("bench_native_ar.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
+    run = run_quick_script("bench/bench_native_ar.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     result = json.loads((tmp_path / "results-native-ar-cpu-quick.json").read_text())
     markdown = (tmp_path / "results-native-ar-cpu-quick.md").read_text()

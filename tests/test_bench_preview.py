@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not FOUND, reason="needs a ComfyUI checkout (COM
 
 
 def test_quick_preview_bench_writes_json_and_markdown(tmp_path):
-    run = run_quick_script("bench_preview.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
+    run = run_quick_script("bench/bench_preview.py", COMFYUI_PYTHON, COMFYUI_DIR, tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results-preview-cpu-quick.json",
                                                          "results-preview-cpu-quick.md"]

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from helpers import load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_smoke.py"
-smoke = load_script("gpu_smoke")
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "bench" / "gpu_smoke.py"
+smoke = load_script("bench/gpu_smoke")
 
 
 def test_smoke_mode_runs_every_cpu_part(tmp_path):

@@ -19,9 +19,9 @@ run later replaces only its own figures, so a run cut short keeps what it measur
 - memory:  peak memory of a short and a long video (latents aside or kept, VACE on): on the CPU
            the process's RSS high-water mark, one fresh process per configuration; on a GPU
            torch.cuda.max_memory_allocated, one configuration after another in this process.
-- lowvram: scripts/bench_lowvram.py (the model through ComfyUI's memory manager on an emulated
+- lowvram: scripts/bench/bench_lowvram.py (the model through ComfyUI's memory manager on an emulated
            8 GiB card; needs --comfyui, and this python must run ComfyUI).
-- compile: scripts/bench_compile.py (the model's compile entry point against eager on the same
+- compile: scripts/bench/bench_compile.py (the model's compile entry point against eager on the same
            weights, R2V, interleaved: the first compiled run, the steady chunk ratio, the
            difference; checked: no part fell back to eager).
 
@@ -35,9 +35,9 @@ reported beside it). On the CPU torch runs one thread and both wall and process 
 recorded; CPU figures are ratios within one run. On a GPU the times are CUDA-synchronised.
 
 Usage (from the repository root):
-    python3 scripts/bench.py                              # CPU: smoke, timing, vace, memory at 128x128 (6-9 min)
-    python3 scripts/bench.py --sections smoke --out DIR   # CPU smoke run (~20 s; the CI test)
-    python scripts/bench.py --device cuda --sections smoke --comfyui DIR    # GPU, one section per call;
+    python3 scripts/bench/bench.py                              # CPU: smoke, timing, vace, memory at 128x128 (6-9 min)
+    python3 scripts/bench/bench.py --sections smoke --out DIR   # CPU smoke run (~20 s; the CI test)
+    python scripts/bench/bench.py --device cuda --sections smoke --comfyui DIR    # GPU, one section per call;
         (README: the commands and each section's expected time on an H100)  -> bench/results-cuda.{json,md}
 It prints PASS/FAIL per check and exits 1 when a check of the sections it ran failed (2: a section
 could not run).
@@ -63,23 +63,20 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
-
-from bench_common import (FLAT_LIMIT, MEMORY_LIMIT, MIN_REPEATS, PLANS, SERIES, Bench, Plan, RunTimes,  # noqa: E402
+from bench_common import (ROOT, FLAT_LIMIT, MEMORY_LIMIT, MIN_REPEATS, PLANS, SERIES, Bench, Plan, RunTimes,
                           check_comfyui, curve_summary, fresh_process_reports, import_comfy, log, machine_info,
                           mean_ratio, ratio, rss_now_mib, rss_peak_mib, sdpa_flags, timed_generate, verdict,
                           write_markdown)
-from pack_loader import load_pack  # noqa: E402
-from vace_core.cache import KVCache  # noqa: E402
-from vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_T  # noqa: E402
-from vace_core.rope import RotaryEmbedding  # noqa: E402
-from vace_core.model import CausalWanModel  # noqa: E402
-from vace_core.passes import VACE_ATTENTION_MODES, CachedPasses, PassExecutor  # noqa: E402
-from vace_core.plan import SamplerSettings  # noqa: E402
-from vace_core.sampler import ChunkInfo, _Run  # noqa: E402
-from vace_core.testing.recompute import RecomputedPasses  # noqa: E402
+from pack_loader import load_pack
+from vace_core.cache import KVCache
+from vace_core.encoding import LATENT_CHANNELS, VAE_STRIDE_T
+from vace_core.rope import RotaryEmbedding
+from vace_core.model import CausalWanModel
+from vace_core.passes import VACE_ATTENTION_MODES, CachedPasses, PassExecutor
+from vace_core.plan import SamplerSettings
+from vace_core.sampler import ChunkInfo, _Run
+from vace_core.testing.recompute import RecomputedPasses
 
-ROOT = Path(__file__).resolve().parents[1]
 GROWTH_MIN = 1.5  # acceptance 1: the baseline's ratio must clearly grow
 VACE_FIRST_LIMIT = 1.10  # acceptance 3: hint_chunks="first" / VACE off
 # VACE attention modes, each timed with hints on every chunk ("vace_<mode>"); hint_chunks="first" is
@@ -547,7 +544,7 @@ LOWVRAM_CHUNKS = 5  # bench_lowvram's timed run: the first chunk and 4 steady on
 
 
 def section_lowvram(ctx: Context) -> dict:
-    """scripts/bench_lowvram.py in processes of its own (it writes its own files and a section of
+    """scripts/bench/bench_lowvram.py in processes of its own (it writes its own files and a section of
     results-cuda.md); its figures are kept here too."""
     quick = ctx.device.type == "cpu"
     command = [sys.executable, str(Path(__file__).with_name("bench_lowvram.py")), "--comfyui", str(ctx.args.comfyui),
@@ -561,7 +558,7 @@ def section_lowvram(ctx: Context) -> dict:
 
 
 def section_compile(ctx: Context) -> dict:
-    """scripts/bench_compile.py in a process of its own (the model's compile entry point against
+    """scripts/bench/bench_compile.py in a process of its own (the model's compile entry point against
     eager, R2V, interleaved; it writes its own file and a section of results-<device>.md); its
     figures are kept here too."""
     command = [sys.executable, str(Path(__file__).with_name("bench_compile.py")), "--device", ctx.device.type,
@@ -695,7 +692,7 @@ def markdown_lowvram(entry: dict, device: str) -> list[str]:
             "|---|---|---|---|---|---|"] + [
         f"| {m['mode']} | {m['steady_chunk_s']} | {m['video_fps']} | {m['first_chunk_s']} | "
         f"{m['loaded_bytes'] / 2**30:.2f} / {m['model_bytes'] / 2**30:.2f} | {m.get('peak_allocated_mib', '-')} |"
-        for m in modes] + ["", "Details: the Low VRAM section below (scripts/bench_lowvram.py)."]
+        for m in modes] + ["", "Details: the Low VRAM section below (scripts/bench/bench_lowvram.py)."]
 
 
 def markdown_compile(entry: dict, device: str) -> list[str]:
@@ -708,7 +705,7 @@ def markdown_compile(entry: dict, device: str) -> list[str]:
             (f"| {s['eager']:.4f} | {s['compiled']:.4f} | {f['compiled_over_eager']:.3f} | "
              f"{f['first_compiled_run_s']:.1f} | {f['max_abs_diff_compiled_vs_eager']:.1e} | "
              f"{f['fallbacks'] or 'none'} |"),
-            "", "Details: the torch.compile section below (scripts/bench_compile.py)."]
+            "", "Details: the torch.compile section below (scripts/bench/bench_compile.py)."]
 
 
 SECTION_MARKDOWN = {"smoke": markdown_smoke, "timing": markdown_timing, "vace": markdown_vace,
@@ -721,7 +718,7 @@ SECTION_TITLES = {"smoke": "Smoke", "timing": "Per-chunk cost and T2V throughput
 def markdown(results: dict) -> str:
     device = results["device"]
     lines = [f"# Sampler benchmark ({device})", "",
-             ("Written by `scripts/bench.py` after every section; each section keeps the figures of its last run "
+             ("Written by `scripts/bench/bench.py` after every section; each section keeps the figures of its last run "
               "(the machine and sizes are stated per section). Timed sections: per-chunk medians over at least "
               f"{MIN_REPEATS} interleaved repeats after an untimed run over every shape (wall/cpu = wall-clock/"
               "process CPU time; min = the minimum over repeats).")]

@@ -3,8 +3,8 @@ under test (`Bench`: a random-weight model, a prompt, VACE contexts), timed gene
 the statistics over repeats, machine and memory probes, fresh processes per measurement, the
 ComfyUI import for the side-by-side scripts, and the results files' appendix sections.
 
-Imported by scripts/bench.py, bench_native_ar.py, bench_forward.py and bench_lowvram.py, which
-put the repository root on sys.path first (vace_core, nodes).
+Every script of scripts/bench/ imports this module first: it puts the repository root (vace_core,
+nodes) and scripts/ (pack_loader) on sys.path, so a script runs from anywhere without installing.
 """
 
 from __future__ import annotations
@@ -24,12 +24,17 @@ from types import SimpleNamespace
 
 import torch
 
-from vace_core.config import architecture
-from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
-from vace_core.model import CausalWanModel
-from vace_core.passes import CachedPasses, PassExecutor
-from vace_core.plan import SamplerSettings, tokens_per_frame
-from vace_core.sampler import ChunkInfo, _Run, generate
+ROOT = Path(__file__).resolve().parents[2]
+for _folder in (ROOT / "scripts", ROOT):
+    if str(_folder) not in sys.path:
+        sys.path.insert(1, str(_folder))  # after the script's own folder
+
+from vace_core.config import architecture  # noqa: E402
+from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for  # noqa: E402
+from vace_core.model import CausalWanModel  # noqa: E402
+from vace_core.passes import CachedPasses, PassExecutor  # noqa: E402
+from vace_core.plan import SamplerSettings, tokens_per_frame  # noqa: E402
+from vace_core.sampler import ChunkInfo, _Run, generate  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FLAT_LIMIT = 1.10  # acceptance 1: late chunk / early chunk for the KV cache
@@ -343,7 +348,7 @@ def verdict(ok: bool | None) -> str:
     return "SKIP" if ok is None else "PASS" if ok else "FAIL"
 
 
-# Sections other benchmark scripts add to a results file (scripts/bench_native_ar.py) follow this
+# Sections other benchmark scripts add to a results file (scripts/bench/bench_native_ar.py) follow this
 # line; rewriting the file keeps them.
 APPENDIX_MARK = "<!-- sections below are written by other scripts and kept when this file is rewritten -->"
 

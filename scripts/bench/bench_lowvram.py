@@ -23,9 +23,9 @@ per second, torch's peak VRAM, and ComfyUI's partial-load state (bytes loaded, l
 
 Run with ComfyUI's python on a CUDA machine (nothing is written into the checkout):
 
-    PYTHONDONTWRITEBYTECODE=1 python scripts/bench_lowvram.py --comfyui DIR     # ~4 min on an H100/H200
+    PYTHONDONTWRITEBYTECODE=1 python scripts/bench/bench_lowvram.py --comfyui DIR     # ~4 min on an H100/H200
         -> bench/results-lowvram-cuda.json, .md and a section in bench/results-cuda.md
-    ... scripts/bench_lowvram.py --comfyui DIR --quick --out /tmp/bench   # CPU smoke run: tiny model
+    ... scripts/bench/bench_lowvram.py --comfyui DIR --quick --out /tmp/bench   # CPU smoke run: tiny model
 """
 
 from __future__ import annotations
@@ -43,14 +43,12 @@ from types import ModuleType
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
+import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+from pack_loader import load_pack
+from vace_core.testing import fixtures
+from vace_core.config import architecture
 
-import bench_common as common  # noqa: E402  (scripts/bench_common.py)
-from pack_loader import load_pack  # noqa: E402
-from vace_core.testing import fixtures  # noqa: E402
-from vace_core.config import architecture  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = common.ROOT
 PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
 SECTION = "lowvram"
 MODES = ("full", "lowvram")
@@ -161,7 +159,7 @@ def markdown(result: dict) -> str:
              (f"{plan['preset']}, random weights in {plan['dtype']}, {plan['width']}x{plan['height']}, one reference, "
               f"vace_attention=causal, LongLive preset; the LongLive Sampler node's run of 1 and {plan['chunks']} "
               f"chunks after a warm-up; {card}; estimate-based loading (no DynamicVRAM); torch {rows[0]['torch']} "
-              "(`scripts/bench_lowvram.py`)."), "",
+              "(`scripts/bench/bench_lowvram.py`)."), "",
              "| mode | ComfyUI flags | vram state | weights loaded | layers streamed | first chunk s (references included) | "
              "steady s / chunk | video fps | peak VRAM MiB |",
              "|---|---|---|---|---|---|---|---|---|"]

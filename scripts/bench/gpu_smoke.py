@@ -17,8 +17,8 @@ The figures are written to OUT/gpu-smoke-<device>.json and .md after every part,
 short keeps what it measured. It exits 1 when a check fails (attention within tolerance of
 float32, finite latents, no math attention kernel in a steady chunk on a GPU).
 
-    python scripts/gpu_smoke.py                      # on a GPU: ~2 min -> bench/gpu-smoke-cuda.{json,md}
-    python3 scripts/gpu_smoke.py --smoke --out DIR   # CPU, tiny sizes (the CI test): the parts a CPU can run
+    python scripts/bench/gpu_smoke.py                      # on a GPU: ~2 min -> bench/gpu-smoke-cuda.{json,md}
+    python3 scripts/bench/gpu_smoke.py --smoke --out DIR   # CPU, tiny sizes (the CI test): the parts a CPU can run
 """
 
 from __future__ import annotations
@@ -37,15 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core
+import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+from vace_core.attention import SDPA
+from vace_core.encoding import VAE_STRIDE_T
+from vace_core.plan import SamplerSettings, tokens_per_frame
+from vace_core.sampler import ChunkInfo
 
-import bench_common as common  # noqa: E402  (scripts/bench_common.py)
-from vace_core.attention import SDPA  # noqa: E402
-from vace_core.encoding import VAE_STRIDE_T  # noqa: E402
-from vace_core.plan import SamplerSettings, tokens_per_frame  # noqa: E402
-from vace_core.sampler import ChunkInfo  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = common.ROOT
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 PACK = "pack"  # the pack's own kernels, vace_core.attention.SDPA
@@ -269,7 +267,7 @@ def attention_kernels(prof, on_gpu: bool) -> dict[str, dict]:
 def markdown(data: dict) -> str:
     m = data["machine"]
     lines = [f"# GPU smoke ({m['gpu'] or m['cpu']}{', tiny CPU smoke sizes' if data['smoke'] else ''})", "",
-             f"torch {m['torch']}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}. Written by `scripts/gpu_smoke.py`.",
+             f"torch {m['torch']}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}. Written by `scripts/bench/gpu_smoke.py`.",
              ""]
     for case, figures in data["parts"].get("attention", {}).items():
         lines += [f"## {case}: q {figures['q']}, k/v {figures['k']}, {figures['dtype']}, mask {figures['mask']}", "",

@@ -9,7 +9,7 @@ garbage collected and the process's resident memory (VmRSS) read. "trim" is the 
 (malloc_trim(0) after the collection that frees the network); "no trim" is the same with the trim
 request disabled.
 
-    python3 scripts/measure_heap_trim.py [--layers 2] [--dim 1536] [--repeats 3]
+    python3 scripts/bench/measure_heap_trim.py [--layers 2] [--dim 1536] [--repeats 3]
 
 Prints one line per run and the medians; exits 0. glibc only (elsewhere there is no malloc_trim).
 """
@@ -29,9 +29,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
-
-from pack_loader import load_pack  # noqa: E402
+import bench_common  # noqa: F401  first: it puts the repository root and scripts/ on sys.path
+from pack_loader import load_pack
 
 PACK = "longlive_vace_heap_trim"
 
