@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -186,10 +185,3 @@ def comfyui_for_scripts(needs: str) -> tuple[Path, str, bool]:
     checkout = next((p for p in checkouts if (p / needs).is_file()), checkouts[0])
     python = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
     return checkout, python, (checkout / needs).is_file() and Path(python).is_file()
-
-
-def run_quick_script(script: str, python: str, checkout: Path, out: Path) -> subprocess.CompletedProcess:
-    """scripts/<script> --quick against `checkout`, writing into `out`, with ComfyUI's python."""
-    return subprocess.run([python, str(ROOT / "scripts" / script), "--quick", "--comfyui", str(checkout), "--out",
-                           str(out)], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-                          check=False, capture_output=True, text=True, timeout=600)

@@ -14,13 +14,15 @@ import multiprocessing
 import os
 import platform
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import torch
 
@@ -35,6 +37,7 @@ from vace_core.model import CausalWanModel  # noqa: E402
 from vace_core.passes import CachedPasses, PassExecutor  # noqa: E402
 from vace_core.plan import SamplerSettings, tokens_per_frame  # noqa: E402
 from vace_core.sampler import ChunkInfo, _Run, generate  # noqa: E402
+from vace_core.testing import fixtures  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FLAT_LIMIT = 1.10  # acceptance 1: late chunk / early chunk for the KV cache
@@ -80,6 +83,30 @@ STARTED = time.perf_counter()
 
 def log(message: str) -> None:
     print(f"[{time.perf_counter() - STARTED:6.1f} s] {message}", flush=True)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere since this module was imported),
+    so that a time budget also counts python's start and the imports."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - STARTED
+
+
+def run_child(command: list[str], timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`command` in a process group of its own; on `timeout` the whole group (the grandchildren a
+    benchmark script starts too) is killed and subprocess.TimeoutExpired raised."""
+    with subprocess.Popen(command, start_new_session=True, **kwargs) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            raise
+    return subprocess.CompletedProcess(command, child.returncode, out, err)
 
 
 # ---- machine and memory probes ---------------------------------------------------------------
@@ -169,9 +196,36 @@ def import_comfy(comfy_dir: Path, base_dir: Path, flags: Sequence[str] = ("--cpu
         loaded = {name: importlib.import_module(module) for name, module in modules.items()}
     finally:
         sys.argv = saved
+    return SimpleNamespace(**loaded, version=comfyui_version(comfy_dir), dir=str(comfy_dir))
+
+
+def comfyui_version(comfy_dir: Path) -> str:
+    """The version a ComfyUI checkout declares (comfyui_version.py), read without importing it."""
     version_file = Path(comfy_dir) / "comfyui_version.py"
     found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
-    return SimpleNamespace(**loaded, version=found.group(1) if found else "unknown", dir=str(comfy_dir))
+    return found.group(1) if found else "unknown"
+
+
+def write_pack_weights(preset: str, dtype: str, folder: Path) -> dict[str, str]:
+    """Random weights of `preset` as the pack's users have them: a Wan-layout base file and a VACE
+    module, in bf16 or fp32 (`dtype`), std 0.02 as vace_core.testing.fixtures makes them."""
+    state = fixtures.make_state_dict(architecture(preset), seed=0)
+    if dtype == "bf16":
+        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+    return {"base": str(fixtures.write_wan_safetensors(folder / "base.safetensors", fixtures.main_only(state))),
+            "vace": str(fixtures.write_vace_module(folder / "vace_module.safetensors", state))}
+
+
+def load_pack_model(model_ref: ModuleType, files: dict[str, str], dtype: str, vace: bool = True):
+    """The LONGLIVE_MODEL the loader nodes make of `files` (write_pack_weights), through the pack's
+    model_ref module as a host imported it."""
+    def ref(name: str):
+        path = Path(files[name])
+        stat = path.stat()
+        return model_ref.FileRef("diffusion_models", path.name, str(path), (stat.st_size, stat.st_mtime_ns))
+
+    model = model_ref.load_model(ref("base"), dtype)
+    return model.with_vace(ref("vace")) if vace else model
 
 
 def random_prompt(config, seed: int = 1) -> torch.Tensor:

@@ -25,7 +25,8 @@ Run with ComfyUI's python on a CUDA machine (nothing is written into the checkou
 
     PYTHONDONTWRITEBYTECODE=1 python scripts/bench/bench_lowvram.py --comfyui DIR     # ~4 min on an H100/H200
         -> bench/results-lowvram-cuda.json, .md and a section in bench/results-cuda.md
-    ... scripts/bench/bench_lowvram.py --comfyui DIR --quick --out /tmp/bench   # CPU smoke run: tiny model
+    ... scripts/bench/bench_lowvram.py --comfyui DIR --quick --out /tmp/bench   # CPU smoke run: tiny model,
+                                                                              # the `full` mode only
 """
 
 from __future__ import annotations
@@ -45,8 +46,6 @@ import torch
 
 import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
 from pack_loader import load_pack
-from vace_core.testing import fixtures
-from vace_core.config import architecture
 
 ROOT = common.ROOT
 PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
@@ -82,16 +81,6 @@ def import_pack() -> dict[str, ModuleType]:
         "nodes.host.model_ref", "nodes.sampler", "vace_core.encoding")}
 
 
-def write_weights(plan: dict, folder: Path) -> dict[str, Path]:
-    """Random weights of the plan's size as the pack's users have them: a Wan-layout base file and
-    a VACE module, bf16 at full size (std 0.02, as vace_core.testing.fixtures makes them)."""
-    state = fixtures.make_state_dict(architecture(plan["preset"]), seed=0)
-    if plan["dtype"] == "bf16":
-        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
-    return {"base": fixtures.write_wan_safetensors(folder / "base.safetensors", fixtures.main_only(state)),
-            "vace": fixtures.write_vace_module(folder / "vace_module.safetensors", state)}
-
-
 def child(args: argparse.Namespace) -> None:
     plan = json.loads(args.plan)
     if plan["device"] == "cpu":
@@ -102,14 +91,7 @@ def child(args: argparse.Namespace) -> None:
     pack = import_pack()
     model_ref, sampler_nodes = pack["nodes.host.model_ref"], pack["nodes.sampler"]
     encoding, mm = pack["vace_core.encoding"], comfy.model_management
-    files = json.loads(args.files)
-
-    def ref(name: str):
-        path = Path(files[name])
-        stat = path.stat()
-        return model_ref.FileRef("diffusion_models", path.name, str(path), (stat.st_size, stat.st_mtime_ns))
-
-    model = model_ref.load_model(ref("base"), plan["dtype"]).with_vace(ref("vace"))
+    model = common.load_pack_model(model_ref, json.loads(args.files), plan["dtype"])
     text = common.random_prompt(model.shared.network.config)
     sampler = sampler_nodes.LongLiveSampler()
     device = mm.get_torch_device()
@@ -198,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_lowvram_"))
     try:
         common.log(f"writing random {plan['preset']} weights ({plan['dtype']})")
-        files = {name: str(path) for name, path in write_weights(plan, work).items()}
+        files = common.write_pack_weights(plan["preset"], plan["dtype"], work)
         modes = []
-        for mode in MODES:
+        for mode in MODES[:1] if args.quick else MODES:  # on the CPU both are the same run (--cpu)
             common.log(f"{mode}: a ComfyUI process of its own")
             report = work / f"{mode}.json"
             child_run = subprocess.run([sys.executable, __file__, "--comfyui", str(args.comfyui), "--child", mode,

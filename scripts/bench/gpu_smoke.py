@@ -1,36 +1,31 @@
-#!/usr/bin/env python3
-"""A two-minute look at the GPU path: what to run first on a GPU, before the benchmark sections.
+"""The correctness parts of the GPU plan (scripts/bench/bench.py's `correctness` section), what to
+look at first on a GPU:
 
-1. attention: each SDPA backend (flash, cuDNN, memory-efficient, math) and the pack's own kernels
-   (vace_core.attention.SDPA: the backend priority it runs outside ComfyUI) on the steady-state
-   self-attention of a chunk at 480x832 (q: 3 frames, k/v: the 12-frame window, 12 heads of 128,
-   bf16) and on a cross-attention with the prompt's padding bias in q's dtype, against float32 math
-   on the same inputs: error, time per call, TFLOP/s; a backend that refuses the inputs says why.
-2. runs: 7-chunk T2V and R2V (one reference, VACE on every chunk) at 480x832 on full-size random
-   weights (Wan2.1-VACE-1.3B, bf16): first-chunk latency, steady FPS (DiT only; chunks from the
-   full window on, the last left out), peak VRAM, finite latents;
-3. kernels: the attention kernels that ran in one steady chunk of each run (torch profiler);
-4. syncs: the call sites that synchronised with the GPU during a steady chunk
-   (torch.cuda.set_sync_debug_mode("warn"), captured with their stacks).
+1. matmul: the device's rate on a large matrix product in the model's dtype (the time figures'
+   expected ranges scale with it, bench_expected.py);
+2. attention: each SDPA backend (flash, cuDNN, memory-efficient, math) and the pack's own kernels
+   (vace_core.attention.SDPA: the backend priority it runs outside ComfyUI), in bf16 and fp16, on the
+   steady-state self-attention of a chunk (q: 3 frames, k/v: the 12-frame window) and on a
+   cross-attention with the prompt's padding bias in q's dtype, against float32 math on the same
+   inputs: error, time per call, TFLOP/s; a backend that refuses the inputs says why;
+3. half precision: a short R2V run of the plan's model in bf16 and fp16 against float32, finite, with
+   its relative difference;
+4. runs: 7-chunk T2V and R2V (one reference, VACE on every chunk): first-chunk latency, steady FPS
+   (DiT only; chunks from the full window on, the last left out), peak VRAM, finite latents; the
+   attention kernels that ran in one steady chunk (torch profiler) and, on a GPU, the call sites that
+   synchronised with it during the next (torch.cuda.set_sync_debug_mode("warn"), with their stacks).
 
-The figures are written to OUT/gpu-smoke-<device>.json and .md after every part, so a run cut
-short keeps what it measured. It exits 1 when a check fails (attention within tolerance of
-float32, finite latents, no math attention kernel in a steady chunk on a GPU).
-
-    python scripts/bench/gpu_smoke.py                      # on a GPU: ~2 min -> bench/gpu-smoke-cuda.{json,md}
-    python3 scripts/bench/gpu_smoke.py --smoke --out DIR   # CPU, tiny sizes (the CI test): the parts a CPU can run
+Each part takes the plan's Bench (full size in bf16 on a GPU; the tiny model at 32x32 in the smoke
+run) and returns (figures, checks).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
+import copy
 import statistics
-import sys
 import time
 import traceback
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -39,9 +34,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
 from vace_core.attention import SDPA
-from vace_core.encoding import VAE_STRIDE_T
+from vace_core.encoding import VAE_STRIDE_T, video_frames_for
 from vace_core.plan import SamplerSettings, tokens_per_frame
-from vace_core.sampler import ChunkInfo
+from vace_core.sampler import ChunkInfo, generate
 
 ROOT = common.ROOT
 BACKENDS = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
@@ -56,52 +51,46 @@ STEADY_FROM = 5  # the 12-frame window is full from chunk 4 on (chunk 3, sink 3)
 ATTENTION_WORDS = ("attention", "attn", "fmha", "flash", "sdpa", "cudnn", "softmax")
 
 
-class Plan:
-    def __init__(self, smoke: bool) -> None:
-        self.preset = "tiny-vace" if smoke else "wan2.1-vace-1.3B"
-        self.height, self.width = (32, 32) if smoke else (480, 832)
-        self.heads, self.head_dim = (2, 16) if smoke else (12, 128)
-        self.dtype = "float32" if smoke else "bfloat16"
-        self.attention_dtype = torch.bfloat16
-        self.repeats = 3 if smoke else 10
+ATTENTION_DTYPES = (torch.bfloat16, torch.float16)
+HALF_PRECISION_CHUNKS = 2
 
 
-class Report:
-    """The figures so far, written to disk after every part."""
-
-    def __init__(self, out: Path, device: torch.device, smoke: bool) -> None:
-        self.path = out / f"gpu-smoke-{device.type}{'-smoke' if smoke else ''}"
-        self.data: dict = {"device": device.type, "smoke": smoke, "machine": common.machine_info(device),
-                           "parts": {}, "checks": {}}
-        out.mkdir(parents=True, exist_ok=True)
-
-    def add(self, part: str, figures: dict, checks: dict[str, bool]) -> None:
-        self.data["parts"][part] = figures
-        self.data["checks"].update(checks)
-        self.path.with_suffix(".json").write_text(json.dumps(self.data, indent=1) + "\n")
-        self.path.with_suffix(".md").write_text(markdown(self.data))
-        for name, ok in checks.items():
-            print(f"{common.verdict(ok)} {name}", flush=True)
+def repeats_on(device: torch.device) -> int:
+    return 10 if device.type == "cuda" else 3
 
 
-# ---- 1. attention per backend ------------------------------------------------------------------
+# ---- 1. the matmul rate --------------------------------------------------------------------------
 
-def attention_inputs(plan: Plan, device: torch.device, smoke: bool) -> dict[str, tuple]:
-    """name -> (q, k, v, mask) in float32: steady-state self-attention of a chunk, and a
-    cross-attention to a 41-row prompt whose last (merged padding) row carries ln(472)."""
-    tokens = tokens_per_frame(plan.height, plan.width)
+def part_matmul(bench: common.Bench) -> tuple[dict, dict]:
+    """FLOP/s of a square matrix product in the model's dtype: 8192 on a GPU, 512 on the CPU."""
+    size = 8192 if bench.device.type == "cuda" else 512
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator).to(bench.device, bench.dtype) for _ in range(2))
+    seconds = timed(lambda: a @ b, bench.device, repeats_on(bench.device))
+    return {"size": size, "dtype": str(bench.dtype).removeprefix("torch."), "ms": round(seconds * 1000, 4),
+            "tflops": round(2 * size ** 3 / seconds / 1e12, 3)}, {}
+
+
+# ---- 2. attention per backend ------------------------------------------------------------------
+
+def attention_inputs(bench: common.Bench) -> dict[str, tuple]:
+    """name -> (q, k, v, mask) in float32: steady-state self-attention of a chunk (3 frames against the
+    12-frame window), and a cross-attention to a 41-row prompt whose last (merged padding) row
+    carries ln(472)."""
+    config = bench.model.config
+    tokens = tokens_per_frame(bench.plan.height, bench.plan.width)
     generator = torch.Generator().manual_seed(0)
 
     def randn(*shape: int) -> torch.Tensor:
-        return torch.randn(*shape, generator=generator).to(device)
+        return torch.randn(*shape, generator=generator).to(bench.device)
 
-    heads, dim = plan.heads, plan.head_dim
+    heads, dim = config.num_heads, config.head_dim
     bias = torch.zeros(1, 1, 1, 41)
     bias[..., -1] = torch.log(torch.tensor(472.0))
     return {"self_attention": (randn(1, heads, 3 * tokens, dim), randn(1, heads, 12 * tokens, dim),
                                randn(1, heads, 12 * tokens, dim), None),
             "cross_attention": (randn(1, heads, 3 * tokens, dim), randn(1, heads, 41, dim), randn(1, heads, 41, dim),
-                                bias.to(device))}
+                                bias.to(bench.device))}
 
 
 def backend_call(backend: SDPBackend, qkv: list[torch.Tensor], mask: torch.Tensor | None):
@@ -141,34 +130,75 @@ def timed(call, device: torch.device, repeats: int) -> float:
     return statistics.median(times)
 
 
-def part_attention(plan: Plan, device: torch.device) -> tuple[dict, dict]:
+def part_attention(bench: common.Bench) -> tuple[dict, dict]:
     figures, checks = {}, {}
-    for case, (q, k, v, mask) in attention_inputs(plan, device, plan.preset == "tiny-vace").items():
+    for case, (q, k, v, mask) in attention_inputs(bench).items():
         with sdpa_kernel([SDPBackend.MATH]):
             reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        low = [t.to(plan.attention_dtype) for t in (q, k, v)]
-        low_mask = None if mask is None else mask.to(plan.attention_dtype)  # the mask in q's dtype
-        flops = 4 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
-        rows = {}
-        for name in (*BACKENDS, PACK):
-            call = pack_call(low, low_mask) if name == PACK else backend_call(BACKENDS[name], low, low_mask)
-            try:
-                out = call()
-            except RuntimeError as error:
-                rows[name] = {"ran": False, "why": str(error).split(". ")[0][:200]}
-                continue
-            error = ((out.float() - reference).norm() / reference.norm()).item()
-            seconds = timed(call, device, plan.repeats)
-            rows[name] = {"ran": True, "relative_rms_vs_fp32": round(error, 6), "ms": round(seconds * 1000, 4),
-                          "tflops": round(flops / seconds / 1e12, 3)}
-            checks[f"attention_{case}_{name}_within_tolerance"] = error <= ATTENTION_TOLERANCE
-        figures[case] = {"q": list(q.shape), "k": list(k.shape), "dtype": str(plan.attention_dtype),
-                         "mask": None if mask is None else str(plan.attention_dtype), "backends": rows}
+        for dtype in ATTENTION_DTYPES:
+            name = f"{case}_{str(dtype).removeprefix('torch.')}"
+            figures[name], dtype_checks = attention_in(dtype, (q, k, v, mask), reference, bench.device)
+            checks.update({f"attention_{name}_{check}": ok for check, ok in dtype_checks.items()})
     checks["attention_some_backend_ran"] = any(r["ran"] for case in figures.values() for r in case["backends"].values())
     return figures, checks
 
 
-# ---- 2.-4. runs with the profiler and the sync capture on one steady chunk each ----------------
+def attention_in(dtype: torch.dtype, qkv_mask: tuple, reference: torch.Tensor,
+                 device: torch.device) -> tuple[dict, dict]:
+    """Every backend on the inputs cast to `dtype` (the mask too: in q's dtype) against `reference`."""
+    q, k, v, mask = qkv_mask
+    low = [t.to(dtype) for t in (q, k, v)]
+    low_mask = None if mask is None else mask.to(dtype)
+    flops = 4 * q.shape[0] * q.shape[1] * q.shape[2] * k.shape[2] * q.shape[3]
+    rows, checks = {}, {}
+    for name in (*BACKENDS, PACK):
+        call = pack_call(low, low_mask) if name == PACK else backend_call(BACKENDS[name], low, low_mask)
+        try:
+            out = call()
+        except RuntimeError as error:
+            rows[name] = {"ran": False, "why": str(error).split(". ")[0][:200]}
+            continue
+        error = ((out.float() - reference).norm() / reference.norm()).item()
+        seconds = timed(call, device, repeats_on(device))
+        rows[name] = {"ran": True, "relative_rms_vs_fp32": round(error, 6), "ms": round(seconds * 1000, 4),
+                      "tflops": round(flops / seconds / 1e12, 3)}
+        checks[f"{name}_within_tolerance"] = error <= ATTENTION_TOLERANCE
+    figures = {"q": list(q.shape), "k": list(k.shape), "dtype": str(dtype),
+               "mask": None if mask is None else str(dtype), "backends": rows}
+    return figures, checks
+
+
+# ---- 3. half precision ---------------------------------------------------------------------------
+
+def part_half_precision(bench: common.Bench) -> tuple[dict, dict]:
+    """A short R2V run (VACE on every chunk) at half the plan's height and width (a quarter of the
+    tokens: float32 at full size would cost a GPU plan half a minute) with the plan's model cast to
+    bf16 and to fp16, against the same weights in float32 on the same device: finite, and their
+    relative RMS difference (bf16 / fp16 is near 2^3, the ratio of their unit roundoffs, when the
+    difference is rounding; tests/test_half_precision.py bounds it on the CPU)."""
+    settings = SamplerSettings(hint_chunks="all")
+    latent_frames = HALF_PRECISION_CHUNKS * settings.chunk_frames
+    height, width = bench.plan.height // 2, bench.plan.width // 2
+    context = common.random_vace_context(height, width, latent_frames)
+    latents = {}
+    for dtype in (torch.float32, *ATTENTION_DTYPES):
+        model = copy.deepcopy(bench.model).set_dtype(dtype)
+        latents[dtype] = generate(model, bench.text, video_frames=video_frames_for(latent_frames), height=height,
+                                  width=width, seed=0, vace=context, settings=settings).latents
+        del model
+    reference = latents[torch.float32].double()
+    figures, checks = {}, {}
+    for dtype in ATTENTION_DTYPES:
+        name = str(dtype).removeprefix("torch.")
+        finite = bool(torch.isfinite(latents[dtype]).all())
+        figures[name] = {"finite": finite, "relative_rms_vs_fp32": round(
+            ((latents[dtype].double() - reference).norm() / reference.norm()).item(), 6) if finite else None}
+        checks[f"half_precision_{name}_finite"] = finite
+    figures.update(chunks=HALF_PRECISION_CHUNKS, size=f"{width}x{height}")
+    return figures, checks
+
+
+# ---- 4. runs with the profiler and the sync capture on one steady chunk each -------------------
 
 class SyncCapture:
     """Call sites of synchronising CUDA operations while active (set_sync_debug_mode("warn")): the
@@ -199,12 +229,10 @@ class SyncCapture:
         self.sites[site] = self.sites.get(site, 0) + 1
 
 
-def part_runs(plan: Plan, device: torch.device) -> tuple[dict, dict]:
+def part_runs(bench: common.Bench) -> tuple[dict, dict]:
     from torch.profiler import ProfilerActivity, profile
 
-    model = common.Bench(replace(common.PLANS["quick" if plan.preset == "tiny-vace" else "cuda"],
-                                      preset=plan.preset, height=plan.height, width=plan.width, dtype=plan.dtype),
-                        device)
+    device = bench.device
     on_gpu = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     figures, checks = {}, {}
@@ -228,7 +256,7 @@ def part_runs(plan: Plan, device: torch.device) -> tuple[dict, dict]:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         settings = SamplerSettings(hint_chunks="all") if vace else SamplerSettings()
-        run = common.timed_generate(model, CHUNKS, settings, vace, extra=hook)
+        run = common.timed_generate(bench, CHUNKS, settings, vace, extra=hook)
         steady = statistics.median(run.wall[STEADY_FROM - 1:-1])
         figures[name] = {
             "chunks": len(run.wall), "first_chunk_latency_s": round(run.first_chunk_latency, 4),
@@ -241,7 +269,7 @@ def part_runs(plan: Plan, device: torch.device) -> tuple[dict, dict]:
         if on_gpu:
             # SDPA's math fallback shows as its op (its kernels are plain matmuls and softmax)
             checks[f"{name}_no_math_attention"] = not any("math" in k.lower() for k in figures[name]["kernels"])
-    figures["sizes"] = model.sizes()
+    figures["sizes"] = bench.sizes()
     return figures, checks
 
 
@@ -260,66 +288,3 @@ def attention_kernels(prof, on_gpu: bool) -> dict[str, dict]:
             continue  # a CPU-side wrapper of a kernel listed on its own
         found[event.key[:160]] = {"calls": event.count, "ms": round(device_us / 1000, 3)}
     return found
-
-
-# ---- report ---------------------------------------------------------------------------------------
-
-def markdown(data: dict) -> str:
-    m = data["machine"]
-    lines = [f"# GPU smoke ({m['gpu'] or m['cpu']}{', tiny CPU smoke sizes' if data['smoke'] else ''})", "",
-             f"torch {m['torch']}, CUDA {m.get('cuda')}, cuDNN {m.get('cudnn')}. Written by `scripts/bench/gpu_smoke.py`.",
-             ""]
-    for case, figures in data["parts"].get("attention", {}).items():
-        lines += [f"## {case}: q {figures['q']}, k/v {figures['k']}, {figures['dtype']}, mask {figures['mask']}", "",
-                  "| backend | relative RMS vs fp32 math | ms per call | TFLOP/s |", "|---|---|---|---|"]
-        for name, row in figures["backends"].items():
-            lines.append(f"| {name} | {row['relative_rms_vs_fp32']:.2e} | {row['ms']} | {row['tflops']} |" if row["ran"]
-                         else f"| {name} | did not run: {row['why']} | | |")
-        lines.append("")
-    runs = data["parts"].get("runs")
-    if runs:
-        lines += ["## 7-chunk runs", "",
-                  "| run | first chunk s | steady s / chunk | steady FPS (DiT) | peak VRAM MiB | finite |",
-                  "|---|---|---|---|---|---|"]
-        for name in ("t2v", "r2v"):
-            r = runs[name]
-            lines.append(f"| {name} | {r['first_chunk_latency_s']} | {r['steady_chunk_s']} | {r['steady_fps']} | "
-                         f"{r['peak_vram_mib']} | {r['finite']} |")
-        for name in ("t2v", "r2v"):
-            lines += ["", f"Attention kernels in a steady {name} chunk: " + (", ".join(
-                f"`{k}` x{v['calls']} ({v['ms']} ms)" for k, v in runs[name]["kernels"].items()) or "none found"),
-                      f"Synchronising call sites in a steady {name} chunk: " + (
-                          ", ".join(f"`{s}` x{n}" for s, n in runs[name]["sync_sites"].items()) or "none")
-                      if isinstance(runs[name]["sync_sites"], dict) else "Synchronising call sites: needs CUDA."]
-    lines += ["", "Checks: " + ", ".join(f"{name} {common.verdict(ok)}" for name, ok in data["checks"].items())]
-    return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--smoke", action="store_true", help="tiny sizes, the parts a CPU can run (CI)")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device cuda: this torch ({torch.__version__}) sees no CUDA device")
-    if device.type == "cpu" and not args.smoke:
-        raise SystemExit("on the CPU only --smoke runs (tiny sizes); the full sizes are for a GPU")
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    plan, report = Plan(args.smoke), Report(args.out, device, args.smoke)
-    with torch.inference_mode():
-        common.log("attention per backend")
-        report.add("attention", *part_attention(plan, device))
-        common.log("7-chunk T2V and R2V runs")
-        report.add("runs", *part_runs(plan, device))
-    common.log(f"wrote {report.path}.json / .md")
-    failed = [name for name, ok in report.data["checks"].items() if not ok]
-    if failed:
-        print(f"failed checks: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
