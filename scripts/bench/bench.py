@@ -76,9 +76,9 @@ class Section:
         return max(1.0, self.seconds[2] if smoke else self.seconds[0 if device == "cuda" else 1])
 
 
-# the plan, by priority. Estimates, seconds: GPU, an H100 at 480x832 (the earlier per-section commands'
-# times, model builds included); CPU, the benchmark at 128x128; smoke, processor seconds measured on
-# the 2-core CI machine (x1.2)
+# the plan, by priority. Estimates, seconds: GPU, an H100 at 480x832, model builds included (from the
+# FLOP budget: no GPU has run the plan yet; the pace corrects them as sections finish); CPU, the
+# benchmark at 128x128; smoke, processor seconds measured on the shared 2-core machine, x1.2
 TIMED_CHECKS = "its checks compare timings, which need the full sizes"
 PLAN = (
     Section("correctness", "Correctness of the GPU path", (60, 20, 6)),
@@ -172,7 +172,7 @@ def run_section(name: str, ctx: Context) -> dict:
             entry["repeats"] = outcome["plan"].repeats
     entry["runtime_s"] = round(time.perf_counter() - started, 1)
     entry["cpu_s"] = round(cpu_seconds() - cpu_before, 1)
-    entry["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    entry["finished"] = now()
     return entry
 
 
@@ -210,6 +210,16 @@ def why_not(section: Section, args: argparse.Namespace) -> str:
     if section.comfyui and args.comfyui is None:
         return "needs ComfyUI: --comfyui DIR, run with ComfyUI's python"
     return ""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def stamp(plan: dict) -> None:
+    """The plan's time so far (from the process's start) and the clock, for the summary."""
+    plan["runtime_s"] = round(process_age_s(), 1)
+    plan["finished"] = now()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,16 +260,14 @@ def main(argv: list[str] | None = None) -> int:
             plan["ran"].append(name)
             pace.observe(section.estimate(args.device, args.smoke), entry["runtime_s"])
             plan["skipped"].update({f"{name}, {part}": why for part, why in entry.get("parts_skipped", {}).items()})
-        plan["runtime_s"] = round(process_age_s(), 1)
-        plan["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        stamp(plan)
         md_path = save_results(results, args.out, TITLES)  # after every section: an overrun keeps what was measured
         for check, ok in entry["checks"].items():
             print(f"{verdict(ok)} {check}")
             failed += [check] if not ok else []
         broken += [name] if "error" in entry else []
         log(f"section {name} done in {entry['runtime_s']} s; {md_path} updated")
-    plan["runtime_s"] = round(process_age_s(), 1)
-    plan["finished"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp(plan)
     md_path = save_results(results, args.out, TITLES)
     print("\n".join(summary(results)))
     print(f"\n(details: {md_path})")

@@ -3,9 +3,9 @@
 decoder, as Sampler -> Video runs it between chunks: seconds per chunk and the FLOPs of one (torch's
 FlopCounterMode: the VAE's convolutions).
 
-It runs in a process of its own, started by scripts/bench/bench.py's `decode` and `timing` sections
-(ComfyUI's import sets global torch flags, e.g. the SDPA backends, that would change the sections
-timed after it in the same process), and writes its figures to --report.
+scripts/bench/bench.py's sections that need decode figures run it (on a GPU in a process of its own:
+ComfyUI's import sets global torch flags, the SDPA backends among them, that would change the
+sections timed after it); it writes its figures to --report.
 
 With --decode-device DEVICE it also times the Sampler -> Video node making --chunks chunks with the
 decode on the model's device and on DEVICE (a second GPU, or the CPU: the worker-thread path), the

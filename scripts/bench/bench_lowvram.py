@@ -142,8 +142,8 @@ def markdown(result: dict) -> str:
               f"vace_attention=causal, LongLive preset; the LongLive Sampler node's run of 1 and {plan['chunks']} "
               f"chunks after a warm-up; {card}; estimate-based loading (no DynamicVRAM); torch {rows[0]['torch']} "
               "(`scripts/bench/bench_lowvram.py`)."), "",
-             "| mode | ComfyUI flags | vram state | weights loaded | layers streamed | first chunk s (references included) | "
-             "steady s / chunk | video fps | peak VRAM MiB |",
+             "| mode | ComfyUI flags | vram state | weights loaded | layers streamed | "
+             "first chunk s (references included) | steady s / chunk | video fps | peak VRAM MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['mode']} | `{' '.join(r['flags']) or '(defaults)'}` | {r['vram_state']} | "
