@@ -4,7 +4,7 @@ glibc keeps freed heap blocks mapped (only blocks of 32 MB and more are always u
 model would still count in the process's RSS; the next garbage collection after a network is freed
 trims the heap (`malloc_trim(0)`; nothing on other C libraries).
 
-Measured (scripts/measure_heap_trim.py, a 453 MiB model with a LoRA and a sampler run, freed):
+Measured (scripts/bench/measure_heap_trim.py, a 453 MiB model with a LoRA and a sampler run, freed):
 30 MiB above the RSS before loading stay with the trim, 212 MiB (median of 3) without. In a
 ComfyUI 0.33 server (tests/integration/test_comfy_memory_server.py, 630 MiB of weights, 25 s
 after POST /free): 940 MiB with the trim, 1433 MiB without, against 918 MiB idle.

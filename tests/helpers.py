@@ -11,7 +11,6 @@ import importlib
 import importlib.util
 import math
 import os
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,16 +112,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script(name: str) -> ModuleType:
-    """Import scripts/<name>.py as module `name` (scripts are not a package; scripts/ goes on sys.path,
-    as when one runs, for the modules it imports beside it)."""
-    if str(ROOT / "scripts") not in sys.path:
-        sys.path.insert(0, str(ROOT / "scripts"))
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    """Import scripts/<name>.py (e.g. "queue_workflow", "bench/bench") as a module named after its file
+    (scripts are not a package; scripts/ and the script's folder go on sys.path, as when one runs, for
+    the modules it imports beside it)."""
+    path = ROOT / "scripts" / f"{name}.py"
+    for folder in (ROOT / "scripts", path.parent):
+        if str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    if path.stem not in sys.modules:
+        spec = importlib.util.spec_from_file_location(path.stem, path)
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the class is built
+        sys.modules[path.stem] = module  # dataclasses look their module up while the class is built
         spec.loader.exec_module(module)
-    return sys.modules[name]
+    return sys.modules[path.stem]
 
 
 def load_pack_standalone(name: str = PACK) -> ModuleType:
@@ -212,10 +214,3 @@ def comfyui_for_scripts(needs: str) -> tuple[Path, str, bool]:
     checkout = next((p for p in checkouts if (p / needs).is_file()), checkouts[0])
     python = os.environ.get("COMFYUI_PYTHON") or "/opt/comfy-venv/bin/python"
     return checkout, python, (checkout / needs).is_file() and Path(python).is_file()
-
-
-def run_quick_script(script: str, python: str, checkout: Path, out: Path) -> subprocess.CompletedProcess:
-    """scripts/<script> --quick against `checkout`, writing into `out`, with ComfyUI's python."""
-    return subprocess.run([python, str(ROOT / "scripts" / script), "--quick", "--comfyui", str(checkout), "--out",
-                           str(out)], env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-                          check=False, capture_output=True, text=True, timeout=600)

@@ -62,7 +62,7 @@ def relative(path: Path) -> str:
 
 def test_the_resolver_reads_relative_and_absolute_imports():
     """Guards the checks below: a planted import of each kind is found."""
-    assert "vace_core.testing.fixtures" in imported_modules(ROOT / "scripts" / "bench_lowvram.py")
+    assert "vace_core.testing.fixtures" in imported_modules(ROOT / "scripts" / "bench" / "bench_common.py")
     assert "vace_core.latents.LATENT_CHANNELS" in imported_modules(ROOT / "nodes" / "common.py")
     assert "nodes.host.comfyui.model_management" in imported_modules(ROOT / "nodes" / "host" / "memory.py")
     assert "folder_paths" in imported_modules(ROOT / "nodes" / "host" / "comfyui.py")

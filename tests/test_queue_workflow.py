@@ -1,7 +1,8 @@
-"""scripts/queue_workflow.py against a fake ComfyUI on 127.0.0.1: every failure ends with its
-documented exit status and one line on stderr (never a traceback); --timeout and Ctrl-C withdraw
-the client's own prompt and nobody else's; downloads stream into new files and server file names
-that are not plain names are refused; the websocket client against a scripted server.
+"""scripts/queue_workflow.py (its package: scripts/queue_client/) against a fake ComfyUI on 127.0.0.1:
+every failure ends with its documented exit status and one line on stderr (never a traceback);
+--timeout and Ctrl-C withdraw the client's own prompt and nobody else's; downloads stream into new
+files and server file names that are not plain names are refused; the websocket client against a
+scripted server.
 
 `FakeComfy` answers the routes the client uses (POST /prompt, GET /history/<id>, GET /queue, POST
 /queue, POST /interrupt, GET /view, POST /upload/image, GET /object_info; /ws is not offered, so the
@@ -11,6 +12,7 @@ each test decides what happens to ours. The client runs as a subprocess, as a us
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import struct
@@ -37,6 +39,7 @@ OBJECT_INFO = {"LongLiveTestNode": {"input": {"required": {"seed": ["INT", {}]}}
 VIDEO = bytes(range(256)) * 12289  # ~3 MB: more than one read of the streaming download
 
 qw = load_script("queue_workflow")
+server = sys.modules["queue_client.server"]  # the client's HTTP module, where downloads are made
 
 
 class FakeComfy:
@@ -229,16 +232,16 @@ def test_downloads_are_streamed_in_chunks(fake, tmp_path, monkeypatch):
     """The body is copied to the file in DOWNLOAD_CHUNK pieces, never read whole."""
     state, url = fake
     reads = []
-    original = qw.shutil.copyfileobj
+    original = shutil.copyfileobj
 
     def spy(source, target, length=0):
         reads.append(length)
         return original(source, target, length)
 
-    monkeypatch.setattr(qw.shutil, "copyfileobj", spy)
+    monkeypatch.setattr(shutil, "copyfileobj", spy)
     comfy = qw.ComfyAPI(url)
     path = comfy.download({"filename": "clip.mp4", "subfolder": "video", "type": "output"}, tmp_path)
-    assert reads == [qw.DOWNLOAD_CHUNK] and qw.DOWNLOAD_CHUNK < len(VIDEO)
+    assert reads == [server.DOWNLOAD_CHUNK] and server.DOWNLOAD_CHUNK < len(VIDEO)
     assert path.read_bytes() == VIDEO
 
 
@@ -406,7 +409,7 @@ def test_an_output_folder_that_cannot_be_made_is_our_error_not_the_servers(fake,
 
 def test_a_write_error_while_downloading_is_ours_and_leaves_no_half_file(fake, tmp_path, monkeypatch):
     state, url = fake
-    create = qw._create_new_file
+    create = server.create_new_file
 
     def full_disk(folder, filename):
         target, handle = create(folder, filename)
@@ -423,7 +426,7 @@ def test_a_write_error_while_downloading_is_ours_and_leaves_no_half_file(fake, t
 
         return target, Handle()
 
-    monkeypatch.setattr(qw, "_create_new_file", full_disk)
+    monkeypatch.setattr(server, "create_new_file", full_disk)
     with pytest.raises(qw.ClientError, match="cannot write .*clip.mp4: No space left on device"):
         qw.ComfyAPI(url).download({"filename": "clip.mp4", "subfolder": "video", "type": "output"}, tmp_path)
     assert list(tmp_path.iterdir()) == []

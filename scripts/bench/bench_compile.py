@@ -11,11 +11,11 @@ clean pass). The figure is median compiled chunk / median eager chunk, from the 
 runs; on a CPU read it as that ratio only (absolute times are the shared machine's).
 
 Usage (from the repository root):
-    python3 scripts/bench_compile.py                 # CPU: tiny-vace, 128x128, float32, inductor (~2 min)
+    python3 scripts/bench/bench_compile.py                 # CPU: tiny-vace, 128x128, float32, inductor (~2 min)
         -> bench/results-compile-cpu.json and a section in bench/results-cpu.md
-    python3 scripts/bench_compile.py --device cuda   # GPU: wan2.1-vace-1.3B, 480x832, bf16
+    python3 scripts/bench/bench_compile.py --device cuda   # GPU: wan2.1-vace-1.3B, 480x832, bf16
         -> bench/results-compile-cuda.json and a section in bench/results-cuda.md
-    python3 scripts/bench_compile.py --backend aot_eager --repeats 1 --out /tmp/b   # smoke run
+    python3 scripts/bench/bench_compile.py --backend aot_eager --repeats 1 --out /tmp/b   # smoke run
 """
 
 from __future__ import annotations
@@ -29,14 +29,12 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
-
-import bench_common as common  # noqa: E402  (scripts/bench_common.py)
-from vace_core.compiled import BlockCompiler  # noqa: E402
-from vace_core.config import architecture  # noqa: E402
-from vace_core.encoding import video_frames_for  # noqa: E402
-from vace_core.model import CausalWanModel  # noqa: E402
-from vace_core.sampler import SamplerSettings, generate  # noqa: E402
+import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+from vace_core.compiled import BlockCompiler
+from vace_core.config import architecture
+from vace_core.latents import video_frames_for
+from vace_core.model import CausalWanModel
+from vace_core.sampler import SamplerSettings, generate
 
 SECTION = "compile"
 DEFAULTS = {"cpu": ("tiny-vace", 128, 128, "float32"), "cuda": ("wan2.1-vace-1.3B", 480, 832, "bfloat16")}
@@ -103,12 +101,13 @@ def markdown(result: dict) -> str:
         (f"Machine: {where}; torch {m['torch']}. {result['preset']} at {result['width']}x{result['height']}, "
          f"{result['dtype']}, R2V with LongLive's settings, {result['chunks_per_run']} chunks per run; "
          f"{result['steady_chunks_timed']} steady chunks per mode from {result['repeats']} interleaved repeats "
-         "(`scripts/bench_compile.py`)."), "",
+         "(`scripts/bench/bench_compile.py`)."), "",
         "| eager chunk s (median) | compiled chunk s (median) | compiled / eager | first compiled run s | "
         "max abs diff |", "|---|---|---|---|---|",
         (f"| {s['eager']:.4f} | {s['compiled']:.4f} | {result['compiled_over_eager']:.3f} | "
          f"{result['first_compiled_run_s']:.1f} | {result['max_abs_diff_compiled_vs_eager']:.1e} |"), "",
-        f"Compiled shapes (frames, tokens, dtype): {result['compiled_shapes']}; fallbacks: {result['fallbacks'] or 'none'}.",
+        f"Compiled shapes (frames, tokens, dtype): {result['compiled_shapes']}; "
+        f"fallbacks: {result['fallbacks'] or 'none'}.",
     ]) + "\n"
 
 
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=list(common.DTYPES))
     parser.add_argument("--chunks", type=int, default=6, help="generated chunks per run (>= 3)")
     parser.add_argument("--repeats", type=int, default=4, help="interleaved pairs of runs")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "bench")
     args = parser.parse_args(argv)
     if args.chunks < 3:
         parser.error("--chunks must be at least 3 (the first and last chunks are not timed)")

@@ -9,7 +9,7 @@ garbage collected and the process's resident memory (VmRSS) read. "trim" is the 
 (malloc_trim(0) after the collection that frees the network); "no trim" is the same with the trim
 request disabled.
 
-    python3 scripts/measure_heap_trim.py [--layers 2] [--dim 1536] [--repeats 3]
+    python3 scripts/bench/measure_heap_trim.py [--layers 2] [--dim 1536] [--repeats 3]
 
 Prints one line per run and the medians; exits 0. glibc only (elsewhere there is no malloc_trim).
 """
@@ -29,9 +29,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
-
-from pack_loader import load_pack  # noqa: E402
+import bench_common  # noqa: F401  first: it puts the repository root and scripts/ on sys.path
+from pack_loader import load_pack
 
 PACK = "longlive_vace_heap_trim"
 
@@ -62,8 +61,8 @@ def child(models: Path, trim: bool) -> dict:
     model = run("LongLiveModelLoader", base_checkpoint="base.safetensors", lora="lora.safetensors",
                 lora_strength=1.0, dtype="fp32")
     prompt = [[torch.randn(1, 12, model.facts.text_dim, generator=torch.Generator().manual_seed(1)), {}]]
-    run("LongLiveSampler", model=model, positive=prompt, seed=1, length=9, width=64, height=64, vace_scale=1.0,
-        chunk_frames=3, window_frames=12, sink_frames=3, steps="1000,500", shift=5.0)
+    video = {"samples": torch.zeros(1, 16, 3, 8, 8)}  # what Empty HunyuanVideo Latent makes: 9 frames at 64x64
+    run("LongLiveSampler", model=model, positive=prompt, latent=video, seed=1, vace_scale=1.0)
     loaded = rss_mib()
     del model
     model_ref.clear_cache()
@@ -82,7 +81,7 @@ def write_models(models: Path, layers: int, dim: int) -> int:
     state = fixtures.make_state_dict(config, seed=0)
     (models / "diffusion_models").mkdir(parents=True)
     (models / "loras").mkdir()
-    fixtures.write_wan_safetensors(models / "diffusion_models" / "base.safetensors", state)
+    fixtures.write_wan_safetensors(models / "diffusion_models" / "base.safetensors", state, causal_ar=True)
     fixtures.write_comfy_lora(models / "loras" / "lora.safetensors", fixtures.make_lora(config, rank=8, seed=1),
                               "lora_ab")
     return sum(t.numel() * t.element_size() for t in state.values())

@@ -3,8 +3,8 @@ under test (`Bench`: a random-weight model, a prompt, VACE contexts), timed gene
 the statistics over repeats, machine and memory probes, fresh processes per measurement, the
 ComfyUI import for the side-by-side scripts, and the results files' appendix sections.
 
-Imported by scripts/bench.py, bench_native_ar.py, bench_forward.py and bench_lowvram.py, which
-put the repository root on sys.path first (vace_core, nodes).
+Every script of scripts/bench/ imports this module first: it puts the repository root (vace_core,
+nodes) and scripts/ (pack_loader) on sys.path, so a script runs from anywhere without installing.
 """
 
 from __future__ import annotations
@@ -14,22 +14,31 @@ import multiprocessing
 import os
 import platform
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 
 import torch
 
-from vace_core.config import architecture
-from vace_core.encoding import CONTEXT_CHANNELS, LATENT_CHANNELS, VaceContext, video_frames_for
-from vace_core.model import CausalWanModel
-from vace_core.passes import CachedPasses, PassExecutor
-from vace_core.plan import SamplerSettings, tokens_per_frame
-from vace_core.sampler import ChunkInfo, _Run, generate
+ROOT = Path(__file__).resolve().parents[2]
+for _folder in (ROOT / "scripts", ROOT):
+    if str(_folder) not in sys.path:
+        sys.path.insert(1, str(_folder))  # after the script's own folder
+
+from vace_core.config import architecture  # noqa: E402
+from vace_core.encoding import CONTEXT_CHANNELS, VaceContext  # noqa: E402
+from vace_core.latents import LATENT_CHANNELS, video_frames_for  # noqa: E402
+from vace_core.model import CausalWanModel  # noqa: E402
+from vace_core.passes import CachedPasses, PassExecutor, RunView  # noqa: E402
+from vace_core.plan import SamplerSettings, tokens_per_frame  # noqa: E402
+from vace_core.sampler import ChunkInfo, generate  # noqa: E402
+from vace_core.testing import fixtures  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 FLAT_LIMIT = 1.10  # acceptance 1: late chunk / early chunk for the KV cache
@@ -75,6 +84,30 @@ STARTED = time.perf_counter()
 
 def log(message: str) -> None:
     print(f"[{time.perf_counter() - STARTED:6.1f} s] {message}", flush=True)
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (Linux: /proc; elsewhere since this module was imported),
+    so that a time budget also counts python's start and the imports."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.perf_counter() - STARTED
+
+
+def run_child(command: list[str], timeout: float | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`command` in a process group of its own; on `timeout` the whole group (the grandchildren a
+    benchmark script starts too) is killed and subprocess.TimeoutExpired raised."""
+    with subprocess.Popen(command, start_new_session=True, **kwargs) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.communicate()
+            raise
+    return subprocess.CompletedProcess(command, child.returncode, out, err)
 
 
 # ---- machine and memory probes ---------------------------------------------------------------
@@ -164,9 +197,36 @@ def import_comfy(comfy_dir: Path, base_dir: Path, flags: Sequence[str] = ("--cpu
         loaded = {name: importlib.import_module(module) for name, module in modules.items()}
     finally:
         sys.argv = saved
+    return SimpleNamespace(**loaded, version=comfyui_version(comfy_dir), dir=str(comfy_dir))
+
+
+def comfyui_version(comfy_dir: Path) -> str:
+    """The version a ComfyUI checkout declares (comfyui_version.py), read without importing it."""
     version_file = Path(comfy_dir) / "comfyui_version.py"
     found = re.search(r'__version__ = "([^"]+)"', version_file.read_text()) if version_file.is_file() else None
-    return SimpleNamespace(**loaded, version=found.group(1) if found else "unknown", dir=str(comfy_dir))
+    return found.group(1) if found else "unknown"
+
+
+def write_pack_weights(preset: str, dtype: str, folder: Path) -> dict[str, str]:
+    """Random weights of `preset` as the pack's users have them: a Wan-layout base file and a VACE
+    module, in bf16 or fp32 (`dtype`), std 0.02 as vace_core.testing.fixtures makes them."""
+    state = fixtures.make_state_dict(architecture(preset), seed=0)
+    if dtype == "bf16":
+        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
+    return {"base": str(fixtures.write_wan_safetensors(folder / "base.safetensors", fixtures.main_only(state))),
+            "vace": str(fixtures.write_vace_module(folder / "vace_module.safetensors", state))}
+
+
+def load_pack_model(model_ref: ModuleType, files: dict[str, str], dtype: str, vace: bool = True):
+    """The LONGLIVE_MODEL the loader nodes make of `files` (write_pack_weights), through the pack's
+    model_ref module as a host imported it."""
+    def ref(name: str):
+        path = Path(files[name])
+        stat = path.stat()
+        return model_ref.FileRef("diffusion_models", path.name, str(path), (stat.st_size, stat.st_mtime_ns))
+
+    model = model_ref.load_model(ref("base"), dtype)
+    return model.with_vace(ref("vace")) if vace else model
 
 
 def random_prompt(config, seed: int = 1) -> torch.Tensor:
@@ -235,7 +295,7 @@ class RunTimes:
 
 def timed_generate(bench: Bench, chunks: int, settings: SamplerSettings, vace: bool,
                    keep_latents: bool = True, extra: Callable[[ChunkInfo], None] | None = None,
-                   executor: Callable[[_Run], PassExecutor] = CachedPasses.for_run) -> RunTimes:
+                   executor: Callable[[RunView], PassExecutor] = CachedPasses.for_run) -> RunTimes:
     """One generation of `chunks` chunks with perf_counter / process_time stamps per chunk
     (`executor`: what runs the passes, the KV caches unless given)."""
     latent_frames = chunks * settings.chunk_frames
@@ -343,7 +403,7 @@ def verdict(ok: bool | None) -> str:
     return "SKIP" if ok is None else "PASS" if ok else "FAIL"
 
 
-# Sections other benchmark scripts add to a results file (scripts/bench_native_ar.py) follow this
+# Sections other benchmark scripts add to a results file (scripts/bench/bench_native_ar.py) follow this
 # line; rewriting the file keeps them.
 APPENDIX_MARK = "<!-- sections below are written by other scripts and kept when this file is rewritten -->"
 

@@ -27,13 +27,13 @@ model is ComfyUI's pick for a file whose metadata says `{"transformer": {"causal
 Run it with ComfyUI's python (it imports `comfy`); nothing is written into the ComfyUI checkout
 (a temporary --base-directory; set PYTHONDONTWRITEBYTECODE=1 for a read-only checkout):
 
-    PYTHONDONTWRITEBYTECODE=1 /opt/comfy-venv/bin/python scripts/bench_native_ar.py \\
+    PYTHONDONTWRITEBYTECODE=1 /opt/comfy-venv/bin/python scripts/bench/bench_native_ar.py \\
         --comfyui /path/to/ComfyUI-0.33.0        # ~10 min on 2 shared cores
         -> bench/results-native-ar-cpu.json, .md, and its section in bench/results-cpu.md
-    ... scripts/bench_native_ar.py --quick --out /tmp/bench   # smoke run, 32x32, a few chunks
+    ... scripts/bench/bench_native_ar.py --quick --out /tmp/bench   # smoke run, 32x32, a few chunks
 
 Helpers (machine probes, RSS, statistics, fresh processes, the timed run of our sampler) come from
-scripts/bench.py. It exits 0 whatever the figures and prints PASS/FAIL for our acceptance checks.
+scripts/bench/bench.py. It exits 0 whatever the figures and prints PASS/FAIL for our acceptance checks.
 """
 
 from __future__ import annotations
@@ -53,16 +53,14 @@ from types import SimpleNamespace
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
-
-import bench_common as common  # noqa: E402  (scripts/bench_common.py)
-from vace_core.cache import kv_cache_bytes  # noqa: E402
-from vace_core.checkpoints import load_longlive  # noqa: E402
-from vace_core.config import architecture  # noqa: E402
-from vace_core.encoding import latent_frames_for, video_frames_for  # noqa: E402
-from vace_core.presets import resolve_settings  # noqa: E402
-from vace_core.plan import SamplerSettings, cache_layout, tokens_per_frame  # noqa: E402
-from vace_core.sampler import generate  # noqa: E402
+import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+from vace_core.cache import kv_cache_bytes
+from vace_core.checkpoints import load_longlive
+from vace_core.config import architecture
+from vace_core.latents import latent_frames_for, video_frames_for
+from vace_core.presets import resolve_settings
+from vace_core.plan import SamplerSettings, cache_layout, tokens_per_frame
+from vace_core.sampler import generate
 
 TINY = "tiny"  # the pack's tiny preset without VACE (the native path has none)
 OURS = {"ours": "LongLive", "ours_w21": "Self-Forcing"}  # configuration -> preset
@@ -332,7 +330,7 @@ def markdown(result: dict) -> str:
          f"process of its own forked from the warmed-up one, medians. "
          f"Native = `comfy.sample.sample_custom` with the `ar_video` sampler (SamplerARVideo, 3 frames per "
          f"block) on the `CausalWanModel` ComfyUI loads for `causal_ar` metadata. Written by "
-         f"`scripts/bench_native_ar.py` in {result['runtime_s']:.0f} s."),
+         f"`scripts/bench/bench_native_ar.py` in {result['runtime_s']:.0f} s."),
         "",
         (f"| path | chunk {late} / chunk {early}: wall | wall min | cpu | cpu min | chunks {late - BAND + 1}-{late} "
          f"/ {early}-{early + BAND - 1}: wall, cpu | chunk {late} / chunk {steady}: wall, cpu | chunk {late} cpu "
@@ -442,7 +440,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 32x32, a few chunks, one repeat")
     parser.add_argument("--repeats", type=int, default=0, help="override the plan's repeat count")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "bench")
     parser.add_argument("--section", type=Path, default=None,
                         help="results file to put this section into (default: OUT/results-cpu.md; "
                              "none with --quick)")

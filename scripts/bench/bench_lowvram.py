@@ -23,9 +23,10 @@ per second, torch's peak VRAM, and ComfyUI's partial-load state (bytes loaded, l
 
 Run with ComfyUI's python on a CUDA machine (nothing is written into the checkout):
 
-    PYTHONDONTWRITEBYTECODE=1 python scripts/bench_lowvram.py --comfyui DIR     # ~4 min on an H100/H200
+    PYTHONDONTWRITEBYTECODE=1 python scripts/bench/bench_lowvram.py --comfyui DIR     # ~4 min on an H100/H200
         -> bench/results-lowvram-cuda.json, .md and a section in bench/results-cuda.md
-    ... scripts/bench_lowvram.py --comfyui DIR --quick --out /tmp/bench   # CPU smoke run: tiny model
+    ... scripts/bench/bench_lowvram.py --comfyui DIR --quick --out /tmp/bench   # CPU smoke run: tiny model,
+                                                                              # the `full` mode only
 """
 
 from __future__ import annotations
@@ -43,14 +44,10 @@ from types import ModuleType
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
+import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+from pack_loader import load_pack
 
-import bench_common as common  # noqa: E402  (scripts/bench_common.py)
-from pack_loader import load_pack  # noqa: E402
-from vace_core.testing import fixtures  # noqa: E402
-from vace_core.config import architecture  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = common.ROOT
 PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
 SECTION = "lowvram"
 MODES = ("full", "lowvram")
@@ -81,17 +78,7 @@ def import_pack() -> dict[str, ModuleType]:
     ComfyUI's memory manager)."""
     load_pack(PACKAGE, standalone=False)
     return {name: importlib.import_module(f"{PACKAGE}.{name}") for name in (
-        "nodes.model_files", "nodes.model_ref", "nodes.sampler", "vace_core.encoding")}
-
-
-def write_weights(plan: dict, folder: Path) -> dict[str, Path]:
-    """Random weights of the plan's size as the pack's users have them: a Wan-layout base file and
-    a VACE module, bf16 at full size (std 0.02, as vace_core.testing.fixtures makes them)."""
-    state = fixtures.make_state_dict(architecture(plan["preset"]), seed=0)
-    if plan["dtype"] == "bf16":
-        state = {k: v.to(torch.bfloat16) for k, v in state.items()}
-    return {"base": fixtures.write_wan_safetensors(folder / "base.safetensors", fixtures.main_only(state)),
-            "vace": fixtures.write_vace_module(folder / "vace_module.safetensors", state)}
+        "nodes.model_ref", "nodes.sampler", "vace_core.encoding")}
 
 
 def child(args: argparse.Namespace) -> None:
@@ -104,15 +91,7 @@ def child(args: argparse.Namespace) -> None:
     pack = import_pack()
     model_ref, sampler_nodes = pack["nodes.model_ref"], pack["nodes.sampler"]
     encoding, mm = pack["vace_core.encoding"], comfy.model_management
-    files = json.loads(args.files)
-
-    def ref(name: str):
-        path = Path(files[name])
-        stat = path.stat()
-        return pack["nodes.model_files"].FileRef("diffusion_models", path.name, str(path),
-                                                 (stat.st_size, stat.st_mtime_ns))
-
-    model = model_ref.load_model(ref("base"), plan["dtype"]).with_vace(ref("vace"))
+    model = common.load_pack_model(model_ref, json.loads(args.files), plan["dtype"])
     text = common.random_prompt(model.shared.network.config)
     sampler = sampler_nodes.LongLiveSampler()
     device = mm.get_torch_device()
@@ -162,9 +141,9 @@ def markdown(result: dict) -> str:
              (f"{plan['preset']}, random weights in {plan['dtype']}, {plan['width']}x{plan['height']}, one reference, "
               f"vace_attention=causal, LongLive preset; the LongLive Sampler node's run of 1 and {plan['chunks']} "
               f"chunks after a warm-up; {card}; estimate-based loading (no DynamicVRAM); torch {rows[0]['torch']} "
-              "(`scripts/bench_lowvram.py`)."), "",
-             "| mode | ComfyUI flags | vram state | weights loaded | layers streamed | first chunk s (references included) | "
-             "steady s / chunk | video fps | peak VRAM MiB |",
+              "(`scripts/bench/bench_lowvram.py`)."), "",
+             "| mode | ComfyUI flags | vram state | weights loaded | layers streamed | "
+             "first chunk s (references included) | steady s / chunk | video fps | peak VRAM MiB |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['mode']} | `{' '.join(r['flags']) or '(defaults)'}` | {r['vram_state']} | "
@@ -201,9 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_lowvram_"))
     try:
         common.log(f"writing random {plan['preset']} weights ({plan['dtype']})")
-        files = {name: str(path) for name, path in write_weights(plan, work).items()}
+        files = common.write_pack_weights(plan["preset"], plan["dtype"], work)
         modes = []
-        for mode in MODES:
+        for mode in MODES[:1] if args.quick else MODES:  # on the CPU both are the same run (--cpu)
             common.log(f"{mode}: a ComfyUI process of its own")
             report = work / f"{mode}.json"
             child_run = subprocess.run([sys.executable, __file__, "--comfyui", str(args.comfyui), "--child", mode,

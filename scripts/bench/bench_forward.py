@@ -18,9 +18,9 @@ two blocks of Wan2.1-1.3B's real width (1536, ffn 8960, text 4096) plus one VACE
 
 Run with ComfyUI's python (it imports `comfy`); nothing is written into the checkout:
 
-    PYTHONDONTWRITEBYTECODE=1 /opt/comfy-venv/bin/python scripts/bench_forward.py --comfyui DIR
+    PYTHONDONTWRITEBYTECODE=1 /opt/comfy-venv/bin/python scripts/bench/bench_forward.py --comfyui DIR
         -> bench/results-forward-cpu.json and a section in bench/results-cpu.md
-    ... scripts/bench_forward.py --comfyui DIR --quick --out /tmp/bench   # smoke run
+    ... scripts/bench/bench_forward.py --comfyui DIR --quick --out /tmp/bench   # smoke run
 """
 
 from __future__ import annotations
@@ -37,12 +37,10 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
-
-import bench_common as common  # noqa: E402  (scripts/bench_common.py)
-from vace_core.config import WanConfig, architecture  # noqa: E402
-from vace_core.model import CausalWanModel  # noqa: E402
-from vace_core.testing.fixtures import make_state_dict  # noqa: E402
+import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+from vace_core.config import WanConfig, architecture
+from vace_core.model import CausalWanModel
+from vace_core.testing.fixtures import make_state_dict
 
 TARGET = 0.90  # issue 12: ours / ComfyUI's per forward pass
 SECTION = "forward-vs-comfy"
@@ -164,7 +162,7 @@ def markdown(result: dict) -> str:
     lines = [f"## One forward pass against ComfyUI {result['comfyui']}'s WanModel / VaceWanModel", "",
              (f"Machine: {m['cpu']} ({m['cpu_count']} cores); torch {m['torch']}, 1 thread; float32; identical "
               f"weights and inputs (a {result['prompt_tokens']}-token prompt padded to 512 rows, as umT5 gives it); "
-              "median seconds per call over interleaved repeats (`scripts/bench_forward.py`)."), "",
+              "median seconds per call over interleaved repeats (`scripts/bench/bench_forward.py`)."), "",
              "| case | model | ComfyUI s | ours s | ours / ComfyUI | ours incl. prompt encoding / ComfyUI | "
              "max abs diff |", "|---|---|---|---|---|---|---|"]
     for case in result["cases"].values():
@@ -185,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="a ComfyUI checkout, 0.8 or newer (default: the first in $COMFYUI_DIR, else /opt/ComfyUI)")
     parser.add_argument("--quick", action="store_true", help="smoke run: one tiny case, one repeat")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "bench")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     result = run(args)

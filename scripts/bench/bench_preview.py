@@ -23,9 +23,9 @@ H100 (LongLive's 20.7 FPS: 0.58 s per 12 frames; the compute-only bound in docs/
 Run with ComfyUI's python (the LATENT path uses ComfyUI's previewer); nothing is written into the
 checkout:
 
-    PYTHONDONTWRITEBYTECODE=1 /opt/comfy-venv/bin/python scripts/bench_preview.py --comfyui DIR
+    PYTHONDONTWRITEBYTECODE=1 /opt/comfy-venv/bin/python scripts/bench/bench_preview.py --comfyui DIR
         -> bench/results-preview-cpu.json and bench/results-preview-cpu.md
-    ... scripts/bench_preview.py --comfyui DIR --quick --out /tmp/bench   # smoke run
+    ... scripts/bench/bench_preview.py --comfyui DIR --quick --out /tmp/bench   # smoke run
 """
 
 from __future__ import annotations
@@ -42,13 +42,11 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
-
-import bench_common as common  # noqa: E402  (scripts/bench_common.py)
-from pack_loader import load_pack  # noqa: E402
-from vace_core.config import architecture  # noqa: E402
-from vace_core.model import CausalWanModel  # noqa: E402
-from vace_core.testing.fixtures import make_state_dict  # noqa: E402
+import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+from pack_loader import load_pack
+from vace_core.config import architecture
+from vace_core.model import CausalWanModel
+from vace_core.testing.fixtures import make_state_dict
 
 PACKAGE = "longlive_pack"  # ComfyUI has a top-level `nodes` module: the pack gets a name of its own
 
@@ -174,7 +172,7 @@ def markdown(result: dict) -> str:
     m, tiny = result["machine"], result["tiny_run"]
     lines = [f"## Live chunk previews: cost per chunk (ComfyUI {result['comfyui']})", "",
              (f"Machine: {m['cpu']} ({m['cpu_count']} cores, shared); torch {m['torch']}, 1 thread; medians over "
-              "interleaved repeats (`scripts/bench_preview.py`)."), "",
+              "interleaved repeats (`scripts/bench/bench_preview.py`)."), "",
              (f"Tiny-model T2V run at {tiny['size']}, {tiny['chunks']} chunks, LATENT-node previews (ComfyUI's "
               f"Latent2RGB) off / on: {tiny['chunk_s_without'] * 1e3:.1f} / {tiny['chunk_s_with'] * 1e3:.1f} ms "
               f"per chunk (x{tiny['with_over_without']:.3f})."), "",
@@ -213,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 chunks, the tiny size, one repeat")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--chunks", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "bench")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     result = run(args)
