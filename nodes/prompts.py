@@ -38,9 +38,10 @@ def check_finite_prompt(context: torch.Tensor, input_name: str) -> torch.Tensor:
         return context
     bad = int((~finite).sum())
     raise ValueError(f"{input_name}: the prompt's conditioning holds {bad} non-finite values (NaN or infinity) of "
-                     f"{context.numel()}. The text encoder made them from the prompt: most likely a prompt weight "
-                     "such as (word:nan), (word:inf) or (word:1e30), or brackets nested so deep that their 1.1 per "
-                     "level overflows. Fix the prompt's text; nothing was generated from it.")
+                     f"{context.numel()}. The text encoder made them from the prompt: a prompt weight such as "
+                     "(word:nan), (word:inf) or (word:1e30), brackets nested so deep that their 1.1 per level "
+                     "overflows, or an embedding file (embedding:NAME) that holds them. Fix the prompt's text; nothing "
+                     "was generated from it")
 
 
 def encode_prompt(clip, text: str, input_name: str) -> torch.Tensor:
