@@ -106,7 +106,7 @@ function makePanel(node) {
   holdButton.className = "longlive-hold-button";
   holdButton.title = "Stop at the next chunk until you press Steer or Resume (or a minute passes)";
   steerRow.append(input, button, holdButton);
-  const steerStatus = element("div", { opacity: "0.8", minHeight: "1em" });
+  const steerStatus = element("div", { opacity: "0.8", minHeight: "1em", maxHeight: "3.9em", overflow: "auto" });
   steerStatus.className = "longlive-steer-status";
   const record = element("pre", {
     display: "none", margin: "0", whiteSpace: "pre-wrap", wordBreak: "break-word", userSelect: "text",
@@ -333,10 +333,13 @@ function onSteer(data) {
   const panel = panels.get(String(data?.node));
   if (!panel || panel.promptId !== data.prompt_id) return;
   const mine = panel.sent && panel.sent.frame === data.frame ? panel.sent : null;
+  panel.steerStatus.title = data.reason ?? "";
   if (data.status === "dropped") {
+    // the reason's first sentence here, all of it in the tooltip
     const whose = mine && mine.text === data.text ? "" : " (sent elsewhere)";
+    const reason = String(data.reason).split(/(?<=\.) /)[0];
     panel.steerStatus.textContent = `dropped at frame ${data.frame}: “${data.text}”${whose} could not be encoded ` +
-      `(${data.reason}); the prompt stays as it was`;
+      `(${reason}); the prompt stays as it was`;
   } else if (mine && mine.text !== data.text) {
     panel.steerStatus.textContent = `replaced: “${mine.text}” was replaced by a later text, ` +
       `“${data.text}” took over at frame ${data.frame}`;
