@@ -63,6 +63,7 @@ MAX_STEER_BODY_BYTES = 16 * 1024  # a request body longer than this is refused (
 DEFAULT_HOLD_SECONDS = 60.0  # a hold nobody ends resumes by itself after this
 MAX_HOLD_SECONDS = 600.0  # the longest hold a request may ask for (the server runs nothing else meanwhile)
 HOLD_POLL_SECONDS = 0.05  # how often a held run looks at the Cancel flag
+MAX_TOLD_CLIENTS = 32  # client ids a run tells what took effect, besides the one that queued it
 PREVIEW_SUBFOLDER = "longlive"  # inside the host's temp folder
 PREVIEW_MAX_SIDE = 512  # decoded frames are thinned out to fit; the clip shows in a node, not full screen
 PREVIEW_FPS = 16  # the LATENT nodes' clips (Wan 2.1's rate); the streaming node uses its own fps
@@ -101,7 +102,7 @@ class SteerSession:
         self.node_id = node_id
         self.boundaries = list(boundaries)
         self.record: list[dict[str, Any]] = []  # [{"frame": int, "text": str}] in the order they took effect
-        self.clients: set[str] = set()  # client ids that steered or held it (told what took effect)
+        self._clients: dict[str, None] = {}  # client ids that steered or held it, in order (told what took effect)
         self._changed = threading.Condition()
         self._pending: str | None = None
         self._replaced = 0  # texts the pending one replaced
@@ -118,6 +119,16 @@ class SteerSession:
             raise SteerRefused(404, f"prompt {self.prompt_id}: node {self.node_id} is making its last chunk; "
                                     "there is no chunk boundary left to steer or hold at")
         return self.boundaries[index].frame
+
+    def add_client(self, client_id: str) -> None:
+        """Tell `client_id` too what takes effect (the first MAX_TOLD_CLIENTS ids only)."""
+        with self._changed:
+            if len(self._clients) < MAX_TOLD_CLIENTS:
+                self._clients[client_id] = None
+
+    def clients(self) -> list[str]:
+        with self._changed:
+            return list(self._clients)
 
     def post(self, text: str) -> tuple[int, bool]:
         """Queue `text` for the next boundary (it replaces a text queued before it, and ends a hold):
@@ -236,7 +247,7 @@ class SteeringRegistry:
             raise SteerRefused(404, f"prompt {request.prompt_id} is not running steerable node {request.node} "
                                     f"(running: {', '.join(sorted(running))})")
         if request.client_id is not None:
-            session.clients.add(request.client_id)
+            session.add_client(request.client_id)
         return session
 
     def steer(self, request: "LiveRequest") -> dict[str, Any]:
@@ -348,7 +359,7 @@ def steering(session: SteerSession, clip: Any, text_dim: int, send: Send | None 
     clients and the log are told. `send(event, data, to)` tells the clients."""
     def tell(event: str, data: dict) -> None:
         if send is not None:
-            send(event, {"prompt_id": session.prompt_id, "node": session.node_id, **data}, to=sorted(session.clients))
+            send(event, {"prompt_id": session.prompt_id, "node": session.node_id, **data}, to=session.clients())
 
     def steer(boundary: Boundary) -> list[PromptSegment]:
         seconds = session.begin_hold()

@@ -321,6 +321,15 @@ def test_a_steer_that_fails_at_the_boundary_is_dropped_and_the_clients_are_told(
         assert client.messages[-1][1]["status"] == "applied" and client.messages[-1][1]["text"] == "a hare"
 
 
+def test_the_clients_told_are_the_ones_that_steered_in_order_and_bounded():
+    registry = live.SteeringRegistry()
+    with registry.open(PROMPT_ID, "7", boundaries()) as session:
+        for n in range(live.MAX_TOLD_CLIENTS + 8):
+            registry.answer(steer_body("a fox", client_id=f"client-{n % (live.MAX_TOLD_CLIENTS + 4)}"))
+        registry.answer_hold(hold_body(client_id="late"))
+        assert session.clients() == [f"client-{n}" for n in range(live.MAX_TOLD_CLIENTS)]
+
+
 # ---------------------------------------------------------------------------------------------
 # holding
 
