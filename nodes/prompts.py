@@ -73,7 +73,7 @@ def _top_level_parts(text: str) -> list[str]:
     """`text` cut where the tokenizers cut it: runs of plain text and bracketed groups, each group
     from an opening bracket at depth 0 to the bracket that brings the depth back to 0. A closing
     bracket at depth 0 drives the depth below zero, so what follows is plain text until the depth
-    is 0 again (as the tokenizers count); an unclosed group is plain text."""
+    is 0 again (as the tokenizers count); an unclosed group runs to the end of the text."""
     parts, start, depth = [], 0, 0
     for index, char in enumerate(text):
         if char == "(":
