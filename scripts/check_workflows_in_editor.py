@@ -367,7 +367,7 @@ RUN_JS = """async ({live, videoNodes, clip}) => {
         app.canvas.setDirty(true, true); app.canvas.draw(true, true);
         await new Promise(r => setTimeout(r, 100));
     }
-    for (let i = 0; i < 5; i++) {  // and let the layout settle
+    for (let i = 0; i < 2; i++) {  // and let the layout settle
         app.canvas.setDirty(true, true); app.canvas.draw(true, true);
         await new Promise(r => setTimeout(r, 100));
     }
