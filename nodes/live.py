@@ -9,11 +9,19 @@
   a GPU all of it overlaps the next chunk (the execution thread only hands the chunk over); at most
   PREVIEWS_IN_FLIGHT chunks wait for it, and the node waits for the last one before it returns.
 - Steering: while a node with a `clip` input runs, `POST /longlive/steer` queues a text for it. The
-  route only stores the text; the sampler takes it at the next chunk boundary, on the execution
-  thread, encodes it there as CLIPTextEncode does and hands it to `generate`, where it joins the
-  prompt schedule at that boundary's first video frame. Several texts before one boundary: the last
-  one wins (the earlier ones are dropped unencoded). What took effect is the steering record,
-  `[{"frame", "text"}, ...]`, which the nodes put into their output and the video's metadata.
+  route refuses what could not be encoded as it is (prompts.check_prompt_text: invalid Unicode,
+  prompt weights that are not finite or beyond +-10, embeddings outside their folder) and
+  otherwise only stores the text; the sampler takes it at the next chunk boundary, on the
+  execution thread, encodes it there as CLIPTextEncode does and hands it to `generate`, where it
+  joins the prompt schedule at that boundary's first video frame. Several texts before one
+  boundary: the last one wins, and each answer says whether it replaced a pending one. At the
+  boundary the clients that queued or steered the prompt get `longlive.steer`: the text applied
+  there, or dropped because encoding it failed (the prompt stays, the run goes on). What took
+  effect is the steering record, `[{"frame", "text"}, ...]`, which the nodes put into their output
+  and the video's metadata.
+- Holding: `POST /longlive/hold` holds the run at the next boundary (after its chunk previews are
+  out) until a text is posted, it is resumed, its timeout passes or the user cancels; `longlive.hold`
+  tells the clients when it holds and when it resumes. Holding changes no frame.
 
 The host (nodes/host/live.py, previews.py) supplies the routes, the websocket, the temp folder and
 ComfyUI's previewer; nothing here imports ComfyUI.
@@ -25,6 +33,7 @@ import json
 import logging
 import re
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,69 +46,164 @@ import torch
 from ..vace_core.device import HostCopy
 from ..vace_core.latents import VAE_STRIDE_T
 from ..vace_core.plan import Block, Boundary, PromptSegment, first_video_frame, steer_boundaries
-from ..vace_core.sampler import ChunkInfo
+from ..vace_core.sampler import ChunkInfo, GenerationCancelled
 from ..vace_core.streaming import VideoWriter
 from . import host
-from .prompts import check_text_width, encode_prompt
+from .prompts import check_prompt_text, check_text_width, encode_prompt
 
 log = logging.getLogger("longlive_vace")
 
 CHUNK_EVENT = "longlive.chunk"
+STEER_EVENT = "longlive.steer"  # a steer applied or dropped at a boundary
+HOLD_EVENT = "longlive.hold"  # the run held at a boundary, and resumed
 STEER_ROUTE = "/longlive/steer"
+HOLD_ROUTE = "/longlive/hold"
 MAX_STEER_CHARS = 2000  # a steering text longer than this is refused (400)
 MAX_STEER_BODY_BYTES = 16 * 1024  # a request body longer than this is refused (400) before it is parsed
+DEFAULT_HOLD_SECONDS = 60.0  # a hold nobody ends resumes by itself after this
+MAX_HOLD_SECONDS = 600.0  # the longest hold a request may ask for (the server runs nothing else meanwhile)
+HOLD_POLL_SECONDS = 0.05  # how often a held run looks at the Cancel flag
+MAX_TOLD_CLIENTS = 32  # client ids a run tells what took effect, besides the one that queued it
 PREVIEW_SUBFOLDER = "longlive"  # inside the host's temp folder
 PREVIEW_MAX_SIDE = 512  # decoded frames are thinned out to fit; the clip shows in a node, not full screen
 PREVIEW_FPS = 16  # the LATENT nodes' clips (Wan 2.1's rate); the streaming node uses its own fps
 PREVIEW_CRF = 28  # H.264 quality of the clips: small files, plainly recognisable frames
 PREVIEWS_IN_FLIGHT = 2  # chunks that may wait for the encoder before the sampler waits for it
 
+Send = Callable[..., None]  # send(event, data, to=()): the prompt's client, and the client ids in `to`
+
 
 # ---------------------------------------------------------------------------------------------
-# steering
+# steering and holding
 
 
 class SteerRefused(Exception):
-    """A steering request that is answered with `status` and this message."""
+    """A steering or hold request that is answered with `status` and this message."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
+@dataclass
+class HoldEnd:
+    """How a hold at a boundary ended: "steer", "resume", "timeout" or "cancel", after `seconds`."""
+    by: str
+    seconds: float
+
+
 class SteerSession:
-    """One running steerable node: the boundaries left, the text waiting for the next one, and the
-    steering record. `post` runs on the server's thread, `take` on the execution thread."""
+    """One running steerable node: the boundaries left, the text waiting for the next one, a hold
+    asked for, the clients that steered it, and the steering record. `post`, `hold` and `resume`
+    run on the server's thread; `begin_hold`, `wait_held` and `take` on the execution thread."""
 
     def __init__(self, prompt_id: str, node_id: str, boundaries: Sequence[Boundary]) -> None:
         self.prompt_id = prompt_id
         self.node_id = node_id
         self.boundaries = list(boundaries)
         self.record: list[dict[str, Any]] = []  # [{"frame": int, "text": str}] in the order they took effect
-        self._lock = threading.Lock()
+        self._clients: dict[str, None] = {}  # client ids that steered or held it, in order (told what took effect)
+        self._changed = threading.Condition()
         self._pending: str | None = None
-        self._next = 0  # index of the next boundary the sampler reaches
+        self._replaced = 0  # texts the pending one replaced
+        self._hold: float | None = None  # seconds of a hold asked for the next boundary
+        self._hold_asked = 0.0  # when it was asked (time.monotonic)
+        self._holding = False  # the sampler waits at a boundary
+        self._resume = False  # `resume` ended the wait
+        self._next = 0  # index of the next boundary the sampler takes a text at
+        self._checked = -1  # index of the last boundary whose hold the sampler looked at
 
-    def post(self, text: str) -> int:
-        """Queue `text` for the next boundary (replacing a text queued before it) and return the
-        video frame where it takes over; SteerRefused(404) when no boundary is left."""
-        with self._lock:
-            if self._next >= len(self.boundaries):
-                raise SteerRefused(404, f"prompt {self.prompt_id}: node {self.node_id} is making its last chunk; "
-                                        "there is no chunk boundary left to steer at")
+    def _frame_of(self, index: int) -> int:
+        """The video frame of boundary `index`; SteerRefused(404) past the last one."""
+        if index >= len(self.boundaries):
+            raise SteerRefused(404, f"prompt {self.prompt_id}: node {self.node_id} is making its last chunk; "
+                                    "there is no chunk boundary left to steer or hold at")
+        return self.boundaries[index].frame
+
+    def add_client(self, client_id: str) -> None:
+        """Tell `client_id` too what takes effect (the first MAX_TOLD_CLIENTS ids only)."""
+        with self._changed:
+            if len(self._clients) < MAX_TOLD_CLIENTS:
+                self._clients[client_id] = None
+
+    def clients(self) -> list[str]:
+        with self._changed:
+            return list(self._clients)
+
+    def post(self, text: str) -> tuple[int, bool]:
+        """Queue `text` for the next boundary (it replaces a text queued before it, and ends a hold):
+        (the video frame where it takes over, whether it replaced a pending text)."""
+        with self._changed:
+            frame = self._frame_of(self._next)
+            replaces = self._pending is not None
+            self._replaced += replaces
             self._pending = text
-            return self.boundaries[self._next].frame
+            self._changed.notify_all()
+            return frame, replaces
 
-    def take(self, boundary: Boundary) -> str | None:
-        """The text to use at `boundary` (the sampler's next one), if any; later posts wait for the next."""
-        with self._lock:
+    def hold(self, seconds: float) -> int:
+        """Hold the run at the next boundary until a text is posted, `resume`, or `seconds` pass (a
+        hold asked while held restarts the clock); the video frame it holds before."""
+        with self._changed:
+            # the sampler may have passed the next boundary's hold check: then the one after it
+            frame = self._frame_of(self._next if self._holding or self._checked < self._next else self._next + 1)
+            self._hold, self._hold_asked = seconds, time.monotonic()
+            self._changed.notify_all()
+            return frame
+
+    def resume(self) -> bool:
+        """End the hold (held now, or asked for the next boundary); whether there was one."""
+        with self._changed:
+            had = self._hold is not None
+            self._hold = None
+            self._resume = self._holding
+            self._changed.notify_all()
+            return had
+
+    def begin_hold(self) -> float | None:
+        """At a boundary: the seconds of the hold asked for it (the run is held from now on, so a
+        `resume` ends it), or None."""
+        with self._changed:
+            self._checked = self._next
+            if self._hold is not None:
+                self._holding, self._resume = True, False
+            return self._hold
+
+    def wait_held(self, stop: Callable[[], bool]) -> HoldEnd:
+        """After `begin_hold`: wait until a text is posted, `resume`, the hold's time is up, or
+        `stop()` (Cancel, polled) says so."""
+        started = time.monotonic()
+        with self._changed:
+            try:
+                while True:
+                    deadline = max(started, self._hold_asked) + (self._hold or 0.0)
+                    if self._pending is not None:
+                        by = "steer"
+                    elif self._resume:
+                        by = "resume"
+                    elif stop():
+                        by = "cancel"
+                    elif time.monotonic() >= deadline:
+                        by = "timeout"
+                    else:
+                        self._changed.wait(max(0.0, min(HOLD_POLL_SECONDS, deadline - time.monotonic())))
+                        continue
+                    return HoldEnd(by, time.monotonic() - started)
+            finally:
+                self._hold, self._holding, self._resume = None, False, False
+
+    def take(self, boundary: Boundary) -> tuple[str | None, int]:
+        """The text to use at `boundary` (the sampler's next one), if any, and how many texts it
+        replaced; later posts wait for the next boundary."""
+        with self._changed:
             expected = self.boundaries[self._next] if self._next < len(self.boundaries) else None
             if expected != boundary:
                 raise RuntimeError(f"steering: the sampler reached the boundary at frame {boundary.frame}, "
                                    f"expected {expected}")
             self._next += 1
-            text, self._pending = self._pending, None
-            return text
+            taken = (self._pending, self._replaced)
+            self._pending, self._replaced = None, 0
+            return taken
 
 
 class SteeringRegistry:
@@ -125,75 +229,169 @@ class SteeringRegistry:
                 if not nodes:
                     self._sessions.pop(prompt_id, None)
 
-    def steer(self, prompt_id: str, text: str, node_id: str | None = None) -> dict[str, Any]:
-        """Queue `text` for the running node; the 200 answer, or SteerRefused(404)."""
+    def session(self, request: "LiveRequest") -> SteerSession:
+        """The running node a request names; SteerRefused(404 / 400) when there is none or it is unclear."""
         with self._lock:
-            running = dict(self._sessions.get(prompt_id, {}))
+            running = dict(self._sessions.get(request.prompt_id, {}))
         if not running:
-            raise SteerRefused(404, f"prompt {prompt_id} is not running a steerable LongLive node (a LongLive "
+            raise SteerRefused(404, f"prompt {request.prompt_id} is not running a steerable LongLive node (a LongLive "
                                     "Sampler or Sampler -> Video with its clip input connected)")
-        if node_id is None:
+        if request.node is None:
             if len(running) > 1:
-                raise SteerRefused(400, f"prompt {prompt_id} runs several steerable nodes "
+                raise SteerRefused(400, f"prompt {request.prompt_id} runs several steerable nodes "
                                         f"({', '.join(sorted(running))}): name one in \"node\"")
             session = next(iter(running.values()))
-        elif node_id in running:
-            session = running[node_id]
+        elif request.node in running:
+            session = running[request.node]
         else:
-            raise SteerRefused(404, f"prompt {prompt_id} is not running steerable node {node_id} "
+            raise SteerRefused(404, f"prompt {request.prompt_id} is not running steerable node {request.node} "
                                     f"(running: {', '.join(sorted(running))})")
-        frame = session.post(text)
-        return {"prompt_id": prompt_id, "node": session.node_id, "takes_effect_at_frame": frame}
+        if request.client_id is not None:
+            session.add_client(request.client_id)
+        return session
+
+    def steer(self, request: "LiveRequest") -> dict[str, Any]:
+        """Queue the request's text for the running node: the 200 answer."""
+        session = self.session(request)
+        frame, replaces = session.post(request.text)
+        return {"prompt_id": request.prompt_id, "node": session.node_id, "takes_effect_at_frame": frame,
+                "replaces_pending": replaces}
+
+    def hold(self, request: "LiveRequest") -> dict[str, Any]:
+        """Hold (or resume) the running node: the 200 answer."""
+        session = self.session(request)
+        answer = {"prompt_id": request.prompt_id, "node": session.node_id}
+        if request.resume:
+            return {**answer, "resumed": session.resume()}
+        return {**answer, "holds_at_frame": session.hold(request.seconds), "timeout_s": request.seconds}
 
     def answer(self, body: bytes) -> tuple[int, dict[str, Any]]:
-        """The route: (HTTP status, JSON answer) for a request body. Never raises."""
-        try:
-            prompt_id, text, node_id = parse_steer_request(body)
-            return 200, self.steer(prompt_id, text, node_id)
-        except SteerRefused as refused:
-            return refused.status, {"error": str(refused)}
+        """The steering route: (HTTP status, JSON answer) for a request body. Never raises."""
+        return _answer(lambda: self.steer(parse_steer_request(body)))
+
+    def answer_hold(self, body: bytes) -> tuple[int, dict[str, Any]]:
+        """The hold route: (HTTP status, JSON answer) for a request body. Never raises."""
+        return _answer(lambda: self.hold(parse_hold_request(body)))
 
 
-def parse_steer_request(body: bytes) -> tuple[str, str, str | None]:
-    """(prompt_id, text, node or None) of a `POST /longlive/steer` body, or SteerRefused(400)."""
+def _answer(respond: Callable[[], dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+    try:
+        return 200, respond()
+    except SteerRefused as refused:
+        return refused.status, {"error": str(refused)}
+
+
+@dataclass(frozen=True)
+class LiveRequest:
+    """A checked steering or hold request."""
+    prompt_id: str
+    node: str | None = None
+    client_id: str | None = None  # the client to tell what took effect (as in POST /prompt)
+    text: str = ""
+    resume: bool = False
+    seconds: float = DEFAULT_HOLD_SECONDS
+
+
+def _request_fields(body: bytes, example: str) -> dict[str, Any]:
+    """The JSON object of a request body with its "prompt_id", "node" and "client_id" checked;
+    SteerRefused(400) otherwise."""
     if len(body) > MAX_STEER_BODY_BYTES:
         raise SteerRefused(400, f"the request body is over {MAX_STEER_BODY_BYTES} bytes")
     try:
         request = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise SteerRefused(400, 'the body must be JSON: {"prompt_id": "...", "text": "...", "node": "..." '
-                                "(optional)}") from None
+        raise SteerRefused(400, f"the body must be JSON: {example}") from None
     if not isinstance(request, dict):
-        raise SteerRefused(400, 'the body must be a JSON object {"prompt_id": "...", "text": "..."}')
-    prompt_id, text, node_id = request.get("prompt_id"), request.get("text"), request.get("node")
+        raise SteerRefused(400, f"the body must be a JSON object: {example}")
+    prompt_id, node_id, client_id = request.get("prompt_id"), request.get("node"), request.get("client_id")
     if not isinstance(prompt_id, str) or not prompt_id:
         raise SteerRefused(400, '"prompt_id" must be the id of the running prompt (a string)')
+    if node_id is not None and (isinstance(node_id, bool) or not isinstance(node_id, (str, int))):
+        raise SteerRefused(400, '"node" must be the id of the node to steer (a string)')
+    if client_id is not None and (not isinstance(client_id, str) or not client_id or len(client_id) > 200):
+        raise SteerRefused(400, '"client_id" must be the id of a websocket client (a string)')
+    return {"prompt_id": prompt_id, "node": None if node_id is None else str(node_id), "client_id": client_id,
+            "body": request}
+
+
+def parse_steer_request(body: bytes) -> LiveRequest:
+    """The checked `POST /longlive/steer` request, or SteerRefused(400): besides a malformed body,
+    a text that cannot be encoded as it is (see prompts.check_prompt_text) is refused here, while the
+    user can still change it, rather than dropped at the boundary."""
+    fields = _request_fields(body, '{"prompt_id": "...", "text": "...", "node": "..." (optional)}')
+    text = fields.pop("body").get("text")
     if not isinstance(text, str):
         raise SteerRefused(400, '"text" must be a string: the prompt that takes over at the next chunk')
     if not text.strip():
         raise SteerRefused(400, '"text" is empty')
     if len(text) > MAX_STEER_CHARS:
         raise SteerRefused(400, f'"text" has {len(text)} characters; at most {MAX_STEER_CHARS} are taken')
-    if node_id is not None and (isinstance(node_id, bool) or not isinstance(node_id, (str, int))):
-        raise SteerRefused(400, '"node" must be the id of the node to steer (a string)')
-    return prompt_id, text, None if node_id is None else str(node_id)
+    try:
+        check_prompt_text(text, '"text"')
+    except ValueError as error:
+        raise SteerRefused(400, str(error)) from None
+    return LiveRequest(**fields, text=text)
+
+
+def parse_hold_request(body: bytes) -> LiveRequest:
+    """The checked `POST /longlive/hold` request, or SteerRefused(400)."""
+    fields = _request_fields(body, '{"prompt_id": "...", "timeout_s": 60 (optional), "resume": false (optional)}')
+    request = fields.pop("body")
+    resume, seconds = request.get("resume", False), request.get("timeout_s", DEFAULT_HOLD_SECONDS)
+    if not isinstance(resume, bool):
+        raise SteerRefused(400, '"resume" must be true (end the hold) or false (hold)')
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= MAX_HOLD_SECONDS:
+        raise SteerRefused(400, f'"timeout_s" must be a number of seconds above 0 and at most {MAX_HOLD_SECONDS:g}: '
+                                "the held run resumes by itself after it")
+    return LiveRequest(**fields, resume=resume, seconds=float(seconds))
 
 
 REGISTRY = SteeringRegistry()
 
 
-def steering(session: SteerSession, clip: Any, text_dim: int) -> Callable[[Boundary], list[PromptSegment]]:
-    """`generate`'s steer callable: at each boundary the text posted last, encoded with `clip` as
-    CLIPTextEncode encodes it, becomes a prompt at the boundary's frame and joins the record."""
+def steering(session: SteerSession, clip: Any, text_dim: int, send: Send | None = None,
+             flush: Callable[[], None] | None = None) -> Callable[[Boundary], list[PromptSegment]]:
+    """`generate`'s steer callable. At each boundary: first a hold, if one was asked (the previews
+    of the chunks made so far are sent first, then the run waits); then the text posted last,
+    encoded with `clip` as CLIPTextEncode encodes it, becomes a prompt at the boundary's frame and
+    joins the record. A text that fails there (the encoder raises, or its conditioning is not
+    finite or not the model's width) is dropped: the prompt stays, the video goes on, and the
+    clients and the log are told. `send(event, data, to)` tells the clients."""
+    def tell(event: str, data: dict) -> None:
+        if send is not None:
+            send(event, {"prompt_id": session.prompt_id, "node": session.node_id, **data}, to=session.clients())
+
     def steer(boundary: Boundary) -> list[PromptSegment]:
-        text = session.take(boundary)
+        seconds = session.begin_hold()
+        if seconds is not None:
+            if flush is not None:
+                flush()  # the clients see every chunk made before the hold
+            tell(HOLD_EVENT, {"state": "held", "frame": boundary.frame, "timeout_s": seconds})
+            end = session.wait_held(host.is_interrupted)
+            log.info("LongLive: prompt %s node %s held before frame %d for %.1f s, ended by %s", session.prompt_id,
+                     session.node_id, boundary.frame, end.seconds, end.by)
+            tell(HOLD_EVENT, {"state": "resumed", "frame": boundary.frame, "by": end.by,
+                              "held_s": round(end.seconds, 3)})
+            if end.by == "cancel":
+                raise GenerationCancelled(boundary.block.index)
+        text, replaced = session.take(boundary)
         if text is None:
             return []
+        shown = text if len(text) <= 80 else text[:77] + "..."
         name = f"clip (the steering text at frame {boundary.frame})"
-        context = check_text_width(encode_prompt(clip, text, name), text_dim, name)
+        try:
+            context = check_text_width(encode_prompt(clip, text, name), text_dim, name)
+        except Exception as error:  # a steer is never worth failing the run for: it is dropped
+            reason = f"{type(error).__name__}: {error}"
+            log.warning("LongLive: dropped the steer of prompt %s node %s at frame %d (%r): %s; the prompt stays "
+                        "as it was", session.prompt_id, session.node_id, boundary.frame, shown, reason)
+            tell(STEER_EVENT, {"status": "dropped", "frame": boundary.frame, "text": text, "replaced": replaced,
+                               "reason": reason})
+            return []
         session.record.append({"frame": boundary.frame, "text": text})
         log.info("LongLive: steered prompt %s node %s at frame %d: %r", session.prompt_id, session.node_id,
-                 boundary.frame, text if len(text) <= 80 else text[:77] + "...")
+                 boundary.frame, shown)
+        tell(STEER_EVENT, {"status": "applied", "frame": boundary.frame, "text": text, "replaced": replaced})
         return [PromptSegment(boundary.frame, context)]
 
     return steer
@@ -239,7 +437,7 @@ class ChunkPreviews:
     chunks: int  # chunks of the video (given and generated; references excluded)
     ref_frames: int
     folder: Path  # the host's temp folder
-    send: Callable[[str, dict], None]
+    send: Send
     fps: float = PREVIEW_FPS
     failed: bool = False  # after an error: no more previews for this run
     _pending: list[Future] = field(default_factory=list)
@@ -275,11 +473,15 @@ class ChunkPreviews:
                 log.warning("LongLive: chunk previews stopped after an error (%s: %s)", type(error).__name__, error)
             self.failed = True
 
-    def close(self) -> None:
-        """Wait for the previews still being written (their messages go out before the node ends)."""
+    def flush(self) -> None:
+        """Wait for the previews still being written (their messages go out before this returns)."""
         for future in self._pending:
             self._settle(future)
         self._pending.clear()
+
+    def close(self) -> None:
+        """Flush, then stop the worker (the messages go out before the node ends)."""
+        self.flush()
         self._worker.shutdown(wait=True)
 
 
@@ -330,7 +532,8 @@ def live_run(node_id: str | None, blocks: Sequence[Block], ref_frames: int, clip
             yield LiveRun(previews, None, [], latent_rgb)
         else:
             with REGISTRY.open(prompt_id, node, steer_boundaries(blocks, ref_frames)) as session:
-                yield LiveRun(previews, steering(session, clip, text_dim), session.record, latent_rgb)
+                steer = steering(session, clip, text_dim, send, previews.flush if previews is not None else None)
+                yield LiveRun(previews, steer, session.record, latent_rgb)
     finally:
         if previews is not None:
             previews.close()
@@ -344,4 +547,5 @@ def record_json(record: list[dict[str, Any]]) -> str:
 
 # the routes of the live contract on the host's server: (path, answer(body) -> (status, JSON), max body
 # bytes); the pack registers them where it is assembled (nodes/__init__.py)
-ROUTES = ((STEER_ROUTE, REGISTRY.answer, MAX_STEER_BODY_BYTES),)
+ROUTES = ((STEER_ROUTE, REGISTRY.answer, MAX_STEER_BODY_BYTES),
+          (HOLD_ROUTE, REGISTRY.answer_hold, MAX_STEER_BODY_BYTES))

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Load every UI example workflow in the real ComfyUI editor (headless Chromium) and report, per
 workflow: missing node types, widgets that do not hold their intended value, differences between
-the editor's `app.graphToPrompt()` and the workflow's API twin, and how it opens from the template
-browser at 1600x1000 the way a user opens it (menu -> Browse Templates -> the pack -> the card): the
-zoom it opens at (the editor draws nodes as empty boxes below 0.6) and whether its note's text fits
-its box.
+the editor's `app.graphToPrompt()` and the workflow's API twin, whether any two nodes overlap once
+a run's messages have reached the editor (the live panel on the samplers, the editor's player on
+the nodes that save a video) and whether every sampler has its clip connected, and how it opens
+from the template browser at 1600x1000 the way a user opens it (menu -> Browse Templates -> the pack
+-> the card): the zoom it opens at (the editor draws nodes as empty boxes below 0.6) and whether its
+note's text fits its box.
 
     # start each ComfyUI with the pack installed (default: the snapshots in ../shared/comfyui/)
     python3 scripts/check_workflows_in_editor.py --python /opt/comfy-venv/bin/python
@@ -18,8 +20,8 @@ requirements.txt pins (0.8.0: 1.35.9, 0.33.0: 1.49.6), through tests/integration
 
 Needs Playwright (`pip install playwright`) and a Chromium; `playwright install` is not needed: the
 browser is found at --chromium, $CHROMIUM or /usr/bin/chromium (Debian: `apt-get install chromium`).
-Exit status: 0 every count is zero and every workflow opens at 0.6 or more with its note fitting,
-1 a workflow has a problem, 2 the check could not run.
+Exit status: 0 every count is zero (overlaps after a run included) and every workflow opens at 0.6
+or more with its note fitting, 1 a workflow has a problem, 2 the check could not run.
 
 `--screenshot PATH` also saves what the last (newest) editor shows after opening the
 reference-to-video workflow from the template browser (the README's picture), as a JPEG 1200
@@ -54,7 +56,7 @@ INPUT_FILES = {("LoadImage", "image"), ("LoadVideo", "file")}  # names in input/
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editor_widgets import editor_ports  # noqa: E402  (the editor's widget rules)
-from make_example_inputs import write_examples  # noqa: E402  the example pictures the workflows load
+from make_example_inputs import CONTROL, write_examples  # noqa: E402  the example pictures the workflows load
 from make_workflows import MODEL_INPUTS, workflow_files  # noqa: E402  models/ subfolders, file names
 
 SCREENSHOT_OF = "longlive_vace_r2v"  # the workflow the README shows
@@ -180,12 +182,15 @@ class Result:
     zoom: float | None = None  # the scale it opens at from the template browser (None: not a template)
     note_fits: bool | None = None  # whether every note's text fits its box when opened so
     template_problems: list[str] = field(default_factory=list)
+    overlaps_after_run: list[str] | None = None  # node rectangles that overlap once a run's views are in
+    grown_after_run: dict[str, int] = field(default_factory=dict)  # node title -> pixels it grew by
+    unsteerable: list[str] = field(default_factory=list)  # samplers whose clip input is not connected
 
     @property
     def ok(self) -> bool:
         readable = self.zoom is None or (self.zoom >= MIN_ZOOM and self.note_fits is not False)
         return not (self.missing_nodes or self.widget_mismatches or self.prompt_differences
-                    or self.template_problems) and readable
+                    or self.template_problems or self.overlaps_after_run or self.unsteerable) and readable
 
 
 @dataclass
@@ -201,16 +206,19 @@ class EditorReport:
 
     def lines(self) -> list[str]:
         out = [f"editor {self.editor_version} ({self.label or self.server}), opened from the template browser at "
-               f"{VIEWPORT['width']}x{VIEWPORT['height']}",
+               f"{VIEWPORT['width']}x{VIEWPORT['height']}; overlaps: node rectangles overlapping after a run",
                f"  {'workflow':<46} {'zoom':>5} {'note fits':>9} {'missing nodes':>13} {'widget mismatches':>17} "
-               f"{'prompt differences':>18}"]
+               f"{'prompt differences':>18} {'overlaps':>8}  grown after a run (px)"]
         for r in self.results:
             zoom = f"{r.zoom:.2f}" if r.zoom is not None else "-"
             fits = {None: "-", True: "yes", False: "NO"}[r.note_fits]
+            overlaps = "-" if r.overlaps_after_run is None else len(r.overlaps_after_run)
+            grown = ", ".join(f"{title} +{px}" for title, px in r.grown_after_run.items()) or "-"
             out.append(f"  {r.workflow:<46} {zoom:>5} {fits:>9} {len(r.missing_nodes):>13} "
-                       f"{len(r.widget_mismatches):>17} {len(r.prompt_differences):>18}")
+                       f"{len(r.widget_mismatches):>17} {len(r.prompt_differences):>18} {overlaps:>8}  {grown}")
             out.extend(f"    - {line}" for line in r.missing_nodes + r.widget_mismatches + r.prompt_differences
-                       + r.template_problems)
+                       + r.template_problems + (r.overlaps_after_run or [])
+                       + [f"{title}: its clip input is not connected (it cannot be steered)" for title in r.unsteerable])
             if r.zoom is not None and r.zoom < MIN_ZOOM:
                 out.append(f"    - opens at zoom {r.zoom:.2f}, below {MIN_ZOOM}: every node is an empty box")
             out.extend(f"    (an input the node does not declare, ignored by the server: {line})"
@@ -260,6 +268,7 @@ def inspect(page, workflow: Workflow, declared: dict[str, set[str]] | None = Non
                 result.widget_mismatches.append(f"node {node_id} ({node['type']}).{name}: shows "
                                                 f"{_json_safe(widgets[name])!r}, intended {value!r}")
     result.prompt_differences, result.ignored_by_server = prompt_differences(workflow.api, seen["output"], declared)
+    result.overlaps_after_run, result.grown_after_run, result.unsteerable = after_a_run(page)
     return result
 
 
@@ -319,6 +328,77 @@ def open_from_template_browser(page, module: str, workflow: Workflow) -> tuple[f
     if not seen["notes"]:
         problems.append("no note was drawn")
     return seen["scale"], all(seen["notes"]), problems
+
+
+# A run as the editor sees it, from the messages a server sends, replayed into the editor's api:
+# every live sampler gets its first chunk (the pack's extension adds its panel), then every node
+# that saves a video reports it (the editor adds its own player) and every sampler its steering
+# record. The clip shown is a real video (the example control video in input/), so the players
+# load and size themselves as after a real run. Then the nodes' rectangles (title bar included)
+# are compared pairwise.
+LIVE_NODES = ("LongLiveSampler", "LongLiveSampleToVideo", "LongLiveContinue")
+VIDEO_OUTPUT_NODES = ("LongLiveSaveVideo", "LongLiveSampleToVideo")
+RUN_JS = """async ({live, videoNodes, clip}) => {
+    const app = window.app, api = window.comfyAPI.api.api, graph = app.graph;
+    const fire = (type, detail) => api.dispatchEvent(new CustomEvent(type, {detail}));
+    const promptId = 'layout-check-' + Date.now();
+    const before = Object.fromEntries(graph._nodes.map(n => [n.id, [...n.size]]));
+    const unsteerable = graph._nodes.filter(n => ['LongLiveSampler', 'LongLiveSampleToVideo'].includes(n.type)
+        && (n.inputs || []).find(i => i.name === 'clip')?.link == null).map(n => n.title);
+    fire('execution_start', {prompt_id: promptId});
+    for (const node of graph._nodes.filter(n => live.includes(n.type))) {
+        fire('executing', String(node.id));  // the editors' api hands on the node id
+        fire('longlive.chunk', {prompt_id: promptId, node: String(node.id), chunk: 1, chunks: 14, first_frame: 0,
+                                frames: 9, preview: clip});
+        fire('executed', {node: String(node.id), display_node: String(node.id), prompt_id: promptId,
+                          output: {longlive_steering: [{frame: 9, text: 'a steer'}]}});
+    }
+    for (const node of graph._nodes.filter(n => videoNodes.includes(n.type))) {
+        fire('executing', String(node.id));
+        fire('executed', {node: String(node.id), display_node: String(node.id), prompt_id: promptId,
+                          output: {images: [clip], animated: [true]}});
+    }
+    fire('executing', null);
+    fire('execution_success', {prompt_id: promptId});
+    // the editors add their players while drawing, once the video has loaded: draw until they are in
+    const players = () => graph._nodes.filter(n => videoNodes.includes(n.type))
+        .every(n => (n.widgets || []).some(w => w.name === 'video-preview'));
+    for (let i = 0; i < 100 && !players(); i++) {
+        app.canvas.setDirty(true, true); app.canvas.draw(true, true);
+        await new Promise(r => setTimeout(r, 100));
+    }
+    for (let i = 0; i < 2; i++) {  // and let the layout settle
+        app.canvas.setDirty(true, true); app.canvas.draw(true, true);
+        await new Promise(r => setTimeout(r, 100));
+    }
+    const title = LiteGraph.NODE_TITLE_HEIGHT;
+    const rects = graph._nodes.map(n => ({name: `${n.title} (node ${n.id})`, x0: n.pos[0], y0: n.pos[1] - title,
+                                          x1: n.pos[0] + n.size[0], y1: n.pos[1] + n.size[1]}));
+    const overlaps = [];
+    for (let a = 0; a < rects.length; a++) for (let b = a + 1; b < rects.length; b++) {
+        const p = rects[a], q = rects[b];
+        const w = Math.min(p.x1, q.x1) - Math.max(p.x0, q.x0), h = Math.min(p.y1, q.y1) - Math.max(p.y0, q.y0);
+        if (w > 0 && h > 0) overlaps.push(`${p.name} and ${q.name} overlap by ${Math.round(w)}x${Math.round(h)} px`);
+    }
+    const grown = Object.fromEntries(graph._nodes.filter(n => n.size[1] > before[n.id][1] + 0.5)
+        .map(n => [n.title, Math.round(n.size[1] - before[n.id][1])]));
+    const panels = graph._nodes.filter(n => live.includes(n.type))
+        .every(n => (n.widgets || []).some(w => w.name === 'longlive_live'));
+    return {overlaps, grown, unsteerable, players: players(), panels};
+}"""
+
+
+def after_a_run(page) -> tuple[list[str], dict[str, int], list[str]]:
+    """(overlapping node pairs, nodes grown by a run, samplers without clip) of the workflow open in
+    `page`, once a run's messages have reached the editor (RUN_JS)."""
+    seen = page.evaluate(RUN_JS, {"live": list(LIVE_NODES), "videoNodes": list(VIDEO_OUTPUT_NODES),
+                                  "clip": {"filename": CONTROL, "subfolder": "", "type": "input"}})
+    problems = list(seen["overlaps"])
+    if not seen["players"]:
+        problems.append(f"the editor showed no player of the saved video (is {CONTROL} in input/?)")
+    if not seen["panels"]:
+        problems.append("a live sampler got no panel from the pack's extension")
+    return problems, seen["grown"], seen["unsteerable"]
 
 
 # the close button of the topmost dialog: its top-right button (the editors label it with an icon only)

@@ -310,6 +310,10 @@ EXAMPLE_INPUTS_LINE = (f"No picture at hand? From the ComfyUI folder, `python cu
                        "or upload your own with the node's upload button.")
 SETTINGS_LINE = ("More settings (window, steps, VACE strength per chunk or block, the causal options): plug a "
                  "**LongLive Sampler Settings** node into the sampler's *settings*.")
+STEER_LINE = ("**Steer it live:** while it runs, the sampler plays each finished chunk; type what happens next in its "
+              "box and press **Steer** (it takes over at the next chunk). **Hold** stops the video at the next chunk "
+              "while you type, until Steer, Resume or a minute. The mp4 records the steering; **LongLive Schedule "
+              "from Steering** replays it. The seed is *fixed*: Run again returns the same video from the cache.")
 
 
 def _note(g: Graph, what: str, steps: list[str], files: list[ModelFile], example_inputs: bool = False) -> None:
@@ -317,7 +321,7 @@ def _note(g: Graph, what: str, steps: list[str], files: list[ModelFile], example
     parts = [f"## {g.title}", what, numbered]
     if example_inputs:
         parts.append(EXAMPLE_INPUTS_LINE)
-    parts += [SETTINGS_LINE, _model_list(files)]
+    parts += [STEER_LINE, SETTINGS_LINE, _model_list(files)]
     g.note("\n\n".join(parts))
 
 
@@ -331,11 +335,11 @@ def _models(g: Graph, vace: bool = False) -> Ref:
     return model
 
 
-def _text_and_vae(g: Graph, prompt: str, title: str = "Prompt") -> tuple[Ref, Ref, Ref]:
+def _text_and_vae(g: Graph, prompt: str, title: str = "Prompt", column: int = INPUTS) -> tuple[Ref, Ref, Ref]:
     """(CLIP, the prompt's CONDITIONING, VAE)."""
     clip = g.add("CLIPLoader", column=MODELS, clip_name=UMT5.name, type="wan", device="default")
     vae = g.add("VAELoader", column=MODELS, vae_name=WAN_VAE.name)
-    positive = g.add("CLIPTextEncode", title, column=INPUTS, text=prompt, clip=clip)
+    positive = g.add("CLIPTextEncode", title, column=column, text=prompt, clip=clip)
     return clip, positive, vae
 
 
@@ -344,10 +348,11 @@ def _video_size(g: Graph, length: int, column: int = INPUTS, title: str = "Video
     return g.add(SIZE_NODE, title, column=column, width=WIDTH, height=HEIGHT, length=length, batch_size=1)
 
 
-def _sampler(g: Graph, model: Ref, positive: Ref, latent: Ref, seed: int = 42, column: int = GENERATE,
+def _sampler(g: Graph, model: Ref, positive: Ref, latent: Ref, clip: Ref, seed: int = 42, column: int = GENERATE,
              **extra: Any) -> Ref:
+    """The sampler, steerable: the CLIP that encodes its prompt is on its clip input too."""
     return g.add("LongLiveSampler", column=column, model=model, positive=positive, latent=latent, seed=seed,
-                 vace_scale=1.0, preset="LongLive", **extra)
+                 vace_scale=1.0, preset="LongLive", clip=clip, **extra)
 
 
 def _save_mp4(g: Graph, samples: Ref, vae: Ref, prefix: str, column: int = GENERATE) -> None:
@@ -373,8 +378,7 @@ def t2v() -> Graph:
                                         "steaming in the cold air, soft golden light between the trees, cinematic "
                                         "tracking shot.")
     size = _video_size(g, 161)
-    # the CLIP on the sampler too: it can be steered while it runs
-    _save_mp4(g, _sampler(g, model, positive, size, clip=clip), vae, "LongLive_t2v")
+    _save_mp4(g, _sampler(g, model, positive, size, clip), vae, "LongLive_t2v")
     g.group("Models", MODELS)
     g.group("Prompt and video size", INPUTS)
     g.group("Generate", GENERATE)
@@ -382,9 +386,7 @@ def t2v() -> Graph:
              "long the video gets, and the mp4 is written a few frames at a time.",
           ["Put the model files below in place.", "Describe the scene in **Prompt**.",
            "Set the size and length on **Video size** only (length 4k+1), then press **Run**: the mp4 lands in "
-           "`output/video/`.",
-           "While it runs, the sampler plays each finished chunk: type what happens next in its box and press "
-           "**Steer**. The mp4 records it; **LongLive Schedule from Steering** replays it."],
+           "`output/video/`."],
           [BASE, LORA, UMT5, WAN_VAE])
     return g
 
@@ -393,11 +395,11 @@ def t2v() -> Graph:
 def i2v() -> Graph:
     g = Graph("longlive_i2v", "LongLive image to video", "The video starts from your picture and carries on from it.")
     model = _models(g)
-    _, positive, vae = _text_and_vae(g, "A sailing boat glides across a calm bay at sunset, gulls circling the mast, "
-                                     "the camera slowly following from the shore.")
+    clip, positive, vae = _text_and_vae(g, "A sailing boat glides across a calm bay at sunset, gulls circling the "
+                                        "mast, the camera slowly following from the shore.")
     start = g.add("LoadImage", "Start image", column=INPUTS, image=examples.START)
     size = _video_size(g, 81, column=GENERATE)
-    _save_mp4(g, _sampler(g, model, positive, size, start_images=start, vae=vae), vae, "LongLive_i2v")
+    _save_mp4(g, _sampler(g, model, positive, size, clip, start_images=start, vae=vae), vae, "LongLive_i2v")
     g.group("Models", MODELS)
     g.group("Prompt and start image", INPUTS)
     g.group("Generate", GENERATE)
@@ -414,12 +416,12 @@ def r2v() -> Graph:
     g = Graph("longlive_vace_r2v", "LongLive VACE reference image to video",
               "A reference picture (a subject) steers the whole video through VACE.")
     model = _models(g, vace=True)
-    _, positive, vae = _text_and_vae(g, "A small red toy robot with round blue eyes walks along a sunny beach towards "
-                                     "the camera, waves rolling in behind it, the camera tracking alongside.")
+    clip, positive, vae = _text_and_vae(g, "A small red toy robot with round blue eyes walks along a sunny beach "
+                                        "towards the camera, waves rolling in behind it, the camera tracking alongside.")
     reference = g.add("LoadImage", "Reference image", column=INPUTS, image=examples.REFERENCE)
-    vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
+    vace = g.add("LongLiveVaceEncode", column=INPUTS, vae=vae, width=WIDTH, height=HEIGHT, length=81,
                  reference_fit="pad", reference_images=reference)
-    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), vace_context=vace), vae, "LongLive_r2v")
+    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), clip, vace_context=vace), vae, "LongLive_r2v")
     g.group("Models", MODELS)
     g.group("Prompt and reference", INPUTS)
     g.group("Generate", GENERATE)
@@ -436,16 +438,18 @@ def r2v_multi_ref() -> Graph:
     g = Graph("longlive_vace_r2v_multi_ref", "LongLive VACE two reference images to video",
               "A subject and a scene picture steer the video together through VACE.")
     model = _models(g, vace=True)
-    _, positive, vae = _text_and_vae(g, "A small red toy robot with round blue eyes walks down a quiet street of old "
-                                     "stone houses in the rain, the camera following it from the front.")
+    clip, positive, vae = _text_and_vae(g, "A small red toy robot with round blue eyes walks down a quiet street of "
+                                        "old stone houses in the rain, the camera following it from the front.",
+                                        column=GENERATE)
     subject = g.add("LoadImage", "Reference 1 (subject)", column=INPUTS, image=examples.SUBJECT)
     scene = g.add("LoadImage", "Reference 2 (scene)", column=INPUTS, image=examples.SCENE)
-    vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
+    vace = g.add("LongLiveVaceEncode", column=INPUTS, vae=vae, width=WIDTH, height=HEIGHT, length=81,
                  reference_fit="pad", reference_images=subject, more_reference_images=scene)
-    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), vace_context=vace), vae, "LongLive_r2v_multi_ref")
+    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), clip, vace_context=vace), vae,
+              "LongLive_r2v_multi_ref")
     g.group("Models", MODELS)
-    g.group("Prompt and references", INPUTS)
-    g.group("Generate", GENERATE)
+    g.group("References", INPUTS)
+    g.group("Prompt and generate", GENERATE)
     _note(g, "Each reference becomes one reference frame, fitted to the frame on its own: *reference_images* "
              "first (a batch of one size, in order), then *more_reference_images*, which may have another size.",
           ["Put the model files below in place.", "**Reference 1** and **2**: a subject and a scene.",
@@ -459,13 +463,13 @@ def v2v() -> Graph:
     g = Graph("longlive_vace_v2v", "LongLive VACE control video to video",
               "A control video (pose, depth, edges, motion) guides a new video through VACE.")
     model = _models(g, vace=True)
-    _, positive, vae = _text_and_vae(g, "A robot made of polished brass dances in a dim jazz club, warm spotlights, "
-                                     "smoke in the air, the camera slowly circling.")
+    clip, positive, vae = _text_and_vae(g, "A robot made of polished brass dances in a dim jazz club, warm "
+                                        "spotlights, smoke in the air, the camera slowly circling.")
     video = g.add("LoadVideo", "Control video", column=INPUTS, file=examples.CONTROL)
     frames = g.add("GetVideoComponents", column=INPUTS, video=video)
-    vace = g.add("LongLiveVaceEncode", column=GENERATE, vae=vae, width=WIDTH, height=HEIGHT, length=81,
+    vace = g.add("LongLiveVaceEncode", column=INPUTS, vae=vae, width=WIDTH, height=HEIGHT, length=81,
                  reference_fit="pad", control_video=frames)
-    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), vace_context=vace), vae, "LongLive_v2v")
+    _save_mp4(g, _sampler(g, model, positive, Ref(vace.node, 1), clip, vace_context=vace), vae, "LongLive_v2v")
     g.group("Models", MODELS)
     g.group("Prompt and control video", INPUTS)
     g.group("Generate", GENERATE)
@@ -498,7 +502,7 @@ def prompt_switch() -> Graph:
         schedule = g.add("LongLivePromptSchedule", f"Switch to prompt {number}", column=INPUTS, conditioning=text,
                          start_frame=start, **extra)
     size = _video_size(g, 481, column=GENERATE)
-    _save_mp4(g, _sampler(g, model, positive, size, prompt_schedule=schedule), vae, "LongLive_prompt_switch")
+    _save_mp4(g, _sampler(g, model, positive, size, clip, prompt_schedule=schedule), vae, "LongLive_prompt_switch")
     g.group("Models", MODELS)
     g.group("Prompts and switches", INPUTS)
     g.group("Generate", GENERATE)
@@ -515,10 +519,10 @@ def continue_video() -> Graph:
     g = Graph("longlive_continue", "LongLive continue a video",
               "81 frames, then 80 more, exactly as one 161-frame run would make them.")
     model = _models(g)
-    _, positive, vae = _text_and_vae(g, "A hot air balloon drifts over green hills and small villages in the "
-                                     "morning haze, the camera flying slowly beside it.")
+    clip, positive, vae = _text_and_vae(g, "A hot air balloon drifts over green hills and small villages in the "
+                                        "morning haze, the camera flying slowly beside it.")
     size = _video_size(g, 81, title="Video size (first part)")
-    first = _sampler(g, model, positive, size, column=INPUTS)
+    first = _sampler(g, model, positive, size, clip, column=INPUTS)
     extended = g.add("LongLiveContinue", "Continue Video (+80 frames)", column=GENERATE, model=model,
                      positive=positive, samples=first, seed=42, length=80, vace_scale=1.0, preset="LongLive",
                      output="earlier + continuation")
@@ -570,10 +574,17 @@ COLUMN_GAP, ROW_GAP, TITLE_HEIGHT = 50, 24, 30
 GROUP_PAD, GROUP_TITLE = 12, 40
 SLOT_HEIGHT, WIDGET_HEIGHT = 22, 24
 NODE_WIDTHS = {"CLIPTextEncode": 380, "CLIPLoader": 340, "LongLiveVaceGraft": 340, "LoadImage": 280, "LoadVideo": 280,
-               "LongLiveSaveVideo": 310, "ImageBatch": 260, "GetVideoComponents": 260}
+               "LongLiveSaveVideo": 320, "ImageBatch": 260, "GetVideoComponents": 260, "LongLiveSampler": 320,
+               "LongLiveContinue": 320}
 # the heights the editors compute (1.35.9 and 1.49.6, the larger), and room for a text box or picture
 MIN_HEIGHTS = {"CLIPTextEncode": 150, "LoadImage": 290, "LoadVideo": 290, "GetVideoComponents": 110}
 DEFAULT_WIDTH = 300
+# the live panel web/longlive.js adds to a running sampler (its PANEL_HEIGHT, 260, and the editors'
+# margins around a DOM widget): those nodes are laid out at the height they grow to, so that after a
+# run the panel covers no node below them (nodes at the bottom of a column, such as Save Video with
+# the editor's own player, grow into free space)
+LIVE_NODES = ("LongLiveSampler", "LongLiveSampleToVideo", "LongLiveContinue")
+LIVE_PANEL_HEIGHT = 270
 NOTE_WIDTH, NOTE_COLOR, NOTE_BGCOLOR = 340, "#432", "#653"
 # the markdown note's text in both editors: 10 px type on 12 px lines, headings on 19 px lines, about
 # 55 characters (headings 35) to a line of this width (measured: note_height is within a line of it)
@@ -586,7 +597,8 @@ def _node_size(node: Node, interface: Interface) -> list[int]:
     sockets = sum(not p.widget for p in interface.inputs)
     widgets = sum(p.widget + p.control + p.upload for p in interface.inputs)
     height = max(sockets, len(interface.outputs)) * SLOT_HEIGHT + widgets * WIDGET_HEIGHT + 12
-    return [NODE_WIDTHS.get(node.type, DEFAULT_WIDTH), max(height, MIN_HEIGHTS.get(node.type, 0))]
+    height = max(height, MIN_HEIGHTS.get(node.type, 0)) + (LIVE_PANEL_HEIGHT if node.type in LIVE_NODES else 0)
+    return [NODE_WIDTHS.get(node.type, DEFAULT_WIDTH), height]
 
 
 def note_height(text: str) -> int:

@@ -256,7 +256,7 @@ def test_the_tripwire_catches_a_pageable_copy_and_a_blocking_check(meta_model, t
     from vace_core import sampler
 
     monkeypatch.setattr(sampler, "to_device", lambda tensor, device, dtype=None: tensor.to(device, dtype))
-    monkeypatch.setattr(sampler, "check_finite", lambda finite, block, dtype: bool(torch.isfinite(finite._flag).all()))
+    monkeypatch.setattr(sampler, "check_finite", lambda finite, *_: bool(torch.isfinite(finite._flag).all()))
     sample_on_meta(meta_model, random_text(seed=1), None, tripwire, latent_frames=6)
     copies = [s for s in tripwire.syncs if "host-to-device" in s]
     reads = [s for s in tripwire.syncs if "read by the host" in s]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import re
 import threading
 
 import av
@@ -20,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import PACK, load_pack_standalone, run_node, sampler_settings, video_latent, write_node_models
+from helpers import (PACK, load_pack_standalone, request_interrupt, run_node, sampler_settings, video_latent,
+                     write_node_models)
 
 pack = load_pack_standalone()
 live = importlib.import_module(f"{PACK}.nodes.live")
@@ -68,16 +70,25 @@ def project(latents: torch.Tensor) -> np.ndarray:
 
 
 class Client:
-    """The websocket side: every message sent to the prompt's client, and what to do on each."""
+    """The websocket side: every message sent to the prompt's client (and the other client ids it
+    was addressed to), and what to do on each chunk message."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, dict]] = []
+        self.also_to: list[list[str]] = []
         self.on_chunk = None
+        self.on_event = None  # (event, data) for every message
 
-    def send(self, event: str, data: dict) -> None:
+    def send(self, event: str, data: dict, to=()) -> None:
         self.messages.append((event, data))
-        if self.on_chunk is not None:
+        self.also_to.append(list(to))
+        if self.on_chunk is not None and event == live.CHUNK_EVENT:
             self.on_chunk(data)
+        if self.on_event is not None:
+            self.on_event(event, data)
+
+    def events(self, *kinds: str) -> list[tuple[str, dict]]:
+        return [(event, data) for event, data in self.messages if event in kinds]
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +157,63 @@ def test_malformed_requests_are_answered_400(body, message):
 
 
 def test_the_longest_text_is_taken_and_node_ids_may_be_numbers():
-    assert live.parse_steer_request(steer_body("x" * live.MAX_STEER_CHARS, node=12)) == \
-        (PROMPT_ID, "x" * live.MAX_STEER_CHARS, "12")
-    assert live.parse_steer_request(steer_body("  keep my spaces ")) == (PROMPT_ID, "  keep my spaces ", None)
+    assert live.parse_steer_request(steer_body("x" * live.MAX_STEER_CHARS, node=12, client_id="c1")) == \
+        live.LiveRequest(PROMPT_ID, "12", "c1", text="x" * live.MAX_STEER_CHARS)
+    assert live.parse_steer_request(steer_body("  keep my spaces ")).text == "  keep my spaces "
+
+
+# What the steering route refuses before it queues a text (400), read as ComfyUI's tokenizers read a
+# prompt: lone surrogates (valid JSON), weights that are not finite or beyond +-10 (nested brackets
+# multiply by 1.1 each: 25 levels are 10.8), embeddings outside their folder, an embedding without a name.
+@pytest.mark.parametrize("text, message", [
+    ("a fox runs through (snow:nan)", "weight of 'snow' is nan"),
+    ("a fox runs through (snow:1e30)", "weight of 'snow' is 1e+30, beyond the -10 to 10"),
+    ("a fox (runs (through:inf) snow)", "weight of 'through' is inf"),
+    ("(snow:-11)", "is -11, beyond"),
+    ("(snow: NaN )", "is nan"),
+    ("(" * 25 + "snow" + ")" * 25, "is 10.8347, beyond"),
+    ("bad \ud800 text", "not valid Unicode text (character 5 is a lone surrogate, U+D800)"),
+    ("a fox embedding:../../etc/passwd runs", "embedding:../../etc/passwd names a file outside"),
+    ("(embedding:/etc/passwd:1.2)", "embedding:/etc/passwd names a file outside"),
+    ("embedding:sub\\..\\..\\x", "names a file outside"),
+    ("a fox embedding:", "embedding: is followed by no name"),
+    ("a fox\x00", "control character U+0000"),
+])
+def test_texts_that_cannot_be_encoded_are_refused_with_400(text, message):
+    status, answer = live.SteeringRegistry().answer(steer_body(text))  # JSON escapes a lone surrogate
+    assert status == 400 and message in answer["error"] and answer["error"].startswith('"text": '), answer
+
+
+@pytest.mark.parametrize("text", [
+    "a fox runs through (snow:1.5)", "(snow:-2) and ((deep snow))", "(snow:10)", "\\(snow:nan\\)",
+    "(snow:nan", "a (fox: a red one) runs", "embedding:winter_style.safetensors, snow", "ratio 1:1e30",
+    "(" * 24 + "snow" + ")" * 24, "x" * live.MAX_STEER_CHARS, "tab\tand\nnewline",
+])
+def test_texts_the_tokenizers_read_safely_are_taken(text):
+    registry = live.SteeringRegistry()
+    with registry.open(PROMPT_ID, "7", boundaries()):
+        assert registry.answer(steer_body(text))[0] == 200
+
+
+def test_prompt_weights_are_read_as_comfyui_reads_them():
+    """Hand-derived from the rules ComfyUI's tokenizers follow (the integration tests compare with
+    ComfyUI's own functions on random texts)."""
+    weights = prompts.prompt_weights
+    assert weights("a fox") == [("a fox", 1.0)]
+    assert weights("a (fox) runs") == [("a ", 1.0), ("fox", 1.1), (" runs", 1.0)]
+    assert weights("((fox))") == [("fox", pytest.approx(1.21))]
+    assert weights("(red (fox:1.5))") == [("red ", 1.1), ("fox", 1.5)]
+    assert weights("(fox:0.5:2)") == [("fox:0.5", 2.0)]  # the last colon
+    assert weights("(fox:big)") == [("fox:big", pytest.approx(1.1))]  # not a number: emphasis only
+    assert weights("(:2)") == [(":2", pytest.approx(1.1))]  # a colon first is text
+    assert weights("(fox") == [("(fox", 1.0)]  # unclosed: text
+    assert weights("fox) (snow:2)") == [("fox) (snow:2)", 1.0)]  # a stray ')' makes the rest text
+    assert weights("(a(b)") == [("a", pytest.approx(1.1)), ("(b", pytest.approx(1.1))]  # read as a group
+    escaped = weights("\\(fox:nan\\) (snow:3)")
+    assert [prompts.plain_text(part) for part, _ in escaped] == ["(fox:nan) ", "snow"]
+    assert [w for _, w in escaped] == [1.0, 3.0]
+    assert prompts.embedding_names("a embedding:winter, embedding:x[1] embedding:") == ["winter,", "x", ""]
+    assert prompts.embedding_names("an_embedding:x") == []  # only at the start or after white space
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,12 +232,15 @@ def test_a_steer_answers_the_frame_of_the_next_boundary_and_the_last_text_wins()
     points = boundaries()
     with registry.open(PROMPT_ID, "7", points) as session:
         assert registry.answer(steer_body("a fox")) == (200, {"prompt_id": PROMPT_ID, "node": "7",
-                                                              "takes_effect_at_frame": 9})
-        assert registry.answer(steer_body("a wolf", node="7"))[1]["takes_effect_at_frame"] == 9
-        assert session.take(points[0]) == "a wolf"  # the last text before the boundary wins
-        assert session.take(points[1]) is None  # taken once
-        assert registry.answer(steer_body("a bear", node=7))[1]["takes_effect_at_frame"] == 33
-        assert session.take(points[2]) == "a bear"
+                                                              "takes_effect_at_frame": 9, "replaces_pending": False})
+        assert registry.answer(steer_body("a wolf", node="7"))[1] == {
+            "prompt_id": PROMPT_ID, "node": "7", "takes_effect_at_frame": 9, "replaces_pending": True}
+        assert registry.answer(steer_body("a lynx"))[1]["replaces_pending"] is True
+        assert session.take(points[0]) == ("a lynx", 2)  # the last text before the boundary wins
+        assert session.take(points[1]) == (None, 0)  # taken once
+        answer = registry.answer(steer_body("a bear", node=7))[1]
+        assert (answer["takes_effect_at_frame"], answer["replaces_pending"]) == (33, False)
+        assert session.take(points[2]) == ("a bear", 0)
         status, answer = registry.answer(steer_body("too late"))
         assert status == 404 and "last chunk" in answer["error"]
         with pytest.raises(RuntimeError, match="expected None"):
@@ -188,7 +256,7 @@ def test_steers_reach_only_their_own_prompt_and_node():
         assert status == 404 and "not running steerable node 8 (running: 7)" in answer["error"]
         assert registry.answer(steer_body("x", prompt_id="unknown"))[0] == 404
         assert registry.answer(steer_body("for 7"))[0] == 200
-        assert other.take(other.boundaries[0]) is None
+        assert other.take(other.boundaries[0]) == (None, 0)
         with registry.open(PROMPT_ID, "9", boundaries()):
             status, answer = registry.answer(steer_body("which one?"))
             assert status == 400 and "several steerable nodes (7, 9)" in answer["error"]
@@ -207,9 +275,142 @@ def test_steering_encodes_on_the_calling_thread_as_clip_text_encode_does():
         assert segment.start_frame == 9 and torch.equal(segment.context, expected)
         assert steer(points[1]) == []
         assert session.record == [{"frame": 9, "text": "a fox jumps"}]
-        registry.answer(steer_body("wide"))
-        with pytest.raises(ValueError, match=r"clip \(the steering text at frame 33\).*768 channels.*expects 64"):
-            live.steering(session, FakeClip(dim=768), TEXT_DIM)(points[2])
+
+
+class BrokenClip(FakeClip):
+    """Encodes like FakeClip, except texts with "nan" (NaN conditioning, as a broken embedding file
+    makes) and "boom" (the encoder raises)."""
+
+    def encode_from_tokens_scheduled(self, tokens: dict) -> list:
+        text = tokens["fake"][0]
+        if "boom" in text:
+            raise RuntimeError("the text encoder ran out of memory")
+        conditioning = super().encode_from_tokens_scheduled(tokens)
+        if "nan" in text:
+            conditioning[0][0][0, 2, 5] = float("nan")
+        return conditioning
+
+
+@pytest.mark.parametrize("text, clip, reason", [
+    ("snow nan", BrokenClip(), r"ValueError: clip \(the steering text at frame 9\): the prompt's conditioning "
+                               r"holds 1 non-finite values .* prompt weight"),
+    ("boom", BrokenClip(), "RuntimeError: the text encoder ran out of memory"),
+    ("wide", FakeClip(dim=768), "768 channels but the model expects 64"),
+])
+def test_a_steer_that_fails_at_the_boundary_is_dropped_and_the_clients_are_told(text, clip, reason, caplog):
+    registry, client = live.SteeringRegistry(), Client()
+    points = boundaries()
+    with registry.open(PROMPT_ID, "7", points) as session:
+        steer = live.steering(session, clip, TEXT_DIM, client.send)
+        registry.answer(steer_body("first try"))
+        registry.answer(steer_body(text, client_id="someone-else"))
+        with caplog.at_level("WARNING", logger="longlive_vace"):
+            assert steer(points[0]) == []  # the prompt stays as it was
+        assert session.record == []
+        [(event, data)] = client.messages
+        assert event == "longlive.steer" and client.also_to == [["someone-else"]]
+        assert {k: data[k] for k in ("prompt_id", "node", "status", "frame", "text", "replaced")} == \
+            {"prompt_id": PROMPT_ID, "node": "7", "status": "dropped", "frame": 9, "text": text, "replaced": 1}
+        assert re.search(reason, data["reason"]), data["reason"]
+        assert "dropped the steer" in caplog.text and "at frame 9" in caplog.text
+        if clip.dim != TEXT_DIM:
+            return
+        # the next text is taken as usual
+        registry.answer(steer_body("a hare"))
+        [segment] = steer(points[1])
+        assert segment.start_frame == 21 and session.record == [{"frame": 21, "text": "a hare"}]
+        assert client.messages[-1][1]["status"] == "applied" and client.messages[-1][1]["text"] == "a hare"
+
+
+def test_the_clients_told_are_the_ones_that_steered_in_order_and_bounded():
+    registry = live.SteeringRegistry()
+    with registry.open(PROMPT_ID, "7", boundaries()) as session:
+        for n in range(live.MAX_TOLD_CLIENTS + 8):
+            registry.answer(steer_body("a fox", client_id=f"client-{n % (live.MAX_TOLD_CLIENTS + 4)}"))
+        registry.answer_hold(hold_body(client_id="late"))
+        assert session.clients() == [f"client-{n}" for n in range(live.MAX_TOLD_CLIENTS)]
+
+
+# ---------------------------------------------------------------------------------------------
+# holding
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"timeout_s": 0}, '"timeout_s"'), ({"timeout_s": 601}, '"timeout_s"'), ({"timeout_s": "10"}, '"timeout_s"'),
+    ({"timeout_s": True}, '"timeout_s"'), ({"resume": "yes"}, '"resume"'), ({"client_id": 5}, '"client_id"'),
+])
+def test_malformed_hold_requests_are_answered_400(body, message):
+    status, answer = live.SteeringRegistry().answer_hold(json.dumps({"prompt_id": PROMPT_ID, **body}).encode())
+    assert status == 400 and message in answer["error"], answer
+
+
+def hold_body(**fields) -> bytes:
+    return json.dumps({"prompt_id": PROMPT_ID, **fields}).encode()
+
+
+def later(seconds: float, action) -> threading.Timer:
+    timer = threading.Timer(seconds, action)
+    timer.start()
+    return timer
+
+
+def test_a_hold_waits_at_the_boundary_until_a_steer_resume_or_its_timeout():
+    registry, client = live.SteeringRegistry(), Client()
+    points = boundaries()
+    with registry.open(PROMPT_ID, "7", points) as session:
+        flushed = []
+        steer = live.steering(session, FakeClip(), TEXT_DIM, client.send, flush=lambda: flushed.append(len(flushed)))
+        assert registry.answer_hold(hold_body()) == (200, {"prompt_id": PROMPT_ID, "node": "7", "holds_at_frame": 9,
+                                                          "timeout_s": 60.0})
+        later(0.3, lambda: registry.answer(steer_body("a hare")))  # a steer ends the hold and takes effect there
+        [segment] = steer(points[0])
+        assert segment.start_frame == 9 and flushed == [0]
+        held, resumed, applied = [data for _, data in client.messages]
+        assert (held["state"], held["frame"], held["timeout_s"]) == ("held", 9, 60.0)
+        assert (resumed["state"], resumed["by"]) == ("resumed", "steer") and 0.25 <= resumed["held_s"] < 5
+        assert applied["status"] == "applied" and applied["frame"] == 9
+
+        assert registry.answer_hold(hold_body(timeout_s=10))[1]["holds_at_frame"] == 21
+        later(0.3, lambda: registry.answer_hold(hold_body(resume=True)))
+        assert steer(points[1]) == []
+        assert client.messages[-1][1]["by"] == "resume" and client.messages[-1][1]["held_s"] >= 0.25
+
+        registry.answer_hold(hold_body(timeout_s=0.3))
+        assert steer(points[2]) == []
+        assert client.messages[-1][1]["by"] == "timeout" and 0.3 <= client.messages[-1][1]["held_s"] < 5
+        status, answer = registry.answer_hold(hold_body())
+        assert status == 404 and "no chunk boundary left" in answer["error"]
+
+
+def test_a_hold_ended_before_its_boundary_holds_nothing_and_resume_without_hold_says_so():
+    registry, client = live.SteeringRegistry(), Client()
+    points = boundaries()
+    with registry.open(PROMPT_ID, "7", points) as session:
+        steer = live.steering(session, FakeClip(), TEXT_DIM, client.send)
+        assert registry.answer_hold(hold_body(resume=True))[1]["resumed"] is False
+        registry.answer_hold(hold_body())
+        assert registry.answer_hold(hold_body(resume=True))[1]["resumed"] is True
+        assert steer(points[0]) == [] and client.messages == []  # no hold, no message
+        # asked after the sampler looked at the boundary's hold: the next one holds (as answered)
+        assert session.begin_hold() is None
+        assert registry.answer_hold(hold_body(timeout_s=0.1))[1]["holds_at_frame"] == 33
+        assert session.take(points[1]) == (None, 0)
+        assert steer(points[2]) == [] and [d["state"] for _, d in client.messages] == ["held", "resumed"]
+
+
+def test_cancel_while_held_stops_the_run_there():
+    registry, client = live.SteeringRegistry(), Client()
+    points = boundaries()
+    with registry.open(PROMPT_ID, "7", points) as session:
+        steer = live.steering(session, FakeClip(), TEXT_DIM, client.send)
+        registry.answer_hold(hold_body())
+        later(0.2, request_interrupt)
+        try:
+            with pytest.raises(live.GenerationCancelled):
+                steer(points[0])
+        finally:
+            request_interrupt(False)
+        assert client.messages[-1][1]["by"] == "cancel"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -362,9 +563,11 @@ def test_sampler_to_video_previews_real_frames_and_records_the_steering_in_the_m
         assert json.loads(container.metadata["longlive_steering"]) == record
         assert json.loads(container.metadata["prompt"]) == {"5": {"class_type": "LongLiveSampleToVideo"}}
     written = decoded(path)
-    data = [d for _, d in server.messages]
+    data = [d for _, d in server.events("longlive.chunk")]
     assert [(d["chunk"], d["first_frame"], d["frames"]) for d in data] == [(1, 0, 9), (2, 9, 12), (3, 21, 12),
                                                                              (4, 33, 12)]
+    [(_, applied)] = server.events("longlive.steer")
+    assert (applied["status"], applied["frame"], applied["text"]) == ("applied", record[0]["frame"], record[0]["text"])
     for d in data:  # the real decoded frames of the chunk (at 64x64, the video's own size)
         frames = np.stack(decoded(tmp_path / "temp" / "longlive" / d["preview"]["filename"]))
         assert frames.shape == (d["frames"], SIZE, SIZE, 3)
@@ -398,3 +601,85 @@ def test_continue_video_previews_the_whole_timeline(server):
     assert [(d["node"], d["chunk"], d["chunks"], d["first_frame"], d["frames"]) for d in data] == \
         [("9", 1, 4, 0, 9), ("9", 2, 4, 9, 12), ("9", 3, 4, 21, 12), ("9", 4, 4, 33, 12)]
     assert "clip" not in NODES["LongLiveContinue"].INPUT_TYPES()["optional"]
+
+
+def test_a_held_run_with_a_dropped_steer_makes_the_frames_of_an_untouched_run(server):
+    """Held at a boundary until its timeout (no chunk is made meanwhile, the chunks before it are
+    announced first), then a steer whose conditioning is NaN is dropped there: the run finishes with
+    every chunk, records nothing, tells the client, and its latents equal a run nobody touched."""
+    answers = []
+
+    def react(event, data):
+        if event == "longlive.chunk" and data["chunk"] == 1:
+            answers.append(live.REGISTRY.answer_hold(hold_body(timeout_s=0.3)))
+        if event == "longlive.hold" and data["state"] == "resumed":  # sent before the boundary's text is taken
+            answers.append(live.REGISTRY.answer(steer_body("snow nan")))
+
+    server.on_event = react
+    out = run_node(NODES, "LongLiveSampler", model=model(), positive=positive(), clip=BrokenClip(), unique_id="7",
+                   **SAMPLER)
+    [(hold_status, hold), (steer_status, steered)] = answers
+    frame = hold["holds_at_frame"]
+    assert hold_status == steer_status == 200 and steered["takes_effect_at_frame"] == frame
+    assert out["ui"] == {"longlive_steering": []}
+    events = [(event, data.get("chunk") or data.get("state") or data.get("status")) for event, data in server.messages]
+    held = events.index(("longlive.hold", "held"))
+    chunks_before = [n for event, n in events[:held] if event == "longlive.chunk"]
+    assert chunks_before == list(range(1, len(chunks_before) + 1))  # every chunk before the boundary, in order
+    # nothing made while held; the steer sent on "resumed" is dropped at the same boundary
+    assert events[held + 1:held + 3] == [("longlive.hold", "resumed"), ("longlive.steer", "dropped")]
+    resumed = server.messages[held + 1][1]
+    assert resumed["by"] == "timeout" and 0.3 <= resumed["held_s"] < 5 and resumed["frame"] == frame
+    first_after = next(d for e, d in server.messages[held:] if e == "longlive.chunk")
+    assert first_after["first_frame"] == frame  # the chunk the hold waited for
+    [(_, dropped)] = server.events("longlive.steer")
+    assert (dropped["frame"], dropped["text"]) == (frame, "snow nan") and "non-finite" in dropped["reason"]
+    assert len(server.events("longlive.chunk")) == 4
+    untouched = run_node(NODES, "LongLiveSampler", model=model(), positive=positive(), **SAMPLER)[0]
+    assert torch.equal(untouched["samples"], out["result"][0]["samples"])
+
+
+def test_cancel_while_held_leaves_a_valid_mp4_of_the_chunks_before_the_hold(server, tmp_path):
+    video_nodes = importlib.import_module(f"{PACK}.nodes.video")
+    answers = []
+
+    def react(data):
+        if data["chunk"] == 2:
+            answers.append(live.REGISTRY.answer_hold(hold_body()))
+            later(0.3, request_interrupt)
+
+    server.on_chunk = react
+    try:
+        with pytest.raises(host.InterruptProcessingException):
+            video_nodes.LongLiveSampleToVideo().generate(
+                model=model(), positive=positive(), clip=FakeClip(), vae=stand_in_vae.CausalStandInVAE(seed=6),
+                filename_prefix="held", fps=16, crf=19, unique_id="5", **SAMPLER)
+    finally:
+        request_interrupt(False)
+    [(status, answer)] = answers
+    frame = answer["holds_at_frame"]
+    assert status == 200 and frame in (21, 33)
+    assert [d["by"] for e, d in server.messages if e == "longlive.hold" and d["state"] == "resumed"] == ["cancel"]
+    written = decoded(tmp_path / "output" / "held_00001_.mp4")
+    assert len(written) == frame  # every chunk before the held boundary, nothing after
+
+
+# ---------------------------------------------------------------------------------------------
+# broken prompts are named before any model work
+
+
+def test_a_queued_prompt_with_nan_conditioning_is_refused_before_any_chunk(server):
+    """What CLIPTextEncode makes of `(snow:nan)`: NaN rows. The sampler refuses it naming its input and
+    the prompt's weights, not the model files, before the model runs (no chunk is announced); a
+    schedule entry is refused by its own node."""
+    broken = positive()
+    broken[0][0][0, 3, :] = float("nan")
+    with pytest.raises(ValueError) as error:
+        run_node(NODES, "LongLiveSampler", model=model(), positive=broken, clip=FakeClip(), unique_id="7", **SAMPLER)
+    message = str(error.value)
+    assert message.startswith("positive: the prompt's conditioning holds 64 non-finite values (NaN or infinity)")
+    assert "(word:nan)" in message and "checkpoint" not in message and "LoRA" not in message
+    assert server.messages == []
+    with pytest.raises(ValueError, match=r"^conditioning \(the prompt schedule's entry at frame 21\): the prompt's "
+                                         r"conditioning holds 64 non-finite"):
+        run_node(NODES, "LongLivePromptSchedule", conditioning=broken, start_frame=21)

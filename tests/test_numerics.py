@@ -88,10 +88,29 @@ def test_fp16_overflow_stops_before_the_next_chunk_reads_its_keys(monkeypatch):
     assert chunks == []
 
 
+@pytest.mark.parametrize("poison, blamed", [
+    (float("nan"), "the prompt from frame 5 holds NaN or infinity"),
+    (1e30, "the prompt from frame 5 holds values as large as 1e+30"),  # what (word:1e30) makes
+])
+def test_broken_prompts_are_blamed_not_the_weights(poison, blamed):
+    """A prompt the nodes would refuse (non-finite) or that an extreme weight inflated, given to the
+    library directly: the guard names that input and the prompt weights, and says nothing of the
+    model files (whose message, below, says the inputs were finite)."""
+    text = random_text(seed=5)
+    text[0, 1] = poison
+    prompts = [PromptSegment(0, random_text(seed=4)), PromptSegment(5, text)]
+    with pytest.raises(NonFiniteError) as error:
+        generate(tiny_model("tiny", seed=2), prompts, video_frames=video_frames_for(4), height=HEIGHT, width=WIDTH,
+                 seed=0, settings=SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1))
+    message = str(error.value)
+    assert "chunk 2" in message and blamed in message and "prompt weights" in message, message
+    assert "weights are broken" not in message and "checkpoint" not in message
+
+
 def test_bf16_nan_names_the_weights():
     model = tiny_model("tiny", seed=2).set_dtype(torch.bfloat16)
     with torch.no_grad():
         model.blocks[0].ffn[0].bias.fill_(float("nan"))
-    with pytest.raises(NonFiniteError, match="computes in bfloat16: the weights are broken"):
+    with pytest.raises(NonFiniteError, match=r"computes in bfloat16: the weights are broken .*the inputs are finite"):
         generate(model, random_text(seed=4), video_frames=video_frames_for(2), height=HEIGHT, width=WIDTH,
                  seed=0, settings=SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1))

@@ -25,10 +25,13 @@ STAND_IN = """(options) => {
     const api = new EventTarget();
     api.calls = [];
     if (!missing.has('apiURL')) api.apiURL = (route) => '/api' + route;
+    api.answers = {'/longlive/steer': {takes_effect_at_frame: 21, replaces_pending: false},
+                   '/longlive/hold': {holds_at_frame: 21, timeout_s: 60}};
     if (!missing.has('fetchApi')) api.fetchApi = async (route, init) => {
         api.calls.push([route, JSON.parse(init.body)]);
-        return new Response(JSON.stringify({takes_effect_at_frame: 21}), {status: 200});
+        return new Response(JSON.stringify(api.answers[route]), {status: 200});
     };
+    api.clientId = 'editor-1';
     const node = {id: 5, type: 'LongLiveSampler', size: [300, 400], widgets: [],
                   inputs: [{name: 'clip', link: options.unlinked ? null : 7}],
                   computeSize: () => [300, 700], setSize(size) { this.size = size; }};
@@ -116,7 +119,7 @@ def test_the_panel_plays_each_chunk_and_steers_the_running_prompt(browser):
     page.wait_for_function("() => /takes over at frame 21/.test(document.querySelector('.longlive-steer-status')"
                            ".textContent)")
     assert page.evaluate("() => window.standIn.api.calls") == [
-        ["/longlive/steer", {"prompt_id": "p1", "node": "5", "text": "the fox jumps"}]]
+        ["/longlive/steer", {"prompt_id": "p1", "node": "5", "client_id": "editor-1", "text": "the fox jumps"}]]
     assert page.input_value(".longlive-steer-text") == ""
     # the run ends: no box; the steering record the node reports is shown
     send(page, "execution_success", {"prompt_id": "p1"})
@@ -139,5 +142,79 @@ def test_a_node_without_clip_shows_chunks_but_no_steering_box(browser):
     assert page.evaluate("() => getComputedStyle(document.querySelector('.longlive-steer')).display") == "none"
     send(page, "longlive.chunk", {**CHUNK, "node": "99"})  # a node the graph does not have: ignored
     assert page.evaluate("() => document.querySelectorAll('.longlive-live').length") == 1
+    assert errors == []
+    page.close()
+
+
+def steer_status(page) -> str:
+    return page.evaluate("() => document.querySelector('.longlive-steer-status').textContent")
+
+
+def test_the_box_says_what_took_effect_replaced_and_dropped_and_holds_the_run(browser):
+    page, errors = page_with(browser)
+    send(page, "execution_start", {"prompt_id": "p1"})
+    send(page, "longlive.chunk", CHUNK)
+    page.fill(".longlive-steer-text", "the fox jumps")
+    page.click(".longlive-steer-button")
+    page.wait_for_function("() => /takes over at frame 21$/.test(document.querySelector('.longlive-steer-status')"
+                           ".textContent)")
+    # another client's text replaced it before the boundary: the box says so, not the promise
+    steer = {"prompt_id": "p1", "node": "5", "frame": 21, "replaced": 1}
+    send(page, "longlive.steer", {**steer, "status": "applied", "text": "a hare runs"})
+    assert steer_status(page) == "replaced: “the fox jumps” was replaced by a later text, “a hare runs” took over " \
+                                 "at frame 21"
+    # a text sent here that replaced a pending one, then applied
+    page.evaluate("() => { window.standIn.api.answers['/longlive/steer'] = "
+                  "{takes_effect_at_frame: 33, replaces_pending: true}; }")
+    page.fill(".longlive-steer-text", "snow falls")
+    page.click(".longlive-steer-button")
+    page.wait_for_function("() => /replacing the text sent before it/.test(document.querySelector("
+                           "'.longlive-steer-status').textContent)")
+    send(page, "longlive.steer", {**steer, "frame": 33, "status": "applied", "text": "snow falls"})
+    assert steer_status(page) == "“snow falls” took over at frame 33"
+    send(page, "longlive.steer", {**steer, "frame": 45, "status": "dropped", "text": "(x:nan)", "reason": "ValueError: NaN"})
+    assert steer_status(page) == "dropped at frame 45: “(x:nan)” (sent elsewhere) could not be encoded " \
+                                 "(ValueError: NaN); the prompt stays as it was"
+    send(page, "longlive.steer", {**steer, "prompt_id": "another", "status": "applied", "text": "ignored"})
+    assert "ignored" not in steer_status(page)  # another prompt's message
+    # Hold asks the server, the button turns into Resume; the messages say when it is held and resumed
+    page.click(".longlive-hold-button")
+    page.wait_for_function("() => document.querySelector('.longlive-hold-button').textContent === 'Resume'")
+    assert steer_status(page) == "holding at frame 21: type, then Steer or Resume"
+    send(page, "longlive.hold", {"prompt_id": "p1", "node": "5", "state": "held", "frame": 21, "timeout_s": 60})
+    assert steer_status(page) == "held before frame 21: type, then Steer or Resume (it resumes by itself after 60 s)"
+    page.evaluate("() => { window.standIn.api.answers['/longlive/hold'] = {resumed: true}; }")
+    page.click(".longlive-hold-button")
+    page.wait_for_function("() => document.querySelector('.longlive-hold-button').textContent === 'Hold'")
+    send(page, "longlive.hold", {"prompt_id": "p1", "node": "5", "state": "resumed", "frame": 21, "by": "resume",
+                                 "held_s": 4.26})
+    assert steer_status(page) == "resumed at frame 21 by Resume after 4.3 s"
+    calls = page.evaluate("() => window.standIn.api.calls.filter(([route]) => route === '/longlive/hold')")
+    assert calls == [["/longlive/hold", {"prompt_id": "p1", "node": "5", "client_id": "editor-1", "resume": False,
+                                         "timeout_s": 60}],
+                     ["/longlive/hold", {"prompt_id": "p1", "node": "5", "client_id": "editor-1", "resume": True,
+                                         "timeout_s": 60}]]
+    assert errors == []
+    page.close()
+
+
+def test_the_editors_video_player_on_a_saving_node_is_kept_out_of_the_prompt(browser):
+    """The editors add a "video-preview" widget to a node that saved a video and would queue it as an
+    input; on the pack's saving nodes it is marked as none (options.serialize false), other widgets
+    and other nodes' players are left alone."""
+    page, errors = page_with(browser)
+    marked = page.evaluate("""() => {
+        const ext = window.standIn.app.extensions[0];
+        class Base { addDOMWidget(name, type, element, options) { return {name, type, element, options: options ?? {}}; } }
+        const made = {};
+        for (const name of ['LongLiveSaveVideo', 'LongLiveSampleToVideo', 'SaveVideo']) {
+            class NodeType extends Base {}
+            ext.beforeRegisterNodeDef(NodeType, {name});
+            const node = new NodeType();
+            made[name] = [node.addDOMWidget('video-preview', 'video', null, {canvasOnly: true}).options.serialize ?? null,
+                          node.addDOMWidget('other', 'x', null, {}).options.serialize ?? null];
+        }
+        return made; }""")
+    assert marked == {"LongLiveSaveVideo": [False, None], "LongLiveSampleToVideo": [False, None], "SaveVideo": [None, None]}
     assert errors == []
     page.close()

@@ -339,6 +339,39 @@ def test_the_graph_opens_readable_and_tidy(name):
     assert len(notes) == 1 and notes[0]["size"][1] >= mw.note_height(notes[0]["widgets_values"][0])
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_every_sampler_that_can_steer_has_its_clip_and_the_note_says_how(name):
+    """Every node that takes a clip has the CLIP that encodes its positive prompt connected, so it can
+    be steered as it runs; the note says how to steer and hold; the seed is stored fixed (so Run
+    again is free and a steered run replays), and the note says so."""
+    graph, workflow = api(name), ui(name)
+    steerable = [(i, n) for i, n in graph.items() if "clip" in OBJECT_INFO[n["class_type"]]["input"].get("optional", {})
+                 and n["class_type"] != "LongLiveSteeringSchedule"]
+    assert steerable, "no sampler"
+    for node_id, node in steerable:
+        positive = graph[node["inputs"]["positive"][0]]
+        assert positive["class_type"] == "CLIPTextEncode" and node["inputs"].get("clip") == positive["inputs"]["clip"], \
+            (node_id, node["inputs"].get("clip"))
+    note = notes_text(workflow)
+    assert "**Steer**" in note and "**Hold**" in note and "Resume" in note and "*fixed*" in note
+    for node in workflow["nodes"]:
+        interface = mw.all_interfaces()[node["type"]] if node["type"] not in EDITOR_ONLY else None
+        if interface is not None and any(p.control for p in interface.inputs):
+            slot = [p.name for p in interface.inputs if p.widget for _ in range(1 + p.control)].index("seed") + 1
+            assert node["widgets_values"][slot] == "fixed", node["title"]
+
+
+def test_the_live_nodes_are_laid_out_with_room_for_the_panel_a_run_adds():
+    """The panel web/longlive.js adds is PANEL_HEIGHT high; the layout gives the live nodes at least
+    that much below their widgets (scripts/check_workflows_in_editor.py measures the real editors
+    after a run)."""
+    panel = int(re.search(r"const PANEL_HEIGHT = (\d+);", (ROOT / "web" / "longlive.js").read_text()).group(1))
+    assert mw.LIVE_PANEL_HEIGHT >= panel
+    for name in NAMES:
+        live = [n for n in ui(name)["nodes"] if n["type"] in mw.LIVE_NODES]
+        assert live and all(n["size"][1] >= panel + 100 for n in live), name  # widgets, then the panel
+
+
 def test_thumbnails_can_be_told_apart():
     """Each thumbnail is a 640x480 picture, and any two differ in a large share of their pixels
     (not just a caption)."""

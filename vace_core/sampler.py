@@ -220,6 +220,25 @@ class _Run:
                              f"chunk starting at or after its frame)")
         self.prompts, self.prompt_of_block = prompts, of_block
 
+    def input_problems(self) -> list[str]:
+        """The run's inputs that could make non-finite latents by themselves (read only once a
+        block is not finite): a prompt, context or given latents holding NaN or infinity, or a
+        prompt far larger than a text encoder makes (an extreme prompt weight)."""
+        problems = []
+        for prompt in self.prompts:
+            context = prompt.context
+            largest = float(context.abs().max()) if context.numel() else 0.0
+            if not torch.isfinite(context).all():
+                problems.append(f"the prompt from frame {prompt.start_frame} holds NaN or infinity")
+            elif largest > PROMPT_VALUE_LIMIT:
+                problems.append(f"the prompt from frame {prompt.start_frame} holds values as large as {largest:.3g}")
+        given = {"the VACE context": self.vace.context if self.vace is not None else None,
+                 "the given start latents": self.request.start_latents,
+                 "the given reference latents": self.request.reference_latents}
+        problems += [f"{name} holds NaN or infinity" for name, tensor in given.items()
+                     if tensor is not None and not torch.isfinite(tensor).all()]
+        return problems
+
     def switches_before(self, block: Block) -> bool:
         return switches_before(block, self.prompt_of_block)
 
@@ -317,7 +336,7 @@ def sample(model: CausalWanModel, request: RunRequest, *,
             # The chunk's one host sync, between passes: it waits for x0, while the GPU runs the clean
             # pass queued above. A non-finite chunk stops the run here, before any pass that reads
             # its keys (the next chunk's, a recache's) is queued, and before on_chunk sees it.
-            check_finite(finite, block, model.compute_dtype)
+            check_finite(finite, block, model.compute_dtype, run.input_problems)
             run.remember(block, x0)
             if on_chunk is not None:
                 on_chunk(ChunkInfo(block, x0))
@@ -331,18 +350,31 @@ def sample(model: CausalWanModel, request: RunRequest, *,
 
 
 class NonFiniteError(FloatingPointError):
-    """A block's latents hold inf or NaN: the compute dtype overflowed (fp16) or the model is broken."""
+    """A block's latents hold inf or NaN: an input was not finite (or far out of range), the compute
+    dtype overflowed (fp16), or the model is broken."""
 
 
-def check_finite(finite: FiniteCheck, block: Block, compute_dtype: torch.dtype) -> None:
+# A text encoder's outputs stay far below this (umT5's are normalised); larger ones come from an
+# extreme prompt weight, e.g. (word:1e30), and overflow the model's first layers.
+PROMPT_VALUE_LIMIT = 1e4
+
+
+def check_finite(finite: FiniteCheck, block: Block, compute_dtype: torch.dtype,
+                 input_problems: Callable[[], list[str]] = list) -> None:
     """Stop on a block whose latents (watched by `finite`) are not all finite: a single overflow would
-    poison the KV cache for the rest of the video."""
+    poison the KV cache for the rest of the video. The message blames the inputs when
+    `input_problems()` names any, the model files only when it names none."""
     if finite.finite():
         return
     what = "the reference block" if block.is_reference else f"chunk {block.chunk_index + 1}"
     where = f"non-finite values (inf/NaN) in {what} (latent frames {block.start}-{block.end - 1})"
+    problems = input_problems()
+    if problems:
+        raise NonFiniteError(f"{where}, made from broken inputs: {'; '.join(problems)}. A prompt gets such values "
+                             "from its prompt weights, e.g. (word:nan) or (word:1e30): fix the input")
     if compute_dtype == torch.float16:
         raise NonFiniteError(f"fp16 overflow: {where}. float16 overflows on some prompts: choose bf16 or fp32 "
                              "as the dtype of 'Load LongLive Model'")
     raise NonFiniteError(f"{where} although the model computes in {str(compute_dtype).replace('torch.', '')}: "
-                         "the weights are broken (check the base checkpoint, LoRA and VACE files)")
+                         "the weights are broken (check the base checkpoint, LoRA and VACE files; the inputs are "
+                         "finite)")

@@ -6,8 +6,12 @@
 // elements take turns: the next clip loads in the hidden one while the shown one plays, so the
 // player never flashes black between chunks. While a steerable node runs (LongLive Sampler or
 // Sampler -> Video with its clip input connected), from its first chunk on, the panel has a text
-// box and a button that POST /longlive/steer; after the run it shows the steering record the node
-// reported (the JSON that "LongLive Schedule from Steering" takes).
+// box and a button that POST /longlive/steer, and a Hold button (POST /longlive/hold) that stops the
+// run at the next chunk boundary while the user types (Steer, Resume or the timeout end it). The
+// `longlive.steer` and `longlive.hold` messages say what took effect at which frame (a text sent
+// from here may have been replaced by a later one, or dropped) and when the run is held; after the
+// run the panel shows the steering record the node reported (the JSON that "LongLive Schedule from
+// Steering" takes).
 //
 // Everything this needs from the editor is looked up first (window.comfyAPI's app and api,
 // registerExtension, addEventListener, apiURL, fetchApi; addDOMWidget on the node); where one is
@@ -19,8 +23,12 @@ const api = comfy?.api?.api;
 
 const PREVIEWING = new Set(["LongLiveSampler", "LongLiveSampleToVideo", "LongLiveContinue"]);
 const STEERABLE = new Set(["LongLiveSampler", "LongLiveSampleToVideo"]);
+// nodes whose output the editor shows in a player of its own, its "video-preview" widget
+const VIDEO_OUTPUT = new Set(["LongLiveSaveVideo", "LongLiveSampleToVideo"]);
+const EDITOR_VIDEO_WIDGET = "video-preview";
 const MAX_STEER_CHARS = 2000; // the server refuses longer texts (nodes/live.py)
-const PANEL_HEIGHT = 260;
+const HOLD_SECONDS = 60; // a hold from the panel resumes by itself after this (the server's default)
+const PANEL_HEIGHT = 260; // scripts/make_workflows.py reserves this height on the samplers of the templates
 
 const panels = new Map(); // node id (string) -> panel
 let runningPromptId = null;
@@ -94,8 +102,11 @@ function makePanel(node) {
   input.className = "longlive-steer-text";
   const button = element("button", { padding: "3px 10px", borderRadius: "4px", cursor: "pointer" }, "Steer");
   button.className = "longlive-steer-button";
-  steerRow.append(input, button);
-  const steerStatus = element("div", { opacity: "0.8", minHeight: "1em" });
+  const holdButton = element("button", { padding: "3px 10px", borderRadius: "4px", cursor: "pointer" }, "Hold");
+  holdButton.className = "longlive-hold-button";
+  holdButton.title = "Stop at the next chunk until you press Steer or Resume (or a minute passes)";
+  steerRow.append(input, button, holdButton);
+  const steerStatus = element("div", { opacity: "0.8", minHeight: "1em", maxHeight: "3.9em", overflow: "auto" });
   steerStatus.className = "longlive-steer-status";
   const record = element("pre", {
     display: "none", margin: "0", whiteSpace: "pre-wrap", wordBreak: "break-word", userSelect: "text",
@@ -105,8 +116,8 @@ function makePanel(node) {
   root.append(screen, status, steerRow, steerStatus, record);
 
   const panel = {
-    node, root, players, front: 0, status, steerRow, input, button, steerStatus, record,
-    promptId: null, clips: [], index: -1, waiting: true, running: false,
+    node, root, players, front: 0, status, steerRow, input, button, holdButton, steerStatus, record,
+    promptId: null, clips: [], index: -1, waiting: true, running: false, sent: null, holding: false,
   };
   const widget = node.addDOMWidget("longlive_live", "longlive_live", root, {
     serialize: false, hideOnZoom: false, getMinHeight: () => PANEL_HEIGHT, getHeight: () => PANEL_HEIGHT,
@@ -121,6 +132,7 @@ function makePanel(node) {
     }));
   }
   button.addEventListener("click", safely(() => sendSteer(panel)));
+  holdButton.addEventListener("click", safely(() => sendHold(panel, panel.holding)));
   input.addEventListener("keydown", safely((event) => {
     if (event.key === "Enter") sendSteer(panel);
   }));
@@ -155,6 +167,8 @@ function startRun(panel, promptId) {
   }
   panel.status.textContent = "waiting for the first chunk…";
   panel.steerStatus.textContent = "";
+  panel.sent = null;
+  setHolding(panel, false);
   panel.record.style.display = "none";
   panel.steerRow.style.display = "none"; // shown with the first chunk: by then the server takes steers
 }
@@ -162,6 +176,7 @@ function startRun(panel, promptId) {
 function endRun(panel) {
   panel.running = false;
   panel.steerRow.style.display = "none";
+  setHolding(panel, false);
   if (panel.clips.length) {
     const last = panel.clips[panel.clips.length - 1];
     panel.status.textContent = `${panel.clips.length} chunks · ${last.end} frames`;
@@ -252,27 +267,100 @@ function onExecutionEnd() {
   runningNodeId = null;
 }
 
+async function post(route, body) {
+  // (HTTP status, JSON answer) of a POST to one of the pack's routes
+  const response = await api.fetchApi(route, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  return [response.status, await response.json().catch(() => ({}))];
+}
+
+function requestBody(panel) {
+  // the client id lets the server tell this editor what took effect even when another client queued the prompt
+  return { prompt_id: panel.promptId, node: String(panel.node.id), ...(api.clientId ? { client_id: api.clientId } : {}) };
+}
+
 async function sendSteer(panel) {
   const text = panel.input.value;
   if (!text.trim() || !panel.running) return;
   panel.button.disabled = true;
   panel.steerStatus.textContent = "sending…";
   try {
-    const response = await api.fetchApi("/longlive/steer", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ prompt_id: panel.promptId, node: String(panel.node.id), text }),
-    });
-    const answer = await response.json().catch(() => ({}));
-    if (response.status === 200) {
-      panel.steerStatus.textContent = `“${text}” takes over at frame ${answer.takes_effect_at_frame}`;
+    const [status, answer] = await post("/longlive/steer", { ...requestBody(panel), text });
+    if (status === 200) {
+      const frame = answer.takes_effect_at_frame;
+      panel.sent = { text, frame };
+      const replacing = answer.replaces_pending ? " (replacing the text sent before it)" : "";
+      panel.steerStatus.textContent = `“${text}” takes over at frame ${frame}${replacing}`;
       panel.input.value = "";
     } else {
-      panel.steerStatus.textContent = answer.error || `refused (HTTP ${response.status})`;
+      panel.steerStatus.textContent = answer.error || `refused (HTTP ${status})`;
     }
   } catch (error) {
     panel.steerStatus.textContent = `not sent: ${error}`;
   } finally {
     panel.button.disabled = false;
+  }
+}
+
+function setHolding(panel, holding) {
+  panel.holding = holding;
+  panel.holdButton.textContent = holding ? "Resume" : "Hold";
+}
+
+async function sendHold(panel, resume) {
+  if (!panel.running) return;
+  panel.holdButton.disabled = true;
+  try {
+    const [status, answer] = await post("/longlive/hold", { ...requestBody(panel), resume, timeout_s: HOLD_SECONDS });
+    if (status !== 200) {
+      panel.steerStatus.textContent = answer.error || `refused (HTTP ${status})`;
+    } else if (resume) {
+      setHolding(panel, false);
+    } else {
+      setHolding(panel, true);
+      panel.steerStatus.textContent = `holding at frame ${answer.holds_at_frame}: type, then Steer or Resume`;
+    }
+  } catch (error) {
+    panel.steerStatus.textContent = `not sent: ${error}`;
+  } finally {
+    panel.holdButton.disabled = false;
+  }
+}
+
+function onSteer(data) {
+  // a text applied or dropped at a chunk boundary: what the box says now, whoever sent it
+  const panel = panels.get(String(data?.node));
+  if (!panel || panel.promptId !== data.prompt_id) return;
+  const mine = panel.sent && panel.sent.frame === data.frame ? panel.sent : null;
+  panel.steerStatus.title = data.reason ?? "";
+  if (data.status === "dropped") {
+    // the reason's first sentence here, all of it in the tooltip
+    const whose = mine && mine.text === data.text ? "" : " (sent elsewhere)";
+    const reason = String(data.reason).split(/(?<=\.) /)[0];
+    panel.steerStatus.textContent = `dropped at frame ${data.frame}: “${data.text}”${whose} could not be encoded ` +
+      `(${reason}); the prompt stays as it was`;
+  } else if (mine && mine.text !== data.text) {
+    panel.steerStatus.textContent = `replaced: “${mine.text}” was replaced by a later text, ` +
+      `“${data.text}” took over at frame ${data.frame}`;
+  } else {
+    const whose = mine ? "" : " (sent elsewhere)";
+    panel.steerStatus.textContent = `“${data.text}”${whose} took over at frame ${data.frame}`;
+  }
+  if (mine) panel.sent = null;
+}
+
+function onHold(data) {
+  const panel = panels.get(String(data?.node));
+  if (!panel || panel.promptId !== data.prompt_id) return;
+  if (data.state === "held") {
+    setHolding(panel, true);
+    panel.steerStatus.textContent = `held before frame ${data.frame}: type, then Steer or Resume ` +
+      `(it resumes by itself after ${Math.round(data.timeout_s)} s)`;
+  } else {
+    setHolding(panel, false);
+    const by = { steer: "a steer", resume: "Resume", timeout: "its timeout", cancel: "Cancel" }[data.by] ?? data.by;
+    panel.steerStatus.textContent = `resumed at frame ${data.frame} by ${by} after ${Number(data.held_s).toFixed(1)} s`;
   }
 }
 
@@ -287,6 +375,24 @@ function showRecord(node, output) {
   panel.record.style.display = record.length ? "block" : "none";
 }
 
+function keepPreviewOutOfThePrompt(nodeType) {
+  // After a node's first run the editors (1.35, 1.49) add a player widget, "video-preview", that
+  // they leave in the queued prompt as `"video-preview": ""`. ComfyUI's cache keys a node by every
+  // input of the prompt, so the second Run with nothing changed ran the node again (a whole decode,
+  // and a second mp4). Core Save Video has the same, but saving an in-memory video costs little.
+  // The player is a view of the output, never an input: it is marked as none.
+  const inherited = nodeType.prototype.addDOMWidget;
+  if (typeof inherited !== "function") return;
+  nodeType.prototype.addDOMWidget = function (name, ...rest) {
+    const widget = inherited.call(this, name, ...rest);
+    if (name === EDITOR_VIDEO_WIDGET && widget) {
+      widget.options = widget.options ?? {};
+      widget.options.serialize = false; // what graphToPrompt leaves out
+    }
+    return widget;
+  };
+}
+
 const hostHasEverything = app && api && [app.registerExtension, api.addEventListener, api.apiURL, api.fetchApi]
   .every((f) => typeof f === "function");
 
@@ -295,6 +401,8 @@ if (hostHasEverything) {
     name: "LongLive.LivePreview",
     setup() {
       api.addEventListener("longlive.chunk", safely((event) => onChunk(event.detail)));
+      api.addEventListener("longlive.steer", safely((event) => onSteer(event.detail)));
+      api.addEventListener("longlive.hold", safely((event) => onHold(event.detail)));
       api.addEventListener("execution_start", safely((event) => {
         runningPromptId = event.detail?.prompt_id ?? null;
       }));
@@ -304,6 +412,7 @@ if (hostHasEverything) {
       }
     },
     beforeRegisterNodeDef(nodeType, nodeData) {
+      if (VIDEO_OUTPUT.has(nodeData?.name)) keepPreviewOutOfThePrompt(nodeType);
       if (!PREVIEWING.has(nodeData?.name)) return;
       const onExecuted = nodeType.prototype.onExecuted;
       nodeType.prototype.onExecuted = function (output) {

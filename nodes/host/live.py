@@ -1,7 +1,8 @@
 """Live preview and steering, the server side (docs/live.md#the-contract; the logic is nodes/live.py): the
-running prompt, its client's websocket, the temp folder the chunk clips go to, and JSON routes on
-ComfyUI's server (previews.py has the Latent2RGB previewer). Standalone there is no prompt, no client
-and no route: the functions say so (None / False) and the nodes run without previews.
+running prompt, the websocket of its client (and of the clients that steered or held it), the temp
+folder the chunk clips go to, and JSON routes on ComfyUI's server (the steering and hold routes;
+previews.py has the Latent2RGB previewer). Standalone there is no prompt, no client and no route:
+the functions say so (None / False) and the nodes run without previews.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .comfyui import IN_COMFYUI, folder_paths, warn_once
 
@@ -36,18 +37,22 @@ def running_prompt_id() -> str | None:
     return None if context is None else str(context.prompt_id)
 
 
-def client_messenger() -> Callable[[str, dict], None] | None:
-    """`send(event, data)` to the client that queued the running prompt, as ComfyUI sends its own
-    progress (to its client id; to every client when it gave none), or None without a server.
-    Call it on the execution thread: it takes the prompt's client id from there. The returned
-    function may be called from any thread."""
+def client_messenger() -> Callable[..., None] | None:
+    """`send(event, data, to=())` to the client that queued the running prompt, as ComfyUI sends its
+    own progress (to its client id; to every client when it gave none), and to the client ids in
+    `to` besides, or None without a server. Call it on the execution thread: it takes the prompt's
+    client id from there. The returned function may be called from any thread."""
     server = _prompt_server()
     if server is None or not callable(getattr(server, "send_sync", None)):
         return None
     client_id = getattr(server, "client_id", None)
 
-    def send(event: str, data: dict) -> None:
+    def send(event: str, data: dict, to: Sequence[str] = ()) -> None:
         server.send_sync(event, data, client_id)
+        if client_id is not None:  # (None: every client has it already)
+            for other in dict.fromkeys(to):
+                if other != client_id:
+                    server.send_sync(event, data, other)
 
     return send
 

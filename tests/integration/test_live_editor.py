@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from helpers import load_script
+from test_live_server import write_nan_embedding
 from test_workflows_e2e import HEIGHT, WIDTH, _streaming_t2v, tiny_server  # noqa: F401 (fixture)
 
 qw = load_script("queue_workflow")
@@ -86,6 +87,38 @@ def _node_shot(page, node_id: str, path: Path) -> None:
     page.screenshot(path=str(path), clip=box)
 
 
+BOX_TEXT = "the fox stops and looks at the camera"
+STEER_THEN_REPLACE_JS = """async ([text, other]) => {  // the box's steer, then another client's at once
+    const status = () => document.querySelector('.longlive-steer-status').textContent;
+    document.querySelector('.longlive-steer-text').value = text;
+    document.querySelector('.longlive-steer-button').click();
+    while (/^sending/.test(status())) await new Promise((r) => setTimeout(r, 5));
+    const promptId = window.__longliveChunks[0].prompt_id, node = window.__longliveChunks[0].node;
+    const response = await fetch('/longlive/steer', {method: 'POST', headers: {'Content-Type': 'application/json'},
+                                                      body: JSON.stringify({prompt_id: promptId, node, text: other})});
+    return [status(), await response.json()]; }"""
+
+
+def _steer_status(page) -> str:
+    return page.evaluate("() => document.querySelector('.longlive-steer-status').textContent")
+
+
+def _steer_then_replace(page, tries: int = 3) -> tuple[str, int, str]:
+    """Steer from the box, then send another text for the same boundary as another client would:
+    (what the box said, the frame, the replacing text). The boundary may pass between the two
+    (a chunk takes about a second here, the two requests a few milliseconds): then again."""
+    for attempt in range(tries):
+        other = f"a hare runs across the snow ({attempt + 1})"
+        said, answer = page.evaluate(STEER_THEN_REPLACE_JS, [BOX_TEXT, other])
+        assert re.match(rf"“{BOX_TEXT}” takes over at frame \d+$", said), said
+        frame = int(re.search(r"frame (\d+)", said).group(1))
+        if answer["replaces_pending"] and answer["takes_effect_at_frame"] == frame:
+            return said, frame, other
+        page.wait_for_function("() => /took over/.test(document.querySelector('.longlive-steer-status').textContent)",
+                               timeout=PAGE_TIMEOUT_MS)
+    raise AssertionError(f"no steer was replaced in {tries} tries")
+
+
 def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp_path, report_figure):
     editor = load_script("check_workflows_in_editor")
     chromium = editor.find_chromium()
@@ -94,6 +127,8 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
     playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     graph = _streaming_t2v(LENGTH, "live_editor")
     sampler = _sampler(graph)
+    dim = graph[next(i for i, n in graph.items() if n["class_type"] == "LongLiveTestCLIP")]["inputs"]["dim"]
+    broken = f"the fox sleeps embedding:{write_nan_embedding(tiny_server, dim)}"
     # the steps on a LongLive Sampler Settings node, its other widgets at the server's defaults
     spec = tiny_server.get_object_info("LongLiveSamplerSettings")["LongLiveSamplerSettings"]["input"]["required"]
     graph["950"] = {"class_type": "LongLiveSamplerSettings", "_meta": {"title": "LongLive Sampler Settings"},
@@ -121,6 +156,10 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
                 if (control) control.value = 'fixed';
                 return JSON.stringify(node.serialize().widgets_values); }""", sampler)
             page.evaluate("""() => { window.__longliveChunks = []; window.__statusLog = [];
+                window.__prompts = []; window.__finished = [];
+                const api = window.comfyAPI.api.api;
+                api.addEventListener('execution_start', (e) => window.__prompts.push(e.detail.prompt_id));
+                api.addEventListener('execution_success', (e) => window.__finished.push(e.detail.prompt_id));
                 window.comfyAPI.api.api.addEventListener('longlive.chunk', (e) => window.__longliveChunks.push(e.detail));
                 setInterval(() => {  // what the panel's status line said, in order
                     const text = document.querySelector('.longlive-live-status')?.textContent;
@@ -132,24 +171,42 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
                 app.canvas.ds.scale = 0.8;
                 app.canvas.centerOnNode(node);
                 app.canvas.setDirty(true, true); }""", sampler)
-            # the node runs: its steering box appears with the first chunk; a steer from it at once
+            # the node runs: its steering box appears with the first chunk; a steer from it at once, and
+            # another client's text for the same boundary right after it: the box says its text was replaced
             page.wait_for_function("() => getComputedStyle(document.querySelector('.longlive-steer') ?? document.body)"
                                    ".display === 'flex'", timeout=PAGE_TIMEOUT_MS)
             _close_dialogs(page)
-            page.locator(".longlive-steer-text").fill("the fox stops and looks at the camera")
+            said, frame, replaced = _steer_then_replace(page)
+            page.wait_for_function("() => /^replaced: /.test(document.querySelector('.longlive-steer-status')"
+                                   ".textContent)", timeout=PAGE_TIMEOUT_MS)
+            shown_replaced = _steer_status(page)
+            assert shown_replaced == f"replaced: “{BOX_TEXT}” was replaced by a later text, “{replaced}” took over " \
+                                     f"at frame {frame}", shown_replaced
+            _node_shot(page, sampler, shots / "1-replaced.png")
+            # Hold from the panel: the run waits at the next boundary until Resume
+            page.locator(".longlive-hold-button").click()
+            page.wait_for_function("() => /^held before frame/.test(document.querySelector('.longlive-steer-status')"
+                                   ".textContent)", timeout=PAGE_TIMEOUT_MS)
+            held_at = page.evaluate("() => window.__longliveChunks.length")
+            page.wait_for_timeout(1500)
+            assert page.evaluate("() => window.__longliveChunks.length") == held_at  # nothing made while held
+            page.locator(".longlive-hold-button").click()  # it reads Resume now
+            page.wait_for_function("() => /^resumed at frame \\d+ by Resume/.test(document.querySelector("
+                                   "'.longlive-steer-status').textContent)", timeout=PAGE_TIMEOUT_MS)
+            # a text whose embedding file holds NaN: taken, then dropped at its boundary; the run goes on
+            page.locator(".longlive-steer-text").fill(broken)
             page.locator(".longlive-steer-button").click()
-            page.wait_for_function("() => !/sending/.test("
-                                   "document.querySelector('.longlive-steer-status')?.textContent ?? 'sending')",
-                                   timeout=60_000)
-            said = page.evaluate("() => document.querySelector('.longlive-steer-status').textContent")
-            assert re.match(r"“the fox stops and looks at the camera” takes over at frame \d+$", said), said
-            frame = int(re.search(r"frame (\d+)", said).group(1))
+            page.wait_for_function("() => /^dropped at frame/.test(document.querySelector('.longlive-steer-status')"
+                                   ".textContent)", timeout=PAGE_TIMEOUT_MS)
+            shown_dropped = _steer_status(page)
+            assert shown_dropped.startswith(f"dropped at frame ") and f"“{broken}” could not be encoded" in \
+                shown_dropped and shown_dropped.endswith("the prompt stays as it was"), shown_dropped
+            _node_shot(page, sampler, shots / "2-dropped.png")
             # the node's player shows the chunk clips served by /view, one after another, while it runs
             page.wait_for_function("() => /chunk ([2-9]|1[0-4])\\/14 .*live/.test("
                                    "document.querySelector('.longlive-live-status')?.textContent ?? '')",
                                    timeout=PAGE_TIMEOUT_MS)
             shown = page.evaluate(SHOWN_VIDEO_JS)
-            _node_shot(page, sampler, shots / "1-growing-and-steered.png")
             assert shown is not None and "/view?" in shown["src"] and "type=temp" in shown["src"], shown
             assert (shown["width"], shown["height"]) == (WIDTH, HEIGHT) and shown["mean"] > 10, shown  # a decoded frame
             prompt_id = page.evaluate("() => window.__longliveChunks[0].prompt_id")
@@ -162,18 +219,31 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
             page.wait_for_function("() => window.__statusLog.includes('chunk 1/14 · frames 0–8')",
                                    timeout=PAGE_TIMEOUT_MS)
             statuses = page.evaluate("() => window.__statusLog")
-            _node_shot(page, sampler, shots / "2-finished.png")
+            _node_shot(page, sampler, shots / "3-finished.png")
             saved_after = page.evaluate("""(id) => { const app = window.comfyAPI.app.app;
                 return JSON.stringify((app.rootGraph ?? app.graph).getNodeById(Number(id)).serialize().widgets_values); }""",
                                         sampler)
             queued = page.evaluate("async () => (await window.comfyAPI.app.app.graphToPrompt()).output")
+            # Run again with nothing changed: nothing runs, no file is written (the editor's own player
+            # on the node is not queued as an input)
+            files_before = sorted(tiny_server.output_dir.rglob("*.mp4"))
+            page.evaluate("() => window.comfyAPI.app.app.queuePrompt(0, 1)")
+            page.wait_for_function("() => window.__prompts.length === 2 && window.__finished.includes("
+                                   "window.__prompts[1])", timeout=PAGE_TIMEOUT_MS)
+            second_id = page.evaluate("() => window.__prompts[1]")
         finally:
             browser.close()
     entry = tiny_server.wait(prompt_id, timeout=60)
-    record = [{"frame": frame, "text": "the fox stops and looks at the camera"}]
-    assert entry["outputs"][sampler]["longlive_steering"] == record
+    record = entry["outputs"][sampler]["longlive_steering"]
+    assert {"frame": frame, "text": replaced} in record and broken not in [r["text"] for r in record], record
     [video] = tiny_server.output_files(entry)
     assert video.is_file()
+    second = tiny_server.wait(second_id, timeout=60)
+    cached = next(data["nodes"] for name, data in second["status"]["messages"] if name == "execution_cached")
+    executed = sorted(set(second["prompt"][2]) - set(cached))
+    assert second["status"]["status_str"] == "success" and executed == [], executed
+    assert "video-preview" not in second["prompt"][2][sampler]["inputs"]
+    assert sorted(tiny_server.output_dir.rglob("*.mp4")) == files_before
     assert saved_after == saved_before  # the panel is not saved with the workflow
     # nor queued (1.35 adds a 'video-preview' widget of its own to nodes that output a video)
     assert set(graph[sampler]["inputs"]) <= set(queued[sampler]["inputs"])
@@ -184,5 +254,7 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
     assert len(live) >= 2 and live == sorted(live), statuses
     last = max(n for n, text in enumerate(statuses) if text.startswith("chunk 14/14 · frames 153–164"))
     assert "chunk 1/14 · frames 0–8" in statuses[last:], statuses
-    report_figure(f"editor {version}: chunks shown live {live}, steer → {said!r}; screenshots in {shots}")
+    report_figure(f"editor {version}: chunks shown live {live}; the box said {said!r}, then {shown_replaced!r}; "
+                  f"dropped: {shown_dropped[:60]!r}...; second Run executed {len(executed)} of "
+                  f"{len(second['prompt'][2])} nodes, {len(files_before)} mp4 before and after; screenshots in {shots}")
     (shots / "steering.json").write_text(json.dumps(record))

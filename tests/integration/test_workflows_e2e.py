@@ -385,13 +385,17 @@ def test_interrupt_mid_video_leaves_a_valid_shorter_file_and_the_server_carries_
 
 
 def _broken_copy(workflows):
-    """A deliberately broken workflow the check must flag: a node type the server lacks, and a
-    widget value in the UI file that differs from the API twin."""
+    """A deliberately broken workflow the check must flag: a node type the server lacks, a widget
+    value in the UI file that differs from the API twin, and a sampler laid out without room for the
+    live panel a run adds."""
     broken = copy.deepcopy(next(w for w in workflows if w.name == FILES["longlive_t2v"].title))
     broken.name = "broken_on_purpose"
     nodes = broken.ui["nodes"]
     sampler = next(n for n in nodes if n["type"] == "LongLiveSampler")
     sampler["widgets_values"][2] = 1.7  # vace_scale, after seed and its control value
+    # laid out without room for the live panel: it covers Save Video after a run
+    sampler["size"][1] -= mw.LIVE_PANEL_HEIGHT
+    next(n for n in nodes if n["type"] == "LongLiveSaveVideo")["pos"][1] -= mw.LIVE_PANEL_HEIGHT
     note = next(n for n in nodes if n["type"] == "MarkdownNote")
     note["type"] = "NoSuchNodeType"
     return broken
@@ -421,6 +425,9 @@ def test_every_ui_workflow_loads_in_this_editor_and_opens_readable(tiny_server, 
     sampler = next(i for i, n in load_api("longlive_t2v").items() if n["class_type"] == "LongLiveSampler")
     assert any(f"node {sampler} (LongLiveSampler).vace_scale: shows 1.7" in line for line in broken.widget_mismatches)
     assert any(f"node {sampler} (LongLiveSampler).vace_scale: editor 1.7" in line for line in broken.prompt_differences)
+    assert [line.split(" overlap")[0] for line in broken.overlaps_after_run] == \
+        [f"LongLive Sampler (node {sampler}) and Save Video (streaming decode) (node {int(sampler) + 1})"]
+    assert all(r.overlaps_after_run == [] and not r.unsteerable for r in shipped)
     assert broken.zoom is None  # not a template: not opened from the browser
 
 

@@ -6,9 +6,14 @@ from this stand-in instead of CLIPLoader + CLIPTextEncode. (ComfyUI's own execut
 small test node packs into a real server the same way.)
 
 `LongLiveTestConditioning` returns a CONDITIONING shaped like the umT5 one, `[[tensor [1, 512, dim],
-{}]]`: rows for the prompt's tokens are pseudo-random, seeded from a hash of the text (so the same
-text always gives the same tensor, in every process), and the rows after the token count are zero,
-as ComfyUI's umT5 zeroes padded positions.
+{}]]`, read from the text as ComfyUI's tokenizers read a prompt (inside ComfyUI, with its own
+comfy/sd1_clip.py functions): prompt weights `(words:1.3)` / `(words)`, escaped brackets, and
+`embedding:NAME` files from the embeddings folder. One row per word, pseudo-random and seeded from a
+hash of the words (so the same text always gives the same tensor, in every process), then an end
+row; each row is scaled by its weight, as ComfyUI scales a token's distance from the empty prompt
+(here the zero vector); an embedding's rows go in where it is named; the rows after the last are
+zero, as ComfyUI's umT5 zeroes padded positions. So `(snow:nan)` makes NaN rows, an embedding file
+holding NaN makes NaN rows, and a lone surrogate fails to encode, as with the real encoder.
 
 `LongLiveTestCLIP` returns a CLIP stand-in with the interface CLIPTextEncode uses (`tokenize`, then
 `encode_from_tokens_scheduled`), encoding a text to the same tensor: so core CLIPTextEncode, the
@@ -18,29 +23,57 @@ LongLive Schedule from Steering node and live steering can all run on it.
 core node (EmptyHunyuanLatentVideo) hands our sampler on each ComfyUI version.
 """
 import hashlib
+import logging
+import re
 
 import torch
+from comfy.sd1_clip import escape_important, load_embed, token_weights, unescape_important
+
+import folder_paths
 
 TEXT_LEN = 512  # umT5 pads (and the Wan DiT expects) 512 text tokens
-
-
-def _token_count(text: str) -> int:
-    """A rough stand-in for the tokenizer: one token per word plus the end-of-text token."""
-    return min(TEXT_LEN, len(text.split()) + 1)
+EMBEDDING = "embedding:"
 
 
 def _seed(text: str) -> int:
-    # hashlib, not hash(): Python salts str hashes per process
+    # hashlib, not hash(): Python salts str hashes per process; a lone surrogate raises here
     return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "little")
 
 
-def fake_umt5_embedding(text: str, dim: int) -> torch.Tensor:
-    """[1, 512, dim] float32: seeded rows for the tokens, zeros after them."""
-    gen = torch.Generator().manual_seed(_seed(text))
+def tokenize(text: str, dim: int) -> list[tuple[object, float]]:
+    """(word or embedding row [dim], weight) in order, as ComfyUI's tokenizers weight the text and
+    find its embeddings (a missing embedding is skipped with a warning, as there)."""
+    tokens = []
+    for part, weight in token_weights(escape_important(text), 1.0):
+        for piece in re.split(rf"(?<=\s)(?={EMBEDDING})", unescape_important(part)):
+            if piece.startswith(EMBEDDING):
+                name, _, piece = piece[len(EMBEDDING):].strip("\n").partition(" ")
+                rows = load_embed(name, folder_paths.get_folder_paths("embeddings"), dim)
+                if rows is None:
+                    logging.warning("test CLIP: embedding:%s does not exist, ignoring", name)
+                else:
+                    tokens += [(row, weight) for row in rows.reshape(-1, dim)]
+            tokens += [(word, weight) for word in piece.split()]
+    return tokens
+
+
+def encode(tokens: list[tuple[object, float]], dim: int) -> torch.Tensor:
+    """[1, 512, dim] float32: a row per token (and an end row), scaled by its weight, zeros after."""
+    words = " ".join(t for t, _ in tokens if isinstance(t, str))
+    gen = torch.Generator().manual_seed(_seed(words))
     out = torch.zeros((1, TEXT_LEN, dim))
-    n = _token_count(text)
-    out[:, :n] = torch.randn((1, n, dim), generator=gen)
+    rows = min(TEXT_LEN, len(tokens) + 1)
+    out[:, :rows] = torch.randn((1, rows, dim), generator=gen)
+    for n, (token, weight) in enumerate(tokens[:rows - 1]):
+        if not isinstance(token, str):
+            out[0, n] = token.float()
+        out[0, n] *= weight
     return out
+
+
+def fake_umt5_embedding(text: str, dim: int) -> torch.Tensor:
+    """What the real encoder's CONDITIONING tensor would be for `text`, in this stand-in."""
+    return encode(tokenize(text, dim), dim)
 
 
 class LongLiveTestConditioning:
@@ -70,11 +103,10 @@ class FakeUMT5Clip:
         self.dim = dim
 
     def tokenize(self, text: str):
-        return {"umt5xxl": [[(text, 1.0)]]}
+        return {"umt5xxl": [tokenize(text, self.dim)]}
 
     def encode_from_tokens_scheduled(self, tokens, unprojected: bool = False, add_dict=None, show_pbar: bool = True):
-        text = tokens["umt5xxl"][0][0][0]
-        return [[fake_umt5_embedding(text, self.dim), {"pooled_output": None}]]
+        return [[encode(tokens["umt5xxl"][0], self.dim), {"pooled_output": None}]]
 
 
 class LongLiveTestCLIP:
