@@ -7,6 +7,7 @@ from .decode import LongLiveDecode
 from .live import ROUTES
 from .loader import LongLiveLoraLoader, LongLiveModelLoader
 from .prompts import LongLivePromptSchedule, LongLiveSteeringSchedule
+from .save_frames import LongLiveSaveFrames
 from .sampler import LongLiveSampler
 from .sampler_settings import LongLiveSamplerSettings
 from .vace_encode import LongLiveVaceEncode
@@ -25,6 +26,7 @@ NODE_CLASS_MAPPINGS = {
     "LongLiveDecode": LongLiveDecode,
     "LongLiveSaveVideo": LongLiveSaveVideo,
     "LongLiveSampleToVideo": LongLiveSampleToVideo,
+    "LongLiveSaveFrames": LongLiveSaveFrames,
     "LongLiveContinue": LongLiveContinue,
 }
 
@@ -40,6 +42,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LongLiveDecode": "Decode (strip references)",
     "LongLiveSaveVideo": "Save Video (streaming decode)",
     "LongLiveSampleToVideo": "LongLive Sampler -> Video (streaming)",
+    "LongLiveSaveFrames": "Save Videos (from frames)",
     "LongLiveContinue": "LongLive Continue Video",
 }
 
