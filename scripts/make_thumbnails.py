@@ -30,7 +30,9 @@ CARDS = {
     "longlive_vace_v2v": ((160, 90, 220), ["dancer"], "81 frames"),
     "longlive_prompt_switch": ((90, 180, 110), ["prompt", "prompt", "prompt"], "481 frames"),
     "longlive_continue": ((230, 180, 50), ["strip"], "81 + 80 frames"),
+    "longlive_distributed": ((60, 190, 200), ["prompt"], "81 frames on each GPU"),
 }
+STRIPS = {"longlive_distributed": 3}  # videos drawn coming out (default 1)
 
 
 def _font(size: int):
@@ -96,7 +98,11 @@ def draw_card(files: WorkflowFiles):
     # an arrow, then what comes out
     draw.polygon([(312, 150), (342, 165), (312, 180)], fill=accent)
     draw.rectangle([296, 160, 314, 170], fill=accent)
-    _film_strip(draw, (360, 90, 610, 240), frames=4, accent=accent)
+    strips = STRIPS.get(files.name, 1)
+    if strips == 1:
+        _film_strip(draw, (360, 90, 610, 240), frames=4, accent=accent)
+    for k in range(strips if strips > 1 else 0):  # several videos at once, stacked
+        _film_strip(draw, (360, 40 + k * 72, 610, 100 + k * 72), frames=4, accent=accent)
     draw.text((485, 262), frames, fill=MUTED, font=_font(22), anchor="mm")
     # the title (the template's name) and the description
     title = files.title.removeprefix("LongLive ")

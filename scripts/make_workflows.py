@@ -30,6 +30,8 @@ README's table). Files a definition no longer makes are removed.
     python3 scripts/make_workflows.py --check    # exit 1 when a committed file is stale
     python3 scripts/make_workflows.py --snapshot-core http://127.0.0.1:8188
         # write tests/data/comfyui_core_nodes/<its version>.json from a running server's /object_info
+    python3 scripts/make_workflows.py --snapshot-extensions http://127.0.0.1:8188
+        # write tests/data/extension_nodes/<pack>-<version>.json from a server with those packs
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW_DIR = ROOT / "example_workflows"
 API_DIR = WORKFLOW_DIR / "api"
 CORE_SNAPSHOTS = ROOT / "tests" / "data" / "comfyui_core_nodes"  # <ComfyUI version>.json
+EXTENSION_SNAPSHOTS = ROOT / "tests" / "data" / "extension_nodes"  # <extension>-<its version>.json
 PACK = "longlive_vace_workflow_gen"
 FRONTEND_VERSION = "1.35.9"  # the oldest editor the workflows are checked in (ComfyUI 0.8.0)
 # the core nodes the workflows may use (their /object_info entries are snapshotted per version)
@@ -188,6 +191,37 @@ def core_interfaces(snapshots: dict[str, dict] | None = None) -> dict[str, Inter
     return interfaces
 
 
+@dataclass(frozen=True)
+class Extension:
+    """Another custom-node pack a workflow needs, at the version its nodes were snapshotted from
+    (tests/data/extension_nodes/<name>-<version>.json: its /object_info entries of `node_types`)."""
+    name: str  # its repository's (and a clone's folder) name
+    version: str
+    url: str
+    node_types: tuple[str, ...]
+
+    @property
+    def snapshot(self) -> Path:
+        return EXTENSION_SNAPSHOTS / f"{self.name}-{self.version}.json"
+
+
+DISTRIBUTED = Extension("ComfyUI-Distributed", "1.4.4", "https://github.com/robertvoy/ComfyUI-Distributed",
+                        ("DistributedSeed", "DistributedCollector"))
+EXTENSIONS = {e.name: e for e in (DISTRIBUTED,)}
+
+
+def extension_interfaces() -> dict[str, Interface]:
+    """Interfaces of the extensions' nodes the workflows may use, from their snapshots."""
+    interfaces = {}
+    for extension in EXTENSIONS.values():
+        entries = json.loads(extension.snapshot.read_text(encoding="utf-8"))
+        missing = sorted(set(extension.node_types) - set(entries))
+        if missing:
+            raise ValueError(f"{extension.snapshot} lacks {', '.join(missing)}: run --snapshot-extension")
+        interfaces.update({name: interface_from_object_info(entries[name]) for name in extension.node_types})
+    return interfaces
+
+
 NOTE_TYPE = "MarkdownNote"  # an editor-only node: never sent to the server
 
 
@@ -201,7 +235,7 @@ def all_interfaces() -> dict[str, Interface]:
     pack = load_pack()
     ours = {name: interface_from_class(cls, pack.NODE_DISPLAY_NAME_MAPPINGS.get(name, name))
             for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
-    return {**core_interfaces(), **ours}
+    return {**core_interfaces(), **extension_interfaces(), **ours}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +269,7 @@ class Graph:
     nodes: dict[int, Node] = field(default_factory=dict)
     note_text: str = ""
     groups: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    needs: tuple[Extension, ...] = ()  # other node packs it takes nodes from
 
     def add(self, type_: str, title: str | None = None, column: int = 0, **inputs: Any) -> Ref:
         node_id = len(self.nodes) + 1
@@ -272,7 +307,7 @@ def check_graph(graph: Graph, interfaces: dict[str, Interface]) -> None:
             raise ValueError(f"{where}: unknown inputs {unknown}, missing inputs {missing}")
         for name, value in node.inputs.items():
             port = interface.port(name)
-            if isinstance(value, Ref):
+            if isinstance(value, Ref):  # a socket's link, or a widget fed by another node's output
                 source = graph.nodes.get(value.node)
                 if source is None or value.slot >= len(interfaces[source.type].outputs):
                     raise ValueError(f"{where}: input {name} links to a missing output {value}")
@@ -540,6 +575,37 @@ def continue_video() -> Graph:
     return g
 
 
+@workflow
+def distributed() -> Graph:
+    g = Graph("longlive_distributed", "LongLive on several GPUs (ComfyUI Distributed)",
+              "Every GPU or machine makes a video of its own seed at once.", needs=(DISTRIBUTED,))
+    model = _models(g)
+    clip, positive, vae = _text_and_vae(g, "A red fox trots through a snowy birch forest at sunrise, its breath "
+                                        "steaming in the cold air, soft golden light between the trees, cinematic "
+                                        "tracking shot.", column=MODELS)
+    size = _video_size(g, 81)
+    seed = g.add("DistributedSeed", column=INPUTS, seed=42)
+    samples = _sampler(g, model, positive, size, clip, seed=seed, column=INPUTS)
+    frames = g.add("LongLiveDecode", column=GENERATE, samples=samples, vae=vae)
+    collected = g.add("DistributedCollector", column=GENERATE, images=frames, load_balance=False)
+    g.add("LongLiveSaveFrames", column=GENERATE, images=collected, samples=samples,
+          filename_prefix="video/LongLive_distributed", fps=FPS, crf=19)
+    g.group("Models and prompt", MODELS)
+    g.group("Each participant's video", INPUTS)
+    g.group("Collected and saved", GENERATE)
+    _note(g, "The master and every worker (a whole ComfyUI on another GPU or machine) each make the video of "
+             "their own seed at once; the master saves them all, its own first. Its live panel shows and steers "
+             "the master's video (a worker's, in that worker's editor).",
+          [f"On the master and every worker: [ComfyUI-Distributed]({DISTRIBUTED.url}), this pack at the same "
+           "version and the model files below.",
+           "Start each worker as its own ComfyUI (`--port 8189 --cuda-device 1`; another machine: `--listen`), "
+           "add and enable it in the master's **Distributed** panel.",
+           "Press **Run**: **Distributed Seed** gives worker *k* (1, 2, ...) seed + *k*; **Save Videos** writes one "
+           "mp4 per whole video to `output/video/`. *load_balance*: one participant (the least busy) makes one video."],
+          [BASE, LORA, UMT5, WAN_VAE])
+    return g
+
+
 # ---------------------------------------------------------------------------------------------
 # API format
 
@@ -693,7 +759,7 @@ def to_ui(graph: Graph, interfaces: dict[str, Interface]) -> dict:
     ui_nodes = []
     for node in graph.nodes.values():
         interface = interfaces[node.type]
-        inputs, widgets_values = [], []
+        inputs, widgets_values, fed_widgets = [], [], []
         for port in interface.inputs:
             if not port.widget:
                 entry = {"name": port.name, "type": port.type, "link": in_links.get((node.id, port.name))}
@@ -704,9 +770,17 @@ def to_ui(graph: Graph, interfaces: dict[str, Interface]) -> dict:
                     links[link_id - 1][4] = len(inputs)
                 inputs.append(entry)
                 continue
-            widgets_values.append(node.inputs.get(port.name))
+            value = node.inputs.get(port.name)
+            if isinstance(value, Ref):  # the widget keeps a value of its own; the link overrides it
+                fed_widgets.append(port)
+                value = port.default
+            widgets_values.append(value)
             if port.control:
                 widgets_values.append("fixed")
+        for port in fed_widgets:  # after the sockets, where the editor puts a widget turned into an input
+            link_id = in_links[(node.id, port.name)]
+            links[link_id - 1][4] = len(inputs)
+            inputs.append({"name": port.name, "type": port.type, "widget": {"name": port.name}, "link": link_id})
         if any(p.upload for p in interface.inputs):
             widgets_values.append("image")  # the upload button's stored value
         outputs = [{"name": name, "type": type_, "links": out_links.get((node.id, slot), []), "slot_index": slot}
@@ -758,6 +832,7 @@ class WorkflowFiles:
     ui: Path
     api: Path
     thumbnail: Path  # the template browser's picture: <UI file name>.jpg
+    needs: tuple[Extension, ...] = ()  # node packs besides this one it needs
 
 
 def workflow_files() -> list[WorkflowFiles]:
@@ -766,7 +841,7 @@ def workflow_files() -> list[WorkflowFiles]:
     for name, build in WORKFLOWS.items():
         graph = build()
         found.append(WorkflowFiles(name, graph.title, graph.description, WORKFLOW_DIR / f"{graph.title}.json",
-                                   API_DIR / f"{name}.json", WORKFLOW_DIR / f"{graph.title}.jpg"))
+                                   API_DIR / f"{name}.json", WORKFLOW_DIR / f"{graph.title}.jpg", graph.needs))
     return found
 
 
@@ -817,16 +892,19 @@ FILE_COMBOS = {("CLIPLoader", "clip_name"), ("VAELoader", "vae_name"), ("LoadIma
 SNAPSHOT_KEYS = ("input", "input_order", "output", "output_name", "name", "display_name", "output_node")
 
 
-def snapshot_core(server: str) -> Path:
-    """Write the /object_info entries of CORE_NODE_TYPES as tests/data/comfyui_core_nodes/<version>.json
-    (file lists emptied: they depend on the machine)."""
-    base = server.rstrip("/")
-    with urllib.request.urlopen(base + "/object_info", timeout=60) as response:
-        info = json.loads(response.read().decode("utf-8"))
-    with urllib.request.urlopen(base + "/system_stats", timeout=60) as response:
-        version = json.loads(response.read().decode("utf-8"))["system"]["comfyui_version"]
+def _server_json(server: str, route: str) -> Any:
+    with urllib.request.urlopen(server.rstrip("/") + route, timeout=60) as response:
+        return json.loads(response.read().decode("utf-8"))
+
+
+def _snapshot(info: dict, node_types: tuple[str, ...], path: Path) -> Path:
+    """Write the /object_info entries of `node_types` to `path` (file lists emptied: they depend on
+    the machine)."""
+    missing = sorted(set(node_types) - set(info))
+    if missing:
+        raise ValueError(f"the server has no {', '.join(missing)} (is the node pack installed?)")
     snapshot = {}
-    for name in sorted(CORE_NODE_TYPES):
+    for name in sorted(node_types):
         entry = {key: info[name][key] for key in SNAPSHOT_KEYS if key in info[name]}
         for section in entry["input"].values():
             for input_name, spec in section.items():
@@ -836,10 +914,22 @@ def snapshot_core(server: str) -> Path:
                     elif len(spec) > 1 and "options" in spec[1]:
                         spec[1]["options"] = []
         snapshot[name] = entry
-    path = CORE_SNAPSHOTS / f"{version}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_dump(snapshot), encoding="utf-8")
     return path
+
+
+def snapshot_core(server: str) -> Path:
+    """Write the /object_info entries of CORE_NODE_TYPES as tests/data/comfyui_core_nodes/<version>.json."""
+    version = _server_json(server, "/system_stats")["system"]["comfyui_version"]
+    return _snapshot(_server_json(server, "/object_info"), CORE_NODE_TYPES, CORE_SNAPSHOTS / f"{version}.json")
+
+
+def snapshot_extensions(server: str) -> list[Path]:
+    """Write each extension's snapshot from a server that has the extension (at its version)
+    installed."""
+    info = _server_json(server, "/object_info")
+    return [_snapshot(info, extension.node_types, extension.snapshot) for extension in EXTENSIONS.values()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -847,9 +937,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report stale files (exit 1 if any)")
     parser.add_argument("--snapshot-core", metavar="SERVER",
                         help="refresh the core-node snapshot from a running ComfyUI (e.g. http://127.0.0.1:8188)")
+    parser.add_argument("--snapshot-extensions", metavar="SERVER",
+                        help="refresh the snapshots of the other node packs' nodes (ComfyUI-Distributed) from a "
+                             "running ComfyUI that has them installed")
     args = parser.parse_args(argv)
     if args.snapshot_core:
         print(f"wrote {snapshot_core(args.snapshot_core).relative_to(ROOT)}")
+        return 0
+    if args.snapshot_extensions:
+        for path in snapshot_extensions(args.snapshot_extensions):
+            print(f"wrote {path.relative_to(ROOT)}")
         return 0
     if args.check:
         stale = stale_files()

@@ -55,7 +55,10 @@ pack = mw.load_pack(PACK)
 
 OURS = {name: mw.object_info_of_class(cls, pack.NODE_DISPLAY_NAME_MAPPINGS[name])
         for name, cls in pack.NODE_CLASS_MAPPINGS.items()}
-OBJECT_INFO_BY_VERSION = {path.stem: {**json.loads(path.read_text()), **OURS}
+# the other node packs' nodes (ComfyUI-Distributed), snapshotted from a server that has them
+EXTENSION_NODES = {name: entry for extension in mw.EXTENSIONS.values()
+                   for name, entry in json.loads(extension.snapshot.read_text()).items()}
+OBJECT_INFO_BY_VERSION = {path.stem: {**json.loads(path.read_text()), **EXTENSION_NODES, **OURS}
                           for path in sorted(CORE_SNAPSHOTS.glob("*.json"))}
 OBJECT_INFO = OBJECT_INFO_BY_VERSION["0.8.0"]  # the oldest tested version
 FILES = {f.name: f for f in mw.workflow_files()}
@@ -87,9 +90,10 @@ def notes_text(workflow: dict) -> str:
 # the files
 
 
-def test_seven_workflows_each_in_both_formats_with_a_thumbnail():
+def test_eight_workflows_each_in_both_formats_with_a_thumbnail():
     assert NAMES == sorted(["longlive_vace_r2v", "longlive_vace_r2v_multi_ref", "longlive_t2v",
-                            "longlive_prompt_switch", "longlive_vace_v2v", "longlive_i2v", "longlive_continue"])
+                            "longlive_prompt_switch", "longlive_vace_v2v", "longlive_i2v", "longlive_continue",
+                            "longlive_distributed"])
     assert sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")) == NAMES
     # the template browser lists every *.json of the folder, by file name: one readable name each
     assert sorted(p.name for p in WORKFLOWS.glob("*.json")) == sorted(f.ui.name for f in FILES.values())
@@ -151,9 +155,54 @@ def test_generator_refuses_a_core_node_that_changed_between_versions(monkeypatch
 
 
 def test_workflows_use_no_core_node_outside_the_checked_list():
+    """Our nodes, the checked core nodes, and the nodes of the extensions a workflow says it needs."""
     for name in NAMES:
+        allowed = {*OURS, *mw.CORE_NODE_TYPES, *(t for e in FILES[name].needs for t in e.node_types)}
         for node in api(name).values():
-            assert node["class_type"] in OURS or node["class_type"] in mw.CORE_NODE_TYPES, (name, node["class_type"])
+            assert node["class_type"] in allowed, (name, node["class_type"])
+    assert [e.name for e in FILES["longlive_distributed"].needs] == ["ComfyUI-Distributed"]
+    assert all(not FILES[name].needs for name in NAMES if name != "longlive_distributed")
+
+
+def test_the_extension_snapshot_is_the_extensions_source():
+    """The snapshot's inputs and outputs are what ComfyUI-Distributed 1.4.4 declares (its source,
+    when the shared copy is beside the repository; the integration test compares the live servers)."""
+    source = ROOT.parent / "shared" / "comfyui-extensions" / "ComfyUI-Distributed-1.4.4" / "nodes"
+    if not source.is_dir():
+        pytest.skip(f"no ComfyUI-Distributed source at {source}")
+    text = (source / "utilities.py").read_text() + (source / "collector.py").read_text()
+    seed, collector = EXTENSION_NODES["DistributedSeed"], EXTENSION_NODES["DistributedCollector"]
+    assert seed["input_order"]["required"] == ["seed"] and seed["output"] == ["INT"]
+    assert collector["input_order"] == {"required": ["images", "load_balance"], "optional": ["audio"],
+                                        "hidden": ["multi_job_id", "is_worker", "master_url", "enabled_worker_ids",
+                                                   "worker_batch_size", "worker_id", "pass_through",
+                                                   "delegate_only"]}
+    assert collector["output"] == ["IMAGE", "AUDIO"]
+    assert 'RETURN_TYPES = ("IMAGE", "AUDIO")' in text and '"load_balance": (' in text and '"seed": ("INT"' in text
+
+
+def test_the_distributed_workflow_is_wired_as_the_extension_expects():
+    """Distributed Seed feeds the sampler's seed (each participant its own); the decoded frames go
+    through the Distributed Collector to Save Videos, which cuts them into whole videos of the
+    sampler's length; load_balance is off (every participant makes a video). In the UI file the
+    seed is a widget fed by a link, as the editor stores one."""
+    graph = api("longlive_distributed")
+    by_type = {n["class_type"]: i for i, n in graph.items()}
+    sampler, decode = graph[by_type["LongLiveSampler"]], graph[by_type["LongLiveDecode"]]
+    collector, save = graph[by_type["DistributedCollector"]], graph[by_type["LongLiveSaveFrames"]]
+    assert sampler["inputs"]["seed"] == [by_type["DistributedSeed"], 0]
+    assert decode["inputs"]["samples"] == [by_type["LongLiveSampler"], 0]
+    assert collector["inputs"] == {"images": [by_type["LongLiveDecode"], 0], "load_balance": False}
+    assert save["inputs"]["images"] == [by_type["DistributedCollector"], 0]
+    assert save["inputs"]["samples"] == [by_type["LongLiveSampler"], 0]
+    node = next(n for n in ui("longlive_distributed")["nodes"] if n["type"] == "LongLiveSampler")
+    seed_input = [i for i in node["inputs"] if i["name"] == "seed"]
+    assert seed_input == [{"name": "seed", "type": "INT", "widget": {"name": "seed"}, "link": seed_input[0]["link"]}]
+    assert node["widgets_values"][:2] == [0, "fixed"]  # the widget keeps its default, the link overrides it
+    note = notes_text(ui("longlive_distributed"))
+    for needed in ("[ComfyUI-Distributed](https://github.com/robertvoy/ComfyUI-Distributed)", "same version",
+                   "model files", "**Distributed**", "*load_balance*", "seed + *k*"):
+        assert needed in note, needed
 
 
 def test_new_optional_sampler_inputs_reach_the_workflows(monkeypatch):
@@ -427,7 +476,7 @@ def test_example_inputs_are_the_files_the_workflows_load(tmp_path):
 def test_every_workflow_saves_a_video():
     for name in NAMES:
         types = {n["class_type"] for n in api(name).values()}
-        assert types & {"LongLiveSaveVideo", "LongLiveSampleToVideo"}, name
+        assert types & {"LongLiveSaveVideo", "LongLiveSampleToVideo", "LongLiveSaveFrames"}, name
 
 
 # ---------------------------------------------------------------------------------------------
