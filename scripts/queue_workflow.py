@@ -32,6 +32,13 @@ Live steering and its replay (a LongLive Sampler or Sampler -> Video with its cl
                      The workflow may itself be such an mp4 (its `prompt` metadata is the API
                      graph, seed included): `queue_workflow.py LongLive_00001_.mp4 --replay-steering`
 
+Several GPUs or machines, through ComfyUI-Distributed on --server (the master; docs/several-gpus.md):
+
+  --distributed      queue with POST /distributed/queue on the master and every worker its
+                     Distributed panel has enabled (GET /distributed/config); every participant's
+                     video comes back to the master, and all of them are downloaded
+  --workers IDS      these worker ids instead (comma-separated; implies --distributed)
+
 Progress comes from the server's websocket (/ws; falls back to polling /history when the websocket
 cannot be opened). Output files (type "output") are streamed
 from GET /view into --out, never over an existing file (a second `x.mp4` arrives as `x-2.mp4`),

@@ -5,8 +5,8 @@ files and server file names that are not plain names are refused; the websocket 
 scripted server.
 
 `FakeComfy` answers the routes the client uses (POST /prompt, GET /history/<id>, GET /queue, POST
-/queue, POST /interrupt, GET /view, POST /upload/image, GET /object_info; /ws is not offered, so the
-client polls) and keeps a queue: a prompt of another client is always running or waiting there, and
+/queue, POST /interrupt, GET /view, POST /upload/image, GET /object_info, and ComfyUI-Distributed's GET
+/distributed/config and POST /distributed/queue; /ws is not offered, so the client polls) and keeps a queue: a prompt of another client is always running or waiting there, and
 each test decides what happens to ours. The client runs as a subprocess, as a user runs it.
 """
 from __future__ import annotations
@@ -55,6 +55,7 @@ class FakeComfy:
         self.mode = mode
         self.outputs = outputs if outputs is not None else [{"filename": "clip.mp4", "subfolder": "video",
                                                              "type": "output"}]
+        self.served = {("video", "clip.mp4")}  # (subfolder, filename) of the files GET /view has
         self.fail: dict[str, tuple[int, bytes]] = {}
         self.slow: dict[str, float] = {}
         self.history: dict[str, dict] = {}
@@ -63,6 +64,12 @@ class FakeComfy:
         self.deleted: list[str] = []
         self.queued: list[str] = []
         self.steers: list[dict] = []  # the body of every POST /longlive/steer
+        # ComfyUI-Distributed on this "master": its workers, each POST /distributed/queue body, and
+        # how many workers answered its probe (None: all that were asked)
+        self.workers = [{"id": "1", "name": "GPU 1", "host": "127.0.0.1", "port": 8189, "enabled": True},
+                        {"id": "2", "name": "laptop", "host": "192.168.1.7", "port": 8188, "enabled": False}]
+        self.distributed: list[dict] = []
+        self.workers_reached: int | None = None
         self.following = threading.Event()  # set once the client polls a prompt it queued
         self.lock = threading.Lock()
 
@@ -119,8 +126,19 @@ class FakeComfy:
                 if request["text"] == "late":
                     return 404, json.dumps({"error": "no chunk boundary left"}).encode(), "application/json"
                 return self.json({"prompt_id": request["prompt_id"], "node": "5", "takes_effect_at_frame": 21})
+            if route == "GET /distributed/config":
+                return self.json({"master": {"host": ""}, "workers": self.workers, "settings": {}})
+            if route == "POST /distributed/queue":
+                request = json.loads(body)
+                self.distributed.append(request)
+                prompt_id = f"master-{len(self.distributed)}"  # the extension names the prompt itself
+                self.queue_prompt({**request, "prompt_id": prompt_id})
+                asked = len(request["enabled_worker_ids"])
+                reached = asked if self.workers_reached is None else self.workers_reached
+                return self.json({"prompt_id": prompt_id, "number": 1, "node_errors": {}, "worker_count": reached,
+                                  "auto_prepare_supported": True})
             if route == "GET /view":
-                if query.get("filename") == "clip.mp4" and query.get("subfolder") == "video":
+                if (query.get("subfolder"), query.get("filename")) in self.served:
                     return 200, VIDEO, "video/mp4"
                 return 404, b"404: Not Found", "text/plain"
         return 404, b"404: Not Found", "text/plain"
@@ -655,3 +673,103 @@ def test_websocket_handshake_refusal_is_an_error():
         qw.WebSocket(f"ws://127.0.0.1:{port}/ws", timeout=10)
     thread.join(timeout=10)
     listener.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# --distributed: through ComfyUI-Distributed on the master
+
+TWO_VIDEOS = [{"filename": f"LongLive_distributed_0000{n}_.mp4", "subfolder": "video", "type": "output"}
+              for n in (1, 2)]
+COLLECTOR = {"class_type": "DistributedCollector", "inputs": {"images": ["1", 0], "load_balance": False},
+             "_meta": {"title": "Distributed Collector"}}
+
+
+def test_distributed_queues_on_the_enabled_workers_and_downloads_every_video(fake, tmp_path):
+    """--distributed: POST /distributed/queue with the graph, a client id and the workers the master
+    has enabled (not POST /prompt); the master's history lists both participants' videos, and both
+    are downloaded and printed."""
+    state, url = fake
+    state.outputs = TWO_VIDEOS
+    state.served |= {(v["subfolder"], v["filename"]) for v in TWO_VIDEOS}
+    graph = {**API_GRAPH, "2": COLLECTOR}
+    done = run_client(url, tmp_path, "--distributed", workflow=graph)
+    assert done.returncode == 0, done.stderr
+    [request] = state.distributed
+    assert request["prompt"] == graph and request["enabled_worker_ids"] == ["1"] and request["client_id"]
+    assert state.queued == ["master-1"]  # the extension queued it; the client never called POST /prompt
+    assert [Path(p).name for p in done.stdout.split()] == [v["filename"] for v in TWO_VIDEOS]
+    assert all((tmp_path / "out" / v["filename"]).read_bytes() == VIDEO for v in TWO_VIDEOS)
+    for said in ("queueing on the master and 1 worker(s): GPU 1 (127.0.0.1:8189)",
+                 "queued prompt master-1 on the master (2 participant(s))",
+                 "2 video(s) collected on the master from 2 participant(s), the master's first"):
+        assert said in done.stderr, said
+    assert "fewer than expected" not in done.stderr
+
+
+def test_workers_names_the_workers_and_refuses_an_unknown_one(fake, tmp_path):
+    state, url = fake
+    done = run_client(url, tmp_path, "--workers", "2,1")
+    assert done.returncode == 0, done.stderr
+    assert state.distributed[-1]["enabled_worker_ids"] == ["2", "1"]
+    refused = run_client(url, tmp_path, "--workers", "1,9")
+    assert_one_line_failure(refused, 1, "--workers: the master has no worker '9'", "1 (GPU 1, 127.0.0.1:8189)",
+                            "2 (laptop, 192.168.1.7:8188)")
+    assert len(state.distributed) == 1 and len(state.queued) == 1  # nothing queued the second time
+
+
+def test_a_worker_that_does_not_answer_and_a_missing_video_are_said(fake, tmp_path):
+    """The master reached none of the workers asked, and one video came back: said, not an error."""
+    state, url = fake
+    state.workers_reached = 0
+    state.workers[1]["enabled"] = True
+    done = run_client(url, tmp_path, "--distributed")
+    assert done.returncode == 0, done.stderr
+    assert "2 of 2 worker(s) did not answer the master and were left out" in done.stderr
+    assert "1 video(s) collected on the master from 1 participant(s)" in done.stderr
+    state.workers_reached = None
+    done = run_client(url, tmp_path, "--distributed")
+    assert "1 video(s) collected on the master from 3 participant(s)" in done.stderr
+    assert "2 video(s) fewer than expected: a worker sent no whole video before the master's timeout" in done.stderr
+
+
+def test_with_load_balance_one_video_is_what_is_expected(fake, tmp_path):
+    state, url = fake
+    graph = {**API_GRAPH, "2": {**COLLECTOR, "inputs": {**COLLECTOR["inputs"], "load_balance": True}}}
+    done = run_client(url, tmp_path, "--distributed", workflow=graph)
+    assert done.returncode == 0, done.stderr
+    assert "1 video(s) collected on the master from 2 participant(s)" in done.stderr
+    assert "fewer than expected" not in done.stderr
+
+
+@pytest.mark.parametrize("failure, status, fragments", [
+    (("GET /distributed/config", 404, b"404: Not Found"), 5,
+     ("has no ComfyUI-Distributed (GET /distributed/config -> HTTP 404)", "install it on the master")),
+    (("POST /distributed/queue", 500, json.dumps({"error": "Invalid prompt: {'type': 'prompt_outputs_failed_"
+                                                           "validation', 'details': 'seed: too big'}"}).encode()), 2,
+     ("ComfyUI-Distributed: the workflow was refused: Invalid prompt", "seed: too big")),
+    (("POST /distributed/queue", 500, json.dumps({"error": "Worker websocket closed unexpectedly"}).encode()), 5,
+     ("POST /distributed/queue -> HTTP 500", "Worker websocket closed unexpectedly")),
+])
+def test_distributed_failures_are_one_line_with_their_exit_status(fake, tmp_path, failure, status, fragments):
+    state, url = fake
+    route, code, body = failure
+    state.fail[route] = (code, body)
+    done = run_client(url, tmp_path, "--distributed")
+    assert_one_line_failure(done, status, *fragments)
+    assert state.queued == []
+
+
+def test_distributed_timeout_withdraws_the_masters_prompt_and_says_the_workers_run_on(fake, tmp_path):
+    state, url = fake
+    state.use("run")
+    done = run_client(url, tmp_path, "--distributed", "--timeout", "2")
+    assert_one_line_failure(done, qw.EXIT_STOPPED, "--timeout of 2 s reached", "prompt master-1 interrupted",
+                            "the prompts of its 1 worker(s) run on")
+    assert state.interrupts and set(state.interrupts) == {"master-1"}
+
+
+def test_steering_a_distributed_run_is_refused(fake, tmp_path):
+    state, url = fake
+    done = run_client(url, tmp_path, "--distributed", "--steer")
+    assert_one_line_failure(done, 1, "--steer steers the master's prompt only")
+    assert state.distributed == []

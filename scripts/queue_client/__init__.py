@@ -6,6 +6,7 @@
 - websocket: a minimal RFC 6455 client for /ws progress messages
 - follow:    running a prompt: queue, follow, withdraw on --timeout or Ctrl-C, download
 - steering:  --steer and --replay-steering
+- distributed: --distributed, queueing through ComfyUI-Distributed on the master
 - mp4:       the text metadata of an mp4 (the recorded workflow and steering)
 - cli:       the options and the exit status of each failure
 

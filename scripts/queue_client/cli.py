@@ -10,6 +10,7 @@ from typing import Callable
 
 from .errors import (EXIT_CTRL_C, EXIT_FAILED, EXIT_OK, EXIT_REJECTED, EXIT_SERVER, EXIT_STATUS_HELP, EXIT_STOPPED,
                      EXIT_USAGE, ClientError, ServerError, WorkflowFailed, WorkflowRejected, WorkflowStopped, one_line)
+from .distributed import expected_videos, queue_on_participants
 from .follow import Progress, output_items, run
 from .mp4 import is_mp4
 from .server import ComfyAPI
@@ -17,6 +18,11 @@ from .steering import STEERING_KEY, add_steering_replay, load_steering_record
 from .workflow import Overrides, apply_overrides, is_ui_workflow, load_workflow, ui_to_api
 
 REPLAY_FROM_WORKFLOW = "<the workflow's mp4>"
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".mov")
+
+
+def is_video_name(filename: str) -> bool:
+    return filename.lower().endswith(VIDEO_SUFFIXES)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,6 +52,12 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--replay-steering", nargs="?", const=REPLAY_FROM_WORKFLOW, metavar="SOURCE",
                         help="replay a run's steering: SOURCE is its mp4 or a JSON file of the record "
                              "(default: the workflow, when it is an mp4)")
+    parser.add_argument("--distributed", action="store_true",
+                        help="queue through ComfyUI-Distributed on --server (the master) and every worker its "
+                             "Distributed panel has enabled; every participant's video is downloaded")
+    parser.add_argument("--workers", metavar="IDS",
+                        help="with --distributed: these worker ids instead (comma-separated, as GET "
+                             "/distributed/config lists them; implies --distributed)")
     parser.add_argument("--out", default="comfy_outputs",
                         help="folder for the downloaded outputs (default %(default)s)")
     parser.add_argument("--no-download", action="store_true", help="leave the outputs on the server")
@@ -120,10 +132,26 @@ def _main(args: argparse.Namespace, say: Callable[[str], None]) -> int:
     if args.steer and args.no_websocket:
         raise ClientError("--steer needs the websocket (it steers from the first chunk the server reports): "
                           "drop --no-websocket")
+    distributed = None
+    if args.distributed or args.workers is not None:
+        if args.steer:
+            raise ClientError("--steer steers the master's prompt only; a distributed run's workers each run their "
+                              "own (steer them in their own editors): drop --steer or --distributed")
+        wanted = [i.strip() for i in args.workers.split(",") if i.strip()] if args.workers is not None else None
+        distributed = queue_on_participants(comfy, wanted, say)
     out_dir = None if args.no_download else Path(args.out)
     result = run(comfy, workflow, out_dir=out_dir, timeout=args.timeout, use_websocket=not args.no_websocket,
-                 steer_lines=sys.stdin if args.steer else None)
-    say(f"finished prompt {result.prompt_id}: {len(output_items(result.entry))} output file(s)")
+                 steer_lines=sys.stdin if args.steer else None, distributed=distributed)
+    outputs = output_items(result.entry)
+    say(f"finished prompt {result.prompt_id}: {len(outputs)} output file(s)")
+    if distributed is not None:
+        videos = sum(is_video_name(item["filename"]) for item in outputs)
+        expected = expected_videos(workflow, result.participants)
+        say(f"ComfyUI-Distributed: {videos} video(s) collected on the master from {result.participants} "
+            f"participant(s), the master's first")
+        if videos < expected:
+            say(f"ComfyUI-Distributed: {expected - videos} video(s) fewer than expected: a worker sent no whole video "
+                "before the master's timeout (the master's log names it)")
     for node_id, output in (result.entry.get("outputs") or {}).items():
         if output.get(STEERING_KEY):
             say(f"steering of node {node_id} (replay it with --replay-steering): "

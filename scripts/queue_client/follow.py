@@ -58,6 +58,8 @@ class Progress:
 
 
 TERMINAL_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+# (api, client_id) -> (the master's prompt id, workers reached): distributed.queue_on_participants
+DistributedQueue = Callable[[dict, str], tuple[str, int]]
 
 
 def wait_with_websocket(ws: WebSocket, comfy: ComfyAPI, prompt_id: str, progress: Progress,
@@ -155,6 +157,7 @@ class RunResult:
     prompt_id: str
     entry: dict
     files: list[Path]
+    participants: int = 1  # servers that ran it: the master and the workers reached (--distributed)
 
 
 WITHDRAW_SECONDS = 15  # how long to wait for our interrupted prompt to leave the server
@@ -189,15 +192,44 @@ def withdraw(comfy: ComfyAPI, prompt_id: str, wait: float = WITHDRAW_SECONDS, ma
         return f"could not withdraw prompt {prompt_id} ({error})"
 
 
+def _withdraw_ours(comfy: ComfyAPI, prompt_id: str, participants: int) -> str:
+    outcome = withdraw(comfy, prompt_id)
+    if participants > 1:  # the workers' prompts have ids the extension chose and did not report
+        outcome += f" (on the master; the prompts of its {participants - 1} worker(s) run on: stop them there)"
+    return outcome
+
+
+def _queue(comfy: ComfyAPI, api: dict, client_id: str, prompt_id: str, distributed: DistributedQueue | None
+           ) -> tuple[str, int]:
+    """(the prompt id, the servers that run it) once queued, on this server alone or through
+    ComfyUI-Distributed."""
+    if distributed is not None:
+        try:
+            prompt_id, workers = distributed(api, client_id)
+        except NoAnswer as error:  # the extension names the prompt itself: nothing to withdraw by id
+            raise NoAnswer(f"{error}; the master may have queued it all the same (check its queue)") from None
+        return prompt_id, 1 + workers
+    try:
+        return comfy.queue(api, client_id, prompt_id), 1
+    except NoAnswer as error:  # it may have been queued all the same
+        outcome = withdraw(comfy, prompt_id, wait=NO_ANSWER_WITHDRAW_SECONDS, may_appear=True)
+        raise NoAnswer(f"{error}; {outcome}") from None
+
+
 def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: float = 3600,
         use_websocket: bool = True, progress: Progress | None = None,
-        steer_lines: Iterable[str] | None = None) -> RunResult:
+        steer_lines: Iterable[str] | None = None, distributed: DistributedQueue | None = None) -> RunResult:
     """Queue `api`, follow it to the end, download its output files into out_dir (when given).
     With `steer_lines` (needs the websocket), each line steers the prompt while it runs (--steer).
+    With `distributed` (distributed.queue_on_participants), the prompt is queued through
+    ComfyUI-Distributed on the master (this server) and its workers; the master's history holds
+    every participant's video.
 
     On --timeout (TimedOut) or Ctrl-C (KeyboardInterrupt) our prompt is withdrawn from the server
-    before the exception goes on; the exception's message says what became of it.
+    before the exception goes on; the exception's message says what became of it (a distributed
+    run's workers are not touched: their prompts are not ours to name).
     """
+    participants = 1
     progress = progress or Progress(api)
     client_id = uuid.uuid4().hex
     prompt_id = str(uuid.uuid4())  # ours from the start: even a Ctrl-C during POST /prompt can withdraw it
@@ -211,12 +243,9 @@ def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: flo
             except (OSError, ConnectionError, WebSocketClosed) as error:
                 progress.say(f"websocket unavailable ({one_line(error)})")
         try:
-            try:
-                prompt_id = comfy.queue(api, client_id, prompt_id)
-            except NoAnswer as error:  # it may have been queued all the same
-                outcome = withdraw(comfy, prompt_id, wait=NO_ANSWER_WITHDRAW_SECONDS, may_appear=True)
-                raise NoAnswer(f"{error}; {outcome}") from None
-            progress.say(f"queued prompt {prompt_id}")
+            prompt_id, participants = _queue(comfy, api, client_id, prompt_id, distributed)
+            progress.say(f"queued prompt {prompt_id}" + (f" on the master ({participants} participant(s))"
+                                                         if distributed is not None else ""))
             if steerer is not None:
                 if ws is None:
                     progress.say("--steer: no websocket, so no chunk can be seen and nothing is steered")
@@ -232,9 +261,10 @@ def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: flo
             else:
                 wait_with_polling(comfy, prompt_id, progress, deadline)
         except TimedOut:
-            raise TimedOut(f"--timeout of {timeout:g} s reached; {withdraw(comfy, prompt_id)}") from None
+            raise TimedOut(f"--timeout of {timeout:g} s reached; {_withdraw_ours(comfy, prompt_id, participants)}") \
+                from None
         except KeyboardInterrupt:
-            raise KeyboardInterrupt(withdraw(comfy, prompt_id)) from None
+            raise KeyboardInterrupt(_withdraw_ours(comfy, prompt_id, participants)) from None
     finally:
         if steerer is not None:
             steerer.stop()
@@ -243,4 +273,4 @@ def run(comfy: ComfyAPI, api: dict, *, out_dir: Path | None = None, timeout: flo
     entry = finished_entry(comfy, prompt_id, deadline + 30)
     check_entry(entry, api)
     files = [comfy.download(item, out_dir) for item in output_items(entry)] if out_dir is not None else []
-    return RunResult(prompt_id, entry, files)
+    return RunResult(prompt_id, entry, files, participants)
