@@ -18,18 +18,20 @@ The node files (and tests) call the names below as `host.<name>`.
 """
 
 from .comfyui import IN_COMFYUI, InterruptProcessingException
-from .files import list_models, metadata_enabled, model_path, video_output_path
+from .files import list_models, metadata_enabled, model_path, video_output_paths
 from .live import add_json_post_route, client_messenger, latent_rgb_previewer, running_prompt_id, temp_dir
-from .memory import LoadedNetwork, auto_dtype, is_loaded, offload_device, soft_empty_cache, unload_models
+from .memory import (LoadedNetwork, auto_dtype, is_loaded, offload_device, run_memory_limit, soft_empty_cache,
+                     unload_models)
 from .progress import (CountingProgressBar, check_interrupt, frame_previewer, is_interrupted, make_previewer,
                        progress_bar, raise_interrupted, request_interrupt)
 from .vae_stream import streaming_decoder, tiled_decode
 
 __all__ = [
     "IN_COMFYUI", "InterruptProcessingException",
-    "list_models", "metadata_enabled", "model_path", "video_output_path",
+    "list_models", "metadata_enabled", "model_path", "video_output_paths",
     "add_json_post_route", "client_messenger", "latent_rgb_previewer", "running_prompt_id", "temp_dir",
-    "LoadedNetwork", "auto_dtype", "is_loaded", "offload_device", "soft_empty_cache", "unload_models",
+    "LoadedNetwork", "auto_dtype", "is_loaded", "offload_device", "run_memory_limit", "soft_empty_cache",
+    "unload_models",
     "CountingProgressBar", "check_interrupt", "frame_previewer", "is_interrupted", "make_previewer",
     "progress_bar", "raise_interrupted", "request_interrupt",
     "streaming_decoder", "tiled_decode",

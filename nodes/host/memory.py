@@ -45,6 +45,21 @@ def offload_device() -> torch.device:
     return torch.device("cpu")
 
 
+STANDALONE_RESERVE = 1 << 30  # bytes of a CUDA device a standalone run leaves to everything else
+
+
+def run_memory_limit() -> int | None:
+    """The most bytes a run's KV caches and activations can take on the compute device: its memory
+    less what the memory manager keeps for everything else (ComfyUI's `minimum_inference_memory`;
+    weights that do not fit too are streamed). None where no limit is known (standalone on the CPU)."""
+    device = compute_device()
+    if model_management is not None:
+        return int(model_management.get_total_memory(device) - model_management.minimum_inference_memory())
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory - STANDALONE_RESERVE
+    return None
+
+
 def soft_empty_cache() -> None:
     """Return cached allocator blocks to the driver (after sampling, once the model is offloaded)."""
     if model_management is not None:
