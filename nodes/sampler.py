@@ -195,8 +195,10 @@ def _check_batch_fits(model: LongLiveModel, request: RunRequest, steerable: bool
     """A batch whose KV caches and activations cannot fit the compute device is refused, naming the
     largest batch that fits. One video is never refused: its weights and room are the memory
     manager's to find, as before batches."""
+    if request.batch == 1:
+        return
     limit = host.run_memory_limit()
-    if request.batch == 1 or limit is None:
+    if limit is None:
         return
     memory = run_memory_of(model, request, steerable)
     if memory.total(request.batch) <= limit:
