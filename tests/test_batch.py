@@ -27,10 +27,12 @@ import torch
 from helpers import (PACK, load_pack_standalone, random_text, random_vace_context, randn, run_node,
                      sampler_settings, standalone_host, tiny_model, video_latent, write_node_models)
 from vace_core.cache import BlockCacheAccess
-from vace_core.latents import video_frames_for
+from vace_core.latents import denormalize_latents, video_frames_for
 from vace_core.noise import noise_seed, video_seed
 from vace_core.plan import Block
-from vace_core.sampler import PromptSegment, SamplerSettings, _Run, generate
+from vace_core.sampler import ChunkInfo, PromptSegment, SamplerSettings, _Run, generate
+from vace_core.streaming import BatchVideoSink, ChunkVideoSink
+from vace_core.testing.stand_in_vae import CausalStandInVAE
 
 HEIGHT, WIDTH = 32, 48
 BATCH = 3
@@ -114,6 +116,37 @@ def test_the_comparison_catches_a_batch_that_shares_noise_or_mixes_videos(model,
     batched = make(model, "t2v", SEED, batch=BATCH)
     monkeypatch.undo()
     assert min(max_diff_per_video(model, "t2v", batched)) > FAULT_FLOOR
+
+
+class KeptFrames:
+    """A writer that keeps the frames it is given."""
+
+    def __init__(self) -> None:
+        self.frames: list[torch.Tensor] = []
+
+    def write(self, frames: torch.Tensor) -> None:
+        self.frames.append(frames)
+
+
+def test_the_batch_sink_writes_each_video_with_its_own_decoder_and_shows_them_side_by_side():
+    vae = CausalStandInVAE(seed=2)
+    latents = randn(2, 16, 5, HEIGHT // 8, WIDTH // 8, seed=7)  # normalised, two videos
+    writers, shown = [KeptFrames(), KeptFrames()], []
+    sink = BatchVideoSink([ChunkVideoSink(vae.streaming_decoder(), w) for w in writers],
+                          on_frames=lambda pixels, block: shown.append((pixels, block)))
+    sink(ChunkInfo(Block(0, 0, 1, -1, "reference"), randn(2, 16, 1, HEIGHT // 8, WIDTH // 8, seed=8)))  # skipped
+    blocks = [Block(1, 1, 3, 0), Block(2, 4, 2, 1)]  # after one reference frame
+    for block in blocks:
+        sink(ChunkInfo(block, latents[:, :, block.start - 1:block.end - 1]))
+    for i, writer in enumerate(writers):  # each video as a whole decode of it alone
+        alone = vae.decode(denormalize_latents(latents[i:i + 1]))[0]
+        assert torch.equal(torch.cat(writer.frames), alone)
+    assert [block for _, block in shown] == blocks
+    for (pixels, _), left, right in zip(shown, writers[0].frames, writers[1].frames):
+        assert torch.equal(pixels, torch.cat([left, right], dim=2))  # [T, H, 2W, 3], video 0 on the left
+    assert sink.stats.chunks == 4 and sink.stats.frames == 2 * 17
+    with pytest.raises(ValueError, match="a chunk of 3 videos for a sink of 2 videos"):
+        sink(ChunkInfo(Block(3, 6, 1, 2), randn(3, 16, 1, HEIGHT // 8, WIDTH // 8, seed=9)))
 
 
 def test_video_seeds_wrap_like_the_seed_input():
@@ -237,7 +270,8 @@ def test_sampler_to_video_writes_one_mp4_per_video_equal_to_single_runs(models_d
     assert result["ui"]["images"] == [{"filename": n, "subfolder": "clips", "type": "output"} for n in names]
     out = tmp_path / "output" / "clips"
     for i, name in enumerate(names):
-        NODES["LongLiveSampleToVideo"]().generate(**single(inputs, i), vae=vae, filename_prefix=f"clips/alone{i}", **MP4)
+        NODES["LongLiveSampleToVideo"]().generate(**single(inputs, i), vae=vae, filename_prefix=f"clips/alone{i}",
+                                                  **MP4)
         frames = mp4_frames(out / name)
         assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
         assert np.array_equal(frames, mp4_frames(out / f"alone{i}_00001_.mp4")), name

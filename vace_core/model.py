@@ -255,7 +255,7 @@ class CausalWanModel(nn.Module):
         """The compiler's parts for this pass shape, or None (eager) when not compiled."""
         if not compiled or self.compiler is None:
             return contextlib.nullcontext()
-        return self.compiler.pass_parts(frames, x.shape[1], self.compute_dtype)
+        return self.compiler.pass_parts(frames, x.shape[1], self.compute_dtype, x.shape[0])
 
     def forward_full(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | TextState,
                      vace_context: torch.Tensor | None = None,

@@ -208,6 +208,37 @@ def test_core_nodes_the_workflows_use_match_the_server(tiny_server):
 
 
 # ---------------------------------------------------------------------------------------------
+# a batch: batch_size 2 on the node that sets the video's size gives two videos, each its single run
+
+
+def decoded_frames(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.mark.parametrize("name, size_node", [("longlive_t2v", "EmptyHunyuanLatentVideo"),
+                                             ("longlive_vace_r2v", "LongLiveVaceEncode")])
+def test_batch_size_2_gives_two_videos_each_equal_to_its_single_run(tiny_server, name, size_node):
+    """Docs: docs/batches.md. One prompt with batch_size 2 and seed S, then single prompts with seeds
+    S and S + 1: the batch's two mp4s hold the frames of the single runs."""
+    graph = tiny_graph(load_api(name))
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    size = next(i for i, n in graph.items() if n["class_type"] == size_node)
+    graph[sampler]["inputs"]["seed"] = seed = 2025
+    graph[size]["inputs"]["batch_size"] = 2
+    videos = tiny_server.output_files(tiny_server.run(graph, timeout=RUN_TIMEOUT))
+    assert len(videos) == 2 and videos[0].name < videos[1].name, videos  # consecutive counters
+    assert not np.array_equal(decoded_frames(videos[0]), decoded_frames(videos[1]))  # two seeds, two videos
+    graph[size]["inputs"]["batch_size"] = 1
+    for video, video_seed in zip(videos, (seed, seed + 1)):
+        graph[sampler]["inputs"]["seed"] = video_seed
+        [alone] = tiny_server.output_files(tiny_server.run(graph, timeout=RUN_TIMEOUT))
+        frames = decoded_frames(video)
+        assert frames.shape == (FRAMES, HEIGHT, WIDTH, 3)
+        assert np.array_equal(frames, decoded_frames(alone)), (video.name, alone.name)
+
+
+# ---------------------------------------------------------------------------------------------
 # errors come back through the API, and the server carries on
 
 
