@@ -394,6 +394,10 @@ def test_a_batch_too_large_for_the_device_is_refused_before_any_model_work(model
     assert vae.encodes == encodes  # I2V: the start image was not encoded either
     with pytest.raises(ValueError, match="batch_size 5 does not fit"):
         NODES["LongLiveSampleToVideo"]().generate(**{**inputs, "vae": vae}, filename_prefix="never", **MP4)
+    one_and_a_half = (run_memory(inputs, 1) + run_memory(inputs, 2)) // 2
+    monkeypatch.setattr(host, "run_memory_limit", lambda: one_and_a_half)
+    with pytest.raises(ValueError, match="not even two videos fit: set batch_size 1"):
+        run_node(NODES, "LongLiveSampler", **inputs)
     half_a_video = run_memory(inputs, 1) // 2
     monkeypatch.setattr(host, "run_memory_limit", lambda: half_a_video)
     with pytest.raises(ValueError, match="not even one video fits in full: set batch_size 1"):
