@@ -15,8 +15,7 @@ import pytest
 
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core.latents import video_frames_for
-from vace_core.memory import (largest_pass_frames, pass_activation_bytes, run_cache_bytes, run_memory, run_memory_bytes,
-                              text_kv_bytes, video_activation_bytes)
+from vace_core.memory import largest_pass_frames, run_cache_bytes, run_memory, text_kv_bytes, video_activation_bytes
 from vace_core.passes import CachedPasses
 from vace_core.plan import SamplerSettings, tokens_per_frame
 from vace_core.sampler import PromptSegment, generate
@@ -102,9 +101,10 @@ def test_the_run_memory_is_the_caches_plus_the_largest_pass(model):
         frames = largest_pass_frames(settings, 1, prompt_switches=True)
         expected = (run_cache_bytes(config, dtype, height=HEIGHT, width=WIDTH, ref_frames=1, settings=settings,
                                     uses_vace=True)
-                    + pass_activation_bytes(config, dtype, tokens_per_frame(HEIGHT, WIDTH) * frames))
-        assert run_memory_bytes(config, dtype, height=HEIGHT, width=WIDTH, ref_frames=1, settings=settings,
-                                uses_vace=True, prompt_switches=True) == expected
+                    + video_activation_bytes(config, dtype, tokens_per_frame(HEIGHT, WIDTH) * frames)
+                    + text_kv_bytes(config, dtype))
+        assert run_memory(config, dtype, height=HEIGHT, width=WIDTH, ref_frames=1, settings=settings,
+                          uses_vace=True, prompt_switches=True).total() == expected
 
 
 @pytest.mark.parametrize("refs", [0, 1])
@@ -124,8 +124,7 @@ def test_a_batch_needs_each_videos_caches_and_activations_and_the_prompt_once(mo
     frames = largest_pass_frames(settings, refs, prompt_switches=True)
     assert memory.per_video == one + video_activation_bytes(config, dtype, tokens_per_frame(HEIGHT, WIDTH) * frames)
     assert memory.shared == text_kv_bytes(config, dtype) > 0
-    assert [run_memory_bytes(config, dtype, **run, batch=b) for b in (1, 2, 3)] == \
-        [memory.shared + b * memory.per_video for b in (1, 2, 3)]
+    assert [memory.total(b) for b in (1, 2, 3)] == [memory.shared + b * memory.per_video for b in (1, 2, 3)]
     # the largest batch within a budget: exactly at the edge, one byte short of it, and none at all
     for b in (1, 4):
         assert memory.largest_batch(memory.total(b)) == b

@@ -931,7 +931,7 @@ def test_loader_compile_runs_full_chunks_compiled_and_keeps_the_video(monkeypatc
     assert compiled.compiled and compiled.describe().endswith("compiled")
     positive, context = conditioning(1), reference_context()
     video = sample(compiled, positive, vace_context=context)
-    assert compiler.shapes == [(3, 3 * (SIZE // 16) ** 2, "float32")] and compiler.fallbacks == []
+    assert compiler.shapes == [(3, 3 * (SIZE // 16) ** 2, "float32", 1)] and compiler.fallbacks == []
     assert len(passes) == 4  # the one chunk's denoising passes (the reference block's 1 frame runs eagerly)
     plain = sample(vace_model(), positive, vace_context=context)
     assert len(passes) == 4 and network(vace_model()).compiler is None

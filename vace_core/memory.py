@@ -73,11 +73,6 @@ def text_kv_bytes(config: WanConfig, dtype: torch.dtype) -> int:
     return (config.num_layers + config.num_vace_blocks) * 2 * config.text_len * config.dim * element
 
 
-def pass_activation_bytes(config: WanConfig, dtype: torch.dtype, tokens: int) -> int:
-    """Activations of one pass over `tokens` query tokens, with the prompt's cross-attention K/V."""
-    return video_activation_bytes(config, dtype, tokens) + text_kv_bytes(config, dtype)
-
-
 @dataclass(frozen=True)
 class RunMemory:
     """What a run of a batch of videos needs besides the weights: `per_video` bytes for each video
@@ -102,11 +97,3 @@ def run_memory(config: WanConfig, dtype: torch.dtype, *, height: int, width: int
                              uses_vace=uses_vace)
     activations = video_activation_bytes(config, dtype, tokens_per_frame(height, width) * frames)
     return RunMemory(per_video=caches + activations, shared=text_kv_bytes(config, dtype))
-
-
-def run_memory_bytes(config: WanConfig, dtype: torch.dtype, *, height: int, width: int, ref_frames: int,
-                     settings: SamplerSettings, uses_vace: bool, prompt_switches: bool, batch: int = 1) -> int:
-    """What a run of `batch` videos needs besides the weights: each video's KV caches and share of
-    the largest pass, plus the prompt's K/V once."""
-    return run_memory(config, dtype, height=height, width=width, ref_frames=ref_frames, settings=settings,
-                      uses_vace=uses_vace, prompt_switches=prompt_switches).total(batch)
