@@ -47,6 +47,8 @@ PACK_ENTRIES = ("__init__.py", "nodes", "vace_core", "web", "example_workflows",
 MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "text_encoders")
 LOG_TAIL_LINES = 80
 FRONTEND_PACKAGE = "comfyui-frontend-package"
+NO_COMFYUI = ("no ComfyUI found: set COMFYUI_DIR to a checkout (several separated by ':') and COMFYUI_PYTHON "
+              "to its python, or put snapshots in ../shared/comfyui/")
 
 
 def in_ci() -> bool:
