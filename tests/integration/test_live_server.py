@@ -3,9 +3,10 @@ their preview clips served by GET /view, POST /longlive/steer while a node runs 
 the steering record in the mp4, and replays that give the same frames.
 
 The tiny T2V workflow of test_workflows_e2e (80x48, tiny weights, the harness's tiny real Wan VAE,
-core CLIPTextEncode on the test pack's CLIP) runs at a length of 14 chunks for the previews, and the
-streaming node at 8 chunks for steering; the test client reads the websocket with the headless
-client's own websocket code, as the client that queued the prompt.
+core CLIPTextEncode on the test pack's CLIP) runs at a length of 14 chunks for the previews, read
+from the websocket with the headless client's own websocket code, as the client that queued the
+prompt; and the streaming node at 8 chunks for steering: one run, queued and steered by the
+headless client while the test steers it through the route too, replayed once by the client.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -122,62 +124,105 @@ def test_every_chunk_sends_a_preview_served_by_view_with_the_frames_it_states(ti
     report_figure(f"live previews: {CHUNKS} chunks of the tiny T2V in {seconds:.1f} s, every clip served by /view")
 
 
-def test_a_steer_after_the_third_chunk_is_recorded_and_replays_to_the_same_frames(tiny_server):
+def run_client_steering(server, graph_file: Path, out: Path, first_line: str, at_chunk: int, on_chunk
+                        ) -> tuple[subprocess.CompletedProcess, str]:
+    """`queue_workflow.py GRAPH --steer` with `first_line` on its standard input; `on_chunk(prompt_id)`
+    is called once the client reports chunk `at_chunk` made. Returns (the finished client, its prompt_id)."""
+    client = subprocess.Popen([sys.executable, str(Path(qw.__file__)), str(graph_file), "--server", server.url,
+                               "--steer", "--out", str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    client.stdin.write(first_line + "\n")
+    client.stdin.close()
+    said, prompt_id = [], None
+    deadline = threading.Timer(RUN_TIMEOUT, client.kill)  # reading its output waits for nothing else
+    deadline.start()
+    try:
+        for line in client.stderr:  # line by line while it runs
+            said.append(line)
+            queued = re.search(r"queued prompt (\S+)", line)
+            prompt_id = queued.group(1) if queued else prompt_id
+            if f": chunk {at_chunk}/" in line:
+                on_chunk(prompt_id)
+        stdout = client.stdout.read()
+        client.wait(timeout=RUN_TIMEOUT)
+    finally:
+        deadline.cancel()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    return subprocess.CompletedProcess(client.args, client.returncode, stdout, "".join(said)), prompt_id
+
+
+def test_steers_from_the_client_and_the_route_are_recorded_and_replay_to_the_same_frames(tiny_server, tmp_path):
+    """One steered run on the streaming node, 8 chunks: queued by `queue_workflow.py --steer`, which
+    sends its standard input's line once the first chunk is made, while the test POSTs a second text
+    to /longlive/steer itself after the third chunk (and bad requests, refused while it runs). Both
+    land in the mp4's steering record; `queue_workflow.py THE.mp4 --replay-steering` queues the
+    workflow the mp4 records with that steering as a schedule: the same frames. An unsteered run has
+    the same frames up to the first steer, and others after it."""
     length = 4 * (3 * 8 - 1) + 1  # 8 chunks
     graph = _streaming_t2v(length, "steered")
     qw.apply_overrides(graph, qw.Overrides(seed=202))
     node = node_of(graph, "LongLiveSampleToVideo")
+    graph_file = tmp_path / "steer.json"
+    graph_file.write_text(json.dumps(graph))
+    client_text, route_text = "a hare runs across the snow", "the fox turns into a hare"
     answers, refused = [], []
 
-    def on_chunk(prompt_id, data):
-        if data["chunk"] == 3:
-            answers.append(steer(tiny_server, {"prompt_id": prompt_id, "text": "the fox turns into a hare"}))
-            # while it runs: 400 for bad requests, 404 for another prompt or node
-            refused.extend([
-                steer(tiny_server, None, raw=b"{not json"),
-                steer(tiny_server, {"prompt_id": prompt_id, "text": "   "}),
-                steer(tiny_server, {"prompt_id": prompt_id, "text": "x" * 2001}),
-                steer(tiny_server, {"prompt_id": prompt_id, "text": "ok", "node": "999"}),
-                steer(tiny_server, {"prompt_id": str(uuid.uuid4()), "text": "ok"}),
-            ])
+    def after_the_third_chunk(prompt_id):
+        answers.append(steer(tiny_server, {"prompt_id": prompt_id, "text": route_text}))
+        # while it runs: 400 for bad requests, 404 for another prompt or node
+        refused.extend([
+            steer(tiny_server, None, raw=b"{not json"),
+            steer(tiny_server, {"prompt_id": prompt_id, "text": "   "}),
+            steer(tiny_server, {"prompt_id": prompt_id, "text": "x" * 2001}),
+            steer(tiny_server, {"prompt_id": prompt_id, "text": "ok", "node": "999"}),
+            steer(tiny_server, {"prompt_id": str(uuid.uuid4()), "text": "ok"}),
+        ])
 
-    prompt_id, chunks, entry = run_watching(tiny_server, graph, on_chunk)
-    assert entry["status"]["status_str"] == "success", entry["status"]
+    steered, prompt_id = run_client_steering(tiny_server, graph_file, tmp_path / "steered", client_text, 3,
+                                             after_the_third_chunk)
+    assert steered.returncode == 0, steered.stderr
+    # the client's steer: sent from the first chunk on, its answer printed
+    assert "chunk 1/8 made (frames 0-8)" in steered.stderr
+    said = re.search(rf"steered: '{client_text}' takes over at frame (\d+)", steered.stderr)
+    assert said, steered.stderr
+    # the route's: answered with the frame of a chunk boundary after the third chunk
     [(status, answer)] = answers
     frame = answer["takes_effect_at_frame"]
     assert status == 200 and answer == {"prompt_id": prompt_id, "node": node, "takes_effect_at_frame": frame}
-    starts = [c["first_frame"] for c in chunks]
-    assert frame in starts[3:], (frame, starts)  # a chunk boundary after the third chunk
+    starts = [int(m.group(1)) for m in re.finditer(r": chunk \d+/8 made \(frames (\d+)-", steered.stderr)]
+    assert starts == [0] + [9 + 12 * n for n in range(7)], steered.stderr
+    assert frame in starts[3:], (frame, starts)
     assert [s for s, _ in refused] == [400, 400, 400, 404, 404], refused
     assert "at most 2000" in refused[2][1]["error"] and "not running" in refused[4][1]["error"]
-    record = [{"frame": frame, "text": "the fox turns into a hare"}]
-    assert entry["outputs"][node]["longlive_steering"] == record
-    [steered] = tiny_server.output_files(entry)
-    assert json.loads(metadata(steered)["longlive_steering"]) == record
+    first = int(said.group(1))
+    assert first in starts[1:] and first < frame, (first, frame)
+    record = [{"frame": first, "text": client_text}, {"frame": frame, "text": route_text}]
+    assert tiny_server.wait(prompt_id, timeout=60)["outputs"][node]["longlive_steering"] == record
+    [video] = [Path(line) for line in steered.stdout.split()]
+    assert json.loads(metadata(video)["longlive_steering"]) == record
+    assert f"(replay it with --replay-steering): {json.dumps(record)}" in steered.stderr
     # the prompt has finished: it cannot be steered any more
     assert steer(tiny_server, {"prompt_id": prompt_id, "text": "too late"})[0] == 404
 
-    # replay: the same workflow, same seed, a Prompt Schedule made from the record with core
-    # CLIPTextEncode on the same CLIP
-    replay = json.loads(json.dumps(graph))
-    clip = replay[node]["inputs"]["clip"]
-    replay["900"] = {"class_type": "CLIPTextEncode", "inputs": {"text": record[0]["text"], "clip": clip}}
-    replay["901"] = {"class_type": "LongLivePromptSchedule", "inputs": {"conditioning": ["900", 0],
-                                                                      "start_frame": frame}}
-    replay[node]["inputs"].update(prompt_schedule=["901", 0], filename_prefix="replayed")
-    replayed_entry = tiny_server.run(replay, timeout=RUN_TIMEOUT)
-    [replayed] = tiny_server.output_files(replayed_entry)
-    assert json.loads(metadata(replayed)["longlive_steering"]) == []  # nothing steered the replay
-    steered_frames, replayed_frames = decode(steered), decode(replayed)
+    replayed = subprocess.run([sys.executable, str(Path(qw.__file__)), str(video), "--server", tiny_server.url,
+                               "--replay-steering", "--out", str(tmp_path / "replayed")], capture_output=True,
+                              text=True, timeout=RUN_TIMEOUT)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "LongLiveSteeringSchedule) replays 2 steering text(s)" in replayed.stderr
+    [again] = [Path(line) for line in replayed.stdout.split()]
+    assert json.loads(metadata(again)["longlive_steering"]) == []  # nothing steered the replay
+    steered_frames, replayed_frames = decode(video), decode(again)
     assert len(steered_frames) == len(replayed_frames) == length
     assert all(np.array_equal(a, b) for a, b in zip(steered_frames, replayed_frames))
-    # the frames before the switch are those of an unsteered run; after it they differ
+    # the frames before the first steer are those of an unsteered run; after it they differ
     plain = dict(json.loads(json.dumps(graph)))
     plain[node] = dict(plain[node], inputs=dict(plain[node]["inputs"], filename_prefix="plain"))
     [unsteered] = tiny_server.output_files(tiny_server.run(plain, timeout=RUN_TIMEOUT))
     plain_frames = decode(unsteered)
-    assert all(np.array_equal(a, b) for a, b in zip(plain_frames[:frame], steered_frames[:frame]))
-    assert not np.array_equal(np.stack(plain_frames[frame:]), np.stack(steered_frames[frame:]))
+    assert all(np.array_equal(a, b) for a, b in zip(plain_frames[:first], steered_frames[:first]))
+    assert not np.array_equal(np.stack(plain_frames[first:]), np.stack(steered_frames[first:]))
 
 
 def test_steering_route_answers_404_and_400_when_nothing_runs(tiny_server):
@@ -199,34 +244,3 @@ def test_steering_route_answers_404_and_400_when_nothing_runs(tiny_server):
             urllib.request.urlopen(foreign, timeout=30)
         assert blocked.value.code == 403, route
     assert tiny_server.get_object_info("LongLiveSteeringSchedule")  # the server keeps serving
-
-
-def test_the_headless_client_steers_from_stdin_and_replays_the_steering_from_the_mp4(tiny_server, tmp_path):
-    """`queue_workflow.py --steer` sends each line of its standard input once the first chunk is made;
-    `queue_workflow.py THE.mp4 --replay-steering` queues the workflow the mp4 records with the
-    steering as a schedule: the same frames."""
-    graph_file = tmp_path / "steer.json"
-    graph = _streaming_t2v(4 * (3 * 8 - 1) + 1, "cli_steered")
-    qw.apply_overrides(graph, qw.Overrides(seed=404))
-    graph_file.write_text(json.dumps(graph))
-    script = str(Path(qw.__file__))
-    steered = subprocess.run([sys.executable, script, str(graph_file), "--server", tiny_server.url, "--steer",
-                              "--out", str(tmp_path / "steered")], input="a hare runs across the snow\n",
-                             capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert steered.returncode == 0, steered.stderr
-    said = re.search(r"steered: 'a hare runs across the snow' takes over at frame (\d+)", steered.stderr)
-    assert said, steered.stderr
-    record = [{"frame": int(said.group(1)), "text": "a hare runs across the snow"}]
-    assert "chunk 1/8 made (frames 0-8)" in steered.stderr
-    [video] = [Path(line) for line in steered.stdout.split()]
-    assert json.loads(metadata(video)["longlive_steering"]) == record
-    assert f"(replay it with --replay-steering): {json.dumps(record)}" in steered.stderr
-
-    replayed = subprocess.run([sys.executable, script, str(video), "--server", tiny_server.url, "--replay-steering",
-                               "--out", str(tmp_path / "replayed")], capture_output=True, text=True,
-                              timeout=RUN_TIMEOUT)
-    assert replayed.returncode == 0, replayed.stderr
-    assert "LongLiveSteeringSchedule) replays 1 steering text(s)" in replayed.stderr
-    [again] = [Path(line) for line in replayed.stdout.split()]
-    first, second = decode(video), decode(again)
-    assert len(first) == len(second) and all(np.array_equal(a, b) for a, b in zip(first, second))
