@@ -37,14 +37,16 @@ def test_the_two_commands_use_their_own_virtual_environment():
 
 def test_ci_runs_the_readme_test_command():
     """.ci/run runs the README's test command: its install step (skipped while .venv was built from
-    the same requirements files) and its pytest, to which it only adds the list of the slowest tests;
+    the same requirements files) and its pytest, in which it only changes the number of processes
+    (a third one runs the unit tests while the ComfyUI venv is built) and lists the slowest tests;
     it installs nothing else with pip."""
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     steps = [line.split("||")[0].strip() for line in ci.splitlines() if line.strip() and not line.startswith("#")]
     make, install, pytest_run = command_under("The tests").split(" && ")
     assert f"{make} && {install}" in steps
+    assert " -n 2" in pytest_run
     assert [step for step in steps if step.startswith(".venv/bin/python -m pytest")] == [
-        f"{pytest_run} --durations=30"]
+        pytest_run.replace(" -n 2", " -n 3") + " --durations=30"]
     assert "pip install" not in ci.replace(f"{make} && {install}", "")
 
 

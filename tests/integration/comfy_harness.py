@@ -10,6 +10,9 @@ Which ComfyUIs (`find_installs`), in order of precedence:
                    (default ~/.cache/comfyui-frontends): each ComfyUI is served with the frontend
                    version its requirements.txt pins, so 0.8.0 runs with editor 1.35.9
   COMFYUI_START_TIMEOUT  seconds to wait for a server (default 180)
+  COMFYUI_PYTHON_READY   a file that appears once COMFYUI_PYTHON is set up, holding "ok" or why not:
+                   the tests that need a ComfyUI wait for it (CI builds that venv while the other
+                   tests run; COMFYUI_PYTHON_READY_TIMEOUT seconds at most, default 1800)
 
 ComfyUI's python always runs with PYTHONDONTWRITEBYTECODE=1 and the server with an isolated
 --base-directory, so nothing is ever written into a checkout (the shared snapshots are read-only).
@@ -133,6 +136,22 @@ def find_installs() -> tuple[list[ComfyInstall], list[str]]:
     if not installs and not problems and explicit:
         problems.append("COMFYUI_DIR is set but names no checkout")
     return installs, problems
+
+
+def wait_for_comfyui_python() -> None:
+    """Return once COMFYUI_PYTHON_READY (if set) says the python is set up; RuntimeError when it says
+    the setup failed or does not appear in time."""
+    marker = os.environ.get("COMFYUI_PYTHON_READY")
+    if not marker:
+        return
+    deadline = time.monotonic() + float(os.environ.get("COMFYUI_PYTHON_READY_TIMEOUT", "1800"))
+    while not os.path.exists(marker):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"COMFYUI_PYTHON_READY: {marker} did not appear in time")
+        time.sleep(1.0)
+    said = _read(Path(marker)).strip()
+    if said != "ok":
+        raise RuntimeError(f"the ComfyUI python is not set up ({marker}): {said}")
 
 
 # ---------------------------------------------------------------------------------------------

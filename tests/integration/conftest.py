@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import pytest
 
 from comfy_harness import (LOG_TAIL_LINES, NO_COMFYUI, ComfyClient, ComfyInstall, find_installs, in_ci,
-                           make_base_dir, start_server, stop_server)
+                           make_base_dir, start_server, stop_server, wait_for_comfyui_python)
 from comfy_summary import FIGURE, VERSION
 
 INSTALLS, PROBLEMS = find_installs()
@@ -49,6 +49,10 @@ def comfy_install(request) -> ComfyInstall:
         if in_ci():
             pytest.fail(f"CI=true but {NO_COMFYUI}")
         pytest.skip(NO_COMFYUI)
+    try:
+        wait_for_comfyui_python()
+    except RuntimeError as error:
+        pytest.fail(str(error))
     return request.param
 
 
