@@ -10,7 +10,8 @@ Groups (the `xdist_group` mark; one group runs whole, in one process): a test mo
 its module-scoped fixtures are made once; tests that need a ComfyUI are grouped by
 tests/integration/conftest.py (one group per ComfyUI server). The groups are queued longest first as
 far as a test can tell: the servers' groups, then modules with a `slow` test, then the rest in
-collection order.
+collection order, the other groups that need a ComfyUI last: in CI they wait for its venv to be
+built (COMFYUI_PYTHON_READY) while the tests that need none run.
 """
 
 import os
@@ -64,11 +65,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if group_of(item) is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    server_groups = {group_of(item) for item in items if "comfy_server" in getattr(item, "fixturenames", ())}
+    def needing(fixture: str) -> set[str]:
+        return {group_of(item) for item in items if fixture in getattr(item, "fixturenames", ())}
+
+    server_groups, comfyui_groups = needing("comfy_server"), needing("comfy_install")
     slow_groups = {group_of(item) for item in items if item.get_closest_marker("slow")}
 
     def rank(group: str) -> int:
-        return 0 if group in server_groups else 1 if group in slow_groups else 2
+        if group in server_groups:
+            return 0
+        return 1 if group in slow_groups else 3 if group in comfyui_groups else 2
 
     first_seen = {}
     for index, item in enumerate(items):

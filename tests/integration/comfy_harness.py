@@ -22,6 +22,7 @@ conftest so it cannot be confused with another directory's conftest.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -173,18 +174,22 @@ def _installed_frontend(python: str) -> str | None:
 def frontend_root(install: ComfyInstall) -> Path | None:
     """The `--front-end-root` that serves the editor `install` pins, or None when the venv's own
     frontend package is that version. A missing version is installed once into frontend_cache()
-    (pip --target; the static files only). RuntimeError when that fails."""
+    (pip --target; the static files only), under a file lock, since two test processes may start
+    servers of one version at once (pytest -n). RuntimeError when that fails."""
     if install.frontend is None or _installed_frontend(install.python) == install.frontend:
         return None
     target = frontend_cache() / install.frontend
     static = target / "comfyui_frontend_package" / "static"
-    if not (static / "index.html").is_file():
-        done = subprocess.run([install.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "--no-deps", "--target", str(target), f"{FRONTEND_PACKAGE}=={install.frontend}"],
-                              env=comfy_env(), capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 or not (static / "index.html").is_file():
-            raise RuntimeError(f"could not install {FRONTEND_PACKAGE}=={install.frontend} into {target}:\n"
-                               + done.stdout[-2000:] + done.stderr[-2000:])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{install.frontend}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (static / "index.html").is_file():
+            done = subprocess.run([install.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                   "--no-deps", "--target", str(target), f"{FRONTEND_PACKAGE}=={install.frontend}"],
+                                  env=comfy_env(), capture_output=True, text=True, timeout=600)
+            if done.returncode != 0 or not (static / "index.html").is_file():
+                raise RuntimeError(f"could not install {FRONTEND_PACKAGE}=={install.frontend} into {target}:\n"
+                                   + done.stdout[-2000:] + done.stderr[-2000:])
     return static
 
 
