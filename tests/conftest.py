@@ -59,6 +59,7 @@ def group_of(item: pytest.Item) -> str | None:
     return marker.args[0] if marker.args else marker.kwargs.get("name")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which names each test's group in its node id
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Every test without a group joins its module's; then the groups are ordered longest first
     (each group's tests stay together, in their order)."""

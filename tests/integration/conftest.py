@@ -91,7 +91,9 @@ def comfy_server(comfy_install, tmp_path_factory) -> Iterator[ComfyClient]:
         stop_server(client.process)
 
 
-@pytest.hookimpl(tryfirst=True)  # before tests/conftest.py gives the ungrouped their module's group
+# tryfirst: before pytest-xdist's; and before tests/conftest.py's (tryfirst too, but registered first)
+# gives the ungrouped their module's group
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
     """A version's tests carry its label (for the summary) and run in its groups: one for all that
     use its server, one per module for the rest."""
