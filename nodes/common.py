@@ -17,6 +17,7 @@ REF_FRAMES_KEY = "longlive_ref_frames"  # LATENT entry: leading reference latent
 STEERING_KEY = "longlive_steering"  # LATENT entry, UI output and video metadata: [{"frame", "text"}, ...]
 MAX_RESOLUTION = 16384  # ComfyUI nodes.MAX_RESOLUTION
 MAX_VIDEO_FRAMES = 4093  # the RoPE table's 1024 latent frames, as video frames
+MAX_BATCH_SIZE = 4096  # core EmptyHunyuanLatentVideo's batch_size maximum
 
 
 def default_if_listed(names: list[str], *preferred: str) -> dict:
@@ -29,14 +30,16 @@ def default_if_listed(names: list[str], *preferred: str) -> dict:
 
 
 def video_latents(samples) -> tuple[torch.Tensor, int]:
-    """The latents [1, 16, frames, h, w] of a LATENT holding one Wan 2.1 video and its number of
-    leading reference frames, checked (nodes that decode or extend a whole video)."""
+    """The latents [B, 16, frames, h, w] of a LATENT holding B Wan 2.1 videos (a batch: video after
+    video) and their number of leading reference frames, checked (nodes that decode or extend whole
+    videos)."""
     raw = samples.get("samples") if isinstance(samples, dict) else None
-    if not isinstance(raw, torch.Tensor) or raw.ndim != 5 or raw.shape[:2] != (1, LATENT_CHANNELS):
+    if (not isinstance(raw, torch.Tensor) or raw.ndim != 5 or raw.shape[1] != LATENT_CHANNELS
+            or raw.shape[0] < 1):
         shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else None
         image = shape is not None and len(shape) == 4
         hint = ": image latents, where this node expected video latents" if image else ""
-        raise ValueError(f"samples: expected one video of Wan 2.1 latents [1, 16, frames, h, w], got {shape}{hint}")
+        raise ValueError(f"samples: expected Wan 2.1 video latents [videos, 16, frames, h, w], got {shape}{hint}")
     ref_frames = int(samples.get(REF_FRAMES_KEY, 0))
     if not 0 <= ref_frames < raw.shape[2]:
         raise ValueError(f"samples: {ref_frames} reference frames but only {raw.shape[2]} latent frames")
@@ -54,18 +57,16 @@ class VideoSize:
         return f"{self.width}x{self.height}, {self.length} frames"
 
 
-def latent_video_size(latent, name: str) -> VideoSize:
-    """The size a LATENT input gives the sampler: one Wan 2.1 video latent [1, 16, frames, h, w]
-    (core's EmptyHunyuanLatentVideo, or VACE Encode References' latent output); its values are not
-    used. Leading reference frames (a LongLive sampler's output) do not count."""
+def latent_video_size(latent, name: str) -> tuple[VideoSize, int]:
+    """The size a LATENT input gives the sampler and how many videos it asks for: a Wan 2.1 video
+    latent [batch_size, 16, frames, h, w] (core's EmptyHunyuanLatentVideo, or VACE Encode References'
+    latent output); its values are not used. Leading reference frames (a LongLive sampler's output)
+    do not count."""
     raw = latent.get("samples") if isinstance(latent, dict) else None
-    if not isinstance(raw, torch.Tensor) or raw.ndim != 5 or raw.shape[1] != LATENT_CHANNELS:
+    if not isinstance(raw, torch.Tensor) or raw.ndim != 5 or raw.shape[1] != LATENT_CHANNELS or raw.shape[0] < 1:
         shape = tuple(raw.shape) if isinstance(raw, torch.Tensor) else None
-        raise ValueError(f"{name}: expected a Wan 2.1 video latent [1, 16, frames, height/8, width/8] (e.g. from "
-                         f"'Empty HunyuanVideo 1.0 Latent'), got {shape}")
-    if raw.shape[0] != 1:
-        raise ValueError(f"{name}: the latent holds a batch of {raw.shape[0]} videos; the sampler makes one video "
-                         "at a time: set batch_size 1")
+        raise ValueError(f"{name}: expected a Wan 2.1 video latent [batch_size, 16, frames, height/8, width/8] (e.g. "
+                         f"from 'Empty HunyuanVideo 1.0 Latent'), got {shape}")
     frames = raw.shape[2] - int(latent.get(REF_FRAMES_KEY, 0))
     if frames < 1:
         raise ValueError(f"{name}: the latent holds no video frames")
@@ -74,7 +75,7 @@ def latent_video_size(latent, name: str) -> VideoSize:
         check_size(width, height)
     except ValueError as error:
         raise ValueError(f"{name}: {error}") from None
-    return VideoSize(width, height, video_frames_for(frames))
+    return VideoSize(width, height, video_frames_for(frames)), raw.shape[0]
 
 
 def source_node(prompt, unique_id, input_name: str) -> str | None:

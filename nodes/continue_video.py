@@ -5,6 +5,8 @@ timeline: its frames are inserted as they are and cached by their clean passes, 
 the earlier run made them (references too, when it had them), then generation continues at the
 next frame position with the noise a single run would have drawn there. With the same model,
 settings, seed, prompts and VACE context, "earlier run + continuation" equals one longer run.
+A batch of earlier videos is continued in one run, video i from its own latents with seed + i:
+each exactly as continuing that video alone.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ class LongLiveContinue:
                 "model": required.pop("model"),
                 "positive": required.pop("positive"),
                 "samples": ("LATENT", {"tooltip": "The video to extend: the LATENT of an earlier LongLive run (its "
-                                                  "reference frames are kept), or any Wan 2.1 latent."}),
+                                                  "reference frames are kept), or any Wan 2.1 latent. A batch of "
+                                                  "videos is continued video by video, in one run."}),
                 "seed": ("INT", {**required.pop("seed")[1], "control_after_generate": False,
                                  "tooltip": "The earlier run's seed: the continuation then draws the noise one "
-                                            "longer run would have drawn."}),
+                                            "longer run would have drawn (video i of a batch: seed + i)."}),
                 "length": ("INT", {"default": 80, "min": VAE_STRIDE_T, "max": MAX_VIDEO_FRAMES,
                                    "step": VAE_STRIDE_T,
                                    "tooltip": "Video frames to add (a multiple of 4: every latent frame after the "
@@ -89,7 +92,8 @@ class LongLiveContinue:
         size = VideoSize(width, height, video_frames_for(given + length // VAE_STRIDE_T))
         inputs = SamplerInputs(positive=positive, seed=seed, vace_scale=vace_scale, preset=preset, settings=settings,
                                vace=vace_context, prompt_schedule=prompt_schedule)
-        request = replace(run_request(model, size, inputs, Origin(prompt, unique_id), size_from="samples"),
+        request = replace(run_request(model, size, inputs, Origin(prompt, unique_id), size_from="samples",
+                                      batch=earlier.shape[0]),
                           start_latents=earlier[:, :, ref_frames:],
                           reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
         with live_run(unique_id, request.blocks(), ref_frames) as live:
@@ -104,7 +108,7 @@ class LongLiveContinue:
 
 
 def _earlier_latents(samples: dict, vace: VaceContext | None) -> tuple[torch.Tensor, int]:
-    """The earlier video as normalised latents [1, 16, refs + frames, h, w] and its reference count."""
+    """The earlier videos as normalised latents [B, 16, refs + frames, h, w] and their reference count."""
     raw, ref_frames = video_latents(samples)
     context_refs = vace.ref_frames if vace is not None else 0
     if ref_frames and context_refs != ref_frames:

@@ -21,7 +21,8 @@ class LongLiveDecode:
 
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("images",)
-    OUTPUT_TOOLTIPS = ("The video frames [frames, height, width, 3], reference frames removed.",)
+    OUTPUT_TOOLTIPS = ("The video frames [frames, height, width, 3], reference frames removed; a batch of videos "
+                       "gives video 0's frames, then video 1's, and so on (what 'Image Batch Divider' splits).",)
     FUNCTION = "decode"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Decodes the sampler's latents with the Wan VAE, dropping the reference frames first "
@@ -29,4 +30,6 @@ class LongLiveDecode:
 
     def decode(self, samples: dict, vae) -> tuple[torch.Tensor]:
         latents, ref_frames = video_latents(samples)
-        return (decode_without_references(vae, latents, ref_frames).float(),)
+        # video by video: the causal VAE must see each video alone, from its first frame
+        videos = [decode_without_references(vae, video, ref_frames).float() for video in latents.split(1)]
+        return (videos[0] if len(videos) == 1 else torch.cat(videos),)

@@ -4,7 +4,9 @@
   the host's temp folder and sends the `longlive.chunk` message naming it to the client that queued
   the prompt. The streaming node previews its real decoded frames (every n-th pixel, so that they
   fit PREVIEW_MAX_SIDE); the LATENT nodes preview ComfyUI's Latent2RGB projection of the chunk's
-  latents (latent resolution), each latent frame held for the video frames it stands for. One
+  latents (latent resolution), each latent frame held for the video frames it stands for. A batch's
+  clip shows its videos side by side, video 0 leftmost (the streaming node's strip is thinned as a
+  whole to fit PREVIEW_MAX_SIDE). One
   worker thread makes the preview frames, encodes and writes the clip and sends the message, so on
   a GPU all of it overlaps the next chunk (the execution thread only hands the chunk over); at most
   PREVIEWS_IN_FLIGHT chunks wait for it, and the node waits for the last one before it returns.
@@ -496,13 +498,18 @@ class LiveRun:
 
     def on_chunk(self, info: ChunkInfo) -> None:
         """LATENT nodes: a chunk's preview from its latents (ComfyUI's Latent2RGB projection, made on
-        the worker from a host copy, 1.2 MB at 480x832, that the execution thread does not wait for)."""
+        the worker from a host copy, 1.2 MB per video at 480x832, that the execution thread does not
+        wait for); a batch's videos side by side."""
         if self.previews is None or self.latent_rgb is None or info.block.is_reference:
             return
         starts_video = info.block.start == self.previews.ref_frames
         project = self.latent_rgb
-        self.previews.add(HostCopy(info.latents), info.block,
-                          lambda copy: hold_latent_frames(project(copy.get().float()), starts_video))
+
+        def frames_of(copy: HostCopy) -> np.ndarray:
+            videos = [project(video.float()) for video in copy.get().split(1)]  # each [t, h, w, 3]
+            return hold_latent_frames(np.concatenate(videos, axis=2), starts_video)
+
+        self.previews.add(HostCopy(info.latents), info.block, frames_of)
 
     def on_frames(self, pixels: torch.Tensor, block: Block | None) -> None:
         """The streaming node: a chunk's preview from its decoded frames (read on the worker; the

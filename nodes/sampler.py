@@ -10,7 +10,7 @@ import torch
 
 from ..vace_core.encoding import VaceContext, encode_start_frames
 from ..vace_core.latents import denormalize_latents, latent_frames_for, video_frames_for
-from ..vace_core.memory import run_memory_bytes
+from ..vace_core.memory import RunMemory, run_memory
 from ..vace_core.plan import PromptSegment, RunRequest, check_vace
 from ..vace_core.presets import DEFAULT_PRESET, PRESET_NAMES
 from ..vace_core.sampler import ChunkSink, GenerationCancelled, SampleResult, Steer, StepInfo, sample
@@ -42,9 +42,11 @@ def sampler_inputs() -> dict:
             "latent": ("LATENT", {
                 "tooltip": "The video's width, height and length: an 'Empty HunyuanVideo 1.0 Latent' (the Wan "
                            "2.1 video latent), or the latent output of 'VACE Encode References' when a VACE "
-                           "context is connected. Only its shape is used."}),
+                           "context is connected. Only its shape is used; its batch_size makes that many videos "
+                           "in one run."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
-                             "tooltip": "Seed of the noise; the same seed gives the same video on any device."}),
+                             "tooltip": "Seed of the noise; the same seed gives the same video on any device. "
+                                        "Video i of a batch is the video of seed + i."}),
             "vace_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
                                      "tooltip": "Strength of the VACE hints (0 = plain text-to-video). "
                                                 "Ignored without a vace_context."}),
@@ -88,7 +90,8 @@ class LongLiveSampler:
 
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("samples",)
-    OUTPUT_TOOLTIPS = ("Raw Wan 2.1 latents, reference frames first; decode with 'Decode (strip references)'.",)
+    OUTPUT_TOOLTIPS = ("Raw Wan 2.1 latents, reference frames first (a batch: one per video); decode with "
+                       "'Decode (strip references)'.",)
     FUNCTION = "sample"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Generates a video chunk by chunk with LongLive's KV cache (flat cost per chunk), "
@@ -133,9 +136,10 @@ class SamplerInputs:
 
 def prepare_sampling(model: LongLiveModel, latent: dict, inputs: SamplerInputs, clip: Any,
                      origin: Origin) -> RunRequest:
-    """The checks and inputs Sampler and Sampler -> Video share: the run request, its size from
-    `latent`, its start images encoded; the steering clip checked."""
-    request = run_request(model, latent_video_size(latent, "latent"), inputs, origin)
+    """The checks and inputs Sampler and Sampler -> Video share: the run request, its size and batch
+    from `latent`, its start images encoded (once, for every video); the steering clip checked."""
+    size, batch = latent_video_size(latent, "latent")
+    request = run_request(model, size, inputs, origin, batch=batch, steerable=clip is not None)
     if clip is not None:
         check_clip(clip, "clip")
     return replace(request, start_latents=encode_start_images(inputs.start_images, inputs.vae, request))
@@ -167,10 +171,11 @@ class Origin:
 
 
 def run_request(model: LongLiveModel, size: VideoSize, inputs: SamplerInputs, origin: Origin = Origin(),
-                size_from: str = "latent") -> RunRequest:
+                size_from: str = "latent", batch: int = 1, steerable: bool = False) -> RunRequest:
     """Every check of the sampler inputs, run before the model moves or anything is computed, and the
-    run they ask for (start images not yet encoded). `size_from` names the input the size was read
-    from (for messages)."""
+    run they ask for (start images not yet encoded): `batch` videos, the run `steerable` or not (a
+    steered run may switch prompts). `size_from` names the input the size and batch were read from
+    (for messages)."""
     choices = inputs.settings if inputs.settings is not None else SamplerChoices()
     settings = choices.resolve(inputs.preset)
     prompts = _prompt_segments(model, inputs.positive, inputs.prompt_schedule, size.length)
@@ -180,8 +185,44 @@ def run_request(model: LongLiveModel, size: VideoSize, inputs: SamplerInputs, or
         check_vace(model, vace, latent_frames_for(size.length), size.height, size.width)
     _check_rope(model, vace.ref_frames if vace is not None else 0, size.length)
     scale = choices.vace_scale(inputs.vace_scale, model.facts.num_vace_blocks if vace is not None else None)
-    return RunRequest(prompts=prompts, video_frames=size.length, height=size.height, width=size.width,
-                      seed=inputs.seed, vace=vace, vace_scale=scale, settings=settings)
+    request = RunRequest(prompts=prompts, video_frames=size.length, height=size.height, width=size.width,
+                         seed=inputs.seed, vace=vace, vace_scale=scale, settings=settings, batch=batch)
+    _check_batch_fits(model, request, steerable, size_from)
+    return request
+
+
+def _check_batch_fits(model: LongLiveModel, request: RunRequest, steerable: bool, size_from: str) -> None:
+    """A batch whose KV caches and activations cannot fit the compute device is refused, naming the
+    largest batch that fits. One video is never refused: its weights and room are the memory
+    manager's to find, as before batches."""
+    if request.batch == 1:
+        return
+    limit = host.run_memory_limit()
+    if limit is None:
+        return
+    memory = run_memory_of(model, request, steerable)
+    if memory.total(request.batch) <= limit:
+        return
+    fits = memory.largest_batch(limit)
+    advice = (f"the largest batch_size that fits is {fits}" if fits > 1 else
+              "not even two videos fit: set batch_size 1" if fits == 1 else
+              "not even one video fits in full: set batch_size 1 (the memory manager then streams what it must)")
+    raise ValueError(f"{size_from}: batch_size {request.batch} does not fit the compute device: {request.batch} videos "
+                     f"of {request.width}x{request.height} need {_gib(memory.total(request.batch))} for their KV caches "
+                     f"and activations, and the device has {_gib(limit)} for them; {advice}. Lower batch_size on the "
+                     "node that sets the video's size, or queue several prompts (seed + i gives video i).")
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB"
+
+
+def run_memory_of(model: LongLiveModel, request: RunRequest, steerable: bool) -> RunMemory:
+    """The memory a run of `request` needs besides the weights (vace_core.memory), for its batch."""
+    # a steered run may switch prompts (and re-run the window in one pass) like a scheduled one
+    return run_memory(model.facts.config, model.compute_dtype, height=request.height, width=request.width,
+                      ref_frames=request.ref_frames, settings=request.settings, uses_vace=request.uses_vace,
+                      prompt_switches=len(request.prompts) > 1 or steerable)
 
 
 def _check_same_size(size: VideoSize, vace: VaceContext, origin: Origin, size_from: str) -> None:
@@ -199,13 +240,10 @@ def _check_same_size(size: VideoSize, vace: VaceContext, origin: Origin, size_fr
 @contextmanager
 def on_compute_device(model: LongLiveModel, request: RunRequest,
                       steerable: bool = False) -> Iterator[host.LoadedNetwork]:
-    """The network loaded by the host's memory manager for the run, with room made for the KV cache
-    and activations (ComfyUI evicts other models, or loads ours partially and streams the rest).
+    """The network loaded by the host's memory manager for the run, with room made for the KV caches
+    and activations of its videos (ComfyUI evicts other models, or loads ours partially and streams the rest).
     It stays loaded afterwards; only the allocator's cache is handed back."""
-    # a steered run may switch prompts (and re-run the window in one pass) like a scheduled one
-    memory = run_memory_bytes(model.facts.config, model.compute_dtype, height=request.height, width=request.width,
-                              ref_frames=request.ref_frames, settings=request.settings, uses_vace=request.uses_vace,
-                              prompt_switches=len(request.prompts) > 1 or steerable)
+    memory = run_memory_of(model, request, steerable).total(request.batch)
     try:
         yield model.load_for_run(memory)
     finally:

@@ -5,14 +5,15 @@
   no latents of the video are kept at all.
 
 Both drop the reference frames, use an exact streaming decoder for ComfyUI's Wan 2.1 VAE (the
-frames equal a whole decode) and leave a valid, shorter mp4 when interrupted.
+frames equal a whole decode) and leave a valid, shorter mp4 when interrupted. A batch of videos
+gives one mp4 per video, named with consecutive counters as ComfyUI's savers name a batch.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -23,7 +24,8 @@ from ..vace_core.latents import VAE_STRIDE_S
 from ..vace_core.plan import Block, PromptSegment, RunRequest
 from ..vace_core.logs import log
 from ..vace_core.presets import DEFAULT_PRESET
-from ..vace_core.streaming import ChunkDecoder, ChunkVideoSink, StreamStats, VideoWriter, latents_to_video
+from ..vace_core.streaming import (BatchVideoSink, ChunkDecoder, ChunkVideoSink, StreamStats, VideoWriter,
+                                   latents_to_video)
 from . import host
 from .common import CATEGORY, STEERING_KEY, video_latents
 from .live import live_run, record_json
@@ -41,7 +43,8 @@ def _video_inputs() -> dict:
         "filename_prefix": ("STRING", {
             "default": "LongLive",
             "tooltip": "Name of the mp4 in ComfyUI's output folder (a subfolder may be given, e.g. "
-                       "'video/LongLive'); a counter is appended and an existing file is never overwritten."}),
+                       "'video/LongLive'); a counter is appended and an existing file is never overwritten. "
+                       "A batch writes one mp4 per video, with consecutive counters."}),
         "fps": ("INT", {"default": 16, "min": 1, "max": 120, "step": 1,
                         "tooltip": "Frames per second of the mp4 (Wan 2.1 / LongLive: 16)."}),
         "crf": ("INT", {"default": 19, "min": 0, "max": 51, "step": 1,
@@ -67,9 +70,10 @@ def _metadata(prompt: Any, extra_pnginfo: Any, steering: list | None = None) -> 
     return metadata
 
 
-def _ui(name: str, subfolder: str, steering: list | None = None) -> dict:
+def _ui(files: list[tuple[Path, str, str]], steering: list | None = None) -> dict:
     # what ComfyUI's own SaveVideo reports (ui.PreviewVideo): the frontend shows a video player
-    ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"}], "animated": (True,)}
+    ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"} for _, name, subfolder in files],
+          "animated": (True,)}
     if steering is not None:
         ui[STEERING_KEY] = list(steering)
     return ui
@@ -104,9 +108,10 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
 
 
-def _log_done(label: str, path, stats: StreamStats, seconds: float) -> None:
+def _log_done(label: str, files: list[tuple[Path, str, str]], stats: StreamStats, seconds: float) -> None:
+    where = files[0][0] if len(files) == 1 else f"{len(files)} videos ({files[0][0]} ... {files[-1][1]})"
     log.info("LongLive %s: wrote %d frames (%d chunks) to %s in %s (decode %.1f s, encode %.1f s)", label,
-             stats.frames, stats.chunks, path, _clock(seconds), stats.decode_seconds, stats.write_seconds)
+             stats.frames, stats.chunks, where, _clock(seconds), stats.decode_seconds, stats.write_seconds)
 
 
 class LongLiveSaveVideo:
@@ -115,7 +120,7 @@ class LongLiveSaveVideo:
         return {
             "required": {
                 "samples": ("LATENT", {"tooltip": "Wan 2.1 latents, e.g. from the LongLive Sampler (its reference "
-                                                  "frames are dropped)."}),
+                                                  "frames are dropped); a batch gives one mp4 per video."}),
                 "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE ({WAN_VAE_FILE}). Other VAEs decode chunk by chunk "
                                            "with a little overlap and may show seams."}),
                 **_video_inputs(),
@@ -137,16 +142,17 @@ class LongLiveSaveVideo:
         latents, ref_frames = video_latents(samples)
         steering = samples.get(STEERING_KEY)
         height, width = (s * VAE_STRIDE_S for s in latents.shape[-2:])
-        path, name, subfolder = host.video_output_path(filename_prefix, width, height)
-        decoder = host.streaming_decoder(vae)
+        files = host.video_output_paths(filename_prefix, width, height, latents.shape[0])
         chunks = -(-(latents.shape[2] - ref_frames) // DECODE_CHUNK_FRAMES)
-        progress = _ChunkProgress(chunks, "Save Video")
-        with VideoWriter(path, width, height, fps=fps, crf=crf,
-                         metadata=_metadata(prompt, extra_pnginfo, steering)) as writer:
-            stats = latents_to_video(latents, ref_frames, decoder, writer, DECODE_CHUNK_FRAMES,
-                                     on_frames=progress, before_chunk=host.check_interrupt)
-        _log_done("Save Video", path, stats, time.perf_counter() - progress.start)
-        return {"ui": _ui(name, subfolder, steering), "result": ()}
+        progress = _ChunkProgress(chunks * len(files), "Save Video")
+        metadata = _metadata(prompt, extra_pnginfo, steering)
+        stats = StreamStats()
+        for (path, _, _), video in zip(files, latents.split(1)):  # one after another, each whole when done
+            with VideoWriter(path, width, height, fps=fps, crf=crf, metadata=metadata) as writer:
+                stats += latents_to_video(video, ref_frames, host.streaming_decoder(vae), writer, DECODE_CHUNK_FRAMES,
+                                          on_frames=progress, before_chunk=host.check_interrupt)
+        _log_done("Save Video", files, stats, time.perf_counter() - progress.start)
+        return {"ui": _ui(files, steering), "result": ()}
 
 
 class LongLiveSampleToVideo:
@@ -182,52 +188,58 @@ class LongLiveSampleToVideo:
         inputs = SamplerInputs(positive=positive, seed=seed, vace_scale=vace_scale, preset=preset, settings=settings,
                                vace=vace_context, prompt_schedule=prompt_schedule, start_images=start_images, vae=vae)
         request = prepare_sampling(model, latent, inputs, clip, Origin(prompt, unique_id))
-        path, name, subfolder = host.video_output_path(filename_prefix, request.width, request.height)
-        decoder = host.streaming_decoder(vae)
+        files = host.video_output_paths(filename_prefix, request.width, request.height, request.batch)
         blocks = request.blocks()
         progress = _ChunkProgress(sum(not b.is_reference for b in blocks), "Sampler -> Video")
         with live_run(unique_id, blocks, request.ref_frames, clip, model.facts.text_dim, fps=fps,
                       latent_previews=False) as live:
-            mp4 = _Mp4Output(path=path, request=request, decoder=decoder, fps=fps, crf=crf,
+            mp4 = _Mp4Output(paths=[path for path, _, _ in files], request=request,
+                             decoders=[host.streaming_decoder(vae) for _ in files], fps=fps, crf=crf,
                              metadata=_metadata(prompt, extra_pnginfo, live.record),
                              on_frames=_both(progress, live.on_frames), steering=live.record)
             try:
                 sample_on_device(model, request, chunk_output=mp4.sink(), steer=live.steer, keep_latents=False,
                                  pass_progress=False)
             except host.InterruptProcessingException:
-                # the writer is closed by now: the mp4 holds every chunk finished before the cancel
-                log.info("LongLive Sampler -> Video: cancelled after %d of %d chunks; %s keeps them",
-                         progress.done, progress.total, path)
+                # the writers are closed by now: every mp4 holds every chunk finished before the cancel
+                log.info("LongLive Sampler -> Video: cancelled after %d of %d chunks; %s keep%s them",
+                         progress.done, progress.total, ", ".join(str(p) for p in mp4.paths),
+                         "s" if len(files) == 1 else "")
                 raise
-        _log_done("Sampler -> Video", path, mp4.stats, time.perf_counter() - progress.start)
-        return {"ui": _ui(name, subfolder, live.record), "result": ()}
+        _log_done("Sampler -> Video", files, mp4.stats, time.perf_counter() - progress.start)
+        return {"ui": _ui(files, live.record), "result": ()}
 
 
 @dataclass
 class _Mp4Output:
-    """The streaming node's chunk output: an mp4 written chunk by chunk (`sink`), opened once the
-    model is loaded; the steering record is added when it is closed (a cancelled video's too)."""
-    path: Path
+    """The streaming node's chunk output: an mp4 per video of the batch written chunk by chunk
+    (`sink`), opened once the model is loaded; the steering record is added to each when they are
+    closed (a cancelled run's too)."""
+    paths: list[Path]
     request: RunRequest
-    decoder: ChunkDecoder
+    decoders: list[ChunkDecoder]  # one per video: each carries its video's causal state
     fps: int
     crf: int
     metadata: dict[str, str]
-    on_frames: Callable[[torch.Tensor, Block], None]
+    on_frames: Callable[[torch.Tensor, Block], None]  # once per chunk, the videos side by side
     steering: list | None
     stats: StreamStats = field(default_factory=StreamStats)
 
     @contextmanager
-    def sink(self) -> Iterator[ChunkVideoSink]:
-        with VideoWriter(self.path, self.request.width, self.request.height, fps=self.fps, crf=self.crf,
-                         metadata=self.metadata) as writer:
-            sink = ChunkVideoSink(self.decoder, writer, self.on_frames)
-            self.stats = sink.stats
+    def sink(self) -> Iterator[BatchVideoSink]:
+        with ExitStack() as videos:
+            writers = [videos.enter_context(VideoWriter(path, self.request.width, self.request.height, fps=self.fps,
+                                                        crf=self.crf, metadata=self.metadata))
+                       for path in self.paths]
+            sink = BatchVideoSink([ChunkVideoSink(decoder, writer) for decoder, writer in zip(self.decoders, writers)],
+                                  self.on_frames)
             try:
                 yield sink
             finally:
+                self.stats = sink.stats
                 if self.steering and host.metadata_enabled():
-                    writer.set_metadata(STEERING_KEY, record_json(self.steering))
+                    for writer in writers:
+                        writer.set_metadata(STEERING_KEY, record_json(self.steering))
 
 
 def _both(first: Callable, second: Callable) -> Callable:

@@ -1,16 +1,83 @@
-"""Shared pytest setup: import the pack from the repo root; one torch thread.
+"""Shared pytest setup: import the pack from the repo root; one torch thread; the groups that let
+`pytest -n 3` (pytest-xdist, `--dist loadgroup` from pyproject.toml) share the work between its
+processes without doing any of it twice.
 
 The tiny test models are dominated by per-op overhead, which extra threads only add to on the
-shared 2-core CI machine.
+shared 2-core CI machine: each pytest process computes (and inductor compiles) on one thread, and
+two processes use both cores.
+
+Groups (the `xdist_group` mark; one group runs whole, in one process): a test module is a group, so
+its module-scoped fixtures are made once; tests that need a ComfyUI are grouped by
+tests/integration/conftest.py (one group per ComfyUI server). The groups are queued longest first as
+far as a test can tell: the servers' groups, then modules with a `slow` test, then the rest in
+collection order, the other groups that need a ComfyUI last: in CI they wait for its venv to be
+built (COMFYUI_PYTHON_READY) while the tests that need none run.
 """
 
+import os
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+if str(ROOT / "tests" / "integration") not in sys.path:  # the plugin named below, and its helpers
+    sys.path.append(str(ROOT / "tests" / "integration"))
 
 torch.set_num_threads(1)
+# inductor compiles in this process too, not in a pool of one worker per core beside it (measured on
+# the inductor test, cold cache: 23 s CPU against 27 s, and less wall time)
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
+# the per-ComfyUI lines of the terminal summary: a plugin of the main process, which under
+# pytest-xdist collects nothing (so never reads tests/integration/conftest.py)
+pytest_plugins = ["comfy_summary"]
+
+
+class _RootIsAFolder:
+    """The repository root is the pack itself (it has an __init__.py). As a pytest Package it would
+    be imported, under the name of the clone's folder, before the first test: a clone in a folder
+    such as `ci-try`, not a Python name, then errors on every test. It holds no tests: a plain folder."""
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path: Path, parent: pytest.Collector):
+        return pytest.Dir.from_parent(parent, path=path) if path == ROOT else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # registered as a plugin: a conftest's own hooks never see the folder above it
+    config.pluginmanager.register(_RootIsAFolder(), "longlive-root-is-a-folder")
+
+
+def group_of(item: pytest.Item) -> str | None:
+    marker = item.get_closest_marker("xdist_group")
+    if marker is None:
+        return None
+    return marker.args[0] if marker.args else marker.kwargs.get("name")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which names each test's group in its node id
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test without a group joins its module's; then the groups are ordered longest first
+    (each group's tests stay together, in their order)."""
+    for item in items:
+        if group_of(item) is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    def needing(fixture: str) -> set[str]:
+        return {group_of(item) for item in items if fixture in getattr(item, "fixturenames", ())}
+
+    server_groups, comfyui_groups = needing("comfy_server"), needing("comfy_install")
+    slow_groups = {group_of(item) for item in items if item.get_closest_marker("slow")}
+
+    def rank(group: str) -> int:
+        if group in server_groups:
+            return 0
+        return 1 if group in slow_groups else 3 if group in comfyui_groups else 2
+
+    first_seen = {}
+    for index, item in enumerate(items):
+        first_seen.setdefault(group_of(item), index)
+    items.sort(key=lambda item: (rank(group_of(item)), first_seen[group_of(item)]))

@@ -68,14 +68,14 @@ class MaskTripwire:
         return AttentionKernels(unmasked, masked, f"tripwire({self.inner.name})")
 
 
-def r2v_with_switches(model, executor=CachedPasses.for_run, **changes) -> torch.Tensor:
+def r2v_with_switches(model, executor=CachedPasses.for_run, batch: int = 1, **changes) -> torch.Tensor:
     prompts = [PromptSegment(0, random_text(seed=1))] + [PromptSegment(v, random_text(seed=2 + i))
                                                          for i, v in enumerate(SWITCHES)]
     settings = SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1, denoising_steps=(1000, 500),
                                **changes)
     return generate(model, prompts, video_frames=video_frames_for(FRAMES), height=HEIGHT, width=WIDTH, seed=0,
                     vace=random_vace_context(REFS, FRAMES, HEIGHT, WIDTH, seed=3), settings=settings,
-                    executor=executor).latents
+                    executor=executor, batch=batch).latents
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +95,22 @@ def test_every_attention_call_gets_a_mask_fit_for_the_kernels(models, dtype, vac
     # the padding bias reached the kernels (cross-attention), self-attention went unmasked
     assert tripwire.calls["float mask"] > 0 and tripwire.calls["unmasked"] > 0
     assert tripwire.calls["bool mask"] == 0
+
+
+def test_a_batch_gives_the_kernels_the_same_masks_and_equal_batches(models):
+    """A batch of 2 (issue 25): the prompt's K/V reach cross-attention as views of the batch, so every
+    call's q, k and v share their batch (a fused kernel takes no broadcast), with the same masks."""
+    model = models[torch.bfloat16]
+    tripwire = MaskTripwire()
+    batches = []
+    kernels = tripwire.kernels()
+    model.attention = AttentionKernels(
+        lambda q, k, v: batches.append({t.shape[0] for t in (q, k, v)}) or kernels.unmasked(q, k, v),
+        lambda q, k, v, mask: batches.append({t.shape[0] for t in (q, k, v)}) or kernels.masked(q, k, v, mask),
+        "batch tripwire")
+    r2v_with_switches(model, batch=2)
+    assert tripwire.mismatches == [] and tripwire.calls["float mask"] > 0 and tripwire.calls["bool mask"] == 0
+    assert batches and all(b == {2} for b in batches)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])

@@ -36,10 +36,11 @@ PARTS = 3  # graphs per compiled shape: the block parts around the two attention
 TOL = 1e-4
 
 
-def r2v_with_a_switch(model, height: int = HEIGHT, width: int = WIDTH) -> torch.Tensor:
+def r2v_with_a_switch(model, height: int = HEIGHT, width: int = WIDTH, batch: int = 1) -> torch.Tensor:
     prompts = [PromptSegment(0, random_text(seed=1)), PromptSegment(24, random_text(seed=2))]  # latent 6
     return generate(model, prompts, video_frames=video_frames_for(FRAMES), height=height, width=width, seed=0,
-                    vace=random_vace_context(REFS, FRAMES, height, width, seed=3), settings=SETTINGS).latents
+                    vace=random_vace_context(REFS, FRAMES, height, width, seed=3), settings=SETTINGS,
+                    batch=batch).latents
 
 
 class RecordingBackend:
@@ -89,7 +90,7 @@ def test_compiled_parts_equal_eager_in_whole_graphs_compiled_once(model, eager, 
     assert "graph_break" not in first and first["stats"]["unique_graphs"] == PARTS
     assert len(backend.graphs) == PARTS and backend.complex_nodes() == []
     assert second == {}  # an identical second run compiles nothing
-    assert compiler.shapes == [(COMPILED_FRAMES, TOKENS, "float32")] and compiler.fallbacks == []
+    assert compiler.shapes == [(COMPILED_FRAMES, TOKENS, "float32", 1)] and compiler.fallbacks == []
     # only full-chunk passes asked for compiled parts: 4 chunks x (2 steps + clean pass) per run;
     # the reference block, the recache and the 1-frame last chunk ran eagerly
     assert shapes == [COMPILED_FRAMES] * (4 * 3) * 2
@@ -107,7 +108,7 @@ def test_a_shape_beyond_the_recompile_limit_warns_and_runs_eagerly(model, eager,
         model.compiler = None
     assert torch.equal(first, eager)
     assert torch.equal(other_size, r2v_with_a_switch(model, height=48))
-    assert compiler.shapes == [(COMPILED_FRAMES, TOKENS, "float32")]
+    assert compiler.shapes == [(COMPILED_FRAMES, TOKENS, "float32", 1)]
     assert len(compiler.fallbacks) == PARTS
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "EAGERLY" in r.getMessage()]
     assert len(warnings) == PARTS
@@ -129,19 +130,38 @@ def test_a_compile_failure_warns_and_runs_eagerly(model, eager, caplog):
     assert sum("EAGERLY" in r.getMessage() for r in caplog.records) == PARTS
 
 
+def test_a_batch_compiles_in_whole_graphs_and_equals_its_eager_run(model):
+    """A batch of 2 videos (issue 25): the batch is one more static dimension of the same graphs, no
+    graph break, compiled once; aot_eager runs the same kernels as eager (measured difference 0)."""
+    eager = r2v_with_a_switch(model, batch=2)
+    model.compiler = BlockCompiler(RecordingBackend("aot_eager"))
+    try:
+        counters.clear()
+        compiled = r2v_with_a_switch(model, batch=2)
+        first = {key: dict(value) for key, value in counters.items()}
+    finally:
+        compiler, model.compiler = model.compiler, None
+    assert "graph_break" not in first and first["stats"]["unique_graphs"] == PARTS
+    assert compiler.fallbacks == [] and compiler.shapes == [(COMPILED_FRAMES, TOKENS, "float32", 2)]
+    assert torch.equal(compiled, eager)
+
+
 @pytest.mark.slow
-def test_inductor_compiles_the_blocks_without_breaks_recompiles_or_complex_fallbacks(model, eager):
-    """The acceptance run (issue 16): CPU inductor, ~1 min on 2 cores (three C++ graphs)."""
+@pytest.mark.parametrize("batch", [1, 2])
+def test_inductor_compiles_the_blocks_without_breaks_recompiles_or_complex_fallbacks(model, eager, batch):
+    """The acceptance run (issue 16; a batch of 2, issue 25): CPU inductor, ~1 min on 2 cores (three
+    C++ graphs) per batch size."""
     from torch._inductor import lowering
 
+    eager = eager if batch == 1 else r2v_with_a_switch(model, batch=batch)
     compiler = BlockCompiler("inductor")
     model.compiler = compiler
     try:
         counters.clear()
-        compiled = r2v_with_a_switch(model)
+        compiled = r2v_with_a_switch(model, batch=batch)
         first = {key: dict(value) for key, value in counters.items()}
         counters.clear()
-        again = r2v_with_a_switch(model)
+        again = r2v_with_a_switch(model, batch=batch)
         second = {key: dict(value) for key, value in counters.items()}
     finally:
         model.compiler = None
@@ -151,5 +171,5 @@ def test_inductor_compiles_the_blocks_without_breaks_recompiles_or_complex_fallb
     assert first["stats"]["unique_graphs"] == PARTS and first["inductor"]
     assert lowering._warn_complex_not_supported.cache_info().currsize == 0  # no complex-op fallback
     assert second == {} and torch.equal(compiled, again)
-    assert compiler.fallbacks == [] and compiler.shapes == [(COMPILED_FRAMES, TOKENS, "float32")]
+    assert compiler.fallbacks == [] and compiler.shapes == [(COMPILED_FRAMES, TOKENS, "float32", batch)]
     assert err <= TOL

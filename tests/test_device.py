@@ -174,9 +174,9 @@ def test_the_tripwire_sees_each_class_of_sync(tripwire):
 
 
 def sample_on_meta(model, prompts, vace, tripwire, latent_frames: int = 8, on_chunk=None, steer=None,
-                   **changes) -> int:
-    """Run the sampler on meta, arming `tripwire` after the first chunk; returns the chunks after it.
-    `on_chunk` and `steer` are handed to the sampler too (what the live nodes give it)."""
+                   batch: int = 1, **changes) -> int:
+    """Run the sampler on meta for `batch` videos, arming `tripwire` after the first chunk; returns the
+    chunks after it. `on_chunk` and `steer` are handed to the sampler too (what the live nodes give it)."""
     armed_chunks = []
 
     def arm(info) -> None:
@@ -189,7 +189,7 @@ def sample_on_meta(model, prompts, vace, tripwire, latent_frames: int = 8, on_ch
     settings = SamplerSettings(chunk_frames=2, window_frames=4, sink_frames=1, denoising_steps=(1000, 500),
                                **changes)
     result = generate(model, prompts, video_frames=video_frames_for(latent_frames), height=HEIGHT, width=WIDTH,
-                      seed=0, vace=vace, settings=settings, on_chunk=arm, steer=steer)
+                      seed=0, vace=vace, settings=settings, on_chunk=arm, steer=steer, batch=batch)
     assert len(result.blocks) == len(armed_chunks) + (vace is not None)  # the whole run happened
     return len(armed_chunks) - 1
 
@@ -212,6 +212,16 @@ def test_no_host_sync_after_the_first_chunk_r2v_with_a_prompt_switch(meta_model,
     prompts = [PromptSegment(0, random_text(seed=1)), PromptSegment(24, random_text(seed=2))]
     vace = random_vace_context(1, 8, HEIGHT, WIDTH, seed=3)
     chunks = sample_on_meta(meta_model, prompts, vace, tripwire, vace_attention=vace_attention)
+    assert tripwire.syncs == []
+    assert tripwire.designated_reads == chunks == 3
+
+
+def test_no_host_sync_after_the_first_chunk_for_a_batch(meta_model, tripwire):
+    """A batch of 3 R2V videos with a prompt switch (issue 25): each video's noise, the shared VACE
+    context and the prompt's K/V as views of the batch add no sync either."""
+    prompts = [PromptSegment(0, random_text(seed=1)), PromptSegment(24, random_text(seed=2))]
+    vace = random_vace_context(1, 8, HEIGHT, WIDTH, seed=3)
+    chunks = sample_on_meta(meta_model, prompts, vace, tripwire, batch=3)
     assert tripwire.syncs == []
     assert tripwire.designated_reads == chunks == 3
 

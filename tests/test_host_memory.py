@@ -299,7 +299,8 @@ def test_the_run_asks_for_its_kv_cache_and_activations(monkeypatch):
     # keys + values of every main block and (vace_attention "causal") every VACE block, for the
     # reference frame plus the 12-frame window, float32
     cache = (TINY.num_layers + TINY.num_vace_blocks) * 2 * (1 + 12) * tokens * TINY.dim * 4
-    activations = core_memory.pass_activation_bytes(TINY, torch.float32, tokens * 3)
+    activations = (core_memory.video_activation_bytes(TINY, torch.float32, tokens * 3)
+                   + core_memory.text_kv_bytes(TINY, torch.float32))
     assert requested == [cache + activations]
     assert activations > tokens * 3 * TINY.ffn_dim * 4  # at least the FFN's hidden layer of a chunk
 

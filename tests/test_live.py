@@ -683,3 +683,36 @@ def test_a_queued_prompt_with_nan_conditioning_is_refused_before_any_chunk(serve
     with pytest.raises(ValueError, match=r"^conditioning \(the prompt schedule's entry at frame 21\): the prompt's "
                                          r"conditioning holds 64 non-finite"):
         run_node(NODES, "LongLivePromptSchedule", conditioning=broken, start_frame=21)
+
+
+def test_a_batch_previews_its_videos_side_by_side_and_is_steered_with_one_record(server, tmp_path):
+    """A batch of 2: one message per chunk, its clip the two videos side by side (video 0 on the
+    left), one steering record that applies to both, and each video replays alone with seed + i."""
+    clip, answers = FakeClip(), []
+    steer_on_chunk(server, 1, "a heron lands on the water", answers)
+    batch = {"samples": SAMPLER["latent"]["samples"].expand(2, -1, -1, -1, -1).clone()}
+    out = run_node(NODES, "LongLiveSampler", model=model(), positive=positive(), clip=clip, unique_id="7",
+                   **{**SAMPLER, "latent": batch})
+    [(status, answer)] = answers
+    record = [{"frame": answer["takes_effect_at_frame"], "text": "a heron lands on the water"}]
+    assert status == 200 and out["ui"] == {"longlive_steering": record}
+    steered = out["result"][0]
+    data = [d for _, d in server.events("longlive.chunk")]
+    assert [(d["chunk"], d["first_frame"], d["frames"]) for d in data] == [(1, 0, 9), (2, 9, 12), (3, 21, 12),
+                                                                             (4, 33, 12)]
+    latents = importlib.import_module(f"{PACK}.vace_core.latents")
+    projected = [project(latents.normalize_latents(steered["samples"][i:i + 1])) for i in range(2)]
+    frames = np.stack(decoded(tmp_path / "temp" / "longlive" / data[1]["preview"]["filename"]))
+    width = SIZE // 8
+    assert frames.shape == (12, SIZE // 8, 2 * width, 3)
+    # in luma, each half is near its own video's chunk and far from the other's (measured 7.2 to 7.6
+    # grey levels against 65 to 67)
+    for side in range(2):
+        half = luma(frames[:, :, side * width:(side + 1) * width])
+        errors = [float(np.abs(half - luma(np.repeat(p[3:6], 4, axis=0).astype(float))).mean()) for p in projected]
+        assert 2 * errors[side] < errors[1 - side], errors
+    schedule = run_node(NODES, "LongLiveSteeringSchedule", clip=FakeClip(), steering=json.dumps(record))[0]
+    for i in range(2):
+        alone = run_node(NODES, "LongLiveSampler", model=model(), positive=positive(), prompt_schedule=schedule,
+                         **{**SAMPLER, "seed": SAMPLER["seed"] + i})[0]
+        assert torch.equal(alone["samples"], steered["samples"][i:i + 1]), i

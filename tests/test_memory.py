@@ -5,6 +5,8 @@
   up to a whole window in one pass; "causal" never more than a chunk (the bound a host used before,
   a window whenever the prompt switches, over-counts it).
 * The caches: `run_cache_bytes` is exactly what `generate` allocates, for each VACE attention mode.
+* A batch: B videos' caches (what `generate` allocates for them) and activations, the prompt's K/V
+  once; the largest batch that fits a budget.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pytest
 
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core.latents import video_frames_for
-from vace_core.memory import largest_pass_frames, pass_activation_bytes, run_cache_bytes, run_memory_bytes
+from vace_core.memory import largest_pass_frames, run_cache_bytes, run_memory, text_kv_bytes, video_activation_bytes
 from vace_core.passes import CachedPasses
 from vace_core.plan import SamplerSettings, tokens_per_frame
 from vace_core.sampler import PromptSegment, generate
@@ -99,6 +101,32 @@ def test_the_run_memory_is_the_caches_plus_the_largest_pass(model):
         frames = largest_pass_frames(settings, 1, prompt_switches=True)
         expected = (run_cache_bytes(config, dtype, height=HEIGHT, width=WIDTH, ref_frames=1, settings=settings,
                                     uses_vace=True)
-                    + pass_activation_bytes(config, dtype, tokens_per_frame(HEIGHT, WIDTH) * frames))
-        assert run_memory_bytes(config, dtype, height=HEIGHT, width=WIDTH, ref_frames=1, settings=settings,
-                                uses_vace=True, prompt_switches=True) == expected
+                    + video_activation_bytes(config, dtype, tokens_per_frame(HEIGHT, WIDTH) * frames)
+                    + text_kv_bytes(config, dtype))
+        assert run_memory(config, dtype, height=HEIGHT, width=WIDTH, ref_frames=1, settings=settings,
+                          uses_vace=True, prompt_switches=True).total() == expected
+
+
+@pytest.mark.parametrize("refs", [0, 1])
+def test_a_batch_needs_each_videos_caches_and_activations_and_the_prompt_once(model, refs):
+    """The caches of a batch of 3 are what `generate` allocates for it: 3 times one video's; the run
+    memory grows by one video's caches and activations per video, the prompt's K/V counted once."""
+    config, dtype, settings = model.config, model.compute_dtype, SamplerSettings(**SETTINGS)
+    vace = random_vace_context(refs, LATENT_FRAMES, HEIGHT, WIDTH, seed=3) if refs else None
+    allocated = generate(model, random_text(seed=1), video_frames=video_frames_for(LATENT_FRAMES), height=HEIGHT,
+                         width=WIDTH, seed=0, vace=vace, settings=settings, keep_latents=False, batch=3).cache_bytes
+    one = run_cache_bytes(config, dtype, height=HEIGHT, width=WIDTH, ref_frames=refs, settings=settings,
+                          uses_vace=vace is not None)
+    assert allocated == 3 * one
+    run = dict(height=HEIGHT, width=WIDTH, ref_frames=refs, settings=settings, uses_vace=vace is not None,
+               prompt_switches=True)
+    memory = run_memory(config, dtype, **run)
+    frames = largest_pass_frames(settings, refs, prompt_switches=True)
+    assert memory.per_video == one + video_activation_bytes(config, dtype, tokens_per_frame(HEIGHT, WIDTH) * frames)
+    assert memory.shared == text_kv_bytes(config, dtype) > 0
+    assert [memory.total(b) for b in (1, 2, 3)] == [memory.shared + b * memory.per_video for b in (1, 2, 3)]
+    # the largest batch within a budget: exactly at the edge, one byte short of it, and none at all
+    for b in (1, 4):
+        assert memory.largest_batch(memory.total(b)) == b
+        assert memory.largest_batch(memory.total(b) - 1) == b - 1
+    assert memory.largest_batch(memory.shared) == 0

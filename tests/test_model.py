@@ -285,12 +285,23 @@ def test_vace_context_without_vace_weights_is_a_clear_error():
 
 
 @pytest.mark.parametrize("shape", [(BATCH, 96, 2, 4, 4), (BATCH, 96, 1, 8, 4), (BATCH, 32, 1, 4, 4),
-                                   (1, 96, 1, 4, 4)])
+                                   (BATCH + 1, 96, 1, 4, 4)])
 def test_vace_context_of_wrong_shape_is_a_clear_error(shape):
     model, _ = model_and_state("tiny-vace")
     latents, timestep, context, _ = inputs(1, 4, 4)
-    with pytest.raises(ValueError, match=r"VACE context has shape .* expected \(2, 96, 1, 4, 4\)"):
+    with pytest.raises(ValueError, match=r"VACE context has shape .* expected \(2, 96, 1, 4, 4\) or one context"):
         model.forward_full(latents, timestep, context, vace_context=torch.zeros(shape))
+
+
+def test_one_vace_context_serves_every_latent_of_a_batch():
+    """A context of batch 1 is the same context for each latent (a batch of videos shares one)."""
+    model, _ = model_and_state("tiny-vace")
+    latents, timestep, context, vace = inputs(1, 4, 4)
+    shared = model.forward_full(latents, timestep, context, vace_context=vace[:1])
+    each = model.forward_full(latents, timestep, context, vace_context=vace[:1].expand(BATCH, -1, -1, -1, -1))
+    # the VACE patch embedding of a batch rounds like any batched convolution (measured 1.5e-6)
+    assert (shared - each).abs().max().item() < 1e-5
+    assert (shared - model.forward_full(latents, timestep, context, vace_context=vace)).abs().max().item() > 1e-2
 
 
 def test_text_of_wrong_width_is_a_clear_error():

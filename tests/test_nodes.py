@@ -221,7 +221,8 @@ def test_widget_order_and_defaults_follow_the_contract():
     encode = NODES["LongLiveVaceEncode"]
     assert list(encode.INPUT_TYPES()["required"]) == ["vae", "width", "height", "length", "reference_fit"]
     assert list(encode.INPUT_TYPES()["optional"]) == ["reference_images", "more_reference_images", "control_video",
-                                                      "control_masks"]
+                                                      "control_masks", "batch_size"]
+    assert encode.INPUT_TYPES()["optional"]["batch_size"][1]["default"] == 1
     assert encode.RETURN_TYPES == ("VACE_CONTEXT", "LATENT")
 
 
@@ -506,10 +507,10 @@ def test_sampler_takes_width_height_and_length_from_the_latent():
 @pytest.mark.parametrize("latent, message", [
     ({"samples": torch.zeros(1, 4, 3, 8, 8)}, r"latent: expected a Wan 2.1 video latent .* got \(1, 4, 3, 8, 8\)"),
     ({"samples": torch.zeros(1, 16, 8, 8)}, r"latent: expected a Wan 2.1 video latent"),
-    ({"samples": torch.zeros(2, 16, 3, 8, 8)}, "batch of 2 videos"),
+    ({"samples": torch.zeros(0, 16, 3, 8, 8)}, r"latent: expected a Wan 2.1 video latent .* got \(0, 16, 3, 8, 8\)"),
     ({"samples": torch.zeros(1, 16, 3, 8, 9)}, "latent: width 72"),
 ])
-def test_sampler_refuses_a_latent_that_is_not_one_video(no_generation, latent, message):
+def test_sampler_refuses_a_latent_that_is_not_a_video_latent(no_generation, latent, message):
     with pytest.raises(ValueError, match=message):
         run("LongLiveSampler", model=load(), positive=conditioning(1), latent=latent, **SAMPLER_DEFAULTS)
 
@@ -728,7 +729,7 @@ def test_continue_video_errors():
     with pytest.raises(ValueError, match="multiple of 4"):
         run("LongLiveContinue", model=vace_model(), positive=conditioning(1), samples=first, length=10,
             output="continuation", vace_context=reference_context(45), **SAMPLER_DEFAULTS)
-    with pytest.raises(ValueError, match="expected one video of Wan 2.1 latents"):
+    with pytest.raises(ValueError, match=r"expected Wan 2.1 video latents \[videos, 16, frames, h, w\]"):
         run("LongLiveContinue", model=load(), positive=conditioning(1), samples={"samples": torch.zeros(1, 4, 8, 8)},
             length=8, output="continuation", **SAMPLER_DEFAULTS)
     # a context for another length names the earlier video's LATENT as where the size came from
@@ -779,7 +780,7 @@ def test_every_sampler_node_takes_the_one_path_to_the_sampler(node, monkeypatch,
     assert hooks["before_pass"].__func__ is host.LoadedNetwork.keep_loaded
     streaming = node == "LongLiveSampleToVideo"
     assert hooks["keep_latents"] is not streaming
-    assert isinstance(hooks["on_chunk"], core_streaming.ChunkVideoSink) is streaming
+    assert isinstance(hooks["on_chunk"], core_streaming.BatchVideoSink) is streaming
 
     request_interrupt()
     with pytest.raises(host.InterruptProcessingException):
@@ -934,7 +935,7 @@ def test_loader_compile_runs_full_chunks_compiled_and_keeps_the_video(monkeypatc
     assert compiled.compiled and compiled.describe().endswith("compiled")
     positive, context = conditioning(1), reference_context()
     video = sample(compiled, positive, vace_context=context)
-    assert compiler.shapes == [(3, 3 * (SIZE // 16) ** 2, "float32")] and compiler.fallbacks == []
+    assert compiler.shapes == [(3, 3 * (SIZE // 16) ** 2, "float32", 1)] and compiler.fallbacks == []
     assert len(passes) == 4  # the one chunk's denoising passes (the reference block's 1 frame runs eagerly)
     plain = sample(vace_model(), positive, vace_context=context)
     assert len(passes) == 4 and network(vace_model()).compiler is None

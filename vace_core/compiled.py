@@ -30,7 +30,8 @@ from .layers import EAGER_PARTS, BlockParts
 from .logs import log
 
 
-RECOMPILE_LIMIT = 8  # per part: resolutions x dtypes x (main, VACE block class) before the loud fallback
+# per part: resolutions x dtypes x batch sizes x (main, VACE block class) before the loud fallback
+RECOMPILE_LIMIT = 8
 
 
 def _compile_errors() -> tuple[type[BaseException], ...]:
@@ -79,18 +80,19 @@ class BlockCompiler:
                 "passes (static shapes, compiled at first use); attention kernels, KV cache and one-off passes eager")
 
     @contextlib.contextmanager
-    def pass_parts(self, frames: int, tokens: int, dtype: torch.dtype) -> Iterator[BlockParts]:
-        """The parts for one pass over `frames` frames of `tokens` tokens in `dtype`; a new shape
-        is logged when its first pass, which compiles it, is over."""
-        shape = (frames, tokens, str(dtype).replace("torch.", ""))
+    def pass_parts(self, frames: int, tokens: int, dtype: torch.dtype, videos: int = 1) -> Iterator[BlockParts]:
+        """The parts for one pass over `frames` frames of `tokens` tokens in `dtype`, for a batch of
+        `videos` (a dimension of the static shape too); a new shape is logged when its first pass,
+        which compiles it, is over."""
+        shape = (frames, tokens, str(dtype).replace("torch.", ""), videos)
         started = time.perf_counter()
         yield BlockParts(*(self._guarded(index, shape) for index in range(len(EAGER_PARTS))))
         compiled_any = any((index, shape) not in self._eager for index in range(len(EAGER_PARTS)))
         if shape not in self.shapes and compiled_any:
             self.shapes.append(shape)
             log.info("LongLive: compiled the blocks' norms, projections, RoPE and FFN with torch.compile (%s) for "
-                     "passes of %d frames x %d tokens in %s; first pass %.1f s (attention kernels and KV cache "
-                     "stay eager)", self.backend, frames, tokens // frames, shape[2], time.perf_counter() - started)
+                     "%s; first pass %.1f s (attention kernels and KV cache stay eager)", self.backend,
+                     _passes(shape), time.perf_counter() - started)
 
     def _guarded(self, index: int, shape: tuple) -> Callable:
         if (index, shape) in self._eager:
@@ -116,11 +118,17 @@ class BlockCompiler:
             root = getattr(error, "inner_exception", None) or error  # what a backend raised
             text = str(root).strip()
             reason = f"{type(root).__name__}: {text.splitlines()[0] if text else ''}"
-        line = (f"{EAGER_PARTS[index].__name__} for passes of {shape[0]} frames x {shape[1] // shape[0]} tokens in "
-                f"{shape[2]}: {reason}")
+        line = f"{EAGER_PARTS[index].__name__} for {_passes(shape)}: {reason}"
         self.fallbacks.append(line)
         log.warning("LongLive: torch.compile could not compile the blocks' %s; this part runs EAGERLY (slower) for "
                     "that shape from now on. Turn compile off to skip the attempt.", line)
+
+
+def _passes(shape: tuple) -> str:
+    """"passes of 2 frames x 9 tokens in float32" (", 3 videos" for a batch) of a compiled shape."""
+    frames, tokens, dtype, videos = shape
+    return f"passes of {frames} frames x {tokens // frames} tokens in {dtype}" + (f", {videos} videos" if videos > 1
+                                                                                 else "")
 
 
 _SHARED: dict[str, BlockCompiler] = {}

@@ -152,8 +152,15 @@ class WanBlock(nn.Module):
             k, v = cache.write_and_read(layer, k, v)  # keys of the whole visible window
         y = kernels.unmasked(q, k, v) if attn_mask is None else kernels.masked(q, k, v, attn_mask)
         x, q = parts.cross_attention_inputs(self, x, y, time_mod)
-        y = kernels.masked(q, *text_kv, text_mask)
+        y = kernels.masked(q, *batch_view(text_kv, q.shape[0]), text_mask)
         return parts.feed_forward(self, x, y, time_mod)
+
+
+def batch_view(kv: tuple[torch.Tensor, torch.Tensor], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prompt's keys and values [1, heads, L, head_dim], shared by the videos of a batch, as views
+    of batch `batch` (no copy): SDPA broadcasting a batch of 1 takes another path, which on the CPU
+    rounds differently from a single video's call (and need not be a fused kernel on a GPU)."""
+    return tuple(t.expand(batch, -1, -1, -1) for t in kv)
 
 
 def _modulation(modulation: torch.Tensor, time_mod: torch.Tensor) -> tuple[torch.Tensor, ...]:

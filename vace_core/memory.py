@@ -4,9 +4,14 @@ A host's memory manager makes room for this before the run (nodes/host/memory.py
 exact (`generate` allocates them once, at these sizes); the activations are an estimate for a
 memory-efficient attention kernel (no [queries x keys] score matrix, which PyTorch's SDPA picks on
 CUDA), so they scale with the queries of one pass, never with the keys it reads.
+
+A batch of B videos needs B times each video's caches and activations, and the prompt's
+cross-attention keys and values once (`RunMemory`): the weights and the prompt are shared.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -19,9 +24,9 @@ from .plan import SamplerSettings, cache_layout, plan_blocks, recache_passes, to
 
 def run_cache_bytes(config: WanConfig, dtype: torch.dtype, *, height: int, width: int, ref_frames: int,
                     settings: SamplerSettings, uses_vace: bool = False) -> int:
-    """Bytes of every KV cache `generate` allocates for such a run: the main blocks' (references +
-    window), plus the VACE blocks' when the run uses VACE and its `vace_attention` mode keeps one.
-    `config` is the model's with its VACE blocks, `dtype` its compute dtype."""
+    """Bytes of every KV cache `generate` allocates for such a run, per video: the main blocks'
+    (references + window), plus the VACE blocks' when the run uses VACE and its `vace_attention`
+    mode keeps one. `config` is the model's with its VACE blocks, `dtype` its compute dtype."""
     tokens = tokens_per_frame(height, width)
     layout = cache_layout(settings, ref_frames, height, width)
     element = torch.finfo(dtype).bits // 8
@@ -51,23 +56,44 @@ def largest_pass_frames(settings: SamplerSettings, ref_frames: int, prompt_switc
     return max([frames, *recaches])
 
 
-def pass_activation_bytes(config: WanConfig, dtype: torch.dtype, tokens: int) -> int:
-    """Activations of one pass over `tokens` query tokens, with the prompt's cross-attention K/V."""
+def video_activation_bytes(config: WanConfig, dtype: torch.dtype, tokens: int) -> int:
+    """Activations of one video's share of a pass over `tokens` query tokens."""
     element = torch.finfo(dtype).bits // 8
     residual = tokens * config.dim * 4 * 6  # float32 stream, its norm and modulated copies
     projections = tokens * config.dim * element * 4  # q, k, v and the attention output
     ffn = tokens * config.ffn_dim * element * 2  # hidden layer before and after the GELU
-    vace = config.num_vace_blocks
     # the VACE blocks run interleaved with the main ones: their stream and one hint at a time
-    hints = tokens * config.dim * 4 * 2 if vace else 0
-    text = (config.num_layers + vace) * 2 * config.text_len * config.dim * element  # cross-attn K/V
-    return residual + projections + ffn + hints + text
+    hints = tokens * config.dim * 4 * 2 if config.num_vace_blocks else 0
+    return residual + projections + ffn + hints
 
 
-def run_memory_bytes(config: WanConfig, dtype: torch.dtype, *, height: int, width: int, ref_frames: int,
-                     settings: SamplerSettings, uses_vace: bool, prompt_switches: bool) -> int:
-    """What a run needs besides the weights: its KV caches plus the activations of its largest pass."""
+def text_kv_bytes(config: WanConfig, dtype: torch.dtype) -> int:
+    """The prompt's cross-attention keys and values in every block (one copy for a whole batch)."""
+    element = torch.finfo(dtype).bits // 8
+    return (config.num_layers + config.num_vace_blocks) * 2 * config.text_len * config.dim * element
+
+
+@dataclass(frozen=True)
+class RunMemory:
+    """What a run of a batch of videos needs besides the weights: `per_video` bytes for each video
+    (its KV caches and its share of the largest pass) plus `shared` bytes (the prompt's K/V)."""
+    per_video: int
+    shared: int
+
+    def total(self, batch: int = 1) -> int:
+        return self.shared + batch * self.per_video
+
+    def largest_batch(self, budget: int) -> int:
+        """The most videos whose run fits in `budget` bytes (0 when not even one does)."""
+        return max(0, (budget - self.shared) // self.per_video)
+
+
+def run_memory(config: WanConfig, dtype: torch.dtype, *, height: int, width: int, ref_frames: int,
+               settings: SamplerSettings, uses_vace: bool, prompt_switches: bool) -> RunMemory:
+    """What a run needs besides the weights: per video its KV caches plus its share of the
+    activations of the largest pass; once, the prompt's cross-attention K/V."""
     frames = largest_pass_frames(settings, ref_frames, prompt_switches)
-    return (run_cache_bytes(config, dtype, height=height, width=width, ref_frames=ref_frames, settings=settings,
-                            uses_vace=uses_vace)
-            + pass_activation_bytes(config, dtype, tokens_per_frame(height, width) * frames))
+    caches = run_cache_bytes(config, dtype, height=height, width=width, ref_frames=ref_frames, settings=settings,
+                             uses_vace=uses_vace)
+    activations = video_activation_bytes(config, dtype, tokens_per_frame(height, width) * frames)
+    return RunMemory(per_video=caches + activations, shared=text_kv_bytes(config, dtype))

@@ -187,8 +187,9 @@ class CausalWanModel(nn.Module):
 
         latents [B, C, F, H, W] (normalised latent space) at absolute frames
         start_frame .. start_frame+F-1; timestep scalar, [B] or [B, F] on 0..1000 (`time`: its
-        `time_modulation` for one frame, [B, 1, dim] and [B, 1, 6, dim], computed once by a caller
-        that runs many passes at the same timestep).
+        `time_modulation` for one frame, [B, 1, dim] and [B, 1, 6, dim], or [1, ...] for every video of
+        a batch, computed once by a caller that runs many passes at the same timestep).
+        vace_context [B or 1, 96, F, H, W]: one context serves every video of a batch.
         `cache` / `vace_cache` are the block's accesses to the main / VACE KV caches
         (`KVCache.begin_block`): attention then covers the frames the access reads. Without one,
         attention covers the given frames, restricted by `frame_mask` / `vace_frame_mask`
@@ -244,15 +245,18 @@ class CausalWanModel(nn.Module):
         return self.unpatchify(out, grid)
 
     def embed(self, latents: torch.Tensor) -> torch.Tensor:
-        """Latents [B, C, F, H, W] -> the float32 residual stream's tokens [B, S, dim] (f, h, w order)."""
-        x = self.patch_embedding(latents.to(self.device, compute_dtype_of(self.patch_embedding)))  # [B, dim, f, h, w]
+        """Latents [B, C, F, H, W] -> the float32 residual stream's tokens [B, S, dim] (f, h, w order).
+        Video by video: a convolution over a batch may pick another kernel than over one video (the
+        CPU's does), and a video of a batch is to equal its single run bit for bit."""
+        latents = latents.to(self.device, compute_dtype_of(self.patch_embedding))
+        x = torch.cat([self.patch_embedding(video) for video in latents.split(1)])  # [B, dim, f, h, w]
         return x.flatten(2).transpose(1, 2).float().contiguous()
 
     def _block_parts(self, compiled: bool, frames: int, x: torch.Tensor) -> ContextManager[BlockParts | None]:
         """The compiler's parts for this pass shape, or None (eager) when not compiled."""
         if not compiled or self.compiler is None:
             return contextlib.nullcontext()
-        return self.compiler.pass_parts(frames, x.shape[1], self.compute_dtype)
+        return self.compiler.pass_parts(frames, x.shape[1], self.compute_dtype, x.shape[0])
 
     def forward_full(self, latents: torch.Tensor, timestep: torch.Tensor, context: torch.Tensor | TextState,
                      vace_context: torch.Tensor | None = None,
@@ -271,9 +275,10 @@ class CausalWanModel(nn.Module):
         if not self.has_vace:
             raise ValueError("a VACE context was given but this model has no VACE weights: "
                              "add a 'Load VACE Weights (graft)' step first")
-        expected = (latent_shape[0], self.config.vace_in_dim, *latent_shape[2:])
-        if tuple(vace_context.shape) != expected:
-            raise ValueError(f"VACE context has shape {tuple(vace_context.shape)}, expected {expected} "
+        expected = (self.config.vace_in_dim, *latent_shape[2:])
+        if tuple(vace_context.shape[1:]) != expected or vace_context.shape[0] not in (1, latent_shape[0]):
+            raise ValueError(f"VACE context has shape {tuple(vace_context.shape)}, expected "
+                             f"{(latent_shape[0], *expected)} or one context for every video "
                              "(it was made for another size or length)")
         if len(text.vace_kv) != self.config.num_vace_blocks:
             raise ValueError("the prompt was encoded before VACE was grafted; encode it again")

@@ -1,6 +1,7 @@
 """The noise of a run: every block draws its own stream, seeded from (seed, the block's first
 generated frame), so a block's noise does not depend on the blocks before it and a continuation
-draws exactly what a single run would have drawn there.
+draws exactly what a single run would have drawn there. Video i of a batch draws the streams of
+seed + i (`video_seed`): the noise of the single run with that seed, never a share of one stream.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ def noise_seed(seed: int, stream: int) -> int:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return z ^ (z >> 31)
+
+
+def video_seed(seed: int, video: int) -> int:
+    """The seed of video `video` of a batch made with `seed`: seed + video, wrapped to 64 bits as
+    the sampler nodes' seed input is (`noise_seed` reads a seed modulo 2^64 anyway)."""
+    return (seed + video) & _MASK64
 
 
 def block_noise(seed: int, block: Block, ref_frames: int, steps: int, grid: tuple[int, int]) -> torch.Tensor:

@@ -26,7 +26,7 @@ class ModelPass:
     """Everything one forward of the model needs; frames are absolute latent positions."""
     start: int
     frames: int
-    latents: torch.Tensor  # [1, 16, frames, h, w] normalised, on the compute device
+    latents: torch.Tensor  # [B, 16, frames, h, w] normalised, on the compute device (B videos of a batch)
     timestep: float  # 0..1000, shared by the pass's frames
     prompt: int  # index into the run's prompts
     visible: list[int]  # frames the main blocks attend to (own frames included)
@@ -70,8 +70,8 @@ def vace_attention_plan(mode: str, own: range, visible: Sequence[int], ref_frame
 @dataclass(frozen=True)
 class RunView:
     """What an executor sees of a run: the model, the cache layout and the settings, whether the VACE
-    stream runs and its per-block factors, and the run's prompts and VACE frames, read through
-    functions because steering adds prompts while the run goes."""
+    stream runs and its per-block factors, the run's prompts and VACE frames, read through functions
+    because steering adds prompts while the run goes, and how many videos the passes carry."""
     model: CausalWanModel
     layout: CacheLayout
     ref_frames: int
@@ -80,49 +80,51 @@ class RunView:
     layer_scale: float | Sequence[float]
     text: Callable[[int], TextState]  # prompt index -> the embedded prompt
     vace_frames: Callable[[int, int], torch.Tensor]  # [start, stop) -> VACE context frames on the device
+    batch: int = 1  # videos in every pass (the caches hold each one's keys)
 
 
 class PassExecutor(Protocol):
     """What a run needs from whatever runs its passes, in the order the run decides them."""
 
     def run(self, p: ModelPass) -> torch.Tensor | None:
-        """The flow prediction [1, 16, frames, h, w] of the pass (what a pass with `needs_output`
+        """The flow prediction [B, 16, frames, h, w] of the pass (what a pass with `needs_output`
         returns), after recording what later passes may attend to."""
 
     def nbytes(self) -> int:
         """Bytes of the caches it holds."""
 
 
-def _new_cache(model: CausalWanModel, num_layers: int, layout: CacheLayout) -> KVCache:
-    return KVCache(num_layers=num_layers, batch=1, num_heads=model.config.num_heads,
+def _new_cache(model: CausalWanModel, num_layers: int, layout: CacheLayout, batch: int) -> KVCache:
+    return KVCache(num_layers=num_layers, batch=batch, num_heads=model.config.num_heads,
                    head_dim=model.config.head_dim, layout=layout, dtype=model.compute_dtype, device=model.device)
 
 
 class CachedPasses:
     """Runs passes through preallocated KV caches (the sampler's path). `text(index)` embeds prompt
     `index`; one prompt's K/V are held at a time (a run never returns to an earlier prompt, and the
-    caches keep what earlier passes computed under it)."""
+    caches keep what earlier passes computed under it). The caches hold `batch` videos; a prompt's
+    K/V and the timestep embeddings are computed once for all of them."""
 
     def __init__(self, model: CausalWanModel, layout: CacheLayout, ref_frames: int, vace_attention: str,
                  uses_vace: bool, text: Callable[[int], TextState],
                  vace_frames: Callable[[int, int], torch.Tensor], layer_scale: float | Sequence[float],
-                 chunk_frames: int = 0) -> None:
+                 chunk_frames: int = 0, batch: int = 1) -> None:
         self.model = model
         self.chunk_frames = chunk_frames  # passes over this many frames run compiled, if the model is
         self.text = text
         self._prompt: tuple[int, TextState] | None = None
         self.vace_frames = vace_frames
         self.layer_scale = layer_scale
-        self.cache = _new_cache(model, model.config.num_layers, layout)
+        self.cache = _new_cache(model, model.config.num_layers, layout, batch)
         vace_layout = vace_cache_layout(vace_attention, layout, ref_frames) if uses_vace else None
-        self.vace_cache = _new_cache(model, model.config.num_vace_blocks, vace_layout) if vace_layout else None
+        self.vace_cache = _new_cache(model, model.config.num_vace_blocks, vace_layout, batch) if vace_layout else None
         # every block runs the same few timesteps: embed each once per run
         self._time: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def for_run(cls, run: RunView) -> "CachedPasses":
         return cls(run.model, run.layout, run.ref_frames, run.settings.vace_attention, run.uses_vace, run.text,
-                   run.vace_frames, run.layer_scale, run.settings.chunk_frames)
+                   run.vace_frames, run.layer_scale, run.settings.chunk_frames, run.batch)
 
     def prompt(self, index: int) -> TextState:
         if self._prompt is None or self._prompt[0] != index:
@@ -139,7 +141,7 @@ class CachedPasses:
         return self.cache.nbytes() + (self.vace_cache.nbytes() if self.vace_cache is not None else 0)
 
     def run(self, p: ModelPass) -> torch.Tensor:
-        """Flow prediction [1, 16, frames, h, w] of the pass; its K/V are written on the way."""
+        """Flow prediction [B, 16, frames, h, w] of the pass; its K/V are written on the way."""
         access = self.cache.begin_block(p.start, p.frames, p.visible)
         context = vace_access = weight = None
         if p.hint_weight is not None:

@@ -219,6 +219,9 @@ class RunRequest:
     generation continues after them with the noise a single run would draw there.
     reference_latents [1, 16, R, h, w]: the reference block as an earlier run made it (a
     continuation), inserted instead of denoised.
+    batch: how many videos the run makes at once. Video i is the single run with seed + i
+    (`noise.video_seed`); prompts, settings and the VACE context are shared. Given latents of batch
+    1 apply to every video (start images), of batch B one to each (the videos a continuation extends).
     """
     prompts: Sequence[PromptSegment] | torch.Tensor
     video_frames: int
@@ -230,6 +233,7 @@ class RunRequest:
     settings: SamplerSettings = field(default_factory=SamplerSettings)
     start_latents: torch.Tensor | None = None
     reference_latents: torch.Tensor | None = None
+    batch: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "prompts", tuple(normalize_prompts(self.prompts)))
@@ -273,24 +277,29 @@ class RunRequest:
         return block.is_given
 
     def check(self, model: HasVace) -> None:
-        """Every check of the request, before any model work: settings, size, length, the VACE
-        context against the model and the run, the given latents."""
+        """Every check of the request, before any model work: settings, size, length, the batch, the
+        VACE context against the model and the run, the given latents."""
         self.settings.validate()
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"batch {self.batch!r}: expected a whole number of videos, at least 1")
         check_size(self.width, self.height)
         latent_frames = self.latent_frames
         if self.vace is not None:
             check_vace(model, self.vace, latent_frames, self.height, self.width)
-        check_given(self.start_latents, self.reference_latents, self.vace, latent_frames, self.height, self.width)
+        check_given(self.start_latents, self.reference_latents, self.vace, latent_frames, self.height, self.width,
+                    self.batch)
 
 
 def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Tensor | None,
-                vace: VaceContext | None, latent_frames: int, height: int, width: int) -> None:
-    """Given latents fit the run: normalised Wan latents of the run's size, leaving frames to generate."""
+                vace: VaceContext | None, latent_frames: int, height: int, width: int, batch: int = 1) -> None:
+    """Given latents fit the run: normalised Wan latents of the run's size, leaving frames to generate,
+    one for every video of the batch or one for each."""
     grid = latent_grid(height, width)
+    videos = "1" if batch == 1 else f"1 or {batch}"
     if start_latents is not None:
-        if (start_latents.ndim != 5 or start_latents.shape[:2] != (1, LATENT_CHANNELS)
-                or tuple(start_latents.shape[3:]) != grid):
-            raise ValueError(f"start latents have shape {tuple(start_latents.shape)}, expected [1, 16, frames, "
+        if (start_latents.ndim != 5 or start_latents.shape[0] not in (1, batch)
+                or start_latents.shape[1] != LATENT_CHANNELS or tuple(start_latents.shape[3:]) != grid):
+            raise ValueError(f"start latents have shape {tuple(start_latents.shape)}, expected [{videos}, 16, frames, "
                              f"{grid[0]}, {grid[1]}] for a {width}x{height} video")
         if not 1 <= start_latents.shape[2] < latent_frames:
             raise ValueError(f"{start_latents.shape[2]} given latent frames leave nothing to generate in a video of "
@@ -298,7 +307,8 @@ def check_given(start_latents: torch.Tensor | None, reference_latents: torch.Ten
                              "make the video longer")
     if reference_latents is not None:
         refs = vace.ref_frames if vace is not None else 0
-        if refs == 0 or tuple(reference_latents.shape) != (1, LATENT_CHANNELS, refs, *grid):
+        if (refs == 0 or reference_latents.ndim != 5 or reference_latents.shape[0] not in (1, batch)
+                or tuple(reference_latents.shape[1:]) != (LATENT_CHANNELS, refs, *grid)):
             raise ValueError(f"reference latents have shape {tuple(reference_latents.shape)}, but the VACE context "
                              f"has {refs} reference frames of {width}x{height}: pass the VACE context the earlier "
                              "video was made with")

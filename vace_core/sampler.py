@@ -10,6 +10,11 @@ A run is asked for with one value, a `RunRequest` (plan.py): `sample(model, requ
 with the hooks that watch it (progress, cancel, the chunk sink, steering); `generate` is the same
 with the request's fields as arguments (the library's form).
 
+A batch (`request.batch` = B) makes B videos in one run: every pass carries the B videos' latents
+[B, 16, f, h, w] and the KV caches hold B videos, while the prompts, the schedule, steering and the
+VACE context (batch 1) are shared. Video i draws the noise of the single run with seed + i and
+equals that run: nothing in a pass mixes the videos of a batch.
+
 Prompts arriving during the run (`steer`, LongLive's interactive switching): `sample` consults
 the callable at every chunk boundary inside the video (before each block but the video's first);
 the segments it returns join the schedule exactly as if they had been scheduled before the run,
@@ -30,7 +35,7 @@ from .device import FiniteCheck, host_buffer, to_device
 from .encoding import VaceContext
 from .latents import LATENT_CHANNELS, video_frames_for
 from .model import CausalWanModel, TextState
-from .noise import block_noise
+from .noise import block_noise, video_seed
 from .passes import CachedPasses, ModelPass, PassExecutor, RunView, vace_attention_plan
 from .plan import (Block, Boundary, PromptSegment, RecachePass, RunRequest, SamplerSettings, VaceScale,
                    VaceScaleRamp, normalize_prompts, prompt_for_blocks, recache_passes, steer_boundaries,
@@ -45,13 +50,13 @@ class StepInfo:
     total_passes: int
     block: Block  # the block denoised, or the frames a cache-writing pass covered
     step: int | None  # denoising step index, None for a clean (cache-writing) pass
-    x0: torch.Tensor | None  # current clean estimate of the block, normalised [1, 16, f, h, w]
+    x0: torch.Tensor | None  # current clean estimate of the block, normalised [B, 16, f, h, w]
 
 
 @dataclass
 class ChunkInfo:
     block: Block
-    latents: torch.Tensor  # final normalised latents of the block [1, 16, f, h, w]
+    latents: torch.Tensor  # final normalised latents of the block [B, 16, f, h, w], video after video
 
 
 ChunkSink = Callable[[ChunkInfo], None]  # where each finished block goes (previews, a streaming video decoder)
@@ -60,7 +65,7 @@ Steer = Callable[[Boundary], Sequence[PromptSegment]]  # the prompts given live 
 
 @dataclass
 class SampleResult:
-    latents: torch.Tensor | None  # normalised [1, 16, ref_frames + latent_frames, h, w] (CPU, float32)
+    latents: torch.Tensor | None  # normalised [B, 16, ref_frames + latent_frames, h, w] (CPU, float32)
     ref_frames: int
     latent_frames: int
     video_frames: int
@@ -92,6 +97,7 @@ class _Run:
         if self.uses_vace:  # a wrong list of per-block factors fails before any work
             layer_scales(request.layer_scale, model.config.num_vace_blocks)
         self.ref_frames = request.ref_frames
+        self.batch = request.batch
         self.grid = request.grid
         self.blocks = request.blocks()
         self.num_chunks = sum(not b.is_reference for b in self.blocks)
@@ -102,10 +108,11 @@ class _Run:
         self.passes = executor(RunView(model=model, layout=self.layout, ref_frames=self.ref_frames,
                                        settings=self.settings, uses_vace=self.uses_vace,
                                        layer_scale=request.layer_scale, text=self.text,
-                                       vace_frames=self.vace_frames))
+                                       vace_frames=self.vace_frames, batch=self.batch))
         total = self.ref_frames + request.latent_frames
         # pinned on CUDA: each block's x0 is copied back asynchronously, without a sync per block
-        self.latents = host_buffer((1, LATENT_CHANNELS, total, *self.grid), model.device) if keep_latents else None
+        self.latents = (host_buffer((self.batch, LATENT_CHANNELS, total, *self.grid), model.device)
+                        if keep_latents else None)
         # x0 of the generated blocks within the last `window_frames` frames (what a recache re-runs)
         self.recent: deque[tuple[Block, torch.Tensor]] = deque()
 
@@ -147,13 +154,21 @@ class _Run:
         return None
 
     def inserted_latents(self, block: Block) -> torch.Tensor:
+        """The given latents of an inserted block, for every video [B, 16, f, h, w] (latents given
+        once serve every video: a view, not a copy)."""
         if block.is_reference:
             given = self.request.reference_latents
             latents = given if given is not None else self.vace.ref_latents
         else:
             first = block.start - self.ref_frames
             latents = self.request.start_latents[:, :, first:first + block.frames]
-        return to_device(latents, self.model.device, torch.float32)
+        return to_device(latents, self.model.device, torch.float32).expand(self.batch, -1, -1, -1, -1)
+
+    def noise(self, block: Block, steps: int) -> torch.Tensor:
+        """The block's noise [steps, B, 16, f, h, w]: video i's is the single run's with seed + i."""
+        draws = [block_noise(video_seed(self.request.seed, i), block, self.ref_frames, steps, self.grid)
+                 for i in range(self.batch)]
+        return to_device(draws[0] if self.batch == 1 else torch.cat(draws, dim=1), self.model.device)
 
     def hint_weights(self, blocks_and_frames: Sequence[tuple[Block, int]], clean: bool) -> torch.Tensor | None:
         weights = [self.frame_hint(block, clean) for block, _ in blocks_and_frames]
@@ -250,13 +265,14 @@ class _Run:
 def generate(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Tensor, *, video_frames: int,
              height: int, width: int, seed: int, vace: VaceContext | None = None, vace_scale: VaceScale = 1.0,
              settings: SamplerSettings = SamplerSettings(), start_latents: torch.Tensor | None = None,
-             reference_latents: torch.Tensor | None = None, **hooks: Any) -> SampleResult:
+             reference_latents: torch.Tensor | None = None, batch: int = 1, **hooks: Any) -> SampleResult:
     """`sample` with the request given field by field (see `RunRequest`): generate `video_frames`
-    frames (4k+1; others round down like the VAE) causally, chunk by chunk. `hooks` are `sample`'s
-    keyword arguments (callback, should_cancel, before_pass, on_chunk, keep_latents, executor, steer)."""
+    frames (4k+1; others round down like the VAE) causally, chunk by chunk, for `batch` videos (video
+    i with seed + i). `hooks` are `sample`'s keyword arguments (callback, should_cancel, before_pass,
+    on_chunk, keep_latents, executor, steer)."""
     request = RunRequest(prompts=prompts, video_frames=video_frames, height=height, width=width, seed=seed, vace=vace,
                          vace_scale=vace_scale, settings=settings, start_latents=start_latents,
-                         reference_latents=reference_latents)
+                         reference_latents=reference_latents, batch=batch)
     return sample(model, request, **hooks)
 
 
@@ -319,7 +335,7 @@ def sample(model: CausalWanModel, request: RunRequest, *,
             if request.is_inserted(block):
                 x0 = run.inserted_latents(block)
             else:
-                noise = to_device(block_noise(request.seed, block, run.ref_frames, steps, run.grid), device)
+                noise = run.noise(block, steps)
                 x = noise[0]
                 for step in run.schedule:
                     start_pass(block.index)

@@ -11,7 +11,8 @@ temporal state (the last frames of every causal convolution) from one call to th
 - `VideoWriter` appends frames to an H.264 mp4 and leaves a valid file even when interrupted;
 - `ChunkVideoSink` is the sampler's chunk sink (`sample(..., on_chunk=sink)`): it decodes each
   finished chunk and appends it to the writer; `generate_to_video` (the library's form) and
-  `latents_to_video` (a finished LATENT) wire it up.
+  `latents_to_video` (a finished LATENT) wire it up. `BatchVideoSink` is the sink of a batch: one
+  `ChunkVideoSink` per video (each its own decoder state and file), fed from each chunk of the run.
 
 Never imports ComfyUI; the host supplies a streaming decoder for ComfyUI's own Wan VAE.
 """
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -235,6 +236,10 @@ class StreamStats:
     decode_seconds: float = 0.0
     write_seconds: float = 0.0
 
+    def __add__(self, other: "StreamStats") -> "StreamStats":
+        """What two streamed videos produced together (a batch's)."""
+        return StreamStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
+
 
 class ChunkVideoSink:
     """`on_chunk` for the sampler: skip reference blocks, denormalise, decode with the streaming
@@ -255,8 +260,9 @@ class ChunkVideoSink:
             return  # references are conditioning only; the causal VAE must not see them
         self.write_raw(denormalize_latents(info.latents.float()), info.block)
 
-    def write_raw(self, raw: torch.Tensor, block: Block | None = None) -> None:
-        """Decode and write the next RAW latent frames [1, 16, t, h, w] of the video."""
+    def write_raw(self, raw: torch.Tensor, block: Block | None = None) -> torch.Tensor:
+        """Decode and write the next RAW latent frames [1, 16, t, h, w] of the video; returns the
+        frames written [T, H, W, 3]."""
         start = time.perf_counter()
         pixels = self.decoder.decode_chunk(raw)
         decoded = time.perf_counter()
@@ -268,6 +274,40 @@ class ChunkVideoSink:
         self.stats.frames += pixels.shape[0]
         if self.on_frames is not None:
             self.on_frames(pixels, block)
+        return pixels
+
+
+class BatchVideoSink:
+    """`on_chunk` for a batch of B videos: chunk latents [B, 16, f, h, w] go video after video to one
+    `ChunkVideoSink` each (its own decoder, holding that video's causal state, and its own writer).
+
+    `on_frames(pixels [T, H, B * W, 3], block)` is called once per chunk, after every video's frames
+    are written, with the B videos' new frames side by side (video 0 leftmost; one video's frames
+    as they are). The sink takes the whole chunk in one call, so a wrapper that runs a sink on a
+    worker thread serves it as it serves a `ChunkVideoSink`.
+    """
+
+    def __init__(self, sinks: Sequence[ChunkVideoSink],
+                 on_frames: Callable[[torch.Tensor, Block], None] | None = None) -> None:
+        if not sinks:
+            raise ValueError("a batch sink needs one video sink per video, got none")
+        self.sinks = list(sinks)
+        self.on_frames = on_frames
+
+    def __call__(self, info: ChunkInfo) -> None:
+        if info.block.is_reference:
+            return
+        if info.latents.shape[0] != len(self.sinks):
+            raise ValueError(f"a chunk of {info.latents.shape[0]} videos for a sink of {len(self.sinks)} videos")
+        raw = denormalize_latents(info.latents.float())
+        pixels = [sink.write_raw(video, info.block) for sink, video in zip(self.sinks, raw.split(1))]
+        if self.on_frames is not None:
+            self.on_frames(pixels[0] if len(pixels) == 1 else torch.cat(pixels, dim=2), info.block)
+
+    @property
+    def stats(self) -> StreamStats:
+        """What the videos produced together."""
+        return sum((sink.stats for sink in self.sinks), StreamStats())
 
 
 def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Tensor, *,

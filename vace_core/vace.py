@@ -58,9 +58,10 @@ def layer_scales(vace_scale: float | Sequence[float], num_blocks: int) -> list[f
 class VaceStream:
     """The VACE stream of one pass, run block by block.
 
-    vace_context [B, 96, F, H, W] and x [B, S, dim] (the embedded latent tokens of the same frames,
-    before any main block); `hint(k)` runs VACE block k (blocks must be asked for in order) and
-    returns hint k [B, S, dim] float32.
+    vace_context [B or 1, 96, F, H, W] and x [B, S, dim] (the embedded latent tokens of the same
+    frames, before any main block; one context is embedded once and joins every video's x in block
+    0); `hint(k)` runs VACE block k (blocks must be asked for in order) and returns hint k [B, S, dim]
+    float32.
     """
 
     def __init__(self, patch_embedding: nn.Conv3d, blocks: nn.ModuleList, vace_context: torch.Tensor,

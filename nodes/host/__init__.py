@@ -24,10 +24,10 @@ The node files call the names below as `host.<name>` (tests reach further, into 
 from .attention import attention_kernels
 from .comfyui import InterruptProcessingException
 from .devices import device_capabilities, offload_device, soft_empty_cache
-from .files import list_models, metadata_enabled, model_path, video_output_path
+from .files import list_models, metadata_enabled, model_path, video_output_paths
 from .layers import layer_operations
 from .live import add_json_post_route, client_messenger, running_prompt_id, temp_dir
-from .memory import LoadedNetwork, load_for_run, unload_models
+from .memory import LoadedNetwork, load_for_run, run_memory_limit, unload_models
 from .patcher import make_patcher, with_compiler, with_lora, with_vace
 from .previews import frame_previewer, latent_rgb_previewer, make_previewer
 from .progress import check_interrupt, is_interrupted, progress_bar, raise_interrupted
@@ -37,10 +37,10 @@ __all__ = [
     "attention_kernels",
     "InterruptProcessingException",
     "device_capabilities", "offload_device", "soft_empty_cache",
-    "list_models", "metadata_enabled", "model_path", "video_output_path",
+    "list_models", "metadata_enabled", "model_path", "video_output_paths",
     "layer_operations",
     "add_json_post_route", "client_messenger", "running_prompt_id", "temp_dir",
-    "LoadedNetwork", "load_for_run", "unload_models",
+    "LoadedNetwork", "load_for_run", "run_memory_limit", "unload_models",
     "make_patcher", "with_compiler", "with_lora", "with_vace",
     "frame_previewer", "latent_rgb_previewer", "make_previewer",
     "check_interrupt", "is_interrupted", "progress_bar", "raise_interrupted",

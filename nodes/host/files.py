@@ -81,16 +81,22 @@ def _save_path_parts(filename_prefix: str, root: Path, width: int, height: int) 
     return folder, stem, max(taken, default=0) + 1, subfolder
 
 
-def video_output_path(filename_prefix: str, width: int, height: int, extension: str = "mp4") -> tuple[Path, str, str]:
-    """A new file in the output folder named like ComfyUI's savers (`prefix_00001_.mp4`), never an
-    existing one: (full path, file name, subfolder relative to the output folder)."""
+def video_output_paths(filename_prefix: str, width: int, height: int, count: int = 1,
+                       extension: str = "mp4") -> list[tuple[Path, str, str]]:
+    """`count` new files in the output folder (a batch's videos, in order) named like ComfyUI's savers
+    name a batch (`prefix_00001_.mp4`, `prefix_00002_.mp4`, ...), never an existing one: each (full
+    path, file name, subfolder relative to the output folder)."""
     root = output_dir()
     root.mkdir(parents=True, exist_ok=True)
     folder, stem, counter, subfolder = _save_path_parts(filename_prefix, root.resolve(), width, height)
-    while (folder / f"{stem}_{counter:05}_.{extension}").exists():
+    files = []
+    for _ in range(count):
+        while (folder / f"{stem}_{counter:05}_.{extension}").exists():
+            counter += 1
+        name = f"{stem}_{counter:05}_.{extension}"
+        files.append((folder / name, name, subfolder))
         counter += 1
-    name = f"{stem}_{counter:05}_.{extension}"
-    return folder / name, name, subfolder
+    return files
 
 
 def metadata_enabled() -> bool:

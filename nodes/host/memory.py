@@ -12,9 +12,14 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import torch
+
 from ...vace_core.model import CausalWanModel
 from .comfyui import model_management
+from .devices import compute_device
 from .patcher import MEMORY, StandalonePatcher
+
+STANDALONE_RESERVE = 1 << 30  # bytes of a CUDA device a standalone run leaves to everything else
 
 
 @dataclass
@@ -29,6 +34,18 @@ class LoadedNetwork:
         e.g. a VAE between chunks on a small GPU), so no pass runs without its patches."""
         if MEMORY is not None and not _is_current(self.patcher):
             _load(self.patcher, self.memory_required)
+
+
+def run_memory_limit() -> int | None:
+    """The most bytes a run's KV caches and activations can take on the compute device: its memory
+    less what the memory manager keeps for everything else (ComfyUI's `minimum_inference_memory`;
+    weights that do not fit too are streamed). None where no limit is known (standalone on the CPU)."""
+    device = compute_device()
+    if model_management is not None:
+        return int(model_management.get_total_memory(device) - model_management.minimum_inference_memory())
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory - STANDALONE_RESERVE
+    return None
 
 
 def load_for_run(patcher: Any, memory_required: int) -> LoadedNetwork:

@@ -106,7 +106,7 @@ def markdown(result: dict) -> str:
         "max abs diff |", "|---|---|---|---|---|",
         (f"| {s['eager']:.4f} | {s['compiled']:.4f} | {result['compiled_over_eager']:.3f} | "
          f"{result['first_compiled_run_s']:.1f} | {result['max_abs_diff_compiled_vs_eager']:.1e} |"), "",
-        f"Compiled shapes (frames, tokens, dtype): {result['compiled_shapes']}; "
+        f"Compiled shapes (frames, tokens, dtype, videos): {result['compiled_shapes']}; "
         f"fallbacks: {result['fallbacks'] or 'none'}.",
     ]) + "\n"
 

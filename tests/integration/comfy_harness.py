@@ -10,6 +10,9 @@ Which ComfyUIs (`find_installs`), in order of precedence:
                    (default ~/.cache/comfyui-frontends): each ComfyUI is served with the frontend
                    version its requirements.txt pins, so 0.8.0 runs with editor 1.35.9
   COMFYUI_START_TIMEOUT  seconds to wait for a server (default 180)
+  COMFYUI_PYTHON_READY   a file that appears once COMFYUI_PYTHON is set up, holding "ok" or why not:
+                   the tests that need a ComfyUI wait for it (CI builds that venv while the other
+                   tests run; COMFYUI_PYTHON_READY_TIMEOUT seconds at most, default 1800)
 
 ComfyUI's python always runs with PYTHONDONTWRITEBYTECODE=1 and the server with an isolated
 --base-directory, so nothing is ever written into a checkout (the shared snapshots are read-only).
@@ -19,6 +22,7 @@ conftest so it cannot be confused with another directory's conftest.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -47,6 +51,8 @@ PACK_ENTRIES = ("__init__.py", "nodes", "vace_core", "web", "example_workflows",
 MODEL_FOLDERS = ("diffusion_models", "loras", "vae", "text_encoders")
 LOG_TAIL_LINES = 80
 FRONTEND_PACKAGE = "comfyui-frontend-package"
+NO_COMFYUI = ("no ComfyUI found: set COMFYUI_DIR to a checkout (several separated by ':') and COMFYUI_PYTHON "
+              "to its python, or put snapshots in ../shared/comfyui/")
 
 
 def in_ci() -> bool:
@@ -133,6 +139,22 @@ def find_installs() -> tuple[list[ComfyInstall], list[str]]:
     return installs, problems
 
 
+def wait_for_comfyui_python() -> None:
+    """Return once COMFYUI_PYTHON_READY (if set) says the python is set up; RuntimeError when it says
+    the setup failed or does not appear in time."""
+    marker = os.environ.get("COMFYUI_PYTHON_READY")
+    if not marker:
+        return
+    deadline = time.monotonic() + float(os.environ.get("COMFYUI_PYTHON_READY_TIMEOUT", "1800"))
+    while not os.path.exists(marker):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"COMFYUI_PYTHON_READY: {marker} did not appear in time")
+        time.sleep(1.0)
+    said = _read(Path(marker)).strip()
+    if said != "ok":
+        raise RuntimeError(f"the ComfyUI python is not set up ({marker}): {said}")
+
+
 # ---------------------------------------------------------------------------------------------
 # the editor: serve each ComfyUI with the frontend version it pins
 
@@ -152,18 +174,22 @@ def _installed_frontend(python: str) -> str | None:
 def frontend_root(install: ComfyInstall) -> Path | None:
     """The `--front-end-root` that serves the editor `install` pins, or None when the venv's own
     frontend package is that version. A missing version is installed once into frontend_cache()
-    (pip --target; the static files only). RuntimeError when that fails."""
+    (pip --target; the static files only), under a file lock, since two test processes may start
+    servers of one version at once (pytest -n). RuntimeError when that fails."""
     if install.frontend is None or _installed_frontend(install.python) == install.frontend:
         return None
     target = frontend_cache() / install.frontend
     static = target / "comfyui_frontend_package" / "static"
-    if not (static / "index.html").is_file():
-        done = subprocess.run([install.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               "--no-deps", "--target", str(target), f"{FRONTEND_PACKAGE}=={install.frontend}"],
-                              env=comfy_env(), capture_output=True, text=True, timeout=600)
-        if done.returncode != 0 or not (static / "index.html").is_file():
-            raise RuntimeError(f"could not install {FRONTEND_PACKAGE}=={install.frontend} into {target}:\n"
-                               + done.stdout[-2000:] + done.stderr[-2000:])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{install.frontend}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (static / "index.html").is_file():
+            done = subprocess.run([install.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                                   "--no-deps", "--target", str(target), f"{FRONTEND_PACKAGE}=={install.frontend}"],
+                                  env=comfy_env(), capture_output=True, text=True, timeout=600)
+            if done.returncode != 0 or not (static / "index.html").is_file():
+                raise RuntimeError(f"could not install {FRONTEND_PACKAGE}=={install.frontend} into {target}:\n"
+                                   + done.stdout[-2000:] + done.stderr[-2000:])
     return static
 
 

@@ -1,37 +1,37 @@
 """Integration tests against real ComfyUIs (helpers live in comfy_harness.py).
 
-Every test here runs once per ComfyUI found (`comfy_harness.find_installs`: COMFYUI_DIR, else the
-snapshots in ../shared/comfyui/, else /opt/ComfyUI); the test ids carry the version, e.g.
-`test_workflow_runs_to_a_video[0.33.0-longlive_t2v]`. Without any ComfyUI the tests skip, except
-under CI=true, where they fail. A COMFYUI_DIR entry that is not a checkout always fails.
+A test that needs a ComfyUI (any of the fixtures comfy_install, comfyui_dir, comfyui_python,
+comfy_server, report_figure, directly or through its own fixtures) runs once per ComfyUI found
+(`comfy_harness.find_installs`: COMFYUI_DIR, else the snapshots in ../shared/comfyui/, else
+/opt/ComfyUI); its ids carry the version, e.g. `test_workflow_runs_to_a_video[0.33.0-longlive_t2v]`.
+A test here that needs none runs once. Without any ComfyUI the tests skip, except under CI=true,
+where they fail. A COMFYUI_DIR entry that is not a checkout always fails.
 
 The tests run with the dev python and talk to the server over HTTP only; code that must import
 ``comfy`` runs as a subprocess with ComfyUI's own python (``ComfyInstall.run_python``).
 
 The session fixture `comfy_server` builds an isolated base directory, installs our pack and the
 test-only pack into its custom_nodes/, writes a tiny Wan 2.1 VAE into models/vae/, starts
-``main.py --cpu`` on a free loopback port and yields a `ComfyClient`; pytest runs the tests of one
-version together and stops that server before starting the next. The server log's tail is attached
-to the report of any failing test that used the server, and the summary lists the versions tested.
+``main.py --cpu`` on a free loopback port and yields a `ComfyClient`. Under pytest-xdist every test
+that uses one version's server is in that version's group (`comfyui-<version>`), so each server
+starts once, in one process; a version's other tests run with their module (`<module>-comfyui-<version>`).
+The server log's tail is attached to the report of any failing test that used the server, and the
+summary lists the versions tested (comfy_summary.py).
 """
 from __future__ import annotations
 
+import re
 import time
-from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
-from comfy_harness import (LOG_TAIL_LINES, ComfyClient, ComfyInstall, find_installs, in_ci, make_base_dir,
-                           start_server, stop_server)
+from comfy_harness import (LOG_TAIL_LINES, NO_COMFYUI, ComfyClient, ComfyInstall, find_installs, in_ci,
+                           make_base_dir, start_server, stop_server, wait_for_comfyui_python)
+from comfy_summary import FIGURE, VERSION
 
 INSTALLS, PROBLEMS = find_installs()
-NO_COMFYUI = ("no ComfyUI found: set COMFYUI_DIR to a checkout (several separated by ':') and COMFYUI_PYTHON "
-              "to its python, or put snapshots in ../shared/comfyui/")
-_OUTCOMES: dict[str, Counter] = defaultdict(Counter)  # version -> outcome -> count
-_FIGURES: dict[str, list[str]] = defaultdict(list)  # version -> lines for the summary
-_VERSION_OF: dict[str, str] = {}  # test id -> version
 
 
 def pytest_generate_tests(metafunc):
@@ -49,12 +49,11 @@ def comfy_install(request) -> ComfyInstall:
         if in_ci():
             pytest.fail(f"CI=true but {NO_COMFYUI}")
         pytest.skip(NO_COMFYUI)
+    try:
+        wait_for_comfyui_python()
+    except RuntimeError as error:
+        pytest.fail(str(error))
     return request.param
-
-
-@pytest.fixture(autouse=True)
-def _every_test_runs_on_each_comfyui(comfy_install):
-    """Makes every integration test depend on (and be parametrized by) the ComfyUI version."""
 
 
 @pytest.fixture(scope="session")
@@ -68,9 +67,10 @@ def comfyui_python(comfy_install) -> str:
 
 
 @pytest.fixture
-def report_figure(comfy_install):
-    """`report_figure(text)`: a measured figure shown under this version in the terminal summary."""
-    return _FIGURES[comfy_install.label].append
+def report_figure(request, comfy_install) -> Callable[[str], None]:
+    """`report_figure(text)`: a measured figure shown under this version in the terminal summary
+    (it travels on the test's report, from whichever process ran the test)."""
+    return lambda text: request.node.user_properties.append((FIGURE, text))
 
 
 _RUNNING: list[ComfyClient] = []  # the live server, for the failure-report hook
@@ -91,11 +91,23 @@ def comfy_server(comfy_install, tmp_path_factory) -> Iterator[ComfyClient]:
         stop_server(client.process)
 
 
+# tryfirst: before pytest-xdist's; and before tests/conftest.py's (tryfirst too, but registered first)
+# gives the ungrouped their module's group
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
+    """A version's tests carry its label (for the summary) and run in its groups: one for all that
+    use its server, one per module for the rest."""
     for item in items:
-        install = getattr(getattr(item, "callspec", None), "params", {}).get("comfy_install")
-        if install is not None:
-            _VERSION_OF[item.nodeid] = install.label
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "comfy_install" not in params:
+            continue
+        install = params["comfy_install"]
+        item.user_properties.append((VERSION, install.label if install else None))  # None: no ComfyUI found
+        if install is None:
+            continue
+        server = "comfy_server" in item.fixturenames
+        group = f"comfyui-{install.label}" if server else f"{item.nodeid.split('::', 1)[0]}-comfyui-{install.label}"
+        item.add_marker(pytest.mark.xdist_group(re.sub(r"[@\[\]]", "_", group)))  # xdist's separators
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -107,26 +119,3 @@ def pytest_runtest_makereport(item, call):
         client = _RUNNING[-1]
         report.sections.append((f"ComfyUI {client.install.label} server log (last {LOG_TAIL_LINES} lines of "
                                 f"{client.log_path})", client.log_tail()))
-
-
-def pytest_runtest_logreport(report):
-    version = _VERSION_OF.get(report.nodeid)
-    if version is None:
-        return
-    if report.when == "call" or (report.when == "setup" and not report.passed):
-        _OUTCOMES[version]["skipped" if report.skipped else report.outcome] += 1
-
-
-def pytest_terminal_summary(terminalreporter):
-    write = terminalreporter.write_line
-    if not INSTALLS:
-        write(f"ComfyUI versions tested: none ({'; '.join(PROBLEMS) or NO_COMFYUI})")
-        return
-    write("ComfyUI versions tested:")
-    for install in INSTALLS:
-        counts = _OUTCOMES.get(install.label, Counter())
-        tally = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "no tests run"
-        write(f"  {install.label:<8} {install.dir} (editor {install.frontend or '?'}, python {install.python}): "
-              f"{tally}")
-        for line in _FIGURES.get(install.label, []):
-            write(f"           {line}")

@@ -41,6 +41,7 @@ SCRIPT = REPO_ROOT / "scripts" / "queue_workflow.py"
 WORKFLOWS = REPO_ROOT / "example_workflows"
 TINY = architecture("tiny-vace")
 WIDTH, HEIGHT, FRAMES = 80, 48, 25  # 25 frames = 7 latent frames: chunks of 3, 3 and 1
+BATCH_FRAMES = 13  # the batch test's videos: 4 latent frames, chunks of 3 and 1
 RUN_TIMEOUT = 240
 
 
@@ -207,6 +208,38 @@ def test_core_nodes_the_workflows_use_match_the_server(tiny_server):
             for key in ("input_order", "output", "output_name", "display_name", "output_node"):
                 assert live[name].get(key) == entry.get(key), (name, key)
             assert qw.widget_slots(live[name]) == qw.widget_slots(entry), name
+
+
+# ---------------------------------------------------------------------------------------------
+# a batch: batch_size 2 on the node that sets the video's size gives two videos, each its single run
+
+
+def decoded_frames(path: Path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.mark.parametrize("name, size_node", [("longlive_t2v", "EmptyHunyuanLatentVideo"),
+                                             ("longlive_vace_r2v", "LongLiveVaceEncode")])
+def test_batch_size_2_gives_two_videos_each_equal_to_its_single_run(tiny_server, name, size_node):
+    """Docs: docs/batches.md. One prompt with batch_size 2 and seed S, then single prompts with seeds
+    S and S + 1: the batch's two mp4s hold the frames of the single runs. 13 frames (chunks of 3 and
+    1 latent frames) keep the four videos cheap."""
+    graph = tiny_graph(load_api(name))
+    sampler = next(i for i, n in graph.items() if n["class_type"] == "LongLiveSampler")
+    size = next(i for i, n in graph.items() if n["class_type"] == size_node)
+    graph[sampler]["inputs"]["seed"] = seed = 2025
+    graph[size]["inputs"].update(batch_size=2, length=BATCH_FRAMES)
+    videos = tiny_server.output_files(tiny_server.run(graph, timeout=RUN_TIMEOUT))
+    assert len(videos) == 2 and videos[0].name < videos[1].name, videos  # consecutive counters
+    assert not np.array_equal(decoded_frames(videos[0]), decoded_frames(videos[1]))  # two seeds, two videos
+    graph[size]["inputs"]["batch_size"] = 1
+    for video, video_seed in zip(videos, (seed, seed + 1)):
+        graph[sampler]["inputs"]["seed"] = video_seed
+        [alone] = tiny_server.output_files(tiny_server.run(graph, timeout=RUN_TIMEOUT))
+        frames = decoded_frames(video)
+        assert frames.shape == (BATCH_FRAMES, HEIGHT, WIDTH, 3)
+        assert np.array_equal(frames, decoded_frames(alone)), (video.name, alone.name)
 
 
 # ---------------------------------------------------------------------------------------------
