@@ -19,7 +19,7 @@ from ..vace_core.logs import log
 from ..vace_core.streaming import VideoWriter
 from . import host
 from .common import CATEGORY, video_latents
-from .video import _HIDDEN, _clock, _metadata, _video_inputs
+from .video import _HIDDEN, _clock, _metadata, _ui, _video_inputs
 
 
 def frames_per_video(samples: dict) -> int:
@@ -82,18 +82,15 @@ class LongLiveSaveFrames:
         if count == 0:
             log.warning("Save Videos (from frames): no whole video among %d frames: nothing saved", frames.shape[0])
         height, width = frames.shape[1:3]
+        files = host.video_output_paths(filename_prefix, width, height, count) if count else []
         metadata = _metadata(prompt, extra_pnginfo)
         bar = host.progress_bar(max(1, count))
         started = time.perf_counter()
-        saved = []
-        for index in range(count):
+        for index, (path, _, _) in enumerate(files):
             host.check_interrupt()
-            path, name, subfolder = host.video_output_path(filename_prefix, width, height)
             with VideoWriter(path, width, height, fps=fps, crf=crf, metadata=metadata) as writer:
                 writer.write(frames[index * per_video:(index + 1) * per_video])
-            saved.append({"filename": name, "subfolder": subfolder, "type": "output"})
             bar.update_absolute(index + 1, count)
         log.info("LongLive Save Videos (from frames): %d video(s) of %d frames in %s", count, per_video,
                  _clock(time.perf_counter() - started))
-        # reported as ComfyUI's own SaveVideo reports a file (ui.PreviewVideo): one player per video
-        return {"ui": {"images": saved, "animated": (True,)}, "result": ()}
+        return {"ui": _ui(files), "result": ()}

@@ -47,9 +47,10 @@ def videos(count: int, frames: int, extra: int = 0) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def latent(latent_frames: int, ref_frames: int = 0) -> dict:
-    """A sampler's LATENT: `latent_frames` frames, the first `ref_frames` of them references."""
-    samples = {"samples": torch.zeros(1, 16, latent_frames, SIZE[0] // 8, SIZE[1] // 8)}
+def latent(latent_frames: int, ref_frames: int = 0, batch: int = 1) -> dict:
+    """A sampler's LATENT: `batch` videos of `latent_frames` frames, the first `ref_frames` of them
+    references."""
+    samples = {"samples": torch.zeros(batch, 16, latent_frames, SIZE[0] // 8, SIZE[1] // 8)}
     if ref_frames:
         samples["longlive_ref_frames"] = ref_frames
     return samples
@@ -82,6 +83,16 @@ def test_frames_of_several_videos_become_one_mp4_each_in_order(output_dir):
         frames = decoded(path)
         assert frames.shape == (9, *SIZE, 3)
         assert np.abs(frames - level(video)).max() <= LEVEL_TOLERANCE, (video, path)
+
+
+def test_every_participants_batch_comes_back_as_its_videos(output_dir):
+    """The master's batch of 2 and a worker's batch of 2, collected (4 videos of 5 frames): 4 mp4s,
+    in the order the collector put them."""
+    result = save(videos(4, 5), samples=latent(2, batch=2))
+    paths = saved_files(result, output_dir)
+    assert len(paths) == 4
+    for video, path in enumerate(paths):
+        assert np.abs(decoded(path) - level(video)).max() <= LEVEL_TOLERANCE, video
 
 
 def test_frames_that_make_no_whole_video_are_not_saved(output_dir, caplog):
@@ -117,6 +128,7 @@ def test_without_the_latent_all_frames_are_one_video(output_dir):
 def test_frames_per_video_counts_the_frames_a_latent_decodes_to():
     assert save_frames.frames_per_video(latent(21)) == 81
     assert save_frames.frames_per_video(latent(22, ref_frames=1)) == 81  # the reference frame is dropped
+    assert save_frames.frames_per_video(latent(21, batch=3)) == 81  # a batch: each of its videos
     assert save_frames.whole_videos(170, 81) == (2, 8)
 
 
@@ -125,7 +137,7 @@ def test_bad_inputs_are_refused_naming_the_input(output_dir):
         save(torch.zeros(9, 32, 47, 3))
     with pytest.raises(ValueError, match=r"images: expected video frames \[frames, height, width, 3\], got \(9, 32\)"):
         save(torch.zeros(9, 32))
-    with pytest.raises(ValueError, match="samples: expected one video of Wan 2.1 latents"):
+    with pytest.raises(ValueError, match=r"samples: expected Wan 2.1 video latents \[videos, 16, frames, h, w\]"):
         save(videos(1, 9), samples={"samples": torch.zeros(1, 4, 8, 8)})
     assert not output_dir.exists()
 
