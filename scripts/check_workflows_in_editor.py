@@ -18,6 +18,10 @@ A started server gets an isolated base directory (our pack in custom_nodes/, the
 in input/, an empty file under every model name the workflows use, so the loaders list them) and the editor version its
 requirements.txt pins (0.8.0: 1.35.9, 0.33.0: 1.49.6), through tests/integration/comfy_harness.py.
 
+A workflow that needs another node pack (ComfyUI-Distributed) is checked where the server has it: the
+servers started here get a copy from --extensions (default ../shared/comfyui-extensions/, as
+<name>-<version>/); on a server without it the workflow is reported "not checked" with what it needs.
+
 Needs Playwright (`pip install playwright`) and a Chromium; `playwright install` is not needed: the
 browser is found at --chromium, $CHROMIUM or /usr/bin/chromium (Debian: `apt-get install chromium`).
 Exit status: 0 every count is zero (overlaps after a run included) and every workflow opens at 0.6
@@ -57,7 +61,7 @@ INPUT_FILES = {("LoadImage", "image"), ("LoadVideo", "file")}  # names in input/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editor_widgets import editor_ports  # noqa: E402  (the editor's widget rules)
 from make_example_inputs import CONTROL, write_examples  # noqa: E402  the example pictures the workflows load
-from make_workflows import MODEL_INPUTS, workflow_files  # noqa: E402  models/ subfolders, file names
+from make_workflows import MODEL_INPUTS, Extension, workflow_files  # noqa: E402  models/ subfolders, file names
 
 SCREENSHOT_OF = "longlive_vace_r2v"  # the workflow the README shows
 # the minimap panel covers the graph's lower right corner in a picture (editors 1.35 and 1.49)
@@ -85,6 +89,7 @@ class Workflow:
     name: str  # the UI file's name: what the template browser lists
     ui: dict
     api: dict
+    needs: tuple[Extension, ...] = ()  # other node packs whose nodes it uses
 
     def intended_widgets(self) -> dict[str, dict[str, Any]]:
         """node id -> {widget name: value} the editor must show: every literal input of the API
@@ -104,14 +109,15 @@ def _is_link(value: Any) -> bool:
 def load_workflows(folder: Path = WORKFLOWS) -> list[Workflow]:
     """Every UI workflow in `folder` with its API twin in `folder`/api/ (named as make_workflows
     names it, else by the same file name)."""
-    twins = {f.ui.name: f.api.name for f in workflow_files()}
+    known = {f.ui.name: f for f in workflow_files()}
     found = []
     for path in sorted(folder.glob("*.json")):
-        twin = folder / "api" / twins.get(path.name, path.name)
+        files = known.get(path.name)
+        twin = folder / "api" / (files.api.name if files else path.name)
         if not twin.is_file():
             raise CheckError(f"{path} has no API twin {twin}")
         found.append(Workflow(path.stem, json.loads(path.read_text(encoding="utf-8")),
-                              json.loads(twin.read_text(encoding="utf-8"))))
+                              json.loads(twin.read_text(encoding="utf-8")), files.needs if files else ()))
     if not found:
         raise CheckError(f"no workflows in {folder}")
     return found
@@ -185,9 +191,11 @@ class Result:
     overlaps_after_run: list[str] | None = None  # node rectangles that overlap once a run's views are in
     grown_after_run: dict[str, int] = field(default_factory=dict)  # node title -> pixels it grew by
     unsteerable: list[str] = field(default_factory=list)  # samplers whose clip input is not connected
+    not_checked: str | None = None  # why it was not loaded: the server lacks a node pack it needs
 
     @property
     def ok(self) -> bool:
+        """No problem found (a workflow not checked has none to show: `not_checked` says why)."""
         readable = self.zoom is None or (self.zoom >= MIN_ZOOM and self.note_fits is not False)
         return not (self.missing_nodes or self.widget_mismatches or self.prompt_differences
                     or self.template_problems or self.overlaps_after_run or self.unsteerable) and readable
@@ -210,6 +218,9 @@ class EditorReport:
                f"  {'workflow':<46} {'zoom':>5} {'note fits':>9} {'missing nodes':>13} {'widget mismatches':>17} "
                f"{'prompt differences':>18} {'overlaps':>8}  grown after a run (px)"]
         for r in self.results:
+            if r.not_checked:
+                out.append(f"  {r.workflow:<46} not checked: {r.not_checked}")
+                continue
             zoom = f"{r.zoom:.2f}" if r.zoom is not None else "-"
             fits = {None: "-", True: "yes", False: "NO"}[r.note_fits]
             overlaps = "-" if r.overlaps_after_run is None else len(r.overlaps_after_run)
@@ -337,7 +348,7 @@ def open_from_template_browser(page, module: str, workflow: Workflow) -> tuple[f
 # load and size themselves as after a real run. Then the nodes' rectangles (title bar included)
 # are compared pairwise.
 LIVE_NODES = ("LongLiveSampler", "LongLiveSampleToVideo", "LongLiveContinue")
-VIDEO_OUTPUT_NODES = ("LongLiveSaveVideo", "LongLiveSampleToVideo")
+VIDEO_OUTPUT_NODES = ("LongLiveSaveVideo", "LongLiveSampleToVideo", "LongLiveSaveFrames")
 RUN_JS = """async ({live, videoNodes, clip}) => {
     const app = window.app, api = window.comfyAPI.api.api, graph = app.graph;
     const fire = (type, detail) => api.dispatchEvent(new CustomEvent(type, {detail}));
@@ -468,6 +479,9 @@ def check_server(url: str, workflows: list[Workflow], chromium: str, label: str 
         raise CheckError(f"Playwright is not installed ({error}): pip install playwright") from None
     module = template_module(url, [w.name for w in workflows])
     listed = _listed_templates(url, module)
+    object_info = _object_info(url)
+    lacking = {w.name: _lacking_packs(w, object_info) for w in workflows}
+    checked = [w for w in workflows if not lacking[w.name]]
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -476,11 +490,12 @@ def check_server(url: str, workflows: list[Workflow], chromium: str, label: str 
                 version = page.evaluate("() => window.__COMFYUI_FRONTEND_VERSION__ || null")
                 if expect_editor is not None and version != expect_editor:
                     raise CheckError(f"{url} serves editor {version}, expected {expect_editor}")
-                declared = declared_inputs(_object_info(url))
-                results = [inspect(page, workflow, declared) for workflow in workflows]
+                declared = declared_inputs(object_info)
+                results = {w.name: inspect(page, w, declared) for w in checked}
                 page = _open_editor(browser, url)
-                for workflow, result in zip(workflows, results):
+                for workflow in checked:
                     if workflow.name in listed:  # else a workflow made up for a test, not served as a template
+                        result = results[workflow.name]
                         result.zoom, result.note_fits, result.template_problems = \
                             open_from_template_browser(page, module, workflow)
                 if screenshot is not None:
@@ -493,7 +508,17 @@ def check_server(url: str, workflows: list[Workflow], chromium: str, label: str 
                 browser.close()
     except PlaywrightError as error:
         raise CheckError(f"the browser failed on {url}: {str(error).splitlines()[0]}") from None
-    return EditorReport(url, version, results, label)
+    return EditorReport(url, version, [results.get(w.name) or Result(w.name, not_checked=lacking[w.name])
+                                       for w in workflows], label)
+
+
+def _lacking_packs(workflow: Workflow, object_info: dict) -> str | None:
+    """What a workflow needs that the server lacks: the node packs whose nodes are not registered."""
+    missing = [e for e in workflow.needs if not set(e.node_types) <= set(object_info)]
+    if not missing:
+        return None
+    return (f"needs {', '.join(f'{e.name} {e.version} ({e.url})' for e in missing)}, which this server lacks "
+            "(--extensions gives the servers this script starts a copy)")
 
 
 def _title_of(name: str) -> str:
@@ -528,9 +553,20 @@ def _write_placeholders(base: Path, workflows: list[Workflow]) -> None:
                 target.write_bytes(b"")
 
 
+def _install_needed_packs(base: Path, workflows: list[Workflow], extensions: Path | None) -> None:
+    """Copy into custom_nodes/ every other node pack the workflows need that `extensions` holds (as
+    <name>-<version>/); one it lacks leaves its workflows unchecked, and the report says so."""
+    needed = {e for w in workflows for e in w.needs}
+    for extension in sorted(needed, key=lambda e: e.name):
+        source = extensions / f"{extension.name}-{extension.version}" if extensions else None
+        if source is not None and source.is_dir():
+            _harness().install_node_pack(base, source)
+
+
 def check_checkouts(checkouts: list[Path], python: str, workflows: list[Workflow], chromium: str,
-                    screenshot: Path | None = None) -> list[EditorReport]:
-    """Start each ComfyUI in turn (isolated base directory, its pinned editor) and check it."""
+                    screenshot: Path | None = None, extensions: Path | None = None) -> list[EditorReport]:
+    """Start each ComfyUI in turn (isolated base directory, its pinned editor, the other node packs
+    the workflows need from `extensions`) and check it."""
     harness = _harness()
     reports = []
     for checkout in checkouts:
@@ -543,6 +579,7 @@ def check_checkouts(checkouts: list[Path], python: str, workflows: list[Workflow
             for folder in ("models", "input", "output", "custom_nodes"):
                 (base / folder).mkdir()
             harness._install_packs(base / "custom_nodes")
+            _install_needed_packs(base, workflows, extensions)
             write_examples(base / "input")  # as after the README's one command: Load Image shows them
             _write_placeholders(base, workflows)
             try:
@@ -575,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="the python that runs the checkouts (default $COMFYUI_PYTHON)")
     parser.add_argument("--chromium", help="Chromium executable (default $CHROMIUM or /usr/bin/chromium)")
     parser.add_argument("--workflows", type=Path, default=WORKFLOWS, help="folder of UI workflows with api/ twins")
+    parser.add_argument("--extensions", type=Path, default=_harness().SHARED_EXTENSIONS, metavar="DIR",
+                        help="folder of the other node packs a workflow needs, as <name>-<version>/ "
+                             "(ComfyUI-Distributed-1.4.4), copied into the servers started here "
+                             "(default %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     parser.add_argument("--screenshot", type=Path, metavar="PATH",
                         help="save the window of the last editor checked (the newest) after opening the "
@@ -593,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             checkouts = args.comfyui or default_checkouts()
             if not checkouts:
                 raise CheckError("no ComfyUI to check: pass --server or --comfyui")
-            reports = check_checkouts(checkouts, args.python, workflows, chromium, args.screenshot)
+            reports = check_checkouts(checkouts, args.python, workflows, chromium, args.screenshot, args.extensions)
     except CheckError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -602,7 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps([r.as_dict() for r in reports], indent=2) + "\n", encoding="utf-8")
     ok = all(r.ok for r in reports)
-    print("all workflows load cleanly" if ok else "problems found")
+    unchecked = sorted({r.workflow for report in reports for r in report.results if r.not_checked})
+    print(("all workflows load cleanly" if ok else "problems found")
+          + (f"; not checked: {', '.join(unchecked)}" if unchecked else ""))
     return 0 if ok else 1
 
 

@@ -251,6 +251,10 @@ class ComfyClient:
     def get_json(self, path: str, timeout: float = 30):
         return self._request("GET", path, timeout=timeout)
 
+    def post_json(self, path: str, body: dict, timeout: float = 30):
+        """POST a JSON body to any route (another node pack's, say); its JSON answer."""
+        return self._request("POST", path, body, timeout=timeout)
+
     def get_object_info(self, node_class: str | None = None) -> dict:
         """All node definitions, or {node_class: definition} ({} if the class is unknown)."""
         if node_class is None:
@@ -343,6 +347,21 @@ def _install_packs(custom_nodes: Path) -> None:
         elif src.is_file():
             shutil.copyfile(src, pack / entry)
     shutil.copytree(HERE / "test_pack", custom_nodes / TEST_PACK_DIR_NAME, ignore=ignore)
+
+
+SHARED_EXTENSIONS = REPO_ROOT.parent / "shared" / "comfyui-extensions"  # other node packs, for tests only
+
+
+def install_node_pack(base: Path, source: Path) -> Path:
+    """Copy another node pack (a folder of ../shared/comfyui-extensions/, say) into the base
+    directory's custom_nodes/: a copy, never a link, so whatever it writes into its own folder (its
+    settings) stays in this server's base directory and the source is never written to."""
+    if not (source / "__init__.py").is_file():
+        raise FileNotFoundError(f"{source} is not a node pack (no __init__.py)")
+    target = base / "custom_nodes" / source.name
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".git", "tests",
+                                                                  "node_modules"))
+    return target
 
 
 def make_base_dir(base: Path, install: ComfyInstall) -> None:
