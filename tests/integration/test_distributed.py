@@ -1,4 +1,4 @@
-"""Several GPUs or machines through ComfyUI-Distributed (docs/several-gpus.md; DESIGN.md section 13): a master
+"""Several GPUs or machines through ComfyUI-Distributed (docs/several-gpus.md): a master
 and one worker, two `--cpu` servers of the ComfyUI under test, each with the pack and a copy of
 ComfyUI-Distributed 1.4.4 (../shared/comfyui-extensions/, copied, never linked), run the shipped
 template `longlive_distributed`.
