@@ -594,14 +594,16 @@ def distributed() -> Graph:
     g.group("Each participant's video", INPUTS)
     g.group("Collected and saved", GENERATE)
     _note(g, "The master and every worker (a whole ComfyUI on another GPU or machine) each make the video of "
-             "their own seed at once; the master saves them all, its own first. Its live panel shows and steers "
-             "the master's video (a worker's, in that worker's editor).",
+             "their own seed at once; the master saves them all, its own first. The live panel here shows and "
+             "steers the master's video only: each worker runs a prompt of its own.",
           [f"On the master and every worker: [ComfyUI-Distributed]({DISTRIBUTED.url}), this pack at the same "
            "version and the model files below.",
            "Start each worker as its own ComfyUI (`--port 8189 --cuda-device 1`; another machine: `--listen`), "
            "add and enable it in the master's **Distributed** panel.",
            "Press **Run**: **Distributed Seed** gives worker *k* (1, 2, ...) seed + *k*; **Save Videos** writes one "
-           "mp4 per whole video to `output/video/`. *load_balance*: one participant (the least busy) makes one video."],
+           "mp4 per whole video to `output/video/`. *load_balance*: one participant (the least busy) makes one video.",
+           "*batch_size* B on **Video size**: each participant's B videos come back (worker *k*'s seeds start at "
+           "seed + *k*, so they overlap the master's: docs/several-gpus.md)."],
           [BASE, LORA, UMT5, WAN_VAE])
     return g
 
