@@ -55,7 +55,7 @@ pytestmark = pytest.mark.slow
 EXTENSION = SHARED_EXTENSIONS / "ComfyUI-Distributed-1.4.4"
 SCRIPT = REPO_ROOT / "scripts" / "queue_workflow.py"
 WORKER_ID = "w1"
-WORKER_TIMEOUT = 4  # s the master waits for a silent worker (set through the extension's config API)
+WORKER_TIMEOUT = 3  # s the master waits for a silent worker (set through the extension's config API)
 SEED = 7
 # mean absolute difference, grey levels, of the worker's mp4 and its single run's: its frames reach the
 # master truncated to 8 bits (<= 1 level below the single run's rounding), which H.264 at crf 19 then
