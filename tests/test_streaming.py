@@ -556,6 +556,7 @@ def test_sampler_to_video_node_inputs_extend_the_sampler_node():
     inputs = video_nodes.LongLiveSampleToVideo.INPUT_TYPES()
     assert list(inputs["required"])[:len(sampler_inputs["required"])] == list(sampler_inputs["required"])
     assert list(inputs["required"])[len(sampler_inputs["required"]):] == ["vae", "filename_prefix", "fps", "crf"]
-    # the sampler's optional vae (for start_images) is the required vae here
-    assert list(inputs["optional"]) == [name for name in sampler_inputs["optional"] if name != "vae"]
+    # the sampler's optional vae (for start_images) is the required vae here; the decode device is
+    # last, so a saved workflow's widget values keep their places (docs/decode-device.md)
+    assert list(inputs["optional"]) == [name for name in sampler_inputs["optional"] if name != "vae"] + ["decode_device"]
     assert inputs["required"]["crf"][1]["min"] == 0 and inputs["required"]["crf"][1]["max"] == 51
