@@ -248,8 +248,13 @@ def test_a_stop_on_the_sampling_thread_still_writes_every_chunk_handed_over(mode
 
 def test_a_copy_that_fails_names_the_device():
     class NoRoom(torch.Tensor):
-        def to(self, *args, **kwargs):
-            raise torch.OutOfMemoryError("no room for the chunk")
+        """Latents whose copy to the device finds no room there."""
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if func is torch.Tensor.copy_:
+                raise torch.OutOfMemoryError("no room for the chunk")
+            return super().__torch_function__(func, types, args, kwargs or {})
 
     with DecodeWorker(CPU) as worker:
         with pytest.raises(DecodeDeviceError, match="decode_device cpu: .* ran out of memory"):

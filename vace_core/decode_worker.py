@@ -69,7 +69,8 @@ def staged(latents: torch.Tensor, device: torch.device) -> Staged:
     """
     if device.type == "cpu" and stages_in_pinned_memory(latents.device):
         return HostCopy(latents).get
-    copy = latents.detach().to(device, non_blocking=latents.device.type != "cpu", copy=True)
+    copy = torch.empty(latents.shape, dtype=latents.dtype, device=device)
+    copy.copy_(latents.detach(), non_blocking=True)
     return lambda: copy
 
 
