@@ -26,6 +26,7 @@ from ..vace_core.latents import LATENT_CHANNELS, VAE_STRIDE_S
 from ..vace_core.plan import Block, PromptSegment, RunRequest
 from ..vace_core.logs import log
 from ..vace_core.presets import DEFAULT_PRESET
+from ..vace_core.sampler import ChunkSink
 from ..vace_core.streaming import ChunkVideoSink, StreamStats, VideoWriter, latents_to_video
 from . import host
 from .common import CATEGORY, STEERING_KEY, video_latents
@@ -177,7 +178,8 @@ class LongLiveSaveVideo:
         steering = samples.get(STEERING_KEY)
         height, width = (s * VAE_STRIDE_S for s in latents.shape[-2:])
         path, name, subfolder = host.video_output_path(filename_prefix, width, height)
-        decoding = host.chunk_decoding(vae, decode_device, (1, LATENT_CHANNELS, DECODE_CHUNK_FRAMES, *latents.shape[-2:]))
+        chunk_shape = (1, LATENT_CHANNELS, DECODE_CHUNK_FRAMES, *latents.shape[-2:])
+        decoding = host.chunk_decoding(vae, decode_device, chunk_shape)
         chunks = -(-(latents.shape[2] - ref_frames) // DECODE_CHUNK_FRAMES)
         progress = _ChunkProgress(chunks, "Save Video")
         with _stops_reported("Save Video", path, progress, decoding), \
@@ -264,7 +266,7 @@ class _Mp4Output:
     stats: StreamStats = field(default_factory=StreamStats)
 
     @contextmanager
-    def sink(self) -> Iterator[ChunkVideoSink]:
+    def sink(self) -> Iterator[ChunkSink]:
         with VideoWriter(self.path, self.request.width, self.request.height, fps=self.fps, crf=self.crf,
                          metadata=self.metadata) as writer:
             sink = ChunkVideoSink(self.decoding.decoder, writer, self.on_frames)

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from helpers import PACK, request_interrupt, video_latent
-from test_streaming import (SIZE, InterruptingVAE, micro_checkpoint, output_dir, raw_latents,  # noqa: F401 (fixtures)
-                            sampler_args)
+from test_streaming import (SIZE, InterruptingVAE, keep_written, micro_checkpoint, output_dir,  # noqa: F401
+                            raw_latents, sampler_args)
 
 video_nodes = importlib.import_module(f"{PACK}.nodes.video")
 host = importlib.import_module(f"{PACK}.nodes.host")
@@ -111,23 +111,12 @@ def test_a_vae_that_cannot_be_copied_decodes_on_the_model_device_with_a_warning(
     with caplog.at_level("WARNING", logger="longlive_vace"):
         decoding = host.chunk_decoding(Plain(), "cpu", (1, 16, 3, 4, 4))
     assert decoding.device is None and isinstance(decoding.decoder, streaming.OverlapChunkDecoder)
-    assert "decode_device cpu: a Plain cannot be copied to another device; decoding on the model's device" in caplog.text
+    assert ("decode_device cpu: a Plain cannot be copied to another device; decoding on the model's device"
+            in caplog.text)
 
 
 # ---------------------------------------------------------------------------------------------
 # the nodes
-
-
-def keep_written(monkeypatch) -> list[torch.Tensor]:
-    written = []
-
-    class KeepingWriter(streaming.VideoWriter):
-        def write(self, frames):
-            written.append(frames.clone())
-            super().write(frames)
-
-    monkeypatch.setattr(video_nodes, "VideoWriter", KeepingWriter)
-    return written
 
 
 def test_sampler_to_video_frames_on_the_cpu_worker_equal_the_model_device_bit_for_bit(output_dir, micro_checkpoint,

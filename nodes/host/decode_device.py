@@ -8,8 +8,8 @@
   with `device=` that device (so ComfyUI picks its dtype for it, as for a VAE loaded there), loaded
   once per run, on the calling thread, through the memory manager (`load_models_gpu`, so ComfyUI
   lists it, evicts it when that device needs the room, and "Unload models" / POST /free releases
-  it); otherwise (standalone, the core's stand-in VAE) a deep copy of the VAE module moved there. The copy is kept while the VAE it
-  was made from lives (one per device).
+  it); otherwise (standalone, the core's stand-in VAE) a deep copy of the VAE module moved there.
+  The copy is kept while the VAE it was made from lives (one per device).
 - A GPU the machine does not have (a workflow saved on a 2-GPU machine, opened on a 1-GPU one)
   decodes on the model's device with one warning; so does a host VAE other than an exactly
   streamable Wan 2.1 VAE (its chunks would go through `VAE.decode`, which calls the memory manager,
