@@ -6,7 +6,9 @@
 
 Both drop the reference frames, use an exact streaming decoder for ComfyUI's Wan 2.1 VAE (the
 frames equal a whole decode) and leave a valid, shorter mp4 when interrupted. A batch of videos
-gives one mp4 per video, named with consecutive counters as ComfyUI's savers name a batch.
+gives one mp4 per video, named with consecutive counters as ComfyUI's savers name a batch. Their
+`decode_device` decodes on the model's device between chunks (the default), or on the CPU or another
+GPU on a worker thread while the next chunk samples (docs/decode-device.md).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from ..vace_core.latents import VAE_STRIDE_S
+from ..vace_core.decode_worker import QUEUED_CHUNKS, DecodeDeviceError
+from ..vace_core.latents import LATENT_CHANNELS, VAE_STRIDE_S
 from ..vace_core.plan import Block, PromptSegment, RunRequest
 from ..vace_core.logs import log
 from ..vace_core.presets import DEFAULT_PRESET
-from ..vace_core.streaming import (BatchVideoSink, ChunkDecoder, ChunkVideoSink, StreamStats, VideoWriter,
-                                   latents_to_video)
+from ..vace_core.sampler import ChunkSink
+from ..vace_core.streaming import BatchVideoSink, ChunkVideoSink, StreamStats, VideoWriter, latents_to_video
 from . import host
 from .common import CATEGORY, STEERING_KEY, video_latents
 from .live import live_run, record_json
@@ -51,6 +54,24 @@ def _video_inputs() -> dict:
                         "tooltip": "H.264 quality: lower is better and bigger (0 = lossless luma, 19 = visually "
                                    "near lossless, 23 = x264's default)."}),
     }
+
+
+def _decode_device_input() -> dict:
+    return {"decode_device": (host.decode_device_choices(), {
+        "default": host.MODEL_DEVICE,
+        "tooltip": f"Where the chunks are decoded. '{host.MODEL_DEVICE}': between chunks, on the sampler's device. "
+                   "'cpu' or another GPU (e.g. 'cuda:1'): on a worker thread while the next chunk samples, with a "
+                   "copy of the VAE loaded there once per run (Unload models frees it); at most "
+                   f"{QUEUED_CHUNKS + 1} chunks' latents are in flight ({QUEUED_CHUNKS} queued, 1 decoding). Same "
+                   "frames as the model's device on the same kind of device. A GPU this machine lacks decodes on "
+                   "the model's device, with a warning."})}
+
+
+def _check_decode_device(decode_device: str = host.MODEL_DEVICE) -> bool | str:
+    # ComfyUI checks a combo value against the list only for inputs its VALIDATE_INPUTS does not take:
+    # a GPU of the machine a workflow was saved on may be missing here, and then degrades (host).
+    # A prompt without the input (an API workflow from before it) calls this without it.
+    return host.decode_device_problem(decode_device) or True
 
 
 _HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
@@ -114,6 +135,23 @@ def _log_done(label: str, files: list[tuple[Path, str, str]], stats: StreamStats
              stats.frames, stats.chunks, where, _clock(seconds), stats.decode_seconds, stats.write_seconds)
 
 
+@contextmanager
+def _stops_reported(label: str, paths: list[Path], progress: _ChunkProgress,
+                    decoding: host.ChunkDecoding) -> Iterator[None]:
+    """A run that stops leaves the mp4s at `paths` closed with every chunk decoded before the stop:
+    say so (a cancel in the log, a decode failure in its error)."""
+    where = str(paths[0]) if len(paths) == 1 else ", ".join(map(str, paths))
+    try:
+        yield
+    except host.InterruptProcessingException:
+        log.info("LongLive %s: cancelled after %d of %d chunks (decoded on %s); %s keep%s them", label,
+                 progress.done, progress.total, decoding.describe(), where, "s" if len(paths) == 1 else "")
+        raise
+    except DecodeDeviceError as error:
+        raise DecodeDeviceError(f"{error} {where} hold{'s' if len(paths) == 1 else ''} {progress.done} of "
+                                f"{progress.total} chunks.", error.device, error.out_of_memory) from error.__cause__
+
+
 class LongLiveSaveVideo:
     @classmethod
     def INPUT_TYPES(cls) -> dict:
@@ -125,8 +163,11 @@ class LongLiveSaveVideo:
                                            "with a little overlap and may show seams."}),
                 **_video_inputs(),
             },
+            "optional": _decode_device_input(),
             "hidden": dict(_HIDDEN),
         }
+
+    VALIDATE_INPUTS = staticmethod(_check_decode_device)
 
     RETURN_TYPES = ()
     RETURN_NAMES = ()
@@ -137,20 +178,24 @@ class LongLiveSaveVideo:
     DESCRIPTION = ("Decodes the latents a few frames at a time and appends them to an H.264 mp4 in the output "
                    "folder, so a minutes-long video never has to fit in memory as images.")
 
-    def save(self, samples: dict, vae, filename_prefix: str, fps: int, crf: int, prompt=None,
-             extra_pnginfo=None) -> dict:
+    def save(self, samples: dict, vae, filename_prefix: str, fps: int, crf: int,
+             decode_device: str = host.MODEL_DEVICE, prompt=None, extra_pnginfo=None) -> dict:
         latents, ref_frames = video_latents(samples)
         steering = samples.get(STEERING_KEY)
         height, width = (s * VAE_STRIDE_S for s in latents.shape[-2:])
         files = host.video_output_paths(filename_prefix, width, height, latents.shape[0])
+        chunk_shape = (1, LATENT_CHANNELS, DECODE_CHUNK_FRAMES, *latents.shape[-2:])
+        decoding = host.chunk_decoding(vae, decode_device, chunk_shape)
         chunks = -(-(latents.shape[2] - ref_frames) // DECODE_CHUNK_FRAMES)
         progress = _ChunkProgress(chunks * len(files), "Save Video")
         metadata = _metadata(prompt, extra_pnginfo, steering)
         stats = StreamStats()
         for (path, _, _), video in zip(files, latents.split(1)):  # one after another, each whole when done
-            with VideoWriter(path, width, height, fps=fps, crf=crf, metadata=metadata) as writer:
-                stats += latents_to_video(video, ref_frames, host.streaming_decoder(vae), writer, DECODE_CHUNK_FRAMES,
-                                          on_frames=progress, before_chunk=host.check_interrupt)
+            with _stops_reported("Save Video", [path], progress, decoding), \
+                    VideoWriter(path, width, height, fps=fps, crf=crf, metadata=metadata) as writer, \
+                    decoding.worker() as worker:
+                stats += latents_to_video(video, ref_frames, decoding.new_decoder(), writer, DECODE_CHUNK_FRAMES,
+                                          on_frames=progress, before_chunk=host.check_interrupt, worker=worker)
         _log_done("Save Video", files, stats, time.perf_counter() - progress.start)
         return {"ui": _ui(files, steering), "result": ()}
 
@@ -166,9 +211,12 @@ class LongLiveSampleToVideo:
                                            "it is generated."}),
                 **_video_inputs(),
             },
-            "optional": {name: spec for name, spec in inputs["optional"].items() if name != "vae"},
+            "optional": {**{name: spec for name, spec in inputs["optional"].items() if name != "vae"},
+                         **_decode_device_input()},
             "hidden": {**inputs["hidden"], **_HIDDEN},
         }
+
+    VALIDATE_INPUTS = staticmethod(_check_decode_device)
 
     RETURN_TYPES = ()
     RETURN_NAMES = ()
@@ -183,29 +231,29 @@ class LongLiveSampleToVideo:
     def generate(self, model: LongLiveModel, positive, latent: dict, seed: int, vace_scale: float, vae,
                  filename_prefix: str, fps: int, crf: int, preset: str = DEFAULT_PRESET, vace_context=None,
                  prompt_schedule: Sequence[PromptSegment] | None = None, start_images=None,
-                 settings: SamplerChoices | None = None, clip=None, prompt=None, extra_pnginfo=None,
-                 unique_id: str | None = None) -> dict:
+                 settings: SamplerChoices | None = None, clip=None, decode_device: str = host.MODEL_DEVICE,
+                 prompt=None, extra_pnginfo=None, unique_id: str | None = None) -> dict:
+        if (problem := host.decode_device_problem(decode_device)) is not None:
+            raise ValueError(problem)
         inputs = SamplerInputs(positive=positive, seed=seed, vace_scale=vace_scale, preset=preset, settings=settings,
                                vace=vace_context, prompt_schedule=prompt_schedule, start_images=start_images, vae=vae)
         request = prepare_sampling(model, latent, inputs, clip, Origin(prompt, unique_id))
         files = host.video_output_paths(filename_prefix, request.width, request.height, request.batch)
+        chunk_shape = (1, LATENT_CHANNELS, request.settings.chunk_frames, *(s // VAE_STRIDE_S for s in
+                                                                              (request.height, request.width)))
+        decoding = host.chunk_decoding(vae, decode_device, chunk_shape)
         blocks = request.blocks()
         progress = _ChunkProgress(sum(not b.is_reference for b in blocks), "Sampler -> Video")
         with live_run(unique_id, blocks, request.ref_frames, clip, model.facts.text_dim, fps=fps,
                       latent_previews=False) as live:
-            mp4 = _Mp4Output(paths=[path for path, _, _ in files], request=request,
-                             decoders=[host.streaming_decoder(vae) for _ in files], fps=fps, crf=crf,
+            mp4 = _Mp4Output(paths=[path for path, _, _ in files], request=request, decoding=decoding, fps=fps,
+                             crf=crf,
                              metadata=_metadata(prompt, extra_pnginfo, live.record),
                              on_frames=_both(progress, live.on_frames), steering=live.record)
-            try:
+            # the writer is closed when the run stops: the mp4 holds every chunk decoded before the stop
+            with _stops_reported("Sampler -> Video", mp4.paths, progress, decoding):
                 sample_on_device(model, request, chunk_output=mp4.sink(), steer=live.steer, keep_latents=False,
                                  pass_progress=False)
-            except host.InterruptProcessingException:
-                # the writers are closed by now: every mp4 holds every chunk finished before the cancel
-                log.info("LongLive Sampler -> Video: cancelled after %d of %d chunks; %s keep%s them",
-                         progress.done, progress.total, ", ".join(str(p) for p in mp4.paths),
-                         "s" if len(files) == 1 else "")
-                raise
         _log_done("Sampler -> Video", files, mp4.stats, time.perf_counter() - progress.start)
         return {"ui": _ui(files, live.record), "result": ()}
 
@@ -213,11 +261,12 @@ class LongLiveSampleToVideo:
 @dataclass
 class _Mp4Output:
     """The streaming node's chunk output: an mp4 per video of the batch written chunk by chunk
-    (`sink`), opened once the model is loaded; the steering record is added to each when they are
-    closed (a cancelled run's too)."""
+    (`sink`), opened once the model is loaded, the chunks decoded inline or on the decode device's
+    worker (which has finished when the sink's block is left); the steering record is added to each
+    when they are closed (a cancelled run's too)."""
     paths: list[Path]
     request: RunRequest
-    decoders: list[ChunkDecoder]  # one per video: each carries its video's causal state
+    decoding: host.ChunkDecoding
     fps: int
     crf: int
     metadata: dict[str, str]
@@ -226,15 +275,17 @@ class _Mp4Output:
     stats: StreamStats = field(default_factory=StreamStats)
 
     @contextmanager
-    def sink(self) -> Iterator[BatchVideoSink]:
+    def sink(self) -> Iterator[ChunkSink]:
         with ExitStack() as videos:
             writers = [videos.enter_context(VideoWriter(path, self.request.width, self.request.height, fps=self.fps,
                                                         crf=self.crf, metadata=self.metadata))
                        for path in self.paths]
-            sink = BatchVideoSink([ChunkVideoSink(decoder, writer) for decoder, writer in zip(self.decoders, writers)],
+            # one decoder per video: each carries its video's causal state
+            sink = BatchVideoSink([ChunkVideoSink(self.decoding.new_decoder(), writer) for writer in writers],
                                   self.on_frames)
             try:
-                yield sink
+                with self.decoding.worker() as worker:
+                    yield sink if worker is None else worker.chunk_sink(sink)
             finally:
                 self.stats = sink.stats
                 if self.steering and host.metadata_enabled():

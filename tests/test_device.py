@@ -28,6 +28,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from helpers import random_text, random_vace_context, tiny_model
 from vace_core import device as device_module
+from vace_core import decode_worker
+from vace_core.decode_worker import DecodeWorker
 from vace_core.device import FiniteCheck, HostCopy, to_device
 from vace_core.latents import video_frames_for
 from vace_core.sampler import PromptSegment, SamplerSettings, generate
@@ -241,6 +243,21 @@ def test_live_preview_and_steering_hooks_add_no_host_sync(meta_model, tripwire):
     assert tripwire.syncs == []
     assert tripwire.designated_reads == chunks == 3
     assert boundaries == [5, 13, 21] and len(copies) == 4
+
+
+@pytest.mark.parametrize("decode_on", ["cpu", "meta"], ids=["to-the-cpu", "to-another-gpu"])
+def test_handing_chunks_to_a_decode_worker_adds_no_host_sync(meta_model, tripwire, decode_on, monkeypatch):
+    """Sampler -> Video with a decode_device (vace_core/decode_worker.py): the sampling thread copies
+    each chunk for the worker (into pinned host memory for the CPU, device to device for another GPU)
+    and queues it; the worker's wait for that copy is on its own thread."""
+    monkeypatch.setattr(decode_worker, "stages_in_pinned_memory", device_module.stages_in_pinned_memory)
+    received = []
+    with DecodeWorker(torch.device(decode_on)) as worker:
+        chunks = sample_on_meta(meta_model, random_text(seed=1), None, tripwire,
+                                on_chunk=worker.chunk_sink(lambda info: received.append(info.latents.device)))
+    assert tripwire.syncs == []
+    assert tripwire.designated_reads == chunks == 3
+    assert received == [torch.device(decode_on)] * 4
 
 
 def test_the_tripwire_catches_a_blocking_copy_for_the_preview(meta_model, tripwire):

@@ -354,6 +354,16 @@ def later(seconds: float, action) -> threading.Timer:
     return timer
 
 
+def once_held(client: Client, seconds: float, action) -> None:
+    """Run `action` `seconds` after the client is told the run holds (never before it holds, however
+    busy the machine), on another thread, as a user acting on the panel would."""
+    def react(event, data):
+        if event == "longlive.hold" and data["state"] == "held":
+            client.on_event = None
+            later(seconds, action)
+    client.on_event = react
+
+
 def test_a_hold_waits_at_the_boundary_until_a_steer_resume_or_its_timeout():
     registry, client = live.SteeringRegistry(), Client()
     points = boundaries()
@@ -362,7 +372,7 @@ def test_a_hold_waits_at_the_boundary_until_a_steer_resume_or_its_timeout():
         steer = live.steering(session, FakeClip(), TEXT_DIM, client.send, flush=lambda: flushed.append(len(flushed)))
         assert registry.answer_hold(hold_body()) == (200, {"prompt_id": PROMPT_ID, "node": "7", "holds_at_frame": 9,
                                                           "timeout_s": 60.0})
-        later(0.3, lambda: registry.answer(steer_body("a hare")))  # a steer ends the hold and takes effect there
+        once_held(client, 0.3, lambda: registry.answer(steer_body("a hare")))  # a steer ends the hold, takes effect
         [segment] = steer(points[0])
         assert segment.start_frame == 9 and flushed == [0]
         held, resumed, applied = [data for _, data in client.messages]
@@ -371,7 +381,7 @@ def test_a_hold_waits_at_the_boundary_until_a_steer_resume_or_its_timeout():
         assert applied["status"] == "applied" and applied["frame"] == 9
 
         assert registry.answer_hold(hold_body(timeout_s=10))[1]["holds_at_frame"] == 21
-        later(0.3, lambda: registry.answer_hold(hold_body(resume=True)))
+        once_held(client, 0.3, lambda: registry.answer_hold(hold_body(resume=True)))
         assert steer(points[1]) == []
         assert client.messages[-1][1]["by"] == "resume" and client.messages[-1][1]["held_s"] >= 0.25
 
@@ -404,7 +414,7 @@ def test_cancel_while_held_stops_the_run_there():
     with registry.open(PROMPT_ID, "7", points) as session:
         steer = live.steering(session, FakeClip(), TEXT_DIM, client.send)
         registry.answer_hold(hold_body())
-        later(0.2, request_interrupt)
+        once_held(client, 0.2, request_interrupt)
         try:
             with pytest.raises(live.GenerationCancelled):
                 steer(points[0])
@@ -643,12 +653,13 @@ def test_cancel_while_held_leaves_a_valid_mp4_of_the_chunks_before_the_hold(serv
     video_nodes = importlib.import_module(f"{PACK}.nodes.video")
     answers = []
 
-    def react(data):
-        if data["chunk"] == 2:
+    def react(event, data):
+        if event == live.CHUNK_EVENT and data["chunk"] == 2:
             answers.append(live.REGISTRY.answer_hold(hold_body()))
-            later(0.3, request_interrupt)
+        if event == "longlive.hold" and data["state"] == "held":  # Cancel once the run is held, not on a timer
+            request_interrupt()
 
-    server.on_chunk = react
+    server.on_event = react
     try:
         with pytest.raises(host.InterruptProcessingException):
             video_nodes.LongLiveSampleToVideo().generate(

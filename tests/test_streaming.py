@@ -491,6 +491,19 @@ def micro_checkpoint(tmp_path, monkeypatch):
     return loader.LongLiveModelLoader().load("micro.safetensors", "none", 1.0, "fp32")[0]
 
 
+def keep_written(monkeypatch) -> list[torch.Tensor]:
+    """Every frame the video nodes write from now on (exact comparisons without H.264 loss)."""
+    written = []
+
+    class KeepingWriter(streaming.VideoWriter):
+        def write(self, frames):
+            written.append(frames.clone())
+            super().write(frames)
+
+    monkeypatch.setattr(video_nodes, "VideoWriter", KeepingWriter)
+    return written
+
+
 def sampler_args(model, **extra):
     # the LongLive preset: chunk 3, window 12, sink 3, steps 1000,750,500,250, shift 5
     return {"model": model, "positive": [[text(1), {}]], "latent": video_latent(SIZE, SIZE, 45), "seed": 3,
@@ -501,14 +514,7 @@ def test_sampler_to_video_node_equals_sampler_then_decode(output_dir, micro_chec
     vae = stand_in.CausalStandInVAE(seed=6)
     samples = pack.NODE_CLASS_MAPPINGS["LongLiveSampler"]().sample(**sampler_args(micro_checkpoint))[0]
     expected = pack.NODE_CLASS_MAPPINGS["LongLiveDecode"]().decode(samples, vae)[0]
-    written = []
-
-    class KeepingWriter(streaming.VideoWriter):
-        def write(self, frames):
-            written.append(frames.clone())
-            super().write(frames)
-
-    monkeypatch.setattr(video_nodes, "VideoWriter", KeepingWriter)
+    written = keep_written(monkeypatch)
     with caplog.at_level("INFO", logger="longlive_vace"):
         result = video_nodes.LongLiveSampleToVideo().generate(**sampler_args(micro_checkpoint), vae=vae,
                                                               filename_prefix="LongLive", fps=16, crf=19)
@@ -528,14 +534,7 @@ def test_sampler_to_video_node_with_start_images_equals_sampler_then_decode(outp
     args = sampler_args(micro_checkpoint, start_images=start)
     samples = pack.NODE_CLASS_MAPPINGS["LongLiveSampler"]().sample(**args, vae=vae)[0]
     expected = pack.NODE_CLASS_MAPPINGS["LongLiveDecode"]().decode(samples, vae)[0]
-    written = []
-
-    class KeepingWriter(streaming.VideoWriter):
-        def write(self, frames):
-            written.append(frames.clone())
-            super().write(frames)
-
-    monkeypatch.setattr(video_nodes, "VideoWriter", KeepingWriter)
+    written = keep_written(monkeypatch)
     video_nodes.LongLiveSampleToVideo().generate(**args, vae=vae, filename_prefix="LongLive", fps=16, crf=19)
     # 12 latent frames: the 2 start frames form one chunk, then 10 generated frames in chunks of 3, 3, 3, 1
     assert [w.shape[0] for w in written] == [5, 12, 12, 12, 4]
@@ -556,6 +555,7 @@ def test_sampler_to_video_node_inputs_extend_the_sampler_node():
     inputs = video_nodes.LongLiveSampleToVideo.INPUT_TYPES()
     assert list(inputs["required"])[:len(sampler_inputs["required"])] == list(sampler_inputs["required"])
     assert list(inputs["required"])[len(sampler_inputs["required"]):] == ["vae", "filename_prefix", "fps", "crf"]
-    # the sampler's optional vae (for start_images) is the required vae here
-    assert list(inputs["optional"]) == [name for name in sampler_inputs["optional"] if name != "vae"]
+    # the sampler's optional vae (for start_images) is the required vae here; the decode device is
+    # last, so a saved workflow's widget values keep their places (docs/decode-device.md)
+    assert list(inputs["optional"]) == [name for name in sampler_inputs["optional"] if name != "vae"] + ["decode_device"]
     assert inputs["required"]["crf"][1]["min"] == 0 and inputs["required"]["crf"][1]["max"] == 51

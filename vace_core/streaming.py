@@ -12,7 +12,9 @@ temporal state (the last frames of every causal convolution) from one call to th
 - `ChunkVideoSink` is the sampler's chunk sink (`sample(..., on_chunk=sink)`): it decodes each
   finished chunk and appends it to the writer; `generate_to_video` (the library's form) and
   `latents_to_video` (a finished LATENT) wire it up. `BatchVideoSink` is the sink of a batch: one
-  `ChunkVideoSink` per video (each its own decoder state and file), fed from each chunk of the run.
+  `ChunkVideoSink` per video (each its own decoder state and file), fed from each chunk of the run;
+- either runs its chunks on a `DecodeWorker` (vace_core/decode_worker.py) to decode on another
+  device while the sampler goes on.
 
 Never imports ComfyUI; the host supplies a streaming decoder for ComfyUI's own Wan VAE.
 """
@@ -33,6 +35,7 @@ from .encoding import as_frames, strip_reference_frames
 from .latents import LATENT_CHANNELS, denormalize_latents, frames_for_chunk
 from .model import CausalWanModel
 from .plan import Block, PromptSegment
+from .decode_worker import DecodeWorker
 from .sampler import ChunkInfo, SampleResult, generate
 
 # ---------------------------------------------------------------------------------------------
@@ -328,11 +331,14 @@ def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | 
 def latents_to_video(raw_latents: torch.Tensor, ref_frames: int, decoder: ChunkDecoder, writer: VideoWriter,
                      chunk_frames: int = 3,
                      on_frames: Callable[[torch.Tensor, Block | None], None] | None = None,
-                     before_chunk: Callable[[], None] | None = None) -> StreamStats:
+                     before_chunk: Callable[[], None] | None = None,
+                     worker: DecodeWorker | None = None) -> StreamStats:
     """Decode a finished RAW latent video [1, 16, ref + t, h, w] chunk by chunk (references dropped)
     and append it to `writer`; only one chunk of pixels exists at a time.
 
-    `before_chunk()` runs before each chunk (e.g. to raise on a user interrupt).
+    `before_chunk()` runs before each chunk (e.g. to raise on a user interrupt). With a `worker` (a
+    `DecodeWorker` the caller has entered) each chunk is decoded and written there; the stats are
+    complete once the caller has left it.
     """
     if chunk_frames < 1:
         raise ValueError(f"chunk_frames must be at least 1, got {chunk_frames}")
@@ -340,8 +346,9 @@ def latents_to_video(raw_latents: torch.Tensor, ref_frames: int, decoder: ChunkD
     if latents.shape[0] != 1:
         raise ValueError(f"expected one video, got a batch of {latents.shape[0]}")
     sink = ChunkVideoSink(decoder, writer, on_frames)
+    write = sink.write_raw if worker is None else worker.on_worker(sink.write_raw)
     for start in range(0, latents.shape[2], chunk_frames):
         if before_chunk is not None:
             before_chunk()
-        sink.write_raw(latents[:, :, start:start + chunk_frames])
+        write(latents[:, :, start:start + chunk_frames])
     return sink.stats

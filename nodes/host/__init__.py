@@ -16,12 +16,14 @@ or with LONGLIVE_STANDALONE=1, it falls back to a standalone host. Modules:
 - previews: latent, frame and Latent2RGB previews;
 - live: the running prompt, its client's websocket, the temp folder and JSON routes on the server
   (live chunk previews and steering, nodes/live.py);
-- vae_stream: streaming (chunk-by-chunk) decoding with the VAE a node receives.
+- vae_stream: streaming (chunk-by-chunk) decoding with the VAE a node receives;
+- decode_device: the streaming nodes' decode device choices and the VAE loaded on that device.
 
 The node files call the names below as `host.<name>` (tests reach further, into the modules).
 """
 
 from .attention import attention_kernels
+from .decode_device import MODEL_DEVICE, ChunkDecoding, chunk_decoding, decode_device_choices, decode_device_problem
 from .comfyui import InterruptProcessingException
 from .devices import device_capabilities, offload_device, soft_empty_cache
 from .files import list_models, metadata_enabled, model_path, video_output_paths
@@ -35,6 +37,7 @@ from .vae_stream import streaming_decoder
 
 __all__ = [
     "attention_kernels",
+    "MODEL_DEVICE", "ChunkDecoding", "chunk_decoding", "decode_device_choices", "decode_device_problem",
     "InterruptProcessingException",
     "device_capabilities", "offload_device", "soft_empty_cache",
     "list_models", "metadata_enabled", "model_path", "video_output_paths",

@@ -161,10 +161,11 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
                 api.addEventListener('execution_start', (e) => window.__prompts.push(e.detail.prompt_id));
                 api.addEventListener('execution_success', (e) => window.__finished.push(e.detail.prompt_id));
                 window.comfyAPI.api.api.addEventListener('longlive.chunk', (e) => window.__longliveChunks.push(e.detail));
-                setInterval(() => {  // what the panel's status line said, in order
+                // what the panel's status line said, in order: every change, however briefly shown
+                new MutationObserver(() => {
                     const text = document.querySelector('.longlive-live-status')?.textContent;
                     if (text && text !== window.__statusLog[window.__statusLog.length - 1]) window.__statusLog.push(text);
-                }, 50);
+                }).observe(document.body, {subtree: true, childList: true, characterData: true});
                 return window.comfyAPI.app.app.queuePrompt(0, 1); }""")
             page.evaluate("""(id) => {  // the whole node in view, panel included, at a zoom that draws everything
                 const app = window.comfyAPI.app.app, node = (app.rootGraph ?? app.graph).getNodeById(Number(id));

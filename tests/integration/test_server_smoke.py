@@ -24,7 +24,7 @@ OUR_NODES = {
     "LongLiveLoraLoader": (["model", "lora", "strength"], [], ["LONGLIVE_MODEL"]),
     "LongLiveVaceGraft": (["model", "vace_checkpoint"], [], ["LONGLIVE_MODEL"]),
     "LongLiveVaceEncode": (["vae", "width", "height", "length", "reference_fit"],
-                           ["reference_images", "more_reference_images", "control_video", "control_masks"],
+                           ["reference_images", "more_reference_images", "control_video", "control_masks", "batch_size"],
                            ["VACE_CONTEXT", "LATENT"]),
     "LongLivePromptSchedule": (["conditioning", "start_frame"], ["previous"], ["LONGLIVE_PROMPTS"]),
     "LongLiveSampler": (["model", "positive", "latent", "seed", "vace_scale", "preset"],

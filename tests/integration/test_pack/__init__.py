@@ -21,15 +21,21 @@ LongLive Schedule from Steering node and live steering can all run on it.
 
 `LongLiveTestLatentShape` reports the shape of a LATENT in its UI output, so a test can read what a
 core node (EmptyHunyuanLatentVideo) hands our sampler on each ComfyUI version.
+
+GET /longlive_test/loaded_models lists what ComfyUI's memory manager holds loaded
+(`comfy.model_management.loaded_models()`): each model's class and load device.
 """
 import hashlib
 import logging
 import re
 
+import comfy.model_management
 import torch
 from comfy.sd1_clip import escape_important, load_embed, token_weights, unescape_important
 
 import folder_paths
+from aiohttp import web
+from server import PromptServer
 
 TEXT_LEN = 512  # umT5 pads (and the Wan DiT expects) 512 text tokens
 EMBEDDING = "embedding:"
@@ -143,3 +149,9 @@ NODE_CLASS_MAPPINGS = {"LongLiveTestConditioning": LongLiveTestConditioning, "Lo
 NODE_DISPLAY_NAME_MAPPINGS = {"LongLiveTestConditioning": "LongLive Test Conditioning (test only)",
                               "LongLiveTestCLIP": "LongLive Test CLIP (test only)",
                               "LongLiveTestLatentShape": "LongLive Test Latent Shape (test only)"}
+
+
+@PromptServer.instance.routes.get("/longlive_test/loaded_models")
+async def loaded_models(request):
+    return web.json_response([{"class": type(patcher.model).__name__, "device": str(patcher.load_device)}
+                              for patcher in comfy.model_management.loaded_models()])
