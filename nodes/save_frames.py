@@ -19,7 +19,7 @@ from ..vace_core.logs import log
 from ..vace_core.streaming import VideoWriter
 from . import host
 from .common import CATEGORY, video_latents
-from .video import _HIDDEN, _clock, _metadata, _ui, _video_inputs
+from .video_files import HIDDEN_INPUTS, clock, mp4_metadata, saved_videos_ui, video_file_inputs
 
 
 def frames_per_video(samples: dict) -> int:
@@ -51,7 +51,7 @@ class LongLiveSaveFrames:
                 "images": ("IMAGE", {"tooltip": "Video frames, one video after another: from Decode, or from "
                                                 "ComfyUI-Distributed's Distributed Collector (the master's videos "
                                                 "first, then each worker's)."}),
-                **_video_inputs(),
+                **video_file_inputs(),
             },
             "optional": {
                 "samples": ("LATENT", {"tooltip": "The sampler's LATENT: a video is as many frames as it decodes to, "
@@ -59,7 +59,7 @@ class LongLiveSaveFrames:
                                                   "that make no whole video (a worker that stopped part-way) are not "
                                                   "saved. Not connected: all the frames are one video."}),
             },
-            "hidden": dict(_HIDDEN),
+            "hidden": dict(HIDDEN_INPUTS),
         }
 
     RETURN_TYPES = ()
@@ -83,7 +83,7 @@ class LongLiveSaveFrames:
             log.warning("Save Videos (from frames): no whole video among %d frames: nothing saved", frames.shape[0])
         height, width = frames.shape[1:3]
         files = host.video_output_paths(filename_prefix, width, height, count) if count else []
-        metadata = _metadata(prompt, extra_pnginfo)
+        metadata = mp4_metadata(prompt, extra_pnginfo)
         bar = host.progress_bar(max(1, count))
         started = time.perf_counter()
         for index, (path, _, _) in enumerate(files):
@@ -92,5 +92,5 @@ class LongLiveSaveFrames:
                 writer.write(frames[index * per_video:(index + 1) * per_video])
             bar.update_absolute(index + 1, count)
         log.info("LongLive Save Videos (from frames): %d video(s) of %d frames in %s", count, per_video,
-                 _clock(time.perf_counter() - started))
-        return {"ui": _ui(files), "result": ()}
+                 clock(time.perf_counter() - started))
+        return {"ui": saved_videos_ui(files), "result": ()}

@@ -13,12 +13,11 @@ GPU on a worker thread while the next chunk samples (docs/decode-device.md).
 
 from __future__ import annotations
 
-import json
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -36,24 +35,10 @@ from .model_files import WAN_VAE_FILE
 from .model_ref import LongLiveModel
 from .sampler import Origin, SamplerInputs, prepare_sampling, sample_on_device, sampler_inputs
 from .sampler_settings import SamplerChoices
+from .video_files import HIDDEN_INPUTS, clock, mp4_metadata, saved_videos_ui, video_file_inputs
 
 
 DECODE_CHUNK_FRAMES = 3  # latent frames per decode call in Save Video (12 video frames)
-
-
-def _video_inputs() -> dict:
-    return {
-        "filename_prefix": ("STRING", {
-            "default": "LongLive",
-            "tooltip": "Name of the mp4 in ComfyUI's output folder (a subfolder may be given, e.g. "
-                       "'video/LongLive'); a counter is appended and an existing file is never overwritten. "
-                       "A batch writes one mp4 per video, with consecutive counters."}),
-        "fps": ("INT", {"default": 16, "min": 1, "max": 120, "step": 1,
-                        "tooltip": "Frames per second of the mp4 (Wan 2.1 / LongLive: 16)."}),
-        "crf": ("INT", {"default": 19, "min": 0, "max": 51, "step": 1,
-                        "tooltip": "H.264 quality: lower is better and bigger (0 = lossless luma, 19 = visually "
-                                   "near lossless, 23 = x264's default)."}),
-    }
 
 
 def _decode_device_input() -> dict:
@@ -72,32 +57,6 @@ def _check_decode_device(decode_device: str = host.MODEL_DEVICE) -> bool | str:
     # a GPU of the machine a workflow was saved on may be missing here, and then degrades (host).
     # A prompt without the input (an API workflow from before it) calls this without it.
     return host.decode_device_problem(decode_device) or True
-
-
-_HIDDEN = {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}
-
-
-def _metadata(prompt: Any, extra_pnginfo: Any, steering: list | None = None) -> dict[str, str]:
-    """The workflow written into the mp4, as ComfyUI's SaveVideo does, and the steering record of a
-    steerable run (both unless --disable-metadata)."""
-    if not host.metadata_enabled():
-        return {}
-    data = dict(extra_pnginfo or {})
-    if prompt is not None:
-        data["prompt"] = prompt
-    metadata = {key: json.dumps(value) for key, value in data.items()}
-    if steering is not None:
-        metadata[STEERING_KEY] = record_json(steering)
-    return metadata
-
-
-def _ui(files: list[tuple[Path, str, str]], steering: list | None = None) -> dict:
-    # what ComfyUI's own SaveVideo reports (ui.PreviewVideo): the frontend shows a video player
-    ui = {"images": [{"filename": name, "subfolder": subfolder, "type": "output"} for _, name, subfolder in files],
-          "animated": (True,)}
-    if steering is not None:
-        ui[STEERING_KEY] = list(steering)
-    return ui
 
 
 class _ChunkProgress:
@@ -120,19 +79,13 @@ class _ChunkProgress:
         per_chunk = elapsed / self.done
         left = per_chunk * (self.total - self.done)
         log.info("LongLive %s: chunk %d/%d (%d frames) %.2f s/chunk, elapsed %s, ETA %s", self.label,
-                 self.done, self.total, pixels.shape[0], per_chunk, _clock(elapsed), _clock(left))
-
-
-def _clock(seconds: float) -> str:
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+                 self.done, self.total, pixels.shape[0], per_chunk, clock(elapsed), clock(left))
 
 
 def _log_done(label: str, files: list[tuple[Path, str, str]], stats: StreamStats, seconds: float) -> None:
     where = files[0][0] if len(files) == 1 else f"{len(files)} videos ({files[0][0]} ... {files[-1][1]})"
     log.info("LongLive %s: wrote %d frames (%d chunks) to %s in %s (decode %.1f s, encode %.1f s)", label,
-             stats.frames, stats.chunks, where, _clock(seconds), stats.decode_seconds, stats.write_seconds)
+             stats.frames, stats.chunks, where, clock(seconds), stats.decode_seconds, stats.write_seconds)
 
 
 @contextmanager
@@ -161,10 +114,10 @@ class LongLiveSaveVideo:
                                                   "frames are dropped); a batch gives one mp4 per video."}),
                 "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE ({WAN_VAE_FILE}). Other VAEs decode chunk by chunk "
                                            "with a little overlap and may show seams."}),
-                **_video_inputs(),
+                **video_file_inputs(),
             },
             "optional": _decode_device_input(),
-            "hidden": dict(_HIDDEN),
+            "hidden": dict(HIDDEN_INPUTS),
         }
 
     VALIDATE_INPUTS = staticmethod(_check_decode_device)
@@ -188,7 +141,7 @@ class LongLiveSaveVideo:
         decoding = host.chunk_decoding(vae, decode_device, chunk_shape)
         chunks = -(-(latents.shape[2] - ref_frames) // DECODE_CHUNK_FRAMES)
         progress = _ChunkProgress(chunks * len(files), "Save Video")
-        metadata = _metadata(prompt, extra_pnginfo, steering)
+        metadata = mp4_metadata(prompt, extra_pnginfo, steering)
         stats = StreamStats()
         for (path, _, _), video in zip(files, latents.split(1)):  # one after another, each whole when done
             with _stops_reported("Save Video", [path], progress, decoding), \
@@ -197,7 +150,7 @@ class LongLiveSaveVideo:
                 stats += latents_to_video(video, ref_frames, decoding.new_decoder(), writer, DECODE_CHUNK_FRAMES,
                                           on_frames=progress, before_chunk=host.check_interrupt, worker=worker)
         _log_done("Save Video", files, stats, time.perf_counter() - progress.start)
-        return {"ui": _ui(files, steering), "result": ()}
+        return {"ui": saved_videos_ui(files, steering), "result": ()}
 
 
 class LongLiveSampleToVideo:
@@ -209,11 +162,11 @@ class LongLiveSampleToVideo:
                 **inputs["required"],
                 "vae": ("VAE", {"tooltip": f"ComfyUI's Wan 2.1 VAE ({WAN_VAE_FILE}) that decodes each chunk as soon as "
                                            "it is generated."}),
-                **_video_inputs(),
+                **video_file_inputs(),
             },
             "optional": {**{name: spec for name, spec in inputs["optional"].items() if name != "vae"},
                          **_decode_device_input()},
-            "hidden": {**inputs["hidden"], **_HIDDEN},
+            "hidden": {**inputs["hidden"], **HIDDEN_INPUTS},
         }
 
     VALIDATE_INPUTS = staticmethod(_check_decode_device)
@@ -248,14 +201,14 @@ class LongLiveSampleToVideo:
                       latent_previews=False) as live:
             mp4 = _Mp4Output(paths=[path for path, _, _ in files], request=request, decoding=decoding, fps=fps,
                              crf=crf,
-                             metadata=_metadata(prompt, extra_pnginfo, live.record),
+                             metadata=mp4_metadata(prompt, extra_pnginfo, live.record),
                              on_frames=_both(progress, live.on_frames), steering=live.record)
             # the writer is closed when the run stops: the mp4 holds every chunk decoded before the stop
             with _stops_reported("Sampler -> Video", mp4.paths, progress, decoding):
                 sample_on_device(model, request, chunk_output=mp4.sink(), steer=live.steer, keep_latents=False,
                                  pass_progress=False)
         _log_done("Sampler -> Video", files, mp4.stats, time.perf_counter() - progress.start)
-        return {"ui": _ui(files, live.record), "result": ()}
+        return {"ui": saved_videos_ui(files, live.record), "result": ()}
 
 
 @dataclass

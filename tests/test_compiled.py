@@ -60,6 +60,21 @@ class RecordingBackend:
                 if isinstance(node.meta.get("example_value"), torch.Tensor) and node.meta["example_value"].is_complex()]
 
 
+def run_twice_compiled(model, compiler: BlockCompiler) -> tuple[torch.Tensor, dict, torch.Tensor, dict]:
+    """The run twice with `compiler`: each run's output and dynamo's counters during it."""
+    model.compiler = compiler
+    try:
+        counters.clear()
+        compiled = r2v_with_a_switch(model)
+        first = {key: dict(value) for key, value in counters.items()}
+        counters.clear()
+        again = r2v_with_a_switch(model)
+        second = {key: dict(value) for key, value in counters.items()}
+    finally:
+        model.compiler = None
+    return compiled, first, again, second
+
+
 @pytest.fixture(scope="module")
 def model():
     return tiny_model("tiny-vace", seed=5)
@@ -77,16 +92,7 @@ def test_compiled_parts_equal_eager_in_whole_graphs_compiled_once(model, eager, 
     pass_parts = BlockCompiler.pass_parts
     monkeypatch.setattr(BlockCompiler, "pass_parts",
                         lambda self, frames, *rest: shapes.append(frames) or pass_parts(self, frames, *rest))
-    model.compiler = compiler
-    try:
-        counters.clear()
-        compiled = r2v_with_a_switch(model)
-        first = {key: dict(value) for key, value in counters.items()}
-        counters.clear()
-        again = r2v_with_a_switch(model)
-        second = {key: dict(value) for key, value in counters.items()}
-    finally:
-        model.compiler = None
+    compiled, first, again, second = run_twice_compiled(model, compiler)
     assert "graph_break" not in first and first["stats"]["unique_graphs"] == PARTS
     assert len(backend.graphs) == PARTS and backend.complex_nodes() == []
     assert second == {}  # an identical second run compiles nothing
@@ -154,16 +160,7 @@ def test_inductor_compiles_the_blocks_without_breaks_recompiles_or_complex_fallb
     from torch._inductor import lowering
 
     compiler = BlockCompiler("inductor")
-    model.compiler = compiler
-    try:
-        counters.clear()
-        compiled = r2v_with_a_switch(model)
-        first = {key: dict(value) for key, value in counters.items()}
-        counters.clear()
-        again = r2v_with_a_switch(model)
-        second = {key: dict(value) for key, value in counters.items()}
-    finally:
-        model.compiler = None
+    compiled, first, again, second = run_twice_compiled(model, compiler)
     err = (compiled - eager).abs().max().item()
     print(f"inductor vs eager: max abs err {err:.2e}; counters {first}")
     assert "graph_break" not in first or not first["graph_break"]

@@ -21,8 +21,6 @@ kernels as a real load does), and records, as JSON:
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -31,37 +29,16 @@ from pathlib import Path
 
 import torch
 
-
-def import_comfy(comfy_dir: str, flags: list[str]):
-    sys.path.insert(0, comfy_dir)
-    import comfy.options
-
-    comfy.options.enable_args_parsing()  # comfy.cli_args reads the argv below, not ours
-    saved, sys.argv = sys.argv, [sys.argv[0], "--cpu", *flags]
-    try:
-        import comfy.model_management  # noqa: F401
-        import comfy.ldm.modules.attention as attention
-        import folder_paths  # noqa: F401  (the host looks for it)
-    finally:
-        sys.argv = saved
-    return attention
-
-
-def import_pack(pack_dir: str) -> dict:
-    spec = importlib.util.spec_from_file_location("longlive_pack", os.path.join(pack_dir, "__init__.py"),
-                                                  submodule_search_locations=[pack_dir])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["longlive_pack"] = module
-    spec.loader.exec_module(module)
-    return {name: importlib.import_module(f"longlive_pack.{name}") for name in (
-        "nodes.model_ref", "nodes.model_files", "vace_core.testing.fixtures", "vace_core.checkpoints",
-        "vace_core.config", "vace_core.encoding", "vace_core.sampler", "vace_core.attention", "vace_core.compiled")}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_child import import_comfy, import_pack  # noqa: E402
 
 
 def main(pack_dir: str, work_dir: str, out_path: str, *flags: str) -> None:
     torch.set_num_threads(1)
-    attention = import_comfy(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI", list(flags))
-    mods = import_pack(pack_dir)
+    [attention] = import_comfy("comfy.ldm.modules.attention", flags=flags)
+    mods = import_pack(pack_dir, "nodes.model_ref", "nodes.model_files", "vace_core.testing.fixtures",
+                       "vace_core.checkpoints", "vace_core.config", "vace_core.encoding", "vace_core.sampler",
+                       "vace_core.attention", "vace_core.compiled")
     model_ref, fx, ckpt = (mods[k] for k in ("nodes.model_ref", "vace_core.testing.fixtures", "vace_core.checkpoints"))
     encoding, sampler, core_attention = mods["vace_core.encoding"], mods["vace_core.sampler"], mods["vace_core.attention"]
     compiled = mods["vace_core.compiled"]

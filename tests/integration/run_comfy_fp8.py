@@ -24,22 +24,23 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_comfy_memory import file_refs, forward_inputs, import_comfy, import_pack  # noqa: E402
+from comfy_child import import_comfy, import_pack, partial_load  # noqa: E402
+from run_comfy_memory import file_refs, forward_inputs  # noqa: E402
 
 
 def main(pack_dir: str, work_dir: str, out_path: str) -> None:
     torch.set_num_threads(1)
-    mm, _ = import_comfy(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI")
+    [mm] = import_comfy("comfy.model_management")
     import comfy.sd
 
-    mods = import_pack(pack_dir)
+    mods = import_pack(pack_dir, "nodes.model_ref", "nodes.model_files", "vace_core.testing.fixtures",
+                       "vace_core.checkpoints", "vace_core.config")
     model_ref, fx, ckpt = mods["nodes.model_ref"], mods["vace_core.testing.fixtures"], mods["vace_core.checkpoints"]
     tiny = mods["vace_core.config"].architecture("tiny-vace")
     work = Path(work_dir)
@@ -114,10 +115,7 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         out["lora"] = {"relative_rms_vs_fp32_merge": ((lora_out - merged_out).norm() / merged_out.norm()).item(),
                        "lora_effect_relative_rms": ((merged_out - unpatched).norm() / merged_out.norm()).item()}
 
-        mm.unload_all_models()
-        partial = mm.LoadedModel(grafted.patcher)
-        budget = grafted.patcher.model_size() // 2
-        partial.model_load(lowvram_model_memory=budget)
+        partial, budget = partial_load(mm, grafted.patcher)
         wrapper = grafted.patcher.model
         out["lowvram"] = {
             "model_lowvram": bool(wrapper.model_lowvram), "budget": budget,

@@ -22,8 +22,6 @@ finds ComfyUI), writes tiny checkpoints (vace_core.testing.fixtures) into WORK_D
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -31,31 +29,8 @@ from pathlib import Path
 
 import torch
 
-
-def import_comfy(comfy_dir: str):
-    sys.path.insert(0, comfy_dir)
-    import comfy.options
-
-    comfy.options.enable_args_parsing()  # comfy.cli_args reads the argv below, not ours
-    saved, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
-    try:
-        import comfy.model_management
-        import comfy.model_patcher
-        import folder_paths  # noqa: F401  (the host looks for it)
-    finally:
-        sys.argv = saved
-    return comfy.model_management, comfy.model_patcher
-
-
-def import_pack(pack_dir: str):
-    spec = importlib.util.spec_from_file_location("longlive_pack", os.path.join(pack_dir, "__init__.py"),
-                                                  submodule_search_locations=[pack_dir])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["longlive_pack"] = module
-    spec.loader.exec_module(module)
-    return {name: importlib.import_module(f"longlive_pack.{name}") for name in (
-        "nodes.host.memory", "nodes.model_ref", "nodes.model_files", "vace_core.testing.fixtures",
-        "vace_core.checkpoints", "vace_core.config")}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from comfy_child import import_comfy, import_pack, partial_load  # noqa: E402
 
 
 def file_refs(model_files, files: dict):
@@ -80,8 +55,9 @@ def forward_inputs(text_dim: int) -> tuple[torch.Tensor, ...]:
 
 def main(pack_dir: str, work_dir: str, out_path: str) -> None:
     torch.set_num_threads(1)
-    mm, model_patcher = import_comfy(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI")
-    mods = import_pack(pack_dir)
+    mm, model_patcher = import_comfy("comfy.model_management", "comfy.model_patcher")
+    mods = import_pack(pack_dir, "nodes.host.memory", "nodes.model_ref", "nodes.model_files",
+                       "vace_core.testing.fixtures", "vace_core.checkpoints", "vace_core.config")
     host_memory, model_ref, fx, ckpt = (mods[k] for k in ("nodes.host.memory", "nodes.model_ref",
                                                           "vace_core.testing.fixtures", "vace_core.checkpoints"))
     tiny = mods["vace_core.config"].architecture("tiny-vace")
@@ -145,10 +121,7 @@ def main(pack_dir: str, work_dir: str, out_path: str) -> None:
         out["vace_detached_after_unload"] = not network.has_vace
 
         full = forward(grafted.load_for_run(1 << 20).network, True)
-        mm.unload_all_models()
-        partial = mm.LoadedModel(grafted.patcher)
-        budget = grafted.patcher.model_size() // 2
-        partial.model_load(lowvram_model_memory=budget)
+        partial, budget = partial_load(mm, grafted.patcher)
         wrapper = grafted.patcher.model
         out["lowvram"] = {
             "budget": budget, "model_size": grafted.patcher.model_size(),

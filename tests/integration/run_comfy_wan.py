@@ -26,21 +26,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-
-def import_comfy(comfy_dir: str):
-    """Import ComfyUI's Wan model module the way its server would, forced onto the CPU."""
-    sys.path.insert(0, comfy_dir)
-    import comfy.options
-
-    comfy.options.enable_args_parsing()  # so comfy.cli_args reads the argv below, not ours
-    saved, sys.argv = sys.argv, [sys.argv[0], "--cpu"]
-    try:
-        import comfy.model_management  # noqa: F401  (reads the CPU choice at import)
-        import comfy.ldm.wan.model as wan
-        import comfy.ops
-    finally:
-        sys.argv = saved
-    return wan, comfy.ops
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from comfy_child import import_comfy  # noqa: E402
 
 
 def build(wan, ops, config: dict, vace: bool, state: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -63,7 +50,7 @@ def build(wan, ops, config: dict, vace: bool, state: dict[str, torch.Tensor]) ->
 def main(weights_path: str, cases_path: str, out_path: str) -> None:
     # tiny tensors: on a small shared CPU box extra intra-op threads only add contention
     torch.set_num_threads(1)
-    wan, ops = import_comfy(os.environ.get("COMFYUI_DIR") or "/opt/ComfyUI")
+    wan, ops = import_comfy("comfy.ldm.wan.model", "comfy.ops")
     state = load_file(weights_path)
     with safe_open(cases_path, framework="pt") as handle:
         metadata = handle.metadata()

@@ -200,7 +200,7 @@ def test_running_node_shows_the_growing_video_and_takes_a_steer(tiny_server, tmp
             page.wait_for_function("() => /^dropped at frame/.test(document.querySelector('.longlive-steer-status')"
                                    ".textContent)", timeout=PAGE_TIMEOUT_MS)
             shown_dropped = _steer_status(page)
-            assert shown_dropped.startswith(f"dropped at frame ") and f"“{broken}” could not be encoded" in \
+            assert shown_dropped.startswith("dropped at frame ") and f"“{broken}” could not be encoded" in \
                 shown_dropped and shown_dropped.endswith("the prompt stays as it was"), shown_dropped
             _node_shot(page, sampler, shots / "2-dropped.png")
             # the node's player shows the chunk clips served by /view, one after another, while it runs
