@@ -11,6 +11,7 @@ each test decides what happens to ours. The client runs as a subprocess, as a us
 """
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import signal
@@ -64,6 +65,7 @@ class FakeComfy:
         self.deleted: list[str] = []
         self.queued: list[str] = []
         self.steers: list[dict] = []  # the body of every POST /longlive/steer
+        self.steer_waiting = False  # a steered text waits for its boundary (the fake never reaches it)
         # ComfyUI-Distributed on this "master": its workers, each POST /distributed/queue body, and
         # how many workers answered its probe (None: all that were asked)
         self.workers = [{"id": "1", "name": "GPU 1", "host": "127.0.0.1", "port": 8189, "enabled": True},
@@ -125,7 +127,9 @@ class FakeComfy:
                 self.steers.append(request)
                 if request["text"] == "late":
                     return 404, json.dumps({"error": "no chunk boundary left"}).encode(), "application/json"
-                return self.json({"prompt_id": request["prompt_id"], "node": "5", "takes_effect_at_frame": 21})
+                replaces, self.steer_waiting = self.steer_waiting, True  # nothing takes it: the next one replaces it
+                return self.json({"prompt_id": request["prompt_id"], "node": "5", "takes_effect_at_frame": 21,
+                                  "replaces_pending": replaces})
             if route == "GET /distributed/config":
                 return self.json({"master": {"host": ""}, "workers": self.workers, "settings": {}})
             if route == "POST /distributed/queue":
@@ -562,7 +566,7 @@ def test_steering_options_fail_with_one_line(fake, tmp_path, case, message):
 def test_steerer_waits_for_the_first_chunk_then_sends_each_line_for_its_own_prompt(fake):
     state, url = fake
     said = []
-    lines = iter(["\n", "a hare\n", "late\n"])
+    lines = iter(["\n", "a hare\n", "a fox\n", "late\n"])
     steerer = qw.Steerer(qw.ComfyAPI(url), "our-prompt", lines, said.append)
     steerer.start()
     time.sleep(0.3)
@@ -570,9 +574,40 @@ def test_steerer_waits_for_the_first_chunk_then_sends_each_line_for_its_own_prom
     steerer.event("progress", {})
     steerer.event("longlive.chunk", {"chunk": 1})
     steerer.thread.join(timeout=10)
-    assert state.steers == [{"prompt_id": "our-prompt", "text": "a hare"}, {"prompt_id": "our-prompt", "text": "late"}]
+    assert state.steers == [{"prompt_id": "our-prompt", "text": text} for text in ("a hare", "a fox", "late")]
+    # the second text was sent before the first reached its boundary: the answer said it replaces it
     assert said == ["steered: 'a hare' takes over at frame 21",
+                    "steered: 'a fox' takes over at frame 21, replacing a text still waiting for that frame",
                     "steer 'late' refused (HTTP 404): no chunk boundary left"]
+
+
+def test_what_took_effect_is_printed_whoever_steered_or_held():
+    """The longlive.steer / longlive.hold messages (docs/live.md#the-contract) as one line each,
+    in the order the server sent them: a steer dropped at its boundary and one that replaced others
+    are news to a client whose own text was dropped or replaced."""
+    stream = io.StringIO()
+    progress = qw.Progress({"5": {"class_type": "LongLiveSampleToVideo", "_meta": {"title": "Sampler -> Video"}}},
+                           stream)
+    base = {"prompt_id": "p", "node": "5"}
+    for kind, data in [
+        ("longlive.hold", {"state": "held", "frame": 33, "timeout_s": 60.0}),
+        ("longlive.hold", {"state": "resumed", "frame": 33, "by": "steer", "held_s": 2.504}),
+        ("longlive.steer", {"status": "dropped", "frame": 33, "text": "a fox embedding:broken", "replaced": 0,
+                            "reason": "ValueError: clip (the steering text at frame 33): non-finite\nvalues"}),
+        ("longlive.steer", {"status": "applied", "frame": 45, "text": "a hare " + "x" * 60, "replaced": 2}),
+        ("longlive.steer", {"status": "applied", "frame": 57, "text": "a hare", "replaced": 0}),
+        ("longlive.unknown", {"frame": 69}),
+    ]:
+        progress.event(kind, {**base, **data})
+    assert stream.getvalue().splitlines() == [
+        "  node 5 (Sampler -> Video): held before frame 33 (resumes by itself after 60.0 s)",
+        "  node 5 (Sampler -> Video): resumed at frame 33 by steer after 2.504 s",
+        "  node 5 (Sampler -> Video): steer 'a fox embedding:broken' dropped at frame 33 (ValueError: clip (the "
+        "steering text at frame 33): non-finite values); the prompt stays as it was",
+        f"  node 5 (Sampler -> Video): steer {'a hare ' + 'x' * 50 + '...'!r} took over at frame 45 "
+        "(it replaced 2 text(s) sent before it)",
+        "  node 5 (Sampler -> Video): steer 'a hare' took over at frame 57",
+    ]
 
 
 def test_a_stopped_steerer_sends_nothing(fake):

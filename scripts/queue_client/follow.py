@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from .errors import NoAnswer, ServerError, TimedOut, WorkflowFailed, WorkflowStopped, one_line
 from .server import ComfyAPI
-from .steering import Steerer
+from .steering import Steerer, live_news
 from .websocket import OP_TEXT, WebSocket, WebSocketClosed
 
 class Progress:
@@ -53,6 +53,8 @@ class Progress:
             first, frames = data.get("first_frame", 0), data.get("frames", 0)
             self.say(f"  {self._label(data.get('node'))}: chunk {data.get('chunk')}/{data.get('chunks')} made "
                      f"(frames {first}-{first + frames - 1})")
+        elif (news := live_news(kind, data)) is not None:
+            self.say(f"  {self._label(data.get('node'))}: {news}")
 
 
 

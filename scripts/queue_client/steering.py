@@ -52,10 +52,11 @@ class Steerer:
             self.send(text)
 
     def send(self, text: str) -> None:
-        shown = text if len(text) <= 60 else text[:57] + "..."
+        shown = shortened(text)
         try:
             answer = self.comfy.call_json("POST", "/longlive/steer", body={"prompt_id": self.prompt_id, "text": text})
-            self.say(f"steered: {shown!r} takes over at frame {answer.get('takes_effect_at_frame')}")
+            replaces = ", replacing a text still waiting for that frame" if answer.get("replaces_pending") else ""
+            self.say(f"steered: {shown!r} takes over at frame {answer.get('takes_effect_at_frame')}{replaces}")
         except HTTPStatusError as error:
             try:
                 reason = json.loads(error.body).get("error", error.body)
@@ -64,6 +65,30 @@ class Steerer:
             self.say(f"steer {shown!r} refused (HTTP {error.code}): {one_line(reason)}")
         except ServerError as error:
             self.say(f"steer {shown!r} not sent: {error}")
+
+
+def shortened(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def live_news(kind: str, data: dict) -> str | None:
+    """What a `longlive.steer` or `longlive.hold` message says (docs/live.md#the-contract), as one
+    line; None for any other message. The server sends them to the client that queued the prompt,
+    whoever steered or held it: a steer dropped at its boundary, or replaced there by a later one,
+    is news to the client that sent it."""
+    frame = data.get("frame")
+    if kind == "longlive.steer":
+        text = shortened(str(data.get("text", "")))
+        replaced = data.get("replaced") or 0
+        if data.get("status") == "dropped":
+            return f"steer {text!r} dropped at frame {frame} ({one_line(data.get('reason', ''))}); the prompt stays as it was"
+        others = f" (it replaced {replaced} text(s) sent before it)" if replaced else ""
+        return f"steer {text!r} took over at frame {frame}{others}"
+    if kind == "longlive.hold":
+        if data.get("state") == "held":
+            return f"held before frame {frame} (resumes by itself after {data.get('timeout_s')} s)"
+        return f"resumed at frame {frame} by {data.get('by')} after {data.get('held_s')} s"
+    return None
 
 
 def load_steering_record(source: str | Path) -> list[dict]:

@@ -2,14 +2,17 @@
 their preview clips served by GET /view; POST /longlive/steer and /longlive/hold while a node runs
 (200 / 404 / 400, refused texts), the `longlive.steer` / `longlive.hold` messages, a steer dropped at
 its boundary, holds ended by their timeout, Resume, a steer and Cancel; the steering record in the
-mp4, and replays that give the same frames; a queued prompt whose weights make NaN refused before
-any chunk; and the route's reading of prompt weights against this ComfyUI's own tokenizer code.
+mp4, and the headless client's replay that gives the same frames; a queued prompt whose weights make
+NaN refused before any chunk; and the route's reading of prompt weights against this ComfyUI's own
+tokenizer code.
 
 The tiny T2V workflow of test_workflows_e2e (80x48, tiny weights, the harness's tiny real Wan VAE,
 core CLIPTextEncode on the test pack's CLIP, which reads prompt weights and embeddings as ComfyUI's
-tokenizers do) runs at a length of 14 chunks for the previews, and the streaming node at 8 chunks
-for steering: one run takes every steer and hold; the test client reads the websocket with the
-headless client's own websocket code, as the client that queued the prompt.
+tokenizers do) runs at a length of 14 chunks for the previews, read from the websocket with the
+headless client's own websocket code, as the client that queued the prompt; and the streaming node
+at 8 chunks for steering: one run per ComfyUI version, queued and steered by the headless client
+(`queue_workflow.py --steer`) while the test sends every steer and hold through the routes, replayed
+once by the client; a short second run is interrupted while held.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -25,6 +29,7 @@ import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import av
 import numpy as np
@@ -161,22 +166,61 @@ def write_nan_embedding(server, dim: int) -> str:
     return "broken_style"
 
 
-class SteeringClient:
-    """Acts on the running prompt from the websocket, as a user with the panel would: refused texts
-    and a hold after the first chunk; the hold ends by its timeout; a second hold is resumed, a third
-    is ended by a steer whose embedding is broken (dropped at that boundary); then 50 concurrent
-    steers, sent for another client (`watcher`) that must hear what took effect."""
+def queue_workflow(*args: str, stdin: str = "", on_line: Callable[[str], None] | None = None
+                   ) -> subprocess.CompletedProcess:
+    """Run `scripts/queue_workflow.py ARGS` with `stdin` on its standard input (then closed);
+    `on_line(line)` sees each line it prints on stderr as it prints it."""
+    client = subprocess.Popen([sys.executable, str(Path(qw.__file__)), *args], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client.stdin.write(stdin)
+    client.stdin.close()
+    said = []
+    deadline = threading.Timer(RUN_TIMEOUT, client.kill)  # reading its output waits for nothing else
+    deadline.start()
+    try:
+        for line in client.stderr:  # line by line while it runs
+            said.append(line)
+            if on_line is not None:
+                on_line(line)
+        stdout = client.stdout.read()
+        client.wait(timeout=RUN_TIMEOUT)
+    finally:
+        deadline.cancel()
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+    return subprocess.CompletedProcess(client.args, client.returncode, stdout, "".join(said))
 
-    def __init__(self, server, watcher: str, broken_text: str) -> None:
-        self.server, self.watcher, self.broken_text = server, watcher, broken_text
+
+class SteeringClient:
+    """Acts on the running prompt from what the headless client that queued it prints, as a second
+    user with the panel would: once the client's own steer has taken over, a hold and refused texts;
+    the hold ends by its timeout; a second hold is resumed, a third is ended by a steer whose
+    embedding is broken (dropped at that boundary); then 50 concurrent steers. Holds and steers are
+    sent for another websocket client (`watcher`) that must hear what took effect."""
+
+    def __init__(self, server, watcher: str, client_text: str, broken_text: str) -> None:
+        self.server, self.watcher, self.client_text, self.broken_text = server, watcher, client_text, broken_text
+        self.prompt_id: str | None = None
+        self.lines: list[tuple[float, str]] = []  # (arrival time, line) of the client's stderr
         self.refused, self.holds, self.concurrent = [], [], []
         self.hold_answers: list[tuple[int, dict]] = []
 
-    def hold(self, prompt_id: str, **fields) -> None:
-        self.hold_answers.append(post(self.server, "/longlive/hold", {"prompt_id": prompt_id, **fields}))
+    def hold(self, **fields) -> None:
+        self.hold_answers.append(post(self.server, "/longlive/hold", {"prompt_id": self.prompt_id,
+                                                                     "client_id": self.watcher, **fields}))
 
-    def __call__(self, prompt_id: str, kind: str, data: dict) -> None:
-        if kind == "longlive.chunk" and data["chunk"] == 1:
+    def steer(self, text: str) -> tuple[int, dict]:
+        return steer(self.server, {"prompt_id": self.prompt_id, "text": text, "client_id": self.watcher})
+
+    def __call__(self, line: str) -> None:
+        now = time.monotonic()
+        self.lines.append((now, line))
+        if queued := re.search(r"queued prompt (\S+)", line):
+            self.prompt_id = queued.group(1)
+        elif f"steer {self.client_text!r} took over at frame" in line:
+            self.hold(timeout_s=TIMEOUT_HOLD_S)  # first: the boundary after the client's steer
+            prompt_id = self.prompt_id
             self.refused = [steer(self.server, None, raw=f'{{"prompt_id": "{prompt_id}", "text": "{text}"}}'.encode())
                             for text in UNENCODABLE]
             self.refused += [steer(self.server, None, raw=b"{not json"),
@@ -184,27 +228,31 @@ class SteeringClient:
                              steer(self.server, {"prompt_id": prompt_id, "text": "x" * 2001}),
                              steer(self.server, {"prompt_id": prompt_id, "text": "ok", "node": "999"}),
                              steer(self.server, {"prompt_id": str(uuid.uuid4()), "text": "ok"})]
-            self.hold(prompt_id, timeout_s=TIMEOUT_HOLD_S)
-        elif kind == "longlive.hold" and data["state"] == "held":
-            self.holds.append({"frame": data["frame"], "held_at": time.monotonic()})
+        elif held := re.search(r": held before frame (\d+) ", line):
+            self.holds.append({"frame": int(held.group(1)), "held_at": now, "held_line": len(self.lines) - 1})
             if len(self.holds) == 2:
                 time.sleep(RESUME_AFTER_S)
-                self.hold(prompt_id, resume=True)
+                self.hold(resume=True)
             elif len(self.holds) == 3:
                 time.sleep(STEER_AFTER_S)
-                self.broken_answer = steer(self.server, {"prompt_id": prompt_id, "text": self.broken_text,
-                                                         "client_id": self.watcher})
-        elif kind == "longlive.hold":
-            self.holds[-1].update(by=data["by"], held_s=data["held_s"], resumed_at=time.monotonic())
+                self.broken_answer = self.steer(self.broken_text)
+        elif resumed := re.search(r": resumed at frame (\d+) by (\w+) after (\S+) s$", line):
+            self.holds[-1].update(by=resumed.group(2), said_held_s=float(resumed.group(3)), resumed_at=now,
+                                  resumed_line=len(self.lines) - 1)
             if len(self.holds) < 3:
-                self.hold(prompt_id)
-        elif kind == "longlive.steer" and data["status"] == "dropped" and not self.concurrent:
+                self.hold()
+        elif " dropped at frame " in line and not self.concurrent:
             def one(n: int) -> tuple[str, tuple[int, dict]]:
                 text = f"the fox turns into a hare number {n}"
-                return text, steer(self.server, {"prompt_id": prompt_id, "text": text, "client_id": self.watcher})
+                return text, self.steer(text)
 
             with ThreadPoolExecutor(CONCURRENT_STEERS) as pool:
                 self.concurrent = list(pool.map(one, range(CONCURRENT_STEERS)))
+
+    def chunks(self) -> list[tuple[int, int, int]]:
+        """(line index, first frame, last frame) of every chunk the client reported made."""
+        return [(n, int(m.group(1)), int(m.group(2))) for n, (_, line) in enumerate(self.lines)
+                if (m := re.search(rf": chunk \d+/{STEERED_CHUNKS} made \(frames (\d+)-(\d+)\)", line))]
 
 
 def read_all(ws, prompt_id: str) -> list[tuple[str, dict]]:
@@ -217,41 +265,46 @@ def read_all(ws, prompt_id: str) -> list[tuple[str, dict]]:
     return seen
 
 
-def replay_graph(graph: dict, node: str, record: list[dict], prefix: str) -> dict:
-    """The same workflow with a Prompt Schedule made from the record (core CLIPTextEncode on the same
-    CLIP), and no live steering."""
-    replay = json.loads(json.dumps(graph))
-    clip, previous = replay[node]["inputs"]["clip"], None
-    for n, entry in enumerate(record):
-        replay[f"{900 + 2 * n}"] = {"class_type": "CLIPTextEncode", "inputs": {"text": entry["text"], "clip": clip}}
-        inputs = {"conditioning": [f"{900 + 2 * n}", 0], "start_frame": entry["frame"]}
-        if previous is not None:
-            inputs["previous"] = previous
-        replay[f"{901 + 2 * n}"] = {"class_type": "LongLivePromptSchedule", "inputs": inputs}
-        previous = [f"{901 + 2 * n}", 0]
-    replay[node]["inputs"].update(prompt_schedule=previous, filename_prefix=prefix)
-    return replay
-
-
-def test_steers_and_holds_against_one_running_prompt_never_end_it_and_replay(tiny_server, report_figure):
-    """One streaming run of 8 chunks takes every kind of steer and hold; its mp4 replays exactly
-    (an unheld run with the record as a schedule); the frames before the first steer are those of a
-    run nobody touched, which a run interrupted while held also holds."""
+def test_one_steered_run_takes_the_clients_and_every_route_steer_and_hold_and_replays(tiny_server, tmp_path,
+                                                                                     report_figure):
+    """One streaming run of 8 chunks, queued by `queue_workflow.py --steer`, which sends its standard
+    input's line once the first chunk is made; once that text has taken over, the test sends every
+    kind of steer and hold through the routes. The mp4 records the client's text and what took effect;
+    `queue_workflow.py THE.mp4 --replay-steering` (unheld, the record as a schedule) gives the same
+    frames; the frames before the first steer are those of a run nobody touched, which a run
+    interrupted while held also holds."""
     length = 4 * (3 * STEERED_CHUNKS - 1) + 1
     graph = _streaming_t2v(length, "steered")
     qw.apply_overrides(graph, qw.Overrides(seed=202))
     node = node_of(graph, "LongLiveSampleToVideo")
+    graph_file = tmp_path / "steer.json"
+    graph_file.write_text(json.dumps(graph))
     dim = graph[node_of(graph, "LongLiveTestCLIP")]["inputs"]["dim"]
+    client_text = "a hare runs across the snow"
     broken_text = f"a fox runs embedding:{write_nan_embedding(tiny_server, dim)} through the snow"
     watcher_id = uuid.uuid4().hex
     watcher = qw.WebSocket(f"ws://{tiny_server.url.split('://', 1)[1]}/ws?clientId={watcher_id}", 30)
-    client = SteeringClient(tiny_server, watcher_id, broken_text)
+    client = SteeringClient(tiny_server, watcher_id, client_text, broken_text)
     try:
-        prompt_id, events, entry = run_watching(tiny_server, graph, client)
-        heard = read_all(watcher, prompt_id)
+        steered = queue_workflow(str(graph_file), "--server", tiny_server.url, "--steer", "--out",
+                                 str(tmp_path / "steered"), stdin=client_text + "\n", on_line=client)
+        heard = read_all(watcher, client.prompt_id)
     finally:
         watcher.close()
-    assert entry["status"]["status_str"] == "success", entry["status"]
+    assert steered.returncode == 0, steered.stderr
+    prompt_id, entry = client.prompt_id, tiny_server.wait(client.prompt_id, timeout=60)
+
+    # every chunk was made and reported, frames tiling the video
+    chunks = client.chunks()
+    assert [(first, last) for _, first, last in chunks] == \
+        [(0, 8)] + [(9 + 12 * n, 20 + 12 * n) for n in range(STEERED_CHUNKS - 1)], steered.stderr
+    starts = [first for _, first, _ in chunks]
+
+    # the client's steer: sent from the first chunk on, its answer printed, then what took effect
+    said = re.search(rf"steered: '{client_text}' takes over at frame (\d+)\n", steered.stderr)
+    assert said, steered.stderr
+    first = int(said.group(1))
+    assert first in starts[1:] and f"steer {client_text!r} took over at frame {first}\n" in steered.stderr
 
     # the texts ComfyUI's tokenizers cannot encode are refused while the user can change them
     statuses = [status for status, _ in client.refused]
@@ -260,65 +313,76 @@ def test_steers_and_holds_against_one_running_prompt_never_end_it_and_replay(tin
         assert reason in answer["error"], answer
     assert "at most 2000" in client.refused[6][1]["error"] and "not running" in client.refused[8][1]["error"]
 
-    # every chunk was made and announced, frames tiling the video
-    chunks = of_type(events, "longlive.chunk")
-    assert [c["chunk"] for c in chunks] == list(range(1, STEERED_CHUNKS + 1))
-    assert [c["first_frame"] for c in chunks] == [0] + [9 + 12 * n for n in range(STEERED_CHUNKS - 1)]
-
-    # three holds, ended by their timeout, by Resume and by a steer; nothing was made while held
+    # three holds, ended by their timeout, by Resume and by a steer; nothing was made while held: the
+    # client reported every chunk before the hold's frame before it was held, and the next once resumed
     assert [h["by"] for h in client.holds] == ["timeout", "resume", "steer"], client.holds
     answers = [a for s, a in client.hold_answers if "holds_at_frame" in a]
     assert all(s == 200 for s, _ in client.hold_answers) and [a["holds_at_frame"] for a in answers] == \
         [h["frame"] for h in client.holds]
     assert [a.get("resumed") for _, a in client.hold_answers] == [None, None, True, None]
     for hold in client.holds:
-        made = [c for t, kind, c in events if kind == "longlive.chunk" and hold["held_at"] <= t <= hold["resumed_at"]]
-        assert made == [], hold
-        assert next(c for c in chunks if c["first_frame"] >= hold["frame"])["first_frame"] == hold["frame"]
-    held_s = [h["held_s"] for h in client.holds]
+        assert [last for n, _, last in chunks if n < hold["held_line"]][-1] == hold["frame"] - 1, hold
+        assert not [n for n, _, _ in chunks if hold["held_line"] < n < hold["resumed_line"]], hold
+        assert [start for n, start, _ in chunks if n > hold["resumed_line"]][0] == hold["frame"], hold
+    heard_holds = [d for kind, d in heard if kind == "longlive.hold"]
+    assert [(d["state"], d["frame"], d.get("by")) for d in heard_holds] == \
+        [(state, h["frame"], by) for h in client.holds for state, by in (("held", None), ("resumed", h["by"]))]
+    held_s = [d["held_s"] for d in heard_holds if d["state"] == "resumed"]
+    assert held_s == [h["said_held_s"] for h in client.holds]  # the client printed what the server measured
     assert TIMEOUT_HOLD_S <= held_s[0] < TIMEOUT_HOLD_S + 2 and RESUME_AFTER_S <= held_s[1] and STEER_AFTER_S <= held_s[2]
     measured = [round(h["resumed_at"] - h["held_at"], 2) for h in client.holds]
 
     # the steer with the broken embedding was taken (200), then dropped at the held boundary: the
-    # prompt stayed, the run went on; both clients were told
+    # prompt stayed, the run went on; the watcher (it steered) and the client (it queued) were told
     status, answer = client.broken_answer
     assert status == 200 and answer["takes_effect_at_frame"] == client.holds[2]["frame"]
-    [dropped] = [d for d in of_type(events, "longlive.steer") if d["status"] == "dropped"]
+    [dropped] = [d for kind, d in heard if kind == "longlive.steer" and d["status"] == "dropped"]
     assert (dropped["frame"], dropped["text"]) == (client.holds[2]["frame"], broken_text)
     assert "non-finite" in dropped["reason"] and "embedding file" in dropped["reason"]
+    assert f"steer {broken_text!r} dropped at frame {dropped['frame']} (" in steered.stderr
 
     # 50 concurrent steers: every answer says whether it replaced a pending text; per boundary, the
     # first did not and every later one did; the message names the text that took effect there
     assert len(client.concurrent) == CONCURRENT_STEERS and all(s == 200 for _, (s, _) in client.concurrent)
     by_frame: dict[int, list[tuple[str, bool]]] = {}
     for text, (_, a) in client.concurrent:
+        assert a == {"prompt_id": prompt_id, "node": node, "takes_effect_at_frame": a["takes_effect_at_frame"],
+                     "replaces_pending": a["replaces_pending"]}, a
         by_frame.setdefault(a["takes_effect_at_frame"], []).append((text, a["replaces_pending"]))
-    applied = [d for d in of_type(events, "longlive.steer") if d["status"] == "applied"]
+    applied = [d for kind, d in heard if kind == "longlive.steer" and d["status"] == "applied"]
     assert [d["frame"] for d in applied] == sorted(by_frame)
     for data in applied:
         sent = by_frame[data["frame"]]
         assert sorted(replaces for _, replaces in sent) == [False] + [True] * (len(sent) - 1)
         assert data["text"] in [text for text, _ in sent] and data["replaced"] == len(sent) - 1
-    record = [{"frame": d["frame"], "text": d["text"]} for d in applied]
+        replaced = f" (it replaced {data['replaced']} text(s)" if data["replaced"] else "\n"
+        assert f"steer {data['text']!r} took over at frame {data['frame']}{replaced}" in steered.stderr
+    # the watcher heard what took effect from its first hold on: the drop, then the concurrent steers
+    assert [(d["status"], d["frame"]) for kind, d in heard if kind == "longlive.steer"] == \
+        [("dropped", dropped["frame"])] + [("applied", d["frame"]) for d in applied]
+
+    # the record: the client's text, then the concurrent steers that took effect; in the prompt's
+    # output, the mp4 and the client's closing line
+    record = [{"frame": first, "text": client_text}] + [{"frame": d["frame"], "text": d["text"]} for d in applied]
     assert entry["outputs"][node]["longlive_steering"] == record
-    [steered_mp4] = tiny_server.output_files(entry)
+    [steered_mp4] = [Path(line) for line in steered.stdout.split()]
     assert json.loads(metadata(steered_mp4)["longlive_steering"]) == record
-    # the watcher (it sent the steers, it did not queue the prompt) heard what took effect, and the drop
-    assert [(k, d["status"], d["frame"]) for k, d in heard if k == "longlive.steer"] == \
-        [("longlive.steer", "dropped", dropped["frame"])] + [("longlive.steer", "applied", r["frame"]) for r in record]
+    assert f"(replay it with --replay-steering): {json.dumps(record)}" in steered.stderr
     # the prompt has finished: it cannot be steered or held any more
     assert steer(tiny_server, {"prompt_id": prompt_id, "text": "too late"})[0] == 404
     assert post(tiny_server, "/longlive/hold", {"prompt_id": prompt_id})[0] == 404
 
-    # replay: unheld, the record as a schedule: the same frames
-    replayed_entry = tiny_server.run(replay_graph(graph, node, record, "replayed"), timeout=RUN_TIMEOUT)
-    [replayed] = tiny_server.output_files(replayed_entry)
-    assert json.loads(metadata(replayed)["longlive_steering"]) == []  # nothing steered the replay
-    steered_frames, replayed_frames = decode(steered_mp4), decode(replayed)
+    # replay by the client, from the mp4 alone: unheld, the record as a schedule: the same frames
+    replayed = queue_workflow(str(steered_mp4), "--server", tiny_server.url, "--replay-steering", "--out",
+                              str(tmp_path / "replayed"))
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"LongLiveSteeringSchedule) replays {len(record)} steering text(s)" in replayed.stderr
+    [again] = [Path(line) for line in replayed.stdout.split()]
+    assert json.loads(metadata(again)["longlive_steering"]) == []  # nothing steered the replay
+    steered_frames, replayed_frames = decode(steered_mp4), decode(again)
     assert len(steered_frames) == len(replayed_frames) == length
     assert all(np.array_equal(a, b) for a, b in zip(steered_frames, replayed_frames))
     # before the first steer, the frames of a run nobody touched; after it they differ
-    first = record[0]["frame"]
     plain = json.loads(json.dumps(graph))
     plain[node]["inputs"]["filename_prefix"] = "plain"
     [unsteered] = tiny_server.output_files(tiny_server.run(plain, timeout=RUN_TIMEOUT))
@@ -326,7 +390,8 @@ def test_steers_and_holds_against_one_running_prompt_never_end_it_and_replay(tin
     assert all(np.array_equal(a, b) for a, b in zip(plain_frames[:first], steered_frames[:first]))
     assert not np.array_equal(np.stack(plain_frames[first:]), np.stack(steered_frames[first:]))
 
-    # interrupted while held: a valid mp4 of the chunks before the hold, the frames of the plain run
+    # interrupted while held (a run of its own: the interrupt ends the prompt): a valid mp4 of the
+    # chunks before the hold, the frames of the plain run
     def interrupt_when_held(prompt_id: str, kind: str, data: dict) -> None:
         if kind == "longlive.chunk" and data["chunk"] == 1:
             post(tiny_server, "/longlive/hold", {"prompt_id": prompt_id})
@@ -343,13 +408,14 @@ def test_steers_and_holds_against_one_running_prompt_never_end_it_and_replay(tin
     cut_frames = decode(cut)
     assert len(cut_frames) == held["frame"] and all(np.array_equal(a, b) for a, b in zip(cut_frames, plain_frames))
     per_frame = {frame: len(sent) for frame, sent in by_frame.items()}
-    report_figure(f"steering: {len(client.refused)} refused ({statuses}); holds ended by timeout/Resume/steer "
+    report_figure(f"steering: the client's steer at frame {first}; {len(client.refused)} refused ({statuses}); "
+                  f"holds at frames {[h['frame'] for h in client.holds]} ended by timeout/Resume/steer "
                   f"after {measured} s (server {held_s} s), no chunk made meanwhile; "
                   f"1 dropped at frame {dropped['frame']}; {CONCURRENT_STEERS} concurrent steers -> "
                   f"{per_frame} per frame, "
                   f"{sum(a['replaces_pending'] for _, (_, a) in client.concurrent)} said replaces_pending; "
-                  f"replay identical ({length} frames); interrupted while held at frame {held['frame']}: "
-                  f"{len(cut_frames)} frames kept")
+                  f"the client's replay identical ({length} frames); interrupted while held at frame "
+                  f"{held['frame']}: {len(cut_frames)} frames kept")
 
 
 def test_a_queued_prompt_with_a_nan_weight_is_refused_before_any_chunk(tiny_server):
@@ -414,34 +480,3 @@ def test_steering_route_answers_404_and_400_when_nothing_runs(tiny_server):
             urllib.request.urlopen(foreign, timeout=30)
         assert blocked.value.code == 403, route
     assert tiny_server.get_object_info("LongLiveSteeringSchedule")  # the server keeps serving
-
-
-def test_the_headless_client_steers_from_stdin_and_replays_the_steering_from_the_mp4(tiny_server, tmp_path):
-    """`queue_workflow.py --steer` sends each line of its standard input once the first chunk is made;
-    `queue_workflow.py THE.mp4 --replay-steering` queues the workflow the mp4 records with the
-    steering as a schedule: the same frames."""
-    graph_file = tmp_path / "steer.json"
-    graph = _streaming_t2v(4 * (3 * 8 - 1) + 1, "cli_steered")
-    qw.apply_overrides(graph, qw.Overrides(seed=404))
-    graph_file.write_text(json.dumps(graph))
-    script = str(Path(qw.__file__))
-    steered = subprocess.run([sys.executable, script, str(graph_file), "--server", tiny_server.url, "--steer",
-                              "--out", str(tmp_path / "steered")], input="a hare runs across the snow\n",
-                             capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    assert steered.returncode == 0, steered.stderr
-    said = re.search(r"steered: 'a hare runs across the snow' takes over at frame (\d+)", steered.stderr)
-    assert said, steered.stderr
-    record = [{"frame": int(said.group(1)), "text": "a hare runs across the snow"}]
-    assert "chunk 1/8 made (frames 0-8)" in steered.stderr
-    [video] = [Path(line) for line in steered.stdout.split()]
-    assert json.loads(metadata(video)["longlive_steering"]) == record
-    assert f"(replay it with --replay-steering): {json.dumps(record)}" in steered.stderr
-
-    replayed = subprocess.run([sys.executable, script, str(video), "--server", tiny_server.url, "--replay-steering",
-                               "--out", str(tmp_path / "replayed")], capture_output=True, text=True,
-                              timeout=RUN_TIMEOUT)
-    assert replayed.returncode == 0, replayed.stderr
-    assert "LongLiveSteeringSchedule) replays 1 steering text(s)" in replayed.stderr
-    [again] = [Path(line) for line in replayed.stdout.split()]
-    first, second = decode(video), decode(again)
-    assert len(first) == len(second) and all(np.array_equal(a, b) for a, b in zip(first, second))
