@@ -58,6 +58,7 @@ from .key_names import detect_format, is_vace_key, wan_names
 from .lora import apply_lora
 from .logs import log
 from .model import CausalWanModel, param_dtype
+from .operations import LayerOperations
 from .precision import DeviceCapabilities, Precision, capabilities_of, choose_precision, is_fp8
 from .quantized import QuantizationError, QuantizedTensors, read_quantization
 from .vace import build_vace_modules
@@ -142,10 +143,10 @@ def _read_state(source: TensorFile, names: Mapping[str, str], quant: QuantizedTe
 def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_strength: float = 1.0,
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
                   lora_alpha: float | None = None, entry: str | None = None,
-                  operations: type | None = None, attention: AttentionKernels | None = None,
+                  operations: LayerOperations | None = None, attention: AttentionKernels | None = None,
                   compute_dtype: torch.dtype | str | None = None, fp8_matmul: bool = False,
                   capabilities: DeviceCapabilities | None = None,
-                  operations_for: Callable[[Precision], type | None] | None = None) -> CausalWanModel:
+                  operations_for: Callable[[Precision], LayerOperations | None] | None = None) -> CausalWanModel:
     """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring.
     `operations` (or `operations_for`) and `attention` are the host's layers and attention kernels
     (CausalWanModel); `capabilities` describes the device the model computes on."""

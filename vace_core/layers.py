@@ -7,10 +7,10 @@ sinusoid are computed in float64 on the CPU and moved to the compute device as f
 Arc and DirectML have no float64). Parameter names match the original Wan checkpoint keys.
 The attention kernels are the host's (vace_core.attention), passed in as `kernels`.
 
-Layers with weights are made from an `operations` namespace (`Linear`, `Conv3d`, `LayerNorm`, with
-torch.nn's constructors), plain torch.nn by default. A host may pass its own, e.g. ComfyUI's
-`comfy.ops` classes, which can stream weights from another device on every call; the few bare
-parameters (RMS norm weights, modulation vectors) are moved to their input's device where used.
+Layers with weights are made from an `operations` namespace (vace_core.operations), plain torch.nn
+by default. A host may pass its own, e.g. ComfyUI's `comfy.ops` classes, which can stream weights
+from another device on every call; the few bare parameters (RMS norm weights, modulation vectors)
+are moved to their input's device where used.
 """
 
 from __future__ import annotations
@@ -25,17 +25,11 @@ from torch import nn
 from .attention import SDPA, AttentionKernels
 from .casting import compute_dtype_of
 from .config import WanConfig
+from .operations import LayerOperations, TorchOps
 from .rope import RopeTable, apply_rope
 
 if TYPE_CHECKING:
     from .cache import BlockCacheAccess
-
-
-class TorchOps:
-    """The default layer operations: plain torch.nn."""
-    Linear = nn.Linear
-    Conv3d = nn.Conv3d
-    LayerNorm = nn.LayerNorm
 
 
 def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -76,7 +70,7 @@ class RMSNorm(nn.Module):
 class _Projections(nn.Module):
     """q, k, v, o projections with RMS norms on q and k across all heads (Wan's qk-norm)."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float, operations: type = TorchOps) -> None:
+    def __init__(self, dim: int, num_heads: int, eps: float, operations: LayerOperations = TorchOps) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.q = operations.Linear(dim, dim)
@@ -125,7 +119,7 @@ class WanBlock(nn.Module):
     stay outside compiled code.
     """
 
-    def __init__(self, config: WanConfig, operations: type = TorchOps) -> None:
+    def __init__(self, config: WanConfig, operations: LayerOperations = TorchOps) -> None:
         super().__init__()
         dim = config.dim
         self.eps = config.eps
@@ -219,7 +213,7 @@ EAGER_PARTS = BlockParts(self_attention_inputs, cross_attention_inputs, feed_for
 
 
 class Head(nn.Module):
-    def __init__(self, config: WanConfig, operations: type = TorchOps) -> None:
+    def __init__(self, config: WanConfig, operations: LayerOperations = TorchOps) -> None:
         super().__init__()
         self.eps = config.eps
         self.head = operations.Linear(config.dim, config.out_channels * math.prod(config.patch_size))

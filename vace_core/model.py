@@ -22,7 +22,8 @@ from .casting import compute_dtype_of
 from .compiled import BlockCompiler, shared_compiler
 from .config import WanConfig
 from .device import to_device
-from .layers import BlockParts, Head, TorchOps, WanBlock, linear, sinusoidal_embedding
+from .layers import BlockParts, Head, WanBlock, linear, sinusoidal_embedding
+from .operations import LayerOperations, TorchOps
 from .precision import is_fp8
 from .rope import RotaryEmbedding
 from .vace import VaceStream, build_vace_modules, layer_scales
@@ -69,7 +70,7 @@ class TextState:
 
 
 class CausalWanModel(nn.Module):
-    """`operations` makes the layers with weights (see vace_core.layers; default plain torch.nn);
+    """`operations` makes the layers with weights (see vace_core.operations; default plain torch.nn);
     `attention` holds the attention kernels the blocks call (vace_core.attention; default SDPA).
     Both are the host's choice. `compiler`, when set (`compile_blocks`, or a host's object patch),
     runs full-chunk passes through compiled block parts (vace_core.compiled).
@@ -78,7 +79,7 @@ class CausalWanModel(nn.Module):
     per layer (vace_core.casting). The parameters are made in float32 here; the loader (or
     `set_dtype`) gives them their dtypes."""
 
-    def __init__(self, config: WanConfig, operations: type | None = None,
+    def __init__(self, config: WanConfig, operations: LayerOperations | None = None,
                  attention: AttentionKernels | None = None, *, compute_dtype: torch.dtype = torch.float32,
                  weight_dtype: torch.dtype | None = None) -> None:
         super().__init__()

@@ -20,14 +20,15 @@ from torch import nn
 from .attention import SDPA, AttentionKernels
 from .casting import compute_dtype_of
 from .config import WanConfig
-from .layers import BlockParts, TorchOps, WanBlock, linear
+from .layers import BlockParts, WanBlock, linear
+from .operations import LayerOperations, TorchOps
 from .rope import RopeTable
 
 if TYPE_CHECKING:
     from .cache import BlockCacheAccess
 
 
-def vace_block(config: WanConfig, index: int, operations: type = TorchOps) -> WanBlock:
+def vace_block(config: WanConfig, index: int, operations: LayerOperations = TorchOps) -> WanBlock:
     """VACE block `index`: a transformer block with `after_proj` (and, for block 0, `before_proj`).
     A WanBlock with those layers attached rather than a subclass, so that compiled block parts
     (vace_core.compiled), which are specialised on the block's class, serve both streams."""
@@ -38,7 +39,7 @@ def vace_block(config: WanConfig, index: int, operations: type = TorchOps) -> Wa
     return block
 
 
-def build_vace_modules(config: WanConfig, operations: type = TorchOps) -> tuple[nn.Conv3d, nn.ModuleList]:
+def build_vace_modules(config: WanConfig, operations: LayerOperations = TorchOps) -> tuple[nn.Conv3d, nn.ModuleList]:
     patch_embedding = operations.Conv3d(config.vace_in_dim, config.dim, kernel_size=config.patch_size,
                                         stride=config.patch_size)
     blocks = nn.ModuleList(vace_block(config, k, operations) for k in range(config.num_vace_blocks))

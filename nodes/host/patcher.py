@@ -47,6 +47,7 @@ from ...vace_core.checkpoints import VaceWeights
 from ...vace_core.compiled import BlockCompiler
 from ...vace_core.lora import LoraDelta, patched_weight
 from ...vace_core.model import CausalWanModel
+from ...vace_core.operations import LayerOperations
 from .comfyui import log, model_management
 from .devices import compute_device, offload_device
 
@@ -187,7 +188,7 @@ class StandalonePatcher:
 class ComfyMemory:
     """The parts of ComfyUI's memory manager the model is made of."""
     ModelPatcher: type
-    ops: type  # comfy.ops.disable_weight_init: layers whose weights it can stream
+    ops: LayerOperations  # comfy.ops.disable_weight_init: layers whose weights it can stream
     LoRAAdapter: type
 
 
