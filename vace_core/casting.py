@@ -70,7 +70,8 @@ def stored_like(value: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
 def compute_dtype_of(layer: nn.Module) -> torch.dtype:
     """The dtype `layer` computes in, which its input is cast to: its `compute_dtype` when its
     weight is stored in another dtype (cast per call), else its weight's dtype."""
-    return getattr(layer, "compute_dtype", None) or layer.weight.dtype
+    weight = cast(torch.Tensor, layer.weight)  # nn.Module types its attributes as Tensor | Module
+    return getattr(layer, "compute_dtype", None) or weight.dtype
 
 
 class CastLinear(nn.Linear):
@@ -80,6 +81,8 @@ class CastLinear(nn.Linear):
 
     compute_dtype: torch.dtype = torch.float32
     fp8_matmul: bool = False
+    weight_scale: torch.Tensor | None  # buffers, registered below
+    input_scale: torch.Tensor | None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:

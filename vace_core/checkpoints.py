@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, cast
 
 import torch
 from torch import nn
@@ -55,6 +55,7 @@ from .casting import INPUT_SCALE_SUFFIX, SCALE_SUFFIX, cast_operations_for, dequ
 from .checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, PathLike, Shape, TensorFile, preview
 from .config import WanConfig, infer_config
 from .key_names import detect_format, is_vace_key, wan_names
+from .layers import WanBlock
 from .lora import apply_lora
 from .logs import log
 from .model import CausalWanModel, param_dtype
@@ -218,7 +219,7 @@ def read_vace(model: CausalWanModel, vace_path: PathLike, device: torch.device |
     """The VACE blocks of `vace_path` built for `model` (same operations and dtype policy), on
     `device` (default: where the model's weights are)."""
     path = Path(vace_path)
-    reference = model.blocks[0].self_attn.q.weight
+    reference = cast(WanBlock, model.blocks[0]).self_attn.q.weight  # nn.ModuleList types its items as Module
     device = reference.device if device is None else device
     with TensorFile(path, AUTO_ENTRY_ORDER) as source:
         quant = _quantization(source)

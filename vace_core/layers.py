@@ -32,8 +32,9 @@ if TYPE_CHECKING:
     from .cache import BlockCacheAccess
 
 
-def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Run `layer` in its compute dtype, whatever dtype the residual stream has."""
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run `layer` (a Linear: torch.nn's or the host's) in its compute dtype, whatever dtype the
+    residual stream has."""
     return layer(x.to(compute_dtype_of(layer)))
 
 
@@ -90,7 +91,7 @@ class SelfAttention(_Projections):
         q = apply_rope(self.norm_q(self.q(x)).view(heads), rope)
         k = apply_rope(self.norm_k(self.k(x)).view(heads), rope)
         v = self.v(x).view(heads)
-        return tuple(t.transpose(1, 2) for t in (q, k, v))
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 class CrossAttention(_Projections):
@@ -118,6 +119,10 @@ class WanBlock(nn.Module):
     compiled (vace_core.compiled), while the KV cache access and the kernels, the host's choice,
     stay outside compiled code.
     """
+
+    # VACE blocks only (vace_core.vace.vace_block): the projections into and out of the VACE stream
+    before_proj: nn.Linear
+    after_proj: nn.Linear
 
     def __init__(self, config: WanConfig, operations: LayerOperations = TorchOps) -> None:
         super().__init__()
@@ -154,7 +159,8 @@ def batch_view(kv: tuple[torch.Tensor, torch.Tensor], batch: int) -> tuple[torch
     """A prompt's keys and values [1, heads, L, head_dim], shared by the videos of a batch, as views
     of batch `batch` (no copy): SDPA broadcasting a batch of 1 takes another path, which on the CPU
     rounds differently from a single video's call (and need not be a fused kernel on a GPU)."""
-    return tuple(t.expand(batch, -1, -1, -1) for t in kv)
+    k, v = kv
+    return k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
 
 
 def _modulation(modulation: torch.Tensor, time_mod: torch.Tensor) -> tuple[torch.Tensor, ...]:

@@ -12,7 +12,7 @@ hint at once. Which frames the VACE blocks attend to is the caller's choice (a K
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import torch
 from torch import nn
@@ -72,7 +72,7 @@ class VaceStream:
                  kernels: AttentionKernels = SDPA, parts: BlockParts | None = None) -> None:
         c = patch_embedding(vace_context.to(compute_dtype_of(patch_embedding)))  # [B, dim, F, H/2, W/2]
         self._c = c.flatten(2).transpose(1, 2).float()  # [B, S, dim]
-        self._x = x
+        self._x: torch.Tensor | None = x
         self._blocks = blocks
         self._time_mod, self._text_kv, self._rope = time_mod, text_kv, rope
         self._cache, self._attn_mask, self._text_mask = cache, attn_mask, text_mask
@@ -82,8 +82,9 @@ class VaceStream:
     def hint(self, k: int) -> torch.Tensor:
         if k != self._next:
             raise RuntimeError(f"VACE hint {k} asked for before hint {self._next}")
-        block = self._blocks[k]
+        block = cast(WanBlock, self._blocks[k])  # nn.ModuleList types its items as Module
         if k == 0:
+            assert self._x is not None  # hint 0 is asked for once (checked above)
             self._c = linear(block.before_proj, self._c).float() + self._x
             self._x = None  # the stream no longer needs the latent tokens
         self._c = block(self._c, self._time_mod, self._text_kv[k], self._rope, self._cache, k,
