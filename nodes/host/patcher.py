@@ -261,6 +261,7 @@ def with_lora(patcher: Any, deltas: Iterable[LoraDelta], strength: float) -> Any
     if isinstance(clone, StandalonePatcher):
         patches = {PREFIX + d.target: d for d in deltas}
     else:
+        assert MEMORY is not None  # a patcher other than the standalone one is ComfyUI's
         # alpha is given so that ComfyUI's alpha / rank is the delta's scale
         patches = {PREFIX + d.target: MEMORY.LoRAAdapter(set(), (d.up, d.down, d.scale * d.down.shape[0],
                                                                  None, None, None)) for d in deltas}
