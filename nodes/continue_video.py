@@ -98,6 +98,7 @@ class LongLiveContinue:
                           reference_latents=earlier[:, :, :ref_frames] if ref_frames else None)
         with live_run(unique_id, request.blocks(), ref_frames) as live:
             result = sample_on_device(model, request, chunk_output=nullcontext(live.on_chunk))
+        assert result.latents is not None  # kept (keep_latents)
         latents = denormalize_latents(result.latents)
         if output == OUTPUTS[0]:
             return ({"samples": latents[:, :, ref_frames + given:].contiguous(), REF_FRAMES_KEY: 0},)

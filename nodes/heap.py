@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import gc
 import weakref
+from typing import Any, Callable
 
 from torch import nn
 
@@ -25,7 +26,7 @@ class HeapTrim:
 
     def __init__(self) -> None:
         self.pending = False
-        self.trim = None
+        self.trim: Callable[[int], Any] | None = None  # glibc's malloc_trim
         name = ctypes.util.find_library("c")
         if name:
             libc = ctypes.CDLL(name)
@@ -37,7 +38,7 @@ class HeapTrim:
         self.pending = True
 
     def _after_collection(self, phase: str, info: dict) -> None:
-        if phase == "stop" and self.pending:
+        if phase == "stop" and self.pending and self.trim is not None:  # registered only with a trim
             self.pending = False
             self.trim(0)
 

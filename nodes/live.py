@@ -528,7 +528,7 @@ def live_run(node_id: str | None, blocks: Sequence[Block], ref_frames: int, clip
     node = None if node_id is None else str(node_id)
     send = host.client_messenger() if prompt_id is not None and node is not None else None
     previews = None
-    if send is not None:
+    if send is not None and prompt_id is not None and node is not None:
         chunks = sum(not b.is_reference for b in blocks)
         previews = ChunkPreviews(prompt_id, node, chunks, ref_frames, host.temp_dir(), send, fps)
     latent_rgb = host.latent_rgb_previewer() if previews is not None and latent_previews else None

@@ -107,6 +107,7 @@ class LongLiveSampler:
         request = prepare_sampling(model, latent, inputs, clip, Origin(prompt, unique_id))
         with live_run(unique_id, request.blocks(), request.ref_frames, clip, model.facts.text_dim) as live:
             result = sample_on_device(model, request, chunk_output=nullcontext(live.on_chunk), steer=live.steer)
+        assert result.latents is not None  # kept (keep_latents)
         samples = denormalize_latents(result.latents)  # ComfyUI LATENTs are raw VAE space
         return with_steering({"samples": samples, REF_FRAMES_KEY: result.ref_frames}, live.record)
 
@@ -272,7 +273,7 @@ class PassProgress:
     """One progress tick per model pass, with a latent preview of each denoising pass."""
 
     def __init__(self) -> None:
-        self.bar = None
+        self.bar: host.ProgressBar | None = None
         self.preview = host.make_previewer()
 
     def __call__(self, info: StepInfo) -> None:

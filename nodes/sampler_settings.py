@@ -158,7 +158,7 @@ class LongLiveSamplerSettings:
         overrides = {
             name: ("STRING", {"default": FROM_PRESET,
                               "tooltip": f"{o.about} '{FROM_PRESET}' = the sampler preset's value "
-                                         f"({_by_preset(lambda p, n=name: _preset_value(n, p))}); a value typed "
+                                         f"({_by_preset(lambda p: _preset_value(name, p))}); a value typed "
                                          "here replaces it."})
             for name, o in OVERRIDES.items()}
         options = {}

@@ -6,6 +6,10 @@ The tiny test models are dominated by per-op overhead, which extra threads only 
 shared 2-core CI machine: each pytest process computes (and inductor compiles) on one thread, and
 two processes use both cores.
 
+The fixtures several test modules request (tests/integration/conftest.py has the ComfyUI ones):
+`output_dir` and `micro_checkpoint`, the standalone host's output folder and a model loaded by the
+pack's Model Loader node.
+
 Groups (the `xdist_group` mark; one group runs whole, in one process): a test module is a group, so
 its module-scoped fixtures are made once; tests that need a ComfyUI are grouped by
 tests/integration/conftest.py (one group per ComfyUI server). The groups are queued longest first as
@@ -14,6 +18,7 @@ collection order, the other groups that need a ComfyUI last: in CI they wait for
 built (COMFYUI_PYTHON_READY) while the tests that need none run.
 """
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -35,6 +40,32 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 # the per-ComfyUI lines of the terminal summary: a plugin of the main process, which under
 # pytest-xdist collects nothing (so never reads tests/integration/conftest.py)
 pytest_plugins = ["comfy_summary"]
+
+from helpers import MICRO, PACK, load_pack_standalone
+
+from vace_core.testing import fixtures
+
+
+@pytest.fixture
+def output_dir(tmp_path, monkeypatch) -> Path:
+    """Where the standalone host's save nodes write (LONGLIVE_OUTPUT_DIR), empty and not yet made."""
+    out = tmp_path / "output"
+    monkeypatch.setenv("LONGLIVE_OUTPUT_DIR", str(out))
+    return out
+
+
+@pytest.fixture
+def micro_checkpoint(tmp_path, monkeypatch):
+    """The MICRO model (helpers.py) as the pack's Model Loader node gives it through the standalone
+    host: a causal safetensors file, no LoRA, fp32."""
+    root = tmp_path / "models"
+    (root / "diffusion_models").mkdir(parents=True)
+    fixtures.write_wan_safetensors(root / "diffusion_models" / "micro.safetensors",
+                                   fixtures.make_state_dict(MICRO, seed=0), causal_ar=True)
+    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(root))
+    load_pack_standalone()
+    loader = importlib.import_module(f"{PACK}.nodes.loader")
+    return loader.LongLiveModelLoader().load("micro.safetensors", "none", 1.0, "fp32")[0]
 
 
 class _RootIsAFolder:

@@ -21,12 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from vace_core.testing import fixtures
-from vace_core.config import architecture
+from vace_core.config import WanConfig, architecture
 from vace_core.encoding import CONTEXT_CHANNELS, VaceContext
 from vace_core.latents import LATENT_CHANNELS, video_frames_for
 from vace_core.model import CausalWanModel
 
 NORM_WEIGHT_SUFFIXES = ("norm_q.weight", "norm_k.weight", "norm3.weight")
+# A causal Wan DiT small enough for a 1000-latent-frame run in seconds (same structure as the real one).
+MICRO = WanConfig(dim=128, ffn_dim=256, num_layers=2, num_heads=1, freq_dim=32, text_dim=32)
 
 
 def tiny_model(name: str = "tiny-vace", seed: int = 0, modulation_std: float = 0.3,

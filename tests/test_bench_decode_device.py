@@ -10,7 +10,7 @@ import importlib
 import torch
 
 from helpers import PACK, load_script
-from test_streaming import micro_checkpoint, output_dir, text  # noqa: F401 (fixtures)
+from test_streaming import text
 
 bench = load_script("bench_decode_device")
 pack = {name: importlib.import_module(f"{PACK}.{name}") for name in bench.MODULES}

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 from helpers import PACK, request_interrupt, video_latent
-from test_streaming import (SIZE, InterruptingVAE, keep_written, micro_checkpoint, output_dir,  # noqa: F401
-                            raw_latents, sampler_args)
+from test_streaming import SIZE, InterruptingVAE, keep_written, raw_latents, sampler_args
 
 video_nodes = importlib.import_module(f"{PACK}.nodes.video")
 host = importlib.import_module(f"{PACK}.nodes.host")

@@ -17,7 +17,8 @@ import weakref
 import pytest
 import torch
 
-from vace_core.config import WanConfig
+from helpers import MICRO
+
 from vace_core.decode_worker import QUEUED_CHUNKS, DecodeDeviceError, DecodeWorker
 from vace_core.latents import frames_for_chunk, video_frames_for
 from vace_core.model import CausalWanModel
@@ -26,7 +27,6 @@ from vace_core.streaming import ChunkVideoSink, VideoWriter, latents_to_video, r
 from vace_core.testing import fixtures
 from vace_core.testing.stand_in_vae import CausalStandInVAE
 
-MICRO = WanConfig(dim=128, ffn_dim=256, num_layers=2, num_heads=1, freq_dim=32, text_dim=32)
 SIZE = 32  # pixels
 CPU = torch.device("cpu")
 GATE_TIMEOUT = 60  # seconds: only a broken worker waits this long

@@ -28,13 +28,6 @@ SIZE = (32, 48)  # height, width
 LEVEL_TOLERANCE = 3  # grey levels: a flat frame through H.264 at crf 19 (measured 0 to 1)
 
 
-@pytest.fixture
-def output_dir(tmp_path, monkeypatch):
-    out = tmp_path / "output"
-    monkeypatch.setenv("LONGLIVE_OUTPUT_DIR", str(out))
-    return out
-
-
 def level(video: int) -> int:
     return 40 + 60 * video
 

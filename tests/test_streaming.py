@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import PACK, load_pack_standalone, request_interrupt, video_latent
+from helpers import MICRO, PACK, load_pack_standalone, request_interrupt, video_latent
 
 ROOT = Path(__file__).resolve().parents[1]
 pack = load_pack_standalone()
@@ -30,7 +30,6 @@ streaming = importlib.import_module(f"{PACK}.vace_core.streaming")
 sampler = importlib.import_module(f"{PACK}.vace_core.sampler")
 plan = importlib.import_module(f"{PACK}.vace_core.plan")
 encoding = importlib.import_module(f"{PACK}.vace_core.encoding")
-config_mod = importlib.import_module(f"{PACK}.vace_core.config")
 fixtures = importlib.import_module(f"{PACK}.vace_core.testing.fixtures")
 stand_in = importlib.import_module(f"{PACK}.vace_core.testing.stand_in_vae")
 model_mod = importlib.import_module(f"{PACK}.vace_core.model")
@@ -38,8 +37,6 @@ host = importlib.import_module(f"{PACK}.nodes.host")
 video_nodes = importlib.import_module(f"{PACK}.nodes.video")
 vae_stream = importlib.import_module(f"{PACK}.nodes.host.vae_stream")
 
-# A causal Wan DiT small enough for a 1000-latent-frame run in seconds (same structure as the real one).
-MICRO = config_mod.WanConfig(dim=128, ffn_dim=256, num_layers=2, num_heads=1, freq_dim=32, text_dim=32)
 SIZE = 32  # pixels; sizes are multiples of 16
 
 
@@ -395,13 +392,6 @@ def test_ten_runs_in_one_process_do_not_grow_memory(tmp_path, record_property):
 # the nodes, through the standalone host
 
 
-@pytest.fixture
-def output_dir(tmp_path, monkeypatch) -> Path:
-    out = tmp_path / "output"
-    monkeypatch.setenv("LONGLIVE_OUTPUT_DIR", str(out))
-    return out
-
-
 class InterruptingVAE(stand_in.CausalStandInVAE):
     """Stand-in VAE whose streaming decoder presses Cancel after `after` chunks."""
 
@@ -478,17 +468,6 @@ def test_non_wan_vae_falls_back_to_overlap_decoding_with_a_warning(caplog):
 
 
 # ---- LongLive Sampler -> Video
-
-
-@pytest.fixture
-def micro_checkpoint(tmp_path, monkeypatch):
-    root = tmp_path / "models"
-    (root / "diffusion_models").mkdir(parents=True)
-    fixtures.write_wan_safetensors(root / "diffusion_models" / "micro.safetensors",
-                                   fixtures.make_state_dict(MICRO, seed=0), causal_ar=True)
-    monkeypatch.setenv("LONGLIVE_MODELS_DIR", str(root))
-    loader = importlib.import_module(f"{PACK}.nodes.loader")
-    return loader.LongLiveModelLoader().load("micro.safetensors", "none", 1.0, "fp32")[0]
 
 
 def keep_written(monkeypatch) -> list[torch.Tensor]:

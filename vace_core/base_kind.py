@@ -62,7 +62,7 @@ def base_kind(path: PathLike) -> BaseKind:
     entries = [name for name in TRAINER_ENTRIES if holds_tensors(container.get(name))]
     if entries:
         state = container[entries[0]]
-        reason = f"a trainer checkpoint (entries: {', '.join(entries)})"
+        reason: str | None = f"a trainer checkpoint (entries: {', '.join(entries)})"
     else:
         nested = next((container[name] for name in AUTO_ENTRY_ORDER if holds_tensors(container.get(name))), None)
         state = nested if nested is not None else container

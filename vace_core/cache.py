@@ -136,10 +136,10 @@ class BlockCacheAccess:
                     stored[:, :, self._write] = new
                 else:
                     stored.index_copy_(2, self._write_index, new.to(stored.dtype))
-        if self._read is not None:
-            visible = kv[:, :, :, self._read]
-        else:
+        if self._read_index is not None:  # exactly when the slots are not one slice from 0
             visible = kv.index_select(3, self._read_index)
+        else:
+            visible = kv[:, :, :, self._read]
         if self.writes:
             return visible[0], visible[1]
         return (torch.cat([visible[0], k.to(visible.dtype)], dim=2),

@@ -14,7 +14,7 @@ subnormals with one to three significant bits.
 is rounded to fp8 as well (clamped to +-448, like ComfyUI's fp8_linear) and the product runs as one
 `torch._scaled_mm`.
 
-`cast_operations(compute_dtype)` is the layer namespace (see vace_core.layers) whose Linear does this,
+`cast_operations(compute_dtype)` is the layer namespace (see vace_core.operations) whose Linear does this,
 `cast_operations_for(precision)` the namespace a model of that precision is built from;
 `compute_dtype_of(layer)` is what the model casts a layer's input to.
 """
@@ -22,11 +22,13 @@ is rounded to fp8 as well (clamped to +-448, like ComfyUI's fp8_linear) and the 
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .operations import LayerOperations
 from .precision import Precision, is_fp8, torch_name
 
 SCALE_SUFFIX = "weight_scale"  # state-dict name of an fp8 weight's scale, beside "weight" (as ComfyUI's)
@@ -68,7 +70,8 @@ def stored_like(value: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor |
 def compute_dtype_of(layer: nn.Module) -> torch.dtype:
     """The dtype `layer` computes in, which its input is cast to: its `compute_dtype` when its
     weight is stored in another dtype (cast per call), else its weight's dtype."""
-    return getattr(layer, "compute_dtype", None) or layer.weight.dtype
+    weight = cast(torch.Tensor, layer.weight)  # nn.Module types its attributes as Tensor | Module
+    return getattr(layer, "compute_dtype", None) or weight.dtype
 
 
 class CastLinear(nn.Linear):
@@ -78,6 +81,8 @@ class CastLinear(nn.Linear):
 
     compute_dtype: torch.dtype = torch.float32
     fp8_matmul: bool = False
+    weight_scale: torch.Tensor | None  # buffers, registered below
+    input_scale: torch.Tensor | None
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> None:
@@ -120,16 +125,17 @@ class CastLinear(nn.Linear):
 
 
 @functools.lru_cache(maxsize=None)
-def cast_operations(compute_dtype: torch.dtype, fp8_matmul: bool = False) -> type:
+def cast_operations(compute_dtype: torch.dtype, fp8_matmul: bool = False) -> LayerOperations:
     """The layer namespace of a model whose Linear weights may be stored in another dtype (fp8)
     than `compute_dtype`: Linear casts per call; Conv3d and LayerNorm keep their weights in the
     dtype they compute in (the model's dtype policy), so torch.nn's serve."""
     linear = type("Linear", (CastLinear,), {"compute_dtype": compute_dtype, "fp8_matmul": fp8_matmul})
     name = f"CastOps_{torch_name(compute_dtype)}{'_fp8_matmul' if fp8_matmul else ''}"
-    return type(name, (), {"Linear": linear, "Conv3d": nn.Conv3d, "LayerNorm": nn.LayerNorm})
+    # a class made at run time: its attributes are the protocol's, which mypy cannot see through type()
+    return cast(LayerOperations, type(name, (), {"Linear": linear, "Conv3d": nn.Conv3d, "LayerNorm": nn.LayerNorm}))
 
 
-def cast_operations_for(precision: Precision) -> type | None:
+def cast_operations_for(precision: Precision) -> LayerOperations | None:
     """The layers of a model of `precision`: cast per layer when its weights are stored in another
     dtype than it computes in, else None (torch.nn)."""
     return cast_operations(precision.compute, precision.fp8_matmul) if precision.casts else None

@@ -59,7 +59,7 @@ class TensorFile:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {self.path}")
-        self._handle = None
+        self._handle: safe_open | None = None
         self._tensors: dict[str, torch.Tensor] = {}
         self.metadata: dict[str, str] = {}  # a safetensors header's metadata
         if sniff_format(self.path) == "safetensors":
@@ -118,7 +118,9 @@ CONVERTER = "scripts/convert_to_safetensors.py"
 
 def torch_load_is_safe() -> bool:
     """True when this PyTorch's torch.load(weights_only=True) cannot run code from a file."""
-    major, minor = (int(part) for part in re.match(r"(\d+)\.(\d+)", str(torch.__version__)).groups())
+    version = re.match(r"(\d+)\.(\d+)", str(torch.__version__))
+    assert version is not None, torch.__version__  # every release is named major.minor...
+    major, minor = (int(part) for part in version.groups())
     return (major, minor) >= SAFE_TORCH_LOAD
 
 

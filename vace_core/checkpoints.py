@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, cast
 
 import torch
 from torch import nn
@@ -55,9 +55,11 @@ from .casting import INPUT_SCALE_SUFFIX, SCALE_SUFFIX, cast_operations_for, dequ
 from .checkpoint_files import AUTO_ENTRY_ORDER, CheckpointError, PathLike, Shape, TensorFile, preview
 from .config import WanConfig, infer_config
 from .key_names import detect_format, is_vace_key, wan_names
+from .layers import WanBlock
 from .lora import apply_lora
 from .logs import log
 from .model import CausalWanModel, param_dtype
+from .operations import LayerOperations
 from .precision import DeviceCapabilities, Precision, capabilities_of, choose_precision, is_fp8
 from .quantized import QuantizationError, QuantizedTensors, read_quantization
 from .vace import build_vace_modules
@@ -142,10 +144,10 @@ def _read_state(source: TensorFile, names: Mapping[str, str], quant: QuantizedTe
 def load_longlive(base_path: PathLike, lora_path: PathLike | None = None, lora_strength: float = 1.0,
                   dtype: torch.dtype | str = torch.bfloat16, device: torch.device | str = "cpu", *,
                   lora_alpha: float | None = None, entry: str | None = None,
-                  operations: type | None = None, attention: AttentionKernels | None = None,
+                  operations: LayerOperations | None = None, attention: AttentionKernels | None = None,
                   compute_dtype: torch.dtype | str | None = None, fp8_matmul: bool = False,
                   capabilities: DeviceCapabilities | None = None,
-                  operations_for: Callable[[Precision], type | None] | None = None) -> CausalWanModel:
+                  operations_for: Callable[[Precision], LayerOperations | None] | None = None) -> CausalWanModel:
     """Load a LongLive / Wan2.1 base checkpoint (and merge a LoRA); see the module docstring.
     `operations` (or `operations_for`) and `attention` are the host's layers and attention kernels
     (CausalWanModel); `capabilities` describes the device the model computes on."""
@@ -217,7 +219,7 @@ def read_vace(model: CausalWanModel, vace_path: PathLike, device: torch.device |
     """The VACE blocks of `vace_path` built for `model` (same operations and dtype policy), on
     `device` (default: where the model's weights are)."""
     path = Path(vace_path)
-    reference = model.blocks[0].self_attn.q.weight
+    reference = cast(WanBlock, model.blocks[0]).self_attn.q.weight  # nn.ModuleList types its items as Module
     device = reference.device if device is None else device
     with TensorFile(path, AUTO_ENTRY_ORDER) as source:
         quant = _quantization(source)

@@ -38,7 +38,7 @@ def _compile_errors() -> tuple[type[BaseException], ...]:
     """What a compiled call raises when it could not compile (as opposed to a fault of the model)."""
     from torch._dynamo import exc
 
-    errors = [exc.TorchDynamoException]
+    errors: list[type[BaseException]] = [exc.TorchDynamoException]
     if hasattr(exc, "FailOnRecompileLimitHit"):
         errors.append(exc.FailOnRecompileLimitHit)
     return tuple(errors)

@@ -105,7 +105,7 @@ def infer_config(shapes: Mapping[str, torch.Size | tuple[int, ...]], text_len: i
 
     patch_weight = shape_of("patch_embedding.weight")  # [dim, in_ch, pt, ph, pw]
     dim, in_channels = patch_weight[0], patch_weight[1]
-    patch_size = tuple(patch_weight[2:5])
+    patch_size = (patch_weight[2], patch_weight[3], patch_weight[4])
     text_dim = shape_of("text_embedding.0.weight")[1]
     freq_dim = shape_of("time_embedding.0.weight")[1]
     ffn_dim = shape_of("blocks.0.ffn.0.weight")[0]

@@ -114,7 +114,7 @@ class DecodeWorker:
         self._thread.start()
         return self
 
-    def submit(self, work: Callable[..., None], latents: torch.Tensor, *args: Any) -> None:
+    def submit(self, work: Callable[..., object], latents: torch.Tensor, *args: Any) -> None:
         """Queue `work(latents copied to the device, *args)` after the chunks submitted before;
         waits while `queued` chunks are waiting already. Raises what stopped the worker, if anything."""
         if self._thread is None:
@@ -130,12 +130,13 @@ class DecodeWorker:
         """`sink` with each chunk's call moved to the worker."""
         return lambda info: self.submit(_with_latents(sink, info), info.latents)
 
-    def on_worker(self, write: Callable[..., None]) -> Callable[..., None]:
+    def on_worker(self, write: Callable[..., object]) -> Callable[..., None]:
         """`write(latents, *args)` with each call moved to the worker."""
         return lambda latents, *args: self.submit(write, latents, *args)
 
     def __exit__(self, exc_type, exc, traceback) -> None:
         self._queue.put(_END)
+        assert self._thread is not None  # started by __enter__
         self._thread.join()
         if exc is None:
             self._raise_stop()

@@ -103,7 +103,7 @@ def wan_names(keys: Iterable[str], path: PathLike = "<keys>") -> dict[str, str]:
         if unknown:
             raise CheckpointError(f"{path} uses diffusers names, but {len(unknown)} of its keys have no "
                                   f"Wan2.1 counterpart: {preview(unknown)}")
-        stripped = converted
+        stripped = {key: name for key, name in converted.items() if name is not None}  # all of them
     seen: dict[str, str] = {}
     for key, name in stripped.items():
         if name in seen:
@@ -128,7 +128,7 @@ def lora_role(key: str) -> tuple[str, str] | None:
 def detect_format(keys: Iterable[str]) -> str:
     """Name the key layout of a checkpoint (see the module docstring for the list)."""
     keys = list(keys)
-    if any(lora_role(k) and lora_role(k)[1] != "alpha" for k in keys):
+    if any((role := lora_role(k)) is not None and role[1] != "alpha" for k in keys):
         return "peft-lora" if any(k.startswith("base_model.model.") for k in keys) else "comfy-lora"
     stripped = [strip_namespaces(k) for k in keys]
     if _looks_diffusers(stripped):

@@ -7,10 +7,10 @@ sinusoid are computed in float64 on the CPU and moved to the compute device as f
 Arc and DirectML have no float64). Parameter names match the original Wan checkpoint keys.
 The attention kernels are the host's (vace_core.attention), passed in as `kernels`.
 
-Layers with weights are made from an `operations` namespace (`Linear`, `Conv3d`, `LayerNorm`, with
-torch.nn's constructors), plain torch.nn by default. A host may pass its own, e.g. ComfyUI's
-`comfy.ops` classes, which can stream weights from another device on every call; the few bare
-parameters (RMS norm weights, modulation vectors) are moved to their input's device where used.
+Layers with weights are made from an `operations` namespace (vace_core.operations), plain torch.nn
+by default. A host may pass its own, e.g. ComfyUI's `comfy.ops` classes, which can stream weights
+from another device on every call; the few bare parameters (RMS norm weights, modulation vectors)
+are moved to their input's device where used.
 """
 
 from __future__ import annotations
@@ -25,21 +25,16 @@ from torch import nn
 from .attention import SDPA, AttentionKernels
 from .casting import compute_dtype_of
 from .config import WanConfig
+from .operations import LayerOperations, TorchOps
 from .rope import RopeTable, apply_rope
 
 if TYPE_CHECKING:
     from .cache import BlockCacheAccess
 
 
-class TorchOps:
-    """The default layer operations: plain torch.nn."""
-    Linear = nn.Linear
-    Conv3d = nn.Conv3d
-    LayerNorm = nn.LayerNorm
-
-
-def linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Run `layer` in its compute dtype, whatever dtype the residual stream has."""
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run `layer` (a Linear: torch.nn's or the host's) in its compute dtype, whatever dtype the
+    residual stream has."""
     return layer(x.to(compute_dtype_of(layer)))
 
 
@@ -76,7 +71,7 @@ class RMSNorm(nn.Module):
 class _Projections(nn.Module):
     """q, k, v, o projections with RMS norms on q and k across all heads (Wan's qk-norm)."""
 
-    def __init__(self, dim: int, num_heads: int, eps: float, operations: type = TorchOps) -> None:
+    def __init__(self, dim: int, num_heads: int, eps: float, operations: LayerOperations = TorchOps) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.q = operations.Linear(dim, dim)
@@ -96,7 +91,7 @@ class SelfAttention(_Projections):
         q = apply_rope(self.norm_q(self.q(x)).view(heads), rope)
         k = apply_rope(self.norm_k(self.k(x)).view(heads), rope)
         v = self.v(x).view(heads)
-        return tuple(t.transpose(1, 2) for t in (q, k, v))
+        return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
 class CrossAttention(_Projections):
@@ -125,7 +120,11 @@ class WanBlock(nn.Module):
     stay outside compiled code.
     """
 
-    def __init__(self, config: WanConfig, operations: type = TorchOps) -> None:
+    # VACE blocks only (vace_core.vace.vace_block): the projections into and out of the VACE stream
+    before_proj: nn.Linear
+    after_proj: nn.Linear
+
+    def __init__(self, config: WanConfig, operations: LayerOperations = TorchOps) -> None:
         super().__init__()
         dim = config.dim
         self.eps = config.eps
@@ -160,7 +159,8 @@ def batch_view(kv: tuple[torch.Tensor, torch.Tensor], batch: int) -> tuple[torch
     """A prompt's keys and values [1, heads, L, head_dim], shared by the videos of a batch, as views
     of batch `batch` (no copy): SDPA broadcasting a batch of 1 takes another path, which on the CPU
     rounds differently from a single video's call (and need not be a fused kernel on a GPU)."""
-    return tuple(t.expand(batch, -1, -1, -1) for t in kv)
+    k, v = kv
+    return k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
 
 
 def _modulation(modulation: torch.Tensor, time_mod: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -219,7 +219,7 @@ EAGER_PARTS = BlockParts(self_attention_inputs, cross_attention_inputs, feed_for
 
 
 class Head(nn.Module):
-    def __init__(self, config: WanConfig, operations: type = TorchOps) -> None:
+    def __init__(self, config: WanConfig, operations: LayerOperations = TorchOps) -> None:
         super().__init__()
         self.eps = config.eps
         self.head = operations.Linear(config.dim, config.out_channels * math.prod(config.patch_size))

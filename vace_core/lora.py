@@ -150,8 +150,10 @@ def plan_lora(shapes: Mapping[str, Shape], weight_shapes: Mapping[str, Shape],
         raise CheckpointError(f"LoRA {path}: {len(unmatched)} of its {len(resolved)} target modules match "
                               f"no Linear of the model: {preview(unmatched)}")
 
-    layers, used = [], {}
+    layers: list[LoraLayer] = []
+    used: dict[str, str] = {}
     for raw, module in resolved.items():
+        assert module is not None  # every target module matched (checked above)
         if module in used:
             raise CheckpointError(f"LoRA {path} has two entries for {module!r}: {used[module]!r} and {raw!r}")
         used[module] = raw

@@ -11,7 +11,7 @@ import contextlib
 import math
 import re
 from dataclasses import dataclass
-from typing import ContextManager, Sequence
+from typing import ContextManager, Iterable, Sequence, cast
 
 import torch
 from torch import nn
@@ -22,7 +22,8 @@ from .casting import compute_dtype_of
 from .compiled import BlockCompiler, shared_compiler
 from .config import WanConfig
 from .device import to_device
-from .layers import BlockParts, Head, TorchOps, WanBlock, linear, sinusoidal_embedding
+from .layers import BlockParts, Head, WanBlock, linear, sinusoidal_embedding
+from .operations import LayerOperations, TorchOps
 from .precision import is_fp8
 from .rope import RotaryEmbedding
 from .vace import VaceStream, build_vace_modules, layer_scales
@@ -69,7 +70,7 @@ class TextState:
 
 
 class CausalWanModel(nn.Module):
-    """`operations` makes the layers with weights (see vace_core.layers; default plain torch.nn);
+    """`operations` makes the layers with weights (see vace_core.operations; default plain torch.nn);
     `attention` holds the attention kernels the blocks call (vace_core.attention; default SDPA).
     Both are the host's choice. `compiler`, when set (`compile_blocks`, or a host's object patch),
     runs full-chunk passes through compiled block parts (vace_core.compiled).
@@ -78,7 +79,7 @@ class CausalWanModel(nn.Module):
     per layer (vace_core.casting). The parameters are made in float32 here; the loader (or
     `set_dtype`) gives them their dtypes."""
 
-    def __init__(self, config: WanConfig, operations: type | None = None,
+    def __init__(self, config: WanConfig, operations: LayerOperations | None = None,
                  attention: AttentionKernels | None = None, *, compute_dtype: torch.dtype = torch.float32,
                  weight_dtype: torch.dtype | None = None) -> None:
         super().__init__()
@@ -148,8 +149,8 @@ class CausalWanModel(nn.Module):
         context, bias = _merge_padding(context.cpu())  # on the CPU: no device sync for a prompt's length
         first = self.text_embedding[0]
         tokens = self.text_embedding[2](self.text_embedding[1](linear(first, to_device(context, self.device))))
-        block_kv = [block.cross_attn.project_text(tokens) for block in self.blocks]
-        vace_kv = [block.cross_attn.project_text(tokens) for block in self.vace_blocks] if self.has_vace else []
+        block_kv = [block.cross_attn.project_text(tokens) for block in _wan_blocks(self.blocks)]
+        vace_kv = [block.cross_attn.project_text(tokens) for block in _wan_blocks(self.vace_blocks)] if self.has_vace else []
         if bias is not None:  # cast once per prompt, to the dtype of the queries it is added for
             bias = to_device(bias, tokens.device, self.compute_dtype).view(1, 1, 1, -1)
         return TextState(tokens=tokens, block_kv=block_kv, vace_kv=vace_kv, bias=bias)
@@ -237,6 +238,7 @@ class CausalWanModel(nn.Module):
                           self.attention, parts)
                 k = hint_after.get(index)
                 if k is not None:
+                    assert stream is not None  # hints come only with the stream
                     hint = stream.hint(k)
                     if scales[k] != 0.0:
                         x = x + (hint if weight is None else hint * weight) * scales[k]
@@ -291,6 +293,11 @@ class CausalWanModel(nn.Module):
         out = out.float().view(out.shape[0], frames, height, width, pt, ph, pw, channels)
         out = out.permute(0, 7, 1, 4, 2, 5, 3, 6)  # [B, C, f, pt, h, ph, w, pw]
         return out.reshape(out.shape[0], channels, frames * pt, height * ph, width * pw)
+
+
+def _wan_blocks(blocks: nn.ModuleList) -> Iterable[WanBlock]:
+    """`blocks` as what they hold (nn.ModuleList types its items as Module)."""
+    return cast("Iterable[WanBlock]", blocks)
 
 
 def _merge_padding(context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

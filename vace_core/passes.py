@@ -147,6 +147,7 @@ class CachedPasses:
         if p.hint_weight is not None:
             context = self.vace_frames(p.start, p.end)
             if self.vace_cache is not None:
+                assert p.vace_visible is not None  # set with hint_weight (ModelPass)
                 vace_access = self.vace_cache.begin_block(p.start, p.frames, p.vace_visible, write=p.vace_writes)
             weight = None if bool((p.hint_weight == 1).all()) else p.hint_weight
         return self.model.forward_block(p.latents, p.timestep, self.prompt(p.prompt), p.start, access, context,

@@ -68,14 +68,15 @@ class RotaryEmbedding:
             # normal tensors even under the sampler's inference mode, so a table can later serve a
             # forward that autograd tracks
             with torch.inference_mode(False):
-                tables = []
-                for axis in range(3):
-                    angles = self._axis_angles(axis)
-                    cos = angles.cos().repeat_interleave(2, dim=1)
-                    sin = torch.stack([-angles.sin(), angles.sin()], dim=-1).flatten(1)
-                    tables.append(RopeTable(cos.to(device, torch.float32), sin.to(device, torch.float32)))
-            self._axes[key] = tuple(tables)
+                self._axes[key] = (self._axis_table(0, device), self._axis_table(1, device),
+                                   self._axis_table(2, device))
         return self._axes[key]
+
+    def _axis_table(self, axis: int, device: torch.device) -> RopeTable:
+        angles = self._axis_angles(axis)
+        cos = angles.cos().repeat_interleave(2, dim=1)
+        sin = torch.stack([-angles.sin(), angles.sin()], dim=-1).flatten(1)
+        return RopeTable(cos.to(device, torch.float32), sin.to(device, torch.float32))
 
     def table(self, start_frame: int, frames: int, height: int, width: int, device: torch.device) -> RopeTable:
         """The table of a pass over frames start_frame .. start_frame+frames-1 of a height x width

@@ -126,6 +126,7 @@ class _Run:
         once, asynchronously, and serves all its passes."""
         key = (start, stop)
         if self._vace_slice is None or self._vace_slice[0] != key:
+            assert self.vace is not None  # passes run the VACE stream only with a context
             self._vace_slice = (key, to_device(self.vace.frames(start, stop), self.model.device))
         return self._vace_slice[1]
 
@@ -157,10 +158,13 @@ class _Run:
         """The given latents of an inserted block, for every video [B, 16, f, h, w] (latents given
         once serve every video: a view, not a copy)."""
         if block.is_reference:
-            given = self.request.reference_latents
-            latents = given if given is not None else self.vace.ref_latents
+            latents = self.request.reference_latents
+            if latents is None:  # made by this run: the VACE context's references
+                assert self.vace is not None  # a reference block comes with references (RunRequest.check)
+                latents = self.vace.ref_latents
         else:
             first = block.start - self.ref_frames
+            assert self.request.start_latents is not None  # inserted blocks after the references are given
             latents = self.request.start_latents[:, :, first:first + block.frames]
         return to_device(latents, self.model.device, torch.float32).expand(self.batch, -1, -1, -1, -1)
 
@@ -326,7 +330,7 @@ def sample(model: CausalWanModel, request: RunRequest, *,
 
     with torch.inference_mode():
         for block in run.blocks:
-            if block.index in boundaries:
+            if steer is not None and block.index in boundaries:
                 run.add_prompts(steer(boundaries[block.index]), boundaries[block.index])
                 total = run.total_passes()  # a new switch adds its recache passes
             if run.switches_before(block):
@@ -340,6 +344,7 @@ def sample(model: CausalWanModel, request: RunRequest, *,
                 for step in run.schedule:
                     start_pass(block.index)
                     flow = run.passes.run(run.block_pass(block, x, step.timestep, clean=False))
+                    assert flow is not None  # a denoising pass has its output
                     x0 = x0_from_flow(x, flow.float(), step.sigma)
                     tick(block, step.index, x0)
                     if step.next_sigma > 0:

@@ -91,7 +91,7 @@ def validate_steps(steps: Sequence[int], num_train_timesteps: int = NUM_TRAIN_TI
 
 class DenoisingStep(NamedTuple):
     """One step of the schedule: its index, the timestep the model is given and the noise levels."""
-    index: int
+    index: int  # type: ignore[assignment]  # a field may shadow tuple.index; mypy types it as the method
     timestep: float    # what the model is given, 0..1000
     sigma: float       # timestep / 1000: noise level of the input
     next_sigma: float  # noise level to re-noise x0 to; 0.0 after the last step

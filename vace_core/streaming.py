@@ -75,8 +75,9 @@ class OverlapChunkDecoder:
 
     def decode_chunk(self, latents_raw: torch.Tensor) -> torch.Tensor:
         check_chunk(latents_raw)
-        first = self._context is None
-        sequence = latents_raw if first else torch.cat([self._context.to(latents_raw), latents_raw], dim=2)
+        context = self._context
+        first = context is None
+        sequence = latents_raw if context is None else torch.cat([context.to(latents_raw), latents_raw], dim=2)
         pixels = as_frames(self.vae.decode(sequence)).float()  # [4 * len - 3, H, W, 3]
         keep = frames_for_chunk(latents_raw.shape[2], first)
         self._context = sequence[:, :, -self.context_frames:].detach().clone()
@@ -248,11 +249,12 @@ class ChunkVideoSink:
     """`on_chunk` for the sampler: skip reference blocks, denormalise, decode with the streaming
     decoder and append the frames to the writer; nothing is kept, so memory does not grow.
 
-    `on_frames(pixels [T, H, W, 3], block)` is called after each written chunk (previews, progress).
+    `on_frames(pixels [T, H, W, 3], block)` is called after each written chunk (previews, progress);
+    `block` is None for chunks of a finished latent video (`latents_to_video`).
     """
 
     def __init__(self, decoder: ChunkDecoder, writer: VideoWriter,
-                 on_frames: Callable[[torch.Tensor, Block], None] | None = None) -> None:
+                 on_frames: Callable[[torch.Tensor, Block | None], None] | None = None) -> None:
         self.decoder = decoder
         self.writer = writer
         self.on_frames = on_frames
@@ -315,7 +317,7 @@ class BatchVideoSink:
 
 def generate_to_video(model: CausalWanModel, prompts: Sequence[PromptSegment] | torch.Tensor, *,
                       decoder: ChunkDecoder, writer: VideoWriter,
-                      on_frames: Callable[[torch.Tensor, Block], None] | None = None,
+                      on_frames: Callable[[torch.Tensor, Block | None], None] | None = None,
                       **run: Any) -> tuple[SampleResult, StreamStats]:
     """`generate` (`run`: its arguments) writing every finished chunk to `writer` at once through a
     `ChunkVideoSink` (keep_latents=False: no latents are kept, memory stays flat with length).

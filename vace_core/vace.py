@@ -12,7 +12,7 @@ hint at once. Which frames the VACE blocks attend to is the caller's choice (a K
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Sequence, cast
 
 import torch
 from torch import nn
@@ -20,14 +20,15 @@ from torch import nn
 from .attention import SDPA, AttentionKernels
 from .casting import compute_dtype_of
 from .config import WanConfig
-from .layers import BlockParts, TorchOps, WanBlock, linear
+from .layers import BlockParts, WanBlock, linear
+from .operations import LayerOperations, TorchOps
 from .rope import RopeTable
 
 if TYPE_CHECKING:
     from .cache import BlockCacheAccess
 
 
-def vace_block(config: WanConfig, index: int, operations: type = TorchOps) -> WanBlock:
+def vace_block(config: WanConfig, index: int, operations: LayerOperations = TorchOps) -> WanBlock:
     """VACE block `index`: a transformer block with `after_proj` (and, for block 0, `before_proj`).
     A WanBlock with those layers attached rather than a subclass, so that compiled block parts
     (vace_core.compiled), which are specialised on the block's class, serve both streams."""
@@ -38,7 +39,7 @@ def vace_block(config: WanConfig, index: int, operations: type = TorchOps) -> Wa
     return block
 
 
-def build_vace_modules(config: WanConfig, operations: type = TorchOps) -> tuple[nn.Conv3d, nn.ModuleList]:
+def build_vace_modules(config: WanConfig, operations: LayerOperations = TorchOps) -> tuple[nn.Conv3d, nn.ModuleList]:
     patch_embedding = operations.Conv3d(config.vace_in_dim, config.dim, kernel_size=config.patch_size,
                                         stride=config.patch_size)
     blocks = nn.ModuleList(vace_block(config, k, operations) for k in range(config.num_vace_blocks))
@@ -71,7 +72,7 @@ class VaceStream:
                  kernels: AttentionKernels = SDPA, parts: BlockParts | None = None) -> None:
         c = patch_embedding(vace_context.to(compute_dtype_of(patch_embedding)))  # [B, dim, F, H/2, W/2]
         self._c = c.flatten(2).transpose(1, 2).float()  # [B, S, dim]
-        self._x = x
+        self._x: torch.Tensor | None = x
         self._blocks = blocks
         self._time_mod, self._text_kv, self._rope = time_mod, text_kv, rope
         self._cache, self._attn_mask, self._text_mask = cache, attn_mask, text_mask
@@ -81,8 +82,9 @@ class VaceStream:
     def hint(self, k: int) -> torch.Tensor:
         if k != self._next:
             raise RuntimeError(f"VACE hint {k} asked for before hint {self._next}")
-        block = self._blocks[k]
+        block = cast(WanBlock, self._blocks[k])  # nn.ModuleList types its items as Module
         if k == 0:
+            assert self._x is not None  # hint 0 is asked for once (checked above)
             self._c = linear(block.before_proj, self._c).float() + self._x
             self._x = None  # the stream no longer needs the latent tokens
         self._c = block(self._c, self._time_mod, self._text_kv[k], self._rope, self._cache, k,

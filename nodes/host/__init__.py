@@ -32,7 +32,7 @@ from .live import add_json_post_route, client_messenger, running_prompt_id, temp
 from .memory import LoadedNetwork, load_for_run, run_memory_limit, unload_models
 from .patcher import make_patcher, with_compiler, with_lora, with_vace
 from .previews import frame_previewer, latent_rgb_previewer, make_previewer
-from .progress import check_interrupt, is_interrupted, progress_bar, raise_interrupted
+from .progress import ProgressBar, check_interrupt, is_interrupted, progress_bar, raise_interrupted
 from .vae_stream import streaming_decoder
 
 __all__ = [
@@ -46,6 +46,6 @@ __all__ = [
     "LoadedNetwork", "load_for_run", "run_memory_limit", "unload_models",
     "make_patcher", "with_compiler", "with_lora", "with_vace",
     "frame_previewer", "latent_rgb_previewer", "make_previewer",
-    "check_interrupt", "is_interrupted", "progress_bar", "raise_interrupted",
+    "ProgressBar", "check_interrupt", "is_interrupted", "progress_bar", "raise_interrupted",
     "streaming_decoder",
 ]

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 
 from ...vace_core.casting import SCALE_SUFFIX, cast_operations_for
+from ...vace_core.operations import LayerOperations
 from ...vace_core.precision import FP8_DTYPES, Precision, torch_name
 from .comfyui import log, model_management
 from .patcher import MEMORY
 
 
-def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[[torch.dtype, bool], type]:
+def _comfy_fp8_operations(mixed_precision_ops: Callable[..., Any]) -> Callable[[torch.dtype, bool], LayerOperations]:
     """ComfyUI's mixed-precision ops for vace_core's fp8 weights: a weight with a `weight_scale`
     becomes ComfyUI's quantized weight (the per-layer config its loader reads from a file, added
     here); any other weight keeps the dtype the model gave it (ComfyUI would cast it to the compute
@@ -29,11 +30,12 @@ def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[
     its input to."""
 
     @functools.lru_cache(maxsize=None)  # one class per choice, shared by every model built with it
-    def operations(compute_dtype: torch.dtype, fp8_matmul: bool) -> type:
+    def operations(compute_dtype: torch.dtype, fp8_matmul: bool) -> LayerOperations:
         disabled = [] if fp8_matmul else [torch_name(d) for d in FP8_DTYPES]
         mixed = mixed_precision_ops({}, compute_dtype, full_precision_mm=not fp8_matmul, disabled=disabled)
+        comfy_linear: Any = mixed.Linear  # a class made by ComfyUI at run time
 
-        class Linear(mixed.Linear):
+        class Linear(comfy_linear):
             def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
                 weight = state_dict.get(prefix + "weight")
                 quantized = prefix + SCALE_SUFFIX in state_dict and weight is not None and weight.dtype in FP8_DTYPES
@@ -45,12 +47,13 @@ def _comfy_fp8_operations(mixed_precision_ops: Callable[..., type]) -> Callable[
                     self.weight = torch.nn.Parameter(weight, requires_grad=False)
 
         Linear.compute_dtype = compute_dtype
-        return type("LongLiveFp8Ops", (mixed,), {"Linear": Linear})
+        # ComfyUI's namespace with this Linear: made at run time, its attributes unseen by mypy
+        return cast(LayerOperations, type("LongLiveFp8Ops", (mixed,), {"Linear": Linear}))
 
     return operations
 
 
-def _comfy_fp8_support() -> Callable[[torch.dtype, bool], type] | None:
+def _comfy_fp8_support() -> Callable[[torch.dtype, bool], LayerOperations] | None:
     """ComfyUI's fp8 layers, when it has them (mixed_precision_ops, and comfy_kitchen for its
     quantized tensors); else a warning, and fp8 models are built from vace_core's cast layers
     (outside ComfyUI's weight streaming)."""
@@ -75,7 +78,7 @@ def _comfy_fp8_support() -> Callable[[torch.dtype, bool], type] | None:
 _FP8_OPERATIONS = _comfy_fp8_support()
 
 
-def layer_operations(precision: Precision) -> Any:
+def layer_operations(precision: Precision) -> LayerOperations | None:
     """The layer namespace of a network of `precision` (see the module docstring); None: torch.nn."""
     if not precision.casts:
         return MEMORY.ops if MEMORY is not None else None

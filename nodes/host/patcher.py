@@ -47,6 +47,7 @@ from ...vace_core.checkpoints import VaceWeights
 from ...vace_core.compiled import BlockCompiler
 from ...vace_core.lora import LoraDelta, patched_weight
 from ...vace_core.model import CausalWanModel
+from ...vace_core.operations import LayerOperations
 from .comfyui import log, model_management
 from .devices import compute_device, offload_device
 
@@ -187,7 +188,7 @@ class StandalonePatcher:
 class ComfyMemory:
     """The parts of ComfyUI's memory manager the model is made of."""
     ModelPatcher: type
-    ops: type  # comfy.ops.disable_weight_init: layers whose weights it can stream
+    ops: LayerOperations  # comfy.ops.disable_weight_init: layers whose weights it can stream
     LoRAAdapter: type
 
 
@@ -260,6 +261,7 @@ def with_lora(patcher: Any, deltas: Iterable[LoraDelta], strength: float) -> Any
     if isinstance(clone, StandalonePatcher):
         patches = {PREFIX + d.target: d for d in deltas}
     else:
+        assert MEMORY is not None  # a patcher other than the standalone one is ComfyUI's
         # alpha is given so that ComfyUI's alpha / rank is the delta's scale
         patches = {PREFIX + d.target: MEMORY.LoRAAdapter(set(), (d.up, d.down, d.scale * d.down.shape[0],
                                                                  None, None, None)) for d in deltas}

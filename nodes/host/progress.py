@@ -6,9 +6,15 @@ that only whoever drives the standalone host sets (`STANDALONE_INTERRUPT`: tests
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, NoReturn, Protocol
 
 from .comfyui import InterruptProcessingException, comfy_utils, model_management
+
+
+class ProgressBar(Protocol):
+    """What the nodes use of ComfyUI's progress bar (comfy.utils.ProgressBar)."""
+
+    def update_absolute(self, value: int, total: int | None = None, preview: Any = None) -> None: ...
 
 
 class CountingProgressBar:
@@ -29,7 +35,7 @@ class CountingProgressBar:
         self.update_absolute(self.current + value)
 
 
-def progress_bar(total: int) -> Any:
+def progress_bar(total: int) -> ProgressBar:
     """ComfyUI's ProgressBar (drives the UI and the websocket progress) or a counting stand-in."""
     if comfy_utils is not None:
         return comfy_utils.ProgressBar(total)
@@ -56,7 +62,7 @@ def check_interrupt() -> None:
         raise InterruptProcessingException()
 
 
-def raise_interrupted() -> None:
+def raise_interrupted() -> NoReturn:
     """The run stopped because of an interrupt: raise ComfyUI's exception in any case."""
     check_interrupt()
     raise InterruptProcessingException()

@@ -46,6 +46,9 @@ PROBE_TOLERANCE = 1e-4  # float32 on the CPU: the exact path agrees to ~1e-7 on 
 PROBE_SPLIT = (1, 2, 1, 3)
 PROBE_WIDTH = 8  # channel width of the probe's copy (the real VAE: 96)
 CONTEXT_FRAMES = 2  # latent frames decoded before a chunk on the approximate and tiled paths
+# ComfyUI's Wan 2.1 VAE network (comfy.ldm.wan.vae.WanVAE): a torch Module whose parts and settings
+# (decoder, conv2, z_dim, ...) ComfyUI does not type
+WanNetwork = Any
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,7 +61,7 @@ def _count_causal_convs(module: torch.nn.Module) -> int:
     return sum(type(m).__name__ == "CausalConv3d" for m in module.modules())
 
 
-def _cache_slots(wan: torch.nn.Module) -> int:
+def _cache_slots(wan: WanNetwork) -> int:
     """Length of the decoder's feat_map, counted by the host's own function when it has one."""
     host_module = sys.modules.get(type(wan).__module__)
     for name in ("count_cache_layers", "count_conv3d"):  # 0.33, 0.8
@@ -94,7 +97,7 @@ class WanFeatMapDecoder:
     output [1, 3, T, 8h, 8w] in about -1..1: T = 4t - 3 for the first chunk of a video, 4t after.
     """
 
-    def __init__(self, wan: torch.nn.Module) -> None:
+    def __init__(self, wan: WanNetwork) -> None:
         if not is_wan21_module(wan):
             raise TypeError(f"{type(wan).__module__}.{type(wan).__name__} is not ComfyUI's Wan 2.1 WanVAE")
         self.wan = wan
@@ -151,7 +154,7 @@ def _fill_like_a_trained_vae(module: torch.nn.Module, seed: int = 0) -> None:
             tensor.copy_(values)
 
 
-def _small_copy(wan: torch.nn.Module) -> torch.nn.Module:
+def _small_copy(wan: WanNetwork) -> WanNetwork:
     """A narrow float32 CPU instance of the same class and layout, with seeded weights."""
     twin = type(wan)(dim=PROBE_WIDTH, z_dim=wan.z_dim, dim_mult=list(wan.dim_mult),
                      num_res_blocks=wan.num_res_blocks, attn_scales=list(wan.attn_scales),
@@ -167,7 +170,7 @@ def _describe(error: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _probe(wan: torch.nn.Module) -> str | None:
+def _probe(wan: WanNetwork) -> str | None:
     name = f"{type(wan).__module__}.{type(wan).__name__}"
     try:
         twin = _small_copy(wan)
@@ -187,13 +190,13 @@ def _probe(wan: torch.nn.Module) -> str | None:
     if chunked.shape != whole.shape:
         return (f"chunk-by-chunk decoding gives shape {tuple(chunked.shape)}, a whole decode "
                 f"{tuple(whole.shape)}")
-    error = float((chunked - whole).abs().max())
-    if not error <= PROBE_TOLERANCE:  # also catches NaN
-        return f"chunk-by-chunk decoding differs from a whole decode by {error:.3g} (> {PROBE_TOLERANCE:g})"
+    difference = float((chunked - whole).abs().max())
+    if not difference <= PROBE_TOLERANCE:  # also catches NaN
+        return f"chunk-by-chunk decoding differs from a whole decode by {difference:.3g} (> {PROBE_TOLERANCE:g})"
     return None
 
 
-def exact_streaming_problem(wan: torch.nn.Module) -> str | None:
+def exact_streaming_problem(wan: WanNetwork) -> str | None:
     """None when `WanFeatMapDecoder` decodes `wan`'s class exactly, else the reason it does not.
 
     Decided once per class and process by `_probe`.
@@ -241,6 +244,7 @@ class ComfyWanStreamingDecoder:
         failure = None
         try:
             if self._rebuild_state:
+                assert self._context is not None  # the tiled decode before it was remembered
                 self._decode_exact(self._context, fresh=True)  # output dropped: only the state counts
                 self._rebuild_state = False
             pixels = self._decode_exact(latents_raw)
@@ -265,8 +269,10 @@ class ComfyWanStreamingDecoder:
         return pixels[0].movedim(0, -1)  # [T, H, W, 3]
 
     def _decode_tiled(self, latents_raw: torch.Tensor, failure: str) -> torch.Tensor:
-        first = self._context is None
-        sequence = latents_raw if first else torch.cat([self._context.to(latents_raw), latents_raw], dim=2)
+        assert self.tiled_decode is not None  # decode_chunk falls back only to a tiled decode it has
+        context = self._context
+        first = context is None
+        sequence = latents_raw if context is None else torch.cat([context.to(latents_raw), latents_raw], dim=2)
         self.tiled_chunks += 1
         if self.tiled_chunks == 1:
             log.warning("LongLive: out of memory decoding a chunk exactly (%s); decoding it with ComfyUI's tiled "

@@ -30,6 +30,7 @@ import pytest
 from comfy_harness import (LOG_TAIL_LINES, NO_COMFYUI, ComfyClient, ComfyInstall, find_installs, in_ci,
                            make_base_dir, start_server, stop_server, wait_for_comfyui_python)
 from comfy_summary import FIGURE, VERSION
+from workflow_files import add_workflow_files
 
 INSTALLS, PROBLEMS = find_installs()
 
@@ -89,6 +90,14 @@ def comfy_server(comfy_install, tmp_path_factory) -> Iterator[ComfyClient]:
     finally:
         _RUNNING.remove(client)
         stop_server(client.process)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(comfy_server, tmp_path_factory) -> ComfyClient:
+    """The session's server with every model and input file the shipped workflows name
+    (workflow_files.py)."""
+    add_workflow_files(comfy_server, tmp_path_factory.mktemp("tiny_workflow_files"))
+    return comfy_server
 
 
 # tryfirst: before pytest-xdist's; and before tests/conftest.py's (tryfirst too, but registered first)

@@ -21,7 +21,7 @@ import pytest
 
 from comfy_harness import PromptRejected
 from test_live_server import decode
-from test_workflows_e2e import FRAMES, RUN_TIMEOUT, _streaming_t2v, tiny_server  # noqa: F401 (fixture)
+from test_workflows_e2e import FRAMES, RUN_TIMEOUT, _streaming_t2v
 
 FREE = {"unload_models": True, "free_memory": True}
 RELEASE_TIMEOUT = 60  # seconds

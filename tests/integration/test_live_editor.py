@@ -20,7 +20,7 @@ import pytest
 
 from helpers import load_script
 from test_live_server import write_nan_embedding
-from test_workflows_e2e import HEIGHT, WIDTH, _streaming_t2v, tiny_server  # noqa: F401 (fixture)
+from test_workflows_e2e import HEIGHT, WIDTH, _streaming_t2v
 
 qw = load_script("queue_workflow")
 LENGTH = 4 * (3 * 14 - 1) + 1  # 14 chunks

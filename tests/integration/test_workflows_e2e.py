@@ -2,8 +2,9 @@
 
 Real weights cannot be downloaded here, so each model file a workflow names is written as a tiny
 checkpoint in the real format under that very name (vace_core.testing.fixtures: the LongLive trainer pickle,
-a PEFT LoRA, a ComfyUI-repackaged VACE checkpoint; the tiny Wan VAE of the harness as the VAE). Two
-substitutions make the graphs runnable at that size:
+a PEFT LoRA, a ComfyUI-repackaged VACE checkpoint; the tiny Wan VAE of the harness as the VAE), by the
+`tiny_server` fixture (conftest.py, workflow_files.py). Two substitutions make the graphs runnable at
+that size:
 
 - the CLIPLoader becomes the test pack's LongLiveTestCLIP, which core CLIPTextEncode encodes with
   (umT5-shaped [1, 512, text_dim] conditioning; the 5.7B encoder cannot be built in a test);
@@ -31,40 +32,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_harness import REPO_ROOT, TINY_VAE_NAME
+from comfy_harness import REPO_ROOT
 from helpers import load_script
-
-from vace_core.testing import fixtures as fx
-from vace_core.config import architecture
+from workflow_files import API_FILES, FILES, TINY, mw
 
 SCRIPT = REPO_ROOT / "scripts" / "queue_workflow.py"
 WORKFLOWS = REPO_ROOT / "example_workflows"
-TINY = architecture("tiny-vace")
 WIDTH, HEIGHT, FRAMES = 80, 48, 25  # 25 frames = 7 latent frames: chunks of 3, 3 and 1
 BATCH_FRAMES = 13  # the batch test's videos: 4 latent frames, chunks of 3 and 1
 RUN_TIMEOUT = 240
 
 
 qw = load_script("queue_workflow")
-mw = load_script("make_workflows")
-examples = load_script("make_example_inputs")
-FILES = {f.name: f for f in mw.workflow_files()}
-# the workflows that run on this pack alone (one needing another node pack is run by its own test:
-# test_distributed.py)
-API_FILES = sorted(f.api for f in FILES.values() if not f.needs)
-
-
-# ---------------------------------------------------------------------------------------------
-# tiny stand-ins under the workflows' own file names
-
-
-def _named(kind: str, key: str) -> set[str]:
-    names = set()
-    for path in API_FILES:
-        for node in json.loads(path.read_text()).values():
-            if node["class_type"] == kind and isinstance(node["inputs"].get(key), str):
-                names.add(node["inputs"][key])
-    return names
 
 
 def _write_reference(path: Path, size: tuple[int, int], seed: int) -> None:
@@ -72,27 +51,6 @@ def _write_reference(path: Path, size: tuple[int, int], seed: int) -> None:
     pixels = np.full((size[1], size[0], 3), rng.integers(0, 256, 3), dtype=np.uint8)
     pixels[size[1] // 4: 3 * size[1] // 4, size[0] // 4: 3 * size[0] // 4] = rng.integers(0, 256, 3)
     Image.fromarray(pixels).save(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_server(comfy_server, tmp_path_factory):
-    """The session's server with every model and input file the workflows name."""
-    work = tmp_path_factory.mktemp("tiny_workflow_files")
-    state = fx.make_state_dict(TINY, seed=0)
-    for name in _named("LongLiveModelLoader", "base_checkpoint"):
-        comfy_server.add_model("diffusion_models", fx.write_longlive_pt(work / name, fx.main_only(state)))
-    for name in _named("LongLiveModelLoader", "lora"):
-        comfy_server.add_model("loras", fx.write_peft_lora(work / name, fx.make_lora(TINY, rank=4, seed=1)))
-    for name in _named("LongLiveVaceGraft", "vace_checkpoint"):
-        comfy_server.add_model("diffusion_models",
-                               fx.write_wan_safetensors(work / name, state, prefix="model.diffusion_model."))
-    for name in _named("VAELoader", "vae_name"):
-        comfy_server.add_model("vae", comfy_server.models_dir("vae") / TINY_VAE_NAME, name)
-    # the example inputs, as after the README's command: every size unlike the frame
-    written, _ = examples.write_examples(work / "input", sorted(_named("LoadImage", "image") | _named("LoadVideo", "file")))
-    for path in written:
-        comfy_server.add_input(path)
-    return comfy_server
 
 
 def with_test_text_encoder(graph: dict) -> dict:

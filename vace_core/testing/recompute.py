@@ -78,6 +78,7 @@ class RecomputedPasses:
         record = PassRecord(p.start, p.frames, p.latents, p.timestep, p.prompt, p.hint_weight)
         record.main_deps = self._deps(record, p.visible, self.live_main, "main")
         if p.hint_weight is not None:
+            assert p.vace_visible is not None  # set with hint_weight (ModelPass)
             record.vace_deps = self._deps(record, p.vace_visible, self.live_vace, "VACE")
         flow = self._evaluate(record) if p.needs_output else None
         for frame in record.own:
@@ -113,7 +114,7 @@ class RecomputedPasses:
 
         x, time_emb, time_mod, rope = _embed(model, main, grid_h, grid_w)
         attn_mask = token_mask(_frame_mask(main, main, "main_deps"), tokens, x.device)
-        text_kv = [_joined(texts, prompts, lambda t, i=i: t.block_kv[i]) for i in range(len(model.blocks))]
+        text_kv = [_joined(texts, prompts, lambda t: t.block_kv[i]) for i in range(len(model.blocks))]
         text_mask = _text_mask(main, prompts, tokens, texts, x.device, model.compute_dtype)
 
         stream = hint_index = hint_weight = None
@@ -121,7 +122,7 @@ class RecomputedPasses:
         if vace:
             xv, _, vace_mod, vace_rope = _embed(model, vace, grid_h, grid_w)
             context = torch.cat([self.vace_frames(r.start, r.start + r.frames) for r in vace], dim=2)
-            vace_kv = [_joined(texts, prompts, lambda t, k=k: t.vace_kv[k]) for k in range(len(model.vace_blocks))]
+            vace_kv = [_joined(texts, prompts, lambda t: t.vace_kv[k]) for k in range(len(model.vace_blocks))]
             stream = VaceStream(model.vace_patch_embedding, model.vace_blocks, context.to(x.device), xv, vace_mod,
                                 vace_kv, vace_rope,
                                 attn_mask=token_mask(_frame_mask(vace, vace, "vace_deps"), tokens, x.device),
@@ -134,6 +135,7 @@ class RecomputedPasses:
             x = block(x, time_mod, text_kv[index], rope, None, index, attn_mask, text_mask, model.attention)
             k = hint_after.get(index)
             if k is not None:
+                assert stream is not None and hint_weight is not None  # hints come only with the stream
                 hint = stream.hint(k)
                 if scales[k] != 0.0:
                     x = x + hint[:, hint_index] * hint_weight * scales[k]
