@@ -38,8 +38,7 @@ import torch
 
 from comfy_harness import REPO_ROOT
 from helpers import load_script
-from test_workflows_e2e import (HEIGHT, RUN_TIMEOUT, WIDTH, _streaming_t2v, load_api, tiny_graph,  # noqa: F401 (fixture)
-                                tiny_server)
+from test_workflows_e2e import HEIGHT, RUN_TIMEOUT, WIDTH, _streaming_t2v, load_api, tiny_graph
 
 qw = load_script("queue_workflow")
 
