@@ -1,8 +1,8 @@
 """A real ComfyUI server manages our model: it stays loaded between runs, a new Extra LoRA strength
 reads only that LoRA, and "Unload models" (POST /free) gives the memory back.
 
-The server gets its own base directory with a ~165M-parameter random model (Wan2.1 layout at full
-width, 1536, with 3 blocks; float32, 660 MB) in ComfyUI's repackaged safetensors layout, a PEFT LoRA
+The server gets its own base directory with a ~72M-parameter random model (Wan2.1 layout at full
+width, 1536, with 1 block; float32, 290 MB) in ComfyUI's repackaged safetensors layout, a PEFT LoRA
 and a ComfyUI-style LoRA, plus the test-only memory_probe_pack, which records every checkpoint file
 our pack opens and what comfy.model_management lists as loaded. One scenario runs once per server:
 
@@ -28,7 +28,7 @@ from comfy_harness import HERE, TINY_VAE_NAME, make_base_dir, start_server, stop
 from vace_core.testing import fixtures as fx
 from vace_core.config import WanConfig
 
-MEDIUM = WanConfig(dim=1536, ffn_dim=8960, num_layers=3, num_heads=12, freq_dim=256, text_dim=4096)
+MEDIUM = WanConfig(dim=1536, ffn_dim=8960, num_layers=1, num_heads=12, freq_dim=256, text_dim=4096)
 BASE, LORA, STYLE = "longlive_base.safetensors", "lora.pt", "style.safetensors"
 PROBE_DIR_NAME = "comfyui-longlive-memory-probe"
 MIN_DROP = 0.40  # of the base weights' bytes, issue 12's acceptance
