@@ -65,6 +65,10 @@ from make_workflows import MODEL_INPUTS, Extension, workflow_files  # noqa: E402
 
 SCREENSHOT_OF = "longlive_vace_r2v"  # the workflow the README shows
 # the minimap panel covers the graph's lower right corner in a picture (editors 1.35 and 1.49)
+# the editor's dialogs fade and slide in; Playwright clicks only what has stopped moving, which made
+# every template take ~5 s to open (~1.8 s without). The check reads the settled layout, which motion
+# does not change.
+NO_MOTION_CSS = "*, *::before, *::after {transition: none !important; animation: none !important}"
 HIDE_MINIMAP_CSS = ("[data-testid=minimap-container], div:has(> [data-testid=close-minmap-button]), "
                     "div:has(> [data-testid=close-minimap-button]) {display: none !important}")
 
@@ -463,6 +467,7 @@ def _open_editor(browser, url: str):
     """A fresh window (its own storage: no workflow tabs of an earlier visit) with the editor loaded."""
     page = browser.new_context(viewport=VIEWPORT).new_page()
     page.goto(url, wait_until="load", timeout=PAGE_TIMEOUT_MS)
+    page.add_style_tag(content=NO_MOTION_CSS)
     page.wait_for_function("() => window.app && window.app.graph && window.LiteGraph "
                            "&& Object.keys(LiteGraph.registered_node_types).length > 0", timeout=PAGE_TIMEOUT_MS)
     return page
