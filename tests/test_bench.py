@@ -32,6 +32,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
+from comfy_harness import child_env
 from helpers import comfyui_for_scripts, load_script
 from vace_core.config import architecture
 from vace_core.plan import SamplerSettings
@@ -55,7 +56,7 @@ def test_one_smoke_run_exercises_every_script_within_its_budget(tmp_path):
     command = [COMFYUI_PYTHON if WITH_COMFYUI else sys.executable, str(SCRIPT), "--smoke", "--budget", str(BUDGET_S),
                "--out", str(tmp_path)] + (["--comfyui", str(COMFYUI_DIR)] if WITH_COMFYUI else [])
     started = time.monotonic()
-    run = subprocess.run(command, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}, check=False,
+    run = subprocess.run(command, env=child_env(), check=False,
                          capture_output=True, text=True, timeout=BUDGET_S * 3)
     wall = time.monotonic() - started
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

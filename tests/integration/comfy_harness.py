@@ -14,8 +14,8 @@ Which ComfyUIs (`find_installs`), in order of precedence:
                    the tests that need a ComfyUI wait for it (CI builds that venv while the other
                    tests run; COMFYUI_PYTHON_READY_TIMEOUT seconds at most, default 1800)
 
-ComfyUI's python always runs with PYTHONDONTWRITEBYTECODE=1 and the server with an isolated
---base-directory, so nothing is ever written into a checkout (the shared snapshots are read-only).
+ComfyUI's python never writes bytecode next to its sources (child_env) and the server runs with an
+isolated --base-directory, so nothing is ever written into a checkout (the shared snapshots are read-only).
 
 Tests import this module by name (pytest puts tests/integration on sys.path); it is not called
 conftest so it cannot be confused with another directory's conftest.
@@ -60,9 +60,21 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment for a child Python: its bytecode never next to the sources (a read-only
+    ComfyUI snapshot, the checkout). With PYTHONPYCACHEPREFIX set (CI: .ci/cache/pycache) it is
+    written there, each module compiled once for every process of the run; else it is not written."""
+    env = dict(os.environ, **extra)
+    if env.get("PYTHONPYCACHEPREFIX"):
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+    else:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
 def comfy_env(**extra: str) -> dict[str, str]:
-    """The environment for ComfyUI's python: no bytecode written next to the sources."""
-    return dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", **extra)
+    """The environment for ComfyUI's python (child_env, unbuffered)."""
+    return child_env(PYTHONUNBUFFERED="1", **extra)
 
 
 def _comfyui_python() -> str:
