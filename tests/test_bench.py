@@ -16,7 +16,6 @@ fails the smoke check). Timings are not asserted (noise on a shared CPU), only t
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
