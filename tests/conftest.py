@@ -1,5 +1,5 @@
 """Shared pytest setup: import the pack from the repo root; one torch thread; the groups that let
-`pytest -n 3` (pytest-xdist, `--dist loadgroup` from pyproject.toml) share the work between its
+`pytest -n 4` (pytest-xdist, `--dist loadgroup` from pyproject.toml) share the work between its
 processes without doing any of it twice.
 
 The tiny test models are dominated by per-op overhead, which extra threads only add to on the

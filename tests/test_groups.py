@@ -1,4 +1,4 @@
-"""The groups that share the tests between processes (`pytest -n 3`, tests/conftest.py): each test is in
+"""The groups that share the tests between processes (`pytest -n 4`, tests/conftest.py): each test is in
 exactly one group, each ComfyUI version's server cases in one group of their own; and pytest-xdist
 keeps a group in one process with the pytest installed (pytest 9.2 broke that: requirements-dev.txt)."""
 
