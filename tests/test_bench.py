@@ -7,10 +7,13 @@ COMFYUI_DIR, as in CI) it adds the sections that run through ComfyUI (the decode
 with ComfyUI's models, the low-VRAM path); without, it lists them as skipped.
 
 Cheap in-process tests prove the plan's mechanics (a failed check exits 1, a broken section costs
-the others nothing, the budget skips what no longer fits and stops an overrun) and what the checks
-and the expected ranges rest on (the FLOP budget equals torch's own count; the attention check
-catches a dropped bias; the kernel report names SDPA's math fallback; RoPE rebuilt on every pass
-fails the smoke check). Timings are not asserted (noise on a shared CPU), only the budget.
+the others nothing and is listed, the budget skips what no longer fits and stops an overrun, a batch
+section stopped part-way keeps what it measured), the batch section (both kinds at B = 1, 2, 4, the
+cache per video, a planted shared cache caught) and what the checks and the expected ranges rest on
+(the FLOP budget of every chunk of a run equals torch's own count; the batch and decode-gain ranges
+flag planted runs; the attention check catches a dropped bias; the kernel report names SDPA's math
+fallback; RoPE rebuilt on every pass fails the smoke check). Timings are not asserted (noise on a
+shared CPU), only the budget.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from comfy_harness import child_env
 from helpers import comfyui_for_scripts, load_script
 from vace_core.config import architecture
+from vace_core.memory import run_cache_bytes
 from vace_core.plan import SamplerSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,8 +75,11 @@ def test_one_smoke_run_exercises_every_script_within_its_budget(tmp_path):
         for check, ok in results["sections"][name]["checks"].items():
             assert ok and f"PASS {check}" in run.stdout, (name, check)
 
-    reasons = {"compile": "not in the smoke run", "timing": "not in the smoke run", "vace": "not in the smoke run",
-               "batch": "needs batches"}
+    # every section of the plan either ran or is listed with its reason, in the summary too
+    assert set(ran) | set(skipped) >= set(plan["order"]) and not set(ran) & set(skipped)
+    listed = next(line for line in run.stdout.splitlines() if line.startswith("Skipped: "))
+    assert all(f"{name}: {reason}" in listed for name, reason in skipped.items())
+    reasons = {"compile": "not in the smoke run", "timing": "not in the smoke run", "vace": "not in the smoke run"}
     if not WITH_COMFYUI:
         reasons.update({name: "needs ComfyUI" for name in ("decode", "native-ar", "preview", "forward", "lowvram")})
     out_of_time = []
@@ -85,9 +92,10 @@ def test_one_smoke_run_exercises_every_script_within_its_budget(tmp_path):
             assert skipped[name].startswith(reasons[name]), (name, skipped[name])
     if out_of_time:  # a CI machine too busy for the budget shows here, rather than failing the run
         warnings.warn(f"the smoke run's {BUDGET_S} s budget left out: {', '.join(out_of_time)}")
-    if "decode" in ran:
-        assert "second_device" in results["sections"]["decode"]["figures"] or skipped[
-            "decode, decode on a second device"]
+    if "decode" in ran:  # on the CPU the second decode device is the CPU: the worker thread's path
+        gain = results["sections"]["decode"]["figures"]["second_device"]
+        assert gain["chunks"] == sections.SMOKE_CHUNKS and gain["rounds"] == 1 and gain["overhead_only"]
+        assert gain["gain"] > 0 and "decode on cpu: gain" in run.stdout
 
 
 def check_correctness(out: Path, f: dict) -> None:
@@ -137,6 +145,12 @@ def check_decode(out: Path, f: dict) -> None:
         assert 0 < f["decode_share"] < 1 and f["end_to_end_fps"] > 0
 
 
+def check_batch(out: Path, f: dict) -> None:
+    assert list(f["runs"]) == [f"{kind}_batch_{b}" for kind in ("t2v", "r2v") for b in (1, 2, 4)]
+    assert f["chunks"] == sections.SMOKE_CHUNKS and f["model"] == "tiny-vace"
+    assert "| r2v_batch_4 |" in (out / "results-cpu-smoke.md").read_text()
+
+
 def check_native_ar(out: Path, result: dict) -> None:
     """Cache bytes, independent of timing: ours holds the window, the native path the whole video."""
     plan = result["plan"]
@@ -178,16 +192,19 @@ def check_lowvram(out: Path, result: dict) -> None:
 
 
 SMOKE_CHECKS = {"correctness": check_correctness, "smoke": check_smoke_section, "steady": check_steady,
-                "memory": check_memory, "decode": check_decode, "native-ar": check_native_ar,
+                "memory": check_memory, "decode": check_decode, "batch": check_batch, "native-ar": check_native_ar,
                 "preview": check_preview, "forward": check_forward, "lowvram": check_lowvram}
 
 
 # ---- the plan's mechanics, with stand-in sections ---------------------------------------------------
 
-def batch_outcome(fps: float = 1.0, ok: bool = True) -> dict:
+def batch_outcome(per_hour: float = 3600.0, ok: bool = True) -> dict:
     """What the batch section returns, with made-up figures (its markdown renders them)."""
-    return {"plan": None, "bench": None, "figures": {"batch_1": {"seconds": 1.0, "chunks": 2, "fps": fps}},
-            "checks": {"batch_outputs_finite": ok}}
+    run = {"seconds": 1.0, "seconds_per_video": 1.0, "videos_per_hour": per_hour, "fps_per_video": 21.0,
+           "fps_total": 21.0, "peak_bytes": None, "cache_bytes": 2**20, "estimate_bytes": 2**30, "finite": ok}
+    figures = {"device": "cpu", "model": "tiny-vace", "size": "32x32", "dtype": "float32", "chunks": 2,
+               "video_frames": 21, "weights_bytes": 2**20, "runs": {"t2v_batch_1": run}}
+    return {"plan": None, "bench": None, "figures": figures, "checks": {"batch_outputs_finite": ok}}
 
 
 @pytest.fixture
@@ -207,7 +224,7 @@ def test_a_failed_check_fails_the_run(tmp_path, stand_ins):
 
 
 def test_each_section_is_saved_and_a_broken_one_costs_the_others_nothing(tmp_path, stand_ins):
-    stand_ins.setitem(bench.SECTION_RUNNERS, "batch", lambda ctx: batch_outcome(fps=7.0))
+    stand_ins.setitem(bench.SECTION_RUNNERS, "batch", lambda ctx: batch_outcome(per_hour=7.0))
 
     def out_of_memory(ctx):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.48 GiB")
@@ -216,10 +233,12 @@ def test_each_section_is_saved_and_a_broken_one_costs_the_others_nothing(tmp_pat
     assert bench.main(["--device", "cpu", "--sections", "batch", "--out", str(tmp_path)]) == 0
     assert bench.main(["--device", "cpu", "--sections", "steady", "--out", str(tmp_path)]) == 2
     entries = json.loads((tmp_path / "results-cpu.json").read_text())["sections"]
-    assert entries["batch"]["figures"]["batch_1"]["fps"] == 7.0  # kept from the earlier run
+    assert entries["batch"]["figures"]["runs"]["t2v_batch_1"]["videos_per_hour"] == 7.0  # kept from the earlier run
     assert entries["steady"]["error"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 3.48 GiB"
     markdown = (tmp_path / "results-cpu.md").read_text()
-    assert "| 1 | 1.0 | 2 | 7.0 |" in markdown and "Did not finish: OutOfMemoryError: CUDA out of memory" in markdown
+    assert "| t2v_batch_1 | 1.0 | 7.0 |" in markdown and "Did not finish: OutOfMemoryError: CUDA out of memory" in markdown
+    # the broken section is listed in the summary, not left out
+    assert "Skipped: steady: did not finish: OutOfMemoryError: CUDA out of memory" in markdown
 
 
 def test_the_budget_skips_what_no_longer_fits_and_stops_an_overrun(tmp_path, stand_ins):
@@ -246,27 +265,60 @@ def test_the_budget_skips_what_no_longer_fits_and_stops_an_overrun(tmp_path, sta
     assert plan["skipped"]["steady"].startswith("the time budget ran out after ")
 
 
-def test_the_batch_section_measures_once_the_sampler_takes_a_batch(tmp_path, monkeypatch):
-    """Today the sampler refuses a LATENT batch and the section is skipped ("needs batches"); with a
-    stand-in sampler that takes one (one video per seed), it times batch 1, 2 and 4."""
-    args = bench.parse_args(["--smoke", "--out", str(tmp_path)])
-    ctx = sections.Context(args, torch.device("cpu"))
-    with pytest.raises(sections.SectionSkipped, match="^needs batches: .*batch of 2"):
-        sections.section_batch(ctx)
-    seen = []
-
-    class BatchSampler:
-        def sample(self, model, positive, latent, seed, vace_scale):
-            seen.append(latent["samples"].shape[0])
-            return ({"samples": torch.zeros_like(latent["samples"])},)
-
-    nodes = sys.modules[sections.STANDALONE_PACKAGE].NODE_CLASS_MAPPINGS
-    monkeypatch.setitem(nodes, "LongLiveSampler", BatchSampler)
+def test_the_batch_section_measures_every_kind_at_batch_1_2_4_and_checks_the_cache_per_video(tmp_path, monkeypatch):
+    """The smoke run's batch section (the tiny model, 2-chunk videos): T2V and R2V at B = 1, 2, 4,
+    each run's figures handed to keep_figures as it is measured; a batch's KV caches are B times one
+    video's as the cache layout counts them (vace_core.memory.run_cache_bytes, not the run's own
+    count). Planted fault: a sampler that keeps one video's caches for the whole batch fails the check."""
+    ctx = sections.Context(bench.parse_args(["--smoke", "--out", str(tmp_path)]), torch.device("cpu"))
+    handed = []
+    ctx.keep_figures = lambda figures: handed.append(list(figures["runs"]))
     outcome = sections.section_batch(ctx)
-    assert seen == [2, 1, 1, 2, 2, 4, 4]  # the probe, then each batch size warmed up and timed
-    assert list(outcome["figures"]) == ["batch_1", "batch_2", "batch_4"] and outcome["checks"]["batch_outputs_finite"]
-    assert all(r["fps"] > 0 and r["chunks"] == common.PLANS["quick"].early_chunk + 2
-               for r in outcome["figures"].values())
+    names = [f"{kind}_batch_{b}" for kind in ("t2v", "r2v") for b in (1, 2, 4)]
+    assert handed == [names[:i] for i in range(1, len(names) + 1)]  # saved after every measurement
+    figures = outcome["figures"]
+    assert list(figures["runs"]) == names and figures["chunks"] == sections.SMOKE_CHUNKS == 2
+    assert figures["video_frames"] == 21  # 2 chunks of 3 latent frames: 4 * 5 + 1 video frames
+    for name, run in figures["runs"].items():
+        kind, batch = name.split("_batch_")
+        one_video = run_cache_bytes(architecture("tiny-vace"), torch.float32, height=32, width=32,
+                                    ref_frames=int(kind == "r2v"), settings=SamplerSettings(), uses_vace=kind == "r2v")
+        assert run["cache_bytes"] == int(batch) * one_video
+        assert run["videos_per_hour"] == pytest.approx(3600 * int(batch) / run["seconds"], rel=0.01)  # 3-digit seconds
+        assert run["finite"] and run["peak_bytes"] is None  # no CUDA: no peak VRAM
+        assert run["estimate_bytes"] > figures["weights_bytes"] + run["cache_bytes"]  # + activations, the prompt
+    assert outcome["checks"] == {"batch_outputs_finite": True, "batch_cache_per_video": True}
+
+    run_once = sections.bench_batch.run_once
+    monkeypatch.setattr(sections.bench_batch, "run_once",
+                        lambda bench_model, kind, batch, chunks: run_once(bench_model, kind, 1, chunks))
+    assert not sections.section_batch(ctx)["checks"]["batch_cache_per_video"]
+
+
+def test_a_batch_section_stopped_part_way_keeps_what_it_measured(tmp_path, stand_ins, capsys):
+    """The budget runs out (OutOfTime, as the plan's alarm raises it) at T2V B=4's warm-up: the two
+    runs measured before are kept in the results, the markdown and the summary, and the section is
+    listed as stopped; the run exits 0."""
+    run_once, calls = sections.bench_batch.run_once, []
+
+    def out_of_time_at_the_fifth_run(*args):
+        calls.append(args)
+        if len(calls) == 5:  # a warm-up and a timed run each for B = 1 and 2, then B = 4's warm-up
+            raise sections.OutOfTime("the time budget ran out")
+        return run_once(*args)
+
+    stand_ins.setattr(sections.bench_batch, "run_once", out_of_time_at_the_fifth_run)
+    assert bench.main(["--device", "cpu", "--smoke", "--sections", "batch", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results-cpu-smoke.json").read_text())
+    plan, entry = results["plan"], results["sections"]["batch"]
+    assert plan["ran"] == [] and plan["partial"] == ["batch"]
+    assert re.fullmatch(r"the time budget ran out after \d+ s; the figures it had measured are kept",
+                        plan["skipped"]["batch"])
+    assert list(entry["figures"]["runs"]) == ["t2v_batch_1", "t2v_batch_2"] and "running" not in entry
+    markdown = (tmp_path / "results-cpu-smoke.md").read_text()
+    assert "What it had measured:" in markdown and "| t2v_batch_2 |" in markdown and "| t2v_batch_4 |" not in markdown
+    printed = capsys.readouterr().out
+    assert "| T2V B=2: s per video / B=1's |" in printed and "T2V B=4" not in printed
 
 
 def test_sections_that_need_comfyui_say_so():
@@ -276,36 +328,84 @@ def test_sections_that_need_comfyui_say_so():
 
 # ---- what the checks and the expected ranges rest on --------------------------------------------------
 
-def counted_chunk_flops(bench_model, chunk: int, vace: bool) -> int:
-    """What torch's FlopCounterMode counts in generated chunk `chunk` of a real run (attention through
-    SDPA's math kernel, whose matrix products the counter sees; the CPU's fused kernel it does not)."""
-    counter, math_only = FlopCounterMode(display=False), sdpa_kernel([SDPBackend.MATH])
+def counted_flops_per_chunk(bench_model, chunks: int, vace: bool, first: int = 0) -> dict[int, int]:
+    """What torch's FlopCounterMode counts in a real run of `chunks` generated chunks, from one chunk's
+    callback to the next, for the chunks from index `first` on (chunk 0's count is from the start:
+    what a run does once is in it; nothing runs after the last); attention through SDPA's math
+    kernel, whose matrix products the counter sees (the CPU's fused kernel it does not). Counting
+    is slow: the chunks before `first` run uncounted."""
+    counts: dict[int, int] = {}
+    counter = FlopCounterMode(display=False)
 
     def on_chunk(info) -> None:
-        number = info.block.chunk_index + 1
-        if not info.block.is_reference and number == chunk - 1:
-            math_only.__enter__()
-            counter.__enter__()
-        elif not info.block.is_reference and number == chunk:
+        nonlocal counter
+        if info.block.is_reference:
+            return
+        index = info.block.chunk_index
+        if index >= first:
             counter.__exit__(None, None, None)
-            math_only.__exit__(None, None, None)
+            counts[index] = counter.get_total_flops()
+        if index + 1 >= first:
+            counter = FlopCounterMode(display=False)
+            counter.__enter__()
 
-    common.timed_generate(bench_model, chunk + 1, SamplerSettings(), vace, extra=on_chunk)
-    return counter.get_total_flops()
+    with sdpa_kernel([SDPBackend.MATH]):
+        if first == 0:
+            counter.__enter__()
+        common.timed_generate(bench_model, chunks, SamplerSettings(), vace, extra=on_chunk)
+    return counts
 
 
-@pytest.mark.parametrize("size", [32, 48])
-def test_the_flop_budget_is_what_torch_counts_in_a_steady_chunk(size):
-    """The expected ranges' FLOPs per chunk equal the count in a real steady chunk (chunk 4: the
-    12-frame window full, not the last), T2V and R2V with its reference, at two sizes (attention
-    grows faster than the projections); at 480x832 they are the budget docs/benchmarks.md states."""
+@pytest.mark.parametrize("size, first", [(32, 0), (48, 3)])
+def test_the_flop_budget_is_what_torch_counts_in_every_chunk(size, first):
+    """The expected ranges' FLOPs per chunk equal the count in the chunks of a real 5-chunk run: a
+    steady chunk (chunk 4, index 3: the 12-frame window full, not the last) and the last, without a
+    clean pass, at two sizes (attention grows faster than the projections); at 32x32 every chunk
+    after the first too (the window filling), and a video's FLOPs (`video_flops`, the batch section's
+    expected videos per hour) are the run's whole count but for what a run does once besides its
+    chunks (the prompt's keys and values; R2V's reference block and VACE context: under a chunk's
+    FLOPs). T2V and R2V with its reference. At 480x832 the steady chunk is the budget
+    docs/benchmarks.md states."""
     model = common.Bench(replace(common.PLANS["quick"], height=size, width=size), torch.device("cpu"))
+    config = model.model.config
     for vace in (False, True):
-        budget = expected.chunk_flops(model.model.config, size, size, ref_frames=int(vace), vace=vace)
-        assert budget == counted_chunk_flops(model, 4, vace)
+        counted = counted_flops_per_chunk(model, 5, vace, first)
+        budget = {i: expected.chunk_flops(config, size, size, ref_frames=int(vace), vace=vace, index=i, last=i == 4)
+                  for i in range(5)}
+        assert list(counted) == list(range(first, 5))
+        assert all(counted[i] == budget[i] for i in counted if i > 0)
+        assert counted[3] == expected.chunk_flops(config, size, size, ref_frames=int(vace), vace=vace)  # steady
+        if first == 0:
+            once = sum(counted.values()) - expected.video_flops(config, size, size, 5, ref_frames=int(vace), vace=vace)
+            assert once == counted[0] - budget[0] and 0 < once < budget[3]
     config = architecture("wan2.1-vace-1.3B")
     assert round(expected.chunk_flops(config, 480, 832) / 1e12) == 139
     assert round(expected.chunk_flops(config, 480, 832, ref_frames=1, vace=True) / 1e12) == 221
+
+
+def test_batch_and_decode_gain_ranges_flag_what_cannot_be():
+    """Planted runs at 480x832: the expected videos per hour is the FLOP budget of a 7-chunk video
+    (between 7 first chunks and 7 steady ones); a batch dearer per video than
+    one video, or a peak above the memory request, is flagged HIGH; a decode gain past full overlap
+    of DiT and decode (share 0.25: at most 1 / 0.75) HIGH, one well under 1 LOW."""
+    config = architecture("wan2.1-vace-1.3B")
+    run = {"seconds": 10.0, "seconds_per_video": 10.0, "videos_per_hour": 360.0, "peak_bytes": 20 * 2**30,
+           "cache_bytes": 7 * 2**30, "estimate_bytes": 16 * 2**30, "finite": True}
+    figures = {"model": "wan2.1-vace-1.3B", "size": "832x480", "chunks": 7, "video_frames": 81,
+               "weights_bytes": 4 * 2**30, "runs": {"t2v_batch_1": run, "t2v_batch_2": run}}
+    ranges = expected.batch_ranges(figures, "cuda", 800e12)
+    video = expected.video_flops(config, 480, 832, 7)
+    # between 7 first chunks without their clean pass and 7 steady chunks (the window fills, the last has none)
+    assert 7 * expected.chunk_flops(config, 480, 832, index=0, last=True) < video < 7 * expected.chunk_flops(
+        config, 480, 832)
+    assert ranges["t2v_batch_1_videos_per_hour"].high == pytest.approx(3600 * 800e12 * 0.75 / video)
+    ratio = ranges["t2v_batch_2_per_video_ratio"]
+    assert (ratio.low, ratio.verdict(0.6), ratio.verdict(1.5)) == (0.5, "ok", "HIGH")
+    peak = ranges["t2v_batch_2_peak_gib"]
+    assert (peak.low, peak.high, peak.verdict(20.0), peak.verdict(12.0)) == (11.0, 16.0, "HIGH", "ok")
+    gain = expected.decode_gain_range(0.25)
+    assert gain.high == pytest.approx(1 / 0.75 * 1.1)
+    assert (gain.verdict(1.3), gain.verdict(1.6), gain.verdict(0.5)) == ("ok", "HIGH", "LOW")
 
 
 def test_expected_ranges_follow_the_flop_budget_and_flag_a_run_outside():

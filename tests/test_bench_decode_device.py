@@ -1,4 +1,4 @@
-"""Smoke test of scripts/bench_decode_device.py, in this process (the pack as the other node tests
+"""Smoke test of scripts/bench/bench_decode_device.py, in this process (the pack as the other node tests
 import it), the allocator variant of section 1 in its child process: each section runs on tiny
 inputs and reports what the results file and its summary need. Timings are not asserted (noise on
 a shared CPU)."""
@@ -12,7 +12,7 @@ import torch
 from helpers import PACK, load_script
 from test_streaming import text
 
-bench = load_script("bench_decode_device")
+bench = load_script("bench/bench_decode_device")
 pack = {name: importlib.import_module(f"{PACK}.{name}") for name in bench.MODULES}
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark of the causal LongLive + VACE sampler, as one plan of sections run by priority within a
 time budget: correctness of the GPU path, steady per-chunk time and FPS, peak memory, the decode's
-share of a chunk, throughput per batch, torch.compile, the low-VRAM path, the full per-chunk curves,
-and (on the CPU) the comparisons with ComfyUI's own models.
+share of a chunk and the gain of a second decode GPU, videos per hour per batch, torch.compile, the
+low-VRAM path, the full per-chunk curves, and (on the CPU) the comparisons with ComfyUI's own models.
 
 Sections (bench_sections.py says what each measures), in the plan's order of priority:
 
@@ -16,7 +16,8 @@ Sections (bench_sections.py says what each measures), in the plan's order of pri
   when the budget ends is stopped (an alarm; children are killed) and listed; the run then exits 0
   with what it has.
 - The results files bench/results-<device>.{json,md} are rewritten after EVERY section (a section
-  run later replaces only its own figures), so a run cut short keeps what it measured; the markdown
+  run later replaces only its own figures), and by a section that hands its figures over as it
+  measures (batch, through ctx.keep_figures), so a run cut short keeps what it measured; the markdown
   opens with the summary of the last plan run, which is also printed at the end for pasting: the
   card, torch and ComfyUI, each figure beside its expected range (bench_expected.py: the CPU model of
   the GPU figures), the checks, and what was skipped and why.
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import resource
 import signal
 import sys
@@ -85,8 +87,10 @@ PLAN = (
     Section("smoke", "Smoke", (70, 20, 8)),
     Section("steady", "Steady per-chunk time and FPS", (60, 60, 2)),
     Section("memory", "Peak memory", (90, 60, 4)),
-    Section("decode", "Streaming decode", (40, 30, 1), comfyui=True),
-    Section("batch", "Throughput per batch", (90, 60, 2)),
+    # decode: ~100 s more with a second GPU (its gain: a warm-up and 5 rounds of two 7-chunk node runs)
+    Section("decode", "Streaming decode", (40, 30, 2), comfyui=True),
+    # batch: 81-frame T2V and R2V videos, a warm-up and a timed run at B = 1, 2, 4: 28 videos of 4-6.5 s
+    Section("batch", "Videos per hour and peak memory per batch", (150, 60, 3)),
     Section("compile", "torch.compile", (180, 120, 30),
             not_in_smoke="dynamo's tracing alone outlasts the smoke run (tests/test_compiled.py covers the compile "
                          "path)"),
@@ -222,6 +226,16 @@ def stamp(plan: dict) -> None:
     plan["finished"] = now()
 
 
+def keep_figures(results: dict, name: str, out: Path, started: float, figures: dict) -> None:
+    """Section `name`'s figures so far, saved at once as a running entry (its final entry replaces
+    it): what a section the budget stops or an error ends had measured."""
+    results["sections"][name] = {"machine": machine_info(torch.device(results["device"])), "figures": figures,
+                                 "checks": {}, "running": True,
+                                 "runtime_s": round(time.perf_counter() - started, 1), "finished": now()}
+    stamp(results["plan"])
+    save_results(results, out, TITLES)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -237,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     deadline = None if args.budget is None else time.monotonic() + args.budget - process_age_s() - RESERVE_S
     ctx.time_left = lambda: None if deadline is None else max(0.0, deadline - time.monotonic())
     results = load_results(args.out, args.device, args.smoke)
-    plan = results["plan"] = {"budget": args.budget, "order": args.sections, "ran": [], "skipped": {},
+    plan = results["plan"] = {"budget": args.budget, "order": args.sections, "ran": [], "partial": [], "skipped": {},
                               "machine": machine_info(ctx.device),
                               "comfyui": comfyui_version(args.comfyui) if args.comfyui else None}
     pace, failed, broken = Pace(), [], []
@@ -252,9 +266,21 @@ def main(argv: list[str] | None = None) -> int:
             log(f"section {name} skipped: {reason}")
             continue
         log(f"section {name}")
+        ctx.keep_figures = functools.partial(keep_figures, results, name, args.out, time.perf_counter())
+        earlier = results["sections"].get(name)
         entry = run_section(name, ctx)
-        if "skipped" in entry or "stopped" in entry:
-            plan["skipped"][name] = entry.get("skipped") or entry["stopped"]
+        kept = results["sections"].get(name)
+        if kept is not earlier and "figures" not in entry and "skipped" not in entry:
+            entry["figures"] = kept["figures"]  # stopped or broken: what it had handed over (keep_figures)
+        if "skipped" in entry:
+            plan["skipped"][name] = entry["skipped"]
+        elif "stopped" in entry or "error" in entry:  # listed with why, never left out in silence
+            plan["skipped"][name] = entry.get("stopped") or f"did not finish: {entry['error']}"
+            if "figures" in entry:
+                plan["skipped"][name] += "; the figures it had measured are kept"
+                plan["partial"].append(name)
+            if "figures" in entry or "error" in entry:  # a stop with nothing measured keeps the last run's
+                results["sections"][name] = entry
         else:
             results["sections"][name] = entry
             plan["ran"].append(name)

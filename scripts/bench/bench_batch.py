@@ -112,17 +112,20 @@ def cpu_figures(plan_name: str) -> dict:
 
 def device_figures(device: torch.device, write: Callable[[dict], None] | None = None, *,
                    batches: tuple[int, ...] = BATCHES, kinds: tuple[str, ...] = KINDS,
-                   plan: common.Plan | None = None, chunks: int = GPU_CHUNKS) -> dict:
+                   plan: common.Plan | None = None, chunks: int = GPU_CHUNKS,
+                   bench: common.Bench | None = None) -> dict:
     """The GPU figures of the device plan: per kind and batch size, an 81-frame video's wall time
     (after a warm-up run of the same shape), videos per hour, FPS per video and in all, peak VRAM
-    against the weights plus the memory request's estimate. `write(figures)` after each one."""
-    plan = plan or common.PLANS["cuda"]
-    bench = common.Bench(plan, device)
+    against the weights plus the memory request's estimate. `write(figures)` after each one.
+    `bench`: the model to run when the caller has built one (the plan's; `plan` is then its plan),
+    else one of `plan` is built."""
+    bench = bench or common.Bench(plan or common.PLANS["cuda"], device)
+    plan = bench.plan
     weights = sum(p.numel() * p.element_size() for p in bench.model.parameters())
     video_frames = video_frames_for(chunks * bench.settings.chunk_frames)
     figures: dict = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
                      "model": plan.preset, "size": f"{plan.width}x{plan.height}", "dtype": plan.dtype,
-                     "video_frames": video_frames, "weights_bytes": weights, "runs": {}}
+                     "chunks": chunks, "video_frames": video_frames, "weights_bytes": weights, "runs": {}}
     for kind in kinds:
         estimate, _ = memory_estimate(plan.preset, bench.dtype, plan.height, plan.width, kind, bench.settings)
         for batch in batches:
@@ -161,16 +164,25 @@ def markdown(cpu: dict | None, gpu: dict | None) -> str:
                          f"{big['cache_bytes_per_video'] / 2**30:.2f} / {big['per_video_bytes'] / 2**30:.2f} GiB |")
         lines.append("")
     if gpu is not None:
-        lines += [f"## {gpu['device']}: {gpu['model']} (random weights) at {gpu['size']}, {gpu['dtype']}, "
-                  f"{gpu['video_frames']}-frame videos", "",
-                  "| run | s per video | videos per hour | FPS per video / in all | peak VRAM | weights + estimate |",
-                  "|---|---|---|---|---|---|"]
-        for name, run in gpu["runs"].items():
-            peak = "n/a" if run["peak_bytes"] is None else f"{run['peak_bytes'] / 2**30:.2f} GiB"
-            lines.append(f"| {name} | {run['seconds_per_video']} | {run['videos_per_hour']} | {run['fps_per_video']} / "
-                         f"{run['fps_total']} | {peak} | {run['estimate_bytes'] / 2**30:.2f} GiB |")
-        lines.append("")
+        lines += [f"## {device_title(gpu)}", "", *device_table(gpu), ""]
     return "\n".join(lines)
+
+
+def device_title(gpu: dict) -> str:
+    """What `device_figures` measured: the device, the model, the size and the videos."""
+    return (f"{gpu['device']}: {gpu['model']} (random weights) at {gpu['size']}, {gpu['dtype']}, "
+            f"{gpu['video_frames']}-frame videos")
+
+
+def device_table(gpu: dict) -> list[str]:
+    """`device_figures`' runs as a markdown table (also the device plan's batch section)."""
+    lines = ["| run | s per video | videos per hour | FPS per video / in all | peak VRAM | weights + estimate |",
+             "|---|---|---|---|---|---|"]
+    for name, run in gpu["runs"].items():
+        peak = "n/a" if run["peak_bytes"] is None else f"{run['peak_bytes'] / 2**30:.2f} GiB"
+        lines.append(f"| {name} | {run['seconds_per_video']} | {run['videos_per_hour']} | {run['fps_per_video']} / "
+                     f"{run['fps_total']} | {peak} | {run['estimate_bytes'] / 2**30:.2f} GiB |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

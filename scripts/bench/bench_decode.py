@@ -9,8 +9,8 @@ sections timed after it); it writes its figures to --report.
 
 With --decode-device DEVICE it also times the Sampler -> Video node making --chunks chunks with the
 decode on the model's device and on DEVICE (a second GPU, or the CPU: the worker-thread path), the
-same random weights both times; the gain is the first time over the second. A node without a
-`decode_device` input is reported as skipped.
+same random weights both times, each way warmed up and then --rounds rounds interleaved
+(bench_decode_device.py's helpers); the gain is the model device's time over DEVICE's.
 
     python scripts/bench/bench_decode.py --comfyui DIR --device cuda --height 480 --width 832 --report decode.json
 """
@@ -18,6 +18,7 @@ same random weights both times; the gain is the first time over the second. A no
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import importlib.util
 import json
@@ -31,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+import bench_decode_device
 from pack_loader import load_pack
 from vace_core.latents import LATENT_CHANNELS, VAE_STRIDE_T
 
@@ -78,38 +80,33 @@ def chunk_decode(host: ModuleType, vae, device: torch.device, args: argparse.Nam
 
 def decode_device_gain(pack: dict[str, ModuleType], vae, args: argparse.Namespace) -> dict:
     """Sampler -> Video over `chunks` chunks, decoding on the model's device and on --decode-device:
-    wall seconds each way and the gain; or why it was skipped."""
+    each way once untimed (the first run on the decode device makes the VAE's copy and loads it
+    there), then --rounds timed rounds, the order alternating (bench_decode_device.interleaved).
+    Wall seconds per chunk each way, and the gain: model device / decode device. With both on the
+    CPU there is no second device: the ratio is the worker thread's overhead (or what it overlaps
+    on a second core). Or why it was skipped."""
     node_class = pack["nodes.video"].LongLiveSampleToVideo
-    inputs = node_class.INPUT_TYPES()
-    option = inputs.get("optional", {}).get(DECODE_DEVICE_INPUT) or inputs["required"].get(DECODE_DEVICE_INPUT)
-    if option is None:
-        return {"skipped": f"Sampler -> Video has no {DECODE_DEVICE_INPUT} input yet (issue 26, item 1)"}
-    choices = [c for c in option[0] if args.decode_device in str(c)]
-    if not choices:
-        return {"skipped": f"{DECODE_DEVICE_INPUT} offers no {args.decode_device!r} here (choices: {option[0]})"}
-    widgets = {name: spec[1]["default"] for name, spec in inputs["required"].items()
-               if isinstance(spec, tuple) and len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
+    choices = node_class.INPUT_TYPES()["optional"][DECODE_DEVICE_INPUT][0]
+    if args.decode_device not in choices:
+        return {"skipped": f"{DECODE_DEVICE_INPUT} offers no {args.decode_device!r} here (choices: {choices})"}
+    model_device = choices[0]  # the default: decoded between chunks, on the sampler's device
     with tempfile.TemporaryDirectory(prefix="bench_decode_weights_") as folder:
         files = common.write_pack_weights(args.preset, args.dtype, Path(folder))
         model = common.load_pack_model(pack["nodes.model_ref"], files, args.dtype, vace=False)
         text = common.random_prompt(model.shared.network.config)
-        latent = {"samples": torch.zeros(1, LATENT_CHANNELS, args.chunks * args.chunk_frames, args.height // 8,
-                                         args.width // 8)}
-        node = node_class()
-
-        def run(choice: str | None) -> float:
-            extra = {} if choice is None else {DECODE_DEVICE_INPUT: choice}
-            start = time.perf_counter()
-            with torch.inference_mode():  # as ComfyUI's executor runs a node
-                getattr(node, node_class.FUNCTION)(**{**widgets, "model": model, "positive": [[text, {}]],
-                                                      "latent": latent, "vae": vae, **extra})
-            return time.perf_counter() - start
-
-        run(None)  # warm-up: the first load, kernels, the encoder
-        same, other = run(None), run(choices[0])
-    return {"chunks": args.chunks, "decode_device": choices[0], "same_device_s": round(same, 3),
-            "other_device_s": round(other, 3), "gain": round(same / other, 4),
-            "video_frames": VAE_STRIDE_T * args.chunk_frames * args.chunks}
+        runs = {choice: functools.partial(bench_decode_device.node_run, node_class, model, text, vae, args.height,
+                                          args.width, args.chunks, choice)
+                for choice in (model_device, args.decode_device)}
+        times = bench_decode_device.interleaved(runs, args.rounds, args.chunks)
+    per_chunk = bench_decode_device.summary(times, model_device, args.decode_device)["per_chunk"]
+    wall = per_chunk["wall"]
+    same, other = wall["median"][model_device], wall["median"][args.decode_device]
+    return {"chunks": args.chunks, "rounds": args.rounds, "decode_device": args.decode_device,
+            "overhead_only": args.device == "cpu" and args.decode_device == "cpu",
+            "model_device_chunk_s": round(same, 4), "decode_device_chunk_s": round(other, 4),
+            "gain": round(same / other, 4), "gain_of_rounds": round(1 / wall["paired_ratio_median"], 4),
+            "video_frames": VAE_STRIDE_T * args.chunk_frames * args.chunks,
+            "per_chunk": {clock: per_chunk[clock] for clock in ("wall", "cpu")}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-device", help="also time Sampler -> Video decoding there (e.g. cuda:1, cpu)")
     parser.add_argument("--preset", default="wan2.1-vace-1.3B", help="the DiT of the --decode-device run")
     parser.add_argument("--dtype", default="bf16", choices=("bf16", "fp32"))
-    parser.add_argument("--chunks", type=int, default=6, help="chunks of the --decode-device run")
+    parser.add_argument("--chunks", type=int, default=6, help="chunks of the --decode-device runs")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds of the --decode-device runs")
     parser.add_argument("--report", type=Path, required=True, help="JSON file for the figures")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -132,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench_comfy_") as base:
         comfy = common.import_comfy(args.comfyui, Path(base), flags=("--cpu",) if device.type == "cpu" else (),
-                                    sd="comfy.sd")
+                                    sd="comfy.sd", folder_paths="folder_paths")
+        # the videos of --decode-device go here, removed with it (a second call in one process finds
+        # ComfyUI imported, its output folder the first call's)
+        comfy.folder_paths.set_output_directory(str(Path(base) / "output"))
         load_pack(PACKAGE, standalone=False)
         pack = {name: importlib.import_module(f"{PACKAGE}.{name}")
                 for name in ("nodes.host", "nodes.model_ref", "nodes.video")}

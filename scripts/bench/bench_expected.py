@@ -5,10 +5,15 @@ Three sources, each stated beside its figure:
 - the FLOP budget: every time figure is FLOPs / (the device's measured matmul rate x an efficiency
   band). `chunk_flops` counts a steady chunk's multiply-adds from the architecture: 139 TFLOP T2V,
   221 R2V at 480x832 (docs/benchmarks.md); tests/test_bench.py finds it equal to what torch's
-  FlopCounterMode counts in a real chunk on the CPU (the measured CPU figure it rests on);
-- exact bytes: weights, KV and VACE caches from the parameter count and the cache layout;
+  FlopCounterMode counts in a real chunk on the CPU (the measured CPU figure it rests on), and
+  `video_flops` (a video's chunks, the window filling) what it counts per chunk of a whole run;
+- exact bytes: weights, KV and VACE caches from the parameter count and the cache layout, and the
+  memory request's estimate (vace_core/memory.py) as the ceiling of a batch's peak;
 - the CPU's measured ratios (bench/results-cpu.json, the acceptance figures): a ratio that holds on
-  the CPU at 128x128 (flat per-chunk time, flat memory) must hold on a GPU too.
+  the CPU at 128x128 (flat per-chunk time, flat memory) must hold on a GPU too;
+- bounds that hold on any device: a batch costs per video between 1/B and 1 x a single video's
+  time; a second decode device gains between about 1 (the hand-over) and what full overlap of the
+  DiT and the decode allows, from the decode's measured share of a chunk.
 
 The band: LongLive's 20.7 FPS on an H100 (its paper, T2V at 480x832) is 240 TFLOP/s effective, 0.30 of the
 800 TFLOP/s the card reaches on a large bf16 matmul; a fused, unmasked path can reach about 0.75,
@@ -52,36 +57,47 @@ def block_flops(config: WanConfig, queries: int, keys: int, text_rows: int) -> i
     return projections + ffn + attention
 
 
-def visible_frames(settings: SamplerSettings, ref_frames: int, vace_attention: str | None) -> int:
-    """Latent frames a steady chunk's queries see: the references, the sink and the rolling window
-    (window_frames counts the sink and the chunk) for the main blocks and causal VACE; the
-    references and the chunk for `references`; the chunk alone for `block`."""
+def visible_frames(settings: SamplerSettings, ref_frames: int, vace_attention: str | None,
+                   window_frames: int | None = None) -> int:
+    """Latent frames a chunk's queries see: the references, the sink and the rolling window
+    (window_frames counts the sink and the chunk; fewer while it fills) for the main blocks and
+    causal VACE; the references and the chunk for `references`; the chunk alone for `block`."""
     if vace_attention == "block":
         return settings.chunk_frames
     if vace_attention == "references":
         return ref_frames + settings.chunk_frames
-    return ref_frames + settings.window_frames
+    return ref_frames + (settings.window_frames if window_frames is None else window_frames)
 
 
 def chunk_flops(config: WanConfig, height: int, width: int, settings: SamplerSettings = SamplerSettings(),
-                ref_frames: int = 0, vace: bool = False) -> int:
-    """FLOPs of a steady-state chunk's matrix products: its denoising passes and the clean pass that
-    writes the cache, main blocks (and with `vace`, the VACE blocks on every pass, LongLive's and
-    VACE's defaults), plus the patch embeddings and the head. Norms and other elementwise work are
-    not counted (they are memory traffic)."""
+                ref_frames: int = 0, vace: bool = False, index: int | None = None, last: bool = False) -> int:
+    """FLOPs of a chunk's matrix products: its denoising passes and the clean pass that writes the
+    cache (none after the `last` chunk), main blocks (and with `vace`, the VACE blocks on every pass,
+    LongLive's and VACE's defaults), plus the patch embeddings and the head. A steady-state chunk
+    (the window full) unless `index` (0: the first generated chunk) says how far the window has
+    filled. Norms and other elementwise work are not counted (they are memory traffic)."""
     tokens = tokens_per_frame(height, width)
     n = tokens * settings.chunk_frames
     text_rows = PROMPT_TOKENS + 1  # the real rows and the merged padding
     patch = config.patch_size[0] * config.patch_size[1] * config.patch_size[2]
-    per_pass = config.num_layers * block_flops(config, n, tokens * visible_frames(settings, ref_frames, None),
+    window = None if index is None else min(settings.window_frames, (index + 1) * settings.chunk_frames)
+    per_pass = config.num_layers * block_flops(config, n, tokens * visible_frames(settings, ref_frames, None, window),
                                                text_rows)
     per_pass += 2 * n * config.dim * patch * (config.in_channels + config.out_channels)  # patch embedding, head
     if vace:
-        keys = tokens * visible_frames(settings, ref_frames, settings.vace_attention)
+        keys = tokens * visible_frames(settings, ref_frames, settings.vace_attention, window)
         hint = block_flops(config, n, keys, text_rows) + 2 * n * config.dim * config.dim  # + after_proj
         per_pass += len(config.vace_layers) * hint + 2 * n * config.dim * config.dim  # + before_proj
         per_pass += 2 * n * config.dim * patch * config.vace_in_dim  # VACE patch embedding
-    return per_pass * (len(settings.denoising_steps) + 1)
+    return per_pass * (len(settings.denoising_steps) + (0 if last else 1))
+
+
+def video_flops(config: WanConfig, height: int, width: int, chunks: int, settings: SamplerSettings = SamplerSettings(),
+                ref_frames: int = 0, vace: bool = False) -> int:
+    """FLOPs of one video's `chunks` generated chunks, the window filling over the first ones and no
+    clean pass after the last (the reference block's own passes, a fraction of one chunk's, aside)."""
+    return sum(chunk_flops(config, height, width, settings, ref_frames, vace, index=i, last=i == chunks - 1)
+               for i in range(chunks))
 
 
 # ---- expected ranges ------------------------------------------------------------------------------
@@ -172,15 +188,58 @@ def expected_ranges(results: dict, cpu_ratios: dict[str, float]) -> dict[str, Ex
         total = sum(held.values()) / 2**30
         ranges["r2v_peak_gib"] = Expected(total * ACTIVATIONS[0], total * ACTIVATIONS[1],
                                           f"{parts} GiB, x{ACTIVATIONS[0]}-{ACTIVATIONS[1]} for activations")
-    one = figure(results, "batch", "batch_1", "fps")
-    for batch in (2, 4):
-        if one:
-            ranges[f"batch_{batch}_fps"] = Expected(one, batch * one * (1 + RATIO_SLACK),
-                                                    f"batch 1's FPS .. {batch} x it: a batch fills the GPU better")
+    batch = results["sections"].get("batch", {}).get("figures")
+    if batch and batch.get("runs"):
+        ranges.update(batch_ranges(batch, device, rate * 1e12 if rate else None))
+    share = figure(results, "decode", "decode_share")
+    ranges["decode_device_gain"] = decode_gain_range(share)
     ranges["compiled_over_eager"] = Expected(None, 1 + RATIO_SLACK, "compiled no slower than eager")
     ranges["vace_first_over_off"] = ratio_range(cpu_ratios.get("first_over_off"), FLAT_LIMIT,
                                                 "hint_chunks=first costs as much as VACE off")
     return ranges
+
+
+def batch_ranges(figures: dict, device: str, matmul_flops_per_s: float | None) -> dict[str, Expected]:
+    """The batch section's figures (bench_batch.device_figures) per kind and batch size B: videos
+    per hour from the FLOP budget of one video (a batch does B videos' work); seconds per video at B
+    over B = 1's, between 1 / B (B videos for the time of one) and 1 (a batch is never dearer per
+    video); peak memory between what the run holds (weights + B x the caches, exact) and the memory
+    request the nodes make (weights + vace_core/memory.py's estimate: above it they under-ask)."""
+    config = architecture(figures["model"])
+    width, height = (int(side) for side in figures["size"].split("x"))
+    ranges: dict[str, Expected] = {}
+    for name, run in figures["runs"].items():
+        kind, batch = name.split("_batch_")
+        vace = kind == "r2v"
+        if matmul_flops_per_s:
+            flops = video_flops(config, height, width, figures["chunks"], ref_frames=int(vace), vace=vace)
+            fast, slow = time_range(flops, matmul_flops_per_s, device)
+            band = EFFICIENCY[device]
+            ranges[f"{name}_videos_per_hour"] = Expected(
+                3600 / slow, 3600 / fast, f"{flops / 1e12:.4g} TFLOP per {figures['video_frames']}-frame video / "
+                                          f"({matmul_flops_per_s / 1e12:.3g} TFLOP/s matmul x {band[0]}-{band[1]})")
+        if batch != "1":
+            ranges[f"{name}_per_video_ratio"] = Expected(1 / int(batch), 1 + RATIO_SLACK,
+                                                         f"1/{batch} (the batch in one video's time) .. 1 (no gain), "
+                                                         f"+{RATIO_SLACK:.0%}")
+        if run["peak_bytes"] is not None:
+            held = figures["weights_bytes"] + run["cache_bytes"]  # the batch's caches: B videos'
+            ranges[f"{name}_peak_gib"] = Expected(held / 2**30, run["estimate_bytes"] / 2**30,
+                                                  f"weights + {batch} x caches (held) .. + the memory request's "
+                                                  "activations")
+    return ranges
+
+
+def decode_gain_range(share: float | None) -> Expected:
+    """Sampler -> Video's time per chunk decoding inline over decoding on another device: at least
+    about 1 (what the hand-over costs); at most (DiT + decode) / the longer of the two, i.e.
+    1 / max(share, 1 - share) with the decode's measured share of a chunk, where the two overlap
+    fully."""
+    if share is None:
+        return Expected(1 - RATIO_SLACK, None, "the hand-over's cost at most; the upper bound needs the decode share")
+    best = 1 / max(share, 1 - share)
+    return Expected(1 - RATIO_SLACK, best * (1 + RATIO_SLACK),
+                    f"1 .. 1 / max(share, 1 - share) = {best:.3g}: DiT and decode overlapped (share {share:.3g})")
 
 
 def time_ranges(sizes: dict, device: str, matmul_flops_per_s: float) -> dict[str, Expected]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench_batch import device_table, device_title
 from bench_common import FLAT_LIMIT, MEMORY_LIMIT, MIN_REPEATS, ROOT, SERIES, verdict, write_markdown
 from bench_expected import Expected, expected_ranges, load_cpu_ratios
 from bench_sections import GROWTH_MIN, VACE_FIRST_LIMIT, VACE_MODES
@@ -196,15 +197,18 @@ def markdown_decode(entry: dict, device: str) -> list[str]:
                      f"{f['decode_share']:.1%} of a chunk decoded in turn; end-to-end {f['end_to_end_fps']:.2f} FPS.")
     gain = f.get("second_device")
     if gain:
-        lines.append(f"Sampler -> Video over {gain['chunks']} chunks: {gain['same_device_s']} s decoding on the "
-                     f"model's device, {gain['other_device_s']} s on {gain['decode_device']} (gain x{gain['gain']}).")
+        lines.append(f"Sampler -> Video over {gain['chunks']} chunks, each way warmed up then {gain['rounds']} "
+                     f"interleaved rounds: {gain['model_device_chunk_s']} s per chunk decoding on the model's device, "
+                     f"{gain['decode_device_chunk_s']} s on {gain['decode_device']}: gain x{gain['gain']} (median of "
+                     f"the rounds' ratios x{gain['gain_of_rounds']}).")
+        if gain["overhead_only"]:
+            lines.append("Both on the CPU: no second device, so this is the worker thread's cost (or what it overlaps "
+                         "on a second core), not a gain.")
     return lines
 
 
 def markdown_batch(entry: dict, device: str) -> list[str]:
-    return ["| batch | seconds | chunks | video FPS (all videos) |", "|---|---|---|---|"] + [
-        f"| {name.removeprefix('batch_')} | {r['seconds']} | {r['chunks']} | {r['fps']} |"
-        for name, r in entry["figures"].items()]
+    return [f"{device_title(entry['figures'])}.", "", *device_table(entry["figures"])]
 
 
 def markdown_comparison(entry: dict, device: str) -> list[str]:
@@ -236,11 +240,16 @@ def markdown(results: dict, titles: dict[str, str]) -> str:
         lines += ["", f"## {title} (`--sections {name}`)", "", section_header(entry), ""]
         if "error" in entry or "stopped" in entry:
             lines.append(f"Did not finish: {entry.get('error') or entry['stopped']}")
-            continue
+            if "figures" not in entry:
+                continue
+            lines += ["", "What it had measured:", ""]
+        elif entry.get("running"):
+            lines += ["Still running when this was written: what it has measured so far.", ""]
         lines += SECTION_MARKDOWN[name](entry, device)
-        failed = [check for check, ok in entry["checks"].items() if not ok]
-        lines += ["", f"Checks: {', '.join(f'{c} {verdict(ok)}' for c, ok in entry['checks'].items())}"
-                  + (f" ({len(failed)} failed)" if failed else "") + "."]
+        if entry["checks"]:
+            failed = [check for check, ok in entry["checks"].items() if not ok]
+            lines += ["", f"Checks: {', '.join(f'{c} {verdict(ok)}' for c, ok in entry['checks'].items())}"
+                      + (f" ({len(failed)} failed)" if failed else "") + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -283,9 +292,11 @@ def save_results(results: dict, out: Path, titles: dict[str, str]) -> Path:
 # ---- the summary a person pastes ---------------------------------------------------------------------
 
 def ran(results: dict, name: str) -> dict | None:
-    """The entry of a section the last plan run ran (the file may keep older runs' sections too)."""
+    """The entry of a section the last plan run ran, or stopped after it had measured some figures
+    (the file may keep older runs' sections too)."""
     entry = results["sections"].get(name)
-    return entry if name in results["plan"]["ran"] and entry.get("figures") else None
+    plan = results["plan"]
+    return entry if name in plan["ran"] + plan.get("partial", []) and entry.get("figures") else None
 
 
 def summary_rows(results: dict) -> list[tuple[str, str, float | None]]:
@@ -329,8 +340,7 @@ def summary_rows(results: dict) -> list[tuple[str, str, float | None]]:
             rows.append(("decode_device_gain", f"Sampler -> Video, decode on {f['second_device']['decode_device']}: "
                          "gain", f["second_device"]["gain"]))
     if entry := ran(results, "batch"):
-        rows += [(f"{name}_fps", f"batch {name.removeprefix('batch_')}, video FPS", r["fps"])
-                 for name, r in entry["figures"].items()]
+        rows += batch_rows(entry["figures"]["runs"])
     if entry := ran(results, "compile"):
         f = entry["figures"]
         rows += [("compiled_over_eager", "compiled / eager steady chunk", f["compiled_over_eager"]),
@@ -345,6 +355,22 @@ def summary_rows(results: dict) -> list[tuple[str, str, float | None]]:
     if entry := ran(results, "vace"):
         rows.append(("vace_first_over_off", "hint_chunks=first / VACE off",
                      entry["figures"]["vace"]["first_over_off_wall"]))
+    return rows
+
+
+def batch_rows(runs: dict[str, dict]) -> list[tuple[str, str, float | None]]:
+    """Per kind and batch size: videos per hour, seconds per video over batch 1's, peak memory (a GPU's)."""
+    rows: list[tuple[str, str, float | None]] = []
+    for name, run in runs.items():
+        kind, batch = name.split("_batch_")
+        label = f"{kind.upper()} B={batch}"
+        rows.append((f"{name}_videos_per_hour", f"{label}: videos per hour", run["videos_per_hour"]))
+        one = runs.get(f"{kind}_batch_1")
+        if batch != "1" and one:
+            rows.append((f"{name}_per_video_ratio", f"{label}: s per video / B=1's",
+                         round(run["seconds_per_video"] / one["seconds_per_video"], 4)))
+        if run["peak_bytes"] is not None:
+            rows.append((f"{name}_peak_gib", f"{label}: peak VRAM GiB", round(run["peak_bytes"] / 2**30, 3)))
     return rows
 
 

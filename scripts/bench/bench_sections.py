@@ -10,8 +10,8 @@ budget): each takes the invocation's Context and returns {"plan", "bench", "figu
 - timing / vace: the full per-chunk curves (KV cache against the naive recompute; each VACE mode);
 - memory: peak memory of short and long runs;
 - decode: the streaming decode of a chunk by ComfyUI's Wan VAE, its share of a chunk, and the gain
-  of decoding on a second device (bench_decode.py);
-- batch: throughput at batch 1, 2 and 4 through the sampler node;
+  of decoding on a second device, warmed up and interleaved (bench_decode.py);
+- batch: videos per hour, FPS and peak memory at batch 1, 2 and 4, T2V and R2V (bench_batch.py);
 - compile, lowvram: bench_compile.py, bench_lowvram.py in processes of their own;
 - native-ar, preview, forward: the CPU comparisons with ComfyUI (their scripts' smoke runs).
 """
@@ -26,7 +26,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -35,15 +34,15 @@ from pathlib import Path
 import torch
 
 import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+import bench_batch
 import bench_decode
 import bench_lowvram
 import gpu_smoke
 from bench_common import (FLAT_LIMIT, MEMORY_LIMIT, MIN_REPEATS, PLANS, SERIES, Bench, Plan, RunTimes,
                           curve_summary, fresh_process_reports, log, mean_ratio, ratio, rss_now_mib, rss_peak_mib,
                           sdpa_flags, timed_generate)
-from pack_loader import load_pack
 from vace_core.cache import KVCache
-from vace_core.latents import LATENT_CHANNELS, VAE_STRIDE_T
+from vace_core.latents import VAE_STRIDE_T
 from vace_core.model import CausalWanModel
 from vace_core.passes import VACE_ATTENTION_MODES, CachedPasses, PassExecutor
 from vace_core.plan import SamplerSettings
@@ -68,9 +67,12 @@ VACE_FIRST_LIMIT = 1.10  # acceptance 3: hint_chunks="first" / VACE off
 # VACE attention modes, each timed with hints on every chunk ("vace_<mode>"); hint_chunks="first" is
 # timed in the default mode ("vace_first")
 VACE_MODES = VACE_ATTENTION_MODES
-STANDALONE_PACKAGE = "longlive_pack_standalone"  # the pack with its standalone host, in this process
-BATCHES = (1, 2, 4)
 CHUNK_FRAMES = SamplerSettings().chunk_frames  # LongLive's preset, what the nodes run
+# the smoke run's videos in the batch section and the decode's node runs: the first chunk and one more
+SMOKE_CHUNKS = 2
+# timed rounds of the decode on a second device (after a warm-up run each way), by smoke: the smoke
+# run proves the code path, one round is enough there
+DECODE_ROUNDS = {False: 5, True: 1}
 LOWVRAM_CHUNKS = 5  # bench_lowvram's timed run: the first chunk and 4 steady ones
 
 
@@ -363,7 +365,8 @@ def profile_summary(prof, device: torch.device, chunks: int, top: int = 10) -> d
 
 class Context:
     """Arguments, device, the models built so far, the figures later sections read (the decode, the
-    steady chunk), and the seconds the budget leaves (`time_left`, set by the plan)."""
+    steady chunk), the seconds the budget leaves (`time_left`) and where a section's figures go as
+    it measures (`keep_figures`), both set by the plan."""
 
     def __init__(self, args: argparse.Namespace, device: torch.device) -> None:
         self.args = args
@@ -373,6 +376,8 @@ class Context:
         self._benches: dict[Plan, Bench] = {}
         self._decode: dict | None = None
         self.steady: dict | None = None
+        # a section's figures so far, handed over as it measures: the plan saves them at once (bench.py)
+        self.keep_figures: Callable[[dict], None] = lambda figures: None
 
     def plan(self, section: str) -> Plan:
         if self.smoke or (section == "smoke" and self.device.type == "cpu"):
@@ -543,23 +548,17 @@ def section_steady(ctx: Context) -> dict:
 
 def second_decode_device(device: torch.device) -> tuple[str | None, str]:
     """(the other device the decode could run on, or None; why not): a second GPU, or on the CPU
-    the CPU itself (the worker-thread path against the inline decode)."""
+    the CPU itself (the worker-thread path against the inline decode: its overhead, no gain)."""
     if device.type == "cpu":
         return "cpu", ""
     count = torch.cuda.device_count()
     return ("cuda:1", "") if count >= 2 else (None, f"one GPU seen ({count}): a second decode GPU needs two")
 
 
-def has_input(node: str, name: str) -> bool:
-    """Whether the pack's node (imported with the standalone host) has input `name`."""
-    nodes = load_pack(STANDALONE_PACKAGE, standalone=True).NODE_CLASS_MAPPINGS
-    inputs = nodes[node].INPUT_TYPES()
-    return any(name in inputs.get(group, {}) for group in ("required", "optional"))
-
-
 def section_decode(ctx: Context) -> dict:
     """The streaming decode of one chunk and its share of a chunk's time (the DiT's steady chunk from
-    the steady section, when it ran); the gain of decoding on a second device where there is one."""
+    the steady section, when it ran); Sampler -> Video decoding on a second device against the
+    model's, both warmed up, in interleaved rounds, where there is one (bench_decode.py)."""
     plan = ctx.plan("decode")
     decode = ctx.decode(plan)
     figures = {"decode": decode, "skipped": {}}
@@ -572,12 +571,12 @@ def section_decode(ctx: Context) -> dict:
     target, why = second_decode_device(ctx.device)
     if target is None:
         figures["skipped"]["decode on a second device"] = why
-    elif not has_input("LongLiveSampleToVideo", "decode_device"):
-        figures["skipped"]["decode on a second device"] = "Sampler -> Video has no decode_device input yet"
     else:
-        log(f"Sampler -> Video decoding on {target} (bench_decode.py)")
+        log(f"Sampler -> Video decoding on the model's device and on {target} (bench_decode.py)")
         gain = ctx.decode_report(plan, "--decode-device", target, "--preset", plan.preset, "--dtype",
-                                 ctx.weights_dtype(plan), "--chunks", str(plan.early_chunk + 2))["decode_device"]
+                                 ctx.weights_dtype(plan), "--chunks",
+                                 str(SMOKE_CHUNKS if ctx.smoke else plan.early_chunk + 2),
+                                 "--rounds", str(DECODE_ROUNDS[ctx.smoke]))["decode_device"]
         if "skipped" in gain:
             figures["skipped"]["decode on a second device"] = gain["skipped"]
         else:
@@ -586,59 +585,26 @@ def section_decode(ctx: Context) -> dict:
     return {"plan": plan, "bench": None, "figures": figures, "checks": checks, "skipped": figures["skipped"]}
 
 
-def batch_refusal(model, text: torch.Tensor, sampler_class: type) -> str | None:
-    """The sampler node's answer to a LATENT batch of 2 (tiny, one chunk): its error, or None."""
-    latent = {"samples": torch.zeros(2, LATENT_CHANNELS, CHUNK_FRAMES, 4, 4)}
-    try:
-        with torch.inference_mode():
-            sampler_class().sample(model, [[text, {}]], latent, 0, 1.0)
-    except ValueError as error:
-        return str(error)
-    return None
-
-
 def section_batch(ctx: Context) -> dict:
-    """Throughput of T2V at batch 1, 2 and 4 through the LongLive Sampler node (standalone host),
-    once the sampler takes a LATENT's batch of videos; skipped while it refuses one."""
+    """Videos per hour, FPS and peak memory of T2V and R2V (one reference) at batch 1, 2 and 4
+    (bench_batch.device_figures: 81-frame videos after a warm-up run of the same shape; 2 chunks in
+    the smoke run) on the plan's model; each measurement saved as it comes, so a run cut short keeps it."""
     plan = ctx.plan("batch")
-    pack = load_pack(STANDALONE_PACKAGE, standalone=True)
-    model_ref = importlib.import_module(f"{STANDALONE_PACKAGE}.nodes.model_ref")
-    sampler_class = pack.NODE_CLASS_MAPPINGS["LongLiveSampler"]
-    with tempfile.TemporaryDirectory(prefix="bench_batch_") as folder:
-        probe = Path(folder) / "probe"
-        probe.mkdir()
-        tiny = common.load_pack_model(model_ref, common.write_pack_weights("tiny", "fp32", probe), "fp32", vace=False)
-        refusal = batch_refusal(tiny, common.random_prompt(tiny.shared.network.config), sampler_class)
-        if refusal is not None:
-            raise SectionSkipped(f"needs batches: the sampler refuses a batch of 2 ({refusal})")
-        files = common.write_pack_weights(plan.preset, ctx.weights_dtype(plan), Path(folder))
-        model = common.load_pack_model(model_ref, files, ctx.weights_dtype(plan), vace=False)
-        text = common.random_prompt(model.shared.network.config)
-        chunks = plan.early_chunk + 2
-        figures, finite = {}, True
-        for batch in BATCHES:
-            latent = {"samples": torch.zeros(batch, LATENT_CHANNELS, CHUNK_FRAMES * chunks, plan.height // 8,
-                                             plan.width // 8)}
-
-            def run() -> tuple[float, torch.Tensor]:
-                bench_sync(ctx.device)
-                started = time.perf_counter()
-                with torch.inference_mode():
-                    samples = sampler_class().sample(model, [[text, {}]], latent, 0, 1.0)[0]["samples"]
-                bench_sync(ctx.device)
-                return time.perf_counter() - started, samples
-
-            run()  # warm-up at this batch size
-            seconds, samples = run()
-            finite = finite and bool(torch.isfinite(samples).all())
-            figures[f"batch_{batch}"] = {"seconds": round(seconds, 3), "chunks": chunks,
-                                         "fps": round(batch * VAE_STRIDE_T * CHUNK_FRAMES * chunks / seconds, 3)}
-    return {"plan": plan, "bench": None, "figures": figures, "checks": {"batch_outputs_finite": finite}}
+    bench = ctx.bench(plan)
+    with torch.inference_mode():
+        figures = bench_batch.device_figures(ctx.device, ctx.keep_figures, bench=bench,
+                                             chunks=SMOKE_CHUNKS if ctx.smoke else bench_batch.GPU_CHUNKS)
+    runs = figures["runs"]
+    checks = {"batch_outputs_finite": all(run["finite"] for run in runs.values()),
+              # each video holds its own caches and nothing more: B times batch 1's bytes, exactly
+              "batch_cache_per_video": all(run["cache_bytes"] == batch * runs[f"{kind}_batch_1"]["cache_bytes"]
+                                           for (kind, batch), run in batch_runs(runs))}
+    return {"plan": plan, "bench": bench, "figures": figures, "checks": checks}
 
 
-def bench_sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def batch_runs(runs: dict[str, dict]) -> list[tuple[tuple[str, int], dict]]:
+    """((kind, batch size), run) of bench_batch.device_figures' runs ("t2v_batch_2": ...)."""
+    return [((name.split("_batch_")[0], int(name.split("_batch_")[1])), run) for name, run in runs.items()]
 
 
 def section_lowvram(ctx: Context) -> dict:

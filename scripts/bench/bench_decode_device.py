@@ -20,10 +20,11 @@ figures, float32 on one torch thread per thread, medians over interleaved repeat
    both threads share the cores, what the overlap gains or the contention costs.
 
 On a GPU machine the same node call, with decode_device set to a second GPU, gives the gain of a
-second decode GPU; `node_chunk_seconds` is the function a GPU plan can call for it.
+second decode GPU: the device plan's decode section (bench_decode.py) times `node_run` both ways
+through `interleaved` and `summary`, as section 2 does here.
 
-    python scripts/bench_decode_device.py --repeats 15   -> bench/results-decode-device-cpu.{json,md}
-    python scripts/bench_decode_device.py --quick --out /tmp/bench   # smoke run
+    python scripts/bench/bench_decode_device.py --repeats 15   -> bench/results-decode-device-cpu.{json,md}
+    python scripts/bench/bench_decode_device.py --quick --out /tmp/bench   # smoke run
 """
 
 from __future__ import annotations
@@ -45,12 +46,10 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: vace_core, nodes
-
-import bench_common as common  # noqa: E402  (scripts/bench_common.py)
-from pack_loader import load_pack  # noqa: E402
-from vace_core.config import architecture  # noqa: E402
-from vace_core.testing import fixtures  # noqa: E402
+import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
+from pack_loader import load_pack
+from vace_core.config import architecture
+from vace_core.testing import fixtures
 
 PACKAGE = "longlive_pack"
 SECTION = "decode-device"
@@ -169,14 +168,6 @@ def node_run(video_node: type, model, text: torch.Tensor, vae, height: int, widt
                               filename_prefix="bench_decode_device", fps=16, crf=19, decode_device=decode_device)
 
 
-def node_chunk_seconds(video_node: type, model, text: torch.Tensor, vae, height: int, width: int, chunks: int,
-                       decode_device: str) -> float:
-    """Wall seconds per chunk of `node_run` (on a GPU: synchronised at the end, as the node is)."""
-    start = time.perf_counter()
-    node_run(video_node, model, text, vae, height, width, chunks, decode_device)
-    return (time.perf_counter() - start) / chunks
-
-
 def node_runs(pack: dict[str, ModuleType], size: int, chunks: int, repeats: int) -> dict:
     config = architecture(MODEL)
     with tempfile.TemporaryDirectory() as models, tempfile.TemporaryDirectory() as output:
@@ -244,7 +235,7 @@ def markdown(result: dict) -> str:
         "## Decoding on a worker thread (decode_device): cost per chunk on the CPU", "",
         (f"Machine: {m['cpu']} ({m['cpu_count']} cores, shared); torch {m['torch']}, {m['torch_threads']} thread "
          f"(the worker: {result['worker_torch_threads']}); {path['repeats']} interleaved rounds in one process, "
-         "medians (`scripts/bench_decode_device.py`). CPU time is the process's, all threads (ours, the worker, "
+         "medians (`scripts/bench/bench_decode_device.py`). CPU time is the process's, all threads (ours, the worker, "
          "x264's): on a shared machine it measures the work, where wall time also measures the neighbours; faults "
          "are minor page faults (memory the C library gave back to the OS and touches again)."), "",
         (f"1. The decode path alone ({path['chunks']} chunks of {CHUNK_FRAMES} latent frames at {path['size']}: the "
@@ -266,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--chunks", type=int, default=12)
     parser.add_argument("--size", type=int, default=128, help="frame width and height (a multiple of 16)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "bench")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "bench")
     parser.add_argument("--path-only", type=Path, help=argparse.SUPPRESS)  # the child of path_without_trim
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
