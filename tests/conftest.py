@@ -13,9 +13,9 @@ pack's Model Loader node.
 Groups (the `xdist_group` mark; one group runs whole, in one process): a test module is a group, so
 its module-scoped fixtures are made once; tests that need a ComfyUI are grouped by
 tests/integration/conftest.py (one group per ComfyUI server). The groups are queued longest first as
-far as a test can tell: the servers' groups, then modules with a `slow` test, then the rest in
-collection order, the other groups that need a ComfyUI last: in CI they wait for its venv to be
-built (COMFYUI_PYTHON_READY) while the tests that need none run.
+far as a test can tell: the servers' groups, then the modules that need no ComfyUI (those with a
+`slow` test first), then the other groups that need a ComfyUI (slow first): in CI those wait for its
+venv to be built (COMFYUI_PYTHON_READY), so the tests that need none run meanwhile.
 """
 
 import importlib
@@ -104,9 +104,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     slow_groups = {group_of(item) for item in items if item.get_closest_marker("slow")}
 
     def rank(group: str) -> int:
+        # pytest-xdist hands each process one group to start with: the two servers' groups (the
+        # longest; in CI they wait for the ComfyUI venv anyway), then tests that need no ComfyUI, so
+        # that the other processes work while it is built; the other ComfyUI groups last, slow first
         if group in server_groups:
             return 0
-        return 1 if group in slow_groups else 3 if group in comfyui_groups else 2
+        slow = group in slow_groups
+        if group in comfyui_groups:
+            return 3 if slow else 4
+        return 1 if slow else 2
 
     first_seen = {}
     for index, item in enumerate(items):
