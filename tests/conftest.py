@@ -81,6 +81,7 @@ class _RootIsAFolder:
 def pytest_configure(config: pytest.Config) -> None:
     # registered as a plugin: a conftest's own hooks never see the folder above it
     config.pluginmanager.register(_RootIsAFolder(), "longlive-root-is-a-folder")
+    config.pluginmanager.register(_GroupOrder(), "longlive-group-order")
 
 
 def group_of(item: pytest.Item) -> str | None:
@@ -92,29 +93,37 @@ def group_of(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's, which names each test's group in its node id
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test without a group joins its module's; then the groups are ordered longest first
-    (each group's tests stay together, in their order)."""
+    """Every test without a group joins its module's."""
     for item in items:
         if group_of(item) is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    def needing(fixture: str) -> set[str]:
-        return {group_of(item) for item in items if fixture in getattr(item, "fixturenames", ())}
 
-    server_groups, comfyui_groups = needing("comfy_server"), needing("comfy_install")
-    slow_groups = {group_of(item) for item in items if item.get_closest_marker("slow")}
 
-    def rank(group: str) -> int:
-        # pytest-xdist hands each process one group to start with: the two servers' groups (the
-        # longest; in CI they wait for the ComfyUI venv anyway), then tests that need no ComfyUI, so
-        # that the other processes work while it is built; the other ComfyUI groups last, slow first
-        if group in server_groups:
-            return 0
-        slow = group in slow_groups
-        if group in comfyui_groups:
-            return 3 if slow else 4
-        return 1 if slow else 2
+class _GroupOrder:
+    """The groups ordered longest first (each group's tests stay together, in their order). Last:
+    pytest's own hook reorders the tests by their fixtures' parameters (all of one ComfyUI version's
+    first), which would undo it; registered as a plugin, as a conftest holds one hook of a name."""
 
-    first_seen = {}
-    for index, item in enumerate(items):
-        first_seen.setdefault(group_of(item), index)
-    items.sort(key=lambda item: (rank(group_of(item)), first_seen[group_of(item)]))
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        def needing(fixture: str) -> set[str]:
+            return {group_of(item) for item in items if fixture in getattr(item, "fixturenames", ())}
+
+        server_groups, comfyui_groups = needing("comfy_server"), needing("comfy_install")
+        slow_groups = {group_of(item) for item in items if item.get_closest_marker("slow")}
+
+        def rank(group: str) -> int:
+            # pytest-xdist hands each process one group to start with: the two servers' groups (the
+            # longest; in CI they wait for the ComfyUI venv anyway), then tests that need no ComfyUI, so
+            # that the other processes work while it is built; the other ComfyUI groups last, slow first
+            if group in server_groups:
+                return 0
+            slow = group in slow_groups
+            if group in comfyui_groups:
+                return 3 if slow else 4
+            return 1 if slow else 2
+
+        first_seen = {}
+        for index, item in enumerate(items):
+            first_seen.setdefault(group_of(item), index)
+        items.sort(key=lambda item: (rank(group_of(item)), first_seen[group_of(item)]))
