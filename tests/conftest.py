@@ -13,9 +13,9 @@ pack's Model Loader node.
 Groups (the `xdist_group` mark; one group runs whole, in one process): a test module is a group, so
 its module-scoped fixtures are made once; tests that need a ComfyUI are grouped by
 tests/integration/conftest.py (one group per ComfyUI server). The groups are queued longest first as
-far as a test can tell: the servers' groups, then the modules that need no ComfyUI (those with a
-`slow` test first), then the other groups that need a ComfyUI (slow first): in CI those wait for its
-venv to be built (COMFYUI_PYTHON_READY), so the tests that need none run meanwhile.
+far as a test can tell: the servers' groups, then the other groups that need a ComfyUI, then the
+modules that need none (those with a `slow` test first in each). In CI the first ones wait for the
+ComfyUI venv to be built (COMFYUI_PYTHON_READY), which then has the cores to itself.
 """
 
 import importlib
@@ -113,15 +113,16 @@ class _GroupOrder:
         slow_groups = {group_of(item) for item in items if item.get_closest_marker("slow")}
 
         def rank(group: str) -> int:
-            # pytest-xdist hands each process one group to start with: the two servers' groups (the
-            # longest; in CI they wait for the ComfyUI venv anyway), then tests that need no ComfyUI, so
-            # that the other processes work while it is built; the other ComfyUI groups last, slow first
+            # the servers' groups (the longest), then the other groups that need a ComfyUI, then the
+            # rest; slow ones first in each. In CI the first processes then wait for the ComfyUI venv
+            # while pip builds it on otherwise idle cores: measured, that beat running unit tests
+            # beside pip (pytest 606 s against 713 s; the venv 133 s against 148 s)
+            slow = group in slow_groups
             if group in server_groups:
                 return 0
-            slow = group in slow_groups
             if group in comfyui_groups:
-                return 3 if slow else 4
-            return 1 if slow else 2
+                return 1 if slow else 2
+            return 3 if slow else 4
 
         first_seen = {}
         for index, item in enumerate(items):

@@ -35,7 +35,6 @@ import torch
 
 import bench_common as common  # first: it puts the repository root and scripts/ on sys.path
 import bench_batch
-import bench_decode
 import bench_lowvram
 import gpu_smoke
 from bench_common import (FLAT_LIMIT, MEMORY_LIMIT, MIN_REPEATS, PLANS, SERIES, Bench, Plan, RunTimes,
@@ -405,22 +404,20 @@ class Context:
 
     def decode_report(self, plan: Plan, *extra: str) -> dict:
         """bench_decode.py's figures for a chunk of `plan`'s size (its full-size Wan VAE, width 8 for
-        the tiny presets), with `extra` arguments: in a process of its own on a GPU (ComfyUI's
-        import sets CUDA's SDPA flags, which would change the sections timed after it); in this one
-        on the CPU, where its import with --cpu changes no torch setting."""
+        the tiny presets), with `extra` arguments, in a process of its own: ComfyUI's import sets
+        CUDA's SDPA flags, which would change the sections timed after it, and a run the budget
+        stops is a process killed, not one interrupted in this process with its decode worker
+        thread inside torch (which aborted the interpreter at exit)."""
         dim = "96" if plan.preset.startswith("wan2.1") else "8"
         with tempfile.TemporaryDirectory(prefix="bench_decode_") as work:
             report = Path(work) / "decode.json"
             args = ["--comfyui", str(self.args.comfyui), "--device", self.device.type, "--height", str(plan.height),
                     "--width", str(plan.width), "--dim", dim, "--repeats", str(max(plan.repeats, MIN_REPEATS)),
                     "--report", str(report), *extra]
-            if self.device.type == "cpu":
-                bench_decode.main(args)
-            else:
-                child = self.run_script("bench_decode.py", *args)
-                if child.returncode != 0:
-                    raise RuntimeError(f"bench_decode.py failed (exit status {child.returncode}):\n"
-                                       f"{child.stderr[-3000:]}")
+            child = self.run_script("bench_decode.py", *args)
+            if child.returncode != 0:
+                raise RuntimeError(f"bench_decode.py failed (exit status {child.returncode}):\n"
+                                   f"{child.stderr[-3000:]}")
             return json.loads(report.read_text())
 
     def decode(self, plan: Plan) -> dict | None:
