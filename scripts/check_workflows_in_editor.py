@@ -61,7 +61,7 @@ INPUT_FILES = {("LoadImage", "image"), ("LoadVideo", "file")}  # names in input/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from editor_widgets import editor_ports  # noqa: E402  (the editor's widget rules)
 from make_example_inputs import CONTROL, write_examples  # noqa: E402  the example pictures the workflows load
-from make_workflows import MODEL_INPUTS, Extension, workflow_files  # noqa: E402  models/ subfolders, file names
+from make_workflows import LIVE_NODES, MODEL_INPUTS, Extension, workflow_files  # noqa: E402  models/ subfolders, file names
 
 SCREENSHOT_OF = "longlive_vace_r2v"  # the workflow the README shows
 # the minimap panel covers the graph's lower right corner in a picture (editors 1.35 and 1.49)
@@ -351,7 +351,6 @@ def open_from_template_browser(page, module: str, workflow: Workflow) -> tuple[f
 # record. The clip shown is a real video (the example control video in input/), so the players
 # load and size themselves as after a real run. Then the nodes' rectangles (title bar included)
 # are compared pairwise.
-LIVE_NODES = ("LongLiveSampler", "LongLiveSampleToVideo", "LongLiveContinue")
 VIDEO_OUTPUT_NODES = ("LongLiveSaveVideo", "LongLiveSampleToVideo", "LongLiveSaveFrames")
 RUN_JS = """async ({live, videoNodes, clip}) => {
     const app = window.app, api = window.comfyAPI.api.api, graph = app.graph;

@@ -98,7 +98,6 @@ class DecodeWorker:
         self.device = torch.device(device)
         self.is_cancel = is_cancel
         self.is_out_of_memory = is_out_of_memory
-        self.chunks_done = 0  # chunks whose work finished
         self._queue: queue.Queue = queue.Queue(maxsize=queued)
         self._thread: threading.Thread | None = None
         self._stop: BaseException | None = None  # the work's error or cancel that stopped the worker
@@ -173,8 +172,6 @@ class DecodeWorker:
             work(copy(), *args)
         except BaseException as error:  # noqa: B036 - every error is handed to the sampling thread
             self._stop = error
-            return
-        self.chunks_done += 1
 
 
 def _with_latents(sink: ChunkSink, info: ChunkInfo) -> Callable[[torch.Tensor], None]:

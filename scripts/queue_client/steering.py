@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 
 from .errors import ClientError, HTTPStatusError, ServerError, one_line
 from .mp4 import read_json_or_mp4_record
-from .workflow import is_literal, ordered_nodes
+from .workflow import is_literal, ordered_nodes, shortened
 
 if TYPE_CHECKING:
     from .server import ComfyAPI
@@ -65,10 +65,6 @@ class Steerer:
             self.say(f"steer {shown!r} refused (HTTP {error.code}): {one_line(reason)}")
         except ServerError as error:
             self.say(f"steer {shown!r} not sent: {error}")
-
-
-def shortened(text: str) -> str:
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def live_news(kind: str, data: dict) -> str | None:

@@ -112,11 +112,16 @@ def _targets(api: dict, predicate: Callable[[str, dict], bool]) -> list[str]:
     return [node_id for node_id, node in ordered_nodes(api) if predicate(node_id, node)]
 
 
+def shortened(text: str) -> str:
+    """`text` cut to 60 characters for a console line."""
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _set(api: dict, node_id: str, name: str, value: Any, changes: list[str]) -> None:
     inputs = api[node_id]["inputs"]
     new = "" if name in inputs else " (an input the node did not have)"
     inputs[name] = value
-    shown = value if not isinstance(value, str) or len(value) < 60 else value[:57] + "..."
+    shown = shortened(value) if isinstance(value, str) else value
     changes.append(f"node {node_id} ({api[node_id]['class_type']}).{name} = {shown!r}{new}")
 
 

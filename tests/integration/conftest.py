@@ -1,6 +1,6 @@
 """Integration tests against real ComfyUIs (helpers live in comfy_harness.py).
 
-A test that needs a ComfyUI (any of the fixtures comfy_install, comfyui_dir, comfyui_python,
+A test that needs a ComfyUI (any of the fixtures comfy_install,
 comfy_server, report_figure, directly or through its own fixtures) runs once per ComfyUI found
 (`comfy_harness.find_installs`: COMFYUI_DIR, else the snapshots in ../shared/comfyui/, else
 /opt/ComfyUI); its ids carry the version, e.g. `test_workflow_runs_to_a_video[0.33.0-longlive_t2v]`.
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -55,16 +54,6 @@ def comfy_install(request) -> ComfyInstall:
     except RuntimeError as error:
         pytest.fail(str(error))
     return request.param
-
-
-@pytest.fixture(scope="session")
-def comfyui_dir(comfy_install) -> Path:
-    return comfy_install.dir
-
-
-@pytest.fixture(scope="session")
-def comfyui_python(comfy_install) -> str:
-    return comfy_install.python
 
 
 @pytest.fixture

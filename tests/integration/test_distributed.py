@@ -43,7 +43,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_harness import (REPO_ROOT, SHARED_EXTENSIONS, TINY_VAE_NAME, ComfyClient, install_node_pack,
+from comfy_harness import (REPO_ROOT, SHARED_EXTENSIONS, TINY_VAE_NAME, ComfyClient, in_ci, install_node_pack,
                            make_base_dir, start_server, stop_server)
 from helpers import load_script
 from test_workflows_e2e import FRAMES, HEIGHT, RUN_TIMEOUT, TINY, WIDTH, tiny_graph
@@ -170,7 +170,10 @@ def _start_both(install, bases: dict[str, Path]) -> dict[str, ComfyClient]:
 @pytest.fixture(scope="module")
 def cluster(comfy_install, tmp_path_factory):
     if not (EXTENSION / "__init__.py").is_file():
-        pytest.skip(f"no ComfyUI-Distributed 1.4.4 at {EXTENSION}")
+        missing = f"no ComfyUI-Distributed 1.4.4 at {EXTENSION}"
+        if in_ci():  # as a missing ComfyUI does: CI must not pass with the extension untested
+            pytest.fail(missing)
+        pytest.skip(missing)
     root = tmp_path_factory.mktemp(f"distributed_{comfy_install.label}")
     began = time.monotonic()
     make_base_dir(root / "master", comfy_install)
